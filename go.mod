@@ -1,0 +1,3 @@
+module github.com/slipway-net/slipway
+
+go 1.26.8
