@@ -1,0 +1,199 @@
+// Command slipway gives virtual machines and network namespaces a network
+// without root: see `slipway --help`.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/nsrun"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// usageError marks an error in what the user asked for: exit status 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// exitError carries a status to exit with after a clean shutdown.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func main() {
+	if nsrun.IsChild() {
+		nsrun.ChildMain()
+		return
+	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes the command line and returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	root := newRootCmd(stdout, stderr)
+	root.SetArgs(args)
+	err := root.Execute()
+	var ee exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	}
+	fmt.Fprintf(stderr, "slipway: %v\n", err)
+	var ue usageError
+	var fe *config.FieldError
+	if errors.As(err, &ue) || errors.As(err, &fe) || isFlagError(err) {
+		return 2
+	}
+	return 1
+}
+
+// isFlagError recognises cobra/pflag parse errors, which are not typed.
+func isFlagError(err error) bool {
+	msg := err.Error()
+	for _, s := range []string{"unknown flag", "unknown shorthand", "invalid argument", "flag needs an argument", "unknown command", "accepts ", "requires at least"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "slipway",
+		Short: "Userspace networking for virtual machines and network namespaces",
+		Long: `slipway gives a VM or a network namespace a full network without root:
+DHCP, DNS, TCP/UDP/ICMP to the host's network through host sockets, and the
+host's loopback at the gateway address. It speaks QEMU's stream protocol and
+serves namespaces through a TAP device.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newRunCmd(), newServeCmd(), newVersionCmd())
+	return root
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print slipway's version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			gv := "unknown"
+			if bi, ok := debug.ReadBuildInfo(); ok {
+				for _, d := range bi.Deps {
+					if d.Path == "gvisor.dev/gvisor" {
+						gv = d.Version
+					}
+				}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "slipway %s (gVisor netstack %s)\n", version, gv)
+			return nil
+		},
+	}
+}
+
+// netFlags binds the flags shared by run and serve to one Config.
+type netFlags struct {
+	cfg        config.Config
+	configFile string
+	readyFD    int
+}
+
+func (nf *netFlags) register(fs *pflag.FlagSet) {
+	c := &nf.cfg
+	fs.StringVar(&nf.configFile, "config", "", "YAML config file (keys are the flag names; flags override it)")
+	fs.Var(prefixValue{&c.CIDR}, "cidr", "IPv4 network of the guests (default 10.0.2.0/24)")
+	fs.Var(addrValue{&c.Gateway}, "gateway", "gateway address, reaching the host's loopback (default .2 of --cidr)")
+	fs.Var(addrValue{&c.DNSAddress}, "dns-address", "DNS server address (default .3 of --cidr)")
+	fs.Var(addrValue{&c.DHCPStart}, "dhcp-start", "first address DHCP hands out, and the namespace's address in run (default .15 of --cidr)")
+	fs.IntVar(&c.MTU, "mtu", config.DefaultMTU, fmt.Sprintf("MTU of the guest link (%d..%d)", config.MinMTU, config.MaxMTU))
+	fs.Var(&dnsServersValue{p: &c.DNSUpstreams}, "dns-upstream", "upstream DNS server ADDR[:PORT], repeatable (default: the host's /etc/resolv.conf nameservers)")
+	fs.BoolVar(&c.NoHostLoopback, "no-host-loopback", false, "refuse flows to the gateway address instead of reaching the host's loopback")
+	fs.BoolVar(&c.Restrict, "restrict", false, "block every outbound flow (DHCP and DNS are still served)")
+	fs.Var(addrValue{&c.OutboundAddr}, "outbound-addr", "bind outbound host sockets to this local address")
+	fs.StringVar(&c.Hostname, "hostname", "", "host name given to DHCP clients (option 12)")
+	fs.StringVar(&c.Domain, "domain", "", "domain name given to DHCP clients (default: the host's)")
+	fs.StringSliceVar(&c.DNSSearch, "dns-search", nil, "DNS search domains given to DHCP clients, repeatable (default: the host's)")
+	fs.StringVar(&c.PCAP, "pcap", "", "write every frame on the guest side to this pcap file")
+	fs.StringVar(&c.LogLevel, "log-level", config.DefaultLogLevel, "log level: debug, info, warn, error")
+	fs.IntVar(&nf.readyFD, "ready-fd", -1, `write "1" to this file descriptor once serving`)
+	l := &c.Limits
+	fs.IntVar(&l.MaxFlows, "max-flows", config.DefaultMaxFlows, "maximum concurrent TCP and UDP flows to the host")
+	fs.IntVar(&l.MaxPendingConnects, "max-pending-connects", config.DefaultMaxPendingConnects, "maximum outbound TCP connects in progress")
+	fs.DurationVar(&l.ConnectTimeout, "connect-timeout", config.DefaultConnectTimeout, "timeout of one outbound TCP connect")
+	fs.DurationVar(&l.UDPIdleTimeout, "udp-idle-timeout", config.DefaultUDPIdleTimeout, "close a UDP flow idle this long")
+	fs.IntVar(&l.DNSMaxInFlight, "dns-max-inflight", config.DefaultDNSMaxInFlight, "maximum DNS queries being forwarded at once")
+	fs.IntVar(&l.DHCPMaxLeases, "dhcp-max-leases", config.DefaultDHCPMaxLeases, "maximum DHCP leases")
+	fs.IntVar(&l.MaxICMPFlows, "max-icmp-flows", config.DefaultMaxICMPFlows, "maximum concurrent ping sessions to the host")
+}
+
+// resolve merges the config file under the flags the user set, completes
+// and validates the result.
+func (nf *netFlags) resolve(fs *pflag.FlagSet) (config.Config, error) {
+	cfg := nf.cfg
+	if nf.configFile != "" {
+		var file config.Config
+		if err := file.LoadFile(nf.configFile); err != nil {
+			return cfg, usageError{err}
+		}
+		cfg = mergeFlags(file, nf.cfg, fs)
+	}
+	if err := cfg.Complete(); err != nil {
+		return cfg, usageError{err}
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// mergeFlags overlays on base the fields whose flags were given on the
+// command line. Flag names equal YAML keys, so the mapping goes through YAML
+// names of the config's fields.
+func mergeFlags(base, flags config.Config, fs *pflag.FlagSet) config.Config {
+	out := base
+	fs.Visit(func(f *pflag.Flag) {
+		config.CopyField(&out, &flags, f.Name)
+	})
+	return out
+}
+
+func newLogger(level string, w io.Writer) *slog.Logger {
+	var l slog.Level
+	l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// signalReady writes "1" to the ready fd, as slirp4netns does.
+func signalReady(fd int) error {
+	if fd < 0 {
+		return nil
+	}
+	f := os.NewFile(uintptr(fd), "ready-fd")
+	if f == nil {
+		return usageError{fmt.Errorf("invalid value %d for --ready-fd: not an open file descriptor", fd)}
+	}
+	defer f.Close()
+	if _, err := f.Write([]byte("1")); err != nil {
+		return usageError{fmt.Errorf("invalid value %d for --ready-fd: %w", fd, err)}
+	}
+	return nil
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/network"
+	"github.com/slipway-net/slipway/nsrun"
+)
+
+func newRunCmd() *cobra.Command {
+	var nf netFlags
+	cmd := &cobra.Command{
+		Use:   "run [flags] -- COMMAND [ARG...]",
+		Short: "Run a command in a network namespace networked by slipway",
+		Long: `run starts COMMAND in new network and mount namespaces (and a user
+namespace when not root). Its only interface, eth0, is served by slipway and
+already configured: the first guest address (--dhcp-start), a default route
+via the gateway, the MTU, and /etc/resolv.conf pointing at slipway's DNS.
+slipway exits with COMMAND's exit status.`,
+		Example: `  slipway run -- curl http://10.0.2.2:8080/   # a server on the host's loopback
+  slipway run --restrict -- sh`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := nf.resolve(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			log := newLogger(cfg.LogLevel, cmd.ErrOrStderr())
+			return runInNamespace(cfg, args, nf.readyFD, log)
+		},
+	}
+	// Everything after the command belongs to it, not to slipway.
+	cmd.Flags().SetInterspersed(false)
+	nf.register(cmd.Flags())
+	return cmd
+}
+
+// guestMAC is the namespace interface's address: 52:54 and its IPv4
+// address, so it is stable and readable in captures.
+func guestMAC(a netip.Addr) net.HardwareAddr {
+	b := a.As4()
+	return net.HardwareAddr{0x52, 0x54, b[0], b[1], b[2], b[3]}
+}
+
+func runInNamespace(cfg config.Config, command []string, readyFD int, log *slog.Logger) error {
+	n, err := network.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	resolv, err := writeResolvConf(n)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(resolv)
+	mac := guestMAC(cfg.DHCPStart)
+	child, err := nsrun.Start(nsrun.Spec{
+		Command:    command,
+		IfName:     "eth0",
+		MAC:        mac.String(),
+		Addr:       netip.PrefixFrom(cfg.DHCPStart, cfg.CIDR.Bits()),
+		Gateway:    cfg.Gateway,
+		MTU:        cfg.MTU,
+		ResolvConf: resolv,
+	})
+	if err != nil {
+		return err
+	}
+	if err := n.Reserve(mac, cfg.DHCPStart); err != nil {
+		log.Warn("could not reserve the namespace's DHCP address", "err", err)
+	}
+	n.Attach(child.Link)
+	if err := signalReady(readyFD); err != nil {
+		child.Signal(syscall.SIGKILL)
+		child.Wait()
+		return err
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	if err := child.Release(); err != nil {
+		return err
+	}
+	done := make(chan int, 1)
+	go func() {
+		code, _ := child.Wait()
+		done <- code
+	}()
+	for {
+		select {
+		case code := <-done:
+			if code != 0 {
+				return exitError{code}
+			}
+			return nil
+		case sig := <-sigs:
+			// Pass the signal on; if the command ignores it, end it.
+			child.Signal(sig)
+			go func() {
+				time.Sleep(10 * time.Second)
+				child.Signal(syscall.SIGKILL)
+			}()
+		}
+	}
+}
+
+// writeResolvConf writes the namespace's resolv.conf: slipway's DNS
+// address and the search list DHCP would give.
+func writeResolvConf(n *network.Network) (string, error) {
+	f, err := os.CreateTemp("", "slipway-resolv-*.conf")
+	if err != nil {
+		return "", fmt.Errorf("resolv.conf: %w", err)
+	}
+	defer f.Close()
+	var b strings.Builder
+	fmt.Fprintf(&b, "nameserver %s\n", n.Config().DNSAddress)
+	if search := n.SearchDomains(); len(search) > 0 {
+		fmt.Fprintf(&b, "search %s\n", strings.Join(search, " "))
+	}
+	if _, err := f.WriteString(b.String()); err != nil {
+		return "", fmt.Errorf("resolv.conf: %w", err)
+	}
+	if err := f.Chmod(0o644); err != nil {
+		return "", fmt.Errorf("resolv.conf: %w", err)
+	}
+	return f.Name(), nil
+}

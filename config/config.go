@@ -1,0 +1,350 @@
+// Package config holds the one configuration type shared by the slipway
+// command's flags, its YAML config file and the embedding Go API, and the one
+// place where it is completed with defaults and validated.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config describes one virtual network. The zero value of an address field
+// means "derive it from CIDR" (see Complete); the zero value of a limit means
+// "use the default".
+type Config struct {
+	// CIDR is the IPv4 subnet of the virtual network.
+	CIDR netip.Prefix `yaml:"cidr"`
+	// Gateway is the address of slipway's virtual router; flows to it reach
+	// the host's loopback unless NoHostLoopback is set.
+	Gateway netip.Addr `yaml:"gateway"`
+	// DNSAddress is where slipway's DNS forwarder answers.
+	DNSAddress netip.Addr `yaml:"dns-address"`
+	// DHCPStart is the first address DHCP hands out (and the address
+	// `slipway run` gives the namespace).
+	DHCPStart netip.Addr `yaml:"dhcp-start"`
+	// MTU of the guest-facing link, advertised by DHCP option 26.
+	MTU int `yaml:"mtu"`
+
+	// DNSUpstreams are the resolvers DNS queries are forwarded to; empty
+	// means the host's /etc/resolv.conf nameservers.
+	DNSUpstreams []DNSServer `yaml:"dns-upstream"`
+	// NoHostLoopback makes flows to the gateway address fail instead of
+	// reaching the host's loopback.
+	NoHostLoopback bool `yaml:"no-host-loopback"`
+	// Restrict blocks every outbound flow; DHCP and DNS are still served.
+	Restrict bool `yaml:"restrict"`
+	// OutboundAddr, if valid, is the local address outbound host sockets
+	// bind to.
+	OutboundAddr netip.Addr `yaml:"outbound-addr"`
+	// Hostname is given to DHCP clients (option 12) if set.
+	Hostname string `yaml:"hostname"`
+	// Domain is the DNS domain given to DHCP clients (option 15); empty
+	// means the host's.
+	Domain string `yaml:"domain"`
+	// DNSSearch is the search list given to DHCP clients (option 119);
+	// empty means the host's.
+	DNSSearch []string `yaml:"dns-search"`
+
+	// PCAP, if set, is a file every frame on the guest side is written to.
+	PCAP string `yaml:"pcap"`
+	// LogLevel is one of debug, info, warn, error.
+	LogLevel string `yaml:"log-level"`
+
+	Limits Limits `yaml:"limits"`
+}
+
+// Limits bounds every resource a guest can grow.
+type Limits struct {
+	// MaxFlows bounds concurrent TCP and UDP flows to the host.
+	MaxFlows int `yaml:"max-flows"`
+	// MaxPendingConnects bounds outbound TCP connects in progress; a
+	// connect waiting on a slow destination holds one slot, so a large
+	// number keeps slow destinations from stalling other connects.
+	MaxPendingConnects int `yaml:"max-pending-connects"`
+	// ConnectTimeout bounds one outbound TCP connect.
+	ConnectTimeout time.Duration `yaml:"connect-timeout"`
+	// UDPIdleTimeout closes a UDP flow with no traffic either way.
+	UDPIdleTimeout time.Duration `yaml:"udp-idle-timeout"`
+	// DNSMaxInFlight bounds DNS queries being forwarded at once.
+	DNSMaxInFlight int `yaml:"dns-max-inflight"`
+	// DHCPMaxLeases bounds DHCP leases.
+	DHCPMaxLeases int `yaml:"dhcp-max-leases"`
+	// MaxICMPFlows bounds echo (ping) flows to the host.
+	MaxICMPFlows int `yaml:"max-icmp-flows"`
+}
+
+// Defaults users know from QEMU user networking and passt.
+const (
+	DefaultCIDR               = "10.0.2.0/24"
+	DefaultMTU                = 65520
+	MinMTU                    = 576
+	MaxMTU                    = 65521
+	DefaultMaxFlows           = 16384
+	DefaultMaxPendingConnects = 1024
+	DefaultConnectTimeout     = 30 * time.Second
+	DefaultUDPIdleTimeout     = 60 * time.Second
+	DefaultDNSMaxInFlight     = 256
+	DefaultDHCPMaxLeases      = 256
+	DefaultMaxICMPFlows       = 256
+	DefaultLogLevel           = "info"
+)
+
+// Default returns a completed default configuration.
+func Default() Config {
+	var c Config
+	if err := c.Complete(); err != nil {
+		panic(err) // the built-in defaults are valid by construction
+	}
+	return c
+}
+
+// Complete fills every zero field with its default, deriving addresses from
+// the CIDR: gateway .2, DNS .3, first guest .15.
+func (c *Config) Complete() error {
+	if !c.CIDR.IsValid() {
+		c.CIDR = netip.MustParsePrefix(DefaultCIDR)
+	}
+	c.CIDR = c.CIDR.Masked()
+	base := c.CIDR.Addr()
+	if !c.Gateway.IsValid() {
+		c.Gateway = addrPlus(base, 2)
+	}
+	if !c.DNSAddress.IsValid() {
+		c.DNSAddress = addrPlus(base, 3)
+	}
+	if !c.DHCPStart.IsValid() {
+		c.DHCPStart = addrPlus(base, 15)
+	}
+	if c.MTU == 0 {
+		c.MTU = DefaultMTU
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = DefaultLogLevel
+	}
+	l := &c.Limits
+	setDefault(&l.MaxFlows, DefaultMaxFlows)
+	setDefault(&l.MaxPendingConnects, DefaultMaxPendingConnects)
+	setDefault(&l.DNSMaxInFlight, DefaultDNSMaxInFlight)
+	setDefault(&l.DHCPMaxLeases, DefaultDHCPMaxLeases)
+	setDefault(&l.MaxICMPFlows, DefaultMaxICMPFlows)
+	setDefault(&l.ConnectTimeout, DefaultConnectTimeout)
+	setDefault(&l.UDPIdleTimeout, DefaultUDPIdleTimeout)
+	return nil
+}
+
+func setDefault[T int | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
+}
+
+// FieldError names the flag (and config key) whose value is wrong.
+type FieldError struct {
+	Flag   string // without dashes; the YAML key is the same
+	Value  string
+	Reason string
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("invalid value %q for --%s: %s", e.Value, e.Flag, e.Reason)
+}
+
+func fieldErr(flag string, value any, format string, args ...any) error {
+	return &FieldError{Flag: flag, Value: fmt.Sprint(value), Reason: fmt.Sprintf(format, args...)}
+}
+
+// Validate checks a completed configuration and returns the first problem
+// as a *FieldError.
+func (c *Config) Validate() error {
+	if !c.CIDR.Addr().Is4() {
+		return fieldErr("cidr", c.CIDR, "must be an IPv4 prefix")
+	}
+	if c.CIDR.Bits() > 29 {
+		return fieldErr("cidr", c.CIDR, "prefix must be /29 or larger to hold gateway, DNS and guests")
+	}
+	inside := func(flag string, a netip.Addr) error {
+		if !a.Is4() {
+			return fieldErr(flag, a, "must be an IPv4 address")
+		}
+		if !c.CIDR.Contains(a) {
+			return fieldErr(flag, a, "not inside --cidr %s", c.CIDR)
+		}
+		if a == c.CIDR.Addr() || a == broadcast(c.CIDR) {
+			return fieldErr(flag, a, "is the network or broadcast address of --cidr %s", c.CIDR)
+		}
+		return nil
+	}
+	for _, f := range []struct {
+		flag string
+		a    netip.Addr
+	}{{"gateway", c.Gateway}, {"dns-address", c.DNSAddress}, {"dhcp-start", c.DHCPStart}} {
+		if err := inside(f.flag, f.a); err != nil {
+			return err
+		}
+	}
+	if c.DHCPStart == c.Gateway || c.DHCPStart == c.DNSAddress {
+		return fieldErr("dhcp-start", c.DHCPStart, "collides with the gateway or DNS address")
+	}
+	if c.MTU < MinMTU || c.MTU > MaxMTU {
+		return fieldErr("mtu", c.MTU, "must be in range %d..%d", MinMTU, MaxMTU)
+	}
+	for _, u := range c.DNSUpstreams {
+		if !u.AddrPort.IsValid() || u.Port() == 0 {
+			return fieldErr("dns-upstream", u, "must be ADDR or ADDR:PORT with a non-zero port")
+		}
+	}
+	if c.OutboundAddr.IsValid() && c.OutboundAddr.IsUnspecified() {
+		return fieldErr("outbound-addr", c.OutboundAddr, "must be a specific address")
+	}
+	if c.Hostname != "" && !validDNSName(c.Hostname) {
+		return fieldErr("hostname", c.Hostname, "not a valid host name")
+	}
+	if c.Domain != "" && !validDNSName(c.Domain) {
+		return fieldErr("domain", c.Domain, "not a valid domain name")
+	}
+	for _, d := range c.DNSSearch {
+		if !validDNSName(d) {
+			return fieldErr("dns-search", d, "not a valid domain name")
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fieldErr("log-level", c.LogLevel, "must be one of debug, info, warn, error")
+	}
+	l := c.Limits
+	for _, f := range []struct {
+		flag string
+		v    int
+	}{
+		{"max-flows", l.MaxFlows}, {"max-pending-connects", l.MaxPendingConnects},
+		{"dns-max-inflight", l.DNSMaxInFlight}, {"dhcp-max-leases", l.DHCPMaxLeases},
+		{"max-icmp-flows", l.MaxICMPFlows},
+	} {
+		if f.v < 1 {
+			return fieldErr(f.flag, f.v, "must be at least 1")
+		}
+	}
+	for _, f := range []struct {
+		flag string
+		v    time.Duration
+	}{{"connect-timeout", l.ConnectTimeout}, {"udp-idle-timeout", l.UDPIdleTimeout}} {
+		if f.v < time.Second {
+			return fieldErr(f.flag, f.v, "must be at least 1s")
+		}
+	}
+	return nil
+}
+
+// validDNSName accepts host and domain names of letters, digits, hyphens and
+// underscores, dot-separated, at most 253 characters.
+func validDNSName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// LoadFile reads a YAML config file over c; unknown keys are an error so a
+// typo does not silently fall back to a default.
+func (c *Config) LoadFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	// An empty file is an empty config, not an error.
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
+func addrPlus(a netip.Addr, n uint32) netip.Addr {
+	b := a.As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	v += n
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+func broadcast(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	v |= (1 << (32 - p.Bits())) - 1
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// DNSServer is an upstream resolver address; the port defaults to 53.
+type DNSServer struct{ netip.AddrPort }
+
+// ParseDNSServer accepts ADDR, ADDR:PORT and [V6ADDR]:PORT.
+func ParseDNSServer(s string) (DNSServer, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		if ap.Port() == 0 {
+			return DNSServer{}, errors.New("port must not be 0")
+		}
+		return DNSServer{ap}, nil
+	}
+	a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"))
+	if err != nil {
+		return DNSServer{}, fmt.Errorf("want ADDR or ADDR:PORT: %w", err)
+	}
+	return DNSServer{netip.AddrPortFrom(a, 53)}, nil
+}
+
+// UnmarshalText lets YAML and flags share ParseDNSServer.
+func (d *DNSServer) UnmarshalText(b []byte) error {
+	v, err := ParseDNSServer(string(b))
+	if err != nil {
+		return fieldErr("dns-upstream", string(b), "%v", err)
+	}
+	*d = v
+	return nil
+}
+
+// MarshalText prints ADDR:PORT.
+func (d DNSServer) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// CopyField copies the field whose YAML key (and flag name) is key from src
+// to dst, looking into Limits too. It reports whether such a field exists.
+// The command line uses it to lay flags over a config file.
+func CopyField(dst, src *Config, key string) bool {
+	return copyField(reflect.ValueOf(dst).Elem(), reflect.ValueOf(src).Elem(), key)
+}
+
+func copyField(dst, src reflect.Value, key string) bool {
+	t := dst.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == key {
+			dst.Field(i).Set(src.Field(i))
+			return true
+		}
+		if f.Type == reflect.TypeOf(Limits{}) && copyField(dst.Field(i), src.Field(i), key) {
+			return true
+		}
+	}
+	return false
+}

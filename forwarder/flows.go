@@ -1,0 +1,114 @@
+package forwarder
+
+import (
+	"net/netip"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/slipway-net/slipway/policy"
+)
+
+// Flow is one guest flow carried to a host socket.
+type Flow struct {
+	ID    uint64
+	Proto policy.Proto
+	// Guest is the guest's end; Remote is the address the guest talked
+	// to; Host is where the host socket really goes.
+	Guest, Remote, Host netip.AddrPort
+	Started             time.Time
+	// ToHost and ToGuest count payload bytes each way.
+	ToHost, ToGuest atomic.Uint64
+	state           atomic.Value // string
+
+	closeOnce sync.Once
+	closeFn   func()
+	table     *Table
+}
+
+// State is a short description ("connecting", "established", ...).
+func (f *Flow) State() string {
+	s, _ := f.state.Load().(string)
+	return s
+}
+
+func (f *Flow) setState(s string) { f.state.Store(s) }
+
+// Close ends the flow, releasing its sockets and its slot in the table.
+func (f *Flow) Close() {
+	f.closeOnce.Do(func() {
+		if f.closeFn != nil {
+			f.closeFn()
+		}
+		f.table.remove(f)
+	})
+}
+
+// Table holds every live flow and bounds how many there are.
+type Table struct {
+	max int
+
+	mu     sync.Mutex
+	nextID uint64
+	flows  map[uint64]*Flow
+	// Refused counts flows refused because the table was full.
+	Refused atomic.Uint64
+}
+
+// NewTable returns a table allowing up to max flows.
+func NewTable(max int) *Table {
+	return &Table{max: max, flows: make(map[uint64]*Flow)}
+}
+
+// open registers a new flow, or returns nil when the table is full.
+func (t *Table) open(proto policy.Proto, guest, remote, host netip.AddrPort) *Flow {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.flows) >= t.max {
+		t.Refused.Add(1)
+		return nil
+	}
+	t.nextID++
+	f := &Flow{ID: t.nextID, Proto: proto, Guest: guest, Remote: remote, Host: host, Started: time.Now(), table: t}
+	f.setState("connecting")
+	t.flows[f.ID] = f
+	return f
+}
+
+func (t *Table) remove(f *Flow) {
+	t.mu.Lock()
+	delete(t.flows, f.ID)
+	t.mu.Unlock()
+}
+
+// Len is the number of live flows.
+func (t *Table) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.flows)
+}
+
+// List returns the live flows ordered by ID.
+func (t *Table) List() []*Flow {
+	t.mu.Lock()
+	out := make([]*Flow, 0, len(t.flows))
+	for _, f := range t.flows {
+		out = append(out, f)
+	}
+	t.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// CloseWhere closes every flow for which match is true.
+func (t *Table) CloseWhere(match func(*Flow) bool) int {
+	n := 0
+	for _, f := range t.List() {
+		if match(f) {
+			f.Close()
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,153 @@
+// Package link defines how slipway moves Ethernet frames to and from a guest:
+// one small batched interface that every transport (TAP, QEMU stream, dgram,
+// seqpacket, vhost-user) implements, and the frame layout they share.
+//
+// Every frame buffer starts with VnetHdrLen bytes holding a virtio-net header
+// (the offload metadata of the frame), followed by the Ethernet frame. Links
+// whose peer speaks virtio-net headers (TAP with IFF_VNET_HDR, vhost-user)
+// pass the header through unchanged; the others zero it on read and complete
+// any partial checksum in software on write (see FinishChecksum).
+package link
+
+import (
+	"encoding/binary"
+	"errors"
+
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+)
+
+const (
+	// VnetHdrLen is the size of the virtio-net header (version 1) in front
+	// of every frame.
+	VnetHdrLen = 12
+	// EthHdrLen is the size of an untagged Ethernet header.
+	EthHdrLen = 14
+	// MinFrameLen is the smallest frame accepted: an Ethernet header.
+	MinFrameLen = EthHdrLen
+	// MaxFrameLen is the largest frame any transport carries: an Ethernet
+	// header and a full 64 KiB IP packet.
+	MaxFrameLen = EthHdrLen + 65535
+	// BufSize is the size of a buffer that holds any frame with its header.
+	BufSize = VnetHdrLen + MaxFrameLen
+)
+
+// Virtio-net header flags and GSO types (virtio spec 5.1.6).
+const (
+	FlagNeedsCsum = 1
+	FlagDataValid = 2
+
+	GSONone  = 0
+	GSOTCPv4 = 1
+	GSOUDP   = 3
+	GSOTCPv6 = 4
+)
+
+// Link is one guest-facing transport endpoint. Read and Write move frames in
+// batches into and out of caller-owned buffers laid out as described in the
+// package comment; neither allocates per frame.
+type Link interface {
+	// Read blocks until at least one frame is available, then reads up to
+	// len(bufs) frames. Frame i occupies bufs[i][:VnetHdrLen+sizes[i]],
+	// that is sizes[i] is the length of the Ethernet frame alone. Each
+	// buffer must be at least BufSize long (or VnetHdrLen+MaxFrame()).
+	// An error ends the link; frames returned with it are still valid.
+	Read(bufs [][]byte, sizes []int) (n int, err error)
+	// Write sends frames, each laid out as header+frame. It may be called
+	// concurrently. It returns how many frames were written; a frame the
+	// link cannot carry (too large) is dropped, not an error.
+	Write(frames [][]byte) (n int, err error)
+	// BatchSize is how many frames one Read call can usefully return.
+	BatchSize() int
+	// Offloads reports whether the peer consumes and produces virtio-net
+	// headers (partial checksums in both directions).
+	Offloads() bool
+	// Close releases the link; a blocked Read returns an error.
+	Close() error
+	// String describes the link for logs and the control API.
+	String() string
+}
+
+// ErrFrameTooLarge reports a frame the link cannot carry.
+var ErrFrameTooLarge = errors.New("frame too large for link")
+
+// VnetHdr is the decoded virtio-net header.
+type VnetHdr struct {
+	Flags      uint8
+	GSOType    uint8
+	HdrLen     uint16
+	GSOSize    uint16
+	CsumStart  uint16
+	CsumOffset uint16
+}
+
+// DecodeVnetHdr reads the header at the start of b (little-endian).
+func DecodeVnetHdr(b []byte) VnetHdr {
+	_ = b[VnetHdrLen-1]
+	return VnetHdr{
+		Flags:      b[0],
+		GSOType:    b[1],
+		HdrLen:     binary.LittleEndian.Uint16(b[2:]),
+		GSOSize:    binary.LittleEndian.Uint16(b[4:]),
+		CsumStart:  binary.LittleEndian.Uint16(b[6:]),
+		CsumOffset: binary.LittleEndian.Uint16(b[8:]),
+	}
+}
+
+// Encode writes h at the start of b; num_buffers is written as zero.
+func (h VnetHdr) Encode(b []byte) {
+	_ = b[VnetHdrLen-1]
+	b[0] = h.Flags
+	b[1] = h.GSOType
+	binary.LittleEndian.PutUint16(b[2:], h.HdrLen)
+	binary.LittleEndian.PutUint16(b[4:], h.GSOSize)
+	binary.LittleEndian.PutUint16(b[6:], h.CsumStart)
+	binary.LittleEndian.PutUint16(b[8:], h.CsumOffset)
+	binary.LittleEndian.PutUint16(b[10:], 0)
+}
+
+// ClearVnetHdr zeroes the header at the start of b: a plain frame with no
+// offload metadata.
+func ClearVnetHdr(b []byte) {
+	clear(b[:VnetHdrLen])
+}
+
+// ErrBadChecksumOffsets reports a partial-checksum header pointing outside
+// its frame.
+var ErrBadChecksumOffsets = errors.New("checksum offsets outside frame")
+
+// FinishChecksum completes, in software, a frame whose header says its L4
+// checksum is partial (NEEDS_CSUM): the one's complement sum from CsumStart
+// to the end of the frame is stored at CsumStart+CsumOffset, and the header
+// is cleared. buf is header+frame. Links whose peer cannot take partial
+// checksums call this before sending. GSO frames are not segmented here;
+// slipway's stack never produces them for such links.
+func FinishChecksum(buf []byte) error {
+	if buf[0]&FlagNeedsCsum == 0 {
+		return nil
+	}
+	h := DecodeVnetHdr(buf)
+	frame := buf[VnetHdrLen:]
+	start, off := int(h.CsumStart), int(h.CsumStart)+int(h.CsumOffset)
+	if start >= len(frame) || off+2 > len(frame) {
+		return ErrBadChecksumOffsets
+	}
+	sum := checksum.Checksum(frame[start:], 0)
+	binary.BigEndian.PutUint16(frame[off:], ^sum)
+	// UDP transmits an all-zero checksum as all ones (RFC 768).
+	if frame[off] == 0 && frame[off+1] == 0 && h.CsumOffset == 6 {
+		frame[off], frame[off+1] = 0xff, 0xff
+	}
+	ClearVnetHdr(buf)
+	return nil
+}
+
+// NewBuffers allocates n frame buffers of BufSize bytes (once per reader, not
+// per frame) and the matching sizes slice.
+func NewBuffers(n int) ([][]byte, []int) {
+	backing := make([]byte, n*BufSize)
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = backing[i*BufSize : (i+1)*BufSize : (i+1)*BufSize]
+	}
+	return bufs, make([]int, n)
+}

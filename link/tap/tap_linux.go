@@ -1,0 +1,186 @@
+// Package tap is a link over a Linux TAP device, used to put a network
+// namespace on slipway's network. With a virtio-net header on the device
+// the kernel hands over frames with partial checksums and TCP super-frames
+// and takes them back the same way, so neither side computes checksums or
+// segments on the namespace path.
+package tap
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/slipway-net/slipway/link"
+)
+
+// TUN/TAP offload flags (linux/if_tun.h).
+const (
+	tunFCsum = 0x01
+	tunFTSO4 = 0x02
+	tunFTSO6 = 0x04
+)
+
+// batchSize is how many frames one Read drains from the device before
+// handing them on.
+const batchSize = 32
+
+// Link is a TAP device.
+type Link struct {
+	f       *os.File
+	name    string
+	vnetHdr bool
+}
+
+// Create makes a TAP device called name in the calling thread's network
+// namespace. With vnetHdr the device carries virtio-net headers and
+// checksum/TSO offloads are enabled.
+func Create(name string, vnetHdr bool) (*Link, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("tap: open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("tap: interface name %q: %w", name, err)
+	}
+	flags := uint16(unix.IFF_TAP | unix.IFF_NO_PI)
+	if vnetHdr {
+		flags |= unix.IFF_VNET_HDR
+	}
+	ifr.SetUint16(flags)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("tap: TUNSETIFF %s: %w", name, err)
+	}
+	if vnetHdr {
+		if err := setupVnetHdr(fd); err != nil {
+			unix.Close(fd)
+			return nil, err
+		}
+	}
+	return FromFD(fd, ifr.Name(), vnetHdr)
+}
+
+func setupVnetHdr(fd int) error {
+	size := int32(link.VnetHdrLen)
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.TUNSETVNETHDRSZ, uintptr(unsafe.Pointer(&size))); errno != 0 {
+		return fmt.Errorf("tap: TUNSETVNETHDRSZ: %w", errno)
+	}
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4|tunFTSO6); err != nil {
+		return fmt.Errorf("tap: TUNSETOFFLOAD: %w", err)
+	}
+	return nil
+}
+
+// FromFD adopts an open TAP fd (for example one created in another
+// namespace and passed over a socket). The fd must be non-blocking.
+func FromFD(fd int, name string, vnetHdr bool) (*Link, error) {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return nil, fmt.Errorf("tap: set non-blocking: %w", err)
+	}
+	return &Link{f: os.NewFile(uintptr(fd), "tap:"+name), name: name, vnetHdr: vnetHdr}, nil
+}
+
+// Read drains up to len(bufs) frames from the device; it waits (in the Go
+// poller) only for the first.
+func (l *Link) Read(bufs [][]byte, sizes []int) (int, error) {
+	rc, err := l.f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		for n < len(bufs) {
+			buf := bufs[n]
+			var m int
+			var e error
+			if l.vnetHdr {
+				m, e = unix.Read(int(fd), buf)
+				m -= link.VnetHdrLen
+			} else {
+				m, e = unix.Read(int(fd), buf[link.VnetHdrLen:])
+				link.ClearVnetHdr(buf)
+			}
+			if e == unix.EINTR {
+				continue
+			}
+			if e == unix.EAGAIN {
+				return n > 0 // wait for readiness only if nothing was read
+			}
+			if e != nil {
+				rerr = fmt.Errorf("tap: read: %w", e)
+				return true
+			}
+			if m < 0 {
+				continue // shorter than a virtio-net header: nothing to pass on
+			}
+			sizes[n] = m
+			n++
+		}
+		return true
+	})
+	if err != nil {
+		return n, fmt.Errorf("tap: read: %w", err)
+	}
+	return n, rerr
+}
+
+// Write sends frames, one write(2) each; the device takes them whole and
+// never blocks, and concurrent writers need no lock.
+func (l *Link) Write(frames [][]byte) (int, error) {
+	rc, err := l.f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var werr error
+	err = rc.Write(func(fd uintptr) bool {
+		for n < len(frames) {
+			b := frames[n]
+			if !l.vnetHdr {
+				b = b[link.VnetHdrLen:]
+			}
+			_, e := unix.Write(int(fd), b)
+			if e == unix.EINTR {
+				continue
+			}
+			if e == unix.EAGAIN {
+				return false
+			}
+			if e != nil && !errors.Is(e, unix.EINVAL) {
+				werr = fmt.Errorf("tap: write: %w", e)
+				return true
+			}
+			n++ // EINVAL: the kernel refused this one frame; go on
+		}
+		return true
+	})
+	if err != nil {
+		return n, fmt.Errorf("tap: write: %w", err)
+	}
+	return n, werr
+}
+
+// BatchSize is how many frames a Read may return.
+func (l *Link) BatchSize() int { return batchSize }
+
+// Offloads reports whether the device carries virtio-net headers.
+func (l *Link) Offloads() bool { return l.vnetHdr }
+
+// Close closes the device fd; the interface disappears with it.
+func (l *Link) Close() error { return l.f.Close() }
+
+func (l *Link) String() string { return "tap:" + l.name }
+
+// File is the device's file; the link still owns it.
+func (l *Link) File() *os.File { return l.f }
+
+// Name is the interface name.
+func (l *Link) Name() string { return l.name }
+
+var _ link.Link = (*Link)(nil)

@@ -1,0 +1,267 @@
+// Package network is slipway's public Go API: it builds one virtual network
+// (switch, stack, forwarders, DHCP and DNS) from a config.Config, and
+// attaches guest links to it. The slipway command is a thin user of it; a Go
+// VMM can embed it the same way.
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+
+	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/forwarder"
+	"github.com/slipway-net/slipway/link"
+	"github.com/slipway-net/slipway/netstack"
+	"github.com/slipway-net/slipway/pcap"
+	"github.com/slipway-net/slipway/policy"
+	"github.com/slipway-net/slipway/transport"
+	"github.com/slipway-net/slipway/vswitch"
+)
+
+// guestGoneGrace is how long a guest's flows outlive its link, so a VMM that
+// reconnects (QEMU reconnect=) finds them still open.
+const guestGoneGrace = 15 * time.Second
+
+// Network is one running virtual network.
+type Network struct {
+	cfg config.Config
+	log *slog.Logger
+
+	sw    *vswitch.Switch
+	st    *netstack.Stack
+	fwd   *forwarder.Forwarder
+	svc   *services
+	pcap  *pcap.Writer
+	gwMAC net.HardwareAddr
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	listeners []transport.Listener
+	closed    bool
+}
+
+// New builds a network from cfg (completed and validated here) and starts
+// its services. Close releases everything.
+func New(cfg config.Config, log *slog.Logger) (*Network, error) {
+	if err := cfg.Complete(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	n := &Network{cfg: cfg, log: log, gwMAC: GatewayMAC(cfg.Gateway)}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if cfg.PCAP != "" {
+		f, err := os.OpenFile(cfg.PCAP, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("--pcap: %w", err)
+		}
+		if n.pcap, err = pcap.NewWriter(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("--pcap: %w", err)
+		}
+	}
+	n.sw = vswitch.New(vswitch.Options{Logger: log, PCAP: n.pcap, OnPort: n.onPort})
+	bits := cfg.CIDR.Bits()
+	st, err := netstack.New(netstack.Options{
+		MTU:       cfg.MTU,
+		MAC:       n.gwMAC,
+		Addresses: []netip.Prefix{netip.PrefixFrom(cfg.Gateway, bits), netip.PrefixFrom(cfg.DNSAddress, bits)},
+		Output:    n.sw.FromStack,
+		Logger:    log,
+	})
+	if err != nil {
+		n.closePCAP()
+		return nil, err
+	}
+	n.st = st
+	n.sw.SetStack(n.gwMAC, st.Deliver)
+	rules := &policy.Rules{
+		Subnets:        []netip.Prefix{cfg.CIDR},
+		Gateways:       []netip.Addr{cfg.Gateway},
+		Services:       []netip.Addr{cfg.DNSAddress},
+		NoHostLoopback: cfg.NoHostLoopback,
+		Restrict:       cfg.Restrict,
+	}
+	fo := forwarder.Options{
+		Stack:              st,
+		Policy:             rules,
+		MaxFlows:           cfg.Limits.MaxFlows,
+		MaxPendingConnects: cfg.Limits.MaxPendingConnects,
+		ConnectTimeout:     cfg.Limits.ConnectTimeout,
+		UDPIdleTimeout:     cfg.Limits.UDPIdleTimeout,
+		MaxICMPFlows:       cfg.Limits.MaxICMPFlows,
+		Inject:             n.sw.FromStack,
+		LocalAddrs:         []netip.Addr{cfg.Gateway, cfg.DNSAddress},
+		Gateway4:           cfg.Gateway,
+		Logger:             log,
+	}
+	if cfg.OutboundAddr.Is4() {
+		fo.OutboundAddr4 = cfg.OutboundAddr
+	} else if cfg.OutboundAddr.IsValid() {
+		fo.OutboundAddr6 = cfg.OutboundAddr
+	}
+	n.fwd = forwarder.New(fo)
+	st.SetIntercept(n.fwd.InterceptICMP)
+	if n.svc, err = startServices(n); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// GatewayMAC is the gateway's Ethernet address: 52:55 followed by its IPv4
+// address, as libslirp does, so captures look familiar.
+func GatewayMAC(gw netip.Addr) net.HardwareAddr {
+	b := gw.As4()
+	return net.HardwareAddr{0x52, 0x55, b[0], b[1], b[2], b[3]}
+}
+
+// Config returns the network's completed configuration.
+func (n *Network) Config() config.Config { return n.cfg }
+
+// Switch is the network's switch (ports and their counters).
+func (n *Network) Switch() *vswitch.Switch { return n.sw }
+
+// Stack is the network's TCP/IP stack.
+func (n *Network) Stack() *netstack.Stack { return n.st }
+
+// Flows is the table of guest flows to the host.
+func (n *Network) Flows() *forwarder.Table { return n.fwd.Flows() }
+
+// Forwarder carries guest flows to the host.
+func (n *Network) Forwarder() *forwarder.Forwarder { return n.fwd }
+
+// Attach connects a guest link to the network and serves it until the link
+// fails or the network closes. It returns at once.
+func (n *Network) Attach(l link.Link) *vswitch.Port {
+	p := n.sw.AddLink(l)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := p.Run(); err != nil && !errors.Is(err, net.ErrClosed) {
+			n.log.Warn("link ended", "port", p.ID(), "link", p.Name(), "err", err)
+		}
+	}()
+	return p
+}
+
+// Serve accepts guests on l until the network closes or l fails; every
+// guest joins this network. The listener is closed by Close.
+func (n *Network) Serve(l transport.Listener) error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		l.Close()
+		return net.ErrClosed
+	}
+	n.listeners = append(n.listeners, l)
+	n.mu.Unlock()
+	for {
+		lk, err := l.Accept()
+		if err != nil {
+			if n.ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("%s: accept: %w", l.Spec(), err)
+		}
+		n.Attach(lk)
+	}
+}
+
+// onPort releases a departed guest's flows once it has not come back.
+func (n *Network) onPort(p *vswitch.Port, up bool, macs []vswitch.MAC) {
+	if up || len(macs) == 0 {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		select {
+		case <-time.After(guestGoneGrace):
+		case <-n.ctx.Done():
+			return
+		}
+		n.releaseGuests(macs)
+	}()
+}
+
+// releaseGuests closes the flows of guests whose MACs are no longer on any
+// port, finding their addresses in the stack's neighbour table.
+func (n *Network) releaseGuests(macs []vswitch.MAC) {
+	gone := map[string]bool{}
+	for _, m := range macs {
+		if !n.sw.Has(m) {
+			gone[string(m[:])] = true
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	neigh, err := n.st.Gvisor().Neighbors(1, ipv4.ProtocolNumber)
+	if err != nil {
+		return
+	}
+	addrs := map[netip.Addr]bool{}
+	for _, e := range neigh {
+		if gone[string(e.LinkAddr)] {
+			a, _ := netip.AddrFromSlice(e.Addr.AsSlice())
+			addrs[a] = true
+		}
+	}
+	if k := n.fwd.Flows().CloseWhere(func(f *forwarder.Flow) bool { return addrs[f.Guest.Addr()] }); k > 0 {
+		n.log.Info("released flows of departed guest", "flows", k)
+	}
+}
+
+// Close stops the network: listeners, links, flows, services, stack.
+func (n *Network) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	ls := n.listeners
+	n.mu.Unlock()
+	n.cancel()
+	for _, l := range ls {
+		l.Close()
+	}
+	for _, p := range n.sw.Ports() {
+		n.sw.Remove(p)
+	}
+	if n.svc != nil {
+		n.svc.close()
+	}
+	n.fwd.Close()
+	n.wg.Wait()
+	n.st.Close()
+	n.closePCAP()
+	return nil
+}
+
+func (n *Network) closePCAP() {
+	if n.pcap != nil {
+		n.pcap.Close()
+	}
+}

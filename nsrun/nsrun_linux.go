@@ -1,0 +1,244 @@
+// Package nsrun runs a command in new network and mount namespaces (and a
+// new user namespace when not root) whose only interface is a TAP device
+// served by slipway. The parent re-executes its own binary as a small init
+// that builds the namespace side, hands the TAP fd back over a socket, and
+// then becomes the command.
+package nsrun
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/slipway-net/slipway/link/tap"
+)
+
+// childEnv carries the Spec to the re-executed init; its presence is how
+// the binary knows to run ChildMain.
+const childEnv = "_SLIPWAY_NSRUN_SPEC"
+
+// ctlFD is where the init finds its end of the control socket.
+const ctlFD = 3
+
+// Spec describes the namespace to build.
+type Spec struct {
+	Command  []string     `json:"command"`
+	IfName   string       `json:"ifname"`
+	MAC      string       `json:"mac"`
+	Addr     netip.Prefix `json:"addr"`
+	Gateway  netip.Addr   `json:"gateway"`
+	MTU      int          `json:"mtu"`
+	Addr6    netip.Prefix `json:"addr6,omitempty"`
+	Gateway6 netip.Addr   `json:"gateway6,omitempty"`
+	// ResolvConf is a file bind-mounted over /etc/resolv.conf inside.
+	ResolvConf string `json:"resolv_conf"`
+}
+
+// Child is the command running in its namespaces.
+type Child struct {
+	cmd  *exec.Cmd
+	ctl  *os.File
+	Link *tap.Link
+}
+
+// IsChild reports whether this process is the re-executed init.
+func IsChild() bool { return os.Getenv(childEnv) != "" }
+
+// Start creates the namespaces and the TAP device and returns once the TAP
+// is in hand; the command runs only after Release.
+func Start(spec Spec) (*Child, error) {
+	if len(spec.Command) == 0 {
+		return nil, errors.New("no command to run")
+	}
+	if _, err := exec.LookPath(spec.Command[0]); err != nil {
+		return nil, fmt.Errorf("command %q: %w", spec.Command[0], err)
+	}
+	blob, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own executable: %w", err)
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	parent, child := os.NewFile(uintptr(fds[0]), "nsrun-ctl"), os.NewFile(uintptr(fds[1]), "nsrun-ctl-child")
+	defer child.Close()
+
+	cmd := exec.Command(self)
+	cmd.Args = []string{"slipway-nsinit"}
+	cmd.Env = append(os.Environ(), childEnv+"="+string(blob))
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.ExtraFiles = []*os.File{child}
+	attr := &syscall.SysProcAttr{
+		Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWNS,
+		// If slipway dies the command goes with it.
+		Pdeathsig: syscall.SIGKILL,
+	}
+	if os.Geteuid() != 0 {
+		attr.Cloneflags |= syscall.CLONE_NEWUSER
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}}
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}}
+		attr.GidMappingsEnableSetgroups = false
+	}
+	cmd.SysProcAttr = attr
+	// Pdeathsig follows the thread that forked: keep this one alive.
+	runtime.LockOSThread()
+	if err := cmd.Start(); err != nil {
+		parent.Close()
+		return nil, fmt.Errorf("start namespace: %w", err)
+	}
+	c := &Child{cmd: cmd, ctl: parent}
+	fd, name, err := recvTAP(parent)
+	if err != nil {
+		c.kill()
+		return nil, fmt.Errorf("namespace setup: %w", err)
+	}
+	c.Link, err = tap.FromFD(fd, name, true)
+	if err != nil {
+		unix.Close(fd)
+		c.kill()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Child) kill() {
+	c.cmd.Process.Kill()
+	c.cmd.Wait()
+	c.ctl.Close()
+}
+
+// Release lets the command start.
+func (c *Child) Release() error {
+	defer c.ctl.Close()
+	if _, err := c.ctl.Write([]byte{'g'}); err != nil {
+		return fmt.Errorf("release command: %w", err)
+	}
+	return nil
+}
+
+// Signal forwards a signal to the command.
+func (c *Child) Signal(sig os.Signal) error { return c.cmd.Process.Signal(sig) }
+
+// Wait waits for the command and returns its exit status, 128+N for a
+// command killed by signal N, as a shell reports it.
+func (c *Child) Wait() (int, error) {
+	err := c.cmd.Wait()
+	st := c.cmd.ProcessState
+	if st == nil {
+		return 1, err
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal()), nil
+	}
+	return st.ExitCode(), nil
+}
+
+// recvTAP reads the init's report: the TAP fd and its name, or an error.
+func recvTAP(ctl *os.File) (int, string, error) {
+	buf := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := unix.Recvmsg(int(ctl.Fd()), buf, oob, 0)
+	if err != nil {
+		return -1, "", err
+	}
+	if n == 0 {
+		return -1, "", errors.New("namespace init exited before reporting")
+	}
+	msg := string(buf[:n])
+	if oobn == 0 {
+		return -1, "", errors.New(msg)
+	}
+	scms, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(scms) != 1 {
+		return -1, "", fmt.Errorf("bad control message from namespace init: %v", err)
+	}
+	fds, err := unix.ParseUnixRights(&scms[0])
+	if err != nil || len(fds) != 1 {
+		return -1, "", fmt.Errorf("bad fd from namespace init: %v", err)
+	}
+	return fds[0], msg, nil
+}
+
+// ChildMain is the re-executed init. It never returns: it execs the
+// command or exits 125 after reporting what failed to the parent.
+func ChildMain() {
+	ctl := os.NewFile(ctlFD, "nsrun-ctl")
+	var spec Spec
+	if err := json.Unmarshal([]byte(os.Getenv(childEnv)), &spec); err != nil {
+		fail(ctl, fmt.Errorf("bad spec: %w", err))
+	}
+	os.Unsetenv(childEnv)
+	runtime.LockOSThread()
+	fd, err := setup(spec)
+	if err != nil {
+		fail(ctl, err)
+	}
+	if err := unix.Sendmsg(ctlFD, []byte(spec.IfName), unix.UnixRights(fd), nil, 0); err != nil {
+		fail(ctl, fmt.Errorf("send TAP fd: %w", err))
+	}
+	unix.Close(fd)
+	var b [1]byte
+	if n, _ := ctl.Read(b[:]); n != 1 {
+		os.Exit(125) // slipway went away before the network was ready
+	}
+	ctl.Close()
+	path, err := exec.LookPath(spec.Command[0])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "slipway: %v\n", err)
+		os.Exit(127)
+	}
+	err = syscall.Exec(path, spec.Command, os.Environ())
+	fmt.Fprintf(os.Stderr, "slipway: exec %s: %v\n", path, err)
+	os.Exit(126)
+}
+
+func fail(ctl *os.File, err error) {
+	unix.Sendmsg(int(ctl.Fd()), []byte(err.Error()), nil, nil, 0)
+	fmt.Fprintf(os.Stderr, "slipway: namespace setup: %v\n", err)
+	os.Exit(125)
+}
+
+// setup builds the namespace side: resolv.conf, lo, the TAP as IfName with
+// its address, MTU and default route. It returns the TAP fd.
+func setup(spec Spec) (int, error) {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return -1, fmt.Errorf("make mounts private: %w", err)
+	}
+	if spec.ResolvConf != "" {
+		if err := unix.Mount(spec.ResolvConf, "/etc/resolv.conf", "", unix.MS_BIND, ""); err != nil {
+			// A dangling /etc/resolv.conf symlink leaves nothing to
+			// mount over; the network still works by address.
+			fmt.Fprintf(os.Stderr, "slipway: warning: cannot bind-mount /etc/resolv.conf: %v\n", err)
+		}
+	}
+	t, err := tap.Create(spec.IfName, true)
+	if err != nil {
+		return -1, err
+	}
+	fd, err := unix.Dup(int(t.File().Fd()))
+	t.Close()
+	if err != nil {
+		return -1, fmt.Errorf("dup TAP fd: %w", err)
+	}
+	if err := configure(spec); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// ParseMAC is net.ParseMAC for the spec's string form.
+func parseMAC(s string) (net.HardwareAddr, error) { return net.ParseMAC(s) }
