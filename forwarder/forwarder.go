@@ -42,7 +42,7 @@ type Options struct {
 	LocalAddrs []netip.Addr
 	// Gateway4 is the source of ICMP errors slipway sends as the router.
 	Gateway4 netip.Addr
-	Logger     *slog.Logger
+	Logger   *slog.Logger
 }
 
 // Forwarder owns every outbound flow.
