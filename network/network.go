@@ -255,6 +255,10 @@ func (n *Network) Close() error {
 	}
 	n.fwd.Close()
 	n.wg.Wait()
+	ts := n.st.Gvisor().Stats().TCP
+	n.log.Debug("stack TCP totals", "segments-sent", ts.SegmentsSent.Value(), "retransmits", ts.Retransmits.Value(),
+		"fast-retransmits", ts.FastRetransmit.Value(), "timeouts", ts.Timeouts.Value(), "slow-start-retransmits", ts.SlowStartRetransmits.Value(),
+		"checksum-errors", ts.ChecksumErrors.Value(), "segments-received", n.st.Gvisor().Stats().TCP.ValidSegmentsReceived.Value())
 	n.st.Close()
 	n.closePCAP()
 	return nil
