@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/slipway-net/slipway/services/internal/dnsname"
 )
 
 // Config describes the network the server hands out addresses on.
@@ -109,17 +111,17 @@ func (cfg Config) validate() (Config, error) {
 		return cfg, fmt.Errorf("dhcp4: MTU %d is outside 68..65535", cfg.MTU)
 	}
 	if cfg.Domain != "" {
-		if err := checkDomainName(cfg.Domain); err != nil {
+		if err := dnsname.Check(cfg.Domain); err != nil {
 			return cfg, fmt.Errorf("dhcp4: Domain: %w", err)
 		}
 	}
 	for _, s := range cfg.Search {
-		if err := checkDomainName(s); err != nil {
+		if err := dnsname.Check(s); err != nil {
 			return cfg, fmt.Errorf("dhcp4: Search: %w", err)
 		}
 	}
 	if cfg.Hostname != "" {
-		if err := checkDomainName(cfg.Hostname); err != nil {
+		if err := dnsname.Check(cfg.Hostname); err != nil {
 			return cfg, fmt.Errorf("dhcp4: Hostname: %w", err)
 		}
 	}

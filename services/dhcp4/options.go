@@ -2,40 +2,14 @@ package dhcp4
 
 import (
 	"encoding/binary"
-	"fmt"
 	"strings"
 	"time"
 )
 
-// checkDomainName validates a DNS name given in configuration, so the
-// server never sends a name a resolver would reject. A trailing dot is
-// allowed.
-func checkDomainName(name string) error {
-	n := strings.TrimSuffix(name, ".")
-	if n == "" {
-		return fmt.Errorf("empty domain name %q", name)
-	}
-	if len(n) > 253 {
-		return fmt.Errorf("domain name %q is longer than 253 bytes", name)
-	}
-	for _, label := range strings.Split(n, ".") {
-		if label == "" || len(label) > 63 {
-			return fmt.Errorf("domain name %q has a label that is empty or longer than 63 bytes", name)
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if c <= ' ' || c >= 0x7f {
-				return fmt.Errorf("domain name %q has a space, control or non-ASCII byte", name)
-			}
-		}
-	}
-	return nil
-}
-
 // encodeSearchList builds option 119 data (RFC 3397): the names in DNS wire
 // format, one after another, where a name whose tail was already written
 // ends in a compression pointer to it. Offsets count from the start of the
-// option data, as the RFC specifies. Names must have passed checkDomainName.
+// option data, as the RFC specifies. Names must have passed dnsname.Check.
 func encodeSearchList(names []string) []byte {
 	var out []byte
 	seen := make(map[string]int) // lower-case suffix -> offset

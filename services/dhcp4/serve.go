@@ -2,11 +2,10 @@ package dhcp4
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"os"
-	"time"
+
+	"github.com/slipway-net/slipway/services/internal/packetloop"
 )
 
 // maxDatagram is the read buffer: a UDP payload can be this large, and a
@@ -19,36 +18,17 @@ const maxDatagram = 65535
 // logged and the loop goes on: one client's trouble must not stop the
 // server.
 func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
-	// A blocked ReadFrom only returns on a deadline or close; move the
-	// deadline into the past when ctx ends.
-	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
-
-	buf := make([]byte, maxDatagram)
-	for {
-		n, from, err := conn.ReadFrom(buf)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				// Someone else's deadline while ctx is live: clear it, then
-				// look at ctx again in case it ended in between and our
-				// own deadline was the one cleared.
-				conn.SetReadDeadline(time.Time{})
-				if ctx.Err() != nil {
-					return nil
-				}
-				continue
-			}
-			return fmt.Errorf("dhcp4: read: %w", err)
-		}
-		reply, dst, ok := s.Handle(buf[:n])
+	err := packetloop.Run(ctx, conn, make([]byte, maxDatagram), func(pkt []byte, from net.Addr) {
+		reply, dst, ok := s.Handle(pkt)
 		if !ok {
-			continue
+			return
 		}
 		if _, err := conn.WriteTo(reply, net.UDPAddrFromAddrPort(dst)); err != nil {
 			s.log.Debug("dhcp4: write reply", "from", from, "to", dst, "err", err)
 		}
+	})
+	if err != nil {
+		return fmt.Errorf("dhcp4: read: %w", err)
 	}
+	return nil
 }
