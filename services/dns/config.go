@@ -18,8 +18,9 @@ type Config struct {
 	// wins. With none, every query that is not local gets SERVFAIL.
 	Upstreams []netip.AddrPort
 	// Timeout bounds one attempt at one upstream; 0 means 2s. The whole
-	// query is bounded too (see forwardBudget), so a guest gets SERVFAIL
-	// well before its resolver gives up (5s for glibc and musl).
+	// query is bounded too, by one Timeout per upstream capped at 4s (but
+	// never less than one Timeout), so a guest gets SERVFAIL before its
+	// resolver gives up (5s for glibc and musl).
 	Timeout time.Duration
 	// MaxInFlight bounds the queries waiting on upstreams; 0 means 256.
 	// Queries beyond it get SERVFAIL at once.
