@@ -1,0 +1,20 @@
+package dnsname
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestCheck(t *testing.T) {
+	for _, ok := range []string{"example.org", "example.org.", "a", "host.slipway.internal", strings.Repeat("a", 63) + ".b"} {
+		if err := Check(ok); err != nil {
+			t.Errorf("Check(%q) = %v", ok, err)
+		}
+	}
+	long := strings.Repeat(strings.Repeat("a", 60)+".", 5)
+	for _, bad := range []string{"", ".", "a..b", ".a", strings.Repeat("a", 64), long, "has space", "tab\there", "é.example", "nul\x00"} {
+		if err := Check(bad); err == nil {
+			t.Errorf("Check(%q) accepted", bad)
+		}
+	}
+}
