@@ -1,19 +1,139 @@
 package network
 
 import (
+	"context"
+	"fmt"
 	"net"
 	"net/netip"
+	"sync"
+
+	"github.com/slipway-net/slipway/services/dhcp4"
+	"github.com/slipway-net/slipway/services/dns"
 )
 
+// HostName is the DNS name under which guests find the host (its
+// loopback, through the gateway address).
+const HostName = "host.slipway.internal."
+
+// hostResolvConf is where the host's resolvers and search list come from
+// when the config does not name them.
+const hostResolvConf = "/etc/resolv.conf"
+
 // services runs DHCP and DNS on the stack's addresses.
-type services struct{}
+type services struct {
+	dhcp   *dhcp4.Server
+	dns    *dns.Forwarder
+	search []string
+	cancel context.CancelFunc
+	closer []interface{ Close() error }
+	wg     sync.WaitGroup
+}
 
-func startServices(n *Network) (*services, error) { return &services{}, nil }
+func startServices(n *Network) (*services, error) {
+	cfg := n.cfg
+	var hostServers []netip.AddrPort
+	search, domain := cfg.DNSSearch, cfg.Domain
+	if len(cfg.DNSUpstreams) == 0 || len(search) == 0 || domain == "" {
+		servers, hs, hd, err := dns.ReadResolvConf(hostResolvConf)
+		if err != nil && len(cfg.DNSUpstreams) == 0 {
+			n.log.Warn("cannot read the host's resolvers; DNS answers SERVFAIL until --dns-upstream is given", "err", err)
+		}
+		hostServers = servers
+		if len(search) == 0 {
+			search = hs
+		}
+		if domain == "" {
+			domain = hd
+		}
+	}
+	upstreams := hostServers
+	if len(cfg.DNSUpstreams) > 0 {
+		upstreams = nil
+		for _, u := range cfg.DNSUpstreams {
+			upstreams = append(upstreams, u.AddrPort)
+		}
+	}
+	dhcp, err := dhcp4.New(dhcp4.Config{
+		ServerIP:   cfg.Gateway,
+		Subnet:     cfg.CIDR,
+		Router:     cfg.Gateway,
+		DNS:        []netip.Addr{cfg.DNSAddress},
+		RangeStart: cfg.DHCPStart,
+		MaxLeases:  cfg.Limits.DHCPMaxLeases,
+		MTU:        cfg.MTU,
+		Domain:     domain,
+		Search:     search,
+		Hostname:   cfg.Hostname,
+	}, n.log.With("service", "dhcp"))
+	if err != nil {
+		return nil, fmt.Errorf("dhcp: %w", err)
+	}
+	fwd, err := dns.New(dns.Config{
+		Upstreams:   upstreams,
+		MaxInFlight: cfg.Limits.DNSMaxInFlight,
+		Local:       map[string][]netip.Addr{HostName: {cfg.Gateway}},
+	}, n.log.With("service", "dns"))
+	if err != nil {
+		return nil, fmt.Errorf("dns: %w", err)
+	}
+	ctx, cancel := context.WithCancel(n.ctx)
+	s := &services{dhcp: dhcp, dns: fwd, search: search, cancel: cancel}
+	dhcpConn, err := n.st.ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), 67))
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("dhcp: %w", err)
+	}
+	s.closer = append(s.closer, dhcpConn)
+	dnsUDP, err := n.st.ListenUDP(netip.AddrPortFrom(cfg.DNSAddress, 53))
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("dns: %w", err)
+	}
+	s.closer = append(s.closer, dnsUDP)
+	dnsTCP, err := n.st.ListenTCP(netip.AddrPortFrom(cfg.DNSAddress, 53))
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("dns: %w", err)
+	}
+	s.closer = append(s.closer, dnsTCP)
+	s.run(func() error { return dhcp.Serve(ctx, dhcpConn) }, n, "dhcp")
+	s.run(func() error { return fwd.ServeUDP(ctx, dnsUDP) }, n, "dns/udp")
+	s.run(func() error { return fwd.ServeTCP(ctx, dnsTCP) }, n, "dns/tcp")
+	n.log.Debug("services up", "dns-upstreams", upstreams, "search", search, "domain", domain)
+	return s, nil
+}
 
-func (s *services) close() {}
+func (s *services) run(f func() error, n *Network, name string) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := f(); err != nil {
+			n.log.Error("service stopped", "service", name, "err", err)
+		}
+	}()
+}
+
+func (s *services) close() {
+	s.cancel()
+	for _, c := range s.closer {
+		c.Close()
+	}
+	s.wg.Wait()
+}
 
 // Reserve pins a DHCP address to a MAC (the namespace of `slipway run`).
-func (n *Network) Reserve(mac net.HardwareAddr, addr netip.Addr) error { return nil }
+func (n *Network) Reserve(mac net.HardwareAddr, addr netip.Addr) error {
+	return n.svc.dhcp.Reserve(mac, addr)
+}
 
 // SearchDomains is the DNS search list the guests get.
-func (n *Network) SearchDomains() []string { return n.cfg.DNSSearch }
+func (n *Network) SearchDomains() []string { return n.svc.search }
+
+// Leases lists the DHCP leases.
+func (n *Network) Leases() []dhcp4.Lease { return n.svc.dhcp.Leases() }
+
+// DHCP is the network's DHCP server (leases, statistics, events).
+func (n *Network) DHCP() *dhcp4.Server { return n.svc.dhcp }
+
+// DNS is the network's DNS forwarder (statistics).
+func (n *Network) DNS() *dns.Forwarder { return n.svc.dns }
