@@ -101,4 +101,3 @@ func FuzzFinishChecksum(f *testing.F) {
 		FinishChecksum(b) // must not panic whatever the offsets say
 	})
 }
-
