@@ -46,9 +46,11 @@ const (
 // kernelArgs: console on the first serial port (our stdout); quiet, since
 // every console byte is a trapped port write under TCG; panic=-1 with
 // -no-reboot makes a crashed guest end QEMU instead of hanging until the
-// timeout; mitigations and crypto self-tests only slow an emulated test
-// guest down.
-const kernelArgs = "console=ttyS0 quiet panic=-1 mitigations=off cryptomgr.notests"
+// timeout; no_timer_check, because on a loaded host the emulated CPU is
+// too slow for the kernel's IO-APIC timer check, which then panics ("IO-APIC
+// + timer doesn't work!"); mitigations and crypto self-tests only slow an
+// emulated test guest down.
+const kernelArgs = "console=ttyS0 quiet panic=-1 no_timer_check mitigations=off cryptomgr.notests"
 
 // Options describes one guest run.
 type Options struct {
@@ -437,6 +439,13 @@ func (v *VM) exitReason() string {
 	reason := "qemu exited"
 	if v.qemuErr != nil {
 		reason = fmt.Sprintf("qemu: %v", v.qemuErr)
+	}
+	// A guest kernel panic also ends QEMU cleanly (panic=-1, -no-reboot).
+	for _, line := range v.lines {
+		if _, msg, ok := strings.Cut(line, "Kernel panic - "); ok {
+			reason += "; guest kernel panic: " + msg
+			break
+		}
 	}
 	if s := strings.TrimSpace(v.stderr.String()); s != "" {
 		reason += "; stderr: " + s

@@ -230,6 +230,18 @@ func TestTimeout(t *testing.T) {
 	}
 }
 
+// TestQEMUErrorReported: when QEMU refuses its arguments, Wait says why
+// at once, with QEMU's own message.
+func TestQEMUErrorReported(t *testing.T) {
+	t.Parallel()
+	g := Build(t)
+	v := Start(t, g, Options{Netdev: []string{"-netdev", "no-such-backend,id=n0"}})
+	_, err := v.Wait()
+	if err == nil || !strings.Contains(err.Error(), "no-such-backend") {
+		t.Fatalf("Wait after QEMU rejected its arguments: err = %v", err)
+	}
+}
+
 // TestBuildIsCached: a second build.sh run reuses the cache.
 func TestBuildIsCached(t *testing.T) {
 	t.Parallel()
