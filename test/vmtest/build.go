@@ -56,7 +56,7 @@ var buildResult = sync.OnceValues(func() (buildOutput, error) {
 // buildOutput is what one run of build.sh produced.
 type buildOutput struct {
 	guest Guest
-	log   string // build.sh's stderr: progress, empty on a cache hit
+	log   string // build.sh's stderr: progress, empty on a cache hit (tests check this)
 }
 
 // Build returns the test guest, building it on first use in this process.
@@ -71,11 +71,6 @@ func Build(t testing.TB) Guest {
 	if err != nil {
 		t.Fatalf("building the test guest: %v", err)
 	}
-	if out.log != "" {
-		// This process built the guest; say so, shown only with -v or
-		// on failure.
-		t.Logf("test guest was built:\n%s", out.log)
-	}
 	return out.guest
 }
 
@@ -89,7 +84,13 @@ func buildScript() (string, error) {
 	}
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "test", "guest", "build.sh"), nil
+			script := filepath.Join(dir, "test", "guest", "build.sh")
+			// Besides a clear error, the Stat tells go test's result
+			// cache that the outcome depends on the script.
+			if _, err := os.Stat(script); err != nil {
+				return "", fmt.Errorf("finding build.sh: %w", err)
+			}
+			return script, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
@@ -100,6 +101,11 @@ func buildScript() (string, error) {
 }
 
 func runBuildScript(script string) (buildOutput, error) {
+	// build.sh reads these; looking them up here records them in go
+	// test's result cache key, so changing one reruns the tests.
+	for _, name := range []string{"SLIPWAY_GUEST_CACHE", "SLIPWAY_GUEST_KERNEL_PKG", "XDG_CACHE_HOME", "HOME"} {
+		os.LookupEnv(name)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
