@@ -173,9 +173,15 @@ func setPartialChecksum(buf []byte, pkt *stack.PacketBuffer) {
 	link.VnetHdr{Flags: link.FlagNeedsCsum, CsumStart: uint16(start), CsumOffset: csumOff}.Encode(buf)
 }
 
-// deliver hands one validated inbound frame (header+frame in buf, frame
-// length size) to the stack. The frame is copied: buf belongs to the link
-// reader and is reused for its next batch.
+// headerSplit is how many leading bytes of a frame go into their own view:
+// enough for Ethernet, IPv4 with options or IPv6, and TCP with options.
+const headerSplit = 192
+
+// deliver hands one validated inbound frame to the stack. The frame is
+// copied: it belongs to the link reader and is reused for its next batch.
+// Headers and payload go into separate views because the stack keeps a
+// reference to the header view while parsing; were they one view, its next
+// header access would clone the whole (up to 64 KiB) chunk.
 func (e *endpoint) deliver(proto tcpip.NetworkProtocolNumber, frame []byte) {
 	e.mu.RLock()
 	d := e.dispatcher
@@ -183,7 +189,14 @@ func (e *endpoint) deliver(proto tcpip.NetworkProtocolNumber, frame []byte) {
 	if d == nil {
 		return
 	}
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
+	var payload buffer.Buffer
+	if len(frame) > 2*headerSplit {
+		payload = buffer.MakeWithData(frame[:headerSplit])
+		payload.Append(buffer.NewViewWithData(frame[headerSplit:]))
+	} else {
+		payload = buffer.MakeWithData(frame)
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
 	if _, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize); !ok {
 		pkt.DecRef()
 		return
