@@ -36,9 +36,8 @@ type Options struct {
 	// Addresses the stack owns (gateway, DNS), each with its prefix; the
 	// first IPv4 one is the source of broadcasts.
 	Addresses []netip.Prefix
-	// Output receives the stack's outbound frames (header+frame each);
-	// it must be done with them when it returns.
-	Output func(frames [][]byte)
+	// Output receives the stack's outbound frames.
+	Output Output
 	// Intercept, if set, sees every valid inbound IP frame first and
 	// returns true when it took the frame (the stack then never sees it).
 	// It must not keep buf.
