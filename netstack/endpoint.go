@@ -283,4 +283,5 @@ type DropCounters struct {
 	BadL4Header atomic.Uint64 // truncated TCP/UDP header
 	TxTooLarge  atomic.Uint64 // stack produced a frame larger than any link carries
 	Intercepted atomic.Uint64 // frames taken by an interceptor (ICMP echo to the host)
+	NotOurs     atomic.Uint64 // ARP/NDP asking for an address the stack does not own
 }
