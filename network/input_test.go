@@ -151,3 +151,37 @@ func TestGarbageFramesLeakNothing(t *testing.T) {
 		t.Fatal("no garbage frame was counted as dropped")
 	}
 }
+
+// TestStackAnswersARPOnlyForItsOwnAddresses: another guest's address (or a
+// guest probing its own new address) must not be claimed by the gateway.
+func TestStackAnswersARPOnlyForItsOwnAddresses(t *testing.T) {
+	h := newHarness(t, nil)
+	for _, target := range []string{"10.0.2.16", "10.0.2.15", "192.0.2.1"} {
+		h.guest.Write([][]byte{framebuild.ARPRequest(probeMAC, netip.MustParseAddr("10.0.2.15"), netip.MustParseAddr(target))})
+	}
+	h.guest.Write([][]byte{framebuild.ARPRequest(probeMAC, netip.MustParseAddr("10.0.2.15"), netip.MustParseAddr("10.0.2.3"))})
+	// Read up to the answer for the DNS address; nothing else may come.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		n, err := h.guest.Read(h.bufs, h.sizes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < n; i++ {
+			f := h.bufs[i][link.VnetHdrLen : link.VnetHdrLen+h.sizes[i]]
+			if binary.BigEndian.Uint16(f[12:]) != 0x0806 {
+				continue
+			}
+			a := header.ARP(f[14:])
+			sender, _ := netip.AddrFromSlice(a.ProtocolAddressSender())
+			if sender.String() != "10.0.2.3" {
+				t.Fatalf("the stack answered ARP for %v", sender)
+			}
+			if got := h.n.Stack().Drops().NotOurs.Load(); got != 3 {
+				t.Fatalf("NotOurs = %d, want 3", got)
+			}
+			return
+		}
+	}
+	t.Fatal("no ARP answer for the DNS address")
+}
