@@ -101,6 +101,7 @@ type PortStats struct {
 	DropNoGSO    atomic.Uint64 // GSO frame for a link without offloads
 	DropChecksum atomic.Uint64 // partial checksum with bad offsets
 	DropTxError  atomic.Uint64 // the link failed to write
+	DropRouter   atomic.Uint64 // router advertisement or redirect from a guest
 }
 
 // SetStack attaches the stack as the port that owns mac and receives
@@ -282,6 +283,10 @@ func (s *Switch) input(src *Port, bufs [][]byte, sizes []int, b *batcher) {
 		if macs[from] != src {
 			s.learn(src, from)
 			macs = *s.macs.Load()
+		}
+		if eth[12] == 0x86 && eth[13] == 0xdd && isRouterMessage(eth) {
+			src.Stats.DropRouter.Add(1)
+			continue
 		}
 		if dst[0]&1 != 0 { // broadcast or multicast
 			b.flush()
