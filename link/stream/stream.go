@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -44,9 +46,11 @@ type Link struct {
 	// ends holds, for the batch being sent, the byte offset at which each
 	// frame (prefix included) ends.
 	ends []int
-	// pending is the unsent end of a frame the peer stopped reading in
-	// the middle of; non-nil while a flusher runs.
-	pending []byte
+	// congested is set while the peer is not reading (a drain goroutine
+	// runs); pending is the unsent end of a frame it stopped reading in
+	// the middle of.
+	congested bool
+	pending   []byte
 }
 
 // New wraps a connected stream socket. desc names it in logs.
@@ -124,15 +128,21 @@ func (l *Link) Write(frames [][]byte) (int, error) {
 	return sent, nil
 }
 
-// send writes a batch without ever blocking on a peer that is not reading
-// (a paused VM). If the socket takes nothing, the batch is dropped, as a
-// full NIC ring drops (link.ErrQueueFull). If it takes part of a frame,
-// the rest of that frame must follow or the stream loses its framing: the
-// remainder is kept and flushed by a goroutine once the socket is writable,
-// and until then new frames are dropped. l.wmu is held.
-// It returns how many frames went (or will go) out whole.
+// backpressure is how long a write waits for a peer whose socket is full
+// before dropping: long enough to ride out a busy guest, short enough that
+// a paused VM never holds the stack up for long.
+const backpressure = 50 * time.Millisecond
+
+// send writes a batch without blocking for long on a peer that is not
+// reading (a paused VM). It waits up to backpressure for the socket to take
+// anything; if it takes nothing, the batch is dropped as a full NIC ring
+// drops (link.ErrQueueFull) and the link counts as congested: later writes
+// drop at once until the peer reads again. If the socket takes part of a
+// frame, the rest must follow or the stream loses its framing: it is kept
+// and written by the drain goroutine once the socket is writable. l.wmu is
+// held. It returns how many frames went (or will go) out whole.
 func (l *Link) send(iov net.Buffers) (int, error) {
-	if l.pending != nil {
+	if l.congested {
 		return 0, link.ErrQueueFull
 	}
 	rc, err := l.rawConn()
@@ -141,19 +151,24 @@ func (l *Link) send(iov net.Buffers) (int, error) {
 	}
 	var n int
 	var werr error
-	if err := rc.Write(func(fd uintptr) bool {
+	l.conn.SetWriteDeadline(time.Now().Add(backpressure))
+	err = rc.Write(func(fd uintptr) bool {
 		n, werr = writev(int(fd), iov)
-		return true
-	}); err != nil {
+		return !(werr == unix.EAGAIN && n <= 0) // nothing taken: wait
+	})
+	l.conn.SetWriteDeadline(time.Time{})
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		l.congested = true
+		go l.drain(rc)
+		return 0, link.ErrQueueFull
+	}
+	if err != nil {
 		return 0, fmt.Errorf("stream: write: %w", err)
 	}
 	if werr != nil && werr != unix.EAGAIN {
 		return 0, fmt.Errorf("stream: write: %w", werr)
 	}
 	n = max(n, 0)
-	if n == 0 && len(iov) > 0 {
-		return 0, link.ErrQueueFull
-	}
 	// Find the frame the write stopped in. At a frame boundary nothing
 	// needs finishing: the remaining frames are just dropped.
 	end, whole := 0, 0
@@ -184,16 +199,18 @@ func (l *Link) send(iov net.Buffers) (int, error) {
 		tail = append(tail, b...)
 	}
 	l.pending = tail
-	go l.flushPending(rc)
+	l.congested = true
+	go l.drain(rc)
 	if whole+1 < len(l.ends) {
 		return whole + 1, link.ErrQueueFull
 	}
 	return whole + 1, nil
 }
 
-// flushPending writes the kept remainder of a frame once the peer reads
-// again; it ends when done or when the connection closes.
-func (l *Link) flushPending(rc syscall.RawConn) {
+// drain waits until the peer reads again, writes the kept end of a frame
+// if there is one, and ends the congestion. It ends early when the
+// connection closes.
+func (l *Link) drain(rc syscall.RawConn) {
 	rc.Write(func(fd uintptr) bool {
 		l.wmu.Lock()
 		defer l.wmu.Unlock()
@@ -211,8 +228,19 @@ func (l *Link) flushPending(rc syscall.RawConn) {
 			l.pending = l.pending[n:]
 		}
 		l.pending = nil
+		if !writable(int(fd)) {
+			return false
+		}
+		l.congested = false
 		return true
 	})
+}
+
+// writable polls the socket for room without waiting.
+func writable(fd int) bool {
+	p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	n, err := unix.Poll(p, 0)
+	return err == nil && n == 1 && p[0].Revents&unix.POLLOUT != 0
 }
 
 func (l *Link) blockingSend(iov net.Buffers) error {
