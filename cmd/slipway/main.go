@@ -108,7 +108,7 @@ serves namespaces through a TAP device.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRunCmd(), newServeCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newServeCmd(), newCtlCmd(), newVersionCmd())
 	return root
 }
 
