@@ -10,14 +10,15 @@ import (
 func (n *Network) startPublish() error {
 	cfg := n.cfg
 	n.pub = publish.New(publish.Options{
-		Stack:          n.st,
-		Flows:          n.fwd.Flows(),
-		KeepSource:     cfg.PublishSource != config.PublishSourceGateway,
-		Gateway:        cfg.Gateway,
-		Subnet:         cfg.CIDR,
-		MaxPorts:       cfg.Limits.MaxPublishedPorts,
-		ConnectTimeout: cfg.Limits.ConnectTimeout,
-		UDPIdleTimeout: cfg.Limits.UDPIdleTimeout,
+		Stack:              n.st,
+		Flows:              n.fwd.Flows(),
+		KeepSource:         cfg.PublishSource != config.PublishSourceGateway,
+		Gateway:            cfg.Gateway,
+		Subnet:             cfg.CIDR,
+		MaxPorts:           cfg.Limits.MaxPublishedPorts,
+		MaxPendingConnects: cfg.Limits.MaxPendingConnects,
+		ConnectTimeout:     cfg.Limits.ConnectTimeout,
+		UDPIdleTimeout:     cfg.Limits.UDPIdleTimeout,
 		OnChange: func(f publish.Forward, added bool) {
 			typ := EventForwardRemoved
 			if added {

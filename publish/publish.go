@@ -46,9 +46,11 @@ type Options struct {
 	// would be confused with a guest, so it comes from Gateway.
 	Subnet netip.Prefix
 	// MaxPorts bounds host ports published at once.
-	MaxPorts       int
-	ConnectTimeout time.Duration
-	UDPIdleTimeout time.Duration
+	MaxPorts int
+	// MaxPendingConnects bounds connections to guests in progress.
+	MaxPendingConnects int
+	ConnectTimeout     time.Duration
+	UDPIdleTimeout     time.Duration
 	// OnChange, if set, is told of every forward added or removed. It is
 	// called with the publisher's lock held and must not block.
 	OnChange func(f Forward, added bool)
@@ -88,6 +90,9 @@ type Publisher struct {
 	ports    int
 	closed   bool
 
+	// pending holds a slot per connection to a guest in progress.
+	pending chan struct{}
+
 	refused, connectFailed atomic.Uint64
 }
 
@@ -106,7 +111,8 @@ func New(o Options) *Publisher {
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Publisher{o: o, log: log, ctx: ctx, cancel: cancel, forwards: map[uint64]*forward{}}
+	return &Publisher{o: o, log: log, ctx: ctx, cancel: cancel, forwards: map[uint64]*forward{},
+		pending: make(chan struct{}, max(o.MaxPendingConnects, 1))}
 }
 
 // Add publishes a rule, which must be resolved (config.Config.Resolve).

@@ -24,8 +24,16 @@ const acceptBackoff = 100 * time.Millisecond
 func (p *Publisher) acceptTCP(fw *forward, l *net.TCPListener, guest netip.AddrPort) {
 	defer p.wg.Done()
 	for {
+		// A slot first: while MaxPendingConnects connections to guests
+		// are in progress, clients wait in the host's listen backlog.
+		select {
+		case p.pending <- struct{}{}:
+		case <-p.ctx.Done():
+			return
+		}
 		c, err := l.AcceptTCP()
 		if err != nil {
+			<-p.pending
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
@@ -47,9 +55,15 @@ func (p *Publisher) acceptTCP(fw *forward, l *net.TCPListener, guest netip.AddrP
 // connection would be.
 func (p *Publisher) serveTCP(fw *forward, c *net.TCPConn, guest netip.AddrPort) {
 	client := unmapped(c.RemoteAddr().(*net.TCPAddr).AddrPort())
-	ep, wq, local, err := p.bindTCP(p.source(client))
-	if err != nil {
-		p.log.Debug("published connection: no stack endpoint", "client", client, "err", err)
+	ep, wq, local, err := p.dialGuest(p.source(client), guest)
+	<-p.pending
+	if err != nil || fw.gone.Load() {
+		if err != nil {
+			p.connectFailed.Add(1)
+			p.log.Debug("published connection refused by guest", "id", fw.ID, "client", client, "guest", guest, "err", err)
+		} else {
+			ep.Abort()
+		}
 		resetConn(c)
 		return
 	}
@@ -57,21 +71,37 @@ func (p *Publisher) serveTCP(fw *forward, c *net.TCPConn, guest netip.AddrPort) 
 	if flow == nil {
 		p.refused.Add(1)
 		p.log.Warn("flow limit reached, refusing connection to published port", "id", fw.ID, "client", client)
-		ep.Close()
-		resetConn(c)
-		return
-	}
-	if err := p.connectTCP(ep, wq, guest); err != nil || fw.gone.Load() {
-		if err != nil {
-			p.connectFailed.Add(1)
-			p.log.Debug("published connection refused by guest", "id", fw.ID, "client", client, "guest", guest, "err", err)
-		}
-		ep.Close()
-		flow.Close()
+		ep.Abort()
 		resetConn(c)
 		return
 	}
 	forwarder.StartTCPPump(flow, ep, wq, c)
+}
+
+// errTupleInUse: the stack still has a connection with the same addresses
+// and ports.
+var errTupleInUse = errors.New("the stack still holds a connection from this address and port")
+
+// dialGuest connects a new stack endpoint from src to the guest. If the
+// host reused the client's port while the stack still holds an earlier
+// connection from it (in TIME-WAIT: the host's own TIME-WAIT is shorter or
+// skipped on loopback), the client's address is kept with a port the stack
+// picks.
+func (p *Publisher) dialGuest(src, guest netip.AddrPort) (tcpip.Endpoint, *waiter.Queue, netip.AddrPort, error) {
+	ep, wq, local, err := p.bindTCP(src)
+	if err != nil {
+		return nil, nil, netip.AddrPort{}, err
+	}
+	err = p.connectTCP(ep, wq, guest)
+	if errors.Is(err, errTupleInUse) && src.Port() != 0 {
+		ep.Close()
+		return p.dialGuest(netip.AddrPortFrom(src.Addr(), 0), guest)
+	}
+	if err != nil {
+		ep.Close()
+		return nil, nil, netip.AddrPort{}, err
+	}
+	return ep, wq, local, nil
 }
 
 func resetConn(c *net.TCPConn) {
@@ -124,6 +154,10 @@ func (p *Publisher) connectTCP(ep tcpip.Endpoint, wq *waiter.Queue, guest netip.
 	wq.EventRegister(&entry)
 	defer wq.EventUnregister(&entry)
 	terr := ep.Connect(tcpip.FullAddress{Addr: tcpip.AddrFrom4(guest.Addr().As4()), Port: guest.Port()})
+	if _, inUse := terr.(*tcpip.ErrBadLocalAddress); inUse {
+		// What gVisor answers when the 4-tuple is registered already.
+		return errTupleInUse
+	}
 	if _, started := terr.(*tcpip.ErrConnectStarted); started {
 		t := time.NewTimer(p.o.ConnectTimeout)
 		defer t.Stop()
