@@ -88,7 +88,7 @@ func New(cfg config.Config, log *slog.Logger) (*Network, error) {
 		MTU:       cfg.MTU,
 		MAC:       n.gwMAC,
 		Addresses: []netip.Prefix{netip.PrefixFrom(cfg.Gateway, bits), netip.PrefixFrom(cfg.DNSAddress, bits)},
-		Output:    n.sw.FromStack,
+		Output:    n.sw,
 		Logger:    log,
 	})
 	if err != nil {

@@ -112,6 +112,33 @@ func (l *Link) Write(frames [][]byte) (int, error) {
 	return sent, nil
 }
 
+// WriteVec sends frames from their pieces with one writev.
+func (l *Link) WriteVec(frames []link.VecFrame) (int, error) {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if cap(l.prefixes) < len(frames) {
+		l.prefixes = make([][4]byte, len(frames))
+	}
+	iov := l.iov[:0]
+	sent := 0
+	for i := range frames {
+		f := &frames[i]
+		size := f.Len()
+		if size > MaxFrame {
+			continue
+		}
+		binary.BigEndian.PutUint32(l.prefixes[i][:], uint32(size))
+		iov = append(iov, l.prefixes[i][:])
+		iov = append(iov, f.Segs...)
+		sent++
+	}
+	l.iov = iov[:0]
+	if _, err := iov.WriteTo(l.conn); err != nil {
+		return 0, fmt.Errorf("stream: write: %w", err)
+	}
+	return sent, nil
+}
+
 // BatchSize is how many frames a Read may return.
 func (l *Link) BatchSize() int { return batchSize }
 
@@ -123,4 +150,7 @@ func (l *Link) Close() error { return l.conn.Close() }
 
 func (l *Link) String() string { return l.desc }
 
-var _ link.Link = (*Link)(nil)
+var (
+	_ link.Link      = (*Link)(nil)
+	_ link.VecWriter = (*Link)(nil)
+)
