@@ -29,68 +29,57 @@ import (
 	"time"
 
 	"github.com/slipway-net/slipway/control"
+	"github.com/slipway-net/slipway/test/testenv"
 )
 
 // hostAddr is the client-side address inside the test's host namespace.
 const hostAddr = "198.51.100.1"
 
-var bins struct {
-	once                   sync.Once
-	dir, slipway, peerecho string
-	err                    error
-}
+var peerechoBin = sync.OnceValues(func() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "slipway-peerecho-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "peerecho")
+	cmd := exec.Command("go", "build", "-o", bin, "./test/publish/peerecho")
+	cmd.Dir = filepath.Dir(strings.TrimSpace(string(out)))
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build peerecho: %v\n%s", err, out)
+	}
+	return bin, nil
+})
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if bins.dir != "" {
-		os.RemoveAll(bins.dir)
+	if bin, err := peerechoBin(); err == nil {
+		os.RemoveAll(filepath.Dir(bin))
 	}
 	os.Exit(code)
 }
 
-// binaries builds slipway and the peerecho server once per test binary.
-// peerecho is static, so it also runs in the QEMU guest.
+// binaries returns slipway built from this tree and the peerecho server,
+// static so it also runs in the QEMU guest.
 func binaries(t *testing.T) (slipway, peerecho string) {
 	t.Helper()
-	bins.once.Do(func() {
-		out, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil {
-			bins.err = fmt.Errorf("go env GOMOD: %w", err)
-			return
-		}
-		root := filepath.Dir(strings.TrimSpace(string(out)))
-		if bins.dir, bins.err = os.MkdirTemp("", "slipway-publish-test-"); bins.err != nil {
-			return
-		}
-		bins.slipway = filepath.Join(bins.dir, "slipway")
-		bins.peerecho = filepath.Join(bins.dir, "peerecho")
-		for _, b := range [][2]string{{bins.slipway, "./cmd/slipway"}, {bins.peerecho, "./test/publish/peerecho"}} {
-			cmd := exec.Command("go", "build", "-o", b[0], b[1])
-			cmd.Dir = root
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				bins.err = fmt.Errorf("go build %s: %v\n%s", b[1], err, out)
-				return
-			}
-		}
-	})
-	if bins.err != nil {
-		t.Fatal(bins.err)
+	peerecho, err := peerechoBin()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return bins.slipway, bins.peerecho
+	return testenv.Slipway(t), peerecho
 }
 
-// needRoot skips tests that create network namespaces when they cannot.
+// needRoot skips tests that create network namespaces when they cannot,
+// and fails when a tool is missing (the README's test command installs
+// them).
 func needRoot(t *testing.T, tools ...string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
-	for _, tool := range append([]string{"ip", "socat"}, tools...) {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s: %v", tool, err)
-		}
-	}
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, append([]string{"ip", "socat"}, tools...)...)
 }
 
 // hostNS creates the test's host namespace: loopback up, with hostAddr on
