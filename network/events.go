@@ -48,7 +48,7 @@ type LeaseInfo struct {
 	MAC      string     `json:"mac"`
 	Addr     netip.Addr `json:"addr"`
 	Hostname string     `json:"hostname,omitempty"`
-	Expires  time.Time  `json:"expires"`
+	Expires  time.Time  `json:"expires,omitzero"`
 	Static   bool       `json:"static"`
 }
 
