@@ -45,10 +45,6 @@ func (f *Flow) setState(s string) { f.state.Store(s) }
 // SetState sets the flow's state description.
 func (f *Flow) SetState(s string) { f.setState(s) }
 
-// SetCloser sets what Close releases (sockets, endpoints); call it before
-// the flow is handed to anything that may close it.
-func (f *Flow) SetCloser(fn func()) { f.closeFn = fn }
-
 // Close ends the flow, releasing its sockets and its slot in the table.
 func (f *Flow) Close() {
 	f.closeOnce.Do(func() {
@@ -77,13 +73,15 @@ func NewTable(max int) *Table {
 
 // open registers a new flow, or returns nil when the table is full.
 func (t *Table) open(proto policy.Proto, guest, remote, host netip.AddrPort) *Flow {
-	return t.OpenPublished(proto, guest, remote, host, 0)
+	return t.OpenPublished(proto, guest, remote, host, 0, nil)
 }
 
 // OpenPublished registers a flow a host client opened through published
 // port forward, sharing the table's limit with the guests' flows; it
-// returns nil when the table is full.
-func (t *Table) OpenPublished(proto policy.Proto, guest, remote, host netip.AddrPort, forward uint64) *Flow {
+// returns nil when the table is full. closer, if not nil, is what Close
+// releases; it is set before the flow is visible, so a concurrent Close
+// cannot miss it.
+func (t *Table) OpenPublished(proto policy.Proto, guest, remote, host netip.AddrPort, forward uint64, closer func()) *Flow {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.flows) >= t.max {
@@ -91,7 +89,7 @@ func (t *Table) OpenPublished(proto policy.Proto, guest, remote, host netip.Addr
 		return nil
 	}
 	t.nextID++
-	f := &Flow{ID: t.nextID, Proto: proto, Guest: guest, Remote: remote, Host: host, Forward: forward, Started: time.Now(), table: t}
+	f := &Flow{ID: t.nextID, Proto: proto, Guest: guest, Remote: remote, Host: host, Forward: forward, Started: time.Now(), table: t, closeFn: closer}
 	f.setState("connecting")
 	t.flows[f.ID] = f
 	return f

@@ -67,7 +67,7 @@ func (p *Publisher) serveTCP(fw *forward, c *net.TCPConn, guest netip.AddrPort) 
 		resetConn(c)
 		return
 	}
-	flow := p.o.Flows.OpenPublished(policy.TCP, guest, local, client, fw.ID)
+	flow := p.o.Flows.OpenPublished(policy.TCP, guest, local, client, fw.ID, nil)
 	if flow == nil {
 		p.refused.Add(1)
 		p.log.Warn("flow limit reached, refusing connection to published port", "id", fw.ID, "client", client)

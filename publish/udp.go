@@ -150,14 +150,13 @@ func (u *udpPort) client(from netip.AddrPort) *udpClient {
 		return nil
 	}
 	c.ep = ep
-	c.flow = p.o.Flows.OpenPublished(policy.UDP, u.guest, local, from, u.fw.ID)
+	c.flow = p.o.Flows.OpenPublished(policy.UDP, u.guest, local, from, u.fw.ID, c.close)
 	if c.flow == nil {
 		p.refused.Add(1)
-		p.log.Warn("flow limit reached, dropping datagrams to published port", "id", u.fw.ID, "client", from)
+		p.log.Debug("flow limit reached, dropping datagrams to published port", "id", u.fw.ID, "client", from)
 		ep.Close()
 		return nil
 	}
-	c.flow.SetCloser(c.close)
 	c.flow.SetState("active")
 	u.fw.conns.Add(1)
 	u.clients[from] = c
@@ -172,20 +171,22 @@ func (u *udpPort) client(from netip.AddrPort) *udpClient {
 	return c
 }
 
-// close releases the client's endpoint; the flow's Close calls it.
+// close releases the client's endpoint; the flow's Close calls it. The
+// port's lock orders it after client() finished setting the client up.
 func (c *udpClient) close() {
 	c.once.Do(func() {
-		close(c.done)
-		if c.timer != nil {
-			c.timer.Stop()
-		}
-		c.ep.Close()
 		u := c.port
 		u.mu.Lock()
 		if u.clients[c.addr] == c {
 			delete(u.clients, c.addr)
 		}
+		timer := c.timer
 		u.mu.Unlock()
+		close(c.done)
+		if timer != nil {
+			timer.Stop()
+		}
+		c.ep.Close()
 	})
 }
 
