@@ -67,6 +67,10 @@ type Link interface {
 	String() string
 }
 
+// ErrQueueFull reports frames dropped because the peer is not taking any
+// (its socket buffer is full), as a full NIC ring drops them.
+var ErrQueueFull = errors.New("peer not reading: frames dropped")
+
 // ErrFrameTooLarge reports a frame the link cannot carry.
 var ErrFrameTooLarge = errors.New("frame too large for link")
 

@@ -78,7 +78,18 @@ func New(o Options) (*Stack, error) {
 	netProtos := []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol}
 	transProtos := []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4}
 	if o.IPv6 {
-		netProtos = append(netProtos, ipv6.NewProtocol)
+		// slipway is the router: it sends its own router advertisements
+		// (services), never acts on a guest's, and owns its addresses
+		// outright (no DAD delay, no MLD or solicitations of its own).
+		netProtos = append(netProtos, ipv6.NewProtocolWithOptions(ipv6.Options{
+			NDPConfigs: ipv6.NDPConfigurations{
+				HandleRAs:           ipv6.HandlingRAsDisabled,
+				MaxRtrSolicitations: 0,
+			},
+			AutoGenLinkLocal: false,
+			DADConfigs:       stack.DADConfigurations{DupAddrDetectTransmits: 0},
+			MLD:              ipv6.MLDOptions{Enabled: false},
+		}))
 		transProtos = append(transProtos, icmp.NewProtocol6)
 	}
 	s := stack.New(stack.Options{
@@ -208,6 +219,19 @@ func (st *Stack) ownsTarget(proto tcpip.NetworkProtocolNumber, frame []byte) boo
 		return st.own[string(t.AsSlice())]
 	}
 	return true
+}
+
+// JoinGroup makes the stack accept a multicast group (DHCPv6's
+// ff02::1:2).
+func (st *Stack) JoinGroup(group netip.Addr) error {
+	proto := ipv4.ProtocolNumber
+	if group.Is6() {
+		proto = ipv6.ProtocolNumber
+	}
+	if terr := st.s.JoinGroup(proto, nicID, tcpip.AddrFromSlice(group.AsSlice())); terr != nil {
+		return fmt.Errorf("netstack: join %s: %s", group, terr)
+	}
+	return nil
 }
 
 // Drops returns the counters of frames dropped at the stack's input.

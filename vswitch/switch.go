@@ -9,6 +9,7 @@
 package vswitch
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -101,6 +102,8 @@ type PortStats struct {
 	DropNoGSO    atomic.Uint64 // GSO frame for a link without offloads
 	DropChecksum atomic.Uint64 // partial checksum with bad offsets
 	DropTxError  atomic.Uint64 // the link failed to write
+	DropRouter   atomic.Uint64 // router advertisement or redirect from a guest
+	DropTxFull   atomic.Uint64 // the peer was not reading (paused VM)
 }
 
 // SetStack attaches the stack as the port that owns mac and receives
@@ -283,6 +286,10 @@ func (s *Switch) input(src *Port, bufs [][]byte, sizes []int, b *batcher) {
 			s.learn(src, from)
 			macs = *s.macs.Load()
 		}
+		if eth[12] == 0x86 && eth[13] == 0xdd && isRouterMessage(eth) {
+			src.Stats.DropRouter.Add(1)
+			continue
+		}
 		if dst[0]&1 != 0 { // broadcast or multicast
 			b.flush()
 			s.flood(src, frame)
@@ -366,10 +373,20 @@ func (p *Port) WriteVec(frames []link.VecFrame) {
 	}
 	p.Stats.TxFrames.Add(uint64(n))
 	p.Stats.TxBytes.Add(bytes)
-	if err != nil {
-		p.Stats.DropTxError.Add(uint64(len(frames) - n))
-		p.sw.log.Debug("link write failed", "port", p.id, "err", err)
+	p.countTxError(len(frames)-n, err)
+}
+
+// countTxError counts frames a link failed to send.
+func (p *Port) countTxError(frames int, err error) {
+	if err == nil {
+		return
 	}
+	if errors.Is(err, link.ErrQueueFull) {
+		p.Stats.DropTxFull.Add(uint64(frames))
+		return
+	}
+	p.Stats.DropTxError.Add(uint64(frames))
+	p.sw.log.Debug("link write failed", "port", p.id, "err", err)
 }
 
 // FromStack switches frames the stack sends. Safe for concurrent use.
@@ -425,10 +442,7 @@ func (p *Port) writeLink(frames [][]byte) {
 	}
 	p.Stats.TxFrames.Add(uint64(n))
 	p.Stats.TxBytes.Add(bytes)
-	if err != nil {
-		p.Stats.DropTxError.Add(uint64(len(frames) - n))
-		p.sw.log.Debug("link write failed", "port", p.id, "err", err)
-	}
+	p.countTxError(len(frames)-n, err)
 }
 
 // String describes the switch for logs.
