@@ -4,8 +4,9 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
-	"strings"
 	"time"
+
+	"github.com/slipway-net/slipway/services/internal/dnsname"
 )
 
 // ICMPv6 message types (RFC 4861 section 4).
@@ -96,7 +97,7 @@ func buildMessage(cfg Config) []byte {
 		}
 	}
 	if len(cfg.DNSSL) > 0 {
-		names := encodeNames(cfg.DNSSL)
+		names := dnsname.Encode(cfg.DNSSL)
 		pad := (8 - (8+len(names))%8) % 8
 		b = append(b, OptDNSSL, byte((8+len(names)+pad)/8), 0, 0)
 		b = binary.BigEndian.AppendUint32(b, dnsLifetime)
@@ -104,21 +105,6 @@ func buildMessage(cfg Config) []byte {
 		b = append(b, make([]byte, pad)...)
 	}
 	return b
-}
-
-// encodeNames writes names in DNS wire format one after another, without
-// compression, as RFC 8106 section 5.2 requires. Names must have passed
-// dnsname.Check.
-func encodeNames(names []string) []byte {
-	var out []byte
-	for _, name := range names {
-		for _, label := range strings.Split(strings.TrimSuffix(name, "."), ".") {
-			out = append(out, byte(len(label)))
-			out = append(out, label...)
-		}
-		out = append(out, 0)
-	}
-	return out
 }
 
 // seconds is a duration as a 32-bit seconds count; all durations here are
