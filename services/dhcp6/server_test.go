@@ -28,7 +28,9 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"v4 dns", func(c *Config) { c.DNS = []netip.Addr{netip.MustParseAddr("10.0.2.3")} }, "DNS server 10.0.2.3"},
 		{"many dns", func(c *Config) { c.DNS = make([]netip.Addr, 17) }, "17 DNS servers"},
 		{"bad search", func(c *Config) { c.Search = []string{"ok.example", "a..b"} }, `Search: domain name "a..b"`},
-		{"long search", func(c *Config) { c.Search = []string{strings.Repeat("abcdefghi.", 20) + "x", strings.Repeat("abcdefghi.", 20) + "y", strings.Repeat("abcdefghi.", 20) + "z"} }, "Search list takes"},
+		{"long search", func(c *Config) {
+			c.Search = []string{strings.Repeat("abcdefghi.", 20) + "x", strings.Repeat("abcdefghi.", 20) + "y", strings.Repeat("abcdefghi.", 20) + "z"}
+		}, "Search list takes"},
 		{"v4 reserved", func(c *Config) { c.Reserved = []netip.Addr{netip.MustParseAddr("10.0.2.2")} }, "Reserved address 10.0.2.2"},
 		{"negative leases", func(c *Config) { c.MaxLeases = -1 }, "MaxLeases -1"},
 		{"short preferred", func(c *Config) { c.PreferredLifetime = time.Millisecond }, "PreferredLifetime 1ms"},
