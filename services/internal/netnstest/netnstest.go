@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -76,6 +77,18 @@ func New(t testing.TB, mtu int) *Link {
 	}
 	l.ClientMAC = l.mac(t, l.Client)
 	l.ServerMAC = l.mac(t, l.Server)
+	// The kernel adds link-local addresses once the carrier is up, a
+	// moment after the link is; clients such as dhclient give up without
+	// one.
+	for _, ns := range []string{l.Client, l.Server} {
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(run(t, "ip", "-n", ns, "-6", "addr", "show", "dev", IfName, "scope", "link"), "inet6 fe80::") {
+			if time.Now().After(deadline) {
+				t.Fatalf("no link-local address on %s in %s", IfName, ns)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	return l
 }
 
