@@ -20,7 +20,6 @@ const (
 	msgReconfigure        = 10
 	msgInformationRequest = 11
 	msgRelayForw          = 12
-	msgRelayRepl          = 13
 )
 
 // Option codes (RFC 8415 section 21, RFC 3646 for 23 and 24).
@@ -38,14 +37,12 @@ const (
 	optDNSServers      = 23
 	optDomainList      = 24
 	optIAPD            = 25
-	optIAPrefix        = 26
 	optInfoRefreshTime = 32
 )
 
 // Status codes (RFC 8415 section 21.13).
 const (
 	statusSuccess       = 0
-	statusUnspecFail    = 1
 	statusNoAddrsAvail  = 2
 	statusNoBinding     = 3
 	statusNotOnLink     = 4
