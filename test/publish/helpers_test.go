@@ -32,8 +32,12 @@ import (
 	"github.com/slipway-net/slipway/test/testenv"
 )
 
-// hostAddr is the client-side address inside the test's host namespace.
-const hostAddr = "198.51.100.1"
+// hostAddr and hostAddr6 are the client-side addresses inside the test's
+// host namespace.
+const (
+	hostAddr  = "198.51.100.1"
+	hostAddr6 = "2001:db8:1::1"
+)
 
 var peerechoBin = sync.OnceValues(func() (string, error) {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
@@ -93,6 +97,7 @@ func hostNS(t *testing.T) string {
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
 	run(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	run(t, "ip", "-n", ns, "addr", "add", hostAddr+"/32", "dev", "lo")
+	run(t, "ip", "-n", ns, "addr", "add", hostAddr6+"/128", "dev", "lo", "nodad")
 	return ns
 }
 
@@ -205,6 +210,9 @@ func waitFor(t *testing.T, d time.Duration, what string, f func() error) {
 // line the guest's peerecho sends: "peer=IP:PORT".
 func tcpPeer(ns, addr string, srcPort int) (string, error) {
 	target := "TCP4:" + addr
+	if strings.HasPrefix(addr, "[") {
+		target = "TCP6:" + addr
+	}
 	if srcPort != 0 {
 		target += ",sourceport=" + strconv.Itoa(srcPort) + ",reuseaddr"
 	}
@@ -222,6 +230,9 @@ func tcpPeer(ns, addr string, srcPort int) (string, error) {
 // guest's answer: "peer=IP:PORT payload".
 func udpPeer(ns, addr string, srcPort int, payload string) (string, error) {
 	target := "UDP4:" + addr
+	if strings.HasPrefix(addr, "[") {
+		target = "UDP6:" + addr
+	}
 	if srcPort != 0 {
 		target += ",sourceport=" + strconv.Itoa(srcPort)
 	}

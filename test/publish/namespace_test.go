@@ -324,3 +324,39 @@ func TestNamespaceWrk(t *testing.T) {
 		t.Errorf("published port refused %d and failed %d connections", st.Publish.Refused, st.Publish.ConnectFailed)
 	}
 }
+
+// nsSLAAC is the `slipway run` namespace's SLAAC address (fd00::/64 and the
+// EUI-64 of its MAC 52:54:0a:00:02:0f).
+const nsSLAAC = "fd00::5054:aff:fe00:20f"
+
+// TestNamespacePublishIPv6: ports published on IPv6 host addresses reach an
+// IPv4 guest (from the gateway: the client's family cannot be kept) and an
+// IPv6 guest (keeping the IPv6 client's own address), TCP and UDP.
+func TestNamespacePublishIPv6(t *testing.T) {
+	needRoot(t)
+	ns := hostNS(t)
+	runPeerecho(t, ns,
+		"-p", "[::]:8080:80", // to the IPv4 guest address
+		"-p", "[::]:8086:["+nsSLAAC+"]:80",
+		"-p", "[::]:5006:["+nsSLAAC+"]:5000/udp")
+	var got string
+	waitFor(t, 30*time.Second, "the published TCP port over IPv6", func() (err error) {
+		got, err = tcpPeer(ns, "["+hostAddr6+"]:8080", 0)
+		return err
+	})
+	if !strings.HasPrefix(got, "peer=10.0.2.2:") {
+		t.Errorf("IPv6 client of the IPv4 guest: %q, want it from the gateway 10.0.2.2", got)
+	}
+	got, err := tcpPeer(ns, "["+hostAddr6+"]:8086", 40061)
+	if want := "peer=[" + hostAddr6 + "]:40061"; err != nil || got != want {
+		t.Errorf("IPv6 client of the IPv6 guest: %q, %v; want %q", got, err, want)
+	}
+	got, err = tcpPeer(ns, "[::1]:8086", 0)
+	if err != nil || !strings.HasPrefix(got, "peer=[fd00::2]:") {
+		t.Errorf("loopback IPv6 client: %q, %v; want it from the IPv6 gateway fd00::2", got, err)
+	}
+	got, err = udpPeer(ns, "["+hostAddr6+"]:5006", 40062, "v6")
+	if want := "peer=[" + hostAddr6 + "]:40062 v6"; err != nil || got != want {
+		t.Errorf("IPv6 UDP client of the IPv6 guest: %q, %v; want %q", got, err, want)
+	}
+}

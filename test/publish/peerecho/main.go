@@ -14,6 +14,8 @@ import (
 	"strings"
 )
 
+// Listening on both families lets the IPv6 tests reach the same server;
+// IPv4 peers still print as a.b.c.d:port.
 func main() {
 	tcpAddr := flag.String("tcp", "", "TCP address to serve, e.g. :80")
 	udpAddr := flag.String("udp", "", "UDP address to serve, e.g. :5000")
@@ -23,14 +25,14 @@ func main() {
 	log.SetFlags(0)
 	errs := make(chan error, 2)
 	if *tcpAddr != "" {
-		l, err := net.Listen("tcp4", *tcpAddr)
+		l, err := net.Listen("tcp", *tcpAddr)
 		if err != nil {
 			log.Fatal(err)
 		}
 		go func() { errs <- serveTCP(l) }()
 	}
 	if *udpAddr != "" {
-		c, err := net.ListenPacket("udp4", *udpAddr)
+		c, err := net.ListenPacket("udp", *udpAddr)
 		if err != nil {
 			log.Fatal(err)
 		}
