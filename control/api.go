@@ -28,7 +28,7 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("POST /v1/forwards", s.addForward)
 	mux.HandleFunc("DELETE /v1/forwards/{id}", s.removeForward)
 	mux.HandleFunc("GET /v1/leases", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, network.LeaseInfos(s.n.Leases()))
+		writeJSON(w, http.StatusOK, s.n.LeaseInfos())
 	})
 	mux.HandleFunc("GET /v1/links", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, links(s.n))

@@ -196,7 +196,7 @@ func stats(n *network.Network) Stats {
 		"tx_too_large":  d.TxTooLarge.Load(),
 	}
 	ds := n.DHCP().Stats()
-	st.DHCP = DHCPStats{Leases: len(n.Leases()), Received: ds.Received, Replied: ds.Replied, Dropped: ds.Dropped}
+	st.DHCP = DHCPStats{Leases: len(n.LeaseInfos()), Received: ds.Received, Replied: ds.Replied, Dropped: ds.Dropped}
 	ns := n.DNS().Stats()
 	st.DNS = DNSStats{
 		Queries: ns.Queries, Local: ns.Local, Forwarded: ns.Forwarded, ServFail: ns.ServFail,

@@ -43,9 +43,12 @@ type Event struct {
 	Forward *publish.Forward `json:"forward,omitempty"`
 }
 
-// LeaseInfo is a DHCP lease as the API shows it.
+// LeaseInfo is a DHCP or DHCPv6 lease as the API shows it. A DHCPv4
+// client is known by its MAC, a DHCPv6 client by its DUID (hex) and IAID.
 type LeaseInfo struct {
-	MAC      string     `json:"mac"`
+	MAC      string     `json:"mac,omitempty"`
+	DUID     string     `json:"duid,omitempty"`
+	IAID     uint32     `json:"iaid,omitempty"`
 	Addr     netip.Addr `json:"addr"`
 	Hostname string     `json:"hostname,omitempty"`
 	Expires  time.Time  `json:"expires,omitzero"`
@@ -63,6 +66,17 @@ func LeaseInfos(ls []dhcp4.Lease) []LeaseInfo {
 
 func leaseInfo(l dhcp4.Lease) LeaseInfo {
 	return LeaseInfo{MAC: l.MAC, Addr: l.Addr, Hostname: l.Hostname, Expires: l.Expires, Static: l.Static}
+}
+
+// LeaseInfos lists every lease: DHCPv4's, then DHCPv6's.
+func (n *Network) LeaseInfos() []LeaseInfo {
+	out := LeaseInfos(n.Leases())
+	if d6 := n.DHCP6(); d6 != nil {
+		for _, l := range d6.Leases() {
+			out = append(out, LeaseInfo{DUID: l.DUID, IAID: l.IAID, Addr: l.Addr, Expires: l.Expires})
+		}
+	}
+	return out
 }
 
 // Subscription receives events on C until it is closed, the network

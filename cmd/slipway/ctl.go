@@ -182,13 +182,17 @@ statistics. Output is a table, or the API's JSON with -o json.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var ls []network.LeaseInfo
 			return o.call(cmd, http.MethodGet, "/v1/leases", nil, &ls, func(w io.Writer) {
-				fmt.Fprintln(w, "ADDRESS\tMAC\tHOSTNAME\tEXPIRES\tSTATIC")
+				fmt.Fprintln(w, "ADDRESS\tCLIENT\tHOSTNAME\tEXPIRES\tSTATIC")
 				for _, l := range ls {
 					exp := "never"
 					if !l.Static {
 						exp = l.Expires.Local().Format(time.DateTime)
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\n", l.Addr, l.MAC, dash(l.Hostname), exp, l.Static)
+					client := l.MAC
+					if client == "" {
+						client = fmt.Sprintf("duid %s iaid %d", l.DUID, l.IAID)
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\n", l.Addr, client, dash(l.Hostname), exp, l.Static)
 				}
 			})
 		},

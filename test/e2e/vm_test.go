@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/slipway-net/slipway/control"
+	"github.com/slipway-net/slipway/network"
 	"github.com/slipway-net/slipway/test/testenv"
 	"github.com/slipway-net/slipway/test/vmtest"
 )
@@ -95,7 +98,8 @@ func TestServeQEMUGuestIPv6(t *testing.T) {
 	dns := testenv.Dnsmasq(t)
 	web, sum := testenv.HTTPFileOn(t, "[::1]:0", 5<<20)
 	sock := filepath.Join(t.TempDir(), "vm.sock")
-	testenv.Serve(t, "--listen", "stream:unix:"+sock, "--dns-upstream", dns.String())
+	api := filepath.Join(t.TempDir(), "api.sock")
+	testenv.Serve(t, "--listen", "stream:unix:"+sock, "--dns-upstream", dns.String(), "--api-socket", api)
 	res := vmtest.Run(t, guest, vmtest.Options{
 		Netdev: streamNIC(sock, "52:54:00:12:34:58"),
 		Files:  map[string][]byte{"/bin/dhcp6c": dhcp6c},
@@ -117,6 +121,19 @@ func TestServeQEMUGuestIPv6(t *testing.T) {
 		if m[k] != v {
 			t.Errorf("%s = %q, want %q", k, m[k], v)
 		}
+	}
+	// The control API lists both leases, the DHCPv6 one by DUID.
+	var leases []network.LeaseInfo
+	if err := control.NewClient(api).Do(context.Background(), "GET", "/v1/leases", nil, &leases); err != nil {
+		t.Fatal(err)
+	}
+	var v4, v6 bool
+	for _, l := range leases {
+		v4 = v4 || l.Addr.String() == "10.0.2.15" && l.MAC == "52:54:00:12:34:58"
+		v6 = v6 || l.Addr.String() == "fd00::100" && l.DUID == "00030001525400123458"
+	}
+	if !v4 || !v6 {
+		t.Errorf("/v1/leases = %+v, want 10.0.2.15 by MAC and fd00::100 by DUID", leases)
 	}
 	if t.Failed() {
 		t.Logf("console:\n%s", res.Console)
