@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
@@ -38,7 +39,16 @@ func main() {
 		nsrun.ChildMain()
 		return
 	}
-	os.Exit(profiled(func() int { return run(os.Args[1:], os.Stdout, os.Stderr) }))
+	if nsrun.IsAttachHelper() {
+		nsrun.AttachMain()
+		return
+	}
+	args := os.Args[1:]
+	// Started through a symlink named slirp4netns: be slirp4netns.
+	if filepath.Base(os.Args[0]) == "slirp4netns" {
+		args = append([]string{"slirp4netns"}, args...)
+	}
+	os.Exit(profiled(func() int { return run(args, os.Stdout, os.Stderr) }))
 }
 
 // profiled runs f under the CPU profiler when SLIPWAY_CPUPROFILE names a
@@ -108,7 +118,7 @@ serves namespaces through a TAP device.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRunCmd(), newServeCmd(), newCtlCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newServeCmd(), newCtlCmd(), newVersionCmd(), newSlirp4netnsCmd())
 	return root
 }
 

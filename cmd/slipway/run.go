@@ -49,6 +49,15 @@ slipway exits with COMMAND's exit status.`,
 	return cmd
 }
 
+// parseMAC reads a MAC address for a flag.
+func parseMAC(s string) (net.HardwareAddr, error) {
+	m, err := net.ParseMAC(s)
+	if err == nil && len(m) != 6 {
+		err = fmt.Errorf("not an Ethernet address")
+	}
+	return m, err
+}
+
 // guestMAC is the namespace interface's address: 52:54 and its IPv4
 // address, so it is stable and readable in captures.
 func guestMAC(a netip.Addr) net.HardwareAddr {
