@@ -12,6 +12,7 @@ package link
 import (
 	"encoding/binary"
 	"errors"
+	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 )
@@ -65,6 +66,31 @@ type Link interface {
 	Close() error
 	// String describes the link for logs and the control API.
 	String() string
+}
+
+// Counters are the drops a link sees itself, before the switch has a frame
+// or after the switch handed one over: the switch's per-port counters cannot
+// see them. Links that drop frames this way implement Counted, and the
+// switch's ports expose them next to their own counters.
+type Counters struct {
+	// RxOversized: a message larger than the largest frame (discarded).
+	RxOversized atomic.Uint64
+	// RxOverrun: the link's receive queue was full because the switch
+	// fell behind reading it.
+	RxOverrun atomic.Uint64
+	// RxBadFraming: a stream length prefix out of range, or the peer
+	// left in the middle of a frame; the link ends.
+	RxBadFraming atomic.Uint64
+	// TxTooLarge: a frame larger than the link or its peer carries.
+	TxTooLarge atomic.Uint64
+	// TxBlocked: the peer did not make room for frames in time (its
+	// receive queue stayed full), so they were dropped.
+	TxBlocked atomic.Uint64
+}
+
+// Counted is implemented by links that keep Counters.
+type Counted interface {
+	Counters() *Counters
 }
 
 // ErrFrameTooLarge reports a frame the link cannot carry.
