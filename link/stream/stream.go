@@ -38,6 +38,8 @@ type Link struct {
 	wmu      sync.Mutex
 	prefixes [][4]byte
 	iov      net.Buffers
+
+	counters link.Counters
 }
 
 // New wraps a connected stream socket. desc names it in logs.
@@ -59,12 +61,14 @@ func (l *Link) Read(bufs [][]byte, sizes []int) (int, error) {
 				return n, nil // report the error on the next call
 			}
 			if errors.Is(err, io.EOF) && l.r.Buffered() > 0 {
+				l.counters.RxBadFraming.Add(1)
 				return 0, fmt.Errorf("stream: peer closed mid-frame: %w", io.ErrUnexpectedEOF)
 			}
 			return 0, err
 		}
 		size := int(binary.BigEndian.Uint32(hdr))
 		if size < link.MinFrameLen || size > MaxFrame {
+			l.counters.RxBadFraming.Add(1)
 			return n, fmt.Errorf("%w: %d", ErrBadLength, size)
 		}
 		if n > 0 && l.r.Buffered() < 4+size {
@@ -76,6 +80,7 @@ func (l *Link) Read(bufs [][]byte, sizes []int) (int, error) {
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
+			l.counters.RxBadFraming.Add(1)
 			return n, fmt.Errorf("stream: peer closed mid-frame: %w", err)
 		}
 		link.ClearVnetHdr(buf)
@@ -99,6 +104,7 @@ func (l *Link) Write(frames [][]byte) (int, error) {
 	for i, f := range frames {
 		frame := f[link.VnetHdrLen:]
 		if len(frame) > MaxFrame {
+			l.counters.TxTooLarge.Add(1)
 			continue
 		}
 		binary.BigEndian.PutUint32(l.prefixes[i][:], uint32(len(frame)))
@@ -123,4 +129,10 @@ func (l *Link) Close() error { return l.conn.Close() }
 
 func (l *Link) String() string { return l.desc }
 
-var _ link.Link = (*Link)(nil)
+// Counters are the link's own drop counters.
+func (l *Link) Counters() *link.Counters { return &l.counters }
+
+var (
+	_ link.Link    = (*Link)(nil)
+	_ link.Counted = (*Link)(nil)
+)
