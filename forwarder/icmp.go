@@ -143,7 +143,7 @@ func (x *icmpForwarder) flow(key icmpKey, frame []byte) *icmpFlow {
 	if x.noPingSockets.Load() || len(x.flows) >= x.f.o.MaxICMPFlows {
 		return nil
 	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_ICMP)
+	fd, err := pingSocket()
 	if err != nil {
 		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
 			x.noPingSockets.Store(true)

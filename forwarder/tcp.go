@@ -229,7 +229,7 @@ func (p *tcpPump) hostToGuest() {
 // buffer while it waits.
 func waitReadable(rc syscall.RawConn) (avail int, eof bool, err error) {
 	rerr := rc.Read(func(fd uintptr) bool {
-		n, e := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+		n, e := unix.IoctlGetInt(int(fd), fionread)
 		if e != nil {
 			err = e
 			return true

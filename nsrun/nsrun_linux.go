@@ -217,6 +217,9 @@ func setup(spec Spec) (int, error) {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return -1, fmt.Errorf("make mounts private: %w", err)
 	}
+	if err := remountSys(); err != nil {
+		fmt.Fprintf(os.Stderr, "slipway: warning: /sys still shows the host's interfaces: %v\n", err)
+	}
 	if spec.ResolvConf != "" {
 		if err := unix.Mount(spec.ResolvConf, "/etc/resolv.conf", "", unix.MS_BIND, ""); err != nil {
 			// A dangling /etc/resolv.conf symlink leaves nothing to
@@ -225,6 +228,9 @@ func setup(spec Spec) (int, error) {
 		}
 	}
 	t, err := tap.Create(spec.IfName, true)
+	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+		return -1, fmt.Errorf("%w (without root, /dev/net/tun must be open to all users: mode 0666, as Debian ships it)", err)
+	}
 	if err != nil {
 		return -1, err
 	}
@@ -238,6 +244,31 @@ func setup(spec Spec) (int, error) {
 		return -1, err
 	}
 	return fd, nil
+}
+
+// remountSys mounts a sysfs of the new network namespace over /sys, so
+// /sys/class/net lists the namespace's interfaces, and carries the host's
+// cgroup mounts over to it.
+func remountSys() error {
+	tmp, err := os.MkdirTemp("", "slipway-cgroup-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	haveCgroup := unix.Mount("/sys/fs/cgroup", tmp, "", unix.MS_BIND|unix.MS_REC, "") == nil
+	if err := unix.Mount("sysfs", "/sys", "sysfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		if haveCgroup {
+			unix.Unmount(tmp, unix.MNT_DETACH)
+		}
+		return fmt.Errorf("mount sysfs: %w", err)
+	}
+	if haveCgroup {
+		if err := unix.Mount(tmp, "/sys/fs/cgroup", "", unix.MS_MOVE, ""); err != nil {
+			unix.Unmount(tmp, unix.MNT_DETACH)
+			return fmt.Errorf("keep cgroups: %w", err)
+		}
+	}
+	return nil
 }
 
 // ParseMAC is net.ParseMAC for the spec's string form.

@@ -14,171 +14,174 @@ import (
 	"github.com/slipway-net/slipway/link"
 )
 
-// pair returns a stream link over one end of a unix socketpair and the
-// other end for the test to play the VMM.
-func pair(t *testing.T) (*Link, net.Conn) {
+// socketPair returns two connected unix stream sockets, the transport QEMU
+// uses for -netdev stream and -netdev socket,fd=.
+func socketPair(t *testing.T) (net.Conn, net.Conn) {
 	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	conns := make([]net.Conn, 2)
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "sock")
+	conn := func(fd int) net.Conn {
+		f := os.NewFile(uintptr(fd), "sp")
+		defer f.Close()
 		c, err := net.FileConn(f)
-		f.Close()
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
-		conns[i] = c
+		return c
 	}
-	return New(conns[0], "test"), conns[1]
+	return conn(fds[0]), conn(fds[1])
 }
 
-func prefixed(frames ...[]byte) []byte {
-	var b []byte
-	for _, f := range frames {
-		b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
-		b = append(b, f...)
-	}
-	return b
+func ethFrame(n int, fill byte) []byte {
+	f := bytes.Repeat([]byte{fill}, n)
+	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	return f
 }
 
-func TestRoundTrip(t *testing.T) {
-	l, peer := pair(t)
-	f1, f2 := bytes.Repeat([]byte{1}, 60), bytes.Repeat([]byte{2}, MaxFrame)
-	go peer.Write(prefixed(f1, f2))
+func withHdr(f []byte) []byte { return append(make([]byte, link.VnetHdrLen), f...) }
+
+func TestWriteIsQEMUFraming(t *testing.T) {
+	a, b := socketPair(t)
+	l := New(a, "test")
+	frames := [][]byte{withHdr(ethFrame(60, 1)), withHdr(ethFrame(1514, 2)), withHdr(ethFrame(65535, 3))}
+	go func() {
+		if _, err := l.Write(frames); err != nil {
+			t.Error(err)
+		}
+	}()
+	for i, f := range frames {
+		var hdr [4]byte
+		if _, err := io.ReadFull(b, hdr[:]); err != nil {
+			t.Fatal(err)
+		}
+		want := f[link.VnetHdrLen:]
+		if n := binary.BigEndian.Uint32(hdr[:]); int(n) != len(want) {
+			t.Fatalf("frame %d: length prefix %d, want %d", i, n, len(want))
+		}
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(b, got); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("frame %d differs", i)
+		}
+	}
+}
+
+func TestWriteDropsFramesQEMUWouldReject(t *testing.T) {
+	a, b := socketPair(t)
+	l := New(a, "test")
+	n, err := l.Write([][]byte{withHdr(ethFrame(70000, 1)), withHdr(ethFrame(100, 2))})
+	if err != nil || n != 1 {
+		t.Fatalf("Write = %d, %v; want 1 frame sent", n, err)
+	}
+	var hdr [4]byte
+	io.ReadFull(b, hdr[:])
+	if got := binary.BigEndian.Uint32(hdr[:]); got != 100 {
+		t.Fatalf("first frame on the wire has length %d, want 100", got)
+	}
+}
+
+func feed(t *testing.T, w net.Conn, chunks ...[]byte) {
+	t.Helper()
+	go func() {
+		for _, c := range chunks {
+			if _, err := w.Write(c); err != nil {
+				return
+			}
+		}
+	}()
+}
+
+func prefixed(f []byte) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(len(f)))
+	return append(b, f...)
+}
+
+func TestReadBatchesBufferedFrames(t *testing.T) {
+	a, b := socketPair(t)
+	l := New(a, "test")
+	var all []byte
+	for i := 0; i < 5; i++ {
+		all = append(all, prefixed(ethFrame(100+i, byte(i)))...)
+	}
+	feed(t, b, all)
 	bufs, sizes := link.NewBuffers(l.BatchSize())
-	var got [][]byte
-	for len(got) < 2 {
+	got := 0
+	for got < 5 {
 		n, err := l.Read(bufs, sizes)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for i := 0; i < n; i++ {
-			got = append(got, append([]byte(nil), bufs[i][link.VnetHdrLen:link.VnetHdrLen+sizes[i]]...))
-		}
-	}
-	if !bytes.Equal(got[0], f1) || !bytes.Equal(got[1], f2) {
-		t.Fatal("frames changed on the way")
-	}
-
-	out := [][]byte{append(make([]byte, link.VnetHdrLen), f1...), make([]byte, link.VnetHdrLen+MaxFrame+1)}
-	go func() {
-		if n, err := l.Write(out); err != nil || n != 1 {
-			t.Errorf("Write = %d, %v; want the oversized frame dropped", n, err)
-		}
-		l.Close()
-	}()
-	wire, err := io.ReadAll(peer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(wire, prefixed(f1)) {
-		t.Errorf("peer received %d bytes, want one framed 60-byte frame", len(wire))
-	}
-	if c := l.Counters().TxTooLarge.Load(); c != 1 {
-		t.Errorf("TxTooLarge = %d, want 1", c)
-	}
-}
-
-// A length prefix of 0 or 70000 cannot be resynchronised: the link ends
-// with ErrBadLength, counted, after the good frame before it.
-func TestBadLength(t *testing.T) {
-	for _, size := range []uint32{0, 13, 70000, 0xffffffff} {
-		l, peer := pair(t)
-		wire := prefixed(bytes.Repeat([]byte{1}, 60))
-		wire = binary.BigEndian.AppendUint32(wire, size)
-		go peer.Write(append(wire, make([]byte, 100)...))
-		bufs, sizes := link.NewBuffers(l.BatchSize())
-		frames := 0
-		var err error
-		for err == nil {
-			var n int
-			n, err = l.Read(bufs, sizes)
-			frames += n
-		}
-		if !errors.Is(err, ErrBadLength) || frames != 1 {
-			t.Errorf("length %d: %d frames then %v, want 1 frame then ErrBadLength", size, frames, err)
-		}
-		if c := l.Counters().RxBadFraming.Load(); c != 1 {
-			t.Errorf("length %d: RxBadFraming = %d, want 1", size, c)
-		}
-	}
-}
-
-// A peer that vanishes mid-frame ends the link with ErrUnexpectedEOF,
-// counted; one that leaves between frames ends it with plain EOF.
-func TestPeerVanishes(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		wire    []byte
-		want    error
-		counted uint64
-	}{
-		{"mid-frame", prefixed(make([]byte, 100))[:50], io.ErrUnexpectedEOF, 1},
-		{"mid-prefix", []byte{0, 0}, io.ErrUnexpectedEOF, 1},
-		{"between frames", prefixed(make([]byte, 100)), io.EOF, 0},
-	} {
-		l, peer := pair(t)
-		peer.Write(tc.wire)
-		peer.Close()
-		bufs, sizes := link.NewBuffers(l.BatchSize())
-		var err error
-		for err == nil {
-			_, err = l.Read(bufs, sizes)
-		}
-		if !errors.Is(err, tc.want) {
-			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
-		}
-		if c := l.Counters().RxBadFraming.Load(); c != tc.counted {
-			t.Errorf("%s: RxBadFraming = %d, want %d", tc.name, c, tc.counted)
-		}
-	}
-}
-
-// FuzzRead feeds arbitrary bytes as the VMM's side of the stream: the
-// link returns exactly the frames a plain reading of the protocol finds,
-// then an error, and never more than MaxFrame bytes a frame.
-func FuzzRead(f *testing.F) {
-	f.Add(prefixed(make([]byte, 14), make([]byte, 60)))
-	f.Add([]byte{0, 0, 0, 0})
-	f.Add([]byte{0, 1, 0x11, 0x70})
-	f.Add(append(prefixed(make([]byte, 20)), 0, 0, 0))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		var want [][]byte
-		rest := data
-		for len(rest) >= 4 {
-			size := int(binary.BigEndian.Uint32(rest))
-			if size < link.MinFrameLen || size > MaxFrame || len(rest) < 4+size {
-				break
+			if sizes[i] != 100+got {
+				t.Fatalf("frame %d has size %d", got, sizes[i])
 			}
-			want = append(want, rest[4:4+size])
-			rest = rest[4+size:]
+			if bufs[i][link.VnetHdrLen+20] != byte(got) || bufs[i][0] != 0 {
+				t.Fatalf("frame %d content or header wrong", got)
+			}
+			got++
 		}
-		l, peer := pair(t)
+	}
+}
+
+func TestReadRejectsBadLengths(t *testing.T) {
+	for _, size := range []uint32{0, 13, 70000} {
+		a, b := socketPair(t)
+		l := New(a, "test")
+		feed(t, b, binary.BigEndian.AppendUint32(nil, size), make([]byte, 64))
+		bufs, sizes := link.NewBuffers(4)
+		_, err := l.Read(bufs, sizes)
+		if !errors.Is(err, ErrBadLength) {
+			t.Fatalf("length %d: got %v, want ErrBadLength", size, err)
+		}
+	}
+}
+
+func TestReadPeerVanishesMidFrame(t *testing.T) {
+	a, b := socketPair(t)
+	l := New(a, "test")
+	go func() {
+		b.Write(prefixed(ethFrame(60, 1)))
+		b.Write(binary.BigEndian.AppendUint32(nil, 500))
+		b.Write(make([]byte, 100))
+		b.Close()
+	}()
+	bufs, sizes := link.NewBuffers(4)
+	n, err := l.Read(bufs, sizes)
+	if n == 1 && err == nil {
+		n, err = l.Read(bufs, sizes)
+	}
+	if n != 0 || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("got %d frames, err %v; want io.ErrUnexpectedEOF", n, err)
+	}
+}
+
+func FuzzRead(f *testing.F) {
+	f.Add(prefixed(ethFrame(60, 1)))
+	f.Add(append(prefixed(ethFrame(14, 0)), 0, 0, 0xff, 0xff))
+	f.Add([]byte{0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		r, w := net.Pipe()
+		defer r.Close()
 		go func() {
-			peer.Write(data)
-			peer.Close()
+			w.Write(stream)
+			w.Close()
 		}()
-		bufs, sizes := link.NewBuffers(l.BatchSize())
-		var got [][]byte
+		l := New(r, "fuzz")
+		bufs, sizes := link.NewBuffers(4)
 		for {
 			n, err := l.Read(bufs, sizes)
 			for i := 0; i < n; i++ {
-				got = append(got, append([]byte(nil), bufs[i][link.VnetHdrLen:link.VnetHdrLen+sizes[i]]...))
+				if sizes[i] < link.MinFrameLen || sizes[i] > MaxFrame {
+					t.Fatalf("returned a frame of %d bytes", sizes[i])
+				}
 			}
 			if err != nil {
-				break
-			}
-		}
-		if len(got) != len(want) {
-			t.Fatalf("%d frames, want %d", len(got), len(want))
-		}
-		for i := range want {
-			if !bytes.Equal(got[i], want[i]) {
-				t.Fatalf("frame %d differs", i)
+				return
 			}
 		}
 	})

@@ -1,0 +1,131 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultsMatchQEMU(t *testing.T) {
+	c := Default()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"cidr": "10.0.2.0/24", "gateway": "10.0.2.2", "dns": "10.0.2.3", "start": "10.0.2.15"}
+	got := map[string]string{"cidr": c.CIDR.String(), "gateway": c.Gateway.String(), "dns": c.DNSAddress.String(), "start": c.DHCPStart.String()}
+	for k := range want {
+		if got[k] != want[k] {
+			t.Errorf("%s = %s, want %s", k, got[k], want[k])
+		}
+	}
+	if c.MTU != 65520 || c.Limits.MaxPendingConnects < 100 {
+		t.Errorf("MTU %d, pending connects %d", c.MTU, c.Limits.MaxPendingConnects)
+	}
+}
+
+func TestCompleteDerivesFromCIDR(t *testing.T) {
+	c := Config{CIDR: netip.MustParsePrefix("192.168.77.9/24")}
+	c.Complete()
+	if c.CIDR.String() != "192.168.77.0/24" || c.Gateway.String() != "192.168.77.2" || c.DNSAddress.String() != "192.168.77.3" || c.DHCPStart.String() != "192.168.77.15" {
+		t.Fatalf("derived %v %v %v %v", c.CIDR, c.Gateway, c.DNSAddress, c.DHCPStart)
+	}
+}
+
+func TestValidateNamesTheFlag(t *testing.T) {
+	cases := []struct {
+		flag string
+		mod  func(*Config)
+	}{
+		{"gateway", func(c *Config) { c.Gateway = netip.MustParseAddr("10.0.3.2") }},
+		{"gateway", func(c *Config) { c.Gateway = netip.MustParseAddr("10.0.2.255") }},
+		{"dns-address", func(c *Config) { c.DNSAddress = netip.MustParseAddr("fd00::3") }},
+		{"dhcp-start", func(c *Config) { c.DHCPStart = c.Gateway }},
+		{"cidr", func(c *Config) { c.CIDR = netip.MustParsePrefix("10.0.2.0/30") }},
+		{"cidr", func(c *Config) { c.CIDR = netip.MustParsePrefix("fd00::/64") }},
+		{"mtu", func(c *Config) { c.MTU = 575 }},
+		{"mtu", func(c *Config) { c.MTU = 65522 }},
+		{"hostname", func(c *Config) { c.Hostname = "bad name" }},
+		{"dns-search", func(c *Config) { c.DNSSearch = []string{"ok.example", "-bad"} }},
+		{"log-level", func(c *Config) { c.LogLevel = "loud" }},
+		{"max-flows", func(c *Config) { c.Limits.MaxFlows = -1 }},
+		{"udp-idle-timeout", func(c *Config) { c.Limits.UDPIdleTimeout = time.Millisecond }},
+		{"outbound-addr", func(c *Config) { c.OutboundAddr = netip.IPv4Unspecified() }},
+	}
+	for _, tc := range cases {
+		c := Default()
+		tc.mod(&c)
+		err := c.Validate()
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Flag != tc.flag {
+			t.Errorf("want an error naming --%s, got %v", tc.flag, err)
+			continue
+		}
+		if !strings.Contains(err.Error(), "--"+tc.flag) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("error is not one line naming the flag: %q", err)
+		}
+	}
+}
+
+func TestParseDNSServer(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1": "127.0.0.1:53", "127.0.0.1:5353": "127.0.0.1:5353", "::1": "[::1]:53", "[::1]:54": "[::1]:54",
+	} {
+		d, err := ParseDNSServer(in)
+		if err != nil || d.String() != want {
+			t.Errorf("ParseDNSServer(%q) = %v, %v; want %s", in, d, err, want)
+		}
+	}
+	for _, bad := range []string{"", "dns.example", "1.2.3.4:0", "1.2.3.4:x"} {
+		if _, err := ParseDNSServer(bad); err == nil {
+			t.Errorf("ParseDNSServer(%q) accepted", bad)
+		}
+	}
+}
+
+func TestLoadFile(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("cidr: 10.9.0.0/24\nmtu: 1500\ndns-upstream: [127.0.0.1, '[::1]:5353']\nrestrict: true\nlimits:\n  max-flows: 10\n  udp-idle-timeout: 5s\n"), 0o600)
+	var c Config
+	if err := c.LoadFile(good); err != nil {
+		t.Fatal(err)
+	}
+	c.Complete()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Gateway.String() != "10.9.0.2" || c.MTU != 1500 || !c.Restrict || len(c.DNSUpstreams) != 2 ||
+		c.DNSUpstreams[1].String() != "[::1]:5353" || c.Limits.MaxFlows != 10 || c.Limits.UDPIdleTimeout != 5*time.Second {
+		t.Fatalf("loaded %+v", c)
+	}
+	typo := filepath.Join(dir, "typo.yaml")
+	os.WriteFile(typo, []byte("gatway: 10.0.2.2\n"), 0o600)
+	if err := new(Config).LoadFile(typo); err == nil || !strings.Contains(err.Error(), "gatway") {
+		t.Fatalf("unknown key: got %v", err)
+	}
+	empty := filepath.Join(dir, "empty.yaml")
+	os.WriteFile(empty, nil, 0o600)
+	if err := new(Config).LoadFile(empty); err != nil {
+		t.Fatalf("empty file: %v", err)
+	}
+	if err := new(Config).LoadFile(filepath.Join(dir, "missing.yaml")); err == nil {
+		t.Fatal("missing file accepted")
+	}
+}
+
+func TestCopyField(t *testing.T) {
+	src := Default()
+	src.MTU = 1400
+	src.Limits.MaxFlows = 3
+	dst := Default()
+	if !CopyField(&dst, &src, "mtu") || !CopyField(&dst, &src, "max-flows") || CopyField(&dst, &src, "no-such") {
+		t.Fatal("CopyField reported the wrong fields")
+	}
+	if dst.MTU != 1400 || dst.Limits.MaxFlows != 3 {
+		t.Fatalf("copied %d %d", dst.MTU, dst.Limits.MaxFlows)
+	}
+}

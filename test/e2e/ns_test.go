@@ -1,0 +1,270 @@
+// Package e2e drives slipway like its users do: `slipway run` with a real
+// network namespace, `slipway serve` with a real QEMU guest, real host
+// servers and a real dnsmasq upstream.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/slipway-net/slipway/test/testenv"
+)
+
+// script joins shell lines run inside the namespace with `set -u`.
+func script(lines ...string) string { return strings.Join(append([]string{"set -u"}, lines...), "\n") }
+
+func runNS(t *testing.T, args []string, sh string) testenv.Result {
+	t.Helper()
+	full := append(append([]string{"run"}, args...), "--", "sh", "-c", sh)
+	return testenv.Run(t, 3*time.Minute, full...)
+}
+
+func TestRunNamespaceNetwork(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "curl", "dig", "socat", "busybox", "sha256sum")
+	dns := testenv.Dnsmasq(t)
+	web, sum := testenv.HTTPFile(t, 50<<20)
+	echo := testenv.UDPEcho(t)
+	res := runNS(t, []string{"--dns-upstream", dns.String(), "--mtu", "65000", "--dns-search", "corp.example"}, script(
+		`echo "@addr=$(ip -4 -o addr show eth0 | awk '{print $4}')"`,
+		`echo "@route=$(ip -4 route show default | awk '{print $3}')"`,
+		`echo "@mtu=$(cat /sys/class/net/eth0/mtu)"`,
+		`echo "@lo=$(ip -o link show lo | grep -c 'UP')"`,
+		`echo "@ifaces=$(ip -o link show | grep -c ': ')"`,
+		`echo "@sysfs=$(ls /sys/class/net | grep -c eth0)"`,
+		`echo "@cgroup=$(ls /sys/fs/cgroup | grep -c .)"`,
+		`echo "@resolv=$(grep -c 'nameserver 10.0.2.3' /etc/resolv.conf)"`,
+		`echo "@search=$(awk '/^search/{print $2}' /etc/resolv.conf)"`,
+		`echo "@dns_udp=$(dig +short +time=3 +tries=1 a.`+testenv.TestDomain+`)"`,
+		`echo "@dns_tcp=$(dig +tcp +short +time=3 +tries=1 b.`+testenv.TestDomain+`)"`,
+		`echo "@dns_host=$(dig +short +time=3 +tries=1 host.slipway.internal)"`,
+		`echo "@resolver=$(getent hosts c.`+testenv.TestDomain+` | awk '{print $1}')"`,
+		fmt.Sprintf(`echo "@sha=$(curl -sf http://10.0.2.2:%d/blob | sha256sum | cut -d' ' -f1)"`, web.Port()),
+		fmt.Sprintf(`echo "@udp=$(echo ping | socat -T3 - UDP:10.0.2.2:%d)"`, echo.Port()),
+		`busybox ping -c1 -W3 10.0.2.2 >/dev/null && echo "@ping=ok"`,
+		`exit 0`,
+	))
+	if res.Code != 0 {
+		t.Fatalf("slipway run exited %d:\n%s", res.Code, res.Output)
+	}
+	m := testenv.Markers(res.Output)
+	want := map[string]string{
+		"addr": "10.0.2.15/24", "route": "10.0.2.2", "mtu": "65000", "lo": "1", "ifaces": "2", "sysfs": "1",
+		"resolv": "1", "search": "corp.example",
+		"dns_udp": testenv.TestDomainAddr, "dns_tcp": testenv.TestDomainAddr, "dns_host": "10.0.2.2",
+		"resolver": testenv.TestDomainAddr, "sha": sum, "udp": "echo:ping", "ping": "ok",
+	}
+	for k, v := range want {
+		if m[k] != v {
+			t.Errorf("%s = %q, want %q", k, m[k], v)
+		}
+	}
+	if m["cgroup"] == "0" || m["cgroup"] == "" {
+		t.Errorf("the host's cgroup tree vanished from /sys/fs/cgroup")
+	}
+	if t.Failed() {
+		t.Logf("output:\n%s", res.Output)
+	}
+}
+
+func TestRunExitStatusPropagates(t *testing.T) {
+	testenv.RequireRoot(t)
+	if res := runNS(t, nil, "exit 7"); res.Code != 7 {
+		t.Fatalf("exit status %d, want 7:\n%s", res.Code, res.Output)
+	}
+	if res := runNS(t, nil, "kill -TERM $$"); res.Code != 128+15 {
+		t.Fatalf("exit status %d for a command killed by SIGTERM, want 143:\n%s", res.Code, res.Output)
+	}
+	res := testenv.Run(t, time.Minute, "run", "--", "/nonexistent/command")
+	if res.Code == 0 || !strings.Contains(res.Output, "/nonexistent/command") {
+		t.Fatalf("a missing command: exit %d:\n%s", res.Code, res.Output)
+	}
+}
+
+func TestRunNoHostLoopback(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "curl", "socat")
+	web, _ := testenv.HTTPFile(t, 1024)
+	echo := testenv.UDPEcho(t)
+	host := testenv.HostAddr(t)
+	res := runNS(t, []string{"--no-host-loopback"}, script(
+		fmt.Sprintf(`curl -s -m 10 -o /dev/null http://10.0.2.2:%d/; echo "@tcp=$?"`, web.Port()),
+		fmt.Sprintf(`echo x | socat -T3 - UDP:10.0.2.2:%d 2>&1 | grep -c 'Connection refused' | sed 's/^/@udp=/'`, echo.Port()),
+		// The host's other addresses stay reachable, as with slirp4netns.
+		fmt.Sprintf(`curl -s -m 10 -o /dev/null http://%s:%d/ ; echo "@other=$?"`, host, web.Port()),
+	))
+	m := testenv.Markers(res.Output)
+	// curl exit 7: connection refused, the RST a real closed port gives.
+	if m["tcp"] != "7" || m["udp"] != "1" {
+		t.Fatalf("with --no-host-loopback: tcp=%q (want 7, refused) udp=%q (want 1, refused):\n%s", m["tcp"], m["udp"], res.Output)
+	}
+	if m["other"] != "7" {
+		// The HTTP server listens on 127.0.0.1 only, so the host's other
+		// address refuses too: what matters is that it is a fast refusal.
+		t.Fatalf("other=%q, want 7:\n%s", m["other"], res.Output)
+	}
+}
+
+func TestRunRestrict(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "curl", "dig")
+	dns := testenv.Dnsmasq(t)
+	web, _ := testenv.HTTPFile(t, 1024)
+	host := testenv.HostAddr(t)
+	res := runNS(t, []string{"--restrict", "--dns-upstream", dns.String()}, script(
+		fmt.Sprintf(`curl -s -m 10 -o /dev/null http://10.0.2.2:%d/; echo "@gw=$?"`, web.Port()),
+		fmt.Sprintf(`curl -s -m 10 -o /dev/null http://%s:%d/; echo "@out=$?"`, host, web.Port()),
+		`echo "@dns=$(dig +short +time=3 +tries=1 r.`+testenv.TestDomain+`)"`,
+		`busybox ping -c1 -W3 10.0.2.2 >/dev/null && echo "@ping=ok"`,
+	))
+	m := testenv.Markers(res.Output)
+	if m["gw"] != "7" || m["out"] != "7" {
+		t.Fatalf("restricted flows: gw=%q out=%q, want 7 (refused) both:\n%s", m["gw"], m["out"], res.Output)
+	}
+	if m["dns"] != testenv.TestDomainAddr || m["ping"] != "ok" {
+		t.Fatalf("DNS and the gateway must still answer in restricted mode: dns=%q ping=%q:\n%s", m["dns"], m["ping"], res.Output)
+	}
+}
+
+func TestRunDHCPInNamespace(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "busybox")
+	res := runNS(t, []string{"--hostname", "guesty", "--domain", "lab.example", "--dns-search", "a.example,b.example", "--mtu", "9000"}, script(
+		`cat > /tmp/dhcp.sh <<'EOS'
+#!/bin/sh
+[ "$1" = bound ] || exit 0
+exec >/tmp/lease
+echo "@ip=$ip"; echo "@router=$router"; echo "@dns=$dns"; echo "@mtu=$mtu"
+echo "@hostname=$hostname"; echo "@domain=$domain"; echo "@search=$search"; echo "@subnet=$subnet"
+EOS`,
+		`chmod +x /tmp/dhcp.sh`,
+		`busybox udhcpc -i eth0 -n -q -f -s /tmp/dhcp.sh -O mtu -O search -O hostname -O domain -t 5 -T 1 >/dev/null 2>&1`,
+		`cat /tmp/lease`,
+	))
+	m := testenv.Markers(res.Output)
+	want := map[string]string{"ip": "10.0.2.15", "router": "10.0.2.2", "dns": "10.0.2.3", "mtu": "9000",
+		"hostname": "guesty", "domain": "lab.example", "search": "a.example b.example", "subnet": "255.255.255.0"}
+	for k, v := range want {
+		if m[k] != v {
+			t.Errorf("lease %s = %q, want %q", k, m[k], v)
+		}
+	}
+	if t.Failed() {
+		t.Logf("output:\n%s", res.Output)
+	}
+}
+
+func TestRunBadFlagsExit2(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--mtu", "70000", "--", "true"}, "--mtu"},
+		{[]string{"run", "--gateway", "10.9.9.9", "--", "true"}, "--gateway"},
+		{[]string{"run", "--cidr", "nonsense", "--", "true"}, "--cidr"},
+		{[]string{"run", "--dns-upstream", "x.y", "--", "true"}, "--dns-upstream"},
+		{[]string{"serve", "--listen", "carrier-pigeon:unix:/tmp/x"}, "--listen"},
+		{[]string{"serve"}, "--listen"},
+		{[]string{"run", "--no-such-flag", "--", "true"}, "no-such-flag"},
+	} {
+		res := testenv.Run(t, time.Minute, c.args...)
+		lines := strings.Split(strings.TrimSpace(res.Output), "\n")
+		if res.Code != 2 || len(lines) != 1 || !strings.Contains(res.Output, c.want) {
+			t.Errorf("slipway %v: exit %d, output %q; want exit 2 and one line naming %s", c.args, res.Code, res.Output, c.want)
+		}
+	}
+}
+
+func TestRunTearsDownOnSignal(t *testing.T) {
+	testenv.RequireRoot(t)
+	cmd := exec.Command(testenv.Slipway(t), "run", "--", "sh", "-c", "echo started; exec sleep 300")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if line != "started\n" {
+		t.Fatalf("command did not start: %q", line)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("slipway did not exit after SIGTERM")
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 128+15 {
+		t.Fatalf("exit status %d after SIGTERM, want 143 (the command's)", code)
+	}
+	if n := countProcesses(t, "sleep 300"); n != 0 {
+		t.Fatalf("%d commands still running after slipway exited", n)
+	}
+}
+
+// countProcesses counts processes whose command line contains s.
+func countProcesses(t *testing.T, s string) int {
+	t.Helper()
+	entries, _ := os.ReadDir("/proc")
+	n := 0
+	for _, e := range entries {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err == nil && strings.Contains(strings.ReplaceAll(string(b), "\x00", " "), s) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestRunRootless runs slipway as an unprivileged user: it must make its
+// own user namespace. Debian ships /dev/net/tun open to all users; the test
+// makes sure this machine does too, for its duration.
+func TestRunRootless(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "setpriv", "curl")
+	fi, err := os.Stat("/dev/net/tun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o666 {
+		os.Chmod("/dev/net/tun", 0o666)
+		t.Cleanup(func() { os.Chmod("/dev/net/tun", fi.Mode().Perm()) })
+	}
+	dir, err := os.MkdirTemp("", "slipway-rootless-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	bin := dir + "/slipway"
+	data, err := os.ReadFile(testenv.Slipway(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	web, _ := testenv.HTTPFile(t, 1024)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "run", "--",
+		"sh", "-c", fmt.Sprintf(`echo "@uid=$(id -u)"; echo "@addr=$(ip -4 -o addr show eth0 | awk '{print $4}')"; echo "@http=$(curl -s -m 10 http://10.0.2.2:%d/)"`, web.Port())).CombinedOutput()
+	if err != nil {
+		t.Fatalf("rootless slipway run: %v\n%s", err, out)
+	}
+	m := testenv.Markers(string(out))
+	if m["uid"] != "0" || m["addr"] != "10.0.2.15/24" || m["http"] != "hello from the host" {
+		t.Fatalf("rootless namespace: %v\n%s", m, out)
+	}
+}

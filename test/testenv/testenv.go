@@ -1,0 +1,337 @@
+// Package testenv gives end-to-end tests the real things they run against:
+// the slipway binary built from this tree, a dnsmasq upstream, and servers
+// on the host's loopback.
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// RequireRoot skips tests that need to create namespaces and TAP devices
+// as root (CI runs as root).
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces")
+	}
+}
+
+// RequireTools fails (not skips: CI installs them) when a tool is missing.
+func RequireTools(t testing.TB, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is not installed (the README's test command installs it): %v", tool, err)
+		}
+	}
+}
+
+var buildOnce = sync.OnceValues(func() (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp("", "slipway-e2e-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "slipway")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/slipway")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// Slipway returns the path of the slipway binary built from this tree
+// (once per test process).
+func Slipway(t testing.TB) string {
+	t.Helper()
+	bin, err := buildOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.mod not found above the test's directory")
+		}
+		dir = parent
+	}
+}
+
+// Result is how a command ended.
+type Result struct {
+	Output string // stdout and stderr, interleaved
+	Code   int
+}
+
+// Run runs slipway with args, killing it after timeout.
+func Run(t testing.TB, timeout time.Duration, args ...string) Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, Slipway(t), args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("slipway %s: timed out after %v\n%s", strings.Join(args, " "), timeout, out.String())
+	}
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return Result{Output: out.String(), Code: code}
+}
+
+// FreePort returns a port nothing listens on now ("tcp" or "udp").
+func FreePort(t testing.TB, network string) int {
+	t.Helper()
+	if network == "udp" {
+		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port
+	}
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestDomain is served by Dnsmasq: every name under it resolves to
+// TestDomainAddr.
+const (
+	TestDomain     = "test.example"
+	TestDomainAddr = "192.0.2.55"
+)
+
+// Dnsmasq starts a real dnsmasq on the host's loopback as a DNS upstream
+// and returns its address once it answers.
+func Dnsmasq(t testing.TB) netip.AddrPort {
+	t.Helper()
+	RequireTools(t, "dnsmasq")
+	port := FreePort(t, "udp")
+	cmd := exec.Command("dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--listen-address=127.0.0.1",
+		"--port="+strconv.Itoa(port), "--bind-interfaces", "--address=/"+TestDomain+"/"+TestDomainAddr,
+		"--address=/v6."+TestDomain+"/2001:db8::55", "--pid-file=")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start dnsmasq: %v", err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	ap := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return net.Dial("udp", ap.String())
+	}}
+	for i := 0; i < 100; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		_, err := r.LookupHost(ctx, "probe."+TestDomain)
+		cancel()
+		if err == nil {
+			return ap
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("dnsmasq did not answer on %v:\n%s", ap, out.String())
+	return ap
+}
+
+// HTTPFile serves size random bytes at /blob on the host's loopback and
+// returns the server's address and the blob's sha256.
+func HTTPFile(t testing.TB, size int) (netip.AddrPort, string) {
+	t.Helper()
+	blob := make([]byte, size)
+	rand.Read(blob)
+	sum := sha256.Sum256(blob)
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/blob", func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "blob", time.Time{}, bytes.NewReader(blob))
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "hello from the host") })
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().(*net.TCPAddr).AddrPort(), hex.EncodeToString(sum[:])
+}
+
+// UDPEcho echoes datagrams on the host's loopback, prefixed with "echo:".
+func UDPEcho(t testing.TB) netip.AddrPort {
+	t.Helper()
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			c.WriteTo(append([]byte("echo:"), buf[:n]...), from)
+		}
+	}()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// HostAddr is a non-loopback IPv4 address of this host (reachable from
+// guests through slipway as an ordinary destination).
+func HostAddr(t testing.TB) netip.Addr {
+	t.Helper()
+	ifs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range ifs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() && !p.Addr().IsLoopback() {
+			return p.Addr()
+		}
+	}
+	t.Skip("the host has no non-loopback IPv4 address")
+	return netip.Addr{}
+}
+
+// Markers extracts "KEY=VALUE" lines printed by a guest script as
+// "@KEY=VALUE".
+func Markers(output string) map[string]string {
+	m := map[string]string{}
+	for _, line := range strings.Split(output, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok && strings.HasPrefix(k, "@") {
+			m[k[1:]] = v
+		}
+	}
+	return m
+}
+
+// Server is a `slipway serve` process running for a test.
+type Server struct {
+	cmd *exec.Cmd
+	out *lockedBuffer
+}
+
+// Output is what the server logged so far.
+func (s *Server) Output() string { return s.out.String() }
+
+// Stop ends the server (SIGTERM) and waits for it.
+func (s *Server) Stop() {
+	if s.cmd.ProcessState != nil {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		s.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// Serve starts `slipway serve` with args and returns once it is serving
+// (--ready-fd). It is stopped when the test ends.
+func Serve(t testing.TB, args ...string) *Server {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd := exec.Command(Slipway(t), append([]string{"serve", "--ready-fd", "3"}, args...)...)
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.ExtraFiles = []*os.File{w}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		t.Fatal(err)
+	}
+	w.Close()
+	s := &Server{cmd: cmd, out: out}
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			t.Logf("slipway serve output:\n%s", out.String())
+		}
+	})
+	ready := make(chan string, 1)
+	go func() {
+		b := make([]byte, 1)
+		n, _ := r.Read(b)
+		ready <- string(b[:n])
+	}()
+	select {
+	case got := <-ready:
+		if got != "1" {
+			s.Stop()
+			t.Fatalf("slipway serve did not become ready:\n%s", out.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("slipway serve not ready after 30s:\n%s", out.String())
+	}
+	return s
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}

@@ -1,0 +1,237 @@
+package vswitch
+
+import (
+	"bytes"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/slipway-net/slipway/link"
+	"github.com/slipway-net/slipway/link/pipe"
+)
+
+var (
+	stackMAC = net.HardwareAddr{0x52, 0x55, 10, 0, 2, 2}
+	bcast    = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+)
+
+func mac(last byte) net.HardwareAddr { return net.HardwareAddr{0x52, 0x54, 0, 0, 0, last} }
+
+// frame builds header+frame with a payload tag to tell frames apart.
+func frame(dst, src net.HardwareAddr, tag string) []byte {
+	b := make([]byte, link.VnetHdrLen+link.EthHdrLen+len(tag))
+	f := b[link.VnetHdrLen:]
+	copy(f[0:6], dst)
+	copy(f[6:12], src)
+	f[12], f[13] = 0x08, 0x00
+	copy(f[14:], tag)
+	return b
+}
+
+func tagOf(f []byte) string { return string(f[link.VnetHdrLen+link.EthHdrLen:]) }
+
+// guest is the far end of a pipe attached to the switch.
+type guest struct {
+	end    *pipe.End
+	frames chan []byte
+}
+
+func (g *guest) send(t *testing.T, f []byte) {
+	t.Helper()
+	if _, err := g.end.Write([][]byte{f}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// expect returns the tags the guest receives up to and including marker.
+func (g *guest) expect(t *testing.T, marker string) []string {
+	t.Helper()
+	var tags []string
+	for {
+		select {
+		case f := <-g.frames:
+			tags = append(tags, tagOf(f))
+			if tagOf(f) == marker {
+				return tags
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("marker %q never arrived; got %v", marker, tags)
+		}
+	}
+}
+
+type stackSink struct {
+	mu   sync.Mutex
+	tags []string
+}
+
+func (s *stackSink) deliver(frames [][]byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range frames {
+		s.tags = append(s.tags, tagOf(f))
+	}
+}
+
+func (s *stackSink) has(tag string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range s.tags {
+		if t == tag {
+			return true
+		}
+	}
+	return false
+}
+
+func setup(t *testing.T, n int) (*Switch, *stackSink, []*guest, []*Port) {
+	t.Helper()
+	sw := New(Options{})
+	sink := &stackSink{}
+	sw.SetStack(stackMAC, sink.deliver)
+	var guests []*guest
+	var ports []*Port
+	for i := 0; i < n; i++ {
+		near, far := pipe.New("g", false)
+		p := sw.AddLink(near)
+		go p.Run()
+		g := &guest{end: far, frames: make(chan []byte, 64)}
+		go func() {
+			bufs, sizes := link.NewBuffers(8)
+			for {
+				k, err := far.Read(bufs, sizes)
+				for j := 0; j < k; j++ {
+					g.frames <- bytes.Clone(bufs[j][:link.VnetHdrLen+sizes[j]])
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+		guests = append(guests, g)
+		ports = append(ports, p)
+	}
+	t.Cleanup(func() {
+		for _, p := range ports {
+			sw.Remove(p)
+		}
+	})
+	return sw, sink, guests, ports
+}
+
+func TestSwitchLearnsAndUnicastStaysPrivate(t *testing.T) {
+	_, sink, g, _ := setup(t, 3)
+	a, b, c := mac(1), mac(2), mac(3)
+	// b announces itself; everyone else hears the broadcast.
+	g[1].send(t, frame(bcast, b, "hello-b"))
+	if got := g[0].expect(t, "hello-b"); len(got) != 1 {
+		t.Fatalf("a got %v", got)
+	}
+	g[2].expect(t, "hello-b")
+	// a -> b unicast, then a broadcast marker: c must see only the marker.
+	g[0].send(t, frame(b, a, "private"))
+	g[0].send(t, frame(bcast, a, "marker"))
+	if got := g[1].expect(t, "marker"); len(got) != 2 || got[0] != "private" {
+		t.Fatalf("b got %v, want [private marker]", got)
+	}
+	if got := g[2].expect(t, "marker"); len(got) != 1 {
+		t.Fatalf("c got %v: unicast between two guests reached a third", got)
+	}
+	if sink.has("private") {
+		t.Fatal("guest-to-guest unicast reached the stack")
+	}
+	if !sink.has("marker") {
+		t.Fatal("broadcast did not reach the stack")
+	}
+	_ = c
+}
+
+func TestSwitchFloodsUnknownAndFeedsStack(t *testing.T) {
+	_, sink, g, _ := setup(t, 2)
+	g[0].send(t, frame(mac(9), mac(1), "unknown"))
+	g[1].expect(t, "unknown")
+	g[0].send(t, frame(stackMAC, mac(1), "to-gw"))
+	g[0].send(t, frame(bcast, mac(1), "marker"))
+	if got := g[1].expect(t, "marker"); len(got) != 1 {
+		t.Fatalf("frame for the gateway leaked to another guest: %v", got)
+	}
+	if !sink.has("unknown") || !sink.has("to-gw") {
+		t.Fatalf("stack got %v", sink.tags)
+	}
+}
+
+func TestSwitchDropsBadFramesAndCounts(t *testing.T) {
+	sw, _, g, ports := setup(t, 2)
+	g[0].send(t, frame(bcast, mac(1), "learn"))
+	g[1].expect(t, "learn")
+	runt := make([]byte, link.VnetHdrLen+10)
+	g[0].send(t, runt)
+	g[0].send(t, frame(bcast, stackMAC, "spoofed-gw"))
+	g[0].send(t, frame(bcast, bcast, "multicast-src"))
+	g[0].send(t, frame(mac(1), mac(1), "hairpin"))
+	g[0].send(t, frame(bcast, mac(1), "marker"))
+	if got := g[1].expect(t, "marker"); len(got) != 1 {
+		t.Fatalf("bad frames were forwarded: %v", got)
+	}
+	st := &ports[0].Stats
+	if st.DropRunt.Load() != 1 || st.DropBadSrc.Load() != 2 || st.DropHairpin.Load() != 1 {
+		t.Fatalf("drops runt=%d badsrc=%d hairpin=%d, want 1 2 1", st.DropRunt.Load(), st.DropBadSrc.Load(), st.DropHairpin.Load())
+	}
+	if sw.Has(MAC(stackMAC)) == false {
+		t.Fatal("the stack's MAC was unlearned by a spoofing guest")
+	}
+}
+
+func TestSwitchForgetsRemovedPort(t *testing.T) {
+	sw, _, g, ports := setup(t, 2)
+	var m MAC
+	copy(m[:], mac(5))
+	g[1].send(t, frame(bcast, mac(5), "hi"))
+	g[0].expect(t, "hi")
+	if !sw.Has(m) {
+		t.Fatal("MAC not learned")
+	}
+	var gone []MAC
+	done := make(chan struct{})
+	sw.onPort = func(p *Port, up bool, macs []MAC) {
+		if !up && p == ports[1] {
+			gone = macs
+			close(done)
+		}
+	}
+	g[1].end.Close() // the guest goes away
+	<-done
+	if sw.Has(m) || len(gone) != 1 || gone[0] != m {
+		t.Fatalf("after link down: has=%v gone=%v", sw.Has(m), gone)
+	}
+	if len(sw.Ports()) != 1 || sw.Ports()[0] != ports[0] {
+		t.Fatalf("ports after removal: %v", sw.Ports())
+	}
+}
+
+func TestSwitchFromStackReachesGuest(t *testing.T) {
+	sw, _, g, _ := setup(t, 2)
+	g[1].send(t, frame(bcast, mac(2), "hi"))
+	g[0].expect(t, "hi")
+	sw.FromStack([][]byte{frame(mac(2), stackMAC, "reply")})
+	sw.FromStack([][]byte{frame(bcast, stackMAC, "marker")})
+	if got := g[1].expect(t, "marker"); len(got) != 2 || got[0] != "reply" {
+		t.Fatalf("guest b got %v", got)
+	}
+	if got := g[0].expect(t, "marker"); len(got) != 1 {
+		t.Fatalf("guest a got %v: reply to b leaked", got)
+	}
+}
+
+func TestSwitchLimitsLearningPerPort(t *testing.T) {
+	sw, _, g, _ := setup(t, 2)
+	for i := 0; i < DefaultMaxMACsPerPort+20; i++ {
+		g[0].send(t, frame(bcast, net.HardwareAddr{0x52, 0x54, 0, 0, byte(i >> 8), byte(i)}, "x"))
+	}
+	g[0].send(t, frame(bcast, mac(1), "marker"))
+	g[1].expect(t, "marker")
+	if n := len(*sw.macs.Load()); n > DefaultMaxMACsPerPort+1 {
+		t.Fatalf("table holds %d MACs, want at most %d", n, DefaultMaxMACsPerPort+1)
+	}
+}
