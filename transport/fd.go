@@ -29,15 +29,15 @@ func (f FDSpec) String() string { return fmt.Sprintf("fd:%d:%s", f.FD, f.Kind) }
 func ParseFD(s string) (FDSpec, error) {
 	num, kind, ok := strings.Cut(s, ":")
 	if !ok {
-		return FDSpec{}, fmt.Errorf("fd %q: want N:KIND, e.g. 3:stream", s)
+		return FDSpec{}, fmt.Errorf("want N:KIND, e.g. 3:stream, not %q", s)
 	}
 	fd, err := strconv.Atoi(num)
 	if err != nil || fd < 0 {
-		return FDSpec{}, fmt.Errorf("fd %q: %q is not a file descriptor number", s, num)
+		return FDSpec{}, fmt.Errorf("%q is not a file descriptor number", num)
 	}
 	k := Kind(kind)
 	if _, ok := kindNetworks[k]; !ok {
-		return FDSpec{}, fmt.Errorf("fd %q: unknown kind %q (want stream, dgram or seqpacket)", s, kind)
+		return FDSpec{}, fmt.Errorf("unknown kind %q (want stream, dgram or seqpacket)", kind)
 	}
 	return FDSpec{FD: fd, Kind: k}, nil
 }
@@ -91,18 +91,18 @@ func checkFD(f FDSpec) error {
 	typ, err := unix.GetsockoptInt(f.FD, unix.SOL_SOCKET, unix.SO_TYPE)
 	if err != nil {
 		if errors.Is(err, unix.EBADF) {
-			return fmt.Errorf("%s: %w: fd %d is not open", f, ErrBadFD, f.FD)
+			return fmt.Errorf("%w: fd %d is not open", ErrBadFD, f.FD)
 		}
-		return fmt.Errorf("%s: %w: fd %d is not a socket (%v)", f, ErrBadFD, f.FD, err)
+		return fmt.Errorf("%w: fd %d is not a socket (%v)", ErrBadFD, f.FD, err)
 	}
 	if typ != socketTypes[f.Kind] {
-		return fmt.Errorf("%s: %w: fd %d is a %s socket, not %s", f, ErrBadFD, f.FD, typeName(typ), f.Kind)
+		return fmt.Errorf("%w: fd %d is a %s socket, not %s", ErrBadFD, f.FD, typeName(typ), f.Kind)
 	}
 	if listening, err := unix.GetsockoptInt(f.FD, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err == nil && listening != 0 {
-		return fmt.Errorf("%s: %w: fd %d is a listening socket; --fd takes a connected one (use --listen to accept VMs)", f, ErrBadFD, f.FD)
+		return fmt.Errorf("%w: fd %d is a listening socket; --fd takes a connected one (use --listen to accept VMs)", ErrBadFD, f.FD)
 	}
 	if _, err := unix.Getpeername(f.FD); err != nil {
-		return fmt.Errorf("%s: %w: fd %d is not connected to a peer (%v)", f, ErrBadFD, f.FD, err)
+		return fmt.Errorf("%w: fd %d is not connected to a peer (%v)", ErrBadFD, f.FD, err)
 	}
 	return nil
 }
