@@ -151,27 +151,25 @@ func (f *endpointFlags) open(log *slog.Logger) (*endpoints, error) {
 		eps.close()
 		return nil, usageError{fmt.Errorf("invalid value %q for --%s: %w", value, flag, err)}
 	}
-	for _, s := range f.listens {
-		spec, err := transport.Parse(s)
-		if err != nil {
-			return fail("listen", s, err)
+	for _, set := range []struct {
+		flag   string
+		values []string
+		start  func(transport.Spec, *slog.Logger) (transport.Listener, error)
+	}{
+		{"listen", f.listens, transport.ListenLogged},
+		{"connect", f.connects, transport.Connect},
+	} {
+		for _, s := range set.values {
+			spec, err := transport.Parse(s)
+			if err != nil {
+				return fail(set.flag, s, err)
+			}
+			l, err := set.start(spec, log)
+			if err != nil {
+				return fail(set.flag, s, err)
+			}
+			eps.listeners = append(eps.listeners, l)
 		}
-		l, err := transport.ListenLogged(spec, log)
-		if err != nil {
-			return fail("listen", s, err)
-		}
-		eps.listeners = append(eps.listeners, l)
-	}
-	for _, s := range f.connects {
-		spec, err := transport.Parse(s)
-		if err != nil {
-			return fail("connect", s, err)
-		}
-		d, err := transport.Connect(spec, log)
-		if err != nil {
-			return fail("connect", s, err)
-		}
-		eps.listeners = append(eps.listeners, d)
 	}
 	for _, s := range f.fds {
 		spec, err := transport.ParseFD(s)
