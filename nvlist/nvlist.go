@@ -70,11 +70,15 @@ const (
 	flagMask      = IgnoreCase | NoUnique | flagBigEndian
 )
 
+// HeaderSize is the size of a list header, the least a reader must have
+// to learn a packed list's size (SizeOf).
+const HeaderSize = 19
+
 // Wire constants.
 const (
 	headerMagic   = 0x6c
 	headerVersion = 0
-	headerSize    = 19
+	headerSize    = HeaderSize
 	pairSize      = 19
 	// NameMax is the longest name, with its NUL (NV_NAME_MAX).
 	NameMax = 2048
