@@ -201,4 +201,5 @@ type DropCounters struct {
 	BadL4Header atomic.Uint64 // truncated TCP/UDP header
 	TxTooLarge  atomic.Uint64 // stack produced a frame larger than any link carries
 	Intercepted atomic.Uint64 // frames taken by an interceptor (ICMP echo to the host)
+	ARPNotOurs  atomic.Uint64 // ARP requests for addresses of other guests, left to them
 }

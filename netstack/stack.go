@@ -21,6 +21,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/slipway-net/slipway/link"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
@@ -55,6 +57,12 @@ type Stack struct {
 	intercept func([]byte) bool
 	drops     DropCounters
 	log       *slog.Logger
+	// own are the IPv4 addresses the stack answers ARP for. With
+	// spoofing on, gVisor would answer for every address, and so claim
+	// other guests' addresses: guest-to-guest traffic would reach the
+	// stack instead of the other guest, and DHCP clients probing their
+	// new address would find it taken.
+	own [][4]byte
 }
 
 // New creates the stack, its NIC, addresses and routes, tuned for bulk
@@ -103,6 +111,9 @@ func New(o Options) (*Stack, error) {
 	}
 	var routes []tcpip.Route
 	for _, p := range o.Addresses {
+		if p.Addr().Is4() {
+			st.own = append(st.own, p.Addr().As4())
+		}
 		proto := ipv4.ProtocolNumber
 		if p.Addr().Is6() {
 			proto = ipv6.ProtocolNumber
@@ -159,12 +170,32 @@ func (st *Stack) Deliver(frames [][]byte) {
 		if !ok {
 			continue
 		}
+		if proto == header.ARPProtocolNumber && !st.arpForUs(buf[link.VnetHdrLen+header.EthernetMinimumSize:]) {
+			st.drops.ARPNotOurs.Add(1)
+			continue
+		}
 		if st.intercept != nil && proto != header.ARPProtocolNumber && st.intercept(buf) {
 			st.drops.Intercepted.Add(1)
 			continue
 		}
 		st.ep.deliver(proto, buf[12:])
 	}
+}
+
+// arpForUs reports whether an ARP packet (already validated) is a reply,
+// or a request for one of the stack's own addresses.
+func (st *Stack) arpForUs(pkt []byte) bool {
+	a := header.ARP(pkt)
+	if a.Op() != header.ARPRequest {
+		return true
+	}
+	target := [4]byte(a.ProtocolAddressTarget())
+	for _, own := range st.own {
+		if own == target {
+			return true
+		}
+	}
+	return false
 }
 
 // SetIntercept installs the interceptor (see Options.Intercept). Call it
