@@ -268,3 +268,29 @@ func TestConnNoAllocs(t *testing.T) {
 		t.Errorf("%v allocations per read+write batch, want 0", allocs)
 	}
 }
+
+// A silent connected datagram peer is probed; once it is gone the probe
+// fails and the link ends on its own.
+func TestConnDgramProbe(t *testing.T) {
+	l, peer := newConn(t, unix.SOCK_DGRAM, Options{Name: "test", ProbeIdle: 20 * time.Millisecond})
+	buf := make([]byte, 100)
+	n, err := unix.Read(peer, buf)
+	if err != nil || n != 60 || buf[12] != 0x88 || buf[13] != 0xb5 || buf[0]|buf[1]|buf[2]|buf[3]|buf[4]|buf[5] != 0 {
+		t.Fatalf("silent peer got %d bytes %x (%v), want a 60-byte probe to 00:00:00:00:00:00, EtherType 88b5", n, buf[:n], err)
+	}
+	unix.Close(peer)
+	done := make(chan error, 1)
+	go func() {
+		bufs, sizes := link.NewBuffers(l.BatchSize())
+		_, err := l.Read(bufs, sizes)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Read ended without an error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the link outlived its datagram peer")
+	}
+}

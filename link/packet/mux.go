@@ -401,9 +401,11 @@ func (p *Peer) closeWith(err error) {
 		return
 	default:
 	}
+	// Forget the address first: once Read sees the end, the peer is
+	// gone from the table.
+	p.mux.removePeer(p)
 	p.closeErr = err
 	close(p.closed)
-	p.mux.removePeer(p)
 }
 
 // Close forgets the peer; the socket stays open for the others. A

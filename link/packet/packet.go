@@ -14,7 +14,9 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -62,7 +64,27 @@ type Options struct {
 	MaxFrame int
 	// Batch is how many frames a Read returns at most (DefaultBatch if 0).
 	Batch int
+	// ProbeIdle applies to connected datagram sockets, which never learn
+	// that their peer closed until they send to it: after this long
+	// without a frame from the peer, the link sends it a probe frame no
+	// receiver accepts, and ends if the peer is gone
+	// (DefaultProbeIdle if 0; negative never probes).
+	ProbeIdle time.Duration
 }
+
+// DefaultProbeIdle is how long a connected datagram peer may be silent
+// before the link checks that it still exists.
+const DefaultProbeIdle = 10 * time.Second
+
+// probeFrame is what a liveness probe sends: an Ethernet frame from and
+// to the all-zero address, which no NIC accepts, of the IEEE local
+// experimental EtherType 0x88b5, padded to the minimum frame size.
+var probeFrame = func() []byte {
+	b := make([]byte, link.VnetHdrLen+60)
+	b[link.VnetHdrLen+12], b[link.VnetHdrLen+13] = 0x88, 0xb5
+	copy(b[link.VnetHdrLen+14:], "slipway: is the VM still there?")
+	return b
+}()
 
 func (o *Options) complete() {
 	if o.MaxFrame <= 0 || o.MaxFrame > link.MaxFrameLen {
@@ -83,7 +105,10 @@ type Conn struct {
 	// Read is called by one goroutine at a time (the switch port).
 	rx     *rxBatch
 	rxMsg  []rxMsg
-	hup    bool // the peer hung up; reported once queued frames are out
+	hup    bool        // the peer hung up; reported once queued frames are out
+	heard  atomic.Bool // a frame arrived since the last probe check
+	done   chan struct{}
+	once   sync.Once
 	rxBufs [][]byte
 	rxGot  int
 	rxErr  error
@@ -131,6 +156,13 @@ func NewConn(c syscallCloser, o Options) (*Conn, error) {
 		l.tx.flags = unix.MSG_EOR
 	}
 	setBuffers(rc)
+	l.done = make(chan struct{})
+	if typ == unix.SOCK_DGRAM && o.ProbeIdle >= 0 {
+		if o.ProbeIdle == 0 {
+			o.ProbeIdle = DefaultProbeIdle
+		}
+		go l.probe(o.ProbeIdle)
+	}
 	return l, nil
 }
 
@@ -163,6 +195,9 @@ func (l *Conn) Read(bufs [][]byte, sizes []int) (int, error) {
 		}
 		if l.rxErr != nil && !errors.Is(l.rxErr, unix.EINTR) {
 			return 0, fmt.Errorf("packet: %s: receive: %w", l.opts.Name, l.rxErr)
+		}
+		if l.rxGot > 0 {
+			l.heard.Store(true)
 		}
 		n := l.collect(bufs, sizes, l.rxGot)
 		if n > 0 || l.hup {
@@ -255,7 +290,29 @@ func (l *Conn) BatchSize() int { return l.opts.Batch }
 func (l *Conn) Offloads() bool { return false }
 
 // Close closes the socket; a blocked Read returns.
-func (l *Conn) Close() error { return l.conn.Close() }
+func (l *Conn) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return l.conn.Close()
+}
+
+// probe sends a probe frame whenever the peer was silent for a while; a
+// send to a peer that is gone fails, which closes the link (see Write).
+func (l *Conn) probe(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.done:
+			return
+		case <-t.C:
+			if !l.heard.Swap(false) {
+				if _, err := l.Write([][]byte{probeFrame}); err != nil && peerGone(err) {
+					return
+				}
+			}
+		}
+	}
+}
 
 func (l *Conn) String() string { return l.opts.Name }
 
