@@ -32,7 +32,10 @@ func ReadConfig(conn *net.UnixConn, deadline time.Time) (Config, error) {
 	buf := make([]byte, MaxConfigSize+1)
 	for want < 0 || len(data) < want {
 		n, _, flags, _, err := conn.ReadMsgUnix(buf, nil)
-		if errors.Is(err, io.EOF) {
+		if errors.Is(err, io.EOF) || err == nil && n == 0 {
+			if len(data) > 0 {
+				return Config{}, fmt.Errorf("%w: bhyve hung up after %d bytes of its configuration", ErrConfig, len(data))
+			}
 			return Config{}, ErrHangup
 		}
 		if err != nil {
@@ -41,9 +44,6 @@ func ReadConfig(conn *net.UnixConn, deadline time.Time) (Config, error) {
 				return Config{}, errors.New("bhyve sent no configuration in time")
 			}
 			return Config{}, fmt.Errorf("reading the configuration: %w", err)
-		}
-		if n == 0 {
-			return Config{}, ErrHangup
 		}
 		if flags&unix.MSG_TRUNC != 0 || len(data)+n > MaxConfigSize {
 			return Config{}, fmt.Errorf("%w: configuration larger than %d bytes", ErrConfig, MaxConfigSize)

@@ -56,25 +56,14 @@ var ErrBadFD = errors.New("unusable file descriptor")
 // checked first, so a wrong number or kind is one clear error, not a
 // link that fails later.
 func AdoptFD(f FDSpec) (link.Link, error) {
-	if err := checkFD(f); err != nil {
-		return nil, err
-	}
-	file := os.NewFile(uintptr(f.FD), f.String())
-	c, err := net.FileConn(file)
-	// FileConn works on a duplicate; the inherited number is not needed.
-	file.Close()
+	c, err := OpenFD(f)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", f, err)
+		return nil, err
 	}
 	if f.Kind == Stream {
 		return stream.New(c, f.String()), nil
 	}
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		c.Close()
-		return nil, fmt.Errorf("%s: %w: %s sockets must be unix sockets", f, ErrBadFD, f.Kind)
-	}
-	l, err := packet.NewConn(uc, packet.Options{
+	l, err := packet.NewConn(c.(*net.UnixConn), packet.Options{
 		Name: f.String(),
 		// A datagram fd may come from krunkit (type=unixgram,fd=N)
 		// with offloading on: partial checksums without a header.
@@ -85,6 +74,27 @@ func AdoptFD(f FDSpec) (link.Link, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// OpenFD checks an inherited socket as AdoptFD does and returns it as a
+// connection (a *net.UnixConn for datagram and seqpacket kinds), for a
+// caller that talks on it before it becomes a link.
+func OpenFD(f FDSpec) (net.Conn, error) {
+	if err := checkFD(f); err != nil {
+		return nil, err
+	}
+	file := os.NewFile(uintptr(f.FD), f.String())
+	c, err := net.FileConn(file)
+	// FileConn works on a duplicate; the inherited number is not needed.
+	file.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", f, err)
+	}
+	if _, ok := c.(*net.UnixConn); !ok && f.Kind != Stream {
+		c.Close()
+		return nil, fmt.Errorf("%w: %s sockets must be unix sockets", ErrBadFD, f.Kind)
+	}
+	return c, nil
 }
 
 func checkFD(f FDSpec) error {

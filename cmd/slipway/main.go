@@ -38,7 +38,7 @@ func main() {
 		nsrun.ChildMain()
 		return
 	}
-	os.Exit(profiled(func() int { return run(os.Args[1:], os.Stdout, os.Stderr) }))
+	os.Exit(profiled(func() int { return run(programArgs(os.Args), os.Stdout, os.Stderr) }))
 }
 
 // profiled runs f under the CPU profiler when SLIPWAY_CPUPROFILE names a
@@ -108,7 +108,7 @@ serves namespaces through a TAP device.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRunCmd(), newServeCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newServeCmd(), newBhyveHelperCmd(), newVersionCmd())
 	return root
 }
 

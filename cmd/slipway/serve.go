@@ -66,9 +66,6 @@ With only --fd endpoints, serve exits once every VM has gone.`,
 				return err
 			}
 			defer n.Close()
-			sigs := make(chan os.Signal, 1)
-			signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-			defer signal.Stop(sigs)
 			errs := make(chan error, len(eps.listeners))
 			for _, l := range eps.listeners {
 				go func() { errs <- n.Serve(l) }()
@@ -89,27 +86,37 @@ With only --fd endpoints, serve exits once every VM has gone.`,
 					for _, g := range gone {
 						<-g
 					}
+					log.Info("every VM has disconnected, exiting")
 					close(allGone)
 				}()
 			}
-			if err := signalReady(nf.readyFD); err != nil {
-				return err
-			}
-			select {
-			case sig := <-sigs:
-				log.Info("shutting down", "signal", sig.String())
-				return nil
-			case <-allGone:
-				log.Info("every VM has disconnected, exiting")
-				return nil
-			case err := <-errs:
-				return err
-			}
+			return serveUntil(log, nf.readyFD, allGone, nil, errs)
 		},
 	}
 	nf.register(cmd.Flags())
 	ep.register(cmd)
 	return cmd
+}
+
+// serveUntil tells the parent it is serving (--ready-fd), then runs until
+// a signal (a clean exit), until ended is closed (returning endErr), or
+// until errs yields an error.
+func serveUntil(log *slog.Logger, readyFD int, ended <-chan struct{}, endErr error, errs <-chan error) error {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	if err := signalReady(readyFD); err != nil {
+		return err
+	}
+	select {
+	case sig := <-sigs:
+		log.Info("shutting down", "signal", sig.String())
+		return nil
+	case <-ended:
+		return endErr
+	case err := <-errs:
+		return err
+	}
 }
 
 // endpointFlags are serve's --listen, --connect and --fd.
