@@ -21,9 +21,9 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/slipway-net/slipway/link"
-	"gvisor.dev/gvisor/pkg/waiter"
 )
 
 // nicID is the stack's only NIC.
@@ -38,9 +38,8 @@ type Options struct {
 	// Addresses the stack owns (gateway, DNS), each with its prefix; the
 	// first IPv4 one is the source of broadcasts.
 	Addresses []netip.Prefix
-	// Output receives the stack's outbound frames (header+frame each);
-	// it must be done with them when it returns.
-	Output func(frames [][]byte)
+	// Output receives the stack's outbound frames.
+	Output Output
 	// Intercept, if set, sees every valid inbound IP frame first and
 	// returns true when it took the frame (the stack then never sees it).
 	// It must not keep buf.
@@ -56,13 +55,11 @@ type Stack struct {
 	ep        *endpoint
 	intercept func([]byte) bool
 	drops     DropCounters
-	log       *slog.Logger
-	// own are the IPv4 addresses the stack answers ARP for. With
-	// spoofing on, gVisor would answer for every address, and so claim
-	// other guests' addresses: guest-to-guest traffic would reach the
-	// stack instead of the other guest, and DHCP clients probing their
-	// new address would find it taken.
-	own [][4]byte
+	// own holds the stack's addresses (as 4- or 16-byte strings): the
+	// only targets of ARP requests and neighbour solicitations it may
+	// answer (see ownsTarget).
+	own map[string]bool
+	log *slog.Logger
 }
 
 // New creates the stack, its NIC, addresses and routes, tuned for bulk
@@ -81,7 +78,18 @@ func New(o Options) (*Stack, error) {
 	netProtos := []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol}
 	transProtos := []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4}
 	if o.IPv6 {
-		netProtos = append(netProtos, ipv6.NewProtocol)
+		// slipway is the router: it sends its own router advertisements
+		// (services), never acts on a guest's, and owns its addresses
+		// outright (no DAD delay, no MLD or solicitations of its own).
+		netProtos = append(netProtos, ipv6.NewProtocolWithOptions(ipv6.Options{
+			NDPConfigs: ipv6.NDPConfigurations{
+				HandleRAs:           ipv6.HandlingRAsDisabled,
+				MaxRtrSolicitations: 0,
+			},
+			AutoGenLinkLocal: false,
+			DADConfigs:       stack.DADConfigurations{DupAddrDetectTransmits: 0},
+			MLD:              ipv6.MLDOptions{Enabled: false},
+		}))
 		transProtos = append(transProtos, icmp.NewProtocol6)
 	}
 	s := stack.New(stack.Options{
@@ -89,7 +97,7 @@ func New(o Options) (*Stack, error) {
 		TransportProtocols: transProtos,
 		HandleLocal:        false,
 	})
-	st := &Stack{s: s, intercept: o.Intercept, log: log}
+	st := &Stack{s: s, intercept: o.Intercept, log: log, own: map[string]bool{}}
 	st.ep = newEndpoint(uint32(o.MTU), tcpip.LinkAddress(o.MAC), o.Output, &st.drops)
 	if err := tune(s); err != nil {
 		s.Destroy()
@@ -111,9 +119,6 @@ func New(o Options) (*Stack, error) {
 	}
 	var routes []tcpip.Route
 	for _, p := range o.Addresses {
-		if p.Addr().Is4() {
-			st.own = append(st.own, p.Addr().As4())
-		}
 		proto := ipv4.ProtocolNumber
 		if p.Addr().Is6() {
 			proto = ipv6.ProtocolNumber
@@ -123,6 +128,7 @@ func New(o Options) (*Stack, error) {
 			AddressWithPrefix: tcpip.AddrFromSlice(p.Addr().AsSlice()).WithPrefix(),
 		}
 		pa.AddressWithPrefix.PrefixLen = p.Bits()
+		st.own[string(p.Addr().AsSlice())] = true
 		if terr := s.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); terr != nil {
 			s.Destroy()
 			return nil, fmt.Errorf("netstack: add address %s: %s", p, terr)
@@ -170,37 +176,63 @@ func (st *Stack) Deliver(frames [][]byte) {
 		if !ok {
 			continue
 		}
-		if proto == header.ARPProtocolNumber && !st.arpForUs(buf[link.VnetHdrLen+header.EthernetMinimumSize:]) {
-			st.drops.ARPNotOurs.Add(1)
+		if !st.ownsTarget(proto, buf[link.VnetHdrLen:]) {
+			st.drops.NotOurs.Add(1)
 			continue
 		}
 		if st.intercept != nil && proto != header.ARPProtocolNumber && st.intercept(buf) {
 			st.drops.Intercepted.Add(1)
 			continue
 		}
-		st.ep.deliver(proto, buf[12:])
+		st.ep.deliver(proto, buf[link.VnetHdrLen:])
 	}
-}
-
-// arpForUs reports whether an ARP packet (already validated) is a reply,
-// or a request for one of the stack's own addresses.
-func (st *Stack) arpForUs(pkt []byte) bool {
-	a := header.ARP(pkt)
-	if a.Op() != header.ARPRequest {
-		return true
-	}
-	target := [4]byte(a.ProtocolAddressTarget())
-	for _, own := range st.own {
-		if own == target {
-			return true
-		}
-	}
-	return false
 }
 
 // SetIntercept installs the interceptor (see Options.Intercept). Call it
 // before any link delivers frames.
 func (st *Stack) SetIntercept(f func(buf []byte) bool) { st.intercept = f }
+
+// ownsTarget filters address resolution: with spoofing on, gVisor would
+// answer ARP requests and neighbour solicitations for every address, taking
+// other guests' addresses and failing their duplicate address detection.
+// Only requests for the stack's own addresses reach it (as libslirp does).
+func (st *Stack) ownsTarget(proto tcpip.NetworkProtocolNumber, frame []byte) bool {
+	l3 := frame[header.EthernetMinimumSize:]
+	switch proto {
+	case header.ARPProtocolNumber:
+		a := header.ARP(l3)
+		if a.Op() != header.ARPRequest {
+			return true
+		}
+		return st.own[string(a.ProtocolAddressTarget())]
+	case header.IPv6ProtocolNumber:
+		ip := header.IPv6(l3)
+		if ip.TransportProtocol() != header.ICMPv6ProtocolNumber {
+			return true
+		}
+		icmp := header.ICMPv6(ip.Payload())
+		if len(icmp) < header.ICMPv6NeighborSolicitMinimumSize || icmp.Type() != header.ICMPv6NeighborSolicit {
+			return true
+		}
+		ns := header.NDPNeighborSolicit(icmp.MessageBody())
+		t := ns.TargetAddress()
+		return st.own[string(t.AsSlice())]
+	}
+	return true
+}
+
+// JoinGroup makes the stack accept a multicast group (DHCPv6's
+// ff02::1:2).
+func (st *Stack) JoinGroup(group netip.Addr) error {
+	proto := ipv4.ProtocolNumber
+	if group.Is6() {
+		proto = ipv6.ProtocolNumber
+	}
+	if terr := st.s.JoinGroup(proto, nicID, tcpip.AddrFromSlice(group.AsSlice())); terr != nil {
+		return fmt.Errorf("netstack: join %s: %s", group, terr)
+	}
+	return nil
+}
 
 // Drops returns the counters of frames dropped at the stack's input.
 func (st *Stack) Drops() *DropCounters { return &st.drops }

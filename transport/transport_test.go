@@ -231,3 +231,29 @@ func TestSeqpacketListener(t *testing.T) {
 		lk.Close()
 	}
 }
+
+// Watch keeps a link's vectored writes visible to the switch.
+func TestWatchKeepsVecWriter(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[1])
+	l, err := AdoptFD(FDSpec{fds[0], Seqpacket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, done := Watch(l)
+	if _, ok := w.(link.VecWriter); !ok {
+		t.Error("watched link lost WriteVec")
+	}
+	if _, ok := w.(link.Counted); !ok {
+		t.Error("watched link lost its counters")
+	}
+	w.Close()
+	select {
+	case <-done:
+	default:
+		t.Error("done not closed by Close")
+	}
+}

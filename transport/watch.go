@@ -11,8 +11,19 @@ import (
 // went away without polling the switch.
 func Watch(l link.Link) (link.Link, <-chan struct{}) {
 	w := &watchedLink{Link: l, done: make(chan struct{})}
+	// Keep the stack's zero-copy path to links that have one.
+	if v, ok := l.(link.VecWriter); ok {
+		return &watchedVecLink{watchedLink: w, vec: v}, w.done
+	}
 	return w, w.done
 }
+
+type watchedVecLink struct {
+	*watchedLink
+	vec link.VecWriter
+}
+
+func (w *watchedVecLink) WriteVec(frames []link.VecFrame) (int, error) { return w.vec.WriteVec(frames) }
 
 type watchedLink struct {
 	link.Link

@@ -43,6 +43,9 @@ slipway exits with COMMAND's exit status.`,
 	// Everything after the command belongs to it, not to slipway.
 	cmd.Flags().SetInterspersed(false)
 	nf.register(cmd.Flags())
+	// The command's own output matters more than slipway's chatter.
+	nf.cfg.LogLevel = "warn"
+	cmd.Flags().Lookup("log-level").DefValue = "warn"
 	return cmd
 }
 

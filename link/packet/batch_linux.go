@@ -109,6 +109,7 @@ type txBatch struct {
 	hdrs []unix.Mmsghdr
 	iovs []unix.Iovec
 	n    int // messages prepared
+	niov int // iovecs in use
 }
 
 // prepare lays out the frames (each header+frame; the header is not sent)
@@ -145,8 +146,59 @@ func (b *txBatch) prepare(frames [][]byte, maxFrame int, to *sockname) (skipped 
 		k++
 	}
 	b.n = k
+	b.niov = k
 	return skipped
 }
+
+// prepareVec is prepare for frames in pieces: each message gathers its
+// frame from the pieces with one iovec each, so nothing is copied.
+func (b *txBatch) prepareVec(frames []link.VecFrame, maxFrame int, to *sockname) (skipped int) {
+	if cap(b.hdrs) < len(frames) {
+		b.hdrs = make([]unix.Mmsghdr, len(frames))
+	}
+	b.hdrs = b.hdrs[:cap(b.hdrs)]
+	pieces := 0
+	for i := range frames {
+		pieces += len(frames[i].Segs)
+	}
+	if cap(b.iovs) < pieces {
+		b.iovs = make([]unix.Iovec, pieces)
+	}
+	b.iovs = b.iovs[:cap(b.iovs)]
+	k, next := 0, 0
+	for i := range frames {
+		f := &frames[i]
+		if len(f.Segs) == 0 || len(f.Segs) > maxIOV || f.Len() > maxFrame {
+			skipped++
+			continue
+		}
+		first := next
+		for _, seg := range f.Segs {
+			iov := &b.iovs[next]
+			iov.Base = nil
+			if len(seg) > 0 {
+				iov.Base = &seg[0]
+			}
+			iov.SetLen(len(seg))
+			next++
+		}
+		h := &b.hdrs[k]
+		h.Hdr = unix.Msghdr{Iov: &b.iovs[first]}
+		h.Hdr.SetIovlen(len(f.Segs))
+		if to != nil {
+			h.Hdr.Name = (*byte)(unsafe.Pointer(&to.raw))
+			h.Hdr.Namelen = to.len
+		}
+		h.Len = 0
+		k++
+	}
+	b.n = k
+	b.niov = next
+	return skipped
+}
+
+// maxIOV is the most pieces one message may have (IOV_MAX).
+const maxIOV = 1024
 
 // count is how many messages prepare laid out.
 func (b *txBatch) count() int { return b.n }
@@ -167,9 +219,11 @@ func (b *txBatch) send(fd int, from int, flags int) (int, error) {
 // release drops the batch's references to the frames, which belong to
 // the caller once send returns.
 func (b *txBatch) release() {
-	for i := 0; i < b.n; i++ {
+	for i := 0; i < b.niov; i++ {
 		b.iovs[i].Base = nil
-		b.hdrs[i].Hdr.Name = nil
 	}
-	b.n = 0
+	for i := 0; i < b.n; i++ {
+		b.hdrs[i].Hdr = unix.Msghdr{}
+	}
+	b.n, b.niov = 0, 0
 }

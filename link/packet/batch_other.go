@@ -58,7 +58,7 @@ func newSockname(a addr) *sockname {
 }
 
 type txBatch struct {
-	frames [][]byte
+	frames [][][]byte // each message in pieces
 	to     *sockname
 }
 
@@ -69,7 +69,20 @@ func (b *txBatch) prepare(frames [][]byte, maxFrame int, to *sockname) (skipped 
 			skipped++
 			continue
 		}
-		b.frames = append(b.frames, f[link.VnetHdrLen:])
+		b.frames = append(b.frames, [][]byte{f[link.VnetHdrLen:]})
+	}
+	b.to = to
+	return skipped
+}
+
+func (b *txBatch) prepareVec(frames []link.VecFrame, maxFrame int, to *sockname) (skipped int) {
+	b.frames = b.frames[:0]
+	for i := range frames {
+		if frames[i].Len() > maxFrame {
+			skipped++
+			continue
+		}
+		b.frames = append(b.frames, frames[i].Segs)
 	}
 	b.to = to
 	return skipped
@@ -84,7 +97,7 @@ func (b *txBatch) send(fd int, from int, flags int) (int, error) {
 		if b.to != nil {
 			sa = b.to.sa
 		}
-		if _, err := unix.SendmsgN(fd, b.frames[i], nil, sa, flags|unix.MSG_DONTWAIT); err != nil {
+		if _, err := unix.SendmsgBuffers(fd, b.frames[i], nil, sa, flags|unix.MSG_DONTWAIT); err != nil {
 			if sent > 0 {
 				return sent, nil
 			}

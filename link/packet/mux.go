@@ -374,22 +374,46 @@ func (p *Peer) Read(bufs [][]byte, sizes []int) (int, error) {
 
 // Write sends frames to the peer's address through the shared socket.
 func (p *Peer) Write(frames [][]byte) (int, error) {
-	select {
-	case <-p.closed:
-		return 0, p.closeErr
-	default:
+	if err := p.checkOpen(); err != nil {
+		return 0, err
 	}
 	p.wmu.Lock()
 	n, err := p.tx.write(p.mux.rc, frames, p.to)
 	p.wmu.Unlock()
-	if err != nil {
-		if peerGone(err) {
-			p.mux.log.Info("datagram peer is gone", "socket", p.mux.opts.Name, "peer", p.addr.String(), "err", err)
-			p.closeWith(fmt.Errorf("packet: %s: %w", p.name, err))
-		}
-		return n, fmt.Errorf("packet: %s: send: %w", p.name, err)
+	return n, p.sendError(err)
+}
+
+// WriteVec sends frames given in pieces, without copying them together.
+func (p *Peer) WriteVec(frames []link.VecFrame) (int, error) {
+	if err := p.checkOpen(); err != nil {
+		return 0, err
 	}
-	return n, nil
+	p.wmu.Lock()
+	n, err := p.tx.writeVec(p.mux.rc, frames, p.to)
+	p.wmu.Unlock()
+	return n, p.sendError(err)
+}
+
+func (p *Peer) checkOpen() error {
+	select {
+	case <-p.closed:
+		return p.closeErr
+	default:
+		return nil
+	}
+}
+
+// sendError passes ErrQueueFull on as it is and forgets a peer whose
+// socket is gone.
+func (p *Peer) sendError(err error) error {
+	if err == nil || err == link.ErrQueueFull {
+		return err
+	}
+	if peerGone(err) {
+		p.mux.log.Info("datagram peer is gone", "socket", p.mux.opts.Name, "peer", p.addr.String(), "err", err)
+		p.closeWith(fmt.Errorf("packet: %s: %w", p.name, err))
+	}
+	return fmt.Errorf("packet: %s: send: %w", p.name, err)
 }
 
 // closeWith ends the peer: Read returns err once the queue is drained.
@@ -430,6 +454,7 @@ func (p *Peer) String() string { return p.name }
 func (p *Peer) Counters() *link.Counters { return &p.counters }
 
 var (
-	_ link.Link    = (*Peer)(nil)
-	_ link.Counted = (*Peer)(nil)
+	_ link.Link      = (*Peer)(nil)
+	_ link.Counted   = (*Peer)(nil)
+	_ link.VecWriter = (*Peer)(nil)
 )

@@ -338,3 +338,14 @@ func TestMuxNoAllocs(t *testing.T) {
 		t.Errorf("%v allocations per frame through a mux peer, want 0", allocs)
 	}
 }
+
+func TestMuxWriteVec(t *testing.T) {
+	_, _, c, p := muxWithPeer(t, MuxOptions{}, true)
+	f := frame(1514, 7)
+	if n, err := p.WriteVec([]link.VecFrame{vecFrame(f, 14, 34, 54)}); n != 1 || err != nil {
+		t.Fatalf("WriteVec = %d, %v", n, err)
+	}
+	if got := c.recv(t); !bytes.Equal(got, f) {
+		t.Fatalf("client got %d bytes, want the frame whole", len(got))
+	}
+}

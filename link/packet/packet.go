@@ -272,15 +272,29 @@ func (l *Conn) Write(frames [][]byte) (int, error) {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	n, err := l.tx.write(l.rc, frames, nil)
-	if err != nil {
-		if peerGone(err) {
-			// A datagram socketpair whose other end closed never
-			// reads end-of-file; this is how its end shows.
-			l.conn.Close()
-		}
-		return n, fmt.Errorf("packet: %s: send: %w", l.opts.Name, err)
+	return n, l.sendError(err)
+}
+
+// WriteVec sends frames given in pieces, each message gathered from its
+// pieces by the kernel: the stack's frames are never copied together.
+func (l *Conn) WriteVec(frames []link.VecFrame) (int, error) {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	n, err := l.tx.writeVec(l.rc, frames, nil)
+	return n, l.sendError(err)
+}
+
+// sendError passes ErrQueueFull on as it is, and closes the link on an
+// error meaning its peer is gone: a datagram socketpair whose other end
+// closed never reads end-of-file, this is how its end shows.
+func (l *Conn) sendError(err error) error {
+	if err == nil || err == link.ErrQueueFull {
+		return err
 	}
-	return n, nil
+	if peerGone(err) {
+		l.conn.Close()
+	}
+	return fmt.Errorf("packet: %s: send: %w", l.opts.Name, err)
 }
 
 // BatchSize is how many frames one Read returns at most.
@@ -320,6 +334,7 @@ func (l *Conn) String() string { return l.opts.Name }
 func (l *Conn) Counters() *link.Counters { return &l.counters }
 
 var (
-	_ link.Link    = (*Conn)(nil)
-	_ link.Counted = (*Conn)(nil)
+	_ link.Link      = (*Conn)(nil)
+	_ link.Counted   = (*Conn)(nil)
+	_ link.VecWriter = (*Conn)(nil)
 )

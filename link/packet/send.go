@@ -16,7 +16,7 @@ import (
 // at the peer only for connected sockets), and macOS answers ENOBUFS rather
 // than blocking, so a poller wait would spin. The writer sleeps, 50µs
 // doubling to 2ms, for at most 20ms per Write; frames that still do not fit
-// are dropped and counted. A peer that used its budget up is marked stalled
+// are dropped, as a full NIC ring drops them (link.ErrQueueFull). A peer that used its budget up is marked stalled
 // and gets one attempt per Write until a send goes through again, so a VM
 // that stopped reading costs the switch almost nothing.
 const (
@@ -47,13 +47,27 @@ func (s *sender) sendOnce(fd uintptr) bool {
 }
 
 // write sends frames (header+frame each) to the peer, to on an unconnected
-// socket or nil on a connected one. It returns how many were sent; frames
-// dropped for size or a full peer are counted, not errors. An error means
-// the socket or the peer is gone.
+// socket or nil on a connected one. It returns how many were sent. Frames
+// too large are counted and skipped; frames a full peer did not take are
+// reported with link.ErrQueueFull (the switch counts them). Any other
+// error means the socket or the peer is gone.
 func (s *sender) write(rc syscall.RawConn, frames [][]byte, to *sockname) (int, error) {
 	if skipped := s.tx.prepare(frames, s.maxFrame, to); skipped > 0 {
 		s.counters.TxTooLarge.Add(uint64(skipped))
 	}
+	return s.flush(rc)
+}
+
+// writeVec is write for frames in pieces (the stack's, unflattened).
+func (s *sender) writeVec(rc syscall.RawConn, frames []link.VecFrame, to *sockname) (int, error) {
+	if skipped := s.tx.prepareVec(frames, s.maxFrame, to); skipped > 0 {
+		s.counters.TxTooLarge.Add(uint64(skipped))
+	}
+	return s.flush(rc)
+}
+
+// flush sends the prepared batch, backing off while the peer is full.
+func (s *sender) flush(rc syscall.RawConn) (int, error) {
 	defer s.tx.release()
 	if s.sendFn == nil {
 		s.sendFn = s.sendOnce
@@ -79,8 +93,7 @@ func (s *sender) write(rc syscall.RawConn, frames [][]byte, to *sockname) (int, 
 		case errors.Is(serr, unix.EAGAIN), errors.Is(serr, unix.ENOBUFS):
 			if s.stalled || slept >= backoffBudget {
 				s.stalled = true
-				s.counters.TxBlocked.Add(uint64(total - s.next))
-				return sent, nil
+				return sent, link.ErrQueueFull
 			}
 			time.Sleep(wait)
 			slept += wait

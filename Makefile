@@ -1,0 +1,33 @@
+# slipway — the two commands are `make demo` (the main job) and `make test`
+# (every test). Both install what they need from Debian when run as root.
+
+GO ?= go
+TEST_TIMEOUT ?= 60m
+
+.PHONY: build demo test test-unit deps fuzz bench clean
+
+build:
+	$(GO) build -o bin/slipway ./cmd/slipway
+
+deps:
+	scripts/install-deps.sh
+
+demo: deps
+	scripts/demo.sh
+
+# Every test: unit tests, fuzz seed corpora, namespace and QEMU end-to-end
+# tests (root needed for namespaces; CI runs as root).
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+test-unit:
+	$(GO) test -short ./...
+
+# Runs each fuzz target for FUZZTIME (default 30s).
+FUZZTIME ?= 30s
+fuzz:
+	scripts/fuzz.sh $(FUZZTIME)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,189 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/slipway-net/slipway/test/testenv"
+	"github.com/slipway-net/slipway/test/vmtest"
+)
+
+// stuckListener returns a loopback port whose accept queue is full, so
+// further connects to it hang: a destination that never answers.
+func stuckListener(t *testing.T) int {
+	t.Helper()
+	l, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	port := l.Addr().(*net.TCPAddr).Port
+	// Never accepted: these fill the kernel's accept queue (backlog
+	// somaxconn), after which new SYNs are dropped.
+	var held []net.Conn
+	t.Cleanup(func() {
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	for i := 0; i < 5000; i++ {
+		c, err := net.DialTimeout("tcp4", l.Addr().String(), 200*time.Millisecond)
+		if err != nil {
+			return port
+		}
+		held = append(held, c)
+	}
+	t.Fatal("could not fill the accept queue")
+	return 0
+}
+
+// TestSlowDestinationsDoNotStallConnects opens many connects to a
+// destination that never answers; a connect to a working server must still
+// succeed at once (gvproxy stalls after 10 pending connects).
+func TestSlowDestinationsDoNotStallConnects(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "curl")
+	stuck := stuckListener(t)
+	web, _ := testenv.HTTPFile(t, 1024)
+	res := runNS(t, nil, script(
+		fmt.Sprintf(`for i in $(seq 1 40); do curl -s -m 20 -o /dev/null http://10.0.2.2:%d/ >/dev/null 2>&1 & pids="${pids:-} $!"; done`, stuck),
+		`sleep 1`,
+		fmt.Sprintf(`echo "@ok=$(curl -s -m 5 http://10.0.2.2:%d/)"`, web.Port()),
+		`kill $pids 2>/dev/null; exit 0`,
+	))
+	if m := testenv.Markers(res.Output); m["ok"] != "hello from the host" {
+		t.Fatalf("a connect waited behind 40 pending ones: %q\n%s", m["ok"], res.Output)
+	}
+}
+
+// TestMaxFlows: past --max-flows new connections are refused, and slots
+// come back when flows end.
+func TestMaxFlows(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "curl", "socat")
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	port := l.Addr().(*net.TCPAddr).Port
+	web, _ := testenv.HTTPFile(t, 1024)
+	res := runNS(t, []string{"--max-flows", "3"}, script(
+		fmt.Sprintf(`for i in 1 2 3; do sleep 30 2>/dev/null | socat - TCP:10.0.2.2:%d >/dev/null 2>&1 & pids="${pids:-} $!"; done`, port),
+		`sleep 1`,
+		fmt.Sprintf(`curl -s -m 5 -o /dev/null http://10.0.2.2:%d/; echo "@over=$?"`, web.Port()),
+		`kill $pids; sleep 1`,
+		fmt.Sprintf(`echo "@after=$(curl -s -m 5 http://10.0.2.2:%d/)"`, web.Port()),
+	))
+	m := testenv.Markers(res.Output)
+	if m["over"] != "7" {
+		t.Errorf("connection past --max-flows: curl exit %q, want 7 (refused)", m["over"])
+	}
+	if m["after"] != "hello from the host" {
+		t.Errorf("after flows closed: %q, want the page", m["after"])
+	}
+	if t.Failed() {
+		t.Logf("output:\n%s", res.Output)
+	}
+}
+
+// TestUDPIdleTimeout: a UDP flow idle past --udp-idle-timeout is closed;
+// the next datagram opens a new host socket (a new source port).
+func TestUDPIdleTimeout(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "socat")
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Reply with the source port slipway's host socket used.
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			_, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			c.WriteTo([]byte(fmt.Sprint(from.(*net.UDPAddr).Port)), from)
+		}
+	}()
+	port := c.LocalAddr().(*net.UDPAddr).Port
+	res := runNS(t, []string{"--udp-idle-timeout", "1s"}, script(
+		// One guest socket (fixed source port 4444) sends three times.
+		fmt.Sprintf(`ask() { echo x | socat -T2 - UDP:10.0.2.2:%d,sourceport=4444,reuseaddr; echo; }`, port),
+		`echo "@a=$(ask)"`,
+		`echo "@b=$(ask)"`,
+		`sleep 3`,
+		`echo "@c=$(ask)"`,
+	))
+	m := testenv.Markers(res.Output)
+	if m["a"] == "" || m["a"] != m["b"] || m["c"] == "" || m["c"] == m["a"] {
+		t.Fatalf("host ports a=%q b=%q c=%q: want a==b (one flow) and c!=a (closed after idling):\n%s", m["a"], m["b"], m["c"], res.Output)
+	}
+}
+
+// TestFlowsReleasedWhenGuestGoesAway: a VM with an open TCP connection to
+// the host powers off; slipway closes the host side once the VM has not come
+// back within the reconnect grace period.
+func TestFlowsReleasedWhenGuestGoesAway(t *testing.T) {
+	testenv.RequireTools(t, "qemu-system-x86_64")
+	guest := vmtest.Build(t)
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	sock := filepath.Join(t.TempDir(), "vm.sock")
+	testenv.Serve(t, "--listen", "stream:unix:"+sock)
+	port := l.Addr().(*net.TCPAddr).Port
+	vm := vmtest.Start(t, guest, vmtest.Options{
+		Netdev: streamNIC(sock, "52:54:00:12:34:57"),
+		Script: strings.Join([]string{
+			fmt.Sprintf(`(sleep 600 | nc 10.0.2.2 %d) &`, port),
+			`sleep 2`,
+			`echo "@connected"`,
+		}, "\n"),
+	})
+	var c net.Conn
+	select {
+	case c = <-accepted:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("the guest never connected:\n%s", vm.Console())
+	}
+	defer c.Close()
+	if _, err := vm.Wait(); err != nil {
+		t.Fatalf("guest: %v\n%s", err, vm.Console())
+	}
+	// The VM is gone (it powered off). Within the grace period plus
+	// margin, the host side must see the connection end.
+	c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("host connection still open a minute after the guest went away: %v", err)
+	}
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
