@@ -132,30 +132,37 @@ func TestQEMUConnect(t *testing.T) {
 	}
 }
 
-// QEMU -netdev socket,fd=3 with one end of a socketpair; slipway serve
-// --fd holds the other (what socket_vmnet_client-style wrappers do), and
-// exits when QEMU is gone.
+// QEMU -netdev socket,fd=3 with one end of a socketpair, stream or
+// datagram; slipway serve --fd holds the other (what a parent VMM or a
+// socket_vmnet_client-style wrapper does) and exits when QEMU is gone.
 func TestQEMUSocketFD(t *testing.T) {
 	testenv.RequireTools(t, "qemu-system-x86_64")
 	guest := vmtest.Build(t)
 	web, sum := testenv.HTTPFile(t, 16<<20)
-	qemuEnd, ours := guestpeer.Socketpair(t, unix.SOCK_STREAM)
-	// slipway takes our end of the pair as its fd 3.
-	f, err := ours.(interface{ File() (*os.File, error) }).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ours.Close()
-	srv := start(t, []*os.File{f}, "serve", "--fd", "3:stream")
-	f.Close()
-	res := vmtest.Run(t, guest, vmtest.Options{
-		Netdev:     nic("socket,id=n0,fd=3", "52:54:00:00:12:01"),
-		ExtraFiles: []*os.File{qemuEnd},
-		Script:     downloadScript(int(web.Port())),
-	})
-	qemuEnd.Close()
-	checkDownload(t, res, sum)
-	if code := srv.wait(t, 30*time.Second); code != 0 {
-		t.Errorf("serve exited %d after QEMU left, want 0", code)
+	for _, tc := range []struct {
+		kind string
+		typ  int
+	}{{"stream", unix.SOCK_STREAM}, {"dgram", unix.SOCK_DGRAM}} {
+		t.Run(tc.kind, func(t *testing.T) {
+			qemuEnd, ours := guestpeer.Socketpair(t, tc.typ)
+			// slipway takes our end of the pair as its fd 3.
+			f, err := ours.(interface{ File() (*os.File, error) }).File()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ours.Close()
+			srv := start(t, []*os.File{f}, "serve", "--fd", "3:"+tc.kind)
+			f.Close()
+			res := vmtest.Run(t, guest, vmtest.Options{
+				Netdev:     nic("socket,id=n0,fd=3", "52:54:00:00:12:01"),
+				ExtraFiles: []*os.File{qemuEnd},
+				Script:     downloadScript(int(web.Port())),
+			})
+			qemuEnd.Close()
+			checkDownload(t, res, sum)
+			if code := srv.wait(t, 60*time.Second); code != 0 {
+				t.Errorf("serve exited %d after QEMU left, want 0", code)
+			}
+		})
 	}
 }
