@@ -25,6 +25,8 @@ import (
 	"github.com/slipway-net/slipway/netstack"
 	"github.com/slipway-net/slipway/pcap"
 	"github.com/slipway-net/slipway/policy"
+	"github.com/slipway-net/slipway/publish"
+	"github.com/slipway-net/slipway/services/dhcp4"
 	"github.com/slipway-net/slipway/transport"
 	"github.com/slipway-net/slipway/vswitch"
 )
@@ -42,8 +44,12 @@ type Network struct {
 	st    *netstack.Stack
 	fwd   *forwarder.Forwarder
 	svc   *services
+	pub   *publish.Publisher
 	pcap  *pcap.Writer
 	gwMAC net.HardwareAddr
+
+	events  *events
+	started time.Time
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -66,7 +72,7 @@ func New(cfg config.Config, log *slog.Logger) (*Network, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Network{cfg: cfg, log: log, gwMAC: GatewayMAC(cfg.Gateway)}
+	n := &Network{cfg: cfg, log: log, gwMAC: GatewayMAC(cfg.Gateway), events: newEvents(), started: time.Now()}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if cfg.PCAP != "" {
 		f, err := os.OpenFile(cfg.PCAP, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
@@ -137,6 +143,14 @@ func New(cfg config.Config, log *slog.Logger) (*Network, error) {
 	n.fwd = forwarder.New(fo)
 	st.SetIntercept(n.fwd.InterceptICMP)
 	if n.svc, err = startServices(n); err != nil {
+		n.Close()
+		return nil, err
+	}
+	n.svc.dhcp.OnLease(func(l dhcp4.Lease) {
+		li := leaseInfo(l)
+		n.events.emit(Event{Type: EventLeaseGranted, Lease: &li})
+	})
+	if err := n.startPublish(); err != nil {
 		n.Close()
 		return nil, err
 	}
@@ -217,8 +231,17 @@ func (n *Network) Serve(l transport.Listener) error {
 	}
 }
 
-// onPort releases a departed guest's flows once it has not come back.
+// Started is when the network was created.
+func (n *Network) Started() time.Time { return n.started }
+
+// onPort reports links coming and going, and releases a departed guest's
+// flows once it has not come back.
 func (n *Network) onPort(p *vswitch.Port, up bool, macs []vswitch.MAC) {
+	typ := EventLinkDown
+	if up {
+		typ = EventLinkUp
+	}
+	n.events.emit(Event{Type: typ, Port: p.ID(), Link: p.Name()})
 	if up || len(macs) == 0 {
 		return
 	}
@@ -281,6 +304,9 @@ func (n *Network) Close() error {
 	for _, p := range n.sw.Ports() {
 		n.sw.Remove(p)
 	}
+	if n.pub != nil {
+		n.pub.Close()
+	}
 	if n.svc != nil {
 		n.svc.close()
 	}
@@ -292,6 +318,7 @@ func (n *Network) Close() error {
 		"checksum-errors", ts.ChecksumErrors.Value(), "segments-received", n.st.Gvisor().Stats().TCP.ValidSegmentsReceived.Value())
 	n.st.Close()
 	n.closePCAP()
+	n.events.close()
 	return nil
 }
 

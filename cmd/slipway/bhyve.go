@@ -106,7 +106,8 @@ Install it in place of bhyve's helper (slipway answers to that name):
 
 // applyBhyveConfig lays bhyve's configuration over the network's: bhyve
 // decides about restriction (unless --restrict insists) and the MTU
-// (unless --mtu was given).
+// (unless --mtu was given), and its hostfwd rules are published next to
+// any --publish.
 func applyBhyveConfig(cfg *config.Config, bc bhyve.Config, mtuFlag bool) error {
 	cfg.Restrict = cfg.Restrict || !bc.Open
 	switch {
@@ -115,8 +116,16 @@ func applyBhyveConfig(cfg *config.Config, bc bhyve.Config, mtuFlag bool) error {
 	case !mtuFlag && cfg.MTU == config.DefaultMTU:
 		cfg.MTU = bhyveMTU
 	}
-	if len(bc.Forwards) > 0 {
-		return fmt.Errorf("%w: hostfwd rules (%s, ...) need port publishing, which this build lacks", bhyve.ErrConfig, bc.Forwards[0])
+	// hostfwd rules are published ports; a guest address left out is
+	// the first guest's, as in libslirp.
+	for _, f := range bc.Forwards {
+		cfg.Publish = append(cfg.Publish, config.PublishRule{
+			Proto:     f.Proto,
+			HostAddr:  f.Host.Addr(),
+			HostPort:  f.Host.Port(),
+			GuestAddr: f.Guest.Addr(),
+			GuestPort: f.Guest.Port(),
+		})
 	}
 	return cfg.Validate()
 }

@@ -62,6 +62,11 @@ func runInNamespace(cfg config.Config, command []string, readyFD int, log *slog.
 		return err
 	}
 	defer n.Close()
+	stopAPI, err := serveAPI(n, log)
+	if err != nil {
+		return err
+	}
+	defer stopAPI()
 	resolv, err := writeResolvConf(n)
 	if err != nil {
 		return err

@@ -66,6 +66,12 @@ With only --fd endpoints, serve exits once every VM has gone.`,
 				return err
 			}
 			defer n.Close()
+			stopAPI, err := serveAPI(n, log)
+			if err != nil {
+				eps.close()
+				return err
+			}
+			defer stopAPI()
 			errs := make(chan error, len(eps.listeners))
 			for _, l := range eps.listeners {
 				go func() { errs <- n.Serve(l) }()
@@ -131,14 +137,14 @@ func (e *endpointFlags) register(cmd *cobra.Command) {
 	fs.StringArrayVar(&e.fds, "fd", nil, "serve the VM on inherited connected socket N:KIND, e.g. 3:stream (repeatable)")
 }
 
-// endpoints are opened endpoints: listeners (--listen and --connect, both
+// vmEndpoints are opened endpoints: listeners (--listen and --connect, both
 // yield links through Accept) and links adopted from inherited fds.
-type endpoints struct {
+type vmEndpoints struct {
 	listeners []transport.Listener
 	fdLinks   []link.Link
 }
 
-func (e *endpoints) close() {
+func (e *vmEndpoints) close() {
 	for _, l := range e.listeners {
 		l.Close()
 	}
@@ -149,12 +155,12 @@ func (e *endpoints) close() {
 
 // open checks every endpoint and opens it, so that a bad path, address or
 // fd is reported, naming the flag and value, before anything runs.
-func (f *endpointFlags) open(log *slog.Logger) (*endpoints, error) {
+func (f *endpointFlags) open(log *slog.Logger) (*vmEndpoints, error) {
 	if len(f.listens)+len(f.connects)+len(f.fds) == 0 {
 		return nil, usageError{errors.New("give at least one endpoint: --listen, --connect or --fd (e.g. --listen stream:unix:/tmp/vm.sock)")}
 	}
-	eps := &endpoints{}
-	fail := func(flag, value string, err error) (*endpoints, error) {
+	eps := &vmEndpoints{}
+	fail := func(flag, value string, err error) (*vmEndpoints, error) {
 		eps.close()
 		return nil, usageError{fmt.Errorf("invalid value %q for --%s: %w", value, flag, err)}
 	}

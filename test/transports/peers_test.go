@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -198,6 +199,8 @@ func TestBhyveHelper(t *testing.T) {
 		if open {
 			pairs = append(pairs, nvlist.Pair{Name: "open", Type: nvlist.String, Value: "true"})
 		}
+		fwdPort := testenv.FreePort(t, "tcp")
+		pairs = append(pairs, nvlist.Pair{Name: "hostfwd", Type: nvlist.String, Value: fmt.Sprintf("tcp:127.0.0.1:%d-:8080", fwdPort)})
 		cfg, err := nvlist.Pack(&nvlist.List{Pairs: pairs})
 		if err != nil {
 			t.Fatal(err)
@@ -210,6 +213,8 @@ func TestBhyveHelper(t *testing.T) {
 		if l.MTU != 1500 {
 			t.Errorf("open=%v: lease MTU %d, want 1500 (bhyve reads 2048-byte messages)", open, l.MTU)
 		}
+		// The forwarded port reaches the guest, restricted or not.
+		checkForward(t, g, fwdPort)
 		if open {
 			download(t, g, web, sum)
 		} else {
@@ -228,6 +233,34 @@ func TestBhyveHelper(t *testing.T) {
 		if !strings.Contains(srv.Output(), "parent process closed connection") {
 			t.Errorf("open=%v: helper did not say bhyve hung up:\n%s", open, srv.Output())
 		}
+	}
+}
+
+// checkForward serves a greeting on the guest's port 8080 and fetches it
+// through the host port forwarded to it.
+func checkForward(t *testing.T, g *guestpeer.Guest, hostPort int) {
+	t.Helper()
+	ln, err := g.Listen(8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.Write([]byte("hello from the guest"))
+			c.Close()
+		}
+	}()
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", hostPort), 10*time.Second)
+	if err != nil {
+		t.Fatalf("forwarded port: %v", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "hello from the guest" {
+		t.Fatalf("forwarded port gave %q, %v", got, err)
 	}
 }
 
