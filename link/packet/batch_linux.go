@@ -129,20 +129,8 @@ func (b *txBatch) prepare(frames [][]byte, maxFrame int, to *sockname) (skipped 
 			skipped++
 			continue
 		}
-		iov := &b.iovs[k]
-		iov.Base = nil
-		if len(frame) > 0 {
-			iov.Base = &frame[0]
-		}
-		iov.SetLen(len(frame))
-		h := &b.hdrs[k]
-		h.Hdr = unix.Msghdr{Iov: iov}
-		h.Hdr.SetIovlen(1)
-		if to != nil {
-			h.Hdr.Name = (*byte)(unsafe.Pointer(&to.raw))
-			h.Hdr.Namelen = to.len
-		}
-		h.Len = 0
+		b.setIov(k, frame)
+		b.setMessage(k, k, 1, to)
 		k++
 	}
 	b.n = k
@@ -174,27 +162,38 @@ func (b *txBatch) prepareVec(frames []link.VecFrame, maxFrame int, to *sockname)
 		}
 		first := next
 		for _, seg := range f.Segs {
-			iov := &b.iovs[next]
-			iov.Base = nil
-			if len(seg) > 0 {
-				iov.Base = &seg[0]
-			}
-			iov.SetLen(len(seg))
+			b.setIov(next, seg)
 			next++
 		}
-		h := &b.hdrs[k]
-		h.Hdr = unix.Msghdr{Iov: &b.iovs[first]}
-		h.Hdr.SetIovlen(len(f.Segs))
-		if to != nil {
-			h.Hdr.Name = (*byte)(unsafe.Pointer(&to.raw))
-			h.Hdr.Namelen = to.len
-		}
-		h.Len = 0
+		b.setMessage(k, first, len(f.Segs), to)
 		k++
 	}
 	b.n = k
 	b.niov = next
 	return skipped
+}
+
+// setIov points iovec i at p.
+func (b *txBatch) setIov(i int, p []byte) {
+	iov := &b.iovs[i]
+	iov.Base = nil
+	if len(p) > 0 {
+		iov.Base = &p[0]
+	}
+	iov.SetLen(len(p))
+}
+
+// setMessage makes message k the n iovecs from first, sent to to (nil on
+// a connected socket).
+func (b *txBatch) setMessage(k, first, n int, to *sockname) {
+	h := &b.hdrs[k]
+	h.Hdr = unix.Msghdr{Iov: &b.iovs[first]}
+	h.Hdr.SetIovlen(n)
+	if to != nil {
+		h.Hdr.Name = (*byte)(unsafe.Pointer(&to.raw))
+		h.Hdr.Namelen = to.len
+	}
+	h.Len = 0
 }
 
 // maxIOV is the most pieces one message may have (IOV_MAX).

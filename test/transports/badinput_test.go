@@ -1,7 +1,6 @@
 package transports
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"log/slog"
@@ -48,23 +47,6 @@ func (r *recorder) counters(i int) *link.Counters {
 	return r.links[i].(link.Counted).Counters()
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // eventually waits for cond, failing the test with what after a while.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -83,7 +65,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func TestBadInput(t *testing.T) {
 	web, sum := testenv.HTTPFile(t, blobSize)
 	dir := t.TempDir()
-	var logs syncBuffer
+	var logs logBuffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	n, err := network.New(config.Config{}, log)
 	if err != nil {

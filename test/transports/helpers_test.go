@@ -60,27 +60,34 @@ func download(t *testing.T, g *guestpeer.Guest, web netip.AddrPort, sum string) 
 	}
 }
 
+// logBuffer collects output written from several goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // server is a slipway process started with extra inherited files.
 type server struct {
 	cmd  *exec.Cmd
-	mu   sync.Mutex
-	out  strings.Builder
+	out  logBuffer
 	done chan struct{}
 	err  error
 }
 
-func (s *server) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.out.Write(p)
-}
-
 // Output is what the process logged so far.
-func (s *server) Output() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.out.String()
-}
+func (s *server) Output() string { return s.out.String() }
 
 // wait waits for the process to exit and returns its exit code.
 func (s *server) wait(t *testing.T, timeout time.Duration) int {
@@ -102,7 +109,7 @@ func start(t *testing.T, files []*os.File, args ...string) *server {
 	t.Helper()
 	s := &server{done: make(chan struct{})}
 	s.cmd = exec.Command(testenv.Slipway(t), args...)
-	s.cmd.Stdout, s.cmd.Stderr = s, s
+	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
 	s.cmd.ExtraFiles = files
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
