@@ -103,19 +103,39 @@ func leaseOf(t *testing.T, g *guestpeer.Guest) netip.Addr {
 	return ip
 }
 
-// User Mode Linux connects to a listening SOCK_SEQPACKET socket
-// (vec0:transport=bess,dst=PATH), one frame a message.
-func TestSeqpacketUML(t *testing.T) {
-	web, sum := testenv.HTTPFile(t, blobSize)
-	sock := filepath.Join(t.TempDir(), "bess.sock")
-	testenv.Serve(t, "--listen", "seqpacket:unix:"+sock)
-	c, err := net.Dial("unixpacket", sock)
-	if err != nil {
-		t.Fatal(err)
+// Many VMs on one listening socket: QEMU stream clients (or
+// socket_vmnet clients) on a stream socket, User Mode Linux instances on a
+// SOCK_SEQPACKET one (vec0:transport=bess,dst=PATH). Each connection is a
+// VM with its own lease.
+func TestListenManyVMs(t *testing.T) {
+	web, sum := testenv.HTTPFile(t, 2<<20)
+	dir := t.TempDir()
+	streamSock, bessSock := filepath.Join(dir, "vm.sock"), filepath.Join(dir, "bess.sock")
+	testenv.Serve(t, "--listen", "stream:unix:"+streamSock, "--listen", "seqpacket:unix:"+bessSock)
+	leases := map[netip.Addr]string{}
+	for i := 0; i < 4; i++ {
+		var w guestpeer.Wire
+		if i%2 == 0 {
+			c, err := net.Dial("unix", streamSock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w = guestpeer.NewStream(c)
+		} else {
+			c, err := net.Dial("unixpacket", bessSock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w = &guestpeer.Packet{Conn: c}
+		}
+		g := guestpeer.New(t, w, fmt.Sprintf("52:54:00:00:01:%02x", i+1))
+		l := online(t, g)
+		if other, ok := leases[l.IP]; ok {
+			t.Fatalf("guests %s and %s both got %v", other, g.MAC, l.IP)
+		}
+		leases[l.IP] = g.MAC.String()
+		download(t, g, web, sum)
 	}
-	g := guestpeer.New(t, &guestpeer.Packet{Conn: c}, "52:54:00:00:01:01")
-	online(t, g)
-	download(t, g, web, sum)
 }
 
 // Sockets handed over by the parent, one of each kind, each a VM; serve
