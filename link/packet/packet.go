@@ -107,6 +107,7 @@ type Conn struct {
 	rxMsg  []rxMsg
 	hup    bool        // the peer hung up; reported once queued frames are out
 	heard  atomic.Bool // a frame arrived since the last probe check
+	gone   atomic.Pointer[error] // why a send found the peer gone
 	done   chan struct{}
 	once   sync.Once
 	rxBufs [][]byte
@@ -191,6 +192,9 @@ func (l *Conn) Read(bufs [][]byte, sizes []int) (int, error) {
 		err := l.rc.Read(l.recvFn)
 		l.rxBufs = nil
 		if err != nil {
+			if gone := l.gone.Load(); gone != nil {
+				return 0, *gone
+			}
 			return 0, err
 		}
 		if l.rxErr != nil && !errors.Is(l.rxErr, unix.EINTR) {
@@ -291,10 +295,13 @@ func (l *Conn) sendError(err error) error {
 	if err == nil || err == link.ErrQueueFull {
 		return err
 	}
+	wrapped := fmt.Errorf("packet: %s: send: %w", l.opts.Name, err)
 	if peerGone(err) {
+		// Read then reports why the link ended, not just "closed".
+		l.gone.CompareAndSwap(nil, &wrapped)
 		l.conn.Close()
 	}
-	return fmt.Errorf("packet: %s: send: %w", l.opts.Name, err)
+	return wrapped
 }
 
 // BatchSize is how many frames one Read returns at most.

@@ -146,10 +146,22 @@ func TestBadInput(t *testing.T) {
 
 	download(t, good, web, sum)
 	out := logs.String()
-	for _, want := range []string{"frame length out of range: 0", "frame length out of range: 70000", "peer closed mid-frame", "peer closed the connection"} {
+	for _, want := range []string{"frame length out of range: 0", "frame length out of range: 70000", "peer closed mid-frame"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log has no %q", want)
 		}
+	}
+	// The seqpacket peer's end is logged with its reason: its hang-up,
+	// or a send that found it gone, whichever slipway saw first.
+	ended := false
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, `"link ended"`) && strings.Contains(line, seqPath) &&
+			(strings.Contains(line, "peer closed the connection") || strings.Contains(line, "broken pipe")) {
+			ended = true
+		}
+	}
+	if !ended {
+		t.Error("the seqpacket peer's end was not logged with a reason")
 	}
 	if t.Failed() {
 		t.Logf("log:\n%s", out)
