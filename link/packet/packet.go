@@ -105,8 +105,8 @@ type Conn struct {
 	// Read is called by one goroutine at a time (the switch port).
 	rx     *rxBatch
 	rxMsg  []rxMsg
-	hup    bool        // the peer hung up; reported once queued frames are out
-	heard  atomic.Bool // a frame arrived since the last probe check
+	hup    bool                  // the peer hung up; reported once queued frames are out
+	heard  atomic.Bool           // a frame arrived since the last probe check
 	gone   atomic.Pointer[error] // why a send found the peer gone
 	done   chan struct{}
 	once   sync.Once
