@@ -100,8 +100,9 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Userspace networking for virtual machines and network namespaces",
 		Long: `slipway gives a VM or a network namespace a full network without root:
 DHCP, DNS, TCP/UDP/ICMP to the host's network through host sockets, and the
-host's loopback at the gateway address. It speaks QEMU's stream protocol and
-serves namespaces through a TAP device.`,
+host's loopback at the gateway address. It speaks every VMM's frame protocol
+(QEMU stream, dgram and socket fds, vfkit, krunkit, User Mode Linux, bhyve)
+and serves namespaces through a TAP device.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
