@@ -291,14 +291,23 @@ func (c *Config) Resolve(r PublishRule) (PublishRule, error) {
 		r.GuestAddr = c.DHCPStart
 	}
 	r.GuestAddr = r.GuestAddr.Unmap()
-	if !r.GuestAddr.Is4() {
-		return bad("guest address %s: only IPv4 guests can be published to in this version", r.GuestAddr)
-	}
-	if !c.CIDR.Contains(r.GuestAddr) || r.GuestAddr == c.CIDR.Addr() || r.GuestAddr == broadcast(c.CIDR) {
-		return bad("guest address %s is not a guest address of --cidr %s", r.GuestAddr, c.CIDR)
-	}
-	if r.GuestAddr == c.Gateway || r.GuestAddr == c.DNSAddress {
-		return bad("guest address %s is slipway's own (gateway or DNS)", r.GuestAddr)
+	if r.GuestAddr.Is6() {
+		if c.NoIPv6 {
+			return bad("guest address %s is IPv6, but IPv6 is off (--no-ipv6)", r.GuestAddr)
+		}
+		if r.GuestAddr.Zone() != "" || !c.IPv6Prefix.Contains(r.GuestAddr) || r.GuestAddr == c.IPv6Prefix.Addr() {
+			return bad("guest address %s is not a guest address of --ipv6-prefix %s", r.GuestAddr, c.IPv6Prefix)
+		}
+		if r.GuestAddr == c.IPv6Gateway || r.GuestAddr == c.IPv6DNS {
+			return bad("guest address %s is slipway's own (gateway or DNS)", r.GuestAddr)
+		}
+	} else {
+		if !c.CIDR.Contains(r.GuestAddr) || r.GuestAddr == c.CIDR.Addr() || r.GuestAddr == broadcast(c.CIDR) {
+			return bad("guest address %s is not a guest address of --cidr %s", r.GuestAddr, c.CIDR)
+		}
+		if r.GuestAddr == c.Gateway || r.GuestAddr == c.DNSAddress {
+			return bad("guest address %s is slipway's own (gateway or DNS)", r.GuestAddr)
+		}
 	}
 	if r.HostPort == 0 || r.GuestPort == 0 {
 		return bad("ports must be 1-65535")

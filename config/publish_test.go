@@ -62,7 +62,8 @@ func TestResolvePublish(t *testing.T) {
 		t.Errorf("defaults not applied: %+v", r)
 	}
 	for _, bad := range []string{
-		"8080:10.0.2.2:80", "8080:10.0.2.3:80", "8080:10.0.3.9:80", "8080:10.0.2.255:80", "8080:[fd00::15]:80",
+		"8080:10.0.2.2:80", "8080:10.0.2.3:80", "8080:10.0.3.9:80", "8080:10.0.2.255:80",
+		"8080:[fd00::2]:80", "8080:[fd00::3]:80", "8080:[fd01::15]:80", "8080:[fd00::]:80",
 	} {
 		pr, err := ParsePublish(bad)
 		if err != nil {
@@ -73,6 +74,15 @@ func TestResolvePublish(t *testing.T) {
 		if !errors.As(err, &fe) || fe.Flag != "publish" {
 			t.Errorf("Resolve(%s) = %v, want a --publish FieldError", bad, err)
 		}
+	}
+	v6, _ := ParsePublish("[::1]:8080:[fd00::15]:80")
+	if r, err := c.Resolve(v6); err != nil || r.GuestAddr.String() != "fd00::15" {
+		t.Errorf("an IPv6 guest: %+v, %v", r, err)
+	}
+	off := Default()
+	off.NoIPv6 = true
+	if _, err := off.Resolve(v6); err == nil {
+		t.Error("an IPv6 guest accepted with --no-ipv6")
 	}
 	if _, err := c.Resolve(PublishRule{Proto: "tcp", HostPort: 10, HostPortEnd: 12, GuestPort: 10}); err == nil {
 		t.Error("unequal ranges accepted")

@@ -15,6 +15,8 @@ func (n *Network) startPublish() error {
 		KeepSource:         cfg.PublishSource != config.PublishSourceGateway,
 		Gateway:            cfg.Gateway,
 		Subnet:             cfg.CIDR,
+		Gateway6:           cfg.IPv6Gateway,
+		Subnet6:            cfg.IPv6Prefix,
 		MaxPorts:           cfg.Limits.MaxPublishedPorts,
 		MaxPendingConnects: cfg.Limits.MaxPendingConnects,
 		ConnectTimeout:     cfg.Limits.ConnectTimeout,

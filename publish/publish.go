@@ -39,12 +39,14 @@ type Options struct {
 	// KeepSource makes the guest see the real client address; otherwise
 	// every connection comes from Gateway.
 	KeepSource bool
-	// Gateway is the guest-side source when the client's address is not
-	// kept or cannot be (see Publisher.source).
-	Gateway netip.Addr
-	// Subnet is the guest network: a client with an address inside it
-	// would be confused with a guest, so it comes from Gateway.
-	Subnet netip.Prefix
+	// Gateway and Gateway6 are the guest-side sources, for IPv4 and IPv6
+	// guests, when the client's address is not kept or cannot be (see
+	// Publisher.source).
+	Gateway, Gateway6 netip.Addr
+	// Subnet and Subnet6 are the guest networks: a client with an address
+	// inside one would be confused with a guest, so it comes from the
+	// gateway.
+	Subnet, Subnet6 netip.Prefix
 	// MaxPorts bounds host ports published at once.
 	MaxPorts int
 	// MaxPendingConnects bounds connections to guests in progress.
@@ -267,19 +269,23 @@ func (p *Publisher) Close() {
 	p.wg.Wait()
 }
 
-// source is the address the guest sees a client come from. The client's
-// own is kept unless the user asked for the gateway, or the guest could not
-// answer it: a loopback source is a martian to a guest kernel and is
-// dropped, an address inside the guest network belongs to a guest, and an
-// IPv6 client cannot be the peer of an IPv4 guest. Port 0 lets the stack
-// pick one.
-func (p *Publisher) source(client netip.AddrPort) netip.AddrPort {
+// source is the address a guest at guest sees a client come from. The
+// client's own is kept unless the user asked for the gateway, or the guest
+// could not answer it: a loopback or link-local source is a martian to a
+// guest kernel and is dropped, an address inside the guest network belongs
+// to a guest, and a client of the other IP family cannot be the guest's
+// peer. Port 0 lets the stack pick one.
+func (p *Publisher) source(client netip.AddrPort, guest netip.Addr) netip.AddrPort {
 	a := client.Addr()
-	if p.o.KeepSource && a.Is4() && !a.IsLoopback() && !a.IsUnspecified() && !a.IsMulticast() &&
-		a != netip.AddrFrom4([4]byte{255, 255, 255, 255}) && !p.o.Subnet.Contains(a) {
+	gw, subnet := p.o.Gateway, p.o.Subnet
+	if guest.Is6() {
+		gw, subnet = p.o.Gateway6, p.o.Subnet6
+	}
+	if p.o.KeepSource && a.Is4() == guest.Is4() && !a.IsLoopback() && !a.IsUnspecified() && !a.IsMulticast() &&
+		!a.IsLinkLocalUnicast() && a != netip.AddrFrom4([4]byte{255, 255, 255, 255}) && !subnet.Contains(a) {
 		return client
 	}
-	return netip.AddrPortFrom(p.o.Gateway, 0)
+	return netip.AddrPortFrom(gw, 0)
 }
 
 // unmapped normalises an address a dual-stack socket reports.

@@ -9,6 +9,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
@@ -55,7 +56,7 @@ func (p *Publisher) acceptTCP(fw *forward, l *net.TCPListener, guest netip.AddrP
 // connection would be.
 func (p *Publisher) serveTCP(fw *forward, c *net.TCPConn, guest netip.AddrPort) {
 	client := unmapped(c.RemoteAddr().(*net.TCPAddr).AddrPort())
-	ep, wq, local, err := p.dialGuest(p.source(client), guest)
+	ep, wq, local, err := p.dialGuest(p.source(client, guest.Addr()), guest)
 	<-p.pending
 	if err != nil || fw.gone.Load() {
 		if err != nil {
@@ -113,7 +114,7 @@ func resetConn(c *net.TCPConn) {
 // see; it returns the address actually bound.
 func (p *Publisher) bindTCP(src netip.AddrPort) (tcpip.Endpoint, *waiter.Queue, netip.AddrPort, error) {
 	wq := new(waiter.Queue)
-	ep, terr := p.o.Stack.Gvisor().NewEndpoint(tcp.ProtocolNumber, ipv4.ProtocolNumber, wq)
+	ep, terr := p.o.Stack.Gvisor().NewEndpoint(tcp.ProtocolNumber, netProto(src.Addr()), wq)
 	if terr != nil {
 		return nil, nil, netip.AddrPort{}, fmt.Errorf("new endpoint: %s", terr)
 	}
@@ -132,7 +133,7 @@ func (p *Publisher) bindTCP(src netip.AddrPort) (tcpip.Endpoint, *waiter.Queue, 
 // kept with a port the stack picks.
 func bindSource(ep tcpip.Endpoint, src netip.AddrPort) (netip.AddrPort, error) {
 	ep.SocketOptions().SetReuseAddress(true)
-	addr := tcpip.AddrFrom4(src.Addr().As4())
+	addr := tcpip.AddrFromSlice(src.Addr().AsSlice())
 	terr := ep.Bind(tcpip.FullAddress{Addr: addr, Port: src.Port()})
 	if _, inUse := terr.(*tcpip.ErrPortInUse); inUse && src.Port() != 0 {
 		terr = ep.Bind(tcpip.FullAddress{Addr: addr})
@@ -148,12 +149,20 @@ func bindSource(ep tcpip.Endpoint, src netip.AddrPort) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(a, la.Port), nil
 }
 
+// netProto is the stack's network protocol for an address's family.
+func netProto(a netip.Addr) tcpip.NetworkProtocolNumber {
+	if a.Is6() {
+		return ipv6.ProtocolNumber
+	}
+	return ipv4.ProtocolNumber
+}
+
 // connectTCP connects ep to the guest, waiting at most ConnectTimeout.
 func (p *Publisher) connectTCP(ep tcpip.Endpoint, wq *waiter.Queue, guest netip.AddrPort) error {
 	entry, ch := waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
 	wq.EventRegister(&entry)
 	defer wq.EventUnregister(&entry)
-	terr := ep.Connect(tcpip.FullAddress{Addr: tcpip.AddrFrom4(guest.Addr().As4()), Port: guest.Port()})
+	terr := ep.Connect(tcpip.FullAddress{Addr: tcpip.AddrFromSlice(guest.Addr().AsSlice()), Port: guest.Port()})
 	if _, inUse := terr.(*tcpip.ErrBadLocalAddress); inUse {
 		// What gVisor answers when the 4-tuple is registered already.
 		return errTupleInUse

@@ -11,7 +11,6 @@ import (
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
@@ -133,14 +132,14 @@ func (u *udpPort) client(from netip.AddrPort) *udpClient {
 	}
 	p := u.p
 	c := &udpClient{port: u, addr: from, done: make(chan struct{})}
-	ep, terr := p.o.Stack.Gvisor().NewEndpoint(udp.ProtocolNumber, ipv4.ProtocolNumber, &c.wq)
+	ep, terr := p.o.Stack.Gvisor().NewEndpoint(udp.ProtocolNumber, netProto(u.guest.Addr()), &c.wq)
 	if terr != nil {
 		p.log.Debug("published UDP: no stack endpoint", "client", from, "err", terr)
 		return nil
 	}
-	local, err := bindSource(ep, p.source(from))
+	local, err := bindSource(ep, p.source(from, u.guest.Addr()))
 	if err == nil {
-		if terr := ep.Connect(tcpip.FullAddress{Addr: tcpip.AddrFrom4(u.guest.Addr().As4()), Port: u.guest.Port()}); terr != nil {
+		if terr := ep.Connect(tcpip.FullAddress{Addr: tcpip.AddrFromSlice(u.guest.Addr().AsSlice()), Port: u.guest.Port()}); terr != nil {
 			err = fmt.Errorf("connect to %s: %s", u.guest, terr)
 		}
 	}
