@@ -114,7 +114,7 @@ type Health struct {
 
 func linkView(p *vswitch.Port) Link {
 	st := &p.Stats
-	return Link{
+	l := Link{
 		Port: p.ID(), Name: p.Name(), Since: p.Since,
 		RxFrames: st.RxFrames.Load(), RxBytes: st.RxBytes.Load(),
 		TxFrames: st.TxFrames.Load(), TxBytes: st.TxBytes.Load(),
@@ -125,8 +125,18 @@ func linkView(p *vswitch.Port) Link {
 			"no_gso":   st.DropNoGSO.Load(),
 			"checksum": st.DropChecksum.Load(),
 			"tx_error": st.DropTxError.Load(),
+			"tx_full":  st.DropTxFull.Load(),
+			"router":   st.DropRouter.Load(),
 		},
 	}
+	// Drops the transport saw itself, before or after the switch.
+	if c := p.LinkCounters(); c != nil {
+		l.Drops["rx_oversized"] = c.RxOversized.Load()
+		l.Drops["rx_overrun"] = c.RxOverrun.Load()
+		l.Drops["rx_bad_framing"] = c.RxBadFraming.Load()
+		l.Drops["tx_too_large"] = c.TxTooLarge.Load()
+	}
+	return l
 }
 
 func links(n *network.Network) []Link {

@@ -12,6 +12,7 @@ package link
 import (
 	"encoding/binary"
 	"errors"
+	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 )
@@ -65,6 +66,30 @@ type Link interface {
 	Close() error
 	// String describes the link for logs and the control API.
 	String() string
+}
+
+// Counters are the drops a link sees itself, before the switch has a frame
+// or after the switch handed one over, which the switch's per-port counters
+// cannot see. Links that drop frames this way implement Counted, and the
+// switch's ports expose them next to their own counters. (Frames a busy
+// peer does not take are reported to the switch with ErrQueueFull
+// instead, and counted there.)
+type Counters struct {
+	// RxOversized: a message larger than the largest frame (discarded).
+	RxOversized atomic.Uint64
+	// RxOverrun: the link's receive queue was full because the switch
+	// fell behind reading it.
+	RxOverrun atomic.Uint64
+	// RxBadFraming: a stream length prefix out of range, or the peer
+	// left in the middle of a frame; the link ends.
+	RxBadFraming atomic.Uint64
+	// TxTooLarge: a frame larger than the link or its peer carries.
+	TxTooLarge atomic.Uint64
+}
+
+// Counted is implemented by links that keep Counters.
+type Counted interface {
+	Counters() *Counters
 }
 
 // ErrQueueFull reports frames dropped because the peer is not taking any

@@ -3,6 +3,7 @@ package transport
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"syscall"
@@ -24,9 +25,19 @@ var ErrNotImplemented = errors.New("transport not implemented yet")
 
 // Listen opens a listening endpoint.
 func Listen(spec Spec) (Listener, error) {
+	return ListenLogged(spec, nil)
+}
+
+// ListenLogged opens a listening endpoint whose transport logs to log
+// (datagram sockets report peers that come and go).
+func ListenLogged(spec Spec, log *slog.Logger) (Listener, error) {
 	switch spec.Kind {
 	case Stream:
 		return listenStream(spec)
+	case Dgram:
+		return listenDgram(spec, log)
+	case Seqpacket:
+		return listenSeqpacket(spec)
 	default:
 		return nil, fmt.Errorf("%s: %w", spec, ErrNotImplemented)
 	}

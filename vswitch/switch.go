@@ -92,6 +92,16 @@ func (p *Port) ID() int { return p.id }
 // Name describes the port (the link's description).
 func (p *Port) Name() string { return p.name }
 
+// LinkCounters are the drops the port's link counts itself (frames the
+// switch never saw or handed over but the peer did not take); nil for the
+// stack and for links that keep none.
+func (p *Port) LinkCounters() *link.Counters {
+	if c, ok := p.link.(link.Counted); ok {
+		return c.Counters()
+	}
+	return nil
+}
+
 // PortStats counts a port's traffic; rx is from the guest, tx to it.
 type PortStats struct {
 	RxFrames, RxBytes, TxFrames, TxBytes atomic.Uint64

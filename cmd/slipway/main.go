@@ -43,12 +43,26 @@ func main() {
 		nsrun.AttachMain()
 		return
 	}
-	args := os.Args[1:]
-	// Started through a symlink named slirp4netns: be slirp4netns.
-	if filepath.Base(os.Args[0]) == "slirp4netns" {
-		args = append([]string{"slirp4netns"}, args...)
+	os.Exit(profiled(func() int { return run(programArgs(os.Args), os.Stdout, os.Stderr) }))
+}
+
+// personalities are the programs slipway stands in for when installed
+// or linked under their names: the command each name runs.
+var personalities = map[string]string{
+	bhyveHelperName: "bhyve-helper",
+	"slirp4netns":   "slirp4netns",
+}
+
+// programArgs is the command line to run: os.Args without the program
+// name, with the command of the program slipway was started as in front.
+func programArgs(argv []string) []string {
+	if len(argv) == 0 {
+		return nil
 	}
-	os.Exit(profiled(func() int { return run(args, os.Stdout, os.Stderr) }))
+	if cmd, ok := personalities[filepath.Base(argv[0])]; ok {
+		return append([]string{cmd}, argv[1:]...)
+	}
+	return argv[1:]
 }
 
 // profiled runs f under the CPU profiler when SLIPWAY_CPUPROFILE names a
@@ -110,15 +124,16 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Userspace networking for virtual machines and network namespaces",
 		Long: `slipway gives a VM or a network namespace a full network without root:
 DHCP, DNS, TCP/UDP/ICMP to the host's network through host sockets, and the
-host's loopback at the gateway address. It speaks QEMU's stream protocol and
-serves namespaces through a TAP device.`,
+host's loopback at the gateway address. It speaks every VMM's frame protocol
+(QEMU stream, dgram and socket fds, vfkit, krunkit, User Mode Linux, bhyve)
+and serves namespaces through a TAP device.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRunCmd(), newServeCmd(), newCtlCmd(), newVersionCmd(), newSlirp4netnsCmd())
+	root.AddCommand(newRunCmd(), newServeCmd(), newBhyveHelperCmd(), newSlirp4netnsCmd(), newCtlCmd(), newVersionCmd())
 	return root
 }
 

@@ -3,28 +3,51 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
+	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/network"
 	"github.com/slipway-net/slipway/transport"
 )
 
 func newServeCmd() *cobra.Command {
 	var nf netFlags
-	var listens []string
+	var ep endpointFlags
 	cmd := &cobra.Command{
-		Use:   "serve --listen KIND:NETWORK:ADDRESS [flags]",
+		Use:   "serve (--listen|--connect KIND:NETWORK:ADDRESS | --fd N:KIND)... [flags]",
 		Short: "Serve virtual machines on a virtual network",
-		Long: `serve puts every VM that connects to a --listen endpoint on one virtual
-network. Endpoints are KIND:NETWORK:ADDRESS; this build serves
-stream:unix:PATH and stream:tcp:HOST:PORT (QEMU -netdev stream, server=off).`,
+		Long: `serve puts VMs on one virtual network: every VM is a port of slipway's
+switch, frames between VMs go straight from VM to VM, and each VM gets its
+own DHCP lease.
+
+Endpoints, each repeatable:
+  --listen KIND:NETWORK:ADDRESS  accept VMs there (any number of them)
+  --connect KIND:NETWORK:ADDRESS dial a VMM that listens, and dial again
+                                 whenever it goes away (QEMU server=on)
+  --fd N:KIND                    a connected socket inherited as fd N
+                                 (QEMU -netdev socket,fd=N, a socketpair)
+
+Kinds:
+  stream:unix:PATH, stream:tcp:HOST:PORT   4-byte length + frame (QEMU
+      -netdev stream and socket, libkrun/krunkit unixstream, socket_vmnet)
+  dgram:unix:PATH    one frame per datagram; each sender address is a VM
+      (QEMU -netdev dgram, vfkit and krunkit unixgram, with or without VFKT)
+  seqpacket:unix:PATH  one frame per message (User Mode Linux bess)
+
+With only --fd endpoints, serve exits once every VM has gone.`,
 		Example: `  slipway serve --listen stream:unix:/tmp/vm.sock
   qemu-system-x86_64 ... \
     -netdev stream,id=n0,server=off,addr.type=unix,addr.path=/tmp/vm.sock \
+    -device virtio-net-pci,netdev=n0
+
+  slipway serve --listen dgram:unix:/tmp/vm.dgram
+  qemu-system-x86_64 ... \
+    -netdev dgram,id=n0,local.type=unix,local.path=/tmp/qemu.dgram,remote.type=unix,remote.path=/tmp/vm.dgram \
     -device virtio-net-pci,netdev=n0`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -32,65 +55,145 @@ stream:unix:PATH and stream:tcp:HOST:PORT (QEMU -netdev stream, server=off).`,
 			if err != nil {
 				return err
 			}
-			if len(listens) == 0 {
-				return usageError{errors.New("--listen is required (e.g. --listen stream:unix:/tmp/vm.sock)")}
-			}
-			var specs []transport.Spec
-			for _, s := range listens {
-				spec, err := transport.Parse(s)
-				if err != nil {
-					return usageError{fmt.Errorf("invalid value %q for --listen: %w", s, err)}
-				}
-				specs = append(specs, spec)
-			}
 			log := newLogger(cfg.LogLevel, cmd.ErrOrStderr())
-			var listeners []transport.Listener
-			closeAll := func() {
-				for _, l := range listeners {
-					l.Close()
-				}
-			}
-			for _, spec := range specs {
-				l, err := transport.Listen(spec)
-				if err != nil {
-					closeAll()
-					return usageError{fmt.Errorf("invalid value %q for --listen: %w", spec, err)}
-				}
-				listeners = append(listeners, l)
+			eps, err := ep.open(log)
+			if err != nil {
+				return err
 			}
 			n, err := network.New(cfg, log)
 			if err != nil {
-				closeAll()
+				eps.close()
 				return err
 			}
 			defer n.Close()
 			stopAPI, err := serveAPI(n, log)
 			if err != nil {
-				closeAll()
+				eps.close()
 				return err
 			}
 			defer stopAPI()
-			sigs := make(chan os.Signal, 1)
-			signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-			defer signal.Stop(sigs)
-			errs := make(chan error, len(listeners))
-			for _, l := range listeners {
+			errs := make(chan error, len(eps.listeners))
+			for _, l := range eps.listeners {
 				go func() { errs <- n.Serve(l) }()
-				log.Info("serving", "listen", l.Spec().String())
+				log.Info("serving", "endpoint", l.Spec().String())
 			}
-			if err := signalReady(nf.readyFD); err != nil {
-				return err
+			// Inherited sockets are one VM each; serve ends when the
+			// last of them has gone, unless it also listens.
+			allGone := make(chan struct{})
+			var gone []<-chan struct{}
+			for _, l := range eps.fdLinks {
+				w, done := transport.Watch(l)
+				gone = append(gone, done)
+				n.Attach(w)
+				log.Info("serving", "endpoint", l.String())
 			}
-			select {
-			case sig := <-sigs:
-				log.Info("shutting down", "signal", sig.String())
-				return nil
-			case err := <-errs:
-				return err
+			if len(eps.listeners) == 0 {
+				go func() {
+					for _, g := range gone {
+						<-g
+					}
+					log.Info("every VM has disconnected, exiting")
+					close(allGone)
+				}()
 			}
+			return serveUntil(log, nf.readyFD, allGone, nil, errs)
 		},
 	}
 	nf.register(cmd.Flags())
-	cmd.Flags().StringArrayVar(&listens, "listen", nil, "endpoint to accept VMs on, KIND:NETWORK:ADDRESS (repeatable)")
+	ep.register(cmd)
 	return cmd
+}
+
+// serveUntil tells the parent it is serving (--ready-fd), then runs until
+// a signal (a clean exit), until ended is closed (returning endErr), or
+// until errs yields an error.
+func serveUntil(log *slog.Logger, readyFD int, ended <-chan struct{}, endErr error, errs <-chan error) error {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	if err := signalReady(readyFD); err != nil {
+		return err
+	}
+	select {
+	case sig := <-sigs:
+		log.Info("shutting down", "signal", sig.String())
+		return nil
+	case <-ended:
+		return endErr
+	case err := <-errs:
+		return err
+	}
+}
+
+// endpointFlags are serve's --listen, --connect and --fd.
+type endpointFlags struct {
+	listens, connects, fds []string
+}
+
+func (e *endpointFlags) register(cmd *cobra.Command) {
+	fs := cmd.Flags()
+	fs.StringArrayVar(&e.listens, "listen", nil, "accept VMs on KIND:NETWORK:ADDRESS (repeatable)")
+	fs.StringArrayVar(&e.connects, "connect", nil, "connect to a VMM listening on KIND:NETWORK:ADDRESS, again after it goes away (repeatable)")
+	fs.StringArrayVar(&e.fds, "fd", nil, "serve the VM on inherited connected socket N:KIND, e.g. 3:stream (repeatable)")
+}
+
+// vmEndpoints are opened endpoints: listeners (--listen and --connect, both
+// yield links through Accept) and links adopted from inherited fds.
+type vmEndpoints struct {
+	listeners []transport.Listener
+	fdLinks   []link.Link
+}
+
+func (e *vmEndpoints) close() {
+	for _, l := range e.listeners {
+		l.Close()
+	}
+	for _, l := range e.fdLinks {
+		l.Close()
+	}
+}
+
+// open checks every endpoint and opens it, so that a bad path, address or
+// fd is reported, naming the flag and value, before anything runs.
+func (f *endpointFlags) open(log *slog.Logger) (*vmEndpoints, error) {
+	if len(f.listens)+len(f.connects)+len(f.fds) == 0 {
+		return nil, usageError{errors.New("give at least one endpoint: --listen, --connect or --fd (e.g. --listen stream:unix:/tmp/vm.sock)")}
+	}
+	eps := &vmEndpoints{}
+	fail := func(flag, value string, err error) (*vmEndpoints, error) {
+		eps.close()
+		return nil, usageError{fmt.Errorf("invalid value %q for --%s: %w", value, flag, err)}
+	}
+	for _, set := range []struct {
+		flag   string
+		values []string
+		start  func(transport.Spec, *slog.Logger) (transport.Listener, error)
+	}{
+		{"listen", f.listens, transport.ListenLogged},
+		{"connect", f.connects, transport.Connect},
+	} {
+		for _, s := range set.values {
+			spec, err := transport.Parse(s)
+			if err != nil {
+				return fail(set.flag, s, err)
+			}
+			l, err := set.start(spec, log)
+			if err != nil {
+				return fail(set.flag, s, err)
+			}
+			eps.listeners = append(eps.listeners, l)
+		}
+	}
+	for _, s := range f.fds {
+		spec, err := transport.ParseFD(s)
+		if err != nil {
+			return fail("fd", s, err)
+		}
+		l, err := transport.AdoptFD(spec)
+		if err != nil {
+			return fail("fd", s, err)
+		}
+		eps.fdLinks = append(eps.fdLinks, l)
+	}
+	return eps, nil
 }

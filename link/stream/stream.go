@@ -51,6 +51,8 @@ type Link struct {
 	// the middle of.
 	congested bool
 	pending   []byte
+
+	counters link.Counters
 }
 
 // New wraps a connected stream socket. desc names it in logs.
@@ -72,12 +74,14 @@ func (l *Link) Read(bufs [][]byte, sizes []int) (int, error) {
 				return n, nil // report the error on the next call
 			}
 			if errors.Is(err, io.EOF) && l.r.Buffered() > 0 {
+				l.counters.RxBadFraming.Add(1)
 				return 0, fmt.Errorf("stream: peer closed mid-frame: %w", io.ErrUnexpectedEOF)
 			}
 			return 0, err
 		}
 		size := int(binary.BigEndian.Uint32(hdr))
 		if size < link.MinFrameLen || size > MaxFrame {
+			l.counters.RxBadFraming.Add(1)
 			return n, fmt.Errorf("%w: %d", ErrBadLength, size)
 		}
 		if n > 0 && l.r.Buffered() < 4+size {
@@ -89,6 +93,7 @@ func (l *Link) Read(bufs [][]byte, sizes []int) (int, error) {
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
+			l.counters.RxBadFraming.Add(1)
 			return n, fmt.Errorf("stream: peer closed mid-frame: %w", err)
 		}
 		link.ClearVnetHdr(buf)
@@ -113,6 +118,7 @@ func (l *Link) Write(frames [][]byte) (int, error) {
 	for i, f := range frames {
 		frame := f[link.VnetHdrLen:]
 		if len(frame) > MaxFrame {
+			l.counters.TxTooLarge.Add(1)
 			continue
 		}
 		binary.BigEndian.PutUint32(l.prefixes[i][:], uint32(len(frame)))
@@ -299,6 +305,7 @@ func (l *Link) WriteVec(frames []link.VecFrame) (int, error) {
 		f := &frames[i]
 		size := f.Len()
 		if size > MaxFrame {
+			l.counters.TxTooLarge.Add(1)
 			continue
 		}
 		binary.BigEndian.PutUint32(l.prefixes[i][:], uint32(size))
@@ -326,7 +333,11 @@ func (l *Link) Close() error { return l.conn.Close() }
 
 func (l *Link) String() string { return l.desc }
 
+// Counters are the link's own drop counters.
+func (l *Link) Counters() *link.Counters { return &l.counters }
+
 var (
 	_ link.Link      = (*Link)(nil)
 	_ link.VecWriter = (*Link)(nil)
+	_ link.Counted   = (*Link)(nil)
 )

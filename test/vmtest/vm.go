@@ -73,6 +73,9 @@ type Options struct {
 	KernelArgs []string
 	// ExtraQEMUArgs are appended to QEMU's command line.
 	ExtraQEMUArgs []string
+	// ExtraFiles are inherited by QEMU as fds 3, 4, ... (for
+	// -netdev socket,fd=3).
+	ExtraFiles []*os.File
 }
 
 // Result is what a finished guest reported.
@@ -135,6 +138,7 @@ func Start(t testing.TB, g Guest, o Options) *VM {
 	// /dev/null so nothing is typed into the guest.
 	v.cmd.Stdout = consoleWriter{v}
 	v.cmd.Stderr = stderrWriter{v}
+	v.cmd.ExtraFiles = o.ExtraFiles
 	v.cmd.WaitDelay = ioGrace
 	// If the test binary dies (a panic, go test's -timeout), QEMU must
 	// not outlive it.

@@ -1,0 +1,135 @@
+// Package transports tests every frame transport slipway speaks, end to
+// end: the real slipway binary on real sockets, with Go guests
+// (test/guestpeer) playing the VMMs that cannot run here and QEMU guests
+// where QEMU can.
+package transports
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/slipway-net/slipway/test/guestpeer"
+	"github.com/slipway-net/slipway/test/testenv"
+)
+
+// blobSize is what guests download: large enough for many full frames,
+// small enough for the shared test machine.
+const blobSize = 8 << 20
+
+// online takes a lease for g and brings its stack up.
+func online(t *testing.T, g *guestpeer.Guest) guestpeer.Lease {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := g.DHCP(ctx)
+	if err != nil {
+		t.Fatalf("guest %s: DHCP: %v", g.MAC, err)
+	}
+	if l.Router != netip.MustParseAddr("10.0.2.2") || l.Prefix != 24 {
+		t.Errorf("guest %s: lease %+v, want router 10.0.2.2 on a /24", g.MAC, l)
+	}
+	if err := g.Up(l); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// download fetches the blob from the host's loopback through the gateway
+// and checks it arrived whole.
+func download(t *testing.T, g *guestpeer.Guest, web netip.AddrPort, sum string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	body, err := g.Get(ctx, fmt.Sprintf("http://10.0.2.2:%d/blob", web.Port()))
+	if err != nil {
+		t.Fatalf("guest %s: download: %v", g.MAC, err)
+	}
+	got := sha256.Sum256(body)
+	if hex.EncodeToString(got[:]) != sum {
+		t.Fatalf("guest %s: downloaded %d bytes with the wrong sha256", g.MAC, len(body))
+	}
+}
+
+// logBuffer collects output written from several goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// server is a slipway process started with extra inherited files.
+type server struct {
+	cmd  *exec.Cmd
+	out  logBuffer
+	done chan struct{}
+	err  error
+}
+
+// Output is what the process logged so far.
+func (s *server) Output() string { return s.out.String() }
+
+// wait waits for the process to exit and returns its exit code.
+func (s *server) wait(t *testing.T, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-s.done:
+	case <-time.After(timeout):
+		t.Fatalf("slipway still running after %v:\n%s", timeout, s.Output())
+	}
+	if s.cmd.ProcessState == nil {
+		t.Fatalf("slipway did not run: %v", s.err)
+	}
+	return s.cmd.ProcessState.ExitCode()
+}
+
+// start runs slipway with args; files become fds 3, 4, ... in the child.
+// It is killed when the test ends.
+func start(t *testing.T, files []*os.File, args ...string) *server {
+	t.Helper()
+	s := &server{done: make(chan struct{})}
+	s.cmd = exec.Command(testenv.Slipway(t), args...)
+	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
+	s.cmd.ExtraFiles = files
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		s.err = s.cmd.Wait()
+		close(s.done)
+	}()
+	t.Cleanup(func() {
+		s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.done:
+		case <-time.After(10 * time.Second):
+			s.cmd.Process.Kill()
+			<-s.done
+		}
+		if t.Failed() {
+			t.Logf("slipway output:\n%s", s.Output())
+		}
+	})
+	return s
+}
