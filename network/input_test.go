@@ -58,6 +58,21 @@ func (h *harness) sync(tb testing.TB) {
 	probe := framebuild.ARPRequest(probeMAC, netip.MustParseAddr("10.0.2.250"), h.gw)
 	h.guest.Write([][]byte{probe})
 	deadline := time.Now().Add(10 * time.Second)
+	// A loaded machine may drop the probe or its answer (the pipe is a
+	// bounded ring, like a NIC's): ask again now and then. Read blocks,
+	// so the asking happens beside it.
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Second):
+				h.guest.Write([][]byte{probe})
+			}
+		}
+	}()
 	for time.Now().Before(deadline) {
 		n, err := h.guest.Read(h.bufs, h.sizes)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -197,7 +198,12 @@ func (n *Network) Attach(l link.Link) *vswitch.Port {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := p.Run(); err != nil && !errors.Is(err, net.ErrClosed) {
+		switch err := p.Run(); {
+		case err == nil, errors.Is(err, net.ErrClosed):
+		case errors.Is(err, io.EOF):
+			// The VMM hung up: a VM that shut down, nothing wrong.
+			n.log.Info("link closed by its peer", "port", p.ID(), "link", p.Name())
+		default:
 			n.log.Warn("link ended", "port", p.ID(), "link", p.Name(), "err", err)
 		}
 	}()
