@@ -44,8 +44,12 @@ func Markdown(w io.Writer, r *Results, chart string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## slipway benchmark, %s\n\n", r.Date.UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "- Machine: %s\n", r.Machine)
-	fmt.Fprintf(&b, "- Command: `%s` (%d rounds, backends interleaved in each round, %s s per test; "+
-		"each cell is the median with min–max over the rounds)\n", r.Command, r.Rounds, num(r.TestSeconds))
+	rounds := fmt.Sprintf("%d rounds, backends interleaved in each round", r.Rounds)
+	if r.Rounds == 1 {
+		rounds = "1 round"
+	}
+	fmt.Fprintf(&b, "- Command: `%s` (%s, %s s per test; each cell is the median with min–max over the rounds)\n",
+		r.Command, rounds, num(r.TestSeconds))
 	if len(r.Versions) > 0 {
 		fmt.Fprintf(&b, "- Versions: %s\n", strings.Join(r.Versions, ", "))
 	}

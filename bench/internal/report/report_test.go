@@ -148,8 +148,8 @@ func TestChart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Five panels across, two groups down, at 96 dpi.
-	if sz := img.Bounds().Size(); sz.X != 5*panelWidthPx || sz.Y != 2*panelHeightPx {
+	// Five panels across; two groups and the scale runs down, at 96 dpi.
+	if sz := img.Bounds().Size(); sz.X != 5*panelWidthPx || sz.Y != 3*panelHeightPx {
 		t.Errorf("chart is %v", sz)
 	}
 	if err := Chart(&b, &Results{}); err == nil {
