@@ -33,6 +33,16 @@ type Config struct {
 	// MTU of the guest-facing link, advertised by DHCP option 26.
 	MTU int `yaml:"mtu"`
 
+	// NoIPv6 turns IPv6 off: no addresses, router advertisements or
+	// DHCPv6, and IPv6 frames from guests are dropped.
+	NoIPv6 bool `yaml:"no-ipv6"`
+	// IPv6Prefix is the guests' /64, announced for SLAAC.
+	IPv6Prefix netip.Prefix `yaml:"ipv6-prefix"`
+	// IPv6Gateway stands for the host (its ::1) as Gateway does for IPv4.
+	IPv6Gateway netip.Addr `yaml:"ipv6-gateway"`
+	// IPv6DNS is where the DNS forwarder answers over IPv6.
+	IPv6DNS netip.Addr `yaml:"ipv6-dns"`
+
 	// DNSUpstreams are the resolvers DNS queries are forwarded to; empty
 	// means the host's /etc/resolv.conf nameservers.
 	DNSUpstreams []DNSServer `yaml:"dns-upstream"`
@@ -84,6 +94,7 @@ type Limits struct {
 // Defaults users know from QEMU user networking and passt.
 const (
 	DefaultCIDR               = "10.0.2.0/24"
+	DefaultIPv6Prefix         = "fd00::/64"
 	DefaultMTU                = 65520
 	MinMTU                    = 576
 	MaxMTU                    = 65521
@@ -125,6 +136,16 @@ func (c *Config) Complete() error {
 	}
 	if c.MTU == 0 {
 		c.MTU = DefaultMTU
+	}
+	if !c.IPv6Prefix.IsValid() {
+		c.IPv6Prefix = netip.MustParsePrefix(DefaultIPv6Prefix)
+	}
+	c.IPv6Prefix = c.IPv6Prefix.Masked()
+	if !c.IPv6Gateway.IsValid() {
+		c.IPv6Gateway = addr6Plus(c.IPv6Prefix.Addr(), 2)
+	}
+	if !c.IPv6DNS.IsValid() {
+		c.IPv6DNS = addr6Plus(c.IPv6Prefix.Addr(), 3)
 	}
 	if c.LogLevel == "" {
 		c.LogLevel = DefaultLogLevel
@@ -192,6 +213,26 @@ func (c *Config) Validate() error {
 	}
 	if c.DHCPStart == c.Gateway || c.DHCPStart == c.DNSAddress {
 		return fieldErr("dhcp-start", c.DHCPStart, "collides with the gateway or DNS address")
+	}
+	if !c.IPv6Prefix.Addr().Is6() || c.IPv6Prefix.Addr().Is4In6() || c.IPv6Prefix.Bits() != 64 {
+		return fieldErr("ipv6-prefix", c.IPv6Prefix, "must be an IPv6 /64 (SLAAC needs 64 bits of interface identifier)")
+	}
+	for _, f := range []struct {
+		flag string
+		a    netip.Addr
+	}{{"ipv6-gateway", c.IPv6Gateway}, {"ipv6-dns", c.IPv6DNS}} {
+		if !c.IPv6Prefix.Contains(f.a) {
+			return fieldErr(f.flag, f.a, "not inside --ipv6-prefix %s", c.IPv6Prefix)
+		}
+		if f.a == c.IPv6Prefix.Addr() {
+			return fieldErr(f.flag, f.a, "is the subnet-router anycast address of --ipv6-prefix %s", c.IPv6Prefix)
+		}
+	}
+	if c.IPv6Gateway == c.IPv6DNS {
+		return fieldErr("ipv6-dns", c.IPv6DNS, "collides with --ipv6-gateway")
+	}
+	if !c.NoIPv6 && c.MTU < 1280 {
+		return fieldErr("mtu", c.MTU, "IPv6 needs at least 1280 (or use --no-ipv6)")
 	}
 	if c.MTU < MinMTU || c.MTU > MaxMTU {
 		return fieldErr("mtu", c.MTU, "must be in range %d..%d", MinMTU, MaxMTU)
@@ -286,6 +327,12 @@ func addrPlus(a netip.Addr, n uint32) netip.Addr {
 	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 	v += n
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+func addr6Plus(a netip.Addr, n byte) netip.Addr {
+	b := a.As16()
+	b[15] += n
+	return netip.AddrFrom16(b)
 }
 
 func broadcast(p netip.Prefix) netip.Addr {

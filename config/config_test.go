@@ -22,14 +22,20 @@ func TestDefaultsMatchQEMU(t *testing.T) {
 			t.Errorf("%s = %s, want %s", k, got[k], want[k])
 		}
 	}
+	if c.IPv6Prefix.String() != "fd00::/64" || c.IPv6Gateway.String() != "fd00::2" || c.IPv6DNS.String() != "fd00::3" || c.NoIPv6 {
+		t.Errorf("IPv6 defaults %v %v %v no-ipv6=%v", c.IPv6Prefix, c.IPv6Gateway, c.IPv6DNS, c.NoIPv6)
+	}
 	if c.MTU != 65520 || c.Limits.MaxPendingConnects < 100 {
 		t.Errorf("MTU %d, pending connects %d", c.MTU, c.Limits.MaxPendingConnects)
 	}
 }
 
 func TestCompleteDerivesFromCIDR(t *testing.T) {
-	c := Config{CIDR: netip.MustParsePrefix("192.168.77.9/24")}
+	c := Config{CIDR: netip.MustParsePrefix("192.168.77.9/24"), IPv6Prefix: netip.MustParsePrefix("fd12:3456::77/64")}
 	c.Complete()
+	if c.IPv6Prefix.String() != "fd12:3456::/64" || c.IPv6Gateway.String() != "fd12:3456::2" || c.IPv6DNS.String() != "fd12:3456::3" {
+		t.Fatalf("derived v6 %v %v %v", c.IPv6Prefix, c.IPv6Gateway, c.IPv6DNS)
+	}
 	if c.CIDR.String() != "192.168.77.0/24" || c.Gateway.String() != "192.168.77.2" || c.DNSAddress.String() != "192.168.77.3" || c.DHCPStart.String() != "192.168.77.15" {
 		t.Fatalf("derived %v %v %v %v", c.CIDR, c.Gateway, c.DNSAddress, c.DHCPStart)
 	}
@@ -54,6 +60,11 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{"max-flows", func(c *Config) { c.Limits.MaxFlows = -1 }},
 		{"udp-idle-timeout", func(c *Config) { c.Limits.UDPIdleTimeout = time.Millisecond }},
 		{"outbound-addr", func(c *Config) { c.OutboundAddr = netip.IPv4Unspecified() }},
+		{"ipv6-prefix", func(c *Config) { c.IPv6Prefix = netip.MustParsePrefix("fd00::/48") }},
+		{"ipv6-prefix", func(c *Config) { c.IPv6Prefix = netip.MustParsePrefix("10.0.0.0/24") }},
+		{"ipv6-gateway", func(c *Config) { c.IPv6Gateway = netip.MustParseAddr("fd01::2") }},
+		{"ipv6-dns", func(c *Config) { c.IPv6DNS = c.IPv6Gateway }},
+		{"mtu", func(c *Config) { c.MTU = 1000 }},
 	}
 	for _, tc := range cases {
 		c := Default()

@@ -40,9 +40,10 @@ type Options struct {
 	// LocalAddrs are the stack's own addresses: echo requests to them are
 	// the stack's to answer.
 	LocalAddrs []netip.Addr
-	// Gateway4 is the source of ICMP errors slipway sends as the router.
-	Gateway4 netip.Addr
-	Logger   *slog.Logger
+	// Gateway4 and Gateway6 are the sources of ICMP errors slipway sends
+	// as the router.
+	Gateway4, Gateway6 netip.Addr
+	Logger             *slog.Logger
 }
 
 // Forwarder owns every outbound flow.

@@ -26,9 +26,23 @@ const (
 	icmpEcho        = 8
 	// icmpCodeProhibited is "communication administratively prohibited".
 	icmpCodeProhibited = 13
-	ipProtoICMP        = 1
-	etherTypeIPv4      = 0x0800
-	ipv4HdrLen         = 20
+	// icmpCodeNetUnreachable is "net unreachable".
+	icmpCodeNetUnreachable = 0
+	ipProtoICMP            = 1
+	etherTypeIPv4          = 0x0800
+	ipv4HdrLen             = 20
+
+	icmp6Unreachable = 1
+	icmp6Echo        = 128
+	icmp6EchoReply   = 129
+	// icmp6CodeProhibited is "communication with destination
+	// administratively prohibited".
+	icmp6CodeProhibited = 1
+	// icmp6CodeNoRoute is "no route to destination".
+	icmp6CodeNoRoute = 0
+	ipProtoICMPv6    = 58
+	etherTypeIPv6    = 0x86dd
+	ipv6HdrLen       = 40
 )
 
 // icmpForwarder carries guests' echo requests to the host's network through
@@ -72,61 +86,114 @@ func newICMPForwarder(f *Forwarder) *icmpForwarder {
 	return &icmpForwarder{f: f, local: local, flows: map[icmpKey]*icmpFlow{}}
 }
 
-// intercept takes IPv4 echo requests to addresses the stack does not own.
+// echoRequest is an echo request found in a guest frame.
+type echoRequest struct {
+	v6       bool
+	src, dst netip.Addr
+	l3       []byte // the IP packet (for quoting in errors)
+	hdrLen   int    // of the IP header
+	icmp     []byte // the ICMP message
+}
+
+// parseEcho recognises an IPv4 or IPv6 echo request (no fragments, no
+// IPv6 extension headers) in a frame.
+func parseEcho(frame []byte) (echoRequest, bool) {
+	if len(frame) < link.EthHdrLen+ipv4HdrLen+8 {
+		return echoRequest{}, false
+	}
+	ip := frame[link.EthHdrLen:]
+	switch binary.BigEndian.Uint16(frame[12:]) {
+	case etherTypeIPv4:
+		hl := int(ip[0]&0xf) * 4
+		total := int(binary.BigEndian.Uint16(ip[2:]))
+		if ip[9] != ipProtoICMP || hl < ipv4HdrLen || total < hl+8 || total > len(ip) {
+			return echoRequest{}, false
+		}
+		if binary.BigEndian.Uint16(ip[6:])&0x3fff != 0 {
+			return echoRequest{}, false // fragments are the stack's to reassemble
+		}
+		icmp := ip[hl:total]
+		if icmp[0] != icmpEcho || icmp[1] != 0 {
+			return echoRequest{}, false
+		}
+		return echoRequest{src: netip.AddrFrom4([4]byte(ip[12:16])), dst: netip.AddrFrom4([4]byte(ip[16:20])), l3: ip[:total], hdrLen: hl, icmp: icmp}, true
+	case etherTypeIPv6:
+		if len(ip) < ipv6HdrLen+8 || ip[6] != ipProtoICMPv6 {
+			return echoRequest{}, false
+		}
+		total := ipv6HdrLen + int(binary.BigEndian.Uint16(ip[4:]))
+		if total > len(ip) || total < ipv6HdrLen+8 {
+			return echoRequest{}, false
+		}
+		icmp := ip[ipv6HdrLen:total]
+		if icmp[0] != icmp6Echo || icmp[1] != 0 {
+			return echoRequest{}, false
+		}
+		return echoRequest{v6: true, src: netip.AddrFrom16([16]byte(ip[8:24])), dst: netip.AddrFrom16([16]byte(ip[24:40])), l3: ip[:total], hdrLen: ipv6HdrLen, icmp: icmp}, true
+	}
+	return echoRequest{}, false
+}
+
+// icmpChecksumOK verifies an echo request's checksum (IPv6 covers a
+// pseudo-header).
+func (r *echoRequest) checksumOK() bool {
+	var sum uint16
+	if r.v6 {
+		sum = pseudoSum6(r.src, r.dst, len(r.icmp))
+	}
+	return checksum.Checksum(r.icmp, sum) == 0xffff
+}
+
+// intercept takes echo requests to addresses the stack does not own.
 // Everything else goes on to the stack.
 func (x *icmpForwarder) intercept(buf []byte) bool {
 	frame := buf[link.VnetHdrLen:]
-	if len(frame) < link.EthHdrLen+ipv4HdrLen+8 || binary.BigEndian.Uint16(frame[12:]) != etherTypeIPv4 {
-		return false
-	}
-	ip := frame[link.EthHdrLen:]
-	hl := int(ip[0]&0xf) * 4
-	total := int(binary.BigEndian.Uint16(ip[2:]))
-	if ip[9] != ipProtoICMP || hl < ipv4HdrLen || total < hl+8 || total > len(ip) {
-		return false
-	}
-	if binary.BigEndian.Uint16(ip[6:])&0x3fff != 0 {
-		return false // fragments are the stack's to reassemble
-	}
-	icmp := ip[hl:total]
-	if icmp[0] != icmpEcho || icmp[1] != 0 {
-		return false
-	}
-	dst := netip.AddrFrom4([4]byte(ip[16:20]))
-	if x.local[dst] {
+	req, ok := parseEcho(frame)
+	if !ok || x.local[req.dst] || req.dst.IsLinkLocalUnicast() || req.dst.IsMulticast() {
 		return false // the stack answers for its own addresses
 	}
-	if checksum.Checksum(icmp, 0) != 0xffff {
+	if !req.checksumOK() {
 		return true // corrupt: drop it here, it is ours
 	}
-	src := netip.AddrFrom4([4]byte(ip[12:16]))
-	v := x.f.decide(policy.ICMP, netip.AddrPortFrom(dst, 0))
+	var guestMAC, ourMAC [6]byte
+	copy(guestMAC[:], frame[6:12])
+	copy(ourMAC[:], frame[0:6])
+	v := x.f.decide(policy.ICMP, netip.AddrPortFrom(req.dst, 0))
 	if !v.Allowed() {
-		x.unreachable(frame, hl, total)
+		x.unreachable(guestMAC, ourMAC, &req, true)
 		return true
 	}
-	key := icmpKey{guest: src, dst: v.Target.Addr(), id: binary.BigEndian.Uint16(icmp[4:])}
-	fl := x.flow(key, frame)
+	key := icmpKey{guest: req.src, dst: v.Target.Addr(), id: binary.BigEndian.Uint16(req.icmp[4:])}
+	fl := x.flow(key, guestMAC, ourMAC)
 	if fl == nil {
-		x.unreachable(frame, hl, total)
+		x.unreachable(guestMAC, ourMAC, &req, true)
 		return true
 	}
 	fl.last.Store(time.Now().UnixNano())
-	sa := &unix.SockaddrInet4{Addr: key.dst.As4()}
+	var sa unix.Sockaddr
+	if req.v6 {
+		sa = &unix.SockaddrInet6{Addr: key.dst.As16()}
+	} else {
+		sa = &unix.SockaddrInet4{Addr: key.dst.As4()}
+	}
 	var serr error
 	rc, err := fl.file.SyscallConn()
 	if err == nil {
 		// Through the RawConn so a concurrent close cannot hand us a
 		// reused descriptor.
 		err = rc.Write(func(fd uintptr) bool {
-			serr = unix.Sendto(int(fd), icmp, unix.MSG_DONTWAIT, sa)
+			serr = unix.Sendto(int(fd), req.icmp, unix.MSG_DONTWAIT, sa)
 			return true
 		})
 	}
 	if err == nil {
 		err = serr
 	}
-	if err != nil {
+	if errors.Is(err, unix.ENETUNREACH) || errors.Is(err, unix.EHOSTUNREACH) {
+		// The host has no route there (often: no IPv6 at all): say so
+		// at once rather than let the guest time out.
+		x.unreachable(guestMAC, ourMAC, &req, false)
+	} else if err != nil {
 		x.Unanswered.Add(1)
 		x.f.log.Debug("ping send failed", "dst", key.dst, "err", err)
 	}
@@ -134,7 +201,7 @@ func (x *icmpForwarder) intercept(buf []byte) bool {
 }
 
 // flow returns the echo session for key, opening a ping socket for it.
-func (x *icmpForwarder) flow(key icmpKey, frame []byte) *icmpFlow {
+func (x *icmpForwarder) flow(key icmpKey, guestMAC, ourMAC [6]byte) *icmpFlow {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if fl := x.flows[key]; fl != nil {
@@ -143,21 +210,19 @@ func (x *icmpForwarder) flow(key icmpKey, frame []byte) *icmpFlow {
 	if x.noPingSockets.Load() || len(x.flows) >= x.f.o.MaxICMPFlows {
 		return nil
 	}
-	fd, err := pingSocket()
+	fd, err := pingSocket(key.dst.Is6())
 	if err != nil {
 		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
 			x.noPingSockets.Store(true)
 			if !x.warned.Swap(true) {
-				x.f.log.Warn("the host does not allow unprivileged ping sockets; guests' pings to the outside get ICMP errors. Enable with: sysctl -w net.ipv4.ping_group_range='0 2147483647'")
+				x.f.log.Warn("the host does not allow unprivileged ping sockets; guests' pings to the outside get ICMP errors. Enable with: sysctl -w net.ipv4.ping_group_range='0 2147483647' (it covers IPv6 too)")
 			}
 		} else {
 			x.f.log.Debug("ping socket failed", "err", err)
 		}
 		return nil
 	}
-	fl := &icmpFlow{key: key, file: os.NewFile(uintptr(fd), "ping")}
-	copy(fl.guestMAC[:], frame[6:12])
-	copy(fl.ourMAC[:], frame[0:6])
+	fl := &icmpFlow{key: key, file: os.NewFile(uintptr(fd), "ping"), guestMAC: guestMAC, ourMAC: ourMAC}
 	fl.last.Store(time.Now().UnixNano())
 	x.flows[key] = fl
 	fl.timer = time.AfterFunc(icmpIdle, func() { x.expire(fl) })
@@ -207,7 +272,11 @@ func (x *icmpForwarder) readReplies(fl *icmpFlow) {
 		if rerr != nil {
 			continue
 		}
-		if n < 8 || buf[0] != icmpEchoReply {
+		want := byte(icmpEchoReply)
+		if fl.key.dst.Is6() {
+			want = icmp6EchoReply
+		}
+		if n < 8 || buf[0] != want {
 			continue
 		}
 		fl.last.Store(time.Now().UnixNano())
@@ -217,32 +286,46 @@ func (x *icmpForwarder) readReplies(fl *icmpFlow) {
 	}
 }
 
-// unreachable answers a request the guest may not send with an ICMP
-// "administratively prohibited" error from the gateway.
-func (x *icmpForwarder) unreachable(frame []byte, hl, total int) {
+// unreachable answers a request with an ICMP destination unreachable
+// error from the gateway: "administratively prohibited" when the guest may
+// not send it, "no route" when the host cannot.
+func (x *icmpForwarder) unreachable(guestMAC, ourMAC [6]byte, req *echoRequest, prohibited bool) {
 	x.Unanswered.Add(1)
-	ip := frame[link.EthHdrLen:]
-	quote := hl + 8
-	if quote > total {
-		quote = total
-	}
-	msg := make([]byte, 8+quote)
-	msg[0], msg[1] = icmpUnreachable, icmpCodeProhibited
-	copy(msg[8:], ip[:quote])
-	var guestMAC, ourMAC [6]byte
-	copy(guestMAC[:], frame[6:12])
-	copy(ourMAC[:], frame[0:6])
+	var msg []byte
 	src := x.f.o.Gateway4
-	if !src.IsValid() {
-		src = netip.AddrFrom4([4]byte(ip[16:20]))
+	if req.v6 {
+		// Quote as much of the request as fits the minimum IPv6 MTU.
+		quote := min(len(req.l3), 1280-ipv6HdrLen-8)
+		msg = make([]byte, 8+quote)
+		msg[0], msg[1] = icmp6Unreachable, icmp6CodeNoRoute
+		if prohibited {
+			msg[1] = icmp6CodeProhibited
+		}
+		copy(msg[8:], req.l3[:quote])
+		src = x.f.o.Gateway6
+	} else {
+		quote := min(req.hdrLen+8, len(req.l3))
+		msg = make([]byte, 8+quote)
+		msg[0], msg[1] = icmpUnreachable, icmpCodeNetUnreachable
+		if prohibited {
+			msg[1] = icmpCodeProhibited
+		}
+		copy(msg[8:], req.l3[:quote])
 	}
-	x.send(guestMAC, ourMAC, src, netip.AddrFrom4([4]byte(ip[12:16])), msg)
+	if !src.IsValid() {
+		src = req.dst
+	}
+	x.send(guestMAC, ourMAC, src, req.src, msg)
 }
 
-// send builds an Ethernet+IPv4 frame around an ICMP message (checksum
-// recomputed) and injects it towards the guest.
+// send builds an Ethernet+IP frame around an ICMP or ICMPv6 message
+// (checksum recomputed) and injects it towards the guest.
 func (x *icmpForwarder) send(dstMAC, srcMAC [6]byte, src, dst netip.Addr, icmp []byte) {
-	total := ipv4HdrLen + len(icmp)
+	hl, etherType := ipv4HdrLen, uint16(etherTypeIPv4)
+	if dst.Is6() {
+		hl, etherType = ipv6HdrLen, etherTypeIPv6
+	}
+	total := hl + len(icmp)
 	if total > 65535 {
 		return
 	}
@@ -250,23 +333,45 @@ func (x *icmpForwarder) send(dstMAC, srcMAC [6]byte, src, dst netip.Addr, icmp [
 	frame := buf[link.VnetHdrLen:]
 	copy(frame[0:6], dstMAC[:])
 	copy(frame[6:12], srcMAC[:])
-	binary.BigEndian.PutUint16(frame[12:], etherTypeIPv4)
+	binary.BigEndian.PutUint16(frame[12:], etherType)
 	ip := frame[link.EthHdrLen:]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], uint16(total))
-	ip[8] = 64
-	ip[9] = ipProtoICMP
-	s4, d4 := src.As4(), dst.As4()
-	copy(ip[12:16], s4[:])
-	copy(ip[16:20], d4[:])
-	binary.BigEndian.PutUint16(ip[10:], ^checksum.Checksum(ip[:ipv4HdrLen], 0))
-	m := ip[ipv4HdrLen:]
+	m := ip[hl:]
 	copy(m, icmp)
 	m[2], m[3] = 0, 0
-	binary.BigEndian.PutUint16(m[2:], ^checksum.Checksum(m, 0))
+	if dst.Is6() {
+		ip[0] = 0x60
+		binary.BigEndian.PutUint16(ip[4:], uint16(len(icmp)))
+		ip[6] = ipProtoICMPv6
+		ip[7] = 64
+		s16, d16 := src.As16(), dst.As16()
+		copy(ip[8:24], s16[:])
+		copy(ip[24:40], d16[:])
+		binary.BigEndian.PutUint16(m[2:], ^checksum.Checksum(m, pseudoSum6(src, dst, len(m))))
+	} else {
+		ip[0] = 0x45
+		binary.BigEndian.PutUint16(ip[2:], uint16(total))
+		ip[8] = 64
+		ip[9] = ipProtoICMP
+		s4, d4 := src.As4(), dst.As4()
+		copy(ip[12:16], s4[:])
+		copy(ip[16:20], d4[:])
+		binary.BigEndian.PutUint16(ip[10:], ^checksum.Checksum(ip[:ipv4HdrLen], 0))
+		binary.BigEndian.PutUint16(m[2:], ^checksum.Checksum(m, 0))
+	}
 	if x.f.o.Inject != nil {
 		x.f.o.Inject([][]byte{buf})
 	}
+}
+
+// pseudoSum6 is the ICMPv6 pseudo-header sum (RFC 8200 8.1).
+func pseudoSum6(src, dst netip.Addr, length int) uint16 {
+	s16, d16 := src.As16(), dst.As16()
+	var p [40]byte
+	copy(p[0:16], s16[:])
+	copy(p[16:32], d16[:])
+	binary.BigEndian.PutUint32(p[32:], uint32(length))
+	p[39] = ipProtoICMPv6
+	return checksum.Checksum(p[:], 0)
 }
 
 func (x *icmpForwarder) close() {

@@ -67,6 +67,10 @@ type Link interface {
 	String() string
 }
 
+// ErrQueueFull reports frames dropped because the peer is not taking any
+// (its socket buffer is full), as a full NIC ring drops them.
+var ErrQueueFull = errors.New("peer not reading: frames dropped")
+
 // ErrFrameTooLarge reports a frame the link cannot carry.
 var ErrFrameTooLarge = errors.New("frame too large for link")
 
@@ -150,4 +154,94 @@ func NewBuffers(n int) ([][]byte, []int) {
 		bufs[i] = backing[i*BufSize : (i+1)*BufSize : (i+1)*BufSize]
 	}
 	return bufs, make([]int, n)
+}
+
+// VecFrame is one outbound frame in pieces: its virtio-net header and the
+// Ethernet frame as consecutive slices (headers, then payload views), as
+// the stack holds it.
+type VecFrame struct {
+	Hdr  []byte // VnetHdrLen bytes
+	Segs [][]byte
+}
+
+// Len is the Ethernet frame's length.
+func (f *VecFrame) Len() int {
+	n := 0
+	for _, s := range f.Segs {
+		n += len(s)
+	}
+	return n
+}
+
+// VecWriter is implemented by links that write a frame from its pieces with
+// one vectored write, so the stack's frames need not be copied together
+// first. Links without offloads get frames with complete checksums.
+type VecWriter interface {
+	WriteVec(frames []VecFrame) (n int, err error)
+}
+
+// VecSink takes frames in pieces and owns their delivery (errors are
+// counted, not returned): what a switch port offers the stack.
+type VecSink interface {
+	WriteVec(frames []VecFrame)
+}
+
+// FinishChecksumVec is FinishChecksum for a frame in pieces. The checksum
+// field must lie within one piece (it does: it is in the transport header,
+// which the stack keeps in one slice).
+func FinishChecksumVec(f *VecFrame) error {
+	if f.Hdr[0]&FlagNeedsCsum == 0 {
+		return nil
+	}
+	h := DecodeVnetHdr(f.Hdr)
+	start, field := int(h.CsumStart), int(h.CsumStart)+int(h.CsumOffset)
+	var sum uint16
+	var fieldSeg []byte
+	fieldOff := -1
+	off := 0
+	odd := false
+	for _, s := range f.Segs {
+		end := off + len(s)
+		if field >= off && field+2 <= end {
+			fieldSeg, fieldOff = s, field-off
+		}
+		if end > start {
+			part := s
+			if start > off {
+				part = s[start-off:]
+			}
+			sum = checksumCombine(sum, part, &odd)
+		}
+		off = end
+	}
+	if fieldOff < 0 || start >= off {
+		return ErrBadChecksumOffsets
+	}
+	binary.BigEndian.PutUint16(fieldSeg[fieldOff:], ^sum)
+	if fieldSeg[fieldOff] == 0 && fieldSeg[fieldOff+1] == 0 && h.CsumOffset == 6 {
+		fieldSeg[fieldOff], fieldSeg[fieldOff+1] = 0xff, 0xff
+	}
+	ClearVnetHdr(f.Hdr)
+	return nil
+}
+
+// checksumCombine adds b to a running one's complement sum; odd tracks
+// whether the bytes so far had odd length, so pieces of any length chain.
+func checksumCombine(sum uint16, b []byte, odd *bool) uint16 {
+	if len(b) == 0 {
+		return sum
+	}
+	if *odd {
+		// The first byte of b is the low byte of a 16-bit word.
+		sum = checksum.Combine(sum, uint16(b[0]))
+		b = b[1:]
+		*odd = false
+		if len(b) == 0 {
+			*odd = false
+			return sum
+		}
+	}
+	sum = checksum.Checksum(b, sum)
+	*odd = len(b)%2 == 1
+	return sum
 }

@@ -101,3 +101,42 @@ func FuzzFinishChecksum(f *testing.F) {
 		FinishChecksum(b) // must not panic whatever the offsets say
 	})
 }
+
+func TestFinishChecksumVecMatchesContiguous(t *testing.T) {
+	for _, proto := range []tcpip.TransportProtocolNumber{header.TCPProtocolNumber, header.UDPProtocolNumber} {
+		payload := make([]byte, 3001)
+		for i := range payload {
+			payload[i] = byte(i * 7)
+		}
+		whole := partialFrame(t, proto, payload)
+		want := append([]byte(nil), whole...)
+		if err := FinishChecksum(want); err != nil {
+			t.Fatal(err)
+		}
+		// Cut the frame at awkward (odd) places, keeping the L4 header in
+		// one piece as the stack does.
+		frame := whole[VnetHdrLen:]
+		l4 := EthHdrLen + header.IPv4MinimumSize + 20
+		for _, cuts := range [][]int{{l4}, {13, l4, l4 + 1, l4 + 1000, l4 + 1003}, {l4 + 7, len(frame) - 1}} {
+			hdr := append([]byte(nil), whole[:VnetHdrLen]...)
+			cp := append([]byte(nil), frame...)
+			var segs [][]byte
+			prev := 0
+			for _, c := range cuts {
+				segs = append(segs, cp[prev:c])
+				prev = c
+			}
+			segs = append(segs, cp[prev:])
+			f := VecFrame{Hdr: hdr, Segs: segs}
+			if err := FinishChecksumVec(&f); err != nil {
+				t.Fatalf("cuts %v: %v", cuts, err)
+			}
+			if string(cp) != string(want[VnetHdrLen:]) {
+				t.Fatalf("proto %d cuts %v: pieces give a different checksum than the whole frame", proto, cuts)
+			}
+			if f.Len() != len(frame) || hdr[0] != 0 {
+				t.Fatal("length or header wrong")
+			}
+		}
+	}
+}

@@ -26,7 +26,7 @@ type endpoint struct {
 	mu         sync.RWMutex
 	dispatcher stack.NetworkDispatcher
 
-	output func(frames [][]byte)
+	output Output
 	bufs   sync.Pool // *[]byte of link.BufSize
 
 	drops *DropCounters
@@ -34,7 +34,7 @@ type endpoint struct {
 
 var _ stack.LinkEndpoint = (*endpoint)(nil)
 
-func newEndpoint(mtu uint32, mac tcpip.LinkAddress, output func([][]byte), drops *DropCounters) *endpoint {
+func newEndpoint(mtu uint32, mac tcpip.LinkAddress, output Output, drops *DropCounters) *endpoint {
 	e := &endpoint{mtu: mtu, mac: mac, output: output, drops: drops}
 	e.bufs.New = func() any {
 		b := make([]byte, link.BufSize)
@@ -86,53 +86,125 @@ func (e *endpoint) ParseHeader(pkt *stack.PacketBuffer) bool {
 	return ok
 }
 
-// WritePackets flattens each packet into a pooled frame buffer with its
-// virtio-net header and passes the batch to the switch, which writes it
-// synchronously, so the buffers are reused right after.
+// Output is where the stack's frames go: the switch.
+type Output interface {
+	// SendFrames switches contiguous frames (header+frame each); the
+	// buffers are the caller's again when it returns.
+	SendFrames(frames [][]byte)
+	// VecTarget returns where a unicast frame for dst can be written from
+	// its pieces, or nil when it must be flattened and sent with
+	// SendFrames (broadcast, unknown destination, capture on, or a link
+	// that takes contiguous frames only).
+	VecTarget(dst [6]byte) link.VecSink
+}
+
+// vecBatchSize is how many frames leave in one vectored call.
+const vecBatchSize = 16
+
+// WritePackets sends the stack's packets. A packet whose destination link
+// writes vectors leaves as its own header and payload slices, uncopied;
+// others are flattened into pooled buffers. Consecutive packets for the
+// same destination leave in one call.
 func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	list := pkts.AsSlice()
-	var frames [16][]byte
-	var held [16]*[]byte
-	n := 0
-	flush := func() {
-		e.output(frames[:n])
-		for i := 0; i < n; i++ {
-			e.bufs.Put(held[i])
+	var (
+		hdrs   [vecBatchSize][link.VnetHdrLen]byte
+		frames [vecBatchSize]link.VecFrame
+		segs   [vecBatchSize * 4][]byte
+		nvec   int
+		nseg   int
+		target link.VecSink
+	)
+	flushVec := func() {
+		if nvec > 0 {
+			target.WriteVec(frames[:nvec])
+			clear(frames[:nvec])
+			clear(segs[:nseg])
 		}
-		n = 0
+		nvec, nseg = 0, 0
 	}
 	for _, pkt := range list {
-		size := pkt.Size()
-		if size > link.MaxFrameLen {
+		if pkt.Size() > link.MaxFrameLen {
 			e.drops.TxTooLarge.Add(1)
 			continue
 		}
-		bp := e.bufs.Get().(*[]byte)
-		buf := (*bp)[:link.VnetHdrLen+size]
-		off := link.VnetHdrLen
-		for _, s := range pkt.AsSlices() {
-			off += copy(buf[off:], s)
+		var dst [6]byte
+		copy(dst[:], pkt.EgressRoute.RemoteLinkAddress)
+		t := e.output.VecTarget(dst)
+		if t == nil {
+			flushVec()
+			e.writeFlat(pkt)
+			continue
 		}
-		setPartialChecksum(buf, pkt)
-		frames[n], held[n] = buf, bp
-		n++
-		if n == len(frames) {
-			flush()
+		if t != target {
+			flushVec()
+			target = t
+		}
+		hdr := hdrs[nvec][:]
+		setPartialChecksum(hdr, pkt)
+		vl, off := pkt.AsViewList()
+		first := nseg
+		for v := vl.Front(); v != nil; v = v.Next() {
+			b := v.AsSlice()
+			if off >= len(b) {
+				off -= len(b)
+				continue
+			}
+			b, off = b[off:], 0
+			if nseg < len(segs) {
+				segs[nseg] = b
+				nseg++
+			} else {
+				// More pieces than the scratch holds: rare; send what we
+				// have and flatten this one.
+				nseg = first
+				break
+			}
+		}
+		if nseg == first {
+			flushVec()
+			e.writeFlat(pkt)
+			continue
+		}
+		frames[nvec] = link.VecFrame{Hdr: hdr, Segs: segs[first:nseg:nseg]}
+		nvec++
+		if nvec == vecBatchSize || nseg+8 > len(segs) {
+			flushVec()
 		}
 	}
-	if n > 0 {
-		flush()
-	}
+	flushVec()
 	return len(list), nil
 }
 
-// setPartialChecksum fills the virtio-net header of an outbound frame. The
-// stack left the TCP/UDP checksum empty (TX offload); store the pseudo-header
-// sum in it and mark the frame NEEDS_CSUM, exactly what a virtio device
-// expects. Fragments and other protocols are complete already.
-func setPartialChecksum(buf []byte, pkt *stack.PacketBuffer) {
-	link.ClearVnetHdr(buf)
-	var csumOff uint16
+// writeFlat copies one packet into a pooled frame buffer and sends it.
+func (e *endpoint) writeFlat(pkt *stack.PacketBuffer) {
+	bp := e.bufs.Get().(*[]byte)
+	buf := (*bp)[:link.VnetHdrLen+pkt.Size()]
+	setPartialChecksum(buf[:link.VnetHdrLen], pkt)
+	off := link.VnetHdrLen
+	vl, skip := pkt.AsViewList()
+	for v := vl.Front(); v != nil; v = v.Next() {
+		b := v.AsSlice()
+		if skip >= len(b) {
+			skip -= len(b)
+			continue
+		}
+		off += copy(buf[off:], b[skip:])
+		skip = 0
+	}
+	one := [1][]byte{buf}
+	e.output.SendFrames(one[:])
+	e.bufs.Put(bp)
+}
+
+// setPartialChecksum fills a frame's virtio-net header. The stack left the
+// TCP/UDP checksum empty (TX offload); store the pseudo-header sum in it
+// (the transport header is the packet's own, rebuilt for every send) and
+// mark the frame NEEDS_CSUM, exactly what a virtio device expects.
+// Fragments and other protocols are complete already.
+func setPartialChecksum(hdr []byte, pkt *stack.PacketBuffer) {
+	link.ClearVnetHdr(hdr)
+	var csumOff int
 	switch pkt.TransportProtocolNumber {
 	case header.TCPProtocolNumber:
 		csumOff = 16
@@ -141,41 +213,44 @@ func setPartialChecksum(buf []byte, pkt *stack.PacketBuffer) {
 	default:
 		return
 	}
-	frame := buf[link.VnetHdrLen:]
-	l3 := frame[header.EthernetMinimumSize:]
-	var start int
+	l4 := pkt.TransportHeader().Slice()
+	nh := pkt.NetworkHeader().Slice()
+	if len(l4) < csumOff+2 {
+		return
+	}
 	var xsum uint16
 	switch pkt.NetworkProtocolNumber {
 	case header.IPv4ProtocolNumber:
-		ip := header.IPv4(l3)
-		if ip.More() || ip.FragmentOffset() != 0 {
+		ip := header.IPv4(nh)
+		if len(nh) < header.IPv4MinimumSize || ip.More() || ip.FragmentOffset() != 0 {
 			return
 		}
-		hl := int(ip.HeaderLength())
-		start = header.EthernetMinimumSize + hl
-		xsum = header.PseudoHeaderChecksum(pkt.TransportProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(len(l3)-hl))
+		xsum = header.PseudoHeaderChecksum(pkt.TransportProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), ip.PayloadLength())
 	case header.IPv6ProtocolNumber:
-		ip := header.IPv6(l3)
+		ip := header.IPv6(nh)
 		// Only a transport header right after the fixed header is
 		// described; the stack adds no extension headers to TCP/UDP.
-		if ip.TransportProtocol() != pkt.TransportProtocolNumber {
+		if len(nh) != header.IPv6MinimumSize || ip.TransportProtocol() != pkt.TransportProtocolNumber {
 			return
 		}
-		start = header.EthernetMinimumSize + header.IPv6MinimumSize
 		xsum = header.PseudoHeaderChecksum(pkt.TransportProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), ip.PayloadLength())
 	default:
 		return
 	}
-	if start+int(csumOff)+2 > len(frame) {
-		return
-	}
-	binary.BigEndian.PutUint16(frame[start+int(csumOff):], xsum)
-	link.VnetHdr{Flags: link.FlagNeedsCsum, CsumStart: uint16(start), CsumOffset: csumOff}.Encode(buf)
+	binary.BigEndian.PutUint16(l4[csumOff:], xsum)
+	start := len(pkt.LinkHeader().Slice()) + len(nh)
+	link.VnetHdr{Flags: link.FlagNeedsCsum, CsumStart: uint16(start), CsumOffset: uint16(csumOff)}.Encode(hdr)
 }
 
-// deliver hands one validated inbound frame (header+frame in buf, frame
-// length size) to the stack. The frame is copied: buf belongs to the link
-// reader and is reused for its next batch.
+// headerSplit is how many leading bytes of a frame go into their own view:
+// enough for Ethernet, IPv4 with options or IPv6, and TCP with options.
+const headerSplit = 192
+
+// deliver hands one validated inbound frame to the stack. The frame is
+// copied: it belongs to the link reader and is reused for its next batch.
+// Headers and payload go into separate views because the stack keeps a
+// reference to the header view while parsing; were they one view, its next
+// header access would clone the whole (up to 64 KiB) chunk.
 func (e *endpoint) deliver(proto tcpip.NetworkProtocolNumber, frame []byte) {
 	e.mu.RLock()
 	d := e.dispatcher
@@ -183,7 +258,14 @@ func (e *endpoint) deliver(proto tcpip.NetworkProtocolNumber, frame []byte) {
 	if d == nil {
 		return
 	}
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
+	var payload buffer.Buffer
+	if len(frame) > 2*headerSplit {
+		payload = buffer.MakeWithData(frame[:headerSplit])
+		payload.Append(buffer.NewViewWithData(frame[headerSplit:]))
+	} else {
+		payload = buffer.MakeWithData(frame)
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
 	if _, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize); !ok {
 		pkt.DecRef()
 		return
@@ -201,4 +283,5 @@ type DropCounters struct {
 	BadL4Header atomic.Uint64 // truncated TCP/UDP header
 	TxTooLarge  atomic.Uint64 // stack produced a frame larger than any link carries
 	Intercepted atomic.Uint64 // frames taken by an interceptor (ICMP echo to the host)
+	NotOurs     atomic.Uint64 // ARP/NDP asking for an address the stack does not own
 }

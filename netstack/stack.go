@@ -22,6 +22,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/slipway-net/slipway/link"
 )
 
 // nicID is the stack's only NIC.
@@ -36,9 +38,8 @@ type Options struct {
 	// Addresses the stack owns (gateway, DNS), each with its prefix; the
 	// first IPv4 one is the source of broadcasts.
 	Addresses []netip.Prefix
-	// Output receives the stack's outbound frames (header+frame each);
-	// it must be done with them when it returns.
-	Output func(frames [][]byte)
+	// Output receives the stack's outbound frames.
+	Output Output
 	// Intercept, if set, sees every valid inbound IP frame first and
 	// returns true when it took the frame (the stack then never sees it).
 	// It must not keep buf.
@@ -54,7 +55,11 @@ type Stack struct {
 	ep        *endpoint
 	intercept func([]byte) bool
 	drops     DropCounters
-	log       *slog.Logger
+	// own holds the stack's addresses (as 4- or 16-byte strings): the
+	// only targets of ARP requests and neighbour solicitations it may
+	// answer (see ownsTarget).
+	own map[string]bool
+	log *slog.Logger
 }
 
 // New creates the stack, its NIC, addresses and routes, tuned for bulk
@@ -73,7 +78,18 @@ func New(o Options) (*Stack, error) {
 	netProtos := []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol}
 	transProtos := []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4}
 	if o.IPv6 {
-		netProtos = append(netProtos, ipv6.NewProtocol)
+		// slipway is the router: it sends its own router advertisements
+		// (services), never acts on a guest's, and owns its addresses
+		// outright (no DAD delay, no MLD or solicitations of its own).
+		netProtos = append(netProtos, ipv6.NewProtocolWithOptions(ipv6.Options{
+			NDPConfigs: ipv6.NDPConfigurations{
+				HandleRAs:           ipv6.HandlingRAsDisabled,
+				MaxRtrSolicitations: 0,
+			},
+			AutoGenLinkLocal: false,
+			DADConfigs:       stack.DADConfigurations{DupAddrDetectTransmits: 0},
+			MLD:              ipv6.MLDOptions{Enabled: false},
+		}))
 		transProtos = append(transProtos, icmp.NewProtocol6)
 	}
 	s := stack.New(stack.Options{
@@ -81,7 +97,7 @@ func New(o Options) (*Stack, error) {
 		TransportProtocols: transProtos,
 		HandleLocal:        false,
 	})
-	st := &Stack{s: s, intercept: o.Intercept, log: log}
+	st := &Stack{s: s, intercept: o.Intercept, log: log, own: map[string]bool{}}
 	st.ep = newEndpoint(uint32(o.MTU), tcpip.LinkAddress(o.MAC), o.Output, &st.drops)
 	if err := tune(s); err != nil {
 		s.Destroy()
@@ -112,6 +128,7 @@ func New(o Options) (*Stack, error) {
 			AddressWithPrefix: tcpip.AddrFromSlice(p.Addr().AsSlice()).WithPrefix(),
 		}
 		pa.AddressWithPrefix.PrefixLen = p.Bits()
+		st.own[string(p.Addr().AsSlice())] = true
 		if terr := s.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); terr != nil {
 			s.Destroy()
 			return nil, fmt.Errorf("netstack: add address %s: %s", p, terr)
@@ -159,17 +176,63 @@ func (st *Stack) Deliver(frames [][]byte) {
 		if !ok {
 			continue
 		}
+		if !st.ownsTarget(proto, buf[link.VnetHdrLen:]) {
+			st.drops.NotOurs.Add(1)
+			continue
+		}
 		if st.intercept != nil && proto != header.ARPProtocolNumber && st.intercept(buf) {
 			st.drops.Intercepted.Add(1)
 			continue
 		}
-		st.ep.deliver(proto, buf[12:])
+		st.ep.deliver(proto, buf[link.VnetHdrLen:])
 	}
 }
 
 // SetIntercept installs the interceptor (see Options.Intercept). Call it
 // before any link delivers frames.
 func (st *Stack) SetIntercept(f func(buf []byte) bool) { st.intercept = f }
+
+// ownsTarget filters address resolution: with spoofing on, gVisor would
+// answer ARP requests and neighbour solicitations for every address, taking
+// other guests' addresses and failing their duplicate address detection.
+// Only requests for the stack's own addresses reach it (as libslirp does).
+func (st *Stack) ownsTarget(proto tcpip.NetworkProtocolNumber, frame []byte) bool {
+	l3 := frame[header.EthernetMinimumSize:]
+	switch proto {
+	case header.ARPProtocolNumber:
+		a := header.ARP(l3)
+		if a.Op() != header.ARPRequest {
+			return true
+		}
+		return st.own[string(a.ProtocolAddressTarget())]
+	case header.IPv6ProtocolNumber:
+		ip := header.IPv6(l3)
+		if ip.TransportProtocol() != header.ICMPv6ProtocolNumber {
+			return true
+		}
+		icmp := header.ICMPv6(ip.Payload())
+		if len(icmp) < header.ICMPv6NeighborSolicitMinimumSize || icmp.Type() != header.ICMPv6NeighborSolicit {
+			return true
+		}
+		ns := header.NDPNeighborSolicit(icmp.MessageBody())
+		t := ns.TargetAddress()
+		return st.own[string(t.AsSlice())]
+	}
+	return true
+}
+
+// JoinGroup makes the stack accept a multicast group (DHCPv6's
+// ff02::1:2).
+func (st *Stack) JoinGroup(group netip.Addr) error {
+	proto := ipv4.ProtocolNumber
+	if group.Is6() {
+		proto = ipv6.ProtocolNumber
+	}
+	if terr := st.s.JoinGroup(proto, nicID, tcpip.AddrFromSlice(group.AsSlice())); terr != nil {
+		return fmt.Errorf("netstack: join %s: %s", group, terr)
+	}
+	return nil
+}
 
 // Drops returns the counters of frames dropped at the stack's input.
 func (st *Stack) Drops() *DropCounters { return &st.drops }

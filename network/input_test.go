@@ -77,6 +77,8 @@ func (h *harness) sync(tb testing.TB) {
 func seeds() [][]byte {
 	gw := GatewayMAC(netip.MustParseAddr("10.0.2.2"))
 	g := netip.MustParseAddrPort("10.0.2.15:40000")
+	g6 := netip.MustParseAddr("fd00::15")
+	ll := netip.MustParseAddr("fe80::1")
 	return [][]byte{
 		framebuild.ARPRequest(probeMAC, g.Addr(), netip.MustParseAddr("10.0.2.2")),
 		framebuild.TCP4(gw, probeMAC, g, netip.MustParseAddrPort("10.0.2.2:22"), header.TCPFlagSyn, 1, nil),
@@ -86,6 +88,18 @@ func seeds() [][]byte {
 		framebuild.Echo4(gw, probeMAC, g.Addr(), netip.MustParseAddr("10.0.2.2"), 7, 1, []byte("ping")),
 		framebuild.Echo4(gw, probeMAC, g.Addr(), netip.MustParseAddr("192.0.2.9"), 7, 1, []byte("ping")),
 		framebuild.Eth(gw, probeMAC, 0x86dd, make([]byte, 60)),
+		// IPv6: neighbour solicitation for the gateway, a router
+		// solicitation, a spoofed router advertisement, an echo request to
+		// the gateway and one to the outside, a hop-by-hop header chain, a
+		// fragment, and DHCPv6 and DNS over IPv6.
+		framebuild.ICMPv6(framebuild.Broadcast, probeMAC, ll, netip.MustParseAddr("ff02::1:ff00:2"), 135, append(make([]byte, 4), netip.MustParseAddr("fd00::2").AsSlice()...)),
+		framebuild.ICMPv6(framebuild.Broadcast, probeMAC, ll, netip.MustParseAddr("ff02::2"), 133, make([]byte, 4)),
+		framebuild.ICMPv6(framebuild.Broadcast, probeMAC, ll, netip.MustParseAddr("ff02::1"), 134, make([]byte, 12)),
+		framebuild.ICMPv6(gw, probeMAC, g6, netip.MustParseAddr("fd00::2"), 128, []byte{0, 1, 0, 1, 'p'}),
+		framebuild.ICMPv6(gw, probeMAC, g6, netip.MustParseAddr("2001:db8::1"), 128, []byte{0, 1, 0, 1, 'p'}),
+		framebuild.Eth(gw, probeMAC, 0x86dd, framebuild.IPv6(0, g6, netip.MustParseAddr("fd00::2"), append([]byte{58, 0, 1, 4, 0, 0, 0, 0}, 128, 0, 0, 0, 0, 1, 0, 1))),
+		framebuild.Eth(gw, probeMAC, 0x86dd, framebuild.IPv6(44, g6, netip.MustParseAddr("fd00::2"), append([]byte{58, 0, 0, 1, 0, 0, 0, 9}, 128, 0, 0, 0, 0, 1, 0, 1))),
+		framebuild.Eth(framebuild.Broadcast, probeMAC, 0x86dd, framebuild.IPv6(17, ll, netip.MustParseAddr("ff02::1:2"), make([]byte, 40))),
 		framebuild.Eth(gw, probeMAC, 0x0800, []byte{0x4f, 0, 0, 10}),
 	}
 }
@@ -150,4 +164,38 @@ func TestGarbageFramesLeakNothing(t *testing.T) {
 	if d.BadChecksum.Load()+d.BadIPHeader.Load()+d.UnknownType.Load()+d.Runt.Load() == 0 {
 		t.Fatal("no garbage frame was counted as dropped")
 	}
+}
+
+// TestStackAnswersARPOnlyForItsOwnAddresses: another guest's address (or a
+// guest probing its own new address) must not be claimed by the gateway.
+func TestStackAnswersARPOnlyForItsOwnAddresses(t *testing.T) {
+	h := newHarness(t, nil)
+	for _, target := range []string{"10.0.2.16", "10.0.2.15", "192.0.2.1"} {
+		h.guest.Write([][]byte{framebuild.ARPRequest(probeMAC, netip.MustParseAddr("10.0.2.15"), netip.MustParseAddr(target))})
+	}
+	h.guest.Write([][]byte{framebuild.ARPRequest(probeMAC, netip.MustParseAddr("10.0.2.15"), netip.MustParseAddr("10.0.2.3"))})
+	// Read up to the answer for the DNS address; nothing else may come.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		n, err := h.guest.Read(h.bufs, h.sizes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < n; i++ {
+			f := h.bufs[i][link.VnetHdrLen : link.VnetHdrLen+h.sizes[i]]
+			if binary.BigEndian.Uint16(f[12:]) != 0x0806 {
+				continue
+			}
+			a := header.ARP(f[14:])
+			sender, _ := netip.AddrFromSlice(a.ProtocolAddressSender())
+			if sender.String() != "10.0.2.3" {
+				t.Fatalf("the stack answered ARP for %v", sender)
+			}
+			if got := h.n.Stack().Drops().NotOurs.Load(); got != 3 {
+				t.Fatalf("NotOurs = %d, want 3", got)
+			}
+			return
+		}
+	}
+	t.Fatal("no ARP answer for the DNS address")
 }

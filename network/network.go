@@ -15,7 +15,9 @@ import (
 	"sync"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/forwarder"
@@ -78,11 +80,17 @@ func New(cfg config.Config, log *slog.Logger) (*Network, error) {
 	}
 	n.sw = vswitch.New(vswitch.Options{Logger: log, PCAP: n.pcap, OnPort: n.onPort})
 	bits := cfg.CIDR.Bits()
+	addrs := []netip.Prefix{netip.PrefixFrom(cfg.Gateway, bits), netip.PrefixFrom(cfg.DNSAddress, bits)}
+	if !cfg.NoIPv6 {
+		addrs = append(addrs, netip.PrefixFrom(cfg.IPv6Gateway, 64), netip.PrefixFrom(cfg.IPv6DNS, 64),
+			netip.PrefixFrom(LinkLocal(n.gwMAC), 64))
+	}
 	st, err := netstack.New(netstack.Options{
 		MTU:       cfg.MTU,
 		MAC:       n.gwMAC,
-		Addresses: []netip.Prefix{netip.PrefixFrom(cfg.Gateway, bits), netip.PrefixFrom(cfg.DNSAddress, bits)},
-		Output:    n.sw.FromStack,
+		Addresses: addrs,
+		Output:    n.sw,
+		IPv6:      !cfg.NoIPv6,
 		Logger:    log,
 	})
 	if err != nil {
@@ -98,6 +106,13 @@ func New(cfg config.Config, log *slog.Logger) (*Network, error) {
 		NoHostLoopback: cfg.NoHostLoopback,
 		Restrict:       cfg.Restrict,
 	}
+	local := []netip.Addr{cfg.Gateway, cfg.DNSAddress}
+	if !cfg.NoIPv6 {
+		rules.Subnets = append(rules.Subnets, cfg.IPv6Prefix)
+		rules.Gateways = append(rules.Gateways, cfg.IPv6Gateway)
+		rules.Services = append(rules.Services, cfg.IPv6DNS)
+		local = append(local, cfg.IPv6Gateway, cfg.IPv6DNS, LinkLocal(n.gwMAC))
+	}
 	fo := forwarder.Options{
 		Stack:              st,
 		Policy:             rules,
@@ -107,9 +122,12 @@ func New(cfg config.Config, log *slog.Logger) (*Network, error) {
 		UDPIdleTimeout:     cfg.Limits.UDPIdleTimeout,
 		MaxICMPFlows:       cfg.Limits.MaxICMPFlows,
 		Inject:             n.sw.FromStack,
-		LocalAddrs:         []netip.Addr{cfg.Gateway, cfg.DNSAddress},
+		LocalAddrs:         local,
 		Gateway4:           cfg.Gateway,
 		Logger:             log,
+	}
+	if !cfg.NoIPv6 {
+		fo.Gateway6 = cfg.IPv6Gateway
 	}
 	if cfg.OutboundAddr.Is4() {
 		fo.OutboundAddr4 = cfg.OutboundAddr
@@ -130,6 +148,17 @@ func New(cfg config.Config, log *slog.Logger) (*Network, error) {
 func GatewayMAC(gw netip.Addr) net.HardwareAddr {
 	b := gw.As4()
 	return net.HardwareAddr{0x52, 0x55, b[0], b[1], b[2], b[3]}
+}
+
+// LinkLocal is the IPv6 link-local address of a MAC (modified EUI-64): the
+// router's source address for router advertisements.
+func LinkLocal(mac net.HardwareAddr) netip.Addr {
+	var b [16]byte
+	b[0], b[1] = 0xfe, 0x80
+	b[8], b[9], b[10] = mac[0]^0x02, mac[1], mac[2]
+	b[11], b[12] = 0xff, 0xfe
+	b[13], b[14], b[15] = mac[3], mac[4], mac[5]
+	return netip.AddrFrom16(b)
 }
 
 // Config returns the network's completed configuration.
@@ -217,15 +246,17 @@ func (n *Network) releaseGuests(macs []vswitch.MAC) {
 	if len(gone) == 0 {
 		return
 	}
-	neigh, err := n.st.Gvisor().Neighbors(1, ipv4.ProtocolNumber)
-	if err != nil {
-		return
-	}
 	addrs := map[netip.Addr]bool{}
-	for _, e := range neigh {
-		if gone[string(e.LinkAddr)] {
-			a, _ := netip.AddrFromSlice(e.Addr.AsSlice())
-			addrs[a] = true
+	for _, proto := range []tcpip.NetworkProtocolNumber{ipv4.ProtocolNumber, ipv6.ProtocolNumber} {
+		neigh, err := n.st.Gvisor().Neighbors(1, proto)
+		if err != nil {
+			continue // IPv6 off
+		}
+		for _, e := range neigh {
+			if gone[string(e.LinkAddr)] {
+				a, _ := netip.AddrFromSlice(e.Addr.AsSlice())
+				addrs[a] = true
+			}
 		}
 	}
 	if k := n.fwd.Flows().CloseWhere(func(f *forwarder.Flow) bool { return addrs[f.Guest.Addr()] }); k > 0 {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/services/dhcp4"
 	"github.com/slipway-net/slipway/services/dns"
 )
@@ -71,7 +72,7 @@ func startServices(n *Network) (*services, error) {
 	fwd, err := dns.New(dns.Config{
 		Upstreams:   upstreams,
 		MaxInFlight: cfg.Limits.DNSMaxInFlight,
-		Local:       map[string][]netip.Addr{HostName: {cfg.Gateway}},
+		Local:       map[string][]netip.Addr{HostName: hostAddrs(cfg)},
 	}, n.log.With("service", "dns"))
 	if err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
@@ -99,8 +100,32 @@ func startServices(n *Network) (*services, error) {
 	s.run(func() error { return dhcp.Serve(ctx, dhcpConn) }, n, "dhcp")
 	s.run(func() error { return fwd.ServeUDP(ctx, dnsUDP) }, n, "dns/udp")
 	s.run(func() error { return fwd.ServeTCP(ctx, dnsTCP) }, n, "dns/tcp")
+	if !cfg.NoIPv6 {
+		dnsUDP6, err := n.st.ListenUDP(netip.AddrPortFrom(cfg.IPv6DNS, 53))
+		if err != nil {
+			s.close()
+			return nil, fmt.Errorf("dns: %w", err)
+		}
+		s.closer = append(s.closer, dnsUDP6)
+		dnsTCP6, err := n.st.ListenTCP(netip.AddrPortFrom(cfg.IPv6DNS, 53))
+		if err != nil {
+			s.close()
+			return nil, fmt.Errorf("dns: %w", err)
+		}
+		s.closer = append(s.closer, dnsTCP6)
+		s.run(func() error { return fwd.ServeUDP(ctx, dnsUDP6) }, n, "dns/udp6")
+		s.run(func() error { return fwd.ServeTCP(ctx, dnsTCP6) }, n, "dns/tcp6")
+	}
 	n.log.Debug("services up", "dns-upstreams", upstreams, "search", search, "domain", domain)
 	return s, nil
+}
+
+// hostAddrs are the addresses HostName resolves to: the gateways.
+func hostAddrs(cfg config.Config) []netip.Addr {
+	if cfg.NoIPv6 {
+		return []netip.Addr{cfg.Gateway}
+	}
+	return []netip.Addr{cfg.Gateway, cfg.IPv6Gateway}
 }
 
 func (s *services) run(f func() error, n *Network, name string) {

@@ -9,6 +9,7 @@
 package vswitch
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -77,6 +78,7 @@ type Port struct {
 	id     int
 	name   string
 	link   link.Link // nil for the stack
+	vec    link.VecWriter
 	write  func(frames [][]byte)
 	nmacs  int // learned addresses; guarded by sw.mu
 	closed atomic.Bool
@@ -100,6 +102,8 @@ type PortStats struct {
 	DropNoGSO    atomic.Uint64 // GSO frame for a link without offloads
 	DropChecksum atomic.Uint64 // partial checksum with bad offsets
 	DropTxError  atomic.Uint64 // the link failed to write
+	DropRouter   atomic.Uint64 // router advertisement or redirect from a guest
+	DropTxFull   atomic.Uint64 // the peer was not reading (paused VM)
 }
 
 // SetStack attaches the stack as the port that owns mac and receives
@@ -120,6 +124,7 @@ func (s *Switch) AddLink(l link.Link) *Port {
 	s.nextID++
 	p := &Port{sw: s, id: s.nextID, name: l.String(), link: l, Since: time.Now()}
 	p.write = p.writeLink
+	p.vec, _ = l.(link.VecWriter)
 	links := append(append([]*Port(nil), *s.links.Load()...), p)
 	s.links.Store(&links)
 	s.mu.Unlock()
@@ -281,6 +286,10 @@ func (s *Switch) input(src *Port, bufs [][]byte, sizes []int, b *batcher) {
 			s.learn(src, from)
 			macs = *s.macs.Load()
 		}
+		if eth[12] == 0x86 && eth[13] == 0xdd && isRouterMessage(eth) {
+			src.Stats.DropRouter.Add(1)
+			continue
+		}
 		if dst[0]&1 != 0 { // broadcast or multicast
 			b.flush()
 			s.flood(src, frame)
@@ -311,6 +320,73 @@ func (s *Switch) flood(src *Port, frame []byte) {
 	if s.stack != nil && src != s.stack {
 		s.stack.write(one)
 	}
+}
+
+// SendFrames is FromStack, as the stack's output.
+func (s *Switch) SendFrames(frames [][]byte) { s.FromStack(frames) }
+
+// VecTarget returns the port a unicast frame for dst goes to when that
+// port's link writes frames from their pieces; nil means the stack must
+// flatten the frame and use SendFrames (broadcast, unknown destination,
+// capture on, or a link without vectored writes).
+func (s *Switch) VecTarget(dst [6]byte) link.VecSink {
+	if s.pcap != nil || dst[0]&1 != 0 {
+		return nil
+	}
+	p := (*s.macs.Load())[MAC(dst)]
+	if p == nil || p.vec == nil {
+		return nil
+	}
+	return p
+}
+
+// WriteVec sends frames in pieces out of a link port (see VecTarget).
+// Links without offloads get complete checksums; GSO frames they cannot
+// take are dropped.
+func (p *Port) WriteVec(frames []link.VecFrame) {
+	if p.closed.Load() {
+		return
+	}
+	if !p.link.Offloads() {
+		k := 0
+		for _, f := range frames {
+			if f.Hdr[1] != link.GSONone {
+				p.Stats.DropNoGSO.Add(1)
+				continue
+			}
+			if err := link.FinishChecksumVec(&f); err != nil {
+				p.Stats.DropChecksum.Add(1)
+				continue
+			}
+			frames[k] = f
+			k++
+		}
+		frames = frames[:k]
+		if k == 0 {
+			return
+		}
+	}
+	n, err := p.vec.WriteVec(frames)
+	var bytes uint64
+	for i := range frames[:n] {
+		bytes += uint64(frames[i].Len())
+	}
+	p.Stats.TxFrames.Add(uint64(n))
+	p.Stats.TxBytes.Add(bytes)
+	p.countTxError(len(frames)-n, err)
+}
+
+// countTxError counts frames a link failed to send.
+func (p *Port) countTxError(frames int, err error) {
+	if err == nil {
+		return
+	}
+	if errors.Is(err, link.ErrQueueFull) {
+		p.Stats.DropTxFull.Add(uint64(frames))
+		return
+	}
+	p.Stats.DropTxError.Add(uint64(frames))
+	p.sw.log.Debug("link write failed", "port", p.id, "err", err)
 }
 
 // FromStack switches frames the stack sends. Safe for concurrent use.
@@ -366,10 +442,7 @@ func (p *Port) writeLink(frames [][]byte) {
 	}
 	p.Stats.TxFrames.Add(uint64(n))
 	p.Stats.TxBytes.Add(bytes)
-	if err != nil {
-		p.Stats.DropTxError.Add(uint64(len(frames) - n))
-		p.sw.log.Debug("link write failed", "port", p.id, "err", err)
-	}
+	p.countTxError(len(frames)-n, err)
 }
 
 // String describes the switch for logs.

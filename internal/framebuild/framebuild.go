@@ -84,3 +84,23 @@ func Echo4(dstMAC, srcMAC net.HardwareAddr, src, dst netip.Addr, id, seq uint16,
 	binary.BigEndian.PutUint16(m[2:], ^checksum.Checksum(m, 0))
 	return Eth(dstMAC, srcMAC, 0x0800, IPv4(1, src, dst, m))
 }
+
+// IPv6 wraps a payload in an IPv6 header with the given next header.
+func IPv6(next uint8, src, dst netip.Addr, payload []byte) []byte {
+	ip := make([]byte, header.IPv6MinimumSize+len(payload))
+	h := header.IPv6(ip)
+	h.Encode(&header.IPv6Fields{PayloadLength: uint16(len(payload)), TransportProtocol: tcpip.TransportProtocolNumber(next), HopLimit: 255, SrcAddr: addr(src), DstAddr: addr(dst)})
+	copy(ip[header.IPv6MinimumSize:], payload)
+	return ip
+}
+
+// ICMPv6 is an ICMPv6 message of type typ with body, checksummed, in an
+// IPv6 frame.
+func ICMPv6(dstMAC, srcMAC net.HardwareAddr, src, dst netip.Addr, typ uint8, body []byte) []byte {
+	m := make([]byte, 4+len(body))
+	m[0] = typ
+	copy(m[4:], body)
+	sum := header.PseudoHeaderChecksum(header.ICMPv6ProtocolNumber, addr(src), addr(dst), uint16(len(m)))
+	binary.BigEndian.PutUint16(m[2:], ^checksum.Checksum(m, sum))
+	return Eth(dstMAC, srcMAC, 0x86dd, IPv6(58, src, dst, m))
+}

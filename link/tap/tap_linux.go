@@ -166,6 +166,49 @@ func (l *Link) Write(frames [][]byte) (int, error) {
 	return n, werr
 }
 
+// WriteVec sends frames from their pieces, one writev(2) each.
+func (l *Link) WriteVec(frames []link.VecFrame) (int, error) {
+	rc, err := l.f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var werr error
+	err = rc.Write(func(fd uintptr) bool {
+		var iov [1 + 16][]byte
+		for n < len(frames) {
+			f := &frames[n]
+			k := 0
+			if l.vnetHdr {
+				iov[0] = f.Hdr
+				k = 1
+			}
+			if len(f.Segs) > len(iov)-k {
+				n++ // more pieces than any stack packet has: drop
+				continue
+			}
+			k += copy(iov[k:], f.Segs)
+			_, e := unix.Writev(int(fd), iov[:k])
+			if e == unix.EINTR {
+				continue
+			}
+			if e == unix.EAGAIN {
+				return false
+			}
+			if e != nil && !errors.Is(e, unix.EINVAL) {
+				werr = fmt.Errorf("tap: writev: %w", e)
+				return true
+			}
+			n++
+		}
+		return true
+	})
+	if err != nil {
+		return n, fmt.Errorf("tap: writev: %w", err)
+	}
+	return n, werr
+}
+
 // BatchSize is how many frames a Read may return.
 func (l *Link) BatchSize() int { return batchSize }
 
@@ -183,4 +226,7 @@ func (l *Link) File() *os.File { return l.f }
 // Name is the interface name.
 func (l *Link) Name() string { return l.name }
 
-var _ link.Link = (*Link)(nil)
+var (
+	_ link.Link      = (*Link)(nil)
+	_ link.VecWriter = (*Link)(nil)
+)
