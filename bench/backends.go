@@ -125,7 +125,13 @@ func startPasta(ctx context.Context, b *bench) (*nsInstance, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The pid file says pasta is ready, so one left by the previous
+	// round's pasta must go first.
 	pidFile := filepath.Join(b.work, "pasta-"+name+".pid")
+	if err := os.Remove(pidFile); err != nil && !os.IsNotExist(err) {
+		inst.close()
+		return nil, err
+	}
 	p, err := startProcess(b.logDir, "pasta", []string{"pasta", "--config-net", "-f", "-q", "-t", "none", "-u", "none",
 		"-T", "none", "-U", "none", "--runas", "0", "-P", pidFile, "--netns", name}, processOpts{})
 	if err != nil {
