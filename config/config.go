@@ -63,6 +63,15 @@ type Config struct {
 	// empty means the host's.
 	DNSSearch []string `yaml:"dns-search"`
 
+	// Publish lists host ports published into guests.
+	Publish []PublishRule `yaml:"publish"`
+	// PublishSource is whose address a guest sees on connections to
+	// published ports: "client" (the real client, the default) or
+	// "gateway".
+	PublishSource string `yaml:"publish-source"`
+	// APISocket, if set, is the path of the control API's unix socket.
+	APISocket string `yaml:"api-socket"`
+
 	// PCAP, if set, is a file every frame on the guest side is written to.
 	PCAP string `yaml:"pcap"`
 	// LogLevel is one of debug, info, warn, error.
@@ -89,6 +98,9 @@ type Limits struct {
 	DHCPMaxLeases int `yaml:"dhcp-max-leases"`
 	// MaxICMPFlows bounds echo (ping) flows to the host.
 	MaxICMPFlows int `yaml:"max-icmp-flows"`
+	// MaxPublishedPorts bounds host ports published at once (a range
+	// counts each of its ports): each one is a host listener.
+	MaxPublishedPorts int `yaml:"max-published-ports"`
 }
 
 // Defaults users know from QEMU user networking and passt.
@@ -105,6 +117,7 @@ const (
 	DefaultDNSMaxInFlight     = 256
 	DefaultDHCPMaxLeases      = 256
 	DefaultMaxICMPFlows       = 256
+	DefaultMaxPublishedPorts  = 4096
 	DefaultLogLevel           = "info"
 )
 
@@ -150,12 +163,16 @@ func (c *Config) Complete() error {
 	if c.LogLevel == "" {
 		c.LogLevel = DefaultLogLevel
 	}
+	if c.PublishSource == "" {
+		c.PublishSource = PublishSourceClient
+	}
 	l := &c.Limits
 	setDefault(&l.MaxFlows, DefaultMaxFlows)
 	setDefault(&l.MaxPendingConnects, DefaultMaxPendingConnects)
 	setDefault(&l.DNSMaxInFlight, DefaultDNSMaxInFlight)
 	setDefault(&l.DHCPMaxLeases, DefaultDHCPMaxLeases)
 	setDefault(&l.MaxICMPFlows, DefaultMaxICMPFlows)
+	setDefault(&l.MaxPublishedPorts, DefaultMaxPublishedPorts)
 	setDefault(&l.ConnectTimeout, DefaultConnectTimeout)
 	setDefault(&l.UDPIdleTimeout, DefaultUDPIdleTimeout)
 	return nil
@@ -256,6 +273,9 @@ func (c *Config) Validate() error {
 			return fieldErr("dns-search", d, "not a valid domain name")
 		}
 	}
+	if err := c.validatePublish(); err != nil {
+		return err
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -268,7 +288,7 @@ func (c *Config) Validate() error {
 	}{
 		{"max-flows", l.MaxFlows}, {"max-pending-connects", l.MaxPendingConnects},
 		{"dns-max-inflight", l.DNSMaxInFlight}, {"dhcp-max-leases", l.DHCPMaxLeases},
-		{"max-icmp-flows", l.MaxICMPFlows},
+		{"max-icmp-flows", l.MaxICMPFlows}, {"max-published-ports", l.MaxPublishedPorts},
 	} {
 		if f.v < 1 {
 			return fieldErr(f.flag, f.v, "must be at least 1")
@@ -281,6 +301,35 @@ func (c *Config) Validate() error {
 		if f.v < time.Second {
 			return fieldErr(f.flag, f.v, "must be at least 1s")
 		}
+	}
+	return nil
+}
+
+// validatePublish checks every rule on its own and against the others
+// (with the defaults applied, as the network will run them).
+func (c *Config) validatePublish() error {
+	switch c.PublishSource {
+	case PublishSourceClient, PublishSourceGateway:
+	default:
+		return fieldErr("publish-source", c.PublishSource, "must be %s or %s", PublishSourceClient, PublishSourceGateway)
+	}
+	resolved := make([]PublishRule, 0, len(c.Publish))
+	ports := 0
+	for _, r := range c.Publish {
+		rr, err := c.Resolve(r)
+		if err != nil {
+			return err
+		}
+		for _, o := range resolved {
+			if PublishConflict(rr, o) {
+				return fieldErr("publish", r, "overlaps with %s", o)
+			}
+		}
+		ports += rr.HostPorts()
+		resolved = append(resolved, rr)
+	}
+	if ports > c.Limits.MaxPublishedPorts {
+		return fieldErr("publish", fmt.Sprintf("%d ports", ports), "more than --max-published-ports %d", c.Limits.MaxPublishedPorts)
 	}
 	return nil
 }

@@ -16,8 +16,15 @@ type Flow struct {
 	Proto policy.Proto
 	// Guest is the guest's end; Remote is the address the guest talked
 	// to; Host is where the host socket really goes.
+	//
+	// For a flow through a published port (Forward != 0) the host client
+	// opened it: Host is that client, and Remote is the address the guest
+	// sees it coming from (the client itself, or the gateway).
 	Guest, Remote, Host netip.AddrPort
-	Started             time.Time
+	// Forward is the published port's forward ID, 0 for flows the guest
+	// opened.
+	Forward uint64
+	Started time.Time
 	// ToHost and ToGuest count payload bytes each way.
 	ToHost, ToGuest atomic.Uint64
 	state           atomic.Value // string
@@ -34,6 +41,9 @@ func (f *Flow) State() string {
 }
 
 func (f *Flow) setState(s string) { f.state.Store(s) }
+
+// SetState sets the flow's state description.
+func (f *Flow) SetState(s string) { f.setState(s) }
 
 // Close ends the flow, releasing its sockets and its slot in the table.
 func (f *Flow) Close() {
@@ -63,6 +73,15 @@ func NewTable(max int) *Table {
 
 // open registers a new flow, or returns nil when the table is full.
 func (t *Table) open(proto policy.Proto, guest, remote, host netip.AddrPort) *Flow {
+	return t.OpenPublished(proto, guest, remote, host, 0, nil)
+}
+
+// OpenPublished registers a flow a host client opened through published
+// port forward, sharing the table's limit with the guests' flows; it
+// returns nil when the table is full. closer, if not nil, is what Close
+// releases; it is set before the flow is visible, so a concurrent Close
+// cannot miss it.
+func (t *Table) OpenPublished(proto policy.Proto, guest, remote, host netip.AddrPort, forward uint64, closer func()) *Flow {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.flows) >= t.max {
@@ -70,7 +89,7 @@ func (t *Table) open(proto policy.Proto, guest, remote, host netip.AddrPort) *Fl
 		return nil
 	}
 	t.nextID++
-	f := &Flow{ID: t.nextID, Proto: proto, Guest: guest, Remote: remote, Host: host, Started: time.Now(), table: t}
+	f := &Flow{ID: t.nextID, Proto: proto, Guest: guest, Remote: remote, Host: host, Forward: forward, Started: time.Now(), table: t, closeFn: closer}
 	f.setState("connecting")
 	t.flows[f.ID] = f
 	return f

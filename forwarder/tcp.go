@@ -81,13 +81,7 @@ func (f *Forwarder) handleTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	r.Complete(false)
-	ep.SocketOptions().SetKeepAlive(true)
-	idle, intvl := tcpip.KeepaliveIdleOption(keepaliveIdle), tcpip.KeepaliveIntervalOption(keepaliveInterval)
-	ep.SetSockOpt(&idle)
-	ep.SetSockOpt(&intvl)
-	ep.SetSockOptInt(tcpip.KeepaliveCountOption, keepaliveCount)
-	ep.SocketOptions().SetDelayOption(false)
-	startTCPPump(flow, ep, &wq, host)
+	StartTCPPump(flow, ep, &wq, host)
 }
 
 // tcpPump moves bytes both ways between a stack endpoint and a host socket.
@@ -101,8 +95,19 @@ type tcpPump struct {
 	left atomic.Int32 // directions still running
 }
 
-// startTCPPump runs the pump; the flow is closed when both directions end.
-func startTCPPump(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, host *net.TCPConn) {
+// StartTCPPump carries a connected stack endpoint and a host socket both
+// ways until both directions end, then closes the flow. Guests' flows and
+// connections to published ports share it. It takes ownership of ep and
+// host.
+func StartTCPPump(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, host *net.TCPConn) {
+	// Keepalive notices a guest that vanished; no Nagle delay, since the
+	// host side already decided how to batch its writes.
+	ep.SocketOptions().SetKeepAlive(true)
+	idle, intvl := tcpip.KeepaliveIdleOption(keepaliveIdle), tcpip.KeepaliveIntervalOption(keepaliveInterval)
+	ep.SetSockOpt(&idle)
+	ep.SetSockOpt(&intvl)
+	ep.SetSockOptInt(tcpip.KeepaliveCountOption, keepaliveCount)
+	ep.SocketOptions().SetDelayOption(false)
 	rc, err := host.SyscallConn()
 	if err != nil {
 		ep.Abort()

@@ -66,7 +66,7 @@ type udpPump struct {
 	host *net.UDPConn
 	rc   syscall.RawConn
 	done chan struct{}
-	last atomic.Int64 // unix nanos of the last datagram either way
+	act  Activity
 }
 
 func startUDPPump(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, host *net.UDPConn, idle time.Duration) {
@@ -78,7 +78,7 @@ func startUDPPump(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, host *net.UDP
 		return
 	}
 	p := &udpPump{flow: flow, ep: ep, wq: wq, host: host, rc: rc, done: make(chan struct{})}
-	p.last.Store(time.Now().UnixNano())
+	p.act.Touch()
 	var timer *time.Timer
 	var once sync.Once
 	flow.closeFn = func() {
@@ -89,11 +89,29 @@ func startUDPPump(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, host *net.UDP
 			p.host.Close()
 		})
 	}
-	// The idle timer re-arms itself for the time left since the last
-	// datagram, so traffic costs an atomic store, not a timer reset.
+	timer = IdleTimer(flow, &p.act, idle)
+	flow.setState("active")
+	go GuestDatagrams(flow, ep, wq, p.done, &p.act, func(b []byte) error {
+		_, err := p.host.Write(b)
+		return err
+	})
+	go p.hostToGuest()
+}
+
+// Activity records when a UDP flow last carried a datagram either way.
+type Activity struct{ last atomic.Int64 }
+
+// Touch records a datagram now.
+func (a *Activity) Touch() { a.last.Store(time.Now().UnixNano()) }
+
+// IdleTimer closes flow once a has recorded nothing for idle. The timer
+// re-arms itself for the time left since the last datagram, so traffic
+// costs an atomic store, not a timer reset.
+func IdleTimer(flow *Flow, a *Activity, idle time.Duration) *time.Timer {
+	var timer *time.Timer
 	var check func()
 	check = func() {
-		since := time.Since(time.Unix(0, p.last.Load()))
+		since := time.Since(time.Unix(0, a.last.Load()))
 		if since >= idle {
 			flow.Close()
 			return
@@ -101,40 +119,40 @@ func startUDPPump(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, host *net.UDP
 		timer.Reset(idle - since)
 	}
 	timer = time.AfterFunc(idle, check)
-	flow.setState("active")
-	go p.guestToHost()
-	go p.hostToGuest()
+	return timer
 }
 
-func (p *udpPump) touch() { p.last.Store(time.Now().UnixNano()) }
-
-func (p *udpPump) guestToHost() {
+// GuestDatagrams hands every datagram the guest sends on ep to send,
+// counting it on flow, until done is closed or ep fails; a send error other
+// than a transient one (an ICMP error for an earlier datagram) closes the
+// flow. Guests' flows and published ports share it.
+func GuestDatagrams(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, done <-chan struct{}, a *Activity, send func([]byte) error) {
 	entry, ready := waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr)
-	p.wq.EventRegister(&entry)
-	defer p.wq.EventUnregister(&entry)
+	wq.EventRegister(&entry)
+	defer wq.EventUnregister(&entry)
 	for {
 		bp := datagramPool.Get().(*[]byte)
 		w := tcpip.SliceWriter(*bp)
-		res, terr := p.ep.Read(&w, tcpip.ReadOptions{})
+		res, terr := ep.Read(&w, tcpip.ReadOptions{})
 		if terr == nil {
-			_, err := p.host.Write((*bp)[:res.Count])
+			err := send((*bp)[:res.Count])
 			datagramPool.Put(bp)
 			if err != nil && !isTransient(err) {
-				p.flow.Close()
+				flow.Close()
 				return
 			}
-			p.touch()
-			p.flow.ToHost.Add(uint64(res.Count))
+			a.Touch()
+			flow.ToHost.Add(uint64(res.Count))
 			continue
 		}
 		datagramPool.Put(bp)
 		if _, ok := terr.(*tcpip.ErrWouldBlock); !ok {
-			p.flow.Close()
+			flow.Close()
 			return
 		}
 		select {
 		case <-ready:
-		case <-p.done:
+		case <-done:
 			return
 		}
 	}
@@ -183,7 +201,7 @@ func (p *udpPump) hostToGuest() {
 			}
 			continue // the stack's send buffer is full: drop, as UDP may
 		}
-		p.touch()
+		p.act.Touch()
 		p.flow.ToGuest.Add(uint64(n))
 	}
 }

@@ -25,6 +25,9 @@ import (
 	"github.com/slipway-net/slipway/netstack"
 	"github.com/slipway-net/slipway/pcap"
 	"github.com/slipway-net/slipway/policy"
+	"github.com/slipway-net/slipway/publish"
+	"github.com/slipway-net/slipway/services/dhcp4"
+	"github.com/slipway-net/slipway/services/ra"
 	"github.com/slipway-net/slipway/transport"
 	"github.com/slipway-net/slipway/vswitch"
 )
@@ -42,8 +45,12 @@ type Network struct {
 	st    *netstack.Stack
 	fwd   *forwarder.Forwarder
 	svc   *services
+	pub   *publish.Publisher
 	pcap  *pcap.Writer
 	gwMAC net.HardwareAddr
+
+	events  *events
+	started time.Time
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -66,7 +73,7 @@ func New(cfg config.Config, log *slog.Logger) (*Network, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Network{cfg: cfg, log: log, gwMAC: GatewayMAC(cfg.Gateway)}
+	n := &Network{cfg: cfg, log: log, gwMAC: GatewayMAC(cfg.Gateway), events: newEvents(), started: time.Now()}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if cfg.PCAP != "" {
 		f, err := os.OpenFile(cfg.PCAP, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
@@ -83,7 +90,7 @@ func New(cfg config.Config, log *slog.Logger) (*Network, error) {
 	addrs := []netip.Prefix{netip.PrefixFrom(cfg.Gateway, bits), netip.PrefixFrom(cfg.DNSAddress, bits)}
 	if !cfg.NoIPv6 {
 		addrs = append(addrs, netip.PrefixFrom(cfg.IPv6Gateway, 64), netip.PrefixFrom(cfg.IPv6DNS, 64),
-			netip.PrefixFrom(LinkLocal(n.gwMAC), 64))
+			netip.PrefixFrom(ra.LinkLocal(n.gwMAC), 64))
 	}
 	st, err := netstack.New(netstack.Options{
 		MTU:       cfg.MTU,
@@ -111,7 +118,7 @@ func New(cfg config.Config, log *slog.Logger) (*Network, error) {
 		rules.Subnets = append(rules.Subnets, cfg.IPv6Prefix)
 		rules.Gateways = append(rules.Gateways, cfg.IPv6Gateway)
 		rules.Services = append(rules.Services, cfg.IPv6DNS)
-		local = append(local, cfg.IPv6Gateway, cfg.IPv6DNS, LinkLocal(n.gwMAC))
+		local = append(local, cfg.IPv6Gateway, cfg.IPv6DNS, ra.LinkLocal(n.gwMAC))
 	}
 	fo := forwarder.Options{
 		Stack:              st,
@@ -135,12 +142,30 @@ func New(cfg config.Config, log *slog.Logger) (*Network, error) {
 		fo.OutboundAddr6 = cfg.OutboundAddr
 	}
 	n.fwd = forwarder.New(fo)
-	st.SetIntercept(n.fwd.InterceptICMP)
+	st.SetIntercept(n.intercept)
 	if n.svc, err = startServices(n); err != nil {
 		n.Close()
 		return nil, err
 	}
+	n.svc.dhcp.OnLease(func(l dhcp4.Lease) {
+		li := leaseInfo(l)
+		n.events.emit(Event{Type: EventLeaseGranted, Lease: &li})
+	})
+	if err := n.startPublish(); err != nil {
+		n.Close()
+		return nil, err
+	}
 	return n, nil
+}
+
+// intercept sees every valid inbound IP frame before the stack: router
+// messages go to the router, echo requests to the outside to the
+// forwarder. It runs on the link reader's goroutine.
+func (n *Network) intercept(buf []byte) bool {
+	if n.svc != nil && n.svc.router != nil && n.svc.router.intercept(buf[link.VnetHdrLen:]) {
+		return true
+	}
+	return n.fwd.InterceptICMP(buf)
 }
 
 // GatewayMAC is the gateway's Ethernet address: 52:55 followed by its IPv4
@@ -148,17 +173,6 @@ func New(cfg config.Config, log *slog.Logger) (*Network, error) {
 func GatewayMAC(gw netip.Addr) net.HardwareAddr {
 	b := gw.As4()
 	return net.HardwareAddr{0x52, 0x55, b[0], b[1], b[2], b[3]}
-}
-
-// LinkLocal is the IPv6 link-local address of a MAC (modified EUI-64): the
-// router's source address for router advertisements.
-func LinkLocal(mac net.HardwareAddr) netip.Addr {
-	var b [16]byte
-	b[0], b[1] = 0xfe, 0x80
-	b[8], b[9], b[10] = mac[0]^0x02, mac[1], mac[2]
-	b[11], b[12] = 0xff, 0xfe
-	b[13], b[14], b[15] = mac[3], mac[4], mac[5]
-	return netip.AddrFrom16(b)
 }
 
 // Config returns the network's completed configuration.
@@ -217,8 +231,21 @@ func (n *Network) Serve(l transport.Listener) error {
 	}
 }
 
-// onPort releases a departed guest's flows once it has not come back.
+// Started is when the network was created.
+func (n *Network) Started() time.Time { return n.started }
+
+// onPort reports links coming and going, and releases a departed guest's
+// flows once it has not come back.
 func (n *Network) onPort(p *vswitch.Port, up bool, macs []vswitch.MAC) {
+	typ := EventLinkDown
+	if up {
+		typ = EventLinkUp
+	}
+	n.events.emit(Event{Type: typ, Port: p.ID(), Link: p.Name()})
+	if up && n.svc != nil && n.svc.router != nil {
+		// A new guest need not wait for the next periodic advertisement.
+		n.svc.router.linkUp(n.svc.routerDone, &n.svc.wg)
+	}
 	if up || len(macs) == 0 {
 		return
 	}
@@ -281,6 +308,9 @@ func (n *Network) Close() error {
 	for _, p := range n.sw.Ports() {
 		n.sw.Remove(p)
 	}
+	if n.pub != nil {
+		n.pub.Close()
+	}
 	if n.svc != nil {
 		n.svc.close()
 	}
@@ -292,6 +322,7 @@ func (n *Network) Close() error {
 		"checksum-errors", ts.ChecksumErrors.Value(), "segments-received", n.st.Gvisor().Stats().TCP.ValidSegmentsReceived.Value())
 	n.st.Close()
 	n.closePCAP()
+	n.events.close()
 	return nil
 }
 

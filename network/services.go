@@ -9,7 +9,9 @@ import (
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/services/dhcp4"
+	"github.com/slipway-net/slipway/services/dhcp6"
 	"github.com/slipway-net/slipway/services/dns"
+	"github.com/slipway-net/slipway/services/ra"
 )
 
 // HostName is the DNS name under which guests find the host (its
@@ -23,11 +25,15 @@ const hostResolvConf = "/etc/resolv.conf"
 // services runs DHCP and DNS on the stack's addresses.
 type services struct {
 	dhcp   *dhcp4.Server
-	dns    *dns.Forwarder
-	search []string
-	cancel context.CancelFunc
-	closer []interface{ Close() error }
-	wg     sync.WaitGroup
+	dhcp6  *dhcp6.Server // nil with IPv6 off
+	router *router       // nil with IPv6 off
+	// routerDone ends the router's loop, started by the first link.
+	routerDone <-chan struct{}
+	dns        *dns.Forwarder
+	search     []string
+	cancel     context.CancelFunc
+	closer     []interface{ Close() error }
+	wg         sync.WaitGroup
 }
 
 func startServices(n *Network) (*services, error) {
@@ -97,6 +103,12 @@ func startServices(n *Network) (*services, error) {
 		return nil, fmt.Errorf("dns: %w", err)
 	}
 	s.closer = append(s.closer, dnsTCP)
+	if !cfg.NoIPv6 {
+		if err := s.startIPv6(ctx, n, search); err != nil {
+			s.close()
+			return nil, err
+		}
+	}
 	s.run(func() error { return dhcp.Serve(ctx, dhcpConn) }, n, "dhcp")
 	s.run(func() error { return fwd.ServeUDP(ctx, dnsUDP) }, n, "dns/udp")
 	s.run(func() error { return fwd.ServeTCP(ctx, dnsTCP) }, n, "dns/tcp")
@@ -118,6 +130,57 @@ func startServices(n *Network) (*services, error) {
 	}
 	n.log.Debug("services up", "dns-upstreams", upstreams, "search", search, "domain", domain)
 	return s, nil
+}
+
+// dhcp6Start is the first DHCPv6 address (::100 of the prefix), clear of
+// the gateway, DNS and SLAAC's EUI-64 addresses.
+const dhcp6Start = 0x100
+
+// startIPv6 starts the router advertiser and the DHCPv6 server.
+func (s *services) startIPv6(ctx context.Context, n *Network, search []string) error {
+	cfg := n.cfg
+	var mac [6]byte
+	copy(mac[:], n.gwMAC)
+	adv, err := ra.New(ra.Config{
+		Prefix:    cfg.IPv6Prefix,
+		MTU:       cfg.MTU,
+		RDNSS:     []netip.Addr{cfg.IPv6DNS},
+		DNSSL:     search,
+		RouterMAC: n.gwMAC,
+		// Addresses by SLAAC, and by DHCPv6 for guests that ask.
+		ManagedFlag: true,
+		OtherFlag:   true,
+	})
+	if err != nil {
+		return fmt.Errorf("router advertisements: %w", err)
+	}
+	s.router = newRouter(adv, mac, n.sw.FromStack)
+	start := cfg.IPv6Prefix.Addr().As16()
+	start[14], start[15] = dhcp6Start>>8, dhcp6Start&0xff
+	d6, err := dhcp6.New(dhcp6.Config{
+		ServerDUID: dhcp6.DUIDLL(n.gwMAC),
+		Prefix:     cfg.IPv6Prefix,
+		RangeStart: netip.AddrFrom16(start),
+		DNS:        []netip.Addr{cfg.IPv6DNS},
+		Search:     search,
+		MaxLeases:  cfg.Limits.DHCPMaxLeases,
+		Reserved:   []netip.Addr{cfg.IPv6Gateway, cfg.IPv6DNS},
+	}, n.log.With("service", "dhcp6"))
+	if err != nil {
+		return fmt.Errorf("dhcpv6: %w", err)
+	}
+	s.dhcp6 = d6
+	if err := n.st.JoinGroup(netip.MustParseAddr("ff02::1:2")); err != nil {
+		return fmt.Errorf("dhcpv6: %w", err)
+	}
+	conn, err := n.st.ListenUDP(netip.AddrPortFrom(netip.IPv6Unspecified(), 547))
+	if err != nil {
+		return fmt.Errorf("dhcpv6: %w", err)
+	}
+	s.closer = append(s.closer, conn)
+	s.run(func() error { return d6.Serve(ctx, conn) }, n, "dhcp6")
+	s.routerDone = ctx.Done()
+	return nil
 }
 
 // hostAddrs are the addresses HostName resolves to: the gateways.
@@ -159,6 +222,9 @@ func (n *Network) Leases() []dhcp4.Lease { return n.svc.dhcp.Leases() }
 
 // DHCP is the network's DHCP server (leases, statistics, events).
 func (n *Network) DHCP() *dhcp4.Server { return n.svc.dhcp }
+
+// DHCP6 is the network's DHCPv6 server; nil with IPv6 off.
+func (n *Network) DHCP6() *dhcp6.Server { return n.svc.dhcp6 }
 
 // DNS is the network's DNS forwarder (statistics).
 func (n *Network) DNS() *dns.Forwarder { return n.svc.dns }

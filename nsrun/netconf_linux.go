@@ -3,6 +3,8 @@ package nsrun
 import (
 	"fmt"
 	"net"
+	"os"
+	"time"
 
 	"github.com/vishvananda/netlink"
 )
@@ -34,6 +36,11 @@ func configure(spec Spec) error {
 	if err := netlink.AddrAdd(eth, addr); err != nil {
 		return fmt.Errorf("add address %s: %w", spec.Addr, err)
 	}
+	// slipway is the only other node on this link: duplicate address
+	// detection would only delay the SLAAC address by a second or two.
+	for _, f := range []string{"/proc/sys/net/ipv6/conf/" + spec.IfName + "/accept_dad", "/proc/sys/net/ipv6/conf/" + spec.IfName + "/router_solicitation_delay"} {
+		os.WriteFile(f, []byte("0"), 0o644)
+	}
 	if err := netlink.LinkSetUp(eth); err != nil {
 		return fmt.Errorf("bring %s up: %w", spec.IfName, err)
 	}
@@ -42,4 +49,51 @@ func configure(spec Spec) error {
 		return fmt.Errorf("default route via %s: %w", spec.Gateway, err)
 	}
 	return nil
+}
+
+// ipv6Wait bounds how long the command waits for its IPv6 address; a
+// network without IPv6 (or a slow answer) must not hold it up for long.
+const ipv6Wait = 3 * time.Second
+
+// waitForIPv6 waits until the interface has a global IPv6 address and a
+// default IPv6 route (from slipway's router advertisement), or until
+// timeout.
+func waitForIPv6(ifname string, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if hasIPv6(ifname) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func hasIPv6(ifname string) bool {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return false
+	}
+	addrs, err := netlink.AddrList(l, netlink.FAMILY_V6)
+	if err != nil {
+		return false
+	}
+	global := false
+	for _, a := range addrs {
+		if a.Scope == int(netlink.SCOPE_UNIVERSE) && a.Flags&0x40 == 0 { // not IFA_F_TENTATIVE
+			global = true
+		}
+	}
+	if !global {
+		return false
+	}
+	routes, err := netlink.RouteList(l, netlink.FAMILY_V6)
+	if err != nil {
+		return false
+	}
+	for _, r := range routes {
+		if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+			return true
+		}
+	}
+	return false
 }

@@ -40,6 +40,9 @@ type Spec struct {
 	Gateway6 netip.Addr   `json:"gateway6,omitempty"`
 	// ResolvConf is a file bind-mounted over /etc/resolv.conf inside.
 	ResolvConf string `json:"resolv_conf"`
+	// IPv6 makes the init wait (briefly) for the interface's SLAAC
+	// address before starting the command.
+	IPv6 bool `json:"ipv6"`
 }
 
 // Child is the command running in its namespaces.
@@ -195,6 +198,9 @@ func ChildMain() {
 		os.Exit(125) // slipway went away before the network was ready
 	}
 	ctl.Close()
+	if spec.IPv6 {
+		waitForIPv6(spec.IfName, ipv6Wait)
+	}
 	path, err := exec.LookPath(spec.Command[0])
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "slipway: %v\n", err)

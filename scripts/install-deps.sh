@@ -9,6 +9,7 @@ packages=(
 	iproute2 curl socat dnsutils util-linux     # namespace tests (ip, curl, socat, dig, setpriv)
 	iperf3 sockperf wrk tcpdump                 # benchmark and debugging
 	slirp4netns passt                           # peers for the benchmark
+	isc-dhcp-client ndisc6                      # real DHCPv6 and RA clients for the IPv6 tests
 )
 if [ "${1:-}" = "--list" ]; then
 	printf '%s\n' "${packages[@]}"

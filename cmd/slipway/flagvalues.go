@@ -73,3 +73,32 @@ func (v *dnsServersValue) Set(s string) error {
 	return nil
 }
 func (v *dnsServersValue) Type() string { return "addr[:port]" }
+
+// publishValue appends --publish rules; the first use replaces rules from
+// the config file.
+type publishValue struct {
+	p   *[]config.PublishRule
+	set bool
+}
+
+func (v *publishValue) String() string {
+	var out []string
+	for _, r := range *v.p {
+		out = append(out, r.String())
+	}
+	return strings.Join(out, ",")
+}
+
+func (v *publishValue) Set(s string) error {
+	r, err := config.ParsePublish(s)
+	if err != nil {
+		return err
+	}
+	if !v.set {
+		*v.p = nil
+		v.set = true
+	}
+	*v.p = append(*v.p, r)
+	return nil
+}
+func (v *publishValue) Type() string { return "rule" }

@@ -108,7 +108,7 @@ serves namespaces through a TAP device.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRunCmd(), newServeCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newServeCmd(), newCtlCmd(), newVersionCmd())
 	return root
 }
 
@@ -158,6 +158,9 @@ func (nf *netFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Hostname, "hostname", "", "host name given to DHCP clients (option 12)")
 	fs.StringVar(&c.Domain, "domain", "", "domain name given to DHCP clients (default: the host's)")
 	fs.StringSliceVar(&c.DNSSearch, "dns-search", nil, "DNS search domains given to DHCP clients, repeatable (default: the host's)")
+	fs.VarP(&publishValue{p: &c.Publish}, "publish", "p", "publish host ports into the guest: [HOSTIP:]HOSTPORT[-END]:[GUESTIP:]GUESTPORT[-END][/tcp|/udp], repeatable; HOSTIP defaults to 0.0.0.0 (all of the host's addresses), IPv6 in brackets ([::1]:8080:80); GUESTIP defaults to the first guest address (--dhcp-start)")
+	fs.StringVar(&c.PublishSource, "publish-source", config.PublishSourceClient, "address the guest sees connections to published ports come from: client (the real client's; loopback and IPv6 clients come from the gateway) or gateway")
+	fs.StringVar(&c.APISocket, "api-socket", "", "serve the control API (HTTP/JSON, slirp4netns and gvproxy compatible) on this unix socket, created mode 0600")
 	fs.StringVar(&c.PCAP, "pcap", "", "write every frame on the guest side to this pcap file")
 	fs.StringVar(&c.LogLevel, "log-level", config.DefaultLogLevel, "log level: debug, info, warn, error")
 	fs.IntVar(&nf.readyFD, "ready-fd", -1, `write "1" to this file descriptor once serving`)
@@ -169,6 +172,7 @@ func (nf *netFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&l.DNSMaxInFlight, "dns-max-inflight", config.DefaultDNSMaxInFlight, "maximum DNS queries being forwarded at once")
 	fs.IntVar(&l.DHCPMaxLeases, "dhcp-max-leases", config.DefaultDHCPMaxLeases, "maximum DHCP leases")
 	fs.IntVar(&l.MaxICMPFlows, "max-icmp-flows", config.DefaultMaxICMPFlows, "maximum concurrent ping sessions to the host")
+	fs.IntVar(&l.MaxPublishedPorts, "max-published-ports", config.DefaultMaxPublishedPorts, "maximum host ports published at once (a range counts each port)")
 }
 
 // resolve merges the config file under the flags the user set, completes

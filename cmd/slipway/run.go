@@ -62,6 +62,11 @@ func runInNamespace(cfg config.Config, command []string, readyFD int, log *slog.
 		return err
 	}
 	defer n.Close()
+	stopAPI, err := serveAPI(n, log)
+	if err != nil {
+		return err
+	}
+	defer stopAPI()
 	resolv, err := writeResolvConf(n)
 	if err != nil {
 		return err
@@ -76,6 +81,7 @@ func runInNamespace(cfg config.Config, command []string, readyFD int, log *slog.
 		Gateway:    cfg.Gateway,
 		MTU:        cfg.MTU,
 		ResolvConf: resolv,
+		IPv6:       !cfg.NoIPv6,
 	})
 	if err != nil {
 		return err
@@ -128,6 +134,9 @@ func writeResolvConf(n *network.Network) (string, error) {
 	defer f.Close()
 	var b strings.Builder
 	fmt.Fprintf(&b, "nameserver %s\n", n.Config().DNSAddress)
+	if !n.Config().NoIPv6 {
+		fmt.Fprintf(&b, "nameserver %s\n", n.Config().IPv6DNS)
+	}
 	if search := n.SearchDomains(); len(search) > 0 {
 		fmt.Fprintf(&b, "search %s\n", strings.Join(search, " "))
 	}

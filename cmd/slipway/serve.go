@@ -64,6 +64,12 @@ stream:unix:PATH and stream:tcp:HOST:PORT (QEMU -netdev stream, server=off).`,
 				return err
 			}
 			defer n.Close()
+			stopAPI, err := serveAPI(n, log)
+			if err != nil {
+				closeAll()
+				return err
+			}
+			defer stopAPI()
 			sigs := make(chan os.Signal, 1)
 			signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 			defer signal.Stop(sigs)

@@ -278,7 +278,7 @@ func writev(fd int, iov net.Buffers) (int, error) {
 		iov = iov[:1024]
 	}
 	for {
-		n, err := unix.Writev(fd, iov)
+		n, err := writevOnce(fd, iov)
 		if err != unix.EINTR {
 			return n, err
 		}

@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/slipway-net/slipway/test/testenv"
@@ -61,5 +64,61 @@ func TestServeQEMUGuest(t *testing.T) {
 	}
 	if n := strings.Count(srv.Output(), "link up"); n != 2 {
 		t.Errorf("server saw %d links come up, want 2", n)
+	}
+}
+
+var dhcp6cBin = sync.OnceValues(func() ([]byte, error) {
+	dir, err := os.MkdirTemp("", "slipway-dhcp6c-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "dhcp6c")
+	cmd := exec.Command("go", "build", "-o", bin, "./dhcp6c")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build dhcp6c: %v\n%s", err, out)
+	}
+	return os.ReadFile(bin)
+})
+
+// TestServeQEMUGuestIPv6: a QEMU guest configures itself by SLAAC from
+// slipway's router advertisements, leases a second address by DHCPv6,
+// reaches the host's ::1 through the IPv6 gateway and resolves a AAAA name.
+func TestServeQEMUGuestIPv6(t *testing.T) {
+	testenv.RequireTools(t, "qemu-system-x86_64")
+	guest := vmtest.Build(t)
+	dhcp6c, err := dhcp6cBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dns := testenv.Dnsmasq(t)
+	web, sum := testenv.HTTPFileOn(t, "[::1]:0", 5<<20)
+	sock := filepath.Join(t.TempDir(), "vm.sock")
+	testenv.Serve(t, "--listen", "stream:unix:"+sock, "--dns-upstream", dns.String())
+	res := vmtest.Run(t, guest, vmtest.Options{
+		Netdev: streamNIC(sock, "52:54:00:12:34:58"),
+		Files:  map[string][]byte{"/bin/dhcp6c": dhcp6c},
+		Script: strings.Join([]string{
+			`for i in $(seq 1 100); do ip -6 addr show dev eth0 | grep 'scope global' | grep -qv tentative && break; sleep 0.2; done`,
+			`echo "@slaac=$(ip -6 addr show dev eth0 | awk '/scope global/ {print $2}' | head -1)"`,
+			`echo "@route6=$(ip -6 route | awk '/^default/ {print $3}')"`,
+			`/bin/dhcp6c -i eth0 > /tmp/d6 && cat /tmp/d6`,
+			`ip -6 addr add "$(sed -n 's/^@dhcp6=//p' /tmp/d6)/128" dev eth0`,
+			`ping -6 -c1 -W5 fd00::2 >/dev/null && echo "@ping6=ok"`,
+			fmt.Sprintf(`echo "@sha6=$(wget -q -O - 'http://[fd00::2]:%d/blob' | sha256sum | cut -d' ' -f1)"`, web.Port()),
+			`echo "@aaaa=$(nslookup -type=aaaa x.v6.` + testenv.TestDomain + ` fd00::3 2>/dev/null | awk '/^Address/ && /2001/ {print $NF}')"`,
+		}, "\n"),
+	})
+	m := testenv.Markers(res.Console)
+	want := map[string]string{"slaac": "fd00::5054:ff:fe12:3458/64", "route6": "fe80::5055:aff:fe00:202", "dhcp6": "fd00::100",
+		"dhcp6dns": "fd00::3", "ping6": "ok", "sha6": sum, "aaaa": "2001:db8::55"}
+	for k, v := range want {
+		if m[k] != v {
+			t.Errorf("%s = %q, want %q", k, m[k], v)
+		}
+	}
+	if t.Failed() {
+		t.Logf("console:\n%s", res.Console)
 	}
 }

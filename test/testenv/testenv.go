@@ -182,11 +182,16 @@ func Dnsmasq(t testing.TB) netip.AddrPort {
 // HTTPFile serves size random bytes at /blob on the host's loopback and
 // returns the server's address and the blob's sha256.
 func HTTPFile(t testing.TB, size int) (netip.AddrPort, string) {
+	return HTTPFileOn(t, "127.0.0.1:0", size)
+}
+
+// HTTPFileOn is HTTPFile listening on addr (e.g. "[::1]:0").
+func HTTPFileOn(t testing.TB, addr string, size int) (netip.AddrPort, string) {
 	t.Helper()
 	blob := make([]byte, size)
 	rand.Read(blob)
 	sum := sha256.Sum256(blob)
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,9 +207,12 @@ func HTTPFile(t testing.TB, size int) (netip.AddrPort, string) {
 }
 
 // UDPEcho echoes datagrams on the host's loopback, prefixed with "echo:".
-func UDPEcho(t testing.TB) netip.AddrPort {
+func UDPEcho(t testing.TB) netip.AddrPort { return UDPEchoOn(t, "127.0.0.1:0") }
+
+// UDPEchoOn is UDPEcho listening on addr (e.g. "[::1]:0").
+func UDPEchoOn(t testing.TB, addr string) netip.AddrPort {
 	t.Helper()
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	c, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

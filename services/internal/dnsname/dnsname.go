@@ -31,3 +31,19 @@ func Check(name string) error {
 	}
 	return nil
 }
+
+// Encode writes names in DNS wire format (RFC 1035 section 3.1), one after
+// another and uncompressed, as DHCPv6's domain list (RFC 8415 section
+// 10) and the router advertisement's DNSSL (RFC 8106 section 5.2) want
+// them. Names must have passed Check.
+func Encode(names []string) []byte {
+	var out []byte
+	for _, name := range names {
+		for _, label := range strings.Split(strings.TrimSuffix(name, "."), ".") {
+			out = append(out, byte(len(label)))
+			out = append(out, label...)
+		}
+		out = append(out, 0)
+	}
+	return out
+}

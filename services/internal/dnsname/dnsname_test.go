@@ -18,3 +18,14 @@ func TestCheck(t *testing.T) {
 		}
 	}
 }
+
+func TestEncode(t *testing.T) {
+	got := Encode([]string{"example.org", "a.b.", "x"})
+	want := "\x07example\x03org\x00\x01a\x01b\x00\x01x\x00"
+	if string(got) != want {
+		t.Fatalf("Encode = %q, want %q", got, want)
+	}
+	if Encode(nil) != nil {
+		t.Fatal("Encode(nil) is not empty")
+	}
+}

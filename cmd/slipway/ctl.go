@@ -1,0 +1,297 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/control"
+	"github.com/slipway-net/slipway/network"
+	"github.com/slipway-net/slipway/publish"
+)
+
+// serveAPI starts the control API when --api-socket is set; stop closes
+// it (and removes the socket).
+func serveAPI(n *network.Network, log *slog.Logger) (stop func(), err error) {
+	path := n.Config().APISocket
+	if path == "" {
+		return func() {}, nil
+	}
+	srv, err := control.Listen(path, n, log)
+	if err != nil {
+		return nil, err
+	}
+	go srv.Serve()
+	log.Info("control API listening", "socket", path)
+	return func() { srv.Close() }, nil
+}
+
+// ctlTimeout bounds one API call of `slipway ctl`.
+const ctlTimeout = 30 * time.Second
+
+type ctlOptions struct {
+	socket string
+	output string
+}
+
+func (o *ctlOptions) client() (*control.Client, error) {
+	if o.socket == "" {
+		return nil, usageError{errors.New("--api-socket is required (the --api-socket of the running slipway)")}
+	}
+	switch o.output {
+	case "table", "json":
+	default:
+		return nil, usageError{fmt.Errorf("invalid value %q for --output: want table or json", o.output)}
+	}
+	return control.NewClient(o.socket), nil
+}
+
+// call runs one request and prints its answer as JSON or with table.
+func (o *ctlOptions) call(cmd *cobra.Command, method, path string, body, out any, table func(io.Writer)) error {
+	if err := o.do(cmd, method, path, body, out); err != nil {
+		return err
+	}
+	return o.print(cmd, out, table)
+}
+
+// do runs one request, decoding the answer into out.
+func (o *ctlOptions) do(cmd *cobra.Command, method, path string, body, out any) error {
+	c, err := o.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), ctlTimeout)
+	defer cancel()
+	return c.Do(ctx, method, path, body, out)
+}
+
+// print writes out as JSON or with table.
+func (o *ctlOptions) print(cmd *cobra.Command, out any, table func(io.Writer)) error {
+	w := cmd.OutOrStdout()
+	if o.output == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	table(tw)
+	return tw.Flush()
+}
+
+func newCtlCmd() *cobra.Command {
+	var o ctlOptions
+	cmd := &cobra.Command{
+		Use:   "ctl --api-socket PATH COMMAND",
+		Short: "Control a running slipway through its API socket",
+		Long: `ctl talks to the control API of a slipway started with --api-socket:
+published ports (forward add|ls|rm), DHCP leases, links, flows and
+statistics. Output is a table, or the API's JSON with -o json.`,
+		Example: `  slipway ctl --api-socket /run/slipway.sock forward add 8080:80 127.0.0.1:5353:53/udp
+  slipway ctl --api-socket /run/slipway.sock forward ls
+  slipway ctl --api-socket /run/slipway.sock forward rm 1
+  slipway ctl --api-socket /run/slipway.sock -o json flows`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	cmd.PersistentFlags().StringVar(&o.socket, "api-socket", "", "the control API socket of the running slipway")
+	cmd.PersistentFlags().StringVarP(&o.output, "output", "o", "table", "output format: table or json")
+
+	forward := &cobra.Command{Use: "forward", Short: "Published ports", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() }}
+	forward.AddCommand(&cobra.Command{
+		Use:   "add RULE...",
+		Short: "Publish host ports: [HOSTIP:]HOSTPORT[-END]:[GUESTIP:]GUESTPORT[-END][/tcp|/udp]",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var rules []config.PublishRule
+			for _, a := range args {
+				r, err := config.ParsePublish(a)
+				if err != nil {
+					return usageError{fmt.Errorf("invalid rule %q: %w", a, err)}
+				}
+				rules = append(rules, r)
+			}
+			added := []publish.Forward{}
+			var failed error
+			for _, r := range rules {
+				var fw publish.Forward
+				if err := o.do(cmd, http.MethodPost, "/v1/forwards", control.ForwardRequest{PublishRule: r}, &fw); err != nil {
+					// Rules before it stay published; say which.
+					failed = fmt.Errorf("%s: %w", r, err)
+					break
+				}
+				added = append(added, fw)
+			}
+			if len(added) > 0 {
+				if err := o.print(cmd, added, func(w io.Writer) { printForwards(w, added) }); err != nil {
+					return err
+				}
+			}
+			return failed
+		},
+	})
+	forward.AddCommand(&cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List published ports",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var fws []publish.Forward
+			return o.call(cmd, http.MethodGet, "/v1/forwards", nil, &fws, func(w io.Writer) { printForwards(w, fws) })
+		},
+	})
+	forward.AddCommand(&cobra.Command{
+		Use:     "rm ID...",
+		Aliases: []string{"remove"},
+		Short:   "Remove published ports by ID",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, a := range args {
+				if _, err := strconv.ParseUint(a, 10, 64); err != nil {
+					return usageError{fmt.Errorf("invalid forward id %q", a)}
+				}
+			}
+			for _, a := range args {
+				var fw publish.Forward
+				err := o.call(cmd, http.MethodDelete, "/v1/forwards/"+a, nil, &fw, func(w io.Writer) {
+					printForwards(w, []publish.Forward{fw})
+				})
+				if err != nil {
+					return err // it names the forward
+				}
+			}
+			return nil
+		},
+	})
+	cmd.AddCommand(forward)
+
+	cmd.AddCommand(&cobra.Command{
+		Use: "leases", Short: "List DHCP leases", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var ls []network.LeaseInfo
+			return o.call(cmd, http.MethodGet, "/v1/leases", nil, &ls, func(w io.Writer) {
+				fmt.Fprintln(w, "ADDRESS\tMAC\tHOSTNAME\tEXPIRES\tSTATIC")
+				for _, l := range ls {
+					exp := "never"
+					if !l.Static {
+						exp = l.Expires.Local().Format(time.DateTime)
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\n", l.Addr, l.MAC, dash(l.Hostname), exp, l.Static)
+				}
+			})
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use: "links", Short: "List guest links and their counters", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var ls []control.Link
+			return o.call(cmd, http.MethodGet, "/v1/links", nil, &ls, func(w io.Writer) {
+				fmt.Fprintln(w, "PORT\tLINK\tUP SINCE\tRX FRAMES\tRX BYTES\tTX FRAMES\tTX BYTES\tDROPS")
+				for _, l := range ls {
+					var drops uint64
+					for _, v := range l.Drops {
+						drops += v
+					}
+					fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\n", l.Port, l.Name, l.Since.Local().Format(time.DateTime),
+						l.RxFrames, l.RxBytes, l.TxFrames, l.TxBytes, drops)
+				}
+			})
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use: "flows", Short: "List flows between guests and the host", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var fs []control.Flow
+			return o.call(cmd, http.MethodGet, "/v1/flows", nil, &fs, func(w io.Writer) {
+				fmt.Fprintln(w, "ID\tPROTO\tDIRECTION\tGUEST\tREMOTE\tHOST\tSTATE\tTO HOST\tTO GUEST\tAGE")
+				for _, f := range fs {
+					dir := f.Direction
+					if f.Forward != 0 {
+						dir = fmt.Sprintf("%s(%d)", dir, f.Forward)
+					}
+					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", f.ID, f.Proto, dir, f.Guest, f.Remote, f.Host,
+						f.State, f.ToHostBytes, f.ToGuestBytes, time.Duration(f.AgeSeconds*float64(time.Second)).Round(time.Second))
+				}
+			})
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use: "stats", Short: "Show the network's statistics", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var st control.Stats
+			return o.call(cmd, http.MethodGet, "/v1/stats", nil, &st, func(w io.Writer) { printStats(w, st) })
+		},
+	})
+	return cmd
+}
+
+func printForwards(w io.Writer, fws []publish.Forward) {
+	fmt.Fprintln(w, "ID\tPROTO\tHOST\tGUEST\tCONNECTIONS")
+	for _, f := range fws {
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\n", f.ID, f.Proto, endpoints(f.HostAddr.String(), f.HostPort, f.HostPorts()),
+			endpoints(f.GuestAddr.String(), f.GuestPort, f.GuestPorts()), f.Connections)
+	}
+}
+
+// endpoints prints ADDR:PORT or ADDR:PORT-END, IPv6 in brackets.
+func endpoints(addr string, port uint16, n int) string {
+	if strings.Contains(addr, ":") {
+		addr = "[" + addr + "]"
+	}
+	s := addr + ":" + strconv.Itoa(int(port))
+	if n > 1 {
+		s += "-" + strconv.Itoa(int(port)+n-1)
+	}
+	return s
+}
+
+func printStats(w io.Writer, st control.Stats) {
+	row := func(k string, v any) { fmt.Fprintf(w, "%s\t%v\n", k, v) }
+	row("uptime", time.Duration(st.UptimeSeconds*float64(time.Second)).Round(time.Second))
+	row("links", st.Links)
+	row("flows", fmt.Sprintf("%d (tcp %d, udp %d, published %d) of at most %d", st.Flows.Total, st.Flows.TCP, st.Flows.UDP, st.Flows.Published, st.Flows.Max))
+	row("flows refused, table full", st.Flows.RefusedFull)
+	row("outbound connects failed", st.Forwarder.ConnectFailed)
+	for _, k := range sortedKeys(st.Forwarder.Refused) {
+		row("outbound refused: "+k, st.Forwarder.Refused[k])
+	}
+	row("published", fmt.Sprintf("%d rules, %d ports", st.Publish.Forwards, st.Publish.Ports))
+	row("published: refused, table full", st.Publish.Refused)
+	row("published: guest did not accept", st.Publish.ConnectFailed)
+	row("dhcp leases", st.DHCP.Leases)
+	row("dhcp messages", fmt.Sprintf("%d received, %d replied", st.DHCP.Received, st.DHCP.Replied))
+	row("dns queries", fmt.Sprintf("%d (%d local, %d forwarded, %d servfail)", st.DNS.Queries, st.DNS.Local, st.DNS.Forwarded, st.DNS.ServFail))
+	for _, k := range sortedKeys(st.StackDrops) {
+		if st.StackDrops[k] > 0 {
+			row("stack drops: "+k, st.StackDrops[k])
+		}
+	}
+}
+
+func sortedKeys(m map[string]uint64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

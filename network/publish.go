@@ -1,0 +1,59 @@
+package network
+
+import (
+	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/publish"
+)
+
+// startPublish creates the publisher and publishes the configured rules;
+// the first port that cannot be bound fails the start, naming its rule.
+func (n *Network) startPublish() error {
+	cfg := n.cfg
+	n.pub = publish.New(publish.Options{
+		Stack:              n.st,
+		Flows:              n.fwd.Flows(),
+		KeepSource:         cfg.PublishSource != config.PublishSourceGateway,
+		Gateway:            cfg.Gateway,
+		Subnet:             cfg.CIDR,
+		Gateway6:           cfg.IPv6Gateway,
+		Subnet6:            cfg.IPv6Prefix,
+		MaxPorts:           cfg.Limits.MaxPublishedPorts,
+		MaxPendingConnects: cfg.Limits.MaxPendingConnects,
+		ConnectTimeout:     cfg.Limits.ConnectTimeout,
+		UDPIdleTimeout:     cfg.Limits.UDPIdleTimeout,
+		OnChange: func(f publish.Forward, added bool) {
+			typ := EventForwardRemoved
+			if added {
+				typ = EventForwardAdded
+			}
+			n.events.emit(Event{Type: typ, Forward: &f})
+		},
+		Logger: n.log.With("service", "publish"),
+	})
+	for _, r := range cfg.Publish {
+		if _, err := n.Publish(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Publish publishes host ports into a guest at run time. The rule is
+// completed and validated as --publish is; a port already published or
+// that cannot be bound is an error, and nothing changes.
+func (n *Network) Publish(r config.PublishRule) (publish.Forward, error) {
+	rr, err := n.cfg.Resolve(r)
+	if err != nil {
+		return publish.Forward{}, err
+	}
+	return n.pub.Add(rr)
+}
+
+// Unpublish removes forward id, closing its ports and their connections.
+func (n *Network) Unpublish(id uint64) (publish.Forward, error) { return n.pub.Remove(id) }
+
+// Forwards lists the published ports.
+func (n *Network) Forwards() []publish.Forward { return n.pub.List() }
+
+// Publisher is the network's published-port service (statistics).
+func (n *Network) Publisher() *publish.Publisher { return n.pub }
