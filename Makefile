@@ -29,5 +29,19 @@ FUZZTIME ?= 30s
 fuzz:
 	scripts/fuzz.sh $(FUZZTIME)
 
+# The benchmark (bench/README.md): slipway against slirp4netns, pasta, a
+# veth pair, passt and QEMU's -netdev user, interleaved over ROUNDS rounds,
+# plus the many-flows scale runs. Root. About 15-20 minutes by default;
+# ONLY=ns|vm|scale (comma list), BACKENDS=slipway,veth,... and BENCHFLAGS
+# (any flag of `go run ./bench -h`) narrow it. Writes bench/results/latest.*.
+ROUNDS ?=
+ONLY ?=
+BACKENDS ?=
+BENCHFLAGS ?=
+bench: deps
+	$(GO) run ./bench $(if $(ROUNDS),-rounds $(ROUNDS)) $(if $(ONLY),-only $(ONLY)) \
+		$(if $(BACKENDS),-backends $(BACKENDS)) $(BENCHFLAGS) \
+		-command "make bench$(if $(ROUNDS), ROUNDS=$(ROUNDS))$(if $(ONLY), ONLY=$(ONLY))$(if $(BACKENDS), BACKENDS=$(BACKENDS))$(if $(BENCHFLAGS), BENCHFLAGS='$(BENCHFLAGS)')"
+
 clean:
 	rm -rf bin

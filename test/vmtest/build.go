@@ -67,11 +67,23 @@ func Build(t testing.TB) Guest {
 	if testing.Short() {
 		t.Skip("skipping real-QEMU guest test in -short mode")
 	}
-	out, err := buildResult()
+	g, err := BuildGuest()
 	if err != nil {
 		t.Fatalf("building the test guest: %v", err)
 	}
-	return out.guest
+	return g
+}
+
+// BuildGuest is Build for programs that are not tests (the benchmark):
+// it returns the guest, building it on first use in this process, or an
+// error carrying build.sh's output. build.sh is found from the working
+// directory, which must be inside the module.
+func BuildGuest() (Guest, error) {
+	out, err := buildResult()
+	if err != nil {
+		return Guest{}, err
+	}
+	return out.guest, nil
 }
 
 // buildScript finds test/guest/build.sh from the module root, which is an

@@ -117,16 +117,33 @@ type VM struct {
 // test ends.
 func Start(t testing.TB, g Guest, o Options) *VM {
 	t.Helper()
+	v, err := Boot(g, o, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		v.Kill()
+		if t.Failed() && !v.reportedConsole() {
+			t.Logf("guest console:\n%s\nqemu stderr:\n%s", v.Console(), v.qemuStderr())
+		}
+	})
+	return v
+}
+
+// Boot is Start for programs that are not tests (the benchmark): it boots
+// a guest, keeping the run's initramfs in dir, and returns while it runs.
+// The caller must Kill (or Wait for) the VM.
+func Boot(g Guest, o Options, dir string) (*VM, error) {
 	qemu := os.Getenv("SLIPWAY_QEMU")
 	if qemu == "" {
 		qemu = "qemu-system-x86_64"
 	}
 	if _, err := exec.LookPath(qemu); err != nil {
-		t.Fatalf("QEMU not found (apt-get install qemu-system-x86): %v", err)
+		return nil, fmt.Errorf("QEMU not found (apt-get install qemu-system-x86): %w", err)
 	}
-	initrd, err := runInitrd(t.TempDir(), g.Initrd, o)
+	initrd, err := runInitrd(dir, g.Initrd, o)
 	if err != nil {
-		t.Fatalf("preparing the guest's initramfs: %v", err)
+		return nil, fmt.Errorf("preparing the guest's initramfs: %w", err)
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = defaultTimeout
@@ -146,16 +163,10 @@ func Start(t testing.TB, g Guest, o Options) *VM {
 	v.started = time.Now()
 	v.deadline = v.started.Add(o.Timeout)
 	if err := v.cmd.Start(); err != nil {
-		t.Fatalf("starting QEMU: %v", err)
+		return nil, fmt.Errorf("starting QEMU: %w", err)
 	}
 	go v.reap()
-	t.Cleanup(func() {
-		v.Kill()
-		if t.Failed() && !v.reportedConsole() {
-			t.Logf("guest console:\n%s\nqemu stderr:\n%s", v.Console(), v.qemuStderr())
-		}
-	})
-	return v
+	return v, nil
 }
 
 // Run boots a guest, waits for it to finish and returns its result. It
