@@ -187,3 +187,37 @@ func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
 }
+
+// TestReconnectFromSamePort: after the host's server closed a connection
+// first (the stack then holds TIME-WAIT), the guest connecting again from
+// the same port must get through; guests reuse ports within seconds under
+// load, and a long TIME-WAIT stalled their connects until it ended.
+func TestReconnectFromSamePort(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "socat")
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("hello\n"))
+			c.Close() // the server closes first
+		}
+	}()
+	port := l.Addr().(*net.TCPAddr).Port
+	res := runNS(t, nil, script(
+		fmt.Sprintf(`for i in 1 2 3 4 5; do echo "@try$i=$(timeout 4 socat -T 5 - TCP4:10.0.2.2:%d,sourceport=40123,reuseaddr </dev/null)"; done`, port),
+	))
+	m := testenv.Markers(res.Output)
+	for i := 1; i <= 5; i++ {
+		if k := fmt.Sprintf("try%d", i); m[k] != "hello" {
+			t.Fatalf("%s = %q, want hello (a connect from a reused port stalled)\n%s", k, m[k], res.Output)
+		}
+	}
+}
