@@ -10,10 +10,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -46,18 +44,36 @@ type Link struct {
 	// ends holds, for the batch being sent, the byte offset at which each
 	// frame (prefix included) ends.
 	ends []int
-	// congested is set while the peer is not reading (a drain goroutine
-	// runs); pending is the unsent end of a frame it stopped reading in
-	// the middle of.
-	congested bool
-	pending   []byte
+	// queue holds copies of frames (prefix included) the socket did not
+	// take yet, queued bytes in total, in order; draining is set while a
+	// drain goroutine writes them.
+	queue    []*[]byte
+	queued   int
+	draining bool
 
 	counters link.Counters
 }
 
 // New wraps a connected stream socket. desc names it in logs.
 func New(conn net.Conn, desc string) *Link {
-	return &Link{conn: conn, desc: desc, r: bufio.NewReaderSize(conn, readBufSize)}
+	l := &Link{conn: conn, desc: desc, r: bufio.NewReaderSize(conn, readBufSize)}
+	l.growSendBuffer()
+	return l
+}
+
+// sendBuffer is the socket send buffer asked for: room for dozens of 64 KiB
+// frames, so a guest that reads in bursts (a TCG guest does) does not
+// overflow it; the kernel caps it at net.core.wmem_max.
+const sendBuffer = 4 << 20
+
+func (l *Link) growSendBuffer() {
+	rc, err := l.rawConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, sendBuffer)
+	})
 }
 
 // Read returns the next frames: it blocks for the first and takes more only
@@ -134,119 +150,113 @@ func (l *Link) Write(frames [][]byte) (int, error) {
 	return sent, nil
 }
 
-// backpressure is how long a write waits for a peer whose socket is full
-// before dropping: long enough to ride out a busy guest, short enough that
-// a paused VM never holds the stack up for long.
-const backpressure = 50 * time.Millisecond
+// queueLimit bounds the bytes waiting in a link's transmit queue. When the
+// peer's socket is full (a busy TCG guest reads in bursts; stock Linux
+// gives a unix socket ~208 KiB, three large frames), frames wait here
+// instead of being dropped: drops would turn a guest's burstiness into TCP
+// loss. Past the limit (a paused VM) frames are dropped, as a full NIC
+// queue drops them, and the stack's goroutines are never held up.
+const queueLimit = 4 << 20
 
-// send writes a batch without blocking for long on a peer that is not
-// reading (a paused VM). It waits up to backpressure for the socket to take
-// anything; if it takes nothing, the batch is dropped as a full NIC ring
-// drops (link.ErrQueueFull) and the link counts as congested: later writes
-// drop at once until the peer reads again. If the socket takes part of a
-// frame, the rest must follow or the stream loses its framing: it is kept
-// and written by the drain goroutine once the socket is writable. l.wmu is
-// held. It returns how many frames went (or will go) out whole.
+var frameCopies = sync.Pool{New: func() any { b := make([]byte, 0, 4+MaxFrame); return &b }}
+
+// send writes a batch (frames laid out as prefix+pieces, ending at l.ends)
+// without ever blocking. While nothing is queued it writes directly from
+// the caller's slices, no copy; whatever the socket does not take (the rest
+// of a frame it took in part, and the frames after it) is copied into the
+// queue for the drain goroutine. l.wmu is held. It returns how many frames
+// went out or were queued.
 func (l *Link) send(iov net.Buffers) (int, error) {
-	if l.congested {
-		return 0, link.ErrQueueFull
-	}
-	rc, err := l.rawConn()
-	if err != nil {
-		return 0, l.blockingSend(iov)
-	}
-	var n int
-	var werr error
-	l.conn.SetWriteDeadline(time.Now().Add(backpressure))
-	err = rc.Write(func(fd uintptr) bool {
-		n, werr = writev(int(fd), iov)
-		return !(werr == unix.EAGAIN && n <= 0) // nothing taken: wait
-	})
-	l.conn.SetWriteDeadline(time.Time{})
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		l.congested = true
-		go l.drain(rc)
-		return 0, link.ErrQueueFull
-	}
-	if err != nil {
-		return 0, fmt.Errorf("stream: write: %w", err)
-	}
-	if werr != nil && werr != unix.EAGAIN {
-		return 0, fmt.Errorf("stream: write: %w", werr)
-	}
-	n = max(n, 0)
-	// Find the frame the write stopped in. At a frame boundary nothing
-	// needs finishing: the remaining frames are just dropped.
-	end, whole := 0, 0
-	for _, e := range l.ends {
-		if e > n {
-			end = e
-			break
+	n := 0
+	// While the drain goroutine runs, everything goes through the queue,
+	// or frames would overtake (or interleave with) queued ones.
+	if !l.draining {
+		rc, err := l.rawConn()
+		if err != nil {
+			return 0, l.blockingSend(iov)
 		}
+		var werr error
+		if err := rc.Write(func(fd uintptr) bool {
+			n, werr = writev(int(fd), iov)
+			return true
+		}); err != nil {
+			return 0, fmt.Errorf("stream: write: %w", err)
+		}
+		if werr != nil && werr != unix.EAGAIN {
+			return 0, fmt.Errorf("stream: write: %w", werr)
+		}
+		n = max(n, 0)
+	}
+	// Queue what is left, frame by frame, from byte n on.
+	rest := consume(iov, n)
+	whole, start := 0, 0
+	for _, end := range l.ends {
+		if end <= n {
+			whole++
+			start = end
+			continue
+		}
+		from := max(start, n) // a frame the socket took in part resumes mid-frame
+		size := end - from
+		if l.queued+size > queueLimit && from == start {
+			break // no room; a started frame must be finished, though
+		}
+		bp := frameCopies.Get().(*[]byte)
+		buf := (*bp)[:0]
+		for len(buf) < size {
+			take := min(len(rest[0]), size-len(buf))
+			buf = append(buf, rest[0][:take]...)
+			rest = consume(rest, take)
+		}
+		*bp = buf
+		l.queue = append(l.queue, bp)
+		l.queued += size
 		whole++
+		start = end
 	}
-	if end == 0 {
-		return whole, nil
+	if len(l.queue) > 0 && !l.draining {
+		l.draining = true
+		go l.drain()
 	}
-	start := 0
-	if whole > 0 {
-		start = l.ends[whole-1]
-	}
-	if n == start {
+	if whole < len(l.ends) {
 		return whole, link.ErrQueueFull
 	}
-	// Keep what is left of that frame; the frames after it are dropped.
-	tail := make([]byte, 0, end-n)
-	for _, b := range consume(iov, n) {
-		if len(tail)+len(b) >= end-n {
-			tail = append(tail, b[:end-n-len(tail)]...)
-			break
-		}
-		tail = append(tail, b...)
-	}
-	l.pending = tail
-	l.congested = true
-	go l.drain(rc)
-	if whole+1 < len(l.ends) {
-		return whole + 1, link.ErrQueueFull
-	}
-	return whole + 1, nil
+	return whole, nil
 }
 
-// drain waits until the peer reads again, writes the kept end of a frame
-// if there is one, and ends the congestion. It ends early when the
-// connection closes.
-func (l *Link) drain(rc syscall.RawConn) {
-	rc.Write(func(fd uintptr) bool {
+// drain writes the queued frames, blocking on the socket as long as the
+// peer needs, until the queue is empty or the connection fails.
+func (l *Link) drain() {
+	for {
 		l.wmu.Lock()
-		defer l.wmu.Unlock()
-		for len(l.pending) > 0 {
-			n, err := unix.Write(int(fd), l.pending)
-			switch {
-			case err == unix.EINTR:
-				continue
-			case err == unix.EAGAIN:
-				return false // wait until writable
-			case err != nil:
-				l.pending = nil
-				return true
+		batch := l.queue
+		l.queue = nil
+		if len(batch) == 0 {
+			l.draining = false
+			l.wmu.Unlock()
+			return
+		}
+		l.wmu.Unlock()
+		iov := make(net.Buffers, len(batch))
+		for i, bp := range batch {
+			iov[i] = *bp
+		}
+		_, err := iov.WriteTo(l.conn)
+		l.wmu.Lock()
+		for _, bp := range batch {
+			l.queued -= len(*bp)
+			frameCopies.Put(bp)
+		}
+		if err != nil {
+			for _, bp := range l.queue {
+				frameCopies.Put(bp)
 			}
-			l.pending = l.pending[n:]
+			l.queue, l.queued, l.draining = nil, 0, false
+			l.wmu.Unlock()
+			return
 		}
-		l.pending = nil
-		if !writable(int(fd)) {
-			return false
-		}
-		l.congested = false
-		return true
-	})
-}
-
-// writable polls the socket for room without waiting.
-func writable(fd int) bool {
-	p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-	n, err := unix.Poll(p, 0)
-	return err == nil && n == 1 && p[0].Revents&unix.POLLOUT != 0
+		l.wmu.Unlock()
+	}
 }
 
 func (l *Link) blockingSend(iov net.Buffers) error {

@@ -198,7 +198,8 @@ func TestWriteNeverBlocksOnAPeerThatStopsReading(t *testing.T) {
 	var full int
 	go func() {
 		defer close(done)
-		for i := 0; i < 200; i++ {
+		// More than the socket buffer and the transmit queue hold.
+		for i := 0; i < 600; i++ {
 			if _, err := l.Write([][]byte{frame}); errors.Is(err, link.ErrQueueFull) {
 				full++
 			} else if err != nil {
@@ -223,13 +224,14 @@ func TestPausedPeerResumesWithIntactFraming(t *testing.T) {
 	a, b := socketPair(t)
 	l := New(a, "test")
 	sent := 0
-	for i := 0; i < 100; i++ {
-		if _, err := l.Write([][]byte{withHdr(ethFrame(40000+i, byte(i)))}); err == nil {
+	const frames = 800 // 32 MB: more than the socket buffer and the queue
+	for i := 0; i < frames; i++ {
+		if _, err := l.Write([][]byte{withHdr(ethFrame(40000+i%250, byte(i%250)))}); err == nil {
 			sent++
 		}
 	}
-	if sent == 100 {
-		t.Fatal("the socket took 4 MB with nobody reading: the test proves nothing")
+	if sent == frames {
+		t.Fatal("the socket and queue took 32 MB with nobody reading: the test proves nothing")
 	}
 	// The peer resumes: read frames and check each is intact.
 	reader := New(b, "peer")
@@ -257,7 +259,7 @@ func TestPausedPeerResumesWithIntactFraming(t *testing.T) {
 				}
 				return
 			}
-			if sizes[i] < 40000 || f[20] != byte(sizes[i]-40000) {
+			if sizes[i] < 40000 || sizes[i] >= 40250 || f[20] != byte(sizes[i]-40000) {
 				t.Fatalf("frame %d is corrupt (size %d)", got, sizes[i])
 			}
 			got++
