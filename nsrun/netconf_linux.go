@@ -29,6 +29,12 @@ func configure(spec Spec) error {
 	if err := netlink.LinkSetHardwareAddr(eth, mac); err != nil {
 		return fmt.Errorf("set %s MAC: %w", spec.IfName, err)
 	}
+	// The kernel queues frames for slipway here while its reader is busy;
+	// 1000 (the default) overflowed under thousands of flows and the
+	// drops came back as retransmission timeouts.
+	if err := netlink.LinkSetTxQLen(eth, tapQueueLen); err != nil {
+		return fmt.Errorf("set %s queue length: %w", spec.IfName, err)
+	}
 	if err := netlink.LinkSetMTU(eth, spec.MTU); err != nil {
 		return fmt.Errorf("set %s MTU %d: %w", spec.IfName, spec.MTU, err)
 	}
@@ -50,6 +56,9 @@ func configure(spec Spec) error {
 	}
 	return nil
 }
+
+// tapQueueLen is the TAP's transmit queue length (frames towards slipway).
+const tapQueueLen = 10000
 
 // ipv6Wait bounds how long the command waits for its IPv6 address; a
 // network without IPv6 (or a slow answer) must not hold it up for long.

@@ -82,8 +82,10 @@ type Port struct {
 	write  func(frames [][]byte)
 	nmacs  int // learned addresses; guarded by sw.mu
 	closed atomic.Bool
-	Stats  PortStats
-	Since  time.Time
+	// errLogged keeps a failing link from logging every frame.
+	errLogged atomic.Bool
+	Stats     PortStats
+	Since     time.Time
 }
 
 // ID is the port's number, unique within its switch.
@@ -396,7 +398,11 @@ func (p *Port) countTxError(frames int, err error) {
 		return
 	}
 	p.Stats.DropTxError.Add(uint64(frames))
-	p.sw.log.Debug("link write failed", "port", p.id, "err", err)
+	// Once the link is closed every write fails the same way: say so
+	// once, not per frame.
+	if !p.closed.Load() && p.errLogged.CompareAndSwap(false, true) {
+		p.sw.log.Debug("link write failed", "port", p.id, "err", err)
+	}
 }
 
 // FromStack switches frames the stack sends. Safe for concurrent use.
