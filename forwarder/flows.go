@@ -64,6 +64,26 @@ type Table struct {
 	flows  map[uint64]*Flow
 	// Refused counts flows refused because the table was full.
 	Refused atomic.Uint64
+
+	pollOnce sync.Once
+	poll     *poller
+	pollErr  error
+}
+
+// poller returns the table's poller, which wakes idle flows' pumps when
+// their host socket has data; it starts with the first flow that needs it.
+func (t *Table) poller() (*poller, error) {
+	t.pollOnce.Do(func() { t.poll, t.pollErr = newPoller() })
+	return t.poll, t.pollErr
+}
+
+// Close ends every flow and the table's poller.
+func (t *Table) Close() {
+	t.CloseWhere(func(*Flow) bool { return true })
+	t.pollOnce.Do(func() {}) // no poller from now on
+	if t.poll != nil {
+		t.poll.close()
+	}
 }
 
 // NewTable returns a table allowing up to max flows.

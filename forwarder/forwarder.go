@@ -121,7 +121,7 @@ func (f *Forwarder) localAddr(dst netip.Addr) netip.Addr {
 // Close ends every flow.
 func (f *Forwarder) Close() {
 	f.cancel()
-	f.flows.CloseWhere(func(*Flow) bool { return true })
+	f.flows.Close()
 	f.icmp.close()
 }
 

@@ -85,14 +85,30 @@ func (f *Forwarder) handleTCP(r *tcp.ForwarderRequest) {
 }
 
 // tcpPump moves bytes both ways between a stack endpoint and a host socket.
+// An idle flow has no goroutine: the stack's waiter queue calls kickGuest
+// when the guest sent something, the flow table's poller calls kickHost when
+// the host did, and each starts a drain goroutine for its direction that
+// runs only until there is nothing left to move.
 type tcpPump struct {
 	flow *Flow
 	ep   tcpip.Endpoint
 	wq   *waiter.Queue
 	host *net.TCPConn
 	rc   syscall.RawConn
+	fd   int
+	poll *poller
 	done chan struct{}
-	left atomic.Int32 // directions still running
+
+	guestEntry    waiter.Entry // readable: kicks the guest-to-host drain
+	writableEntry waiter.Entry // writable: wakes a host-to-guest drain waiting for room
+	writable      chan struct{}
+
+	// guestBusy and hostBusy are set while a drain goroutine runs for
+	// that direction, and stay set once the direction is finished.
+	guestBusy, hostBusy atomic.Bool
+	left                atomic.Int32 // directions still running
+	w                   hostWriter   // the guest-to-host drain's
+	src                 sockPayload  // the host-to-guest drain's
 }
 
 // StartTCPPump carries a connected stack endpoint and a host socket both
@@ -109,25 +125,41 @@ func StartTCPPump(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, host *net.TCP
 	ep.SetSockOptInt(tcpip.KeepaliveCountOption, keepaliveCount)
 	ep.SocketOptions().SetDelayOption(false)
 	rc, err := host.SyscallConn()
-	if err != nil {
+	poll, perr := flow.table.poller()
+	if err != nil || perr != nil {
 		ep.Abort()
 		host.Close()
 		flow.Close()
 		return
 	}
-	p := &tcpPump{flow: flow, ep: ep, wq: wq, host: host, rc: rc, done: make(chan struct{})}
+	fd := -1
+	rc.Control(func(f uintptr) { fd = int(f) })
+	p := &tcpPump{flow: flow, ep: ep, wq: wq, host: host, rc: rc, fd: fd, poll: poll, done: make(chan struct{})}
+	p.w = hostWriter{rc: rc, host: host}
+	p.src = sockPayload{rc: rc}
+	p.guestEntry = waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr, func(waiter.EventMask) { p.kickGuest() })
+	p.writableEntry, p.writable = waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
 	var once sync.Once
 	flow.closeFn = func() {
 		once.Do(func() {
 			close(p.done)
+			p.wq.EventUnregister(&p.guestEntry)
+			p.wq.EventUnregister(&p.writableEntry)
+			p.poll.forget(p.fd) // before the descriptor can be reused
 			p.ep.Close()
 			p.host.Close()
 		})
 	}
 	flow.setState("established")
 	p.left.Store(2)
-	go p.guestToHost()
-	go p.hostToGuest()
+	p.wq.EventRegister(&p.writableEntry)
+	p.wq.EventRegister(&p.guestEntry)
+	if err := poll.watch(rc, fd, p.kickHost); err != nil {
+		p.abort(false)
+		return
+	}
+	// Data may have arrived before the entries were registered.
+	p.kickGuest()
 }
 
 func (p *tcpPump) finish() {
@@ -146,36 +178,50 @@ func (p *tcpPump) abort(resetHost bool) {
 	p.flow.Close()
 }
 
-// guestToHost reads what the guest sent straight out of the stack's buffers
-// into the host socket.
-func (p *tcpPump) guestToHost() {
-	defer p.finish()
-	entry, ready := waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr)
-	p.wq.EventRegister(&entry)
-	defer p.wq.EventUnregister(&entry)
-	w := hostWriter{rc: p.rc, host: p.host}
+// kickGuest starts the guest-to-host drain unless it runs already. It is
+// called by the stack's notifier and must not block.
+func (p *tcpPump) kickGuest() {
+	if p.guestBusy.CompareAndSwap(false, true) {
+		go p.drainGuest()
+	}
+}
+
+// kickHost starts the host-to-guest drain unless it runs already. It is
+// called by the poller and must not block.
+func (p *tcpPump) kickHost() {
+	if p.hostBusy.CompareAndSwap(false, true) {
+		go p.drainHost()
+	}
+}
+
+// drainGuest reads what the guest sent straight out of the stack's buffers
+// into the host socket, until there is no more.
+func (p *tcpPump) drainGuest() {
 	for {
-		lw := tcpip.LimitedWriter{W: &w, N: pendBufSize}
+		lw := tcpip.LimitedWriter{W: &p.w, N: pendBufSize}
 		res, terr := p.ep.Read(&lw, tcpip.ReadOptions{})
-		if err := w.flush(); err != nil {
+		if err := p.w.flush(); err != nil {
 			p.abort(false)
 			return
 		}
 		switch terr.(type) {
 		case nil:
 			p.flow.ToHost.Add(uint64(res.Count))
-			continue
 		case *tcpip.ErrWouldBlock:
-			select {
-			case <-ready:
-				continue
-			case <-p.done:
+			p.guestBusy.Store(false)
+			// A kick that came while this drain ran was dropped: look
+			// again, and go on if there is something and no one else
+			// has taken over.
+			if p.ep.Readiness(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr) == 0 ||
+				!p.guestBusy.CompareAndSwap(false, true) {
 				return
 			}
 		case *tcpip.ErrClosedForReceive:
-			// The guest sent FIN: pass the half-close on.
+			// The guest sent FIN: pass the half-close on. guestBusy
+			// stays set: this direction is over.
 			p.flow.setState("guest closed")
 			p.host.CloseWrite()
+			p.finish()
 			return
 		default:
 			// Reset or timed out (keepalive): the guest is gone.
@@ -185,40 +231,49 @@ func (p *tcpPump) guestToHost() {
 	}
 }
 
-// hostToGuest lets the stack read the host socket directly into its own
-// send buffer, sized by how much the socket holds (FIONREAD), so there is
-// no intermediate copy and no buffer held while the flow is idle.
-func (p *tcpPump) hostToGuest() {
-	defer p.finish()
-	entry, writable := waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
-	p.wq.EventRegister(&entry)
-	defer p.wq.EventUnregister(&entry)
-	src := sockPayload{rc: p.rc}
+// drainHost lets the stack read the host socket directly into its own send
+// buffer, sized by how much the socket holds (FIONREAD), so there is no
+// intermediate copy and no buffer held while the flow is idle; then it
+// re-arms the poller and ends.
+func (p *tcpPump) drainHost() {
 	for {
-		avail, eof, err := waitReadable(p.rc)
-		if err != nil {
+		avail, eof, empty, err := readableNow(p.rc)
+		switch {
+		case err != nil:
 			p.abort(false)
 			return
-		}
-		if eof {
+		case eof:
+			// hostBusy stays set: this direction is over.
 			p.flow.setState("host closed")
+			p.poll.forget(p.fd)
 			p.ep.Shutdown(tcpip.ShutdownWrite)
+			p.finish()
+			return
+		case empty:
+			p.hostBusy.Store(false)
+			if p.poll.rearm(p.fd) != nil {
+				select {
+				case <-p.done: // closed meanwhile
+				default:
+					p.abort(false)
+				}
+			}
 			return
 		}
-		src.avail = avail
-		for src.avail > 0 {
-			n, terr := p.ep.Write(&src, tcpip.WriteOptions{})
-			if src.err != nil {
+		p.src.avail = avail
+		for p.src.avail > 0 {
+			n, terr := p.ep.Write(&p.src, tcpip.WriteOptions{})
+			if p.src.err != nil {
 				p.abort(false)
 				return
 			}
 			switch terr.(type) {
 			case nil:
-				src.avail -= int(n)
+				p.src.avail -= int(n)
 				p.flow.ToGuest.Add(uint64(n))
 			case *tcpip.ErrWouldBlock:
 				select {
-				case <-writable:
+				case <-p.writable:
 				case <-p.done:
 					return
 				}
@@ -230,9 +285,9 @@ func (p *tcpPump) hostToGuest() {
 	}
 }
 
-// waitReadable blocks until the socket has data or end-of-file. It holds no
-// buffer while it waits.
-func waitReadable(rc syscall.RawConn) (avail int, eof bool, err error) {
+// readableNow says, without waiting, how much the socket holds, whether
+// the peer closed, or that it is empty.
+func readableNow(rc syscall.RawConn) (avail int, eof, empty bool, err error) {
 	rerr := rc.Read(func(fd uintptr) bool {
 		n, e := unix.IoctlGetInt(int(fd), fionread)
 		if e != nil {
@@ -245,23 +300,27 @@ func waitReadable(rc syscall.RawConn) (avail int, eof bool, err error) {
 		}
 		// Nothing queued: either nothing yet, or the peer closed.
 		var b [1]byte
-		m, _, e := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		switch {
-		case e == unix.EAGAIN || e == unix.EINTR:
-			return false
-		case e != nil:
-			err = e
-		case m == 0:
-			eof = true
-		default:
-			avail = 1
+		for {
+			m, _, e := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			switch {
+			case e == unix.EINTR:
+				continue
+			case e == unix.EAGAIN:
+				empty = true
+			case e != nil:
+				err = e
+			case m == 0:
+				eof = true
+			default:
+				avail = 1
+			}
+			return true
 		}
-		return true
 	})
 	if err == nil && rerr != nil {
 		err = rerr
 	}
-	return avail, eof, err
+	return avail, eof, empty, err
 }
 
 // sockPayload is a tcpip.Payloader reading from a host socket.

@@ -1,11 +1,15 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -219,5 +223,76 @@ func TestReconnectFromSamePort(t *testing.T) {
 		if k := fmt.Sprintf("try%d", i); m[k] != "hello" {
 			t.Fatalf("%s = %q, want hello (a connect from a reused port stalled)\n%s", k, m[k], res.Output)
 		}
+	}
+}
+
+// TestIdleFlowsHoldNoGoroutines: idle TCP flows must not each park
+// goroutines (they did, two per flow: at 10,000 flows that was most of
+// slipway's memory). 200 idle connections, then slipway's own goroutine
+// count from its metrics.
+func TestIdleFlowsHoldNoGoroutines(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "socat")
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	accepted := make(chan struct{}, 1000)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c) // idle: never written, never closed
+			accepted <- struct{}{}
+		}
+	}()
+	port := l.Addr().(*net.TCPAddr).Port
+	api := filepath.Join(t.TempDir(), "api.sock")
+	cmd := exec.Command(testenv.Slipway(t), "run", "--api-socket", api, "--", "sh", "-c",
+		fmt.Sprintf(`for i in $(seq 1 200); do sleep 120 | socat - TCP4:10.0.2.2:%d >/dev/null 2>&1 & done; sleep 120`, port))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	for i := 0; i < 200; i++ {
+		select {
+		case <-accepted:
+		case <-time.After(60 * time.Second):
+			t.Fatalf("only %d of 200 connections arrived", i)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // let the last handshakes' goroutines end
+	var metrics string
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return net.Dial("unix", api)
+	}}}
+	resp, err := c.Get("http://slipway/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	metrics = string(b)
+	var goroutines float64
+	for _, line := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(line, "go_goroutines ") {
+			fmt.Sscanf(strings.TrimPrefix(line, "go_goroutines "), "%g", &goroutines)
+		}
+	}
+	if goroutines == 0 {
+		t.Fatalf("no go_goroutines in the metrics:\n%s", metrics)
+	}
+	// A fixed set (services, API, poller, runtime) and no more per flow.
+	if goroutines > 100 {
+		t.Fatalf("%v goroutines with 200 idle flows: idle flows park goroutines", goroutines)
 	}
 }
