@@ -85,6 +85,9 @@ type Counters struct {
 	RxBadFraming atomic.Uint64
 	// TxTooLarge: a frame larger than the link or its peer carries.
 	TxTooLarge atomic.Uint64
+	// TxStalled: frames that waited for a peer that took nothing for a
+	// long while (a paused VM) and were dropped.
+	TxStalled atomic.Uint64
 }
 
 // Counted is implemented by links that keep Counters.
