@@ -99,8 +99,9 @@ type tcpPump struct {
 	poll *poller
 	done chan struct{}
 
-	guestEntry    waiter.Entry // readable: kicks the guest-to-host drain
-	writableEntry waiter.Entry // writable: wakes a host-to-guest drain waiting for room
+	guestEntry    waiter.Entry  // readable: kicks the guest-to-host drain
+	guestWake     chan struct{} // wakes a lingering guest-to-host drain
+	writableEntry waiter.Entry  // writable: wakes a host-to-guest drain waiting for room
 	writable      chan struct{}
 
 	// guestBusy and hostBusy are set while a drain goroutine runs for
@@ -136,6 +137,7 @@ func StartTCPPump(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, host *net.TCP
 	rc.Control(func(f uintptr) { fd = int(f) })
 	p := &tcpPump{flow: flow, ep: ep, wq: wq, host: host, rc: rc, fd: fd, poll: poll, done: make(chan struct{})}
 	p.w = hostWriter{rc: rc, host: host}
+	p.guestWake = make(chan struct{}, 1)
 	p.src = sockPayload{rc: rc}
 	p.guestEntry = waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr, func(waiter.EventMask) { p.kickGuest() })
 	p.writableEntry, p.writable = waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
@@ -178,11 +180,23 @@ func (p *tcpPump) abort(resetHost bool) {
 	p.flow.Close()
 }
 
-// kickGuest starts the guest-to-host drain unless it runs already. It is
-// called by the stack's notifier and must not block.
+// linger is how long a drain goroutine waits for more data before it
+// hands its flow back to the idle machinery: a flow in active use (request
+// and response) keeps a goroutine woken directly by Go's poller or the
+// stack, and only a flow idle this long costs none.
+const linger = 50 * time.Millisecond
+
+// kickGuest starts the guest-to-host drain unless it runs already (and
+// wakes it if it lingers). It is called by the stack's notifier and must
+// not block.
 func (p *tcpPump) kickGuest() {
 	if p.guestBusy.CompareAndSwap(false, true) {
 		go p.drainGuest()
+		return
+	}
+	select {
+	case p.guestWake <- struct{}{}:
+	default:
 	}
 }
 
@@ -195,8 +209,14 @@ func (p *tcpPump) kickHost() {
 }
 
 // drainGuest reads what the guest sent straight out of the stack's buffers
-// into the host socket, until there is no more.
+// into the host socket, until there is no more for a while.
 func (p *tcpPump) drainGuest() {
+	var idle *time.Timer
+	defer func() {
+		if idle != nil {
+			idle.Stop()
+		}
+	}()
 	for {
 		lw := tcpip.LimitedWriter{W: &p.w, N: pendBufSize}
 		res, terr := p.ep.Read(&lw, tcpip.ReadOptions{})
@@ -208,10 +228,22 @@ func (p *tcpPump) drainGuest() {
 		case nil:
 			p.flow.ToHost.Add(uint64(res.Count))
 		case *tcpip.ErrWouldBlock:
+			if idle == nil {
+				idle = time.NewTimer(linger)
+			} else {
+				idle.Reset(linger)
+			}
+			select {
+			case <-p.guestWake:
+				continue
+			case <-p.done:
+				return
+			case <-idle.C:
+			}
 			p.guestBusy.Store(false)
-			// A kick that came while this drain ran was dropped: look
-			// again, and go on if there is something and no one else
-			// has taken over.
+			// A kick that came after the wait ended found the drain
+			// still busy: look again, and go on if there is something
+			// and no one else has taken over.
 			if p.ep.Readiness(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr) == 0 ||
 				!p.guestBusy.CompareAndSwap(false, true) {
 				return
@@ -250,6 +282,11 @@ func (p *tcpPump) drainHost() {
 			p.finish()
 			return
 		case empty:
+			// Wait a little for more through Go's own poller: cheaper
+			// than the epoll round trip and a new goroutine.
+			if p.lingerHost() {
+				continue
+			}
 			p.hostBusy.Store(false)
 			if p.poll.rearm(p.fd) != nil {
 				select {
@@ -283,6 +320,19 @@ func (p *tcpPump) drainHost() {
 			}
 		}
 	}
+}
+
+// lingerHost waits up to linger for the host socket to become readable;
+// false when it did not (or the flow closed).
+func (p *tcpPump) lingerHost() bool {
+	p.host.SetReadDeadline(time.Now().Add(linger))
+	defer p.host.SetReadDeadline(time.Time{})
+	err := p.rc.Read(func(fd uintptr) bool {
+		var b [1]byte
+		_, _, e := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return e != unix.EAGAIN && e != unix.EINTR
+	})
+	return err == nil
 }
 
 // readableNow says, without waiting, how much the socket holds, whether
