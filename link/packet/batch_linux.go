@@ -196,9 +196,6 @@ func (b *txBatch) setMessage(k, first, n int, to *sockname) {
 	h.Len = 0
 }
 
-// maxIOV is the most pieces one message may have (IOV_MAX).
-const maxIOV = 1024
-
 // count is how many messages prepare laid out.
 func (b *txBatch) count() int { return b.n }
 

@@ -30,6 +30,9 @@ const (
 	drainBatch   = 64
 )
 
+// maxIOV is the most pieces one message may have (IOV_MAX).
+const maxIOV = 1024
+
 var frameCopies = sync.Pool{New: func() any { b := make([]byte, 0, link.BufSize); return &b }}
 
 // errFull reports that the peer's queue is full; what was not sent waits
