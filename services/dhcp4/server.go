@@ -123,7 +123,7 @@ func (s *Server) Reserve(mac net.HardwareAddr, addr netip.Addr) error {
 	if e := t.byMAC[key]; e != nil {
 		t.remove(e)
 	}
-	delete(t.declined, addr)
+	t.declined.Release(addr)
 	t.insert(&entry{mac: key, addr: addr, static: true})
 	return nil
 }

@@ -1,6 +1,7 @@
 package dhcp6
 
 import (
+	"github.com/slipway-net/slipway/services/internal/leases"
 	"net/netip"
 	"time"
 )
@@ -42,7 +43,7 @@ type table struct {
 	reserved map[netip.Addr]bool
 	byKey    map[key]*entry
 	byAddr   map[netip.Addr]*entry
-	declined map[netip.Addr]time.Time
+	declined *leases.Declined
 }
 
 func newTable(cfg Config) *table {
@@ -53,7 +54,7 @@ func newTable(cfg Config) *table {
 		reserved: make(map[netip.Addr]bool),
 		byKey:    make(map[key]*entry),
 		byAddr:   make(map[netip.Addr]*entry),
-		declined: make(map[netip.Addr]time.Time),
+		declined: leases.NewDeclined(max(cfg.MaxLeases, 1)),
 	}
 	// Addresses the network itself uses are never leased, whether or not
 	// the user listed them.
@@ -69,13 +70,7 @@ func (t *table) dynamicOK(a netip.Addr, now time.Time) bool {
 	if !a.Is6() || !t.prefix.Contains(a) || a.Less(t.start) || t.reserved[a] {
 		return false
 	}
-	if until, ok := t.declined[a]; ok {
-		if now.Before(until) {
-			return false
-		}
-		delete(t.declined, a)
-	}
-	return true
+	return !t.declined.Held(a, now)
 }
 
 // freeFor reports whether the IA k may take address a now.
@@ -100,20 +95,13 @@ func (t *table) remove(e *entry) {
 // reclaimOne drops the entry that expired first, making room for a new
 // client. It reports whether there was one.
 func (t *table) reclaimOne(now time.Time) bool {
-	var oldest *entry
-	for _, e := range t.byKey {
-		if e.active(now) {
-			continue
-		}
-		if oldest == nil || e.expires.Before(oldest.expires) {
-			oldest = e
-		}
+	oldest, ok := leases.OldestExpired(t.byKey,
+		func(e *entry) bool { return e.active(now) },
+		func(e *entry) time.Time { return e.expires })
+	if ok {
+		t.remove(oldest)
 	}
-	if oldest == nil {
-		return false
-	}
-	t.remove(oldest)
-	return true
+	return ok
 }
 
 // allocate creates an unbound entry for an IA the table does not know,
@@ -159,15 +147,5 @@ func (t *table) scan(now time.Time) (netip.Addr, bool) {
 // is bounded like the leases; when full, the oldest hold is dropped.
 func (t *table) decline(e *entry, now time.Time) {
 	t.remove(e)
-	if len(t.declined) >= t.max {
-		var oldest netip.Addr
-		var oldestUntil time.Time
-		for a, until := range t.declined {
-			if !oldest.IsValid() || until.Before(oldestUntil) {
-				oldest, oldestUntil = a, until
-			}
-		}
-		delete(t.declined, oldest)
-	}
-	t.declined[e.addr] = now.Add(declineHold)
+	t.declined.Hold(e.addr, now.Add(declineHold))
 }

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -98,7 +97,7 @@ func TestSlirp4netnsCommandLine(t *testing.T) {
 	slirp := exec.Command("setpriv", append(nobody, s4, "--configure", "--mtu=65520", "--disable-host-loopback",
 		"--api-socket", api, "-r", "3", "-e", "4", pid, "tap0")...)
 	slirp.ExtraFiles = []*os.File{readyW, exitR}
-	var out syncBuf
+	var out testenv.Output
 	slirp.Stdout, slirp.Stderr = &out, &out
 	if err := slirp.Start(); err != nil {
 		t.Fatal(err)
@@ -198,7 +197,7 @@ exec busybox httpd -f -p 80 -h `+www+"\n"), 0o755)
 	rk := exec.Command("su", user, "-s", "/bin/sh", "-c", fmt.Sprintf(
 		"cd /tmp && exec rootlesskit --net=slirp4netns --slirp4netns-binary=%s --disable-host-loopback --port-driver=slirp4netns -p 127.0.0.1:%d:80/tcp --copy-up=/etc %s",
 		s4, port, inside))
-	var out syncBuf
+	var out testenv.Output
 	rk.Stdout, rk.Stderr = &out, &out
 	rk.WaitDelay = 5 * time.Second
 	if err := rk.Start(); err != nil {
@@ -245,22 +244,4 @@ func rootlessUser(t *testing.T) string {
 		t.Cleanup(func() { os.WriteFile(f, b, 0o644) })
 	}
 	return user
-}
-
-// syncBuf collects a process's output while it runs.
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -10,7 +10,6 @@
 package publish_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -108,29 +107,10 @@ func run(t *testing.T, name string, args ...string) {
 	}
 }
 
-// syncBuffer collects a process's output for the test to read while it
-// runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // slipwayProc is a slipway running in the host namespace.
 type slipwayProc struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testenv.Output
 	api  string
 	done chan struct{}
 }
@@ -141,7 +121,7 @@ type slipwayProc struct {
 func startSlipway(t *testing.T, ns string, args ...string) *slipwayProc {
 	t.Helper()
 	slipway, _ := binaries(t)
-	p := &slipwayProc{out: &syncBuffer{}, api: filepath.Join(t.TempDir(), "api.sock"), done: make(chan struct{})}
+	p := &slipwayProc{out: &testenv.Output{}, api: filepath.Join(t.TempDir(), "api.sock"), done: make(chan struct{})}
 	full := append([]string{"netns", "exec", ns, slipway, args[0], "--api-socket", p.api}, args[1:]...)
 	p.cmd = exec.Command("ip", full...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out

@@ -262,7 +262,7 @@ func Markers(output string) map[string]string {
 // Server is a `slipway serve` process running for a test.
 type Server struct {
 	cmd *exec.Cmd
-	out *lockedBuffer
+	out *Output
 }
 
 // Output is what the server logged so far.
@@ -294,7 +294,7 @@ func Serve(t testing.TB, args ...string) *Server {
 	}
 	defer r.Close()
 	cmd := exec.Command(Slipway(t), append([]string{"serve", "--ready-fd", "3"}, args...)...)
-	out := &lockedBuffer{}
+	out := &Output{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.ExtraFiles = []*os.File{w}
 	if err := cmd.Start(); err != nil {
@@ -327,18 +327,21 @@ func Serve(t testing.TB, args ...string) *Server {
 	return s
 }
 
-type lockedBuffer struct {
+// Output collects a process's output (stdout and stderr together) for a
+// test to read while the process runs.
+type Output struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *Output) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+// String is everything written so far.
+func (l *Output) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
