@@ -140,3 +140,33 @@ func TestCopyField(t *testing.T) {
 		t.Fatalf("copied %d %d", dst.MTU, dst.Limits.MaxFlows)
 	}
 }
+
+// FuzzLoadFile: any config file gives a config or one clear error, never a
+// panic, and a loaded config either validates or names a flag.
+func FuzzLoadFile(f *testing.F) {
+	f.Add([]byte("cidr: 10.9.0.0/24\nmtu: 1500\n"))
+	f.Add([]byte("dns-upstream: [127.0.0.1, '[::1]:5353']\nlimits:\n  max-flows: 10\n"))
+	f.Add([]byte("publish: [\"8080:80\", \"[::1]:53:53/udp\"]\nipv6-prefix: fd12::/64\n"))
+	f.Add([]byte("gateway: 10.0.3.2\n"))
+	f.Add([]byte("{"))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var c Config
+		if err := c.LoadFile(path); err != nil {
+			return
+		}
+		if err := c.Complete(); err != nil {
+			return
+		}
+		if err := c.Validate(); err != nil {
+			var fe *FieldError
+			if !errors.As(err, &fe) {
+				t.Fatalf("validation error without a flag: %v", err)
+			}
+		}
+	})
+}
