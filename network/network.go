@@ -322,6 +322,9 @@ func (n *Network) Close() error {
 	}
 	n.fwd.Close()
 	n.wg.Wait()
+	us := n.st.Gvisor().Stats().UDP
+	n.log.Debug("stack UDP totals", "received", us.PacketsReceived.Value(), "receive-buffer-errors", us.ReceiveBufferErrors.Value(),
+		"sent", us.PacketsSent.Value(), "send-errors", us.PacketSendErrors.Value())
 	ts := n.st.Gvisor().Stats().TCP
 	n.log.Debug("stack TCP totals", "segments-sent", ts.SegmentsSent.Value(), "retransmits", ts.Retransmits.Value(),
 		"fast-retransmits", ts.FastRetransmit.Value(), "timeouts", ts.Timeouts.Value(), "slow-start-retransmits", ts.SlowStartRetransmits.Value(),

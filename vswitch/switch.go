@@ -360,21 +360,8 @@ func (p *Port) WriteVec(frames []link.VecFrame) {
 		return
 	}
 	if !p.link.Offloads() {
-		k := 0
-		for _, f := range frames {
-			if f.Hdr[1] != link.GSONone {
-				p.Stats.DropNoGSO.Add(1)
-				continue
-			}
-			if err := link.FinishChecksumVec(&f); err != nil {
-				p.Stats.DropChecksum.Add(1)
-				continue
-			}
-			frames[k] = f
-			k++
-		}
-		frames = frames[:k]
-		if k == 0 {
+		frames = plainFrames(&p.Stats, frames, func(f *link.VecFrame) byte { return f.Hdr[1] }, link.FinishChecksumVec)
+		if len(frames) == 0 {
 			return
 		}
 	}
@@ -386,6 +373,28 @@ func (p *Port) WriteVec(frames []link.VecFrame) {
 	p.Stats.TxFrames.Add(uint64(n))
 	p.Stats.TxBytes.Add(bytes)
 	p.countTxError(len(frames)-n, err)
+}
+
+// plainFrames prepares frames for a link whose peer takes no offloads:
+// partial checksums are completed in software and GSO frames (which only
+// offloading peers segment) are dropped and counted. It compacts frames in
+// place (the caller's scratch) and returns what is left.
+func plainFrames[F any](st *PortStats, frames []F, gsoType func(*F) byte, finish func(*F) error) []F {
+	k := 0
+	for i := range frames {
+		f := &frames[i]
+		if gsoType(f) != link.GSONone {
+			st.DropNoGSO.Add(1)
+			continue
+		}
+		if err := finish(f); err != nil {
+			st.DropChecksum.Add(1)
+			continue
+		}
+		frames[k] = *f
+		k++
+	}
+	return frames[:k]
 }
 
 // countTxError counts frames a link failed to send.
@@ -432,22 +441,8 @@ func (p *Port) writeLink(frames [][]byte) {
 		return
 	}
 	if !p.link.Offloads() {
-		// Compact in place: the slice is the caller's scratch.
-		k := 0
-		for _, f := range frames {
-			if f[1] != link.GSONone {
-				p.Stats.DropNoGSO.Add(1)
-				continue
-			}
-			if err := link.FinishChecksum(f); err != nil {
-				p.Stats.DropChecksum.Add(1)
-				continue
-			}
-			frames[k] = f
-			k++
-		}
-		frames = frames[:k]
-		if k == 0 {
+		frames = plainFrames(&p.Stats, frames, func(f *[]byte) byte { return (*f)[1] }, func(f *[]byte) error { return link.FinishChecksum(*f) })
+		if len(frames) == 0 {
 			return
 		}
 	}
