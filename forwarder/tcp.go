@@ -107,9 +107,14 @@ type tcpPump struct {
 	// guestBusy and hostBusy are set while a drain goroutine runs for
 	// that direction, and stay set once the direction is finished.
 	guestBusy, hostBusy atomic.Bool
-	left                atomic.Int32 // directions still running
-	w                   hostWriter   // the guest-to-host drain's
-	src                 sockPayload  // the host-to-guest drain's
+	left                atomic.Int32        // directions still running
+	w                   *hostWriter         // the guest-to-host drain's
+	lw                  tcpip.LimitedWriter // caps one read of the guest-to-host drain
+	src                 *sockPayload        // the host-to-guest drain's
+	// The poll functions of readableNow and lingerHost, bound once, and
+	// readableNow's results.
+	probeFn, peekFn func(fd uintptr) bool
+	probe           probeResult
 }
 
 // StartTCPPump carries a connected stack endpoint and a host socket both
@@ -136,9 +141,12 @@ func StartTCPPump(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, host *net.TCP
 	fd := -1
 	rc.Control(func(f uintptr) { fd = int(f) })
 	p := &tcpPump{flow: flow, ep: ep, wq: wq, host: host, rc: rc, fd: fd, poll: poll, done: make(chan struct{})}
-	p.w = hostWriter{rc: rc, host: host}
+	p.w = newHostWriter(rc, host)
+	p.lw.W = p.w
 	p.guestWake = make(chan struct{}, 1)
-	p.src = sockPayload{rc: rc}
+	p.src = newSockPayload(rc)
+	p.probeFn = p.probe.poll
+	p.peekFn = peekReadable
 	p.guestEntry = waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr, func(waiter.EventMask) { p.kickGuest() })
 	p.writableEntry, p.writable = waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
 	var once sync.Once
@@ -218,8 +226,8 @@ func (p *tcpPump) drainGuest() {
 		}
 	}()
 	for {
-		lw := tcpip.LimitedWriter{W: &p.w, N: pendBufSize}
-		res, terr := p.ep.Read(&lw, tcpip.ReadOptions{})
+		p.lw.N = pendBufSize
+		res, terr := p.ep.Read(&p.lw, tcpip.ReadOptions{})
 		if err := p.w.flush(); err != nil {
 			p.abort(false)
 			return
@@ -269,7 +277,7 @@ func (p *tcpPump) drainGuest() {
 // re-arms the poller and ends.
 func (p *tcpPump) drainHost() {
 	for {
-		avail, eof, empty, err := readableNow(p.rc)
+		avail, eof, empty, err := p.readableNow()
 		switch {
 		case err != nil:
 			p.abort(false)
@@ -299,7 +307,7 @@ func (p *tcpPump) drainHost() {
 		}
 		p.src.avail = avail
 		for p.src.avail > 0 {
-			n, terr := p.ep.Write(&p.src, tcpip.WriteOptions{})
+			n, terr := p.ep.Write(p.src, tcpip.WriteOptions{})
 			if p.src.err != nil {
 				p.abort(false)
 				return
@@ -327,50 +335,65 @@ func (p *tcpPump) drainHost() {
 func (p *tcpPump) lingerHost() bool {
 	p.host.SetReadDeadline(time.Now().Add(linger))
 	defer p.host.SetReadDeadline(time.Time{})
-	err := p.rc.Read(func(fd uintptr) bool {
-		var b [1]byte
-		_, _, e := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		return e != unix.EAGAIN && e != unix.EINTR
-	})
-	return err == nil
+	return p.rc.Read(p.peekFn) == nil
 }
 
-// readableNow says, without waiting, how much the socket holds, whether
-// the peer closed, or that it is empty.
-func readableNow(rc syscall.RawConn) (avail int, eof, empty bool, err error) {
-	rerr := rc.Read(func(fd uintptr) bool {
-		n, e := unix.IoctlGetInt(int(fd), fionread)
-		if e != nil {
-			err = e
-			return true
-		}
-		if n > 0 {
-			avail = n
-			return true
-		}
-		// Nothing queued: either nothing yet, or the peer closed.
-		var b [1]byte
-		for {
-			m, _, e := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			switch {
-			case e == unix.EINTR:
-				continue
-			case e == unix.EAGAIN:
-				empty = true
-			case e != nil:
-				err = e
-			case m == 0:
-				eof = true
-			default:
-				avail = 1
-			}
-			return true
-		}
-	})
-	if err == nil && rerr != nil {
-		err = rerr
+// peekReadable is a RawConn poll function: done once the socket has data
+// or the peer closed.
+func peekReadable(fd uintptr) bool {
+	var b [1]byte
+	_, _, e := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	return e != unix.EAGAIN && e != unix.EINTR
+}
+
+// probeResult is what readableNow found: how much the socket holds,
+// whether the peer closed, or that it is empty.
+type probeResult struct {
+	avail      int
+	eof, empty bool
+	err        error
+}
+
+// poll fills r without waiting; it is a RawConn poll function.
+func (r *probeResult) poll(fd uintptr) bool {
+	*r = probeResult{}
+	n, e := unix.IoctlGetInt(int(fd), fionread)
+	if e != nil {
+		r.err = e
+		return true
 	}
-	return avail, eof, empty, err
+	if n > 0 {
+		r.avail = n
+		return true
+	}
+	// Nothing queued: either nothing yet, or the peer closed.
+	var b [1]byte
+	for {
+		m, _, e := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		switch {
+		case e == unix.EINTR:
+			continue
+		case e == unix.EAGAIN:
+			r.empty = true
+		case e != nil:
+			r.err = e
+		case m == 0:
+			r.eof = true
+		default:
+			r.avail = 1
+		}
+		return true
+	}
+}
+
+// readableNow says, without waiting, how much the host socket holds,
+// whether the peer closed, or that it is empty.
+func (p *tcpPump) readableNow() (avail int, eof, empty bool, err error) {
+	if rerr := p.rc.Read(p.probeFn); rerr != nil {
+		return 0, false, false, rerr
+	}
+	r := p.probe
+	return r.avail, r.eof, r.empty, r.err
 }
 
 // sockPayload is a tcpip.Payloader reading from a host socket.
@@ -378,6 +401,26 @@ type sockPayload struct {
 	rc    syscall.RawConn
 	avail int
 	err   error
+
+	// One read call's argument and results, and the function making it,
+	// bound once (a closure per call would allocate per chunk).
+	buf    []byte
+	n      int
+	e      error
+	readFn func(fd uintptr) bool
+}
+
+func newSockPayload(rc syscall.RawConn) *sockPayload {
+	s := &sockPayload{rc: rc}
+	s.readFn = func(fd uintptr) bool {
+		for {
+			s.n, s.e = unix.Read(int(fd), s.buf)
+			if s.e != unix.EINTR {
+				return true
+			}
+		}
+	}
+	return s
 }
 
 func (s *sockPayload) Len() int { return s.avail }
@@ -386,16 +429,11 @@ func (s *sockPayload) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	var n int
-	var e error
-	if err := s.rc.Read(func(fd uintptr) bool {
-		for {
-			n, e = unix.Read(int(fd), b)
-			if e != unix.EINTR {
-				return true
-			}
-		}
-	}); err != nil {
+	s.buf = b
+	err := s.rc.Read(s.readFn)
+	n, e := s.n, s.e
+	s.buf, s.e = nil, nil
+	if err != nil {
 		s.err = err
 		return 0, err
 	}
@@ -422,17 +460,32 @@ type hostWriter struct {
 	rc   syscall.RawConn
 	host *net.TCPConn
 	pend *[]byte
+
+	// One write call's argument and results, and the function making it,
+	// bound once (a closure per call would allocate per chunk).
+	buf     []byte
+	n       int
+	e       error
+	writeFn func(fd uintptr) bool
+}
+
+func newHostWriter(rc syscall.RawConn, host *net.TCPConn) *hostWriter {
+	w := &hostWriter{rc: rc, host: host}
+	w.writeFn = func(fd uintptr) bool {
+		w.n, w.e = unix.Write(int(fd), w.buf)
+		return true
+	}
+	return w
 }
 
 func (w *hostWriter) Write(b []byte) (int, error) {
 	total := len(b)
 	if w.pend == nil && len(b) >= directWriteMin {
-		var n int
-		var e error
-		if err := w.rc.Write(func(fd uintptr) bool {
-			n, e = unix.Write(int(fd), b)
-			return true
-		}); err != nil {
+		w.buf = b
+		err := w.rc.Write(w.writeFn)
+		n, e := w.n, w.e
+		w.buf, w.e = nil, nil
+		if err != nil {
 			return 0, err
 		}
 		if e != nil && e != unix.EAGAIN {

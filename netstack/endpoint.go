@@ -28,6 +28,7 @@ type endpoint struct {
 
 	output Output
 	bufs   sync.Pool // *[]byte of link.BufSize
+	writes sync.Pool // *vecWrite
 
 	drops *DropCounters
 }
@@ -40,6 +41,7 @@ func newEndpoint(mtu uint32, mac tcpip.LinkAddress, output Output, drops *DropCo
 		b := make([]byte, link.BufSize)
 		return &b
 	}
+	e.writes.New = func() any { return new(vecWrite) }
 	return e
 }
 
@@ -107,22 +109,9 @@ const vecBatchSize = 16
 // same destination leave in one call.
 func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	list := pkts.AsSlice()
-	var (
-		hdrs   [vecBatchSize][link.VnetHdrLen]byte
-		frames [vecBatchSize]link.VecFrame
-		segs   [vecBatchSize * 4][]byte
-		nvec   int
-		nseg   int
-		target link.VecSink
-	)
-	flushVec := func() {
-		if nvec > 0 {
-			target.WriteVec(frames[:nvec])
-			clear(frames[:nvec])
-			clear(segs[:nseg])
-		}
-		nvec, nseg = 0, 0
-	}
+	// The scratch is pooled: as locals captured by the flush below, the
+	// arrays would move to the heap on every call.
+	w := e.writes.Get().(*vecWrite)
 	for _, pkt := range list {
 		if pkt.Size() > link.MaxFrameLen {
 			e.drops.TxTooLarge.Add(1)
@@ -132,48 +121,75 @@ func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 		copy(dst[:], pkt.EgressRoute.RemoteLinkAddress)
 		t := e.output.VecTarget(dst)
 		if t == nil {
-			flushVec()
+			w.flush()
 			e.writeFlat(pkt)
 			continue
 		}
-		if t != target {
-			flushVec()
-			target = t
+		if t != w.target {
+			w.flush()
+			w.target = t
 		}
-		hdr := hdrs[nvec][:]
-		setPartialChecksum(hdr, pkt)
-		vl, off := pkt.AsViewList()
-		first := nseg
-		for v := vl.Front(); v != nil; v = v.Next() {
-			b := v.AsSlice()
-			if off >= len(b) {
-				off -= len(b)
-				continue
-			}
-			b, off = b[off:], 0
-			if nseg < len(segs) {
-				segs[nseg] = b
-				nseg++
-			} else {
-				// More pieces than the scratch holds: rare; send what we
-				// have and flatten this one.
-				nseg = first
-				break
-			}
-		}
-		if nseg == first {
-			flushVec()
+		if !w.add(pkt) {
+			// More pieces than the scratch holds: rare; flatten it.
+			w.flush()
 			e.writeFlat(pkt)
 			continue
 		}
-		frames[nvec] = link.VecFrame{Hdr: hdr, Segs: segs[first:nseg:nseg]}
-		nvec++
-		if nvec == vecBatchSize || nseg+8 > len(segs) {
-			flushVec()
+		if w.nvec == vecBatchSize || w.nseg+8 > len(w.segs) {
+			w.flush()
 		}
 	}
-	flushVec()
+	w.flush()
+	w.target = nil
+	e.writes.Put(w)
 	return len(list), nil
+}
+
+// vecWrite collects consecutive packets for one destination as frames in
+// pieces (the stack's own slices) for one vectored write.
+type vecWrite struct {
+	hdrs   [vecBatchSize][link.VnetHdrLen]byte
+	frames [vecBatchSize]link.VecFrame
+	segs   [vecBatchSize * 4][]byte
+	nvec   int
+	nseg   int
+	target link.VecSink
+}
+
+// add appends pkt as a frame; false if its pieces do not fit.
+func (w *vecWrite) add(pkt *stack.PacketBuffer) bool {
+	hdr := w.hdrs[w.nvec][:]
+	setPartialChecksum(hdr, pkt)
+	vl, off := pkt.AsViewList()
+	first := w.nseg
+	for v := vl.Front(); v != nil; v = v.Next() {
+		b := v.AsSlice()
+		if off >= len(b) {
+			off -= len(b)
+			continue
+		}
+		b, off = b[off:], 0
+		if w.nseg == len(w.segs) {
+			clear(w.segs[first:w.nseg])
+			w.nseg = first
+			return false
+		}
+		w.segs[w.nseg] = b
+		w.nseg++
+	}
+	w.frames[w.nvec] = link.VecFrame{Hdr: hdr, Segs: w.segs[first:w.nseg:w.nseg]}
+	w.nvec++
+	return true
+}
+
+// flush writes the collected frames and forgets the stack's slices.
+func (w *vecWrite) flush() {
+	if w.nvec > 0 {
+		w.target.WriteVec(w.frames[:w.nvec])
+		clear(w.frames[:w.nvec])
+		clear(w.segs[:w.nseg])
+	}
+	w.nvec, w.nseg = 0, 0
 }
 
 // writeFlat copies one packet into a pooled frame buffer and sends it.
@@ -192,8 +208,7 @@ func (e *endpoint) writeFlat(pkt *stack.PacketBuffer) {
 		off += copy(buf[off:], b[skip:])
 		skip = 0
 	}
-	one := [1][]byte{buf}
-	e.output.SendFrames(one[:])
+	e.output.SendFrames([][]byte{buf})
 	e.bufs.Put(bp)
 }
 
