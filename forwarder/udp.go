@@ -109,8 +109,7 @@ func (a *Activity) Touch() { a.last.Store(time.Now().UnixNano()) }
 // costs an atomic store, not a timer reset.
 func IdleTimer(flow *Flow, a *Activity, idle time.Duration) *time.Timer {
 	var timer *time.Timer
-	var check func()
-	check = func() {
+	check := func() {
 		since := time.Since(time.Unix(0, a.last.Load()))
 		if since >= idle {
 			flow.Close()

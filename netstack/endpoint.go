@@ -245,7 +245,7 @@ func setPartialChecksum(hdr []byte, pkt *stack.PacketBuffer) {
 		ip := header.IPv6(nh)
 		// Only a transport header right after the fixed header is
 		// described; the stack adds no extension headers to TCP/UDP.
-		if len(nh) != header.IPv6MinimumSize || ip.TransportProtocol() != pkt.TransportProtocolNumber {
+		if len(nh) != header.IPv6MinimumSize || tcpip.TransportProtocolNumber(ip.NextHeader()) != pkt.TransportProtocolNumber {
 			return
 		}
 		xsum = header.PseudoHeaderChecksum(pkt.TransportProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), ip.PayloadLength())

@@ -217,7 +217,7 @@ func (st *Stack) ownsTarget(proto tcpip.NetworkProtocolNumber, frame []byte) boo
 		return st.own[string(a.ProtocolAddressTarget())]
 	case header.IPv6ProtocolNumber:
 		ip := header.IPv6(l3)
-		if ip.TransportProtocol() != header.ICMPv6ProtocolNumber {
+		if tcpip.TransportProtocolNumber(ip.NextHeader()) != header.ICMPv6ProtocolNumber {
 			return true
 		}
 		icmp := header.ICMPv6(ip.Payload())

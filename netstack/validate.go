@@ -79,7 +79,7 @@ func (c *DropCounters) validateIPv6(l3 []byte, trusted bool) bool {
 		return false
 	}
 	// Extension header chains are parsed and checked by the stack.
-	return c.validateL4(ip.TransportProtocol(), l3[header.IPv6MinimumSize:total], trusted, ip.SourceAddress(), ip.DestinationAddress(), true)
+	return c.validateL4(tcpip.TransportProtocolNumber(ip.NextHeader()), l3[header.IPv6MinimumSize:total], trusted, ip.SourceAddress(), ip.DestinationAddress(), true)
 }
 
 func (c *DropCounters) validateL4(proto tcpip.TransportProtocolNumber, payload []byte, trusted bool, src, dst tcpip.Address, v6 bool) bool {

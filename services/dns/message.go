@@ -7,10 +7,6 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 )
 
-// headerLen is the fixed DNS header (RFC 1035 section 4.1.1); anything
-// shorter has no ID to answer to.
-const headerLen = 12
-
 // query is a guest query that is to be forwarded.
 type query struct {
 	raw    []byte // exactly as the guest sent it, forwarded unchanged
