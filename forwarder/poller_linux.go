@@ -2,6 +2,7 @@ package forwarder
 
 import (
 	"errors"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -85,6 +86,13 @@ func (p *poller) run() {
 			if kick != nil {
 				kick()
 			}
+		}
+		if n > 0 {
+			// The drains just kicked wait in this thread's run queue;
+			// run them here now, instead of leaving them to another
+			// thread woken on another CPU while this one blocks in
+			// epoll_wait again.
+			runtime.Gosched()
 		}
 	}
 }

@@ -103,6 +103,7 @@ type tcpPump struct {
 	guestWake     chan struct{} // wakes a lingering guest-to-host drain
 	writableEntry waiter.Entry  // writable: wakes a host-to-guest drain waiting for room
 	writable      chan struct{}
+	hostWake      chan struct{} // wakes a lingering host-to-guest drain
 
 	// guestBusy and hostBusy are set while a drain goroutine runs for
 	// that direction, and stay set once the direction is finished.
@@ -111,10 +112,12 @@ type tcpPump struct {
 	w                   *hostWriter         // the guest-to-host drain's
 	lw                  tcpip.LimitedWriter // caps one read of the guest-to-host drain
 	src                 *sockPayload        // the host-to-guest drain's
-	// The poll functions of readableNow and lingerHost, bound once, and
-	// readableNow's results.
-	probeFn, peekFn func(fd uintptr) bool
-	probe           probeResult
+	// The poll function of readableNow, bound once, and its results.
+	probeFn func(fd uintptr) bool
+	probe   probeResult
+	// hostHasData's function, bound once, and its result.
+	queuedFn func(fd uintptr)
+	queued   bool
 }
 
 // StartTCPPump carries a connected stack endpoint and a host socket both
@@ -144,9 +147,13 @@ func StartTCPPump(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, host *net.TCP
 	p.w = newHostWriter(rc, host)
 	p.lw.W = p.w
 	p.guestWake = make(chan struct{}, 1)
+	p.hostWake = make(chan struct{}, 1)
 	p.src = newSockPayload(rc)
 	p.probeFn = p.probe.poll
-	p.peekFn = peekReadable
+	p.queuedFn = func(fd uintptr) {
+		n, err := unix.IoctlGetInt(int(fd), fionread)
+		p.queued = err == nil && n > 0
+	}
 	p.guestEntry = waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr, func(waiter.EventMask) { p.kickGuest() })
 	p.writableEntry, p.writable = waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
 	var once sync.Once
@@ -208,12 +215,25 @@ func (p *tcpPump) kickGuest() {
 	}
 }
 
-// kickHost starts the host-to-guest drain unless it runs already. It is
-// called by the poller and must not block.
+// kickHost starts the host-to-guest drain unless it runs already (and
+// wakes it if it lingers). It is called by the poller and by the
+// guest-to-host drain, and must not block.
 func (p *tcpPump) kickHost() {
 	if p.hostBusy.CompareAndSwap(false, true) {
 		go p.drainHost()
+		return
 	}
+	select {
+	case p.hostWake <- struct{}{}:
+	default:
+	}
+}
+
+// hostHasData says whether the host socket holds bytes to read now.
+func (p *tcpPump) hostHasData() bool {
+	p.queued = false
+	p.rc.Control(p.queuedFn)
+	return p.queued
 }
 
 // drainGuest reads what the guest sent straight out of the stack's buffers
@@ -235,6 +255,12 @@ func (p *tcpPump) drainGuest() {
 		switch terr.(type) {
 		case nil:
 			p.flow.ToHost.Add(uint64(res.Count))
+			// A server on this host often answers before our write
+			// returns: hand its answer on from this thread now, rather
+			// than wait for a poller on another CPU to be woken for it.
+			if p.hostHasData() {
+				p.kickHost()
+			}
 		case *tcpip.ErrWouldBlock:
 			if idle == nil {
 				idle = time.NewTimer(linger)
@@ -276,6 +302,12 @@ func (p *tcpPump) drainGuest() {
 // intermediate copy and no buffer held while the flow is idle; then it
 // re-arms the poller and ends.
 func (p *tcpPump) drainHost() {
+	var idle *time.Timer
+	defer func() {
+		if idle != nil {
+			idle.Stop()
+		}
+	}()
 	for {
 		avail, eof, empty, err := p.readableNow()
 		switch {
@@ -290,18 +322,8 @@ func (p *tcpPump) drainHost() {
 			p.finish()
 			return
 		case empty:
-			// Wait a little for more through Go's own poller: cheaper
-			// than the epoll round trip and a new goroutine.
-			if p.lingerHost() {
+			if p.lingerHost(&idle) {
 				continue
-			}
-			p.hostBusy.Store(false)
-			if p.poll.rearm(p.fd) != nil {
-				select {
-				case <-p.done: // closed meanwhile
-				default:
-					p.abort(false)
-				}
 			}
 			return
 		}
@@ -330,20 +352,40 @@ func (p *tcpPump) drainHost() {
 	}
 }
 
-// lingerHost waits up to linger for the host socket to become readable;
-// false when it did not (or the flow closed).
-func (p *tcpPump) lingerHost() bool {
-	p.host.SetReadDeadline(time.Now().Add(linger))
-	defer p.host.SetReadDeadline(time.Time{})
-	return p.rc.Read(p.peekFn) == nil
-}
-
-// peekReadable is a RawConn poll function: done once the socket has data
-// or the peer closed.
-func peekReadable(fd uintptr) bool {
-	var b [1]byte
-	_, _, e := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-	return e != unix.EAGAIN && e != unix.EINTR
+// lingerHost arms the poller and waits up to linger for a kick (from the
+// poller, or from the guest-to-host drain that saw an answer arrive); true
+// when there may be more to read. On false the direction is idle (no
+// goroutine, poller armed) or the flow is closed.
+func (p *tcpPump) lingerHost(idle **time.Timer) bool {
+	if p.poll.rearm(p.fd) != nil {
+		select {
+		case <-p.done: // closed meanwhile
+		default:
+			p.abort(false)
+		}
+		return false
+	}
+	if *idle == nil {
+		*idle = time.NewTimer(linger)
+	} else {
+		(*idle).Reset(linger)
+	}
+	select {
+	case <-p.hostWake:
+		return true
+	case <-p.done:
+		return false
+	case <-(*idle).C:
+	}
+	p.hostBusy.Store(false)
+	// A kick that came after the wait ended found the drain still busy:
+	// look again, and go on if there is something and no one else has
+	// taken over.
+	avail, eof, _, err := p.readableNow()
+	if avail == 0 && !eof && err == nil {
+		return false
+	}
+	return p.hostBusy.CompareAndSwap(false, true)
 }
 
 // probeResult is what readableNow found: how much the socket holds,

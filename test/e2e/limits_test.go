@@ -70,21 +70,7 @@ func TestSlowDestinationsDoNotStallConnects(t *testing.T) {
 func TestMaxFlows(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireTools(t, "curl", "socat")
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
-	port := l.Addr().(*net.TCPAddr).Port
+	port := testenv.TCPServer(t, func(c net.Conn) { io.Copy(io.Discard, c); c.Close() }).Port()
 	web, _ := testenv.HTTPFile(t, 1024)
 	res := runNS(t, []string{"--max-flows", "3"}, script(
 		fmt.Sprintf(`for i in 1 2 3; do sleep 30 2>/dev/null | socat - TCP:10.0.2.2:%d >/dev/null 2>&1 & pids="${pids:-} $!"; done`, port),
@@ -199,22 +185,10 @@ func isTimeout(err error) bool {
 func TestReconnectFromSamePort(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireTools(t, "socat")
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("hello\n"))
-			c.Close() // the server closes first
-		}
-	}()
-	port := l.Addr().(*net.TCPAddr).Port
+	port := testenv.TCPServer(t, func(c net.Conn) {
+		c.Write([]byte("hello\n"))
+		c.Close() // the server closes first
+	}).Port()
 	res := runNS(t, nil, script(
 		fmt.Sprintf(`for i in 1 2 3 4 5; do echo "@try$i=$(timeout 4 socat -T 5 - TCP4:10.0.2.2:%d,sourceport=40123,reuseaddr </dev/null)"; done`, port),
 	))

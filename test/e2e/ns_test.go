@@ -331,3 +331,36 @@ func TestServeBusySocketExit2(t *testing.T) {
 		t.Fatalf("exit %d, output %q; want 2 and one line naming --listen and the busy socket", res.Code, res.Output)
 	}
 }
+
+// TestRunInteractiveExchange keeps one TCP connection and trades lines with
+// a host server, pausing between them shorter and longer than the pumps
+// linger: both the busy hand-over (the answer arrives while a drain is
+// still awake) and the idle one (the poller wakes a new drain) must deliver
+// every answer, at once and in order.
+func TestRunInteractiveExchange(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "bash")
+	port := testenv.TCPServer(t, func(c net.Conn) {
+		defer c.Close()
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			fmt.Fprintf(c, "re:%s\n", sc.Text())
+		}
+	}).Port()
+	res := testenv.Run(t, 3*time.Minute, "run", "--", "bash", "-c", fmt.Sprintf(`
+exec 3<>/dev/tcp/10.0.2.2/%d || exit 9
+n=0
+for pause in 0 0 0.01 0.08 0 0.2 0.001 0.06 0 0; do
+	n=$((n+1))
+	echo "q$n" >&3
+	# a liveness bound, not a timing check: a lost wake-up never answers
+	read -r -t 5 answer <&3 || { echo "@lost=q$n"; exit 1; }
+	[ "$answer" = "re:q$n" ] || { echo "@wrong=$answer"; exit 1; }
+	sleep $pause
+done
+echo "@answered=$n"`, port))
+	m := testenv.Markers(res.Output)
+	if res.Code != 0 || m["answered"] != "10" {
+		t.Fatalf("interactive exchange: exit %d, answered=%q:\n%s", res.Code, m["answered"], res.Output)
+	}
+}

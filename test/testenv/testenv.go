@@ -206,6 +206,27 @@ func HTTPFileOn(t testing.TB, addr string, size int) (netip.AddrPort, string) {
 	return l.Addr().(*net.TCPAddr).AddrPort(), hex.EncodeToString(sum[:])
 }
 
+// TCPServer accepts connections on the host's loopback and runs handle for
+// each on a goroutine of its own; it stops when the test ends.
+func TCPServer(t testing.TB, handle func(net.Conn)) netip.AddrPort {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go handle(c)
+		}
+	}()
+	return l.Addr().(*net.TCPAddr).AddrPort()
+}
+
 // UDPEcho echoes datagrams on the host's loopback, prefixed with "echo:".
 func UDPEcho(t testing.TB) netip.AddrPort { return UDPEchoOn(t, "127.0.0.1:0") }
 
