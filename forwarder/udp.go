@@ -18,6 +18,10 @@ import (
 	"github.com/slipway-net/slipway/policy"
 )
 
+// udpReceiveBuffer is what one UDP flow may hold of the guest's datagrams
+// that are not sent to the host yet.
+const udpReceiveBuffer = 1 << 20
+
 // maxDatagram is the largest UDP payload carried.
 const maxDatagram = 65535
 
@@ -55,6 +59,9 @@ func (f *Forwarder) handleUDP(r *udp.ForwarderRequest) bool {
 		flow.Close()
 		return true
 	}
+	// Room for a burst: the guest's datagrams wait here while the pump
+	// sends the previous run to the host.
+	ep.SocketOptions().SetReceiveBufferSize(udpReceiveBuffer, true)
 	startUDPPump(flow, ep, &wq, host, f.o.UDPIdleTimeout)
 	return true
 }
@@ -67,6 +74,14 @@ type udpPump struct {
 	rc   syscall.RawConn
 	done chan struct{}
 	act  Activity
+
+	// One run send's argument and result, and the function making it,
+	// bound once (a closure per call would allocate per run).
+	run    []byte
+	oob    [64]byte
+	runOOB []byte
+	runErr error
+	runFn  func(fd uintptr) bool
 }
 
 func startUDPPump(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, host *net.UDPConn, idle time.Duration) {
@@ -91,10 +106,10 @@ func startUDPPump(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, host *net.UDP
 	}
 	timer = IdleTimer(flow, &p.act, idle)
 	flow.setState("active")
-	go GuestDatagrams(flow, ep, wq, p.done, &p.act, func(b []byte) error {
+	go guestDatagrams(flow, ep, wq, p.done, &p.act, func(b []byte) error {
 		_, err := p.host.Write(b)
 		return err
-	})
+	}, p.runSender())
 	go p.hostToGuest()
 }
 
@@ -121,30 +136,63 @@ func IdleTimer(flow *Flow, a *Activity, idle time.Duration) *time.Timer {
 	return timer
 }
 
+// runSender returns sendRun, or nil where runs cannot be sent.
+func (p *udpPump) runSender() func([]byte, int) error {
+	if !udpGSO {
+		return nil
+	}
+	p.runFn = func(fd uintptr) bool {
+		_, p.runErr = sendmsgN(int(fd), p.run, p.runOOB)
+		return p.runErr != unix.EAGAIN
+	}
+	return p.sendRun
+}
+
+// sendRun sends b, datagrams of size bytes back to back (the last may be
+// shorter), in one call.
+func (p *udpPump) sendRun(b []byte, size int) error {
+	p.run, p.runOOB = b, udpSegmentOOB(p.oob[:], size)
+	err := p.rc.Write(p.runFn)
+	p.run = nil
+	if err != nil {
+		return err
+	}
+	return p.runErr
+}
+
 // GuestDatagrams hands every datagram the guest sends on ep to send,
 // counting it on flow, until done is closed or ep fails; a send error other
 // than a transient one (an ICMP error for an earlier datagram) closes the
 // flow. Guests' flows and published ports share it.
 func GuestDatagrams(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, done <-chan struct{}, a *Activity, send func([]byte) error) {
+	guestDatagrams(flow, ep, wq, done, a, send, nil)
+}
+
+// Limits of one run of datagrams sent in one call: the kernel takes at
+// most 64 KiB of payload and a bounded number of segments.
+const (
+	runMaxBytes = 65000
+	runMaxCount = 64
+)
+
+var runPool = sync.Pool{New: func() any { b := make([]byte, runMaxBytes+maxDatagram); return &b }}
+
+// guestDatagrams is GuestDatagrams that, when sendRun is not nil, sends
+// what the guest queued in runs of equal-sized datagrams, one call each:
+// a bulk sender's datagrams then cross the host's stack once per run, not
+// once each (UDP GSO). The receiver still gets them one by one. Without
+// sendRun every datagram is sent on its own.
+func guestDatagrams(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, done <-chan struct{}, a *Activity, send func([]byte) error, sendRun func([]byte, int) error) {
 	entry, ready := waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr)
 	wq.EventRegister(&entry)
 	defer wq.EventUnregister(&entry)
+	runs := &datagramRuns{flow: flow, send: send, sendRun: sendRun, noRuns: sendRun == nil}
 	for {
-		bp := datagramPool.Get().(*[]byte)
-		w := tcpip.SliceWriter(*bp)
-		res, terr := ep.Read(&w, tcpip.ReadOptions{})
-		if terr == nil {
-			err := send((*bp)[:res.Count])
-			datagramPool.Put(bp)
-			if err != nil && !isTransient(err) {
-				flow.Close()
-				return
-			}
-			a.Touch()
-			flow.ToHost.Add(uint64(res.Count))
-			continue
+		terr := runs.drain(ep, a)
+		if runs.failed {
+			flow.Close()
+			return
 		}
-		datagramPool.Put(bp)
 		if _, ok := terr.(*tcpip.ErrWouldBlock); !ok {
 			flow.Close()
 			return
@@ -152,6 +200,86 @@ func GuestDatagrams(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, done <-chan
 		select {
 		case <-ready:
 		case <-done:
+			return
+		}
+	}
+}
+
+// datagramRuns gathers the guest's datagrams into runs for one send each.
+type datagramRuns struct {
+	flow    *Flow
+	send    func([]byte) error
+	sendRun func([]byte, int) error
+	noRuns  bool // no runs here (or the socket refused one): one send per datagram
+	failed  bool // a send failed for good: the flow is over
+}
+
+// drain reads everything ep holds and sends it, and returns the error that
+// ended the reading (ErrWouldBlock when ep is empty).
+func (r *datagramRuns) drain(ep tcpip.Endpoint, a *Activity) tcpip.Error {
+	bp := runPool.Get().(*[]byte)
+	defer runPool.Put(bp)
+	b := *bp
+	off, size, count := 0, 0, 0
+	for !r.failed {
+		w := tcpip.SliceWriter(b[off : off+maxDatagram])
+		res, terr := ep.Read(&w, tcpip.ReadOptions{})
+		if terr != nil {
+			if count > 0 {
+				r.flush(b[:off], size, count)
+			}
+			return terr
+		}
+		n := res.Count
+		a.Touch()
+		r.flow.ToHost.Add(uint64(n))
+		if count > 0 && (n > size || n == 0) {
+			// It does not continue the run: send the run, and start
+			// the next one with this datagram.
+			r.flush(b[:off], size, count)
+			copy(b, b[off:off+n])
+			off, count = 0, 0
+		}
+		if count == 0 {
+			size = n
+		}
+		off += n
+		count++
+		// A shorter datagram can only end a run.
+		if n < size || size == 0 || off+size > runMaxBytes || count == runMaxCount {
+			r.flush(b[:off], size, count)
+			off, count = 0, 0
+		}
+	}
+	return nil
+}
+
+// flush sends a run of count datagrams of size bytes (the last may be
+// shorter).
+func (r *datagramRuns) flush(b []byte, size, count int) {
+	if count > 1 && !r.noRuns {
+		err := r.sendRun(b, size)
+		switch {
+		case err == nil:
+			return
+		case errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EIO) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOPROTOOPT):
+			// This socket's route cannot segment (no checksum offload
+			// on the way out, say): send them one by one from now on.
+			r.noRuns = true
+		default:
+			if !isTransient(err) {
+				r.failed = true
+			}
+			return
+		}
+	}
+	for {
+		d := b[:min(size, len(b))]
+		b = b[len(d):]
+		if err := r.send(d); err != nil && !isTransient(err) {
+			r.failed = true
+		}
+		if len(b) == 0 || r.failed {
 			return
 		}
 	}
