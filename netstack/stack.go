@@ -159,8 +159,12 @@ func tune(s *stack.Stack) error {
 		func() *tcpip.TCPSACKEnabled { v := tcpip.TCPSACKEnabled(true); return &v }(),
 		&tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20},
 		&tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20},
+		// No receive buffer auto-tuning: with it the window scale is
+		// sized for the largest buffer and the advertised window never
+		// reaches its cap, so it changes with every ACK; the forwarder
+		// sizes each flow's buffer to keep it constant instead.
 		func() *tcpip.TCPModerateReceiveBufferOption {
-			v := tcpip.TCPModerateReceiveBufferOption(true)
+			v := tcpip.TCPModerateReceiveBufferOption(false)
 			return &v
 		}(),
 		func() *tcpip.CongestionControlOption { v := tcpip.CongestionControlOption("cubic"); return &v }(),
