@@ -33,7 +33,10 @@ type endpoint struct {
 	drops *DropCounters
 }
 
-var _ stack.LinkEndpoint = (*endpoint)(nil)
+var (
+	_ stack.LinkEndpoint = (*endpoint)(nil)
+	_ stack.GSOEndpoint  = (*endpoint)(nil)
+)
 
 func newEndpoint(mtu uint32, mac tcpip.LinkAddress, output Output, drops *DropCounters) *endpoint {
 	e := &endpoint{mtu: mtu, mac: mac, output: output, drops: drops}
@@ -98,6 +101,31 @@ type Output interface {
 	// SendFrames (broadcast, unknown destination, capture on, or a link
 	// that takes contiguous frames only).
 	VecTarget(dst [6]byte) link.VecSink
+	// AllLinksOffload reports whether every frame the stack sends goes
+	// to a peer that segments TCP super-frames itself (GSO).
+	AllLinksOffload() bool
+}
+
+// gsoMaxSize bounds the TCP super-frames the stack builds when its peers
+// segment them: IPv4 or IPv6 headers, TCP with options and the payload
+// must fit one IP packet (65535 bytes).
+const gsoMaxSize = 65000
+
+// GSOMaxSize implements stack.GSOEndpoint.
+func (e *endpoint) GSOMaxSize() uint32 { return gsoMaxSize }
+
+// SupportedGSO implements stack.GSOEndpoint. A TCP connection asks once,
+// when it is established: while every link takes offloads, its segments
+// leave as super-frames up to gsoMaxSize that the peer (a TAP device, in
+// the guest's kernel) cuts to the MSS, so a small MTU no longer means one
+// write per 1.4 KB. A link without offloads joining later drops (and
+// counts) the super-frames of older connections sent its way; those go to
+// their own guest's link, though.
+func (e *endpoint) SupportedGSO() stack.SupportedGSO {
+	if e.output.AllLinksOffload() {
+		return stack.HostGSOSupported
+	}
+	return stack.GSONotSupported
 }
 
 // vecBatchSize is how many frames leave in one vectored call.
@@ -254,7 +282,24 @@ func setPartialChecksum(hdr []byte, pkt *stack.PacketBuffer) {
 	}
 	binary.BigEndian.PutUint16(l4[csumOff:], xsum)
 	start := len(pkt.LinkHeader().Slice()) + len(nh)
-	link.VnetHdr{Flags: link.FlagNeedsCsum, CsumStart: uint16(start), CsumOffset: uint16(csumOff)}.Encode(hdr)
+	h := link.VnetHdr{Flags: link.FlagNeedsCsum, CsumStart: uint16(start), CsumOffset: uint16(csumOff)}
+	// A TCP super-frame (see SupportedGSO): the peer cuts it into
+	// segments of MSS bytes, each with these headers.
+	if g := pkt.GSOOptions; pkt.TransportProtocolNumber == header.TCPProtocolNumber && g.MSS > 0 {
+		switch g.Type {
+		case stack.GSOTCPv4:
+			h.GSOType = link.GSOTCPv4
+		case stack.GSOTCPv6:
+			h.GSOType = link.GSOTCPv6
+		}
+		if h.GSOType != link.GSONone && pkt.Data().Size() > int(g.MSS) {
+			h.GSOSize = g.MSS
+			h.HdrLen = uint16(start + len(l4))
+		} else {
+			h.GSOType = link.GSONone
+		}
+	}
+	h.Encode(hdr)
 }
 
 // headerSplit is how many leading bytes of a frame go into their own view:

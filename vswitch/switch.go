@@ -352,6 +352,19 @@ func (s *Switch) VecTarget(dst [6]byte) link.VecSink {
 	return p
 }
 
+// AllLinksOffload reports whether the switch has links and every one of
+// them takes offloaded frames: then the stack may send TCP super-frames
+// (GSO) that the links' peers segment themselves.
+func (s *Switch) AllLinksOffload() bool {
+	links := *s.links.Load()
+	for _, p := range links {
+		if !p.link.Offloads() {
+			return false
+		}
+	}
+	return len(links) > 0
+}
+
 // WriteVec sends frames in pieces out of a link port (see VecTarget).
 // Links without offloads get complete checksums; GSO frames they cannot
 // take are dropped.
