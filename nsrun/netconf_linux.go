@@ -22,7 +22,7 @@ func configure(spec Spec) error {
 	if err != nil {
 		return fmt.Errorf("find %s: %w", spec.IfName, err)
 	}
-	mac, err := parseMAC(spec.MAC)
+	mac, err := net.ParseMAC(spec.MAC)
 	if err != nil {
 		return fmt.Errorf("MAC %q: %w", spec.MAC, err)
 	}

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -276,6 +275,3 @@ func remountSys() error {
 	}
 	return nil
 }
-
-// ParseMAC is net.ParseMAC for the spec's string form.
-func parseMAC(s string) (net.HardwareAddr, error) { return net.ParseMAC(s) }
