@@ -31,6 +31,7 @@ type endpoint struct {
 	writes sync.Pool // *vecWrite
 
 	drops *DropCounters
+	frags udp6Fragments
 }
 
 var (
@@ -145,6 +146,16 @@ func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 			e.drops.TxTooLarge.Add(1)
 			continue
 		}
+		if isUDP6Fragment(pkt) {
+			w.flush()
+			buf := make([]byte, link.VnetHdrLen+pkt.Size())
+			flatten(buf, pkt)
+			link.ClearVnetHdr(buf)
+			if out := e.frags.take(buf); len(out) > 0 {
+				e.output.SendFrames(out)
+			}
+			continue
+		}
 		var dst [6]byte
 		copy(dst[:], pkt.EgressRoute.RemoteLinkAddress)
 		t := e.output.VecTarget(dst)
@@ -224,6 +235,14 @@ func (w *vecWrite) flush() {
 func (e *endpoint) writeFlat(pkt *stack.PacketBuffer) {
 	bp := e.bufs.Get().(*[]byte)
 	buf := (*bp)[:link.VnetHdrLen+pkt.Size()]
+	flatten(buf, pkt)
+	e.output.SendFrames([][]byte{buf})
+	e.bufs.Put(bp)
+}
+
+// flatten copies pkt into buf (VnetHdrLen+pkt.Size() bytes) as
+// header+frame.
+func flatten(buf []byte, pkt *stack.PacketBuffer) {
 	setPartialChecksum(buf[:link.VnetHdrLen], pkt)
 	off := link.VnetHdrLen
 	vl, skip := pkt.AsViewList()
@@ -236,8 +255,16 @@ func (e *endpoint) writeFlat(pkt *stack.PacketBuffer) {
 		off += copy(buf[off:], b[skip:])
 		skip = 0
 	}
-	e.output.SendFrames([][]byte{buf})
-	e.bufs.Put(bp)
+}
+
+// isUDP6Fragment reports whether pkt is a fragment of a UDP datagram sent
+// over IPv6, whose checksum udp6Fragments completes.
+func isUDP6Fragment(pkt *stack.PacketBuffer) bool {
+	nh := pkt.NetworkHeader().Slice()
+	return pkt.NetworkProtocolNumber == header.IPv6ProtocolNumber &&
+		len(nh) >= header.IPv6MinimumSize+header.IPv6FragmentHeaderSize &&
+		nh[6] == uint8(header.IPv6FragmentHeader) &&
+		nh[header.IPv6MinimumSize] == uint8(header.UDPProtocolNumber)
 }
 
 // setPartialChecksum fills a frame's virtio-net header. The stack left the
