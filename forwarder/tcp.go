@@ -15,6 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
+	"github.com/slipway-net/slipway/internal/sysio"
 	"github.com/slipway-net/slipway/policy"
 )
 
@@ -511,6 +512,10 @@ var errNoData = errors.New("no data queued")
 // chunks directly if the socket takes them without blocking, the rest
 // coalesced in a pooled buffer that flush writes out (blocking) after the
 // stack's read returns, so the stack is never held while the host is slow.
+// Small chunks coalesced before a large one go out with it in one writev:
+// each segment's payload starts with the few bytes that share a view with
+// its headers, and coalescing those must not drag the large rest of the
+// segment through the copy too.
 type hostWriter struct {
 	rc   syscall.RawConn
 	host *net.TCPConn
@@ -518,7 +523,8 @@ type hostWriter struct {
 
 	// One write call's argument and results, and the function making it,
 	// bound once (a closure per call would allocate per chunk).
-	buf     []byte
+	vec     [2][]byte
+	iov     [][]byte
 	n       int
 	e       error
 	writeFn func(fd uintptr) bool
@@ -527,7 +533,7 @@ type hostWriter struct {
 func newHostWriter(rc syscall.RawConn, host *net.TCPConn) *hostWriter {
 	w := &hostWriter{rc: rc, host: host}
 	w.writeFn = func(fd uintptr) bool {
-		w.n, w.e = unix.Write(int(fd), w.buf)
+		w.n, w.e = sysio.Writev(int(fd), w.iov)
 		return true
 	}
 	return w
@@ -535,20 +541,37 @@ func newHostWriter(rc syscall.RawConn, host *net.TCPConn) *hostWriter {
 
 func (w *hostWriter) Write(b []byte) (int, error) {
 	total := len(b)
-	if w.pend == nil && len(b) >= directWriteMin {
-		w.buf = b
+	if len(b) >= directWriteMin {
+		w.vec[0], w.vec[1] = nil, b
+		w.iov = w.vec[1:]
+		held := 0
+		if w.pend != nil && len(*w.pend) > 0 {
+			held = len(*w.pend)
+			w.vec[0] = *w.pend
+			w.iov = w.vec[:]
+		}
 		err := w.rc.Write(w.writeFn)
 		n, e := w.n, w.e
-		w.buf, w.e = nil, nil
+		w.vec, w.iov, w.e = [2][]byte{}, nil, nil
 		if err != nil {
 			return 0, err
 		}
 		if e != nil && e != unix.EAGAIN {
 			return 0, e
 		}
-		if n > 0 {
-			b = b[n:]
+		n = max(n, 0)
+		if held > 0 {
+			if n < held {
+				// The coalesced bytes went out in part: keep the rest
+				// first in line, and b after it.
+				*w.pend = (*w.pend)[:copy(*w.pend, (*w.pend)[n:])]
+				n = 0
+			} else {
+				*w.pend = (*w.pend)[:0]
+				n -= held
+			}
 		}
+		b = b[n:]
 		if len(b) == 0 {
 			return total, nil
 		}
@@ -564,7 +587,10 @@ func (w *hostWriter) flush() error {
 	if w.pend == nil {
 		return nil
 	}
-	_, err := w.host.Write(*w.pend)
+	var err error
+	if len(*w.pend) > 0 {
+		_, err = w.host.Write(*w.pend)
+	}
 	*w.pend = (*w.pend)[:0]
 	pendPool.Put(w.pend)
 	w.pend = nil

@@ -118,3 +118,69 @@ func TestProbeSeesDataEmptyAndEOF(t *testing.T) {
 		t.Fatalf("after the peer's FIN: %+v", got)
 	}
 }
+
+// A segment's payload starts with a few bytes in the view of its headers:
+// those are coalesced, but the large rest of the segment must take them
+// along in one direct write, not be copied behind them, and the order of
+// the bytes must hold.
+func TestHostWriterSendsSmallThenLargeDirectly(t *testing.T) {
+	a, b := tcpPair(t)
+	rc, _ := a.SyscallConn()
+	w := newHostWriter(rc, a)
+	small := []byte("first bytes of the segment")
+	large := make([]byte, 48<<10)
+	for i := range large {
+		large[i] = byte(i % 251)
+	}
+	if _, err := w.Write(small); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(large); err != nil {
+		t.Fatal(err)
+	}
+	if w.pend != nil && len(*w.pend) > 0 {
+		t.Fatalf("%d bytes were copied aside although the socket took them", len(*w.pend))
+	}
+	if err := w.flush(); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(small)+len(large))
+	if _, err := io.ReadFull(b, got); err != nil {
+		t.Fatal(err)
+	}
+	if string(got[:len(small)]) != string(small) || string(got[len(small):]) != string(large) {
+		t.Fatal("bytes changed or reordered on the way")
+	}
+}
+
+// When the socket takes only part of a write, the rest waits in order:
+// what was coalesced first, then the large chunk's remainder, then later
+// chunks.
+func TestHostWriterKeepsOrderWhenTheSocketIsFull(t *testing.T) {
+	a, b := tcpPair(t) // b reads nothing until the flush: the 8 MiB cannot all fit
+	rc, _ := a.SyscallConn()
+	w := newHostWriter(rc, a)
+	var want []byte
+	for i, n := range []int{100, 8 << 20, 10, 64 << 10, 7, 32 << 10} {
+		chunk := make([]byte, n)
+		for j := range chunk {
+			chunk[j] = byte(i*31 + j%199)
+		}
+		want = append(want, chunk...)
+		if _, err := w.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make([]byte, len(want))
+	done := make(chan error, 1)
+	go func() { _, err := io.ReadFull(b, got); done <- err }()
+	if err := w.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Fatal("bytes changed or reordered on the way")
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/slipway-net/slipway/internal/sysio"
 	"github.com/slipway-net/slipway/link"
 )
 
@@ -294,7 +295,7 @@ func writev(fd int, iov net.Buffers) (int, error) {
 		iov = iov[:1024]
 	}
 	for {
-		n, err := writevOnce(fd, iov)
+		n, err := sysio.Writev(fd, iov)
 		if err != unix.EINTR {
 			return n, err
 		}

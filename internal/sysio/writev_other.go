@@ -1,6 +1,6 @@
 //go:build !linux
 
-package stream
+package sysio
 
 import (
 	"unsafe"
@@ -8,8 +8,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// writevOnce is writev(2) for systems whose x/sys/unix lacks Writev.
-func writevOnce(fd int, iov [][]byte) (int, error) {
+// Writev is one writev(2) call, for systems whose x/sys/unix lacks it.
+func Writev(fd int, iov [][]byte) (int, error) {
 	vecs := make([]unix.Iovec, 0, len(iov))
 	for _, b := range iov {
 		if len(b) == 0 {
