@@ -321,9 +321,9 @@ func (x *icmpForwarder) unreachable(guestMAC, ourMAC [6]byte, req *echoRequest, 
 // send builds an Ethernet+IP frame around an ICMP or ICMPv6 message
 // (checksum recomputed) and injects it towards the guest.
 func (x *icmpForwarder) send(dstMAC, srcMAC [6]byte, src, dst netip.Addr, icmp []byte) {
-	hl, etherType := ipv4HdrLen, uint16(etherTypeIPv4)
+	hl := ipv4HdrLen
 	if dst.Is6() {
-		hl, etherType = ipv6HdrLen, etherTypeIPv6
+		hl = ipv6HdrLen
 	}
 	total := hl + len(icmp)
 	if total > 65535 {
@@ -331,23 +331,19 @@ func (x *icmpForwarder) send(dstMAC, srcMAC [6]byte, src, dst netip.Addr, icmp [
 	}
 	buf := make([]byte, link.VnetHdrLen+link.EthHdrLen+total)
 	frame := buf[link.VnetHdrLen:]
-	copy(frame[0:6], dstMAC[:])
-	copy(frame[6:12], srcMAC[:])
-	binary.BigEndian.PutUint16(frame[12:], etherType)
-	ip := frame[link.EthHdrLen:]
-	m := ip[hl:]
-	copy(m, icmp)
-	m[2], m[3] = 0, 0
 	if dst.Is6() {
-		ip[0] = 0x60
-		binary.BigEndian.PutUint16(ip[4:], uint16(len(icmp)))
-		ip[6] = ipProtoICMPv6
-		ip[7] = 64
-		s16, d16 := src.As16(), dst.As16()
-		copy(ip[8:24], s16[:])
-		copy(ip[24:40], d16[:])
+		m := link.PutEthIPv6(frame, dstMAC, srcMAC, ipProtoICMPv6, 64, src, dst, len(icmp))
+		copy(m, icmp)
+		m[2], m[3] = 0, 0
 		binary.BigEndian.PutUint16(m[2:], ^checksum.Checksum(m, pseudoSum6(src, dst, len(m))))
 	} else {
+		copy(frame[0:6], dstMAC[:])
+		copy(frame[6:12], srcMAC[:])
+		binary.BigEndian.PutUint16(frame[12:], etherTypeIPv4)
+		ip := frame[link.EthHdrLen:]
+		m := ip[hl:]
+		copy(m, icmp)
+		m[2], m[3] = 0, 0
 		ip[0] = 0x45
 		binary.BigEndian.PutUint16(ip[2:], uint16(total))
 		ip[8] = 64

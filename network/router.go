@@ -92,19 +92,8 @@ func (r *router) send() {
 	msg := r.adv.Message()
 	binary.BigEndian.PutUint16(msg[2:], ra.Checksum(r.src, allNodes, msg))
 	buf := make([]byte, link.VnetHdrLen+link.EthHdrLen+40+len(msg))
-	f := buf[link.VnetHdrLen:]
-	copy(f[0:6], allNodesMAC[:])
-	copy(f[6:12], r.mac[:])
-	binary.BigEndian.PutUint16(f[12:], 0x86dd)
-	ip := f[link.EthHdrLen:]
-	ip[0] = 0x60
-	binary.BigEndian.PutUint16(ip[4:], uint16(len(msg)))
-	ip[6] = 58  // ICMPv6
-	ip[7] = 255 // guests ignore router messages that crossed a router
-	src, dst := r.src.As16(), allNodes.As16()
-	copy(ip[8:24], src[:])
-	copy(ip[24:40], dst[:])
-	copy(ip[40:], msg)
+	// Hop limit 255: guests ignore router messages that crossed a router.
+	copy(link.PutEthIPv6(buf[link.VnetHdrLen:], allNodesMAC, r.mac, 58, 255, r.src, allNodes, len(msg)), msg)
 	r.inject([][]byte{buf})
 }
 
