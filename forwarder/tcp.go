@@ -243,7 +243,9 @@ func (p *tcpPump) kickHost() {
 	}
 }
 
-// hostHasData says whether the host socket holds bytes to read now.
+// hostHasData says whether the host socket holds bytes to read now. It is
+// the guest-to-host drain's: hostPending's probe belongs to the other
+// drain, which may be running at the same time.
 func (p *tcpPump) hostHasData() bool {
 	p.queued = false
 	p.rc.Control(p.queuedFn)
@@ -253,12 +255,8 @@ func (p *tcpPump) hostHasData() bool {
 // drainGuest reads what the guest sent straight out of the stack's buffers
 // into the host socket, until there is no more for a while.
 func (p *tcpPump) drainGuest() {
-	var idle *time.Timer
-	defer func() {
-		if idle != nil {
-			idle.Stop()
-		}
-	}()
+	var idle idleWait
+	defer idle.stop()
 	for {
 		p.lw.N = pendBufSize
 		res, terr := p.ep.Read(&p.lw, tcpip.ReadOptions{})
@@ -276,24 +274,7 @@ func (p *tcpPump) drainGuest() {
 				p.kickHost()
 			}
 		case *tcpip.ErrWouldBlock:
-			if idle == nil {
-				idle = time.NewTimer(linger)
-			} else {
-				idle.Reset(linger)
-			}
-			select {
-			case <-p.guestWake:
-				continue
-			case <-p.done:
-				return
-			case <-idle.C:
-			}
-			p.guestBusy.Store(false)
-			// A kick that came after the wait ended found the drain
-			// still busy: look again, and go on if there is something
-			// and no one else has taken over.
-			if p.ep.Readiness(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr) == 0 ||
-				!p.guestBusy.CompareAndSwap(false, true) {
+			if !idle.wait(p.guestWake, p.done, &p.guestBusy, p.guestPending) {
 				return
 			}
 		case *tcpip.ErrClosedForReceive:
@@ -316,12 +297,8 @@ func (p *tcpPump) drainGuest() {
 // intermediate copy and no buffer held while the flow is idle; then it
 // re-arms the poller and ends.
 func (p *tcpPump) drainHost() {
-	var idle *time.Timer
-	defer func() {
-		if idle != nil {
-			idle.Stop()
-		}
-	}()
+	var idle idleWait
+	defer idle.stop()
 	for {
 		avail, eof, empty, err := p.readableNow()
 		switch {
@@ -366,11 +343,10 @@ func (p *tcpPump) drainHost() {
 	}
 }
 
-// lingerHost arms the poller and waits up to linger for a kick (from the
-// poller, or from the guest-to-host drain that saw an answer arrive); true
-// when there may be more to read. On false the direction is idle (no
-// goroutine, poller armed) or the flow is closed.
-func (p *tcpPump) lingerHost(idle **time.Timer) bool {
+// lingerHost arms the poller and waits for more as idleWait does; the
+// host-to-guest drain is woken by the poller, or by the guest-to-host
+// drain that saw an answer arrive.
+func (p *tcpPump) lingerHost(idle *idleWait) bool {
 	if p.poll.rearm(p.fd) != nil {
 		select {
 		case <-p.done: // closed meanwhile
@@ -379,27 +355,51 @@ func (p *tcpPump) lingerHost(idle **time.Timer) bool {
 		}
 		return false
 	}
-	if *idle == nil {
-		*idle = time.NewTimer(linger)
+	return idle.wait(p.hostWake, p.done, &p.hostBusy, p.hostPending)
+}
+
+// guestPending says whether the guest sent something (or closed).
+func (p *tcpPump) guestPending() bool {
+	return p.ep.Readiness(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr) != 0
+}
+
+// hostPending says whether the host socket holds data, or closed or
+// failed.
+func (p *tcpPump) hostPending() bool {
+	avail, eof, _, err := p.readableNow()
+	return avail > 0 || eof || err != nil
+}
+
+// idleWait is a drain's wait for more work: up to linger for a wake-up,
+// after which the direction goes back to the idle machinery. Its timer is
+// made once per drain.
+type idleWait struct{ timer *time.Timer }
+
+// wait reports whether the drain goes on: it was woken, or, after linger,
+// it finds work (pending) that a kick announced in the gap, to a drain that
+// still looked busy, and no one else has taken the direction over. false:
+// the flow closed, or the direction is idle now.
+func (w *idleWait) wait(wake, done <-chan struct{}, busy *atomic.Bool, pending func() bool) bool {
+	if w.timer == nil {
+		w.timer = time.NewTimer(linger)
 	} else {
-		(*idle).Reset(linger)
+		w.timer.Reset(linger)
 	}
 	select {
-	case <-p.hostWake:
+	case <-wake:
 		return true
-	case <-p.done:
+	case <-done:
 		return false
-	case <-(*idle).C:
+	case <-w.timer.C:
 	}
-	p.hostBusy.Store(false)
-	// A kick that came after the wait ended found the drain still busy:
-	// look again, and go on if there is something and no one else has
-	// taken over.
-	avail, eof, _, err := p.readableNow()
-	if avail == 0 && !eof && err == nil {
-		return false
+	busy.Store(false)
+	return pending() && busy.CompareAndSwap(false, true)
+}
+
+func (w *idleWait) stop() {
+	if w.timer != nil {
+		w.timer.Stop()
 	}
-	return p.hostBusy.CompareAndSwap(false, true)
 }
 
 // probeResult is what readableNow found: how much the socket holds,

@@ -312,18 +312,16 @@ func setPartialChecksum(hdr []byte, pkt *stack.PacketBuffer) {
 	h := link.VnetHdr{Flags: link.FlagNeedsCsum, CsumStart: uint16(start), CsumOffset: uint16(csumOff)}
 	// A TCP super-frame (see SupportedGSO): the peer cuts it into
 	// segments of MSS bytes, each with these headers.
-	if g := pkt.GSOOptions; pkt.TransportProtocolNumber == header.TCPProtocolNumber && g.MSS > 0 {
+	if g := pkt.GSOOptions; g.MSS > 0 && pkt.Data().Size() > int(g.MSS) {
 		switch g.Type {
 		case stack.GSOTCPv4:
 			h.GSOType = link.GSOTCPv4
 		case stack.GSOTCPv6:
 			h.GSOType = link.GSOTCPv6
 		}
-		if h.GSOType != link.GSONone && pkt.Data().Size() > int(g.MSS) {
+		if h.GSOType != link.GSONone {
 			h.GSOSize = g.MSS
 			h.HdrLen = uint16(start + len(l4))
-		} else {
-			h.GSOType = link.GSONone
 		}
 	}
 	h.Encode(hdr)

@@ -25,7 +25,14 @@ const maxHeldDatagrams = 64
 // completed, just before the last.
 type udp6Fragments struct {
 	mu   sync.Mutex
-	held map[uint32]*heldDatagram
+	held map[datagramKey]*heldDatagram
+}
+
+// datagramKey names a fragmented datagram: an ID is only unique between
+// one source and destination.
+type datagramKey struct {
+	id       uint32
+	src, dst [16]byte
 }
 
 // heldDatagram is a fragmented datagram's first fragment (header+frame,
@@ -38,16 +45,18 @@ type heldDatagram struct {
 // fragmentInfo describes an IPv6 frame that is a fragment of a UDP
 // datagram: the offset of its fragmentable part in the frame, and its
 // fragment header's fields. ok is false for any other frame.
-func fragmentInfo(frame []byte) (part int, id uint32, offset uint16, more, ok bool) {
+func fragmentInfo(frame []byte) (part int, key datagramKey, offset uint16, more, ok bool) {
 	const fragAt = link.EthHdrLen + header.IPv6MinimumSize
 	if len(frame) < fragAt+header.IPv6FragmentHeaderSize ||
 		binary.BigEndian.Uint16(frame[12:]) != uint16(header.IPv6ProtocolNumber) ||
 		frame[link.EthHdrLen+6] != uint8(header.IPv6FragmentHeader) ||
 		frame[fragAt] != uint8(header.UDPProtocolNumber) {
-		return 0, 0, 0, false, false
+		return 0, datagramKey{}, 0, false, false
 	}
 	f := header.IPv6Fragment(frame[fragAt:])
-	return fragAt + header.IPv6FragmentHeaderSize, f.ID(), f.FragmentOffset(), f.More(), true
+	ip := frame[link.EthHdrLen:]
+	key = datagramKey{id: f.ID(), src: [16]byte(ip[8:24]), dst: [16]byte(ip[24:40])}
+	return fragAt + header.IPv6FragmentHeaderSize, key, f.FragmentOffset(), f.More(), true
 }
 
 // take looks at one outbound frame (header+frame, a copy the caller gives
@@ -55,7 +64,7 @@ func fragmentInfo(frame []byte) (part int, id uint32, offset uint16, more, ok bo
 // (a first fragment, held), or a completed first fragment and the frame.
 func (u *udp6Fragments) take(buf []byte) [][]byte {
 	frame := buf[link.VnetHdrLen:]
-	part, id, offset, more, ok := fragmentInfo(frame)
+	part, key, offset, more, ok := fragmentInfo(frame)
 	if !ok {
 		return [][]byte{buf}
 	}
@@ -66,7 +75,7 @@ func (u *udp6Fragments) take(buf []byte) [][]byte {
 			return [][]byte{buf}
 		}
 		if u.held == nil {
-			u.held = make(map[uint32]*heldDatagram)
+			u.held = make(map[datagramKey]*heldDatagram)
 		}
 		var out [][]byte
 		if len(u.held) >= maxHeldDatagrams {
@@ -79,10 +88,10 @@ func (u *udp6Fragments) take(buf []byte) [][]byte {
 			}
 		}
 		header.UDP(frame[part:]).SetChecksum(0)
-		u.held[id] = &heldDatagram{frame: buf, sum: checksum.Checksum(frame[part:], 0)}
+		u.held[key] = &heldDatagram{frame: buf, sum: checksum.Checksum(frame[part:], 0)}
 		return out
 	}
-	h := u.held[id]
+	h := u.held[key]
 	if h == nil {
 		return [][]byte{buf}
 	}
@@ -92,7 +101,7 @@ func (u *udp6Fragments) take(buf []byte) [][]byte {
 	if more {
 		return [][]byte{buf}
 	}
-	delete(u.held, id)
+	delete(u.held, key)
 	first := h.frame[link.VnetHdrLen:]
 	ip := header.IPv6(first[link.EthHdrLen:])
 	udp := header.UDP(first[part:])
