@@ -15,8 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/internal/publish"
 	"github.com/slipway-net/slipway/network"
-	"github.com/slipway-net/slipway/publish"
 )
 
 // handler routes the HTTP API. Requests no route matches get a JSON error

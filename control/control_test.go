@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/internal/publish"
 	"github.com/slipway-net/slipway/network"
-	"github.com/slipway-net/slipway/publish"
 )
 
 // These tests run the API against a real network (stack, services,

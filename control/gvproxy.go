@@ -9,7 +9,7 @@ import (
 	"strconv"
 
 	"github.com/slipway-net/slipway/config"
-	"github.com/slipway-net/slipway/publish"
+	"github.com/slipway-net/slipway/internal/publish"
 )
 
 // gvproxy's forwarder API (gvisor-tap-vsock), which podman machine, lima

@@ -4,10 +4,10 @@ import (
 	"time"
 
 	"github.com/slipway-net/slipway/config"
-	"github.com/slipway-net/slipway/forwarder"
+	"github.com/slipway-net/slipway/internal/outbound"
+	"github.com/slipway-net/slipway/internal/publish"
+	"github.com/slipway-net/slipway/internal/vswitch"
 	"github.com/slipway-net/slipway/network"
-	"github.com/slipway-net/slipway/publish"
-	"github.com/slipway-net/slipway/vswitch"
 )
 
 // The API's JSON shapes; `slipway ctl` decodes the same types.
@@ -94,7 +94,7 @@ type DHCPStats struct {
 	Dropped  map[string]uint64 `json:"dropped"`
 }
 
-// DNSStats summarises the DNS forwarder.
+// DNSStats summarises the DNS outbound.
 type DNSStats struct {
 	Queries          uint64            `json:"queries"`
 	Local            uint64            `json:"local"`
@@ -148,7 +148,7 @@ func links(n *network.Network) []Link {
 	return out
 }
 
-func flowView(f *forwarder.Flow, now time.Time) Flow {
+func flowView(f *outbound.Flow, now time.Time) Flow {
 	dir := "outbound"
 	if f.Forward != 0 {
 		dir = "published"

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/slipway-net/slipway/publish"
+	"github.com/slipway-net/slipway/internal/publish"
 	"github.com/slipway-net/slipway/services/dhcp4"
 )
 

@@ -21,16 +21,16 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 
 	"github.com/slipway-net/slipway/config"
-	"github.com/slipway-net/slipway/forwarder"
+	"github.com/slipway-net/slipway/internal/endpoint"
+	"github.com/slipway-net/slipway/internal/netstack"
+	"github.com/slipway-net/slipway/internal/outbound"
+	"github.com/slipway-net/slipway/internal/pcap"
+	"github.com/slipway-net/slipway/internal/policy"
+	"github.com/slipway-net/slipway/internal/publish"
+	"github.com/slipway-net/slipway/internal/vswitch"
 	"github.com/slipway-net/slipway/link"
-	"github.com/slipway-net/slipway/netstack"
-	"github.com/slipway-net/slipway/pcap"
-	"github.com/slipway-net/slipway/policy"
-	"github.com/slipway-net/slipway/publish"
 	"github.com/slipway-net/slipway/services/dhcp4"
 	"github.com/slipway-net/slipway/services/ra"
-	"github.com/slipway-net/slipway/transport"
-	"github.com/slipway-net/slipway/vswitch"
 )
 
 // guestGoneGrace is how long a guest's flows outlive its link, so a VMM that
@@ -44,7 +44,7 @@ type Network struct {
 
 	sw    *vswitch.Switch
 	st    *netstack.Stack
-	fwd   *forwarder.Forwarder
+	fwd   *outbound.Forwarder
 	svc   *services
 	pub   *publish.Publisher
 	pcap  *pcap.Writer
@@ -58,7 +58,7 @@ type Network struct {
 	wg     sync.WaitGroup
 
 	mu        sync.Mutex
-	listeners []transport.Listener
+	listeners []endpoint.Listener
 	closed    bool
 }
 
@@ -121,7 +121,7 @@ func New(cfg config.Config, log *slog.Logger) (*Network, error) {
 		rules.Services = append(rules.Services, cfg.IPv6DNS)
 		local = append(local, cfg.IPv6Gateway, cfg.IPv6DNS, ra.LinkLocal(n.gwMAC))
 	}
-	fo := forwarder.Options{
+	fo := outbound.Options{
 		Stack:              st,
 		Policy:             rules,
 		MaxFlows:           cfg.Limits.MaxFlows,
@@ -142,7 +142,7 @@ func New(cfg config.Config, log *slog.Logger) (*Network, error) {
 	} else if cfg.OutboundAddr.IsValid() {
 		fo.OutboundAddr6 = cfg.OutboundAddr
 	}
-	n.fwd = forwarder.New(fo)
+	n.fwd = outbound.New(fo)
 	st.SetIntercept(n.intercept)
 	if n.svc, err = startServices(n); err != nil {
 		n.Close()
@@ -161,7 +161,7 @@ func New(cfg config.Config, log *slog.Logger) (*Network, error) {
 
 // intercept sees every valid inbound IP frame before the stack: router
 // messages go to the router, echo requests to the outside to the
-// forwarder. It runs on the link reader's goroutine.
+// outbound. It runs on the link reader's goroutine.
 func (n *Network) intercept(buf []byte) bool {
 	if n.svc != nil && n.svc.router != nil && n.svc.router.intercept(buf[link.VnetHdrLen:]) {
 		return true
@@ -186,10 +186,10 @@ func (n *Network) Switch() *vswitch.Switch { return n.sw }
 func (n *Network) Stack() *netstack.Stack { return n.st }
 
 // Flows is the table of guest flows to the host.
-func (n *Network) Flows() *forwarder.Table { return n.fwd.Flows() }
+func (n *Network) Flows() *outbound.Table { return n.fwd.Flows() }
 
 // Forwarder carries guest flows to the host.
-func (n *Network) Forwarder() *forwarder.Forwarder { return n.fwd }
+func (n *Network) Forwarder() *outbound.Forwarder { return n.fwd }
 
 // Attach connects a guest link to the network and serves it until the link
 // fails or the network closes. It returns at once.
@@ -212,7 +212,7 @@ func (n *Network) Attach(l link.Link) *vswitch.Port {
 
 // Serve accepts guests on l until the network closes or l fails; every
 // guest joins this network. The listener is closed by Close.
-func (n *Network) Serve(l transport.Listener) error {
+func (n *Network) Serve(l endpoint.Listener) error {
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
@@ -292,7 +292,7 @@ func (n *Network) releaseGuests(macs []vswitch.MAC) {
 			}
 		}
 	}
-	if k := n.fwd.Flows().CloseWhere(func(f *forwarder.Flow) bool { return addrs[f.Guest.Addr()] }); k > 0 {
+	if k := n.fwd.Flows().CloseWhere(func(f *outbound.Flow) bool { return addrs[f.Guest.Addr()] }); k > 0 {
 		n.log.Info("released flows of departed guest", "flows", k)
 	}
 }

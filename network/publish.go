@@ -2,7 +2,7 @@ package network
 
 import (
 	"github.com/slipway-net/slipway/config"
-	"github.com/slipway-net/slipway/publish"
+	"github.com/slipway-net/slipway/internal/publish"
 )
 
 // startPublish creates the publisher and publishes the configured rules;

@@ -8,11 +8,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/slipway-net/slipway/bhyve"
 	"github.com/slipway-net/slipway/config"
-	"github.com/slipway-net/slipway/link/packet"
+	"github.com/slipway-net/slipway/internal/bhyve"
+	"github.com/slipway-net/slipway/internal/endpoint"
+	"github.com/slipway-net/slipway/link/dgram"
 	"github.com/slipway-net/slipway/network"
-	"github.com/slipway-net/slipway/transport"
 )
 
 // bhyveHelperName is the program bhyve runs for its slirp backend; slipway
@@ -56,7 +56,7 @@ Install it in place of bhyve's helper (slipway answers to that name):
 				return err
 			}
 			log := newLogger(cfg.LogLevel, cmd.ErrOrStderr())
-			c, err := transport.OpenFD(transport.FDSpec{FD: fd, Kind: transport.Seqpacket})
+			c, err := endpoint.OpenFD(endpoint.FDSpec{FD: fd, Kind: endpoint.Seqpacket})
 			if err != nil {
 				return fmt.Errorf("invalid socket %d: %w", fd, err)
 			}
@@ -74,7 +74,7 @@ Install it in place of bhyve's helper (slipway answers to that name):
 				name += ":" + bc.VMName
 				log = log.With("vm", bc.VMName)
 			}
-			l, err := packet.NewConn(conn, packet.Options{Name: name, MaxFrame: max(bhyveMaxFrame, cfg.MTU+14)})
+			l, err := dgram.NewConn(conn, dgram.Options{Name: name, MaxFrame: max(bhyveMaxFrame, cfg.MTU+14)})
 			if err != nil {
 				return err
 			}
@@ -83,7 +83,7 @@ Install it in place of bhyve's helper (slipway answers to that name):
 				return err
 			}
 			defer n.Close()
-			w, gone := transport.Watch(l)
+			w, gone := endpoint.Watch(l)
 			n.Attach(w)
 			log.Info("serving bhyve", "restricted", cfg.Restrict, "mtu", cfg.MTU, "forwards", len(bc.Forwards))
 			return serveUntil(log, nf.readyFD, gone, bhyve.ErrHangup, nil)

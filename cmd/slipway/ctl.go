@@ -18,8 +18,8 @@ import (
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/control"
+	"github.com/slipway-net/slipway/internal/publish"
 	"github.com/slipway-net/slipway/network"
-	"github.com/slipway-net/slipway/publish"
 )
 
 // serveAPI starts the control API when --api-socket is set; stop closes

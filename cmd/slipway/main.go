@@ -17,7 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/slipway-net/slipway/config"
-	"github.com/slipway-net/slipway/nsrun"
+	"github.com/slipway-net/slipway/internal/nsrun"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".

@@ -10,9 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/slipway-net/slipway/internal/endpoint"
 	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/network"
-	"github.com/slipway-net/slipway/transport"
 )
 
 func newServeCmd() *cobra.Command {
@@ -82,7 +82,7 @@ With only --fd endpoints, serve exits once every VM has gone.`,
 			allGone := make(chan struct{})
 			var gone []<-chan struct{}
 			for _, l := range eps.fdLinks {
-				w, done := transport.Watch(l)
+				w, done := endpoint.Watch(l)
 				gone = append(gone, done)
 				n.Attach(w)
 				log.Info("serving", "endpoint", l.String())
@@ -140,7 +140,7 @@ func (e *endpointFlags) register(cmd *cobra.Command) {
 // vmEndpoints are opened endpoints: listeners (--listen and --connect, both
 // yield links through Accept) and links adopted from inherited fds.
 type vmEndpoints struct {
-	listeners []transport.Listener
+	listeners []endpoint.Listener
 	fdLinks   []link.Link
 }
 
@@ -167,13 +167,13 @@ func (f *endpointFlags) open(log *slog.Logger) (*vmEndpoints, error) {
 	for _, set := range []struct {
 		flag   string
 		values []string
-		start  func(transport.Spec, *slog.Logger) (transport.Listener, error)
+		start  func(endpoint.Spec, *slog.Logger) (endpoint.Listener, error)
 	}{
-		{"listen", f.listens, transport.ListenLogged},
-		{"connect", f.connects, transport.Connect},
+		{"listen", f.listens, endpoint.ListenLogged},
+		{"connect", f.connects, endpoint.Connect},
 	} {
 		for _, s := range set.values {
-			spec, err := transport.Parse(s)
+			spec, err := endpoint.Parse(s)
 			if err != nil {
 				return fail(set.flag, s, err)
 			}
@@ -185,11 +185,11 @@ func (f *endpointFlags) open(log *slog.Logger) (*vmEndpoints, error) {
 		}
 	}
 	for _, s := range f.fds {
-		spec, err := transport.ParseFD(s)
+		spec, err := endpoint.ParseFD(s)
 		if err != nil {
 			return fail("fd", s, err)
 		}
-		l, err := transport.AdoptFD(spec)
+		l, err := endpoint.AdoptFD(spec)
 		if err != nil {
 			return fail("fd", s, err)
 		}

@@ -14,8 +14,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/internal/nsrun"
 	"github.com/slipway-net/slipway/network"
-	"github.com/slipway-net/slipway/nsrun"
 )
 
 // slirp4netnsVersion is what `slipway slirp4netns --version` claims, for

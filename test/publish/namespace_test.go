@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/slipway-net/slipway/control"
+	"github.com/slipway-net/slipway/internal/publish"
 	"github.com/slipway-net/slipway/network"
-	"github.com/slipway-net/slipway/publish"
 )
 
 // runPeerecho starts slipway run with peerecho serving TCP :80 and UDP

@@ -12,18 +12,18 @@ import (
 	"time"
 
 	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/internal/endpoint"
+	"github.com/slipway-net/slipway/internal/vswitch"
 	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/network"
 	"github.com/slipway-net/slipway/test/guestpeer"
 	"github.com/slipway-net/slipway/test/testenv"
-	"github.com/slipway-net/slipway/transport"
-	"github.com/slipway-net/slipway/vswitch"
 )
 
 // recorder keeps every link a listener hands out, so the test can read a
 // link's counters after the switch has dropped its port.
 type recorder struct {
-	transport.Listener
+	endpoint.Listener
 	mu    sync.Mutex
 	links []link.Link
 }
@@ -74,7 +74,7 @@ func TestBadInput(t *testing.T) {
 	defer n.Close()
 	listen := func(kind, name string) (*recorder, string) {
 		path := filepath.Join(dir, name)
-		l, err := transport.ListenLogged(transport.Spec{Kind: transport.Kind(kind), Network: "unix", Address: path}, log)
+		l, err := endpoint.ListenLogged(endpoint.Spec{Kind: endpoint.Kind(kind), Network: "unix", Address: path}, log)
 		if err != nil {
 			t.Fatal(err)
 		}

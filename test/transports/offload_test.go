@@ -11,12 +11,12 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/internal/endpoint"
 	"github.com/slipway-net/slipway/internal/framebuild"
 	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/network"
 	"github.com/slipway-net/slipway/test/guestpeer"
 	"github.com/slipway-net/slipway/test/testenv"
-	"github.com/slipway-net/slipway/transport"
 )
 
 // An offloading krunkit guest sends frames of nearly 64 KB whose UDP/TCP
@@ -33,7 +33,7 @@ func TestOffloadedFramesFromDatagramPeers(t *testing.T) {
 	dir := t.TempDir()
 	serve := func(kind, name string) string {
 		path := filepath.Join(dir, name)
-		l, err := transport.Listen(transport.Spec{Kind: transport.Kind(kind), Network: "unix", Address: path})
+		l, err := endpoint.Listen(endpoint.Spec{Kind: endpoint.Kind(kind), Network: "unix", Address: path})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/slipway-net/slipway/nvlist"
+	"github.com/slipway-net/slipway/internal/nvlist"
 	"github.com/slipway-net/slipway/test/guestpeer"
 	"github.com/slipway-net/slipway/test/testenv"
 )

@@ -1,6 +1,0 @@
-//go:build darwin || freebsd
-
-package forwarder
-
-// fionread asks a socket how many bytes it holds: FIONREAD, _IOR('f', 127, int).
-const fionread = 0x4004667f

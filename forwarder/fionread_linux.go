@@ -1,6 +1,0 @@
-package forwarder
-
-import "golang.org/x/sys/unix"
-
-// fionread asks a socket how many bytes it holds.
-const fionread = unix.SIOCINQ

@@ -1,0 +1,127 @@
+package endpoint
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/slipway-net/slipway/link"
+	"github.com/slipway-net/slipway/link/dgram"
+	"github.com/slipway-net/slipway/link/stream"
+)
+
+// FDSpec names an inherited, connected socket: "3:stream" (QEMU
+// -netdev socket,fd= with a stream socket, a socketpair end from a VMM),
+// "3:dgram", "3:seqpacket".
+type FDSpec struct {
+	FD   int
+	Kind Kind
+}
+
+func (f FDSpec) String() string { return fmt.Sprintf("fd:%d:%s", f.FD, f.Kind) }
+
+// ParseFD reads N:KIND.
+func ParseFD(s string) (FDSpec, error) {
+	num, kind, ok := strings.Cut(s, ":")
+	if !ok {
+		return FDSpec{}, fmt.Errorf("want N:KIND, e.g. 3:stream, not %q", s)
+	}
+	fd, err := strconv.Atoi(num)
+	if err != nil || fd < 0 {
+		return FDSpec{}, fmt.Errorf("%q is not a file descriptor number", num)
+	}
+	k := Kind(kind)
+	if _, ok := kindNetworks[k]; !ok {
+		return FDSpec{}, fmt.Errorf("unknown kind %q (want stream, dgram or seqpacket)", kind)
+	}
+	return FDSpec{FD: fd, Kind: k}, nil
+}
+
+// socketTypes maps a kind to the socket type its fd must have.
+var socketTypes = map[Kind]int{
+	Stream:    unix.SOCK_STREAM,
+	Dgram:     unix.SOCK_DGRAM,
+	Seqpacket: unix.SOCK_SEQPACKET,
+}
+
+// ErrBadFD reports an inherited fd that cannot carry the kind asked for.
+var ErrBadFD = errors.New("unusable file descriptor")
+
+// AdoptFD takes over an inherited connected socket as a link. The fd is
+// checked first, so a wrong number or kind is one clear error, not a
+// link that fails later.
+func AdoptFD(f FDSpec) (link.Link, error) {
+	c, err := OpenFD(f)
+	if err != nil {
+		return nil, err
+	}
+	if f.Kind == Stream {
+		return stream.New(c, f.String()), nil
+	}
+	l, err := dgram.NewConn(c.(*net.UnixConn), dgram.Options{
+		Name: f.String(),
+		// A datagram fd may come from krunkit (type=unixgram,fd=N)
+		// with offloading on: partial checksums without a header.
+		TrustChecksums: f.Kind == Dgram,
+	})
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// OpenFD checks an inherited socket as AdoptFD does and returns it as a
+// connection (a *net.UnixConn for datagram and seqpacket kinds), for a
+// caller that talks on it before it becomes a link.
+func OpenFD(f FDSpec) (net.Conn, error) {
+	if err := checkFD(f); err != nil {
+		return nil, err
+	}
+	file := os.NewFile(uintptr(f.FD), f.String())
+	c, err := net.FileConn(file)
+	// FileConn works on a duplicate; the inherited number is not needed.
+	file.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", f, err)
+	}
+	if _, ok := c.(*net.UnixConn); !ok && f.Kind != Stream {
+		c.Close()
+		return nil, fmt.Errorf("%w: %s sockets must be unix sockets", ErrBadFD, f.Kind)
+	}
+	return c, nil
+}
+
+func checkFD(f FDSpec) error {
+	typ, err := unix.GetsockoptInt(f.FD, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		if errors.Is(err, unix.EBADF) {
+			return fmt.Errorf("%w: fd %d is not open", ErrBadFD, f.FD)
+		}
+		return fmt.Errorf("%w: fd %d is not a socket (%v)", ErrBadFD, f.FD, err)
+	}
+	if typ != socketTypes[f.Kind] {
+		return fmt.Errorf("%w: fd %d is a %s socket, not %s", ErrBadFD, f.FD, typeName(typ), f.Kind)
+	}
+	if listening, err := unix.GetsockoptInt(f.FD, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err == nil && listening != 0 {
+		return fmt.Errorf("%w: fd %d is a listening socket; --fd takes a connected one (use --listen to accept VMs)", ErrBadFD, f.FD)
+	}
+	if _, err := unix.Getpeername(f.FD); err != nil {
+		return fmt.Errorf("%w: fd %d is not connected to a peer (%v)", ErrBadFD, f.FD, err)
+	}
+	return nil
+}
+
+func typeName(typ int) string {
+	for k, t := range socketTypes {
+		if t == typ {
+			return string(k)
+		}
+	}
+	return "type-" + strconv.Itoa(typ)
+}

@@ -1,0 +1,45 @@
+package endpoint
+
+import (
+	"fmt"
+	"net"
+
+	"github.com/slipway-net/slipway/link"
+	"github.com/slipway-net/slipway/link/dgram"
+)
+
+// seqpacketListener serves User Mode Linux (vec0:transport=bess,dst=PATH)
+// and other SOCK_SEQPACKET peers: each connection is one VM, one frame a
+// message.
+type seqpacketListener struct {
+	spec Spec
+	l    *net.UnixListener
+}
+
+func listenSeqpacket(spec Spec) (Listener, error) {
+	if err := claimSocketPath(spec.Address); err != nil {
+		return nil, fmt.Errorf("%s: %w", spec, err)
+	}
+	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: spec.Address, Net: "unixpacket"})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", spec, err)
+	}
+	l.SetUnlinkOnClose(true)
+	return &seqpacketListener{spec: spec, l: l}, nil
+}
+
+func (s *seqpacketListener) Accept() (link.Link, error) {
+	c, err := s.l.AcceptUnix()
+	if err != nil {
+		return nil, err
+	}
+	lk, err := dgram.NewConn(c, dgram.Options{Name: s.spec.String()})
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return lk, nil
+}
+
+func (s *seqpacketListener) Close() error { return s.l.Close() }
+func (s *seqpacketListener) Spec() Spec   { return s.spec }

@@ -1,0 +1,139 @@
+// Package outbound carries the flows a guest opens (TCP, UDP, ICMP echo)
+// to real sockets of the host, after the policy has decided where each one
+// goes. It is the only place slipway opens outbound host sockets.
+package outbound
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/slipway-net/slipway/internal/netstack"
+	"github.com/slipway-net/slipway/internal/policy"
+)
+
+// Options configures a Forwarder.
+type Options struct {
+	Stack  *netstack.Stack
+	Policy *policy.Rules
+	// MaxFlows bounds concurrent TCP and UDP flows.
+	MaxFlows int
+	// MaxPendingConnects bounds TCP connects to the host in progress.
+	MaxPendingConnects int
+	ConnectTimeout     time.Duration
+	UDPIdleTimeout     time.Duration
+	// MaxICMPFlows bounds echo flows (one ping socket each).
+	MaxICMPFlows int
+	// OutboundAddr4/6, if valid, are the local addresses outbound sockets
+	// bind to.
+	OutboundAddr4, OutboundAddr6 netip.Addr
+	// Inject sends frames the forwarder builds itself (ICMP replies) to
+	// the guests, laid out as link frames (virtio-net header + frame).
+	Inject func(frames [][]byte)
+	// LocalAddrs are the stack's own addresses: echo requests to them are
+	// the stack's to answer.
+	LocalAddrs []netip.Addr
+	// Gateway4 and Gateway6 are the sources of ICMP errors slipway sends
+	// as the router.
+	Gateway4, Gateway6 netip.Addr
+	Logger             *slog.Logger
+}
+
+// Forwarder owns every outbound flow.
+type Forwarder struct {
+	o      Options
+	log    *slog.Logger
+	flows  *Table
+	ctx    context.Context
+	cancel context.CancelFunc
+	icmp   *icmpForwarder
+
+	// Counters of flows refused by the policy, by reason, and of connect
+	// failures.
+	refusedMu     sync.Mutex
+	refused       map[policy.Reason]uint64
+	ConnectFailed atomic.Uint64
+}
+
+// New installs the forwarder's handlers in the stack.
+func New(o Options) *Forwarder {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &Forwarder{o: o, log: log, flows: NewTable(o.MaxFlows), ctx: ctx, cancel: cancel, refused: map[policy.Reason]uint64{}}
+	o.Stack.SetTCPForwarder(o.MaxPendingConnects, f.acceptTCP, f.handleTCP)
+	o.Stack.SetUDPForwarder(f.handleUDP)
+	f.icmp = newICMPForwarder(f)
+	return f
+}
+
+// Flows is the table of live flows.
+func (f *Forwarder) Flows() *Table { return f.flows }
+
+// InterceptICMP takes echo requests bound for the host's network; it is
+// the stack's interceptor.
+func (f *Forwarder) InterceptICMP(buf []byte) bool { return f.icmp.intercept(buf) }
+
+// Refused returns how many flows the policy refused, by reason.
+func (f *Forwarder) Refused() map[policy.Reason]uint64 {
+	f.refusedMu.Lock()
+	defer f.refusedMu.Unlock()
+	out := make(map[policy.Reason]uint64, len(f.refused))
+	for k, v := range f.refused {
+		out[k] = v
+	}
+	return out
+}
+
+func (f *Forwarder) countRefused(r policy.Reason) {
+	f.refusedMu.Lock()
+	f.refused[r]++
+	f.refusedMu.Unlock()
+}
+
+// decide applies the policy to a flow the guest opens, counting refusals.
+func (f *Forwarder) decide(proto policy.Proto, dst netip.AddrPort) policy.Verdict {
+	v := f.o.Policy.Outbound(proto, dst)
+	if !v.Allowed() {
+		f.countRefused(v.Reason)
+		f.log.Debug("flow refused", "proto", proto, "dst", dst, "reason", v.Reason)
+	}
+	return v
+}
+
+// dialer returns a dialer bound to the outbound address of dst's family.
+func (f *Forwarder) localAddr(dst netip.Addr) netip.Addr {
+	if dst.Is4() {
+		return f.o.OutboundAddr4
+	}
+	return f.o.OutboundAddr6
+}
+
+// Close ends every flow.
+func (f *Forwarder) Close() {
+	f.cancel()
+	f.flows.Close()
+	f.icmp.close()
+}
+
+// idEnds converts a stack endpoint ID to (guest, destination) addresses.
+func idEnds(id stack.TransportEndpointID) (guest, dst netip.AddrPort) {
+	return netip.AddrPortFrom(toAddr(id.RemoteAddress), id.RemotePort),
+		netip.AddrPortFrom(toAddr(id.LocalAddress), id.LocalPort)
+}
+
+func toAddr(a tcpip.Address) netip.Addr {
+	ip, _ := netip.AddrFromSlice(a.AsSlice())
+	return ip
+}
+
+func tcpAddr(ap netip.AddrPort) *net.TCPAddr { return net.TCPAddrFromAddrPort(ap) }

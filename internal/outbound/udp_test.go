@@ -1,0 +1,130 @@
+package outbound
+
+import (
+	"bytes"
+	"net"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/link/loopback"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// udpEndpoints returns a receiving UDP endpoint of a real gVisor stack and
+// a sender connected to it.
+func udpEndpoints(t *testing.T) (rx, tx tcpip.Endpoint) {
+	t.Helper()
+	s := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{udp.NewProtocol},
+	})
+	t.Cleanup(s.Close)
+	if err := s.CreateNIC(1, loopback.New()); err != nil {
+		t.Fatal(err)
+	}
+	addr := tcpip.AddrFrom4([4]byte{10, 0, 0, 1})
+	s.AddProtocolAddress(1, tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: addr.WithPrefix()}, stack.AddressProperties{})
+	s.SetRouteTable([]tcpip.Route{{Destination: addr.WithPrefix().Subnet(), NIC: 1}})
+	var wq1, wq2 waiter.Queue
+	rx, err := s.NewEndpoint(udp.ProtocolNumber, ipv4.ProtocolNumber, &wq1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rx.SocketOptions().SetReceiveBufferSize(udpReceiveBuffer, true)
+	if err := rx.Bind(tcpip.FullAddress{Addr: addr, Port: 5000}); err != nil {
+		t.Fatal(err)
+	}
+	tx, err = s.NewEndpoint(udp.ProtocolNumber, ipv4.ProtocolNumber, &wq2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Connect(tcpip.FullAddress{Addr: addr, Port: 5000}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rx.Close(); tx.Close() })
+	return rx, tx
+}
+
+// Datagrams the guest queued leave in runs of equal sizes, one call per
+// run, and the host's receiver gets every one of them whole and in order:
+// a shorter datagram ends a run, a larger one starts a new one, and an
+// empty one is sent on its own.
+func TestGuestDatagramRunsKeepEveryDatagram(t *testing.T) {
+	rx, tx := udpEndpoints(t)
+	sizes := []int{1400, 1400, 1400, 500, 1400, 1472, 1472, 0, 1400, 1400}
+	for i := 0; i < 60; i++ {
+		sizes = append(sizes, 1000) // more than one run's worth
+	}
+	var want [][]byte
+	for i, n := range sizes {
+		d := bytes.Repeat([]byte{byte(i)}, n)
+		want = append(want, d)
+		var r bytes.Reader
+		r.Reset(d)
+		if _, err := tx.Write(&r, tcpip.WriteOptions{}); err != nil {
+			t.Fatalf("datagram %d: %v", i, err)
+		}
+	}
+
+	recv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer recv.Close()
+	recv.SetReadBuffer(4 << 20)
+	host, err := net.DialUDP("udp4", nil, recv.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	rc, _ := host.SyscallConn()
+	p := &udpPump{rc: rc}
+	calls, runs := 0, 0
+	r := &datagramRuns{flow: &Flow{}, send: func(b []byte) error {
+		calls++
+		_, err := host.Write(b)
+		return err
+	}}
+	if sendRun := p.runSender(); sendRun != nil {
+		r.sendRun = func(b []byte, size int) error { calls++; runs++; return sendRun(b, size) }
+	} else {
+		r.noRuns = true
+	}
+	var a Activity
+	if terr := r.drain(rx, &a); terr == nil {
+		t.Fatal("drain ended without the endpoint running dry")
+	}
+	if r.failed {
+		t.Fatal("a send failed")
+	}
+
+	buf := make([]byte, 65536)
+	for i, w := range want {
+		recv.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := recv.Read(buf)
+		if err != nil {
+			t.Fatalf("datagram %d of %d never arrived: %v", i, len(want), err)
+		}
+		if !bytes.Equal(buf[:n], w) {
+			t.Fatalf("datagram %d: got %d bytes (first %v), want %d bytes of %d", i, n, buf[:min(n, 1)], len(w), i)
+		}
+	}
+	if got := r.flow.ToHost.Load(); got != uint64(totalLen(want)) {
+		t.Errorf("flow counted %d bytes to the host, want %d", got, totalLen(want))
+	}
+	if udpGSO && !r.noRuns && (runs == 0 || calls >= len(want)) {
+		t.Errorf("%d datagrams took %d sends (%d runs): not sent in runs", len(want), calls, runs)
+	}
+}
+
+func totalLen(bs [][]byte) int {
+	n := 0
+	for _, b := range bs {
+		n += len(b)
+	}
+	return n
+}

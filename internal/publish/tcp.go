@@ -1,0 +1,186 @@
+package publish
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/slipway-net/slipway/internal/outbound"
+	"github.com/slipway-net/slipway/internal/policy"
+)
+
+// acceptBackoff is how long an accept loop rests after an error that is
+// not the listener closing (out of file descriptors): retrying at once
+// would spin.
+const acceptBackoff = 100 * time.Millisecond
+
+func (p *Publisher) acceptTCP(fw *forward, l *net.TCPListener, guest netip.AddrPort) {
+	defer p.wg.Done()
+	for {
+		// A slot first: while MaxPendingConnects connections to guests
+		// are in progress, clients wait in the host's listen backlog.
+		select {
+		case p.pending <- struct{}{}:
+		case <-p.ctx.Done():
+			return
+		}
+		c, err := l.AcceptTCP()
+		if err != nil {
+			<-p.pending
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			p.log.Warn("accept on published port failed", "id", fw.ID, "listen", l.Addr().String(), "err", err)
+			select {
+			case <-time.After(acceptBackoff):
+				continue
+			case <-p.ctx.Done():
+				return
+			}
+		}
+		fw.conns.Add(1)
+		go p.serveTCP(fw, c, guest)
+	}
+}
+
+// serveTCP connects the guest for one accepted client and pumps between
+// them. A client the guest does not accept is reset, as a refused
+// connection would be.
+func (p *Publisher) serveTCP(fw *forward, c *net.TCPConn, guest netip.AddrPort) {
+	client := unmapped(c.RemoteAddr().(*net.TCPAddr).AddrPort())
+	ep, wq, local, err := p.dialGuest(p.source(client, guest.Addr()), guest)
+	<-p.pending
+	if err != nil || fw.gone.Load() {
+		if err != nil {
+			p.connectFailed.Add(1)
+			p.log.Debug("published connection refused by guest", "id", fw.ID, "client", client, "guest", guest, "err", err)
+		} else {
+			ep.Abort()
+		}
+		resetConn(c)
+		return
+	}
+	flow := p.o.Flows.OpenPublished(policy.TCP, guest, local, client, fw.ID, nil)
+	if flow == nil {
+		p.refused.Add(1)
+		p.log.Warn("flow limit reached, refusing connection to published port", "id", fw.ID, "client", client)
+		ep.Abort()
+		resetConn(c)
+		return
+	}
+	outbound.StartTCPPump(flow, ep, wq, c)
+}
+
+// errTupleInUse: the stack still has a connection with the same addresses
+// and ports.
+var errTupleInUse = errors.New("the stack still holds a connection from this address and port")
+
+// dialGuest connects a new stack endpoint from src to the guest. If the
+// host reused the client's port while the stack still holds an earlier
+// connection from it (in TIME-WAIT: the host's own TIME-WAIT is shorter or
+// skipped on loopback), the client's address is kept with a port the stack
+// picks.
+func (p *Publisher) dialGuest(src, guest netip.AddrPort) (tcpip.Endpoint, *waiter.Queue, netip.AddrPort, error) {
+	ep, wq, local, err := p.bindTCP(src)
+	if err != nil {
+		return nil, nil, netip.AddrPort{}, err
+	}
+	err = p.connectTCP(ep, wq, guest)
+	if errors.Is(err, errTupleInUse) && src.Port() != 0 {
+		ep.Close()
+		return p.dialGuest(netip.AddrPortFrom(src.Addr(), 0), guest)
+	}
+	if err != nil {
+		ep.Close()
+		return nil, nil, netip.AddrPort{}, err
+	}
+	return ep, wq, local, nil
+}
+
+func resetConn(c *net.TCPConn) {
+	c.SetLinger(0)
+	c.Close()
+}
+
+// bindTCP opens a stack endpoint bound to src, the address the guest will
+// see; it returns the address actually bound.
+func (p *Publisher) bindTCP(src netip.AddrPort) (tcpip.Endpoint, *waiter.Queue, netip.AddrPort, error) {
+	wq := new(waiter.Queue)
+	ep, terr := p.o.Stack.Gvisor().NewEndpoint(tcp.ProtocolNumber, netProto(src.Addr()), wq)
+	if terr != nil {
+		return nil, nil, netip.AddrPort{}, fmt.Errorf("new endpoint: %s", terr)
+	}
+	local, err := bindSource(ep, src)
+	if err != nil {
+		ep.Close()
+		return nil, nil, netip.AddrPort{}, err
+	}
+	return ep, wq, local, nil
+}
+
+// bindSource binds ep to src. The NIC spoofs, so any address can be bound,
+// not only the stack's own. Address reuse lets one client address and
+// port reach several published ports at once (the 4-tuples differ); if the
+// port is still taken (an earlier connection in TIME-WAIT) the address is
+// kept with a port the stack picks.
+func bindSource(ep tcpip.Endpoint, src netip.AddrPort) (netip.AddrPort, error) {
+	ep.SocketOptions().SetReuseAddress(true)
+	addr := tcpip.AddrFromSlice(src.Addr().AsSlice())
+	terr := ep.Bind(tcpip.FullAddress{Addr: addr, Port: src.Port()})
+	if _, inUse := terr.(*tcpip.ErrPortInUse); inUse && src.Port() != 0 {
+		terr = ep.Bind(tcpip.FullAddress{Addr: addr})
+	}
+	if terr != nil {
+		return netip.AddrPort{}, fmt.Errorf("bind %s: %s", src, terr)
+	}
+	la, terr := ep.GetLocalAddress()
+	if terr != nil {
+		return netip.AddrPort{}, fmt.Errorf("local address: %s", terr)
+	}
+	a, _ := netip.AddrFromSlice(la.Addr.AsSlice())
+	return netip.AddrPortFrom(a, la.Port), nil
+}
+
+// netProto is the stack's network protocol for an address's family.
+func netProto(a netip.Addr) tcpip.NetworkProtocolNumber {
+	if a.Is6() {
+		return ipv6.ProtocolNumber
+	}
+	return ipv4.ProtocolNumber
+}
+
+// connectTCP connects ep to the guest, waiting at most ConnectTimeout.
+func (p *Publisher) connectTCP(ep tcpip.Endpoint, wq *waiter.Queue, guest netip.AddrPort) error {
+	entry, ch := waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
+	wq.EventRegister(&entry)
+	defer wq.EventUnregister(&entry)
+	terr := ep.Connect(tcpip.FullAddress{Addr: tcpip.AddrFromSlice(guest.Addr().AsSlice()), Port: guest.Port()})
+	if _, inUse := terr.(*tcpip.ErrBadLocalAddress); inUse {
+		// What gVisor answers when the 4-tuple is registered already.
+		return errTupleInUse
+	}
+	if _, started := terr.(*tcpip.ErrConnectStarted); started {
+		t := time.NewTimer(p.o.ConnectTimeout)
+		defer t.Stop()
+		select {
+		case <-ch:
+		case <-t.C:
+			return fmt.Errorf("connect to %s: timed out after %s", guest, p.o.ConnectTimeout)
+		case <-p.ctx.Done():
+			return p.ctx.Err()
+		}
+		terr = ep.LastError()
+	}
+	if terr != nil {
+		return fmt.Errorf("connect to %s: %s", guest, terr)
+	}
+	return nil
+}

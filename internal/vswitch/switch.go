@@ -1,0 +1,475 @@
+// Package vswitch is slipway's virtual Ethernet segment: a MAC-learning
+// switch whose ports are the guest links and the stack. Frames between
+// guests go from link to link without touching the stack; frames for the
+// gateway, broadcasts and unknown destinations reach the stack.
+//
+// The per-frame path takes no lock: the MAC table is an immutable map
+// swapped atomically when a port learns a new address (rare), and each
+// port's counters belong to that port.
+package vswitch
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/slipway-net/slipway/internal/pcap"
+	"github.com/slipway-net/slipway/link"
+)
+
+// MAC is an Ethernet address usable as a map key.
+type MAC [6]byte
+
+func (m MAC) String() string { return net.HardwareAddr(m[:]).String() }
+
+// DefaultMaxMACsPerPort bounds how many source addresses one port may
+// teach the switch, so a guest spraying random MACs cannot grow the table.
+const DefaultMaxMACsPerPort = 64
+
+// Options configures a Switch.
+type Options struct {
+	Logger *slog.Logger
+	// PCAP, if set, records every frame on the guest side once: frames
+	// from links as they enter, frames from the stack as they leave it.
+	PCAP *pcap.Writer
+	// MaxMACsPerPort bounds learning per port (DefaultMaxMACsPerPort if 0).
+	MaxMACsPerPort int
+	// OnPort is told when a link port comes up or goes down.
+	// macs are the addresses the port had learned (on the way down).
+	OnPort func(p *Port, up bool, macs []MAC)
+}
+
+// Switch connects ports on one L2 segment.
+type Switch struct {
+	log    *slog.Logger
+	pcap   *pcap.Writer
+	maxMAC int
+	onPort func(*Port, bool, []MAC)
+
+	mu     sync.Mutex // serialises learning and port changes
+	macs   atomic.Pointer[map[MAC]*Port]
+	links  atomic.Pointer[[]*Port] // link ports, for flooding
+	stack  *Port
+	nextID int
+}
+
+// New returns an empty switch.
+func New(o Options) *Switch {
+	s := &Switch{log: o.Logger, pcap: o.PCAP, maxMAC: o.MaxMACsPerPort, onPort: o.OnPort}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.maxMAC <= 0 {
+		s.maxMAC = DefaultMaxMACsPerPort
+	}
+	empty := map[MAC]*Port{}
+	s.macs.Store(&empty)
+	s.links.Store(&[]*Port{})
+	return s
+}
+
+// Port is one attachment to the switch: a guest link or the stack.
+type Port struct {
+	sw     *Switch
+	id     int
+	name   string
+	link   link.Link // nil for the stack
+	vec    link.VecWriter
+	write  func(frames [][]byte)
+	nmacs  int // learned addresses; guarded by sw.mu
+	closed atomic.Bool
+	// errLogged keeps a failing link from logging every frame.
+	errLogged atomic.Bool
+	Stats     PortStats
+	Since     time.Time
+}
+
+// ID is the port's number, unique within its switch.
+func (p *Port) ID() int { return p.id }
+
+// Name describes the port (the link's description).
+func (p *Port) Name() string { return p.name }
+
+// LinkCounters are the drops the port's link counts itself (frames the
+// switch never saw or handed over but the peer did not take); nil for the
+// stack and for links that keep none.
+func (p *Port) LinkCounters() *link.Counters {
+	if c, ok := p.link.(link.Counted); ok {
+		return c.Counters()
+	}
+	return nil
+}
+
+// PortStats counts a port's traffic; rx is from the guest, tx to it.
+type PortStats struct {
+	RxFrames, RxBytes, TxFrames, TxBytes atomic.Uint64
+	// Drops by reason.
+	DropRunt     atomic.Uint64 // shorter than an Ethernet header
+	DropBadSrc   atomic.Uint64 // source address multicast or the gateway's
+	DropHairpin  atomic.Uint64 // addressed to a MAC learned on the same port
+	DropNoGSO    atomic.Uint64 // GSO frame for a link without offloads
+	DropChecksum atomic.Uint64 // partial checksum with bad offsets
+	DropTxError  atomic.Uint64 // the link failed to write
+	DropRouter   atomic.Uint64 // router advertisement or redirect from a guest
+	DropTxFull   atomic.Uint64 // the peer was not reading (paused VM)
+}
+
+// SetStack attaches the stack as the port that owns mac and receives
+// broadcasts and frames for unknown destinations.
+func (s *Switch) SetStack(mac net.HardwareAddr, deliver func(frames [][]byte)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := &Port{sw: s, id: 0, name: "stack", write: deliver, Since: time.Now()}
+	s.stack = p
+	var m MAC
+	copy(m[:], mac)
+	s.storeMAC(m, p)
+}
+
+// AddLink attaches a guest link as a new port. Run reads from it.
+func (s *Switch) AddLink(l link.Link) *Port {
+	s.mu.Lock()
+	s.nextID++
+	p := &Port{sw: s, id: s.nextID, name: l.String(), link: l, Since: time.Now()}
+	p.write = p.writeLink
+	p.vec, _ = l.(link.VecWriter)
+	links := append(append([]*Port(nil), *s.links.Load()...), p)
+	s.links.Store(&links)
+	s.mu.Unlock()
+	s.log.Info("link up", "port", p.id, "link", p.name)
+	if s.onPort != nil {
+		s.onPort(p, true, nil)
+	}
+	return p
+}
+
+// Has reports whether a port has learned mac.
+func (s *Switch) Has(mac MAC) bool {
+	_, ok := (*s.macs.Load())[mac]
+	return ok
+}
+
+// Ports returns the link ports attached now.
+func (s *Switch) Ports() []*Port { return *s.links.Load() }
+
+// Run reads frames from the port's link until it fails or is closed, then
+// detaches the port and closes the link. The returned error says why the
+// link ended (nil if it was closed by Remove).
+func (p *Port) Run() error {
+	bufs, sizes := link.NewBuffers(p.link.BatchSize())
+	var b batcher
+	var err error
+	for {
+		var n int
+		n, err = p.link.Read(bufs, sizes)
+		if n > 0 {
+			p.sw.input(p, bufs[:n], sizes[:n], &b)
+		}
+		if err != nil {
+			break
+		}
+	}
+	// A port closed by Remove (network shutdown) ends without error.
+	wasClosed := p.closed.Load()
+	p.sw.Remove(p)
+	if wasClosed {
+		return nil
+	}
+	return err
+}
+
+// Remove detaches a link port, forgets its MACs and closes its link.
+func (s *Switch) Remove(p *Port) {
+	if p.closed.Swap(true) {
+		return
+	}
+	s.mu.Lock()
+	var links []*Port
+	for _, q := range *s.links.Load() {
+		if q != p {
+			links = append(links, q)
+		}
+	}
+	s.links.Store(&links)
+	old := *s.macs.Load()
+	macs := make(map[MAC]*Port, len(old))
+	var gone []MAC
+	for m, q := range old {
+		if q != p {
+			macs[m] = q
+		} else {
+			gone = append(gone, m)
+		}
+	}
+	s.macs.Store(&macs)
+	s.mu.Unlock()
+	p.link.Close()
+	s.log.Info("link down", "port", p.id, "link", p.name)
+	if s.onPort != nil {
+		s.onPort(p, false, gone)
+	}
+}
+
+// storeMAC maps m to p; s.mu must be held.
+func (s *Switch) storeMAC(m MAC, p *Port) {
+	old := *s.macs.Load()
+	macs := make(map[MAC]*Port, len(old)+1)
+	for k, v := range old {
+		macs[k] = v
+	}
+	if prev := macs[m]; prev != nil && prev != p {
+		prev.nmacs--
+	}
+	macs[m] = p
+	p.nmacs++
+	s.macs.Store(&macs)
+}
+
+// learn records that src was seen on port p. Called only when the table
+// does not already say so.
+func (s *Switch) learn(p *Port, src MAC) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p.closed.Load() {
+		return
+	}
+	cur := (*s.macs.Load())[src]
+	if cur == p || cur == s.stack && cur != nil {
+		return
+	}
+	if p.nmacs >= s.maxMAC {
+		return // keep forwarding its frames, just stop learning
+	}
+	s.storeMAC(src, p)
+	s.log.Debug("learned MAC", "mac", src, "port", p.id)
+}
+
+// batcher collects consecutive frames bound for the same port so a run of
+// frames leaves in one Write call. Each reader goroutine owns one.
+type batcher struct {
+	to     *Port
+	frames [][]byte
+}
+
+func (b *batcher) add(to *Port, frame []byte) {
+	if b.to != to {
+		b.flush()
+		b.to = to
+	}
+	b.frames = append(b.frames, frame)
+}
+
+func (b *batcher) flush() {
+	if b.to != nil && len(b.frames) > 0 {
+		b.to.write(b.frames)
+	}
+	clear(b.frames)
+	b.frames = b.frames[:0]
+	b.to = nil
+}
+
+// input switches a batch of frames read from link port src.
+func (s *Switch) input(src *Port, bufs [][]byte, sizes []int, b *batcher) {
+	macs := *s.macs.Load()
+	for i, size := range sizes {
+		if size < link.EthHdrLen {
+			src.Stats.DropRunt.Add(1)
+			continue
+		}
+		frame := bufs[i][:link.VnetHdrLen+size]
+		src.Stats.RxFrames.Add(1)
+		src.Stats.RxBytes.Add(uint64(size))
+		if s.pcap != nil {
+			s.pcap.WriteFrame(frame[link.VnetHdrLen:])
+		}
+		eth := frame[link.VnetHdrLen:]
+		var dst, from MAC
+		copy(dst[:], eth[0:6])
+		copy(from[:], eth[6:12])
+		if from[0]&1 != 0 || macs[from] == s.stack && s.stack != nil {
+			src.Stats.DropBadSrc.Add(1)
+			continue
+		}
+		if macs[from] != src {
+			s.learn(src, from)
+			macs = *s.macs.Load()
+		}
+		if eth[12] == 0x86 && eth[13] == 0xdd && isRouterMessage(eth) {
+			src.Stats.DropRouter.Add(1)
+			continue
+		}
+		if dst[0]&1 != 0 { // broadcast or multicast
+			b.flush()
+			s.flood(src, frame)
+			continue
+		}
+		to := macs[dst]
+		switch {
+		case to == src:
+			src.Stats.DropHairpin.Add(1)
+		case to != nil:
+			b.add(to, frame)
+		default:
+			b.flush()
+			s.flood(src, frame)
+		}
+	}
+	b.flush()
+}
+
+// flood sends one frame to every port but its source, the stack included.
+func (s *Switch) flood(src *Port, frame []byte) {
+	one := [][]byte{frame}
+	for _, p := range *s.links.Load() {
+		if p != src {
+			p.write(one)
+		}
+	}
+	if s.stack != nil && src != s.stack {
+		s.stack.write(one)
+	}
+}
+
+// SendFrames is FromStack, as the stack's output.
+func (s *Switch) SendFrames(frames [][]byte) { s.FromStack(frames) }
+
+// VecTarget returns the port a unicast frame for dst goes to when that
+// port's link writes frames from their pieces; nil means the stack must
+// flatten the frame and use SendFrames (broadcast, unknown destination,
+// capture on, or a link without vectored writes).
+func (s *Switch) VecTarget(dst [6]byte) link.VecSink {
+	if s.pcap != nil || dst[0]&1 != 0 {
+		return nil
+	}
+	p := (*s.macs.Load())[MAC(dst)]
+	if p == nil || p.vec == nil {
+		return nil
+	}
+	return p
+}
+
+// AllLinksOffload reports whether the switch has links and every one of
+// them takes offloaded frames: then the stack may send TCP super-frames
+// (GSO) that the links' peers segment themselves.
+func (s *Switch) AllLinksOffload() bool {
+	links := *s.links.Load()
+	for _, p := range links {
+		if !p.link.Offloads() {
+			return false
+		}
+	}
+	return len(links) > 0
+}
+
+// WriteVec sends frames in pieces out of a link port (see VecTarget).
+// Links without offloads get complete checksums; GSO frames they cannot
+// take are dropped.
+func (p *Port) WriteVec(frames []link.VecFrame) {
+	if p.closed.Load() {
+		return
+	}
+	if !p.link.Offloads() {
+		frames = plainFrames(&p.Stats, frames, func(f *link.VecFrame) byte { return f.Hdr[1] }, link.FinishChecksumVec)
+		if len(frames) == 0 {
+			return
+		}
+	}
+	n, err := p.vec.WriteVec(frames)
+	var bytes uint64
+	for i := range frames[:n] {
+		bytes += uint64(frames[i].Len())
+	}
+	p.Stats.TxFrames.Add(uint64(n))
+	p.Stats.TxBytes.Add(bytes)
+	p.countTxError(len(frames)-n, err)
+}
+
+// plainFrames prepares frames for a link whose peer takes no offloads:
+// partial checksums are completed in software and GSO frames (which only
+// offloading peers segment) are dropped and counted. It compacts frames in
+// place (the caller's scratch) and returns what is left.
+func plainFrames[F any](st *PortStats, frames []F, gsoType func(*F) byte, finish func(*F) error) []F {
+	k := 0
+	for i := range frames {
+		f := &frames[i]
+		if gsoType(f) != link.GSONone {
+			st.DropNoGSO.Add(1)
+			continue
+		}
+		if err := finish(f); err != nil {
+			st.DropChecksum.Add(1)
+			continue
+		}
+		frames[k] = *f
+		k++
+	}
+	return frames[:k]
+}
+
+// countTxError counts frames a link failed to send.
+func (p *Port) countTxError(frames int, err error) {
+	if err == nil {
+		return
+	}
+	if errors.Is(err, link.ErrQueueFull) {
+		p.Stats.DropTxFull.Add(uint64(frames))
+		return
+	}
+	p.Stats.DropTxError.Add(uint64(frames))
+	// Once the link is closed every write fails the same way: say so
+	// once, not per frame.
+	if !p.closed.Load() && p.errLogged.CompareAndSwap(false, true) {
+		p.sw.log.Debug("link write failed", "port", p.id, "err", err)
+	}
+}
+
+// FromStack switches frames the stack sends. Safe for concurrent use.
+func (s *Switch) FromStack(frames [][]byte) {
+	macs := *s.macs.Load()
+	for _, frame := range frames {
+		if s.pcap != nil {
+			s.pcap.WriteFrame(frame[link.VnetHdrLen:])
+		}
+		var dst MAC
+		copy(dst[:], frame[link.VnetHdrLen:link.VnetHdrLen+6])
+		one := [][]byte{frame}
+		if to := macs[dst]; to != nil && to != s.stack && dst[0]&1 == 0 {
+			to.write(one)
+			continue
+		}
+		for _, p := range *s.links.Load() {
+			p.write(one)
+		}
+	}
+}
+
+// writeLink sends frames out of a link port. Links without offloads get
+// complete checksums; GSO frames they cannot take are dropped.
+func (p *Port) writeLink(frames [][]byte) {
+	if p.closed.Load() {
+		return
+	}
+	if !p.link.Offloads() {
+		frames = plainFrames(&p.Stats, frames, func(f *[]byte) byte { return (*f)[1] }, func(f *[]byte) error { return link.FinishChecksum(*f) })
+		if len(frames) == 0 {
+			return
+		}
+	}
+	n, err := p.link.Write(frames)
+	var bytes uint64
+	for _, f := range frames[:n] {
+		bytes += uint64(len(f) - link.VnetHdrLen)
+	}
+	p.Stats.TxFrames.Add(uint64(n))
+	p.Stats.TxBytes.Add(bytes)
+	p.countTxError(len(frames)-n, err)
+}
+
+// String describes the switch for logs.
+func (s *Switch) String() string {
+	return fmt.Sprintf("switch(%d links)", len(*s.links.Load()))
+}

@@ -1,0 +1,225 @@
+package dgram
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/slipway-net/slipway/link"
+)
+
+// On Linux a batch is one recvmmsg or sendmmsg call: the kernel fills or
+// drains many messages per system call. The headers, iovecs and address
+// slots live in the batch and are reused, so a call allocates nothing.
+
+// rxBatch receives messages into frame buffers (after their virtio-net
+// header room). Owned by one reader.
+type rxBatch struct {
+	hdrs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrUnix // nil if senders' addresses are not wanted
+}
+
+func newRxBatch(n int, wantNames bool) *rxBatch {
+	b := &rxBatch{hdrs: make([]unix.Mmsghdr, n), iovs: make([]unix.Iovec, n)}
+	if wantNames {
+		b.names = make([]unix.RawSockaddrUnix, n)
+	}
+	return b
+}
+
+// recv reads up to len(bufs) (at most the batch size) waiting messages
+// without blocking. Message i lands in bufs[i][link.VnetHdrLen:]; out[i]
+// says how long it was, whether it was cut short and who sent it.
+func (b *rxBatch) recv(fd int, bufs [][]byte, out []rxMsg) (int, error) {
+	n := min(len(bufs), len(b.hdrs))
+	for i := 0; i < n; i++ {
+		b.iovs[i].Base = &bufs[i][link.VnetHdrLen]
+		b.iovs[i].SetLen(len(bufs[i]) - link.VnetHdrLen)
+		h := &b.hdrs[i]
+		h.Hdr = unix.Msghdr{Iov: &b.iovs[i]}
+		h.Hdr.SetIovlen(1)
+		if b.names != nil {
+			h.Hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
+			h.Hdr.Namelen = unix.SizeofSockaddrUnix
+		}
+		h.Len = 0
+	}
+	r, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	got := int(r)
+	for i := 0; i < got; i++ {
+		h := &b.hdrs[i]
+		out[i] = rxMsg{size: int(h.Len), trunc: h.Hdr.Flags&unix.MSG_TRUNC != 0}
+		if b.names != nil {
+			out[i].from = addrFromRaw(&b.names[i], h.Hdr.Namelen)
+		}
+	}
+	return got, nil
+}
+
+// addrFromRaw keeps the path bytes of a sender's address. A pathname is
+// cut at its NUL (the kernel may or may not count one); an abstract name
+// (leading NUL) is kept whole, as its length is part of the name.
+func addrFromRaw(sa *unix.RawSockaddrUnix, namelen uint32) addr {
+	var a addr
+	const pathOff = uint32(unsafe.Offsetof(sa.Path))
+	if namelen <= pathOff || sa.Family != unix.AF_UNIX {
+		return a // unnamed: an unbound socket sent this
+	}
+	n := int(min(namelen-pathOff, uint32(len(sa.Path))))
+	for i := 0; i < n; i++ {
+		a.path[i] = byte(sa.Path[i])
+	}
+	if a.path[0] != 0 {
+		for i := 0; i < n; i++ {
+			if a.path[i] == 0 {
+				n = i
+				break
+			}
+		}
+	}
+	a.n = uint8(n)
+	return a
+}
+
+// sockname is a peer's address ready for sendmmsg.
+type sockname struct {
+	raw unix.RawSockaddrUnix
+	len uint32
+}
+
+func newSockname(a addr) *sockname {
+	s := &sockname{}
+	s.raw.Family = unix.AF_UNIX
+	for i := 0; i < int(a.n); i++ {
+		s.raw.Path[i] = int8(a.path[i])
+	}
+	s.len = uint32(unsafe.Offsetof(s.raw.Path)) + uint32(a.n)
+	if a.n > 0 && a.path[0] != 0 && int(a.n) < len(s.raw.Path) {
+		s.len++ // a pathname carries its terminating NUL
+	}
+	return s
+}
+
+// txBatch sends frames with sendmmsg. Owned by one writer at a time.
+type txBatch struct {
+	hdrs []unix.Mmsghdr
+	iovs []unix.Iovec
+	n    int // messages prepared
+	niov int // iovecs in use
+}
+
+// prepare lays out the frames (each header+frame; the header is not sent)
+// as messages to to (nil on a connected socket). Frames longer than
+// maxFrame are skipped; prepare returns how many.
+func (b *txBatch) prepare(frames [][]byte, maxFrame int, to *sockname) (skipped int) {
+	if cap(b.hdrs) < len(frames) {
+		b.hdrs = make([]unix.Mmsghdr, len(frames))
+		b.iovs = make([]unix.Iovec, len(frames))
+	}
+	b.hdrs = b.hdrs[:cap(b.hdrs)]
+	b.iovs = b.iovs[:cap(b.iovs)]
+	k := 0
+	for _, f := range frames {
+		frame := f[link.VnetHdrLen:]
+		if len(frame) > maxFrame {
+			skipped++
+			continue
+		}
+		b.setIov(k, frame)
+		b.setMessage(k, k, 1, to)
+		k++
+	}
+	b.n = k
+	b.niov = k
+	return skipped
+}
+
+// prepareVec is prepare for frames in pieces: each message gathers its
+// frame from the pieces with one iovec each, so nothing is copied.
+func (b *txBatch) prepareVec(frames []link.VecFrame, maxFrame int, to *sockname) (skipped int) {
+	if cap(b.hdrs) < len(frames) {
+		b.hdrs = make([]unix.Mmsghdr, len(frames))
+	}
+	b.hdrs = b.hdrs[:cap(b.hdrs)]
+	pieces := 0
+	for i := range frames {
+		pieces += len(frames[i].Segs)
+	}
+	if cap(b.iovs) < pieces {
+		b.iovs = make([]unix.Iovec, pieces)
+	}
+	b.iovs = b.iovs[:cap(b.iovs)]
+	k, next := 0, 0
+	for i := range frames {
+		f := &frames[i]
+		if len(f.Segs) == 0 || len(f.Segs) > maxIOV || f.Len() > maxFrame {
+			skipped++
+			continue
+		}
+		first := next
+		for _, seg := range f.Segs {
+			b.setIov(next, seg)
+			next++
+		}
+		b.setMessage(k, first, len(f.Segs), to)
+		k++
+	}
+	b.n = k
+	b.niov = next
+	return skipped
+}
+
+// setIov points iovec i at p.
+func (b *txBatch) setIov(i int, p []byte) {
+	iov := &b.iovs[i]
+	iov.Base = nil
+	if len(p) > 0 {
+		iov.Base = &p[0]
+	}
+	iov.SetLen(len(p))
+}
+
+// setMessage makes message k the n iovecs from first, sent to to (nil on
+// a connected socket).
+func (b *txBatch) setMessage(k, first, n int, to *sockname) {
+	h := &b.hdrs[k]
+	h.Hdr = unix.Msghdr{Iov: &b.iovs[first]}
+	h.Hdr.SetIovlen(n)
+	if to != nil {
+		h.Hdr.Name = (*byte)(unsafe.Pointer(&to.raw))
+		h.Hdr.Namelen = to.len
+	}
+	h.Len = 0
+}
+
+// count is how many messages prepare laid out.
+func (b *txBatch) count() int { return b.n }
+
+// send transmits prepared messages from index from on, without blocking,
+// and returns how many went out.
+func (b *txBatch) send(fd int, from int, flags int) (int, error) {
+	if from >= b.n {
+		return 0, nil
+	}
+	r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&b.hdrs[from])), uintptr(b.n-from), uintptr(flags|unix.MSG_DONTWAIT), 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), nil
+}
+
+// release drops the batch's references to the frames, which belong to
+// the caller once send returns.
+func (b *txBatch) release() {
+	for i := 0; i < b.niov; i++ {
+		b.iovs[i].Base = nil
+	}
+	for i := 0; i < b.n; i++ {
+		b.hdrs[i].Hdr = unix.Msghdr{}
+	}
+	b.n, b.niov = 0, 0
+}
