@@ -15,8 +15,8 @@ import (
 // port for port. Both ends may be IPv4 or IPv6 so the type outlives the
 // IPv4-only guest network; Resolve says what this build accepts.
 type PublishRule struct {
-	// Proto is "tcp" or "udp".
-	Proto string `json:"proto"`
+	// Proto is TCP or UDP.
+	Proto Proto `json:"proto"`
 	// HostAddr is the host address to listen on; the unspecified address
 	// (0.0.0.0 or ::) means all of the host's addresses of that family.
 	HostAddr netip.Addr `json:"host_addr"`
@@ -47,11 +47,11 @@ const (
 func ParsePublish(s string) (PublishRule, error) {
 	var r PublishRule
 	spec, proto, hasProto := strings.Cut(s, "/")
-	r.Proto = "tcp"
+	r.Proto = TCP
 	if hasProto {
-		switch proto {
-		case "tcp", "udp":
-			r.Proto = proto
+		switch Proto(proto) {
+		case TCP, UDP:
+			r.Proto = Proto(proto)
 		default:
 			return r, fmt.Errorf("protocol %q: want tcp or udp", proto)
 		}
@@ -237,9 +237,9 @@ func (r PublishRule) String() string {
 	writePorts(r.GuestPort, r.GuestPortEnd)
 	proto := r.Proto
 	if proto == "" {
-		proto = "tcp"
+		proto = TCP
 	}
-	b.WriteString("/" + proto)
+	b.WriteString("/" + string(proto))
 	return b.String()
 }
 
@@ -272,8 +272,8 @@ func (c *Config) Resolve(r PublishRule) (PublishRule, error) {
 	}
 	switch r.Proto {
 	case "":
-		r.Proto = "tcp"
-	case "tcp", "udp":
+		r.Proto = TCP
+	case TCP, UDP:
 	default:
 		return bad("protocol %q: want tcp or udp", r.Proto)
 	}

@@ -83,9 +83,9 @@ func gvproxyRule(local, remote, proto string) (config.PublishRule, error) {
 	var r config.PublishRule
 	switch proto {
 	case "", "tcp":
-		r.Proto = "tcp"
+		r.Proto = config.TCP
 	case "udp":
-		r.Proto = "udp"
+		r.Proto = config.UDP
 	default:
 		return r, fmt.Errorf("protocol %q: want tcp or udp", proto)
 	}
@@ -139,7 +139,7 @@ func gvproxyList(fws []publish.Forward) []GvproxyExpose {
 			out = append(out, GvproxyExpose{
 				Local:    netip.AddrPortFrom(f.HostAddr, f.HostPort+uint16(i)).String(),
 				Remote:   netip.AddrPortFrom(f.GuestAddr, f.GuestPort+uint16(i)).String(),
-				Protocol: f.Proto,
+				Protocol: string(f.Proto),
 			})
 		}
 	}

@@ -116,9 +116,9 @@ func slirpRule(a SlirpHostfwd) (config.PublishRule, error) {
 	var r config.PublishRule
 	switch a.Proto {
 	case "tcp", "tcp4":
-		r.Proto = "tcp"
+		r.Proto = config.TCP
 	case "udp", "udp4":
-		r.Proto = "udp"
+		r.Proto = config.UDP
 	default:
 		return r, fmt.Errorf("bad arguments.proto %q: want tcp or udp", a.Proto)
 	}
@@ -198,7 +198,7 @@ func (s *Server) slirpExecute(cmd slirpCommand) (any, error) {
 	entries := []SlirpHostfwd{}
 	for _, f := range s.n.Forwards() {
 		e := SlirpHostfwd{
-			ID: f.ID, Proto: f.Proto, HostAddr: f.HostAddr.String(), HostPort: int(f.HostPort),
+			ID: f.ID, Proto: string(f.Proto), HostAddr: f.HostAddr.String(), HostPort: int(f.HostPort),
 			GuestAddr: f.GuestAddr.String(), GuestPort: int(f.GuestPort),
 		}
 		if f.HostPorts() > 1 {

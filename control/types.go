@@ -183,10 +183,10 @@ func stats(n *network.Network) Stats {
 	st.Flows.RefusedFull = table.Refused.Load()
 	for _, f := range table.List() {
 		st.Flows.Total++
-		switch string(f.Proto) {
-		case "tcp":
+		switch f.Proto {
+		case config.TCP:
 			st.Flows.TCP++
-		case "udp":
+		case config.UDP:
 			st.Flows.UDP++
 		}
 		if f.Forward != 0 {

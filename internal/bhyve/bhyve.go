@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/nvlist"
 )
 
@@ -33,7 +34,7 @@ type Config struct {
 // Guest. Host's address may be unspecified (all addresses); Guest's may be
 // the zero Addr, meaning the guest's first DHCP address, as in libslirp.
 type Forward struct {
-	Proto string // "tcp" or "udp"
+	Proto config.Proto // TCP or UDP
 	Host  netip.AddrPort
 	Guest netip.AddrPort
 }
@@ -153,14 +154,14 @@ func parseRule(rule string) (Forward, error) {
 	if !ok {
 		return Forward{}, errors.New("want proto:hostaddr:hostport-guestaddr:guestport")
 	}
-	if proto != "tcp" && proto != "udp" {
+	if p := config.Proto(proto); p != config.TCP && p != config.UDP {
 		return Forward{}, fmt.Errorf("protocol %q: want tcp or udp", proto)
 	}
 	host, guest, ok := strings.Cut(rest, "-")
 	if !ok {
 		return Forward{}, errors.New("no '-' between the host and the guest side")
 	}
-	f := Forward{Proto: proto}
+	f := Forward{Proto: config.Proto(proto)}
 	var err error
 	if f.Host, err = parseEnd(host, netip.IPv4Unspecified()); err != nil {
 		return Forward{}, fmt.Errorf("host side %q: %v", host, err)

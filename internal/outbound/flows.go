@@ -7,13 +7,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/slipway-net/slipway/internal/policy"
+	"github.com/slipway-net/slipway/config"
 )
 
 // Flow is one guest flow carried to a host socket.
 type Flow struct {
 	ID    uint64
-	Proto policy.Proto
+	Proto config.Proto
 	// Guest is the guest's end; Remote is the address the guest talked
 	// to; Host is where the host socket really goes.
 	//
@@ -92,7 +92,7 @@ func NewTable(max int) *Table {
 }
 
 // open registers a new flow, or returns nil when the table is full.
-func (t *Table) open(proto policy.Proto, guest, remote, host netip.AddrPort) *Flow {
+func (t *Table) open(proto config.Proto, guest, remote, host netip.AddrPort) *Flow {
 	return t.OpenPublished(proto, guest, remote, host, 0, nil)
 }
 
@@ -101,7 +101,7 @@ func (t *Table) open(proto policy.Proto, guest, remote, host netip.AddrPort) *Fl
 // returns nil when the table is full. closer, if not nil, is what Close
 // releases; it is set before the flow is visible, so a concurrent Close
 // cannot miss it.
-func (t *Table) OpenPublished(proto policy.Proto, guest, remote, host netip.AddrPort, forward uint64, closer func()) *Flow {
+func (t *Table) OpenPublished(proto config.Proto, guest, remote, host netip.AddrPort, forward uint64, closer func()) *Flow {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.flows) >= t.max {

@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 
-	"github.com/slipway-net/slipway/internal/policy"
+	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/link"
 )
 
@@ -158,7 +158,7 @@ func (x *icmpForwarder) intercept(buf []byte) bool {
 	var guestMAC, ourMAC [6]byte
 	copy(guestMAC[:], frame[6:12])
 	copy(ourMAC[:], frame[0:6])
-	v := x.f.decide(policy.ICMP, netip.AddrPortFrom(req.dst, 0))
+	v := x.f.decide(config.ICMP, netip.AddrPortFrom(req.dst, 0))
 	if !v.Allowed() {
 		x.unreachable(guestMAC, ourMAC, &req, true)
 		return true

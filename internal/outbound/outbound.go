@@ -15,6 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/netstack"
 	"github.com/slipway-net/slipway/internal/policy"
 )
@@ -101,7 +102,7 @@ func (f *Forwarder) countRefused(r policy.Reason) {
 }
 
 // decide applies the policy to a flow the guest opens, counting refusals.
-func (f *Forwarder) decide(proto policy.Proto, dst netip.AddrPort) policy.Verdict {
+func (f *Forwarder) decide(proto config.Proto, dst netip.AddrPort) policy.Verdict {
 	v := f.o.Policy.Outbound(proto, dst)
 	if !v.Allowed() {
 		f.countRefused(v.Reason)

@@ -15,7 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
-	"github.com/slipway-net/slipway/internal/policy"
+	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/sysio"
 )
 
@@ -52,7 +52,7 @@ var pendPool = sync.Pool{New: func() any { b := make([]byte, 0, pendBufSize); re
 // slot is used: refused flows get a RST at once.
 func (f *Forwarder) acceptTCP(id stack.TransportEndpointID) bool {
 	_, dst := idEnds(id)
-	return f.decide(policy.TCP, dst).Allowed()
+	return f.decide(config.TCP, dst).Allowed()
 }
 
 // handleTCP connects to the host first and completes the guest's handshake
@@ -60,12 +60,12 @@ func (f *Forwarder) acceptTCP(id stack.TransportEndpointID) bool {
 // in the guest as a RST, the way a real connect fails.
 func (f *Forwarder) handleTCP(r *tcp.ForwarderRequest) {
 	guest, dst := idEnds(r.ID())
-	v := f.o.Policy.Outbound(policy.TCP, dst)
+	v := f.o.Policy.Outbound(config.TCP, dst)
 	if !v.Allowed() {
 		r.Complete(true)
 		return
 	}
-	flow := f.flows.open(policy.TCP, guest, dst, v.Target)
+	flow := f.flows.open(config.TCP, guest, dst, v.Target)
 	if flow == nil {
 		f.log.Warn("flow limit reached, refusing TCP connection", "guest", guest, "dst", dst, "max-flows", f.o.MaxFlows)
 		r.Complete(true)

@@ -10,12 +10,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/slipway-net/slipway/config"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
-
-	"github.com/slipway-net/slipway/internal/policy"
 )
 
 // udpReceiveBuffer is what one UDP flow may hold of the guest's datagrams
@@ -32,11 +31,11 @@ var datagramPool = sync.Pool{New: func() any { b := make([]byte, maxDatagram); r
 // makes the stack answer with ICMP port unreachable.
 func (f *Forwarder) handleUDP(r *udp.ForwarderRequest) bool {
 	guest, dst := idEnds(r.ID())
-	v := f.decide(policy.UDP, dst)
+	v := f.decide(config.UDP, dst)
 	if !v.Allowed() {
 		return false
 	}
-	flow := f.flows.open(policy.UDP, guest, dst, v.Target)
+	flow := f.flows.open(config.UDP, guest, dst, v.Target)
 	if flow == nil {
 		f.log.Warn("flow limit reached, dropping UDP flow", "guest", guest, "dst", dst, "max-flows", f.o.MaxFlows)
 		return true // dropped, as a full NAT table would

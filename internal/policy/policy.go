@@ -5,16 +5,8 @@ package policy
 
 import (
 	"net/netip"
-)
 
-// Proto is a flow's transport protocol.
-type Proto string
-
-// Protocols a flow can use.
-const (
-	TCP  Proto = "tcp"
-	UDP  Proto = "udp"
-	ICMP Proto = "icmp"
+	"github.com/slipway-net/slipway/config"
 )
 
 // Rules describe the virtual network's addresses and the user's choices.
@@ -58,7 +50,7 @@ type Verdict struct {
 func (v Verdict) Allowed() bool { return v.Reason == Allowed }
 
 // Outbound decides a flow a guest opens to dst.
-func (r *Rules) Outbound(proto Proto, dst netip.AddrPort) Verdict {
+func (r *Rules) Outbound(proto config.Proto, dst netip.AddrPort) Verdict {
 	a := dst.Addr().Unmap()
 	for _, g := range r.Gateways {
 		if a == g {

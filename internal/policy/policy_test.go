@@ -3,6 +3,8 @@ package policy
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/slipway-net/slipway/config"
 )
 
 func TestOutbound(t *testing.T) {
@@ -41,7 +43,7 @@ func TestOutbound(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			v := c.rules.Outbound(TCP, ap(c.dst))
+			v := c.rules.Outbound(config.TCP, ap(c.dst))
 			if v.Reason != c.reason {
 				t.Fatalf("reason %q, want %q", v.Reason, c.reason)
 			}

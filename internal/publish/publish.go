@@ -160,7 +160,7 @@ func (p *Publisher) listen(fw *forward) error {
 	}
 	for i := 0; i < r.HostPorts(); i++ {
 		ap := netip.AddrPortFrom(r.HostAddr, r.HostPort+uint16(i))
-		if r.Proto == "udp" {
+		if r.Proto == config.UDP {
 			c, err := net.ListenUDP("udp"+network, net.UDPAddrFromAddrPort(ap))
 			if err != nil {
 				return err

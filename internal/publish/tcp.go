@@ -13,8 +13,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
+	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/outbound"
-	"github.com/slipway-net/slipway/internal/policy"
 )
 
 // acceptBackoff is how long an accept loop rests after an error that is
@@ -68,7 +68,7 @@ func (p *Publisher) serveTCP(fw *forward, c *net.TCPConn, guest netip.AddrPort) 
 		resetConn(c)
 		return
 	}
-	flow := p.o.Flows.OpenPublished(policy.TCP, guest, local, client, fw.ID, nil)
+	flow := p.o.Flows.OpenPublished(config.TCP, guest, local, client, fw.ID, nil)
 	if flow == nil {
 		p.refused.Add(1)
 		p.log.Warn("flow limit reached, refusing connection to published port", "id", fw.ID, "client", client)

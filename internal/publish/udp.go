@@ -14,8 +14,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
+	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/outbound"
-	"github.com/slipway-net/slipway/internal/policy"
 )
 
 // maxDatagram is the largest UDP payload carried.
@@ -149,7 +149,7 @@ func (u *udpPort) client(from netip.AddrPort) *udpClient {
 		return nil
 	}
 	c.ep = ep
-	c.flow = p.o.Flows.OpenPublished(policy.UDP, u.guest, local, from, u.fw.ID, c.close)
+	c.flow = p.o.Flows.OpenPublished(config.UDP, u.guest, local, from, u.fw.ID, c.close)
 	if c.flow == nil {
 		p.refused.Add(1)
 		p.log.Debug("flow limit reached, dropping datagrams to published port", "id", u.fw.ID, "client", from)
