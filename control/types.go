@@ -4,7 +4,7 @@ import (
 	"time"
 
 	"github.com/slipway-net/slipway/config"
-	"github.com/slipway-net/slipway/internal/outbound"
+	"github.com/slipway-net/slipway/internal/flow"
 	"github.com/slipway-net/slipway/internal/publish"
 	"github.com/slipway-net/slipway/internal/vswitch"
 	"github.com/slipway-net/slipway/network"
@@ -148,7 +148,7 @@ func links(n *network.Network) []Link {
 	return out
 }
 
-func flowView(f *outbound.Flow, now time.Time) Flow {
+func flowView(f *flow.Flow, now time.Time) Flow {
 	dir := "outbound"
 	if f.Forward != 0 {
 		dir = "published"

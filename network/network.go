@@ -22,6 +22,7 @@ import (
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/endpoint"
+	"github.com/slipway-net/slipway/internal/flow"
 	"github.com/slipway-net/slipway/internal/netstack"
 	"github.com/slipway-net/slipway/internal/outbound"
 	"github.com/slipway-net/slipway/internal/pcap"
@@ -37,6 +38,15 @@ import (
 // reconnects (QEMU reconnect=) finds them still open.
 const guestGoneGrace = 15 * time.Second
 
+// seams are what tests of this package change about a network; New uses
+// none.
+type seams struct {
+	// dialTCP replaces the host dial of guests' TCP flows.
+	dialTCP func(ctx context.Context, target netip.AddrPort) (flow.HostConn, error)
+	// guestGoneGrace replaces guestGoneGrace when not zero.
+	guestGoneGrace time.Duration
+}
+
 // Network is one running virtual network.
 type Network struct {
 	cfg config.Config
@@ -44,6 +54,7 @@ type Network struct {
 
 	sw    *vswitch.Switch
 	st    *netstack.Stack
+	flows *flow.Table
 	fwd   *outbound.Forwarder
 	svc   *services
 	pub   *publish.Publisher
@@ -52,6 +63,7 @@ type Network struct {
 
 	events  *events
 	started time.Time
+	seams   seams
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -65,6 +77,13 @@ type Network struct {
 // New builds a network from cfg (completed and validated here) and starts
 // its services. Close releases everything.
 func New(cfg config.Config, log *slog.Logger) (*Network, error) {
+	return build(cfg, log, seams{})
+}
+
+func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
+	if sm.guestGoneGrace == 0 {
+		sm.guestGoneGrace = guestGoneGrace
+	}
 	if err := cfg.Complete(); err != nil {
 		return nil, err
 	}
@@ -74,7 +93,7 @@ func New(cfg config.Config, log *slog.Logger) (*Network, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Network{cfg: cfg, log: log, gwMAC: GatewayMAC(cfg.Gateway), events: newEvents(), started: time.Now()}
+	n := &Network{cfg: cfg, log: log, gwMAC: GatewayMAC(cfg.Gateway), events: newEvents(), started: time.Now(), seams: sm}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if cfg.PCAP != "" {
 		f, err := os.OpenFile(cfg.PCAP, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
@@ -121,10 +140,12 @@ func New(cfg config.Config, log *slog.Logger) (*Network, error) {
 		rules.Services = append(rules.Services, cfg.IPv6DNS)
 		local = append(local, cfg.IPv6Gateway, cfg.IPv6DNS, ra.LinkLocal(n.gwMAC))
 	}
+	n.flows = flow.NewTable(cfg.Limits.MaxFlows)
 	fo := outbound.Options{
 		Stack:              st,
 		Policy:             rules,
-		MaxFlows:           cfg.Limits.MaxFlows,
+		Flows:              n.flows,
+		DialTCP:            sm.dialTCP,
 		MaxPendingConnects: cfg.Limits.MaxPendingConnects,
 		ConnectTimeout:     cfg.Limits.ConnectTimeout,
 		UDPIdleTimeout:     cfg.Limits.UDPIdleTimeout,
@@ -185,8 +206,8 @@ func (n *Network) Switch() *vswitch.Switch { return n.sw }
 // Stack is the network's TCP/IP stack.
 func (n *Network) Stack() *netstack.Stack { return n.st }
 
-// Flows is the table of guest flows to the host.
-func (n *Network) Flows() *outbound.Table { return n.fwd.Flows() }
+// Flows is the table of every flow between the guests and the host.
+func (n *Network) Flows() *flow.Table { return n.flows }
 
 // Forwarder carries guest flows to the host.
 func (n *Network) Forwarder() *outbound.Forwarder { return n.fwd }
@@ -259,7 +280,7 @@ func (n *Network) onPort(p *vswitch.Port, up bool, macs []vswitch.MAC) {
 	go func() {
 		defer n.wg.Done()
 		select {
-		case <-time.After(guestGoneGrace):
+		case <-time.After(n.seams.guestGoneGrace):
 		case <-n.ctx.Done():
 			return
 		}
@@ -292,7 +313,7 @@ func (n *Network) releaseGuests(macs []vswitch.MAC) {
 			}
 		}
 	}
-	if k := n.fwd.Flows().CloseWhere(func(f *outbound.Flow) bool { return addrs[f.Guest.Addr()] }); k > 0 {
+	if k := n.flows.CloseWhere(func(f *flow.Flow) bool { return addrs[f.Guest.Addr()] }); k > 0 {
 		n.log.Info("released flows of departed guest", "flows", k)
 	}
 }
@@ -321,6 +342,7 @@ func (n *Network) Close() error {
 		n.svc.close()
 	}
 	n.fwd.Close()
+	n.flows.Close()
 	n.wg.Wait()
 	us := n.st.Gvisor().Stats().UDP
 	n.log.Debug("stack UDP totals", "received", us.PacketsReceived.Value(), "receive-buffer-errors", us.ReceiveBufferErrors.Value(),

@@ -11,7 +11,7 @@ func (n *Network) startPublish() error {
 	cfg := n.cfg
 	n.pub = publish.New(publish.Options{
 		Stack:              n.st,
-		Flows:              n.fwd.Flows(),
+		Flows:              n.flows,
 		KeepSource:         cfg.PublishSource != config.PublishSourceGateway,
 		Gateway:            cfg.Gateway,
 		Subnet:             cfg.CIDR,

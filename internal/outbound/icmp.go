@@ -13,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 
 	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/internal/flow"
 	"github.com/slipway-net/slipway/link"
 )
 
@@ -68,14 +69,15 @@ type icmpKey struct {
 	id         uint16
 }
 
+// icmpFlow is one echo session: a flow of the table (so it shows with the
+// others), whose release closes its ping socket.
 type icmpFlow struct {
 	key      icmpKey
+	flow     *flow.Flow
 	file     *os.File
 	guestMAC [6]byte
 	ourMAC   [6]byte
-	last     atomic.Int64
 	timer    *time.Timer
-	once     sync.Once
 }
 
 func newICMPForwarder(f *Forwarder) *icmpForwarder {
@@ -164,12 +166,13 @@ func (x *icmpForwarder) intercept(buf []byte) bool {
 		return true
 	}
 	key := icmpKey{guest: req.src, dst: v.Target.Addr(), id: binary.BigEndian.Uint16(req.icmp[4:])}
-	fl := x.flow(key, guestMAC, ourMAC)
+	fl := x.flow(key, req.dst, guestMAC, ourMAC)
 	if fl == nil {
 		x.unreachable(guestMAC, ourMAC, &req, true)
 		return true
 	}
-	fl.last.Store(time.Now().UnixNano())
+	fl.flow.Touch()
+	fl.flow.ToHost.Add(uint64(len(req.icmp)))
 	var sa unix.Sockaddr
 	if req.v6 {
 		sa = &unix.SockaddrInet6{Addr: key.dst.As16()}
@@ -200,14 +203,17 @@ func (x *icmpForwarder) intercept(buf []byte) bool {
 	return true
 }
 
-// flow returns the echo session for key, opening a ping socket for it.
-func (x *icmpForwarder) flow(key icmpKey, guestMAC, ourMAC [6]byte) *icmpFlow {
+// flow returns the echo session for key (an echo to remote, which the
+// policy sent to key.dst), opening a ping socket for it.
+func (x *icmpForwarder) flow(key icmpKey, remote netip.Addr, guestMAC, ourMAC [6]byte) *icmpFlow {
 	x.mu.Lock()
-	defer x.mu.Unlock()
-	if fl := x.flows[key]; fl != nil {
+	fl := x.flows[key]
+	full := len(x.flows) >= x.f.o.MaxICMPFlows
+	x.mu.Unlock()
+	if fl != nil {
 		return fl
 	}
-	if x.noPingSockets.Load() || len(x.flows) >= x.f.o.MaxICMPFlows {
+	if x.noPingSockets.Load() || full {
 		return nil
 	}
 	fd, err := pingSocket(key.dst.Is6())
@@ -222,39 +228,52 @@ func (x *icmpForwarder) flow(key icmpKey, guestMAC, ourMAC [6]byte) *icmpFlow {
 		}
 		return nil
 	}
-	fl := &icmpFlow{key: key, file: os.NewFile(uintptr(fd), "ping"), guestMAC: guestMAC, ourMAC: ourMAC}
-	fl.last.Store(time.Now().UnixNano())
+	ff := x.f.flows.Reserve(flow.Ends{
+		Proto: config.ICMP,
+		// The guest's echo id stands where a port would.
+		Guest:  netip.AddrPortFrom(key.guest, key.id),
+		Remote: netip.AddrPortFrom(remote, 0),
+		Host:   netip.AddrPortFrom(key.dst, 0),
+	})
+	if ff == nil {
+		unix.Close(fd)
+		return nil
+	}
+	fl = &icmpFlow{key: key, flow: ff, file: os.NewFile(uintptr(fd), "ping"), guestMAC: guestMAC, ourMAC: ourMAC}
+	x.mu.Lock()
+	if other := x.flows[key]; other != nil {
+		// Another link's reader opened the same session meanwhile.
+		x.mu.Unlock()
+		fl.file.Close()
+		ff.Close()
+		return other
+	}
 	x.flows[key] = fl
-	fl.timer = time.AfterFunc(icmpIdle, func() { x.expire(fl) })
+	x.mu.Unlock()
+	fl.timer = ff.CloseWhenIdle(icmpIdle)
+	if !ff.Start(func() { x.release(fl) }) {
+		return nil
+	}
+	ff.SetState("active")
 	go x.readReplies(fl)
 	return fl
 }
 
-func (x *icmpForwarder) expire(fl *icmpFlow) {
-	since := time.Since(time.Unix(0, fl.last.Load()))
-	if since < icmpIdle {
-		fl.timer.Reset(icmpIdle - since)
-		return
+// release undoes an echo session; its flow's Close runs it.
+func (x *icmpForwarder) release(fl *icmpFlow) {
+	x.mu.Lock()
+	if x.flows[fl.key] == fl {
+		delete(x.flows, fl.key)
 	}
-	x.closeFlow(fl)
-}
-
-func (x *icmpForwarder) closeFlow(fl *icmpFlow) {
-	fl.once.Do(func() {
-		x.mu.Lock()
-		if x.flows[fl.key] == fl {
-			delete(x.flows, fl.key)
-		}
-		x.mu.Unlock()
-		fl.timer.Stop()
-		fl.file.Close()
-	})
+	x.mu.Unlock()
+	fl.timer.Stop()
+	fl.file.Close()
 }
 
 // readReplies turns each echo reply on the ping socket into a frame for the
 // guest, restoring the guest's echo id (the kernel replaced it).
 func (x *icmpForwarder) readReplies(fl *icmpFlow) {
-	defer x.closeFlow(fl)
+	defer fl.flow.Close()
 	rc, err := fl.file.SyscallConn()
 	if err != nil {
 		return
@@ -279,7 +298,8 @@ func (x *icmpForwarder) readReplies(fl *icmpFlow) {
 		if n < 8 || buf[0] != want {
 			continue
 		}
-		fl.last.Store(time.Now().UnixNano())
+		fl.flow.Touch()
+		fl.flow.ToGuest.Add(uint64(n))
 		reply := buf[:n]
 		binary.BigEndian.PutUint16(reply[4:], fl.key.id)
 		x.send(fl.guestMAC, fl.ourMAC, fl.key.dst, fl.key.guest, reply)
@@ -378,6 +398,6 @@ func (x *icmpForwarder) close() {
 	}
 	x.mu.Unlock()
 	for _, fl := range flows {
-		x.closeFlow(fl)
+		fl.flow.Close()
 	}
 }

@@ -6,7 +6,6 @@ package outbound
 import (
 	"context"
 	"log/slog"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -16,6 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/internal/flow"
 	"github.com/slipway-net/slipway/internal/netstack"
 	"github.com/slipway-net/slipway/internal/policy"
 )
@@ -24,12 +24,17 @@ import (
 type Options struct {
 	Stack  *netstack.Stack
 	Policy *policy.Rules
-	// MaxFlows bounds concurrent TCP and UDP flows.
-	MaxFlows int
+	// Flows is the network's flow table; it bounds how many flows there
+	// are (published ones included).
+	Flows *flow.Table
 	// MaxPendingConnects bounds TCP connects to the host in progress.
 	MaxPendingConnects int
 	ConnectTimeout     time.Duration
-	UDPIdleTimeout     time.Duration
+	// DialTCP, if set, opens the host socket of a TCP flow instead of a
+	// dial from the outbound address: a test's way to hand flows sockets
+	// it controls. It must return a socket the poller can watch.
+	DialTCP        func(ctx context.Context, target netip.AddrPort) (flow.HostConn, error)
+	UDPIdleTimeout time.Duration
 	// MaxICMPFlows bounds echo flows (one ping socket each).
 	MaxICMPFlows int
 	// OutboundAddr4/6, if valid, are the local addresses outbound sockets
@@ -49,12 +54,10 @@ type Options struct {
 
 // Forwarder owns every outbound flow.
 type Forwarder struct {
-	o      Options
-	log    *slog.Logger
-	flows  *Table
-	ctx    context.Context
-	cancel context.CancelFunc
-	icmp   *icmpForwarder
+	o     Options
+	log   *slog.Logger
+	flows *flow.Table
+	icmp  *icmpForwarder
 
 	// Counters of flows refused by the policy, by reason, and of connect
 	// failures.
@@ -69,16 +72,12 @@ func New(o Options) *Forwarder {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	f := &Forwarder{o: o, log: log, flows: NewTable(o.MaxFlows), ctx: ctx, cancel: cancel, refused: map[policy.Reason]uint64{}}
+	f := &Forwarder{o: o, log: log, flows: o.Flows, refused: map[policy.Reason]uint64{}}
 	o.Stack.SetTCPForwarder(o.MaxPendingConnects, f.acceptTCP, f.handleTCP)
 	o.Stack.SetUDPForwarder(f.handleUDP)
 	f.icmp = newICMPForwarder(f)
 	return f
 }
-
-// Flows is the table of live flows.
-func (f *Forwarder) Flows() *Table { return f.flows }
 
 // InterceptICMP takes echo requests bound for the host's network; it is
 // the stack's interceptor.
@@ -119,10 +118,9 @@ func (f *Forwarder) localAddr(dst netip.Addr) netip.Addr {
 	return f.o.OutboundAddr6
 }
 
-// Close ends every flow.
+// Close ends the echo sessions; the flow table (the network's) ends the
+// other flows.
 func (f *Forwarder) Close() {
-	f.cancel()
-	f.flows.Close()
 	f.icmp.close()
 }
 
@@ -136,5 +134,3 @@ func toAddr(a tcpip.Address) netip.Addr {
 	ip, _ := netip.AddrFromSlice(a.AsSlice())
 	return ip
 }
-
-func tcpAddr(ap netip.AddrPort) *net.TCPAddr { return net.TCPAddrFromAddrPort(ap) }

@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/internal/flow"
 	"github.com/slipway-net/slipway/internal/netstack"
-	"github.com/slipway-net/slipway/internal/outbound"
 )
 
 // Errors of Add and Remove, wrapped with details.
@@ -35,7 +35,7 @@ type Options struct {
 	Stack *netstack.Stack
 	// Flows is the network's flow table: published flows count against
 	// its limit like the guests' own.
-	Flows *outbound.Table
+	Flows *flow.Table
 	// KeepSource makes the guest see the real client address; otherwise
 	// every connection comes from Gateway.
 	KeepSource bool
@@ -226,7 +226,7 @@ func (p *Publisher) Remove(id uint64) (Forward, error) {
 	}
 	p.mu.Unlock()
 	fw.closeListeners()
-	p.o.Flows.CloseWhere(func(f *outbound.Flow) bool { return f.Forward == id })
+	p.o.Flows.CloseWhere(func(f *flow.Flow) bool { return f.Forward == id })
 	p.log.Info("port unpublished", "id", id, "rule", fw.PublishRule.String())
 	return fw.snapshot(), nil
 }

@@ -14,7 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/slipway-net/slipway/config"
-	"github.com/slipway-net/slipway/internal/outbound"
+	"github.com/slipway-net/slipway/internal/flow"
 )
 
 // acceptBackoff is how long an accept loop rests after an error that is
@@ -47,7 +47,12 @@ func (p *Publisher) acceptTCP(fw *forward, l *net.TCPListener, guest netip.AddrP
 			}
 		}
 		fw.conns.Add(1)
-		go p.serveTCP(fw, c, guest)
+		// In the wait group: Close waits for connections being set up.
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.serveTCP(fw, c, guest)
+		}()
 	}
 }
 
@@ -58,25 +63,28 @@ func (p *Publisher) serveTCP(fw *forward, c *net.TCPConn, guest netip.AddrPort) 
 	client := unmapped(c.RemoteAddr().(*net.TCPAddr).AddrPort())
 	ep, wq, local, err := p.dialGuest(p.source(client, guest.Addr()), guest)
 	<-p.pending
-	if err != nil || fw.gone.Load() {
-		if err != nil {
-			p.connectFailed.Add(1)
-			p.log.Debug("published connection refused by guest", "id", fw.ID, "client", client, "guest", guest, "err", err)
-		} else {
-			ep.Abort()
-		}
+	if err != nil {
+		p.connectFailed.Add(1)
+		p.log.Debug("published connection refused by guest", "id", fw.ID, "client", client, "guest", guest, "err", err)
 		resetConn(c)
 		return
 	}
-	flow := p.o.Flows.OpenPublished(config.TCP, guest, local, client, fw.ID, nil)
-	if flow == nil {
+	fl := p.o.Flows.Reserve(flow.Ends{Proto: config.TCP, Guest: guest, Remote: local, Host: client, Forward: fw.ID})
+	if fl == nil {
 		p.refused.Add(1)
 		p.log.Warn("flow limit reached, refusing connection to published port", "id", fw.ID, "client", client)
+	}
+	// Remove marks the forward gone before it closes the forward's
+	// flows: a flow reserved after that sweep sees the mark here.
+	if fl == nil || fw.gone.Load() {
+		if fl != nil {
+			fl.Close()
+		}
 		ep.Abort()
 		resetConn(c)
 		return
 	}
-	outbound.StartTCPPump(flow, ep, wq, c)
+	flow.PumpTCP(fl, ep, wq, c)
 }
 
 // errTupleInUse: the stack still has a connection with the same addresses

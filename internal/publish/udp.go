@@ -1,29 +1,19 @@
 package publish
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
-	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/slipway-net/slipway/config"
-	"github.com/slipway-net/slipway/internal/outbound"
+	"github.com/slipway-net/slipway/internal/flow"
 )
-
-// maxDatagram is the largest UDP payload carried.
-const maxDatagram = 65535
-
-// datagrams are borrowed only while a datagram is in hand, so an idle
-// published UDP port holds no buffer.
-var datagrams = sync.Pool{New: func() any { b := make([]byte, maxDatagram); return &b }}
 
 // udpPort is one published UDP host port: one host socket shared by every
 // client, and per client a flow whose stack endpoint is connected to the
@@ -39,16 +29,15 @@ type udpPort struct {
 	closed  bool
 }
 
+// udpClient is one host client of a published UDP port: a flow whose
+// stack endpoint is connected to the guest.
 type udpClient struct {
 	port  *udpPort
 	addr  netip.AddrPort // the client on the host
-	flow  *outbound.Flow
+	flow  *flow.Flow
 	ep    tcpip.Endpoint
 	wq    waiter.Queue
-	done  chan struct{}
-	act   outbound.Activity
 	timer *time.Timer
-	once  sync.Once
 }
 
 func newUDPPort(p *Publisher, fw *forward, c *net.UDPConn, guest netip.AddrPort) *udpPort {
@@ -63,75 +52,38 @@ func (u *udpPort) serve() {
 		u.close()
 		return
 	}
-	var rd bytes.Reader
+	r := flow.NewDatagramReader(rc, true)
 	for {
-		bp, n, from, err := recvFrom(rc)
+		b, from, err := r.Read()
 		if err != nil {
+			if flow.IsTransient(err) {
+				continue
+			}
 			u.close()
 			return
 		}
 		if c := u.client(from); c != nil {
-			rd.Reset((*bp)[:n])
-			if _, terr := c.ep.Write(&rd, tcpip.WriteOptions{}); terr == nil {
-				c.act.Touch()
-				c.flow.ToGuest.Add(uint64(n))
-			}
 			// A full send buffer drops the datagram, as UDP may.
+			if r.WriteTo(c.ep) == nil {
+				c.flow.Touch()
+				c.flow.ToGuest.Add(uint64(len(b)))
+			}
 		}
-		datagrams.Put(bp)
 	}
-}
-
-// recvFrom waits for a datagram, borrowing a buffer only once one is there.
-func recvFrom(rc syscall.RawConn) (*[]byte, int, netip.AddrPort, error) {
-	var bp *[]byte
-	var n int
-	var from unix.Sockaddr
-	var rerr error
-	err := rc.Read(func(fd uintptr) bool {
-		bp = datagrams.Get().(*[]byte)
-		var e error
-		n, from, e = unix.Recvfrom(int(fd), *bp, 0)
-		if e == unix.EAGAIN || e == unix.EINTR || e == nil && from == nil {
-			datagrams.Put(bp)
-			bp = nil
-			return false
-		}
-		rerr = e
-		return true
-	})
-	if err == nil {
-		err = rerr
-	}
-	if err != nil {
-		if bp != nil {
-			datagrams.Put(bp)
-		}
-		return nil, 0, netip.AddrPort{}, err
-	}
-	var ap netip.AddrPort
-	switch sa := from.(type) {
-	case *unix.SockaddrInet4:
-		ap = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
-		ap = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
-	}
-	return bp, n, ap, nil
 }
 
 // client returns the flow of a host client, opening one for a new client;
-// nil when the flow table is full or the port is closing.
+// nil when the flow table is full or the port is closing. Only serve calls
+// it.
 func (u *udpPort) client(from netip.AddrPort) *udpClient {
 	u.mu.Lock()
-	defer u.mu.Unlock()
-	if c := u.clients[from]; c != nil {
+	c, closed := u.clients[from], u.closed
+	u.mu.Unlock()
+	if c != nil || closed || !from.IsValid() {
 		return c
 	}
-	if u.closed || !from.IsValid() {
-		return nil
-	}
 	p := u.p
-	c := &udpClient{port: u, addr: from, done: make(chan struct{})}
+	c = &udpClient{port: u, addr: from}
 	ep, terr := p.o.Stack.Gvisor().NewEndpoint(udp.ProtocolNumber, netProto(u.guest.Addr()), &c.wq)
 	if terr != nil {
 		p.log.Debug("published UDP: no stack endpoint", "client", from, "err", terr)
@@ -149,44 +101,53 @@ func (u *udpPort) client(from netip.AddrPort) *udpClient {
 		return nil
 	}
 	c.ep = ep
-	c.flow = p.o.Flows.OpenPublished(config.UDP, u.guest, local, from, u.fw.ID, c.close)
+	c.flow = p.o.Flows.Reserve(flow.Ends{Proto: config.UDP, Guest: u.guest, Remote: local, Host: from, Forward: u.fw.ID})
 	if c.flow == nil {
 		p.refused.Add(1)
 		p.log.Debug("flow limit reached, dropping datagrams to published port", "id", u.fw.ID, "client", from)
 		ep.Close()
 		return nil
 	}
+	u.mu.Lock()
+	if u.closed {
+		u.mu.Unlock()
+		c.flow.Close()
+		ep.Close()
+		return nil
+	}
+	u.clients[from] = c
+	u.mu.Unlock()
+	c.timer = c.flow.CloseWhenIdle(p.o.UDPIdleTimeout)
+	if !c.flow.Start(c.release) {
+		return nil
+	}
+	// Remove marks the forward gone before it closes the forward's
+	// flows: a flow reserved after that sweep sees the mark here.
+	if u.fw.gone.Load() {
+		c.flow.Close()
+		return nil
+	}
 	c.flow.SetState("active")
 	u.fw.conns.Add(1)
-	u.clients[from] = c
-	c.act.Touch()
-	c.timer = outbound.IdleTimer(c.flow, &c.act, p.o.UDPIdleTimeout)
 	// The guest's answers go back to this client from the published
 	// port's socket.
-	go outbound.GuestDatagrams(c.flow, ep, &c.wq, c.done, &c.act, func(b []byte) error {
+	go flow.GuestDatagrams(c.flow, ep, &c.wq, func(b []byte) error {
 		_, err := u.conn.WriteToUDPAddrPort(b, from)
 		return err
-	})
+	}, nil)
 	return c
 }
 
-// close releases the client's endpoint; the flow's Close calls it. The
-// port's lock orders it after client() finished setting the client up.
-func (c *udpClient) close() {
-	c.once.Do(func() {
-		u := c.port
-		u.mu.Lock()
-		if u.clients[c.addr] == c {
-			delete(u.clients, c.addr)
-		}
-		timer := c.timer
-		u.mu.Unlock()
-		close(c.done)
-		if timer != nil {
-			timer.Stop()
-		}
-		c.ep.Close()
-	})
+// release undoes the client; the flow's Close runs it.
+func (c *udpClient) release() {
+	u := c.port
+	u.mu.Lock()
+	if u.clients[c.addr] == c {
+		delete(u.clients, c.addr)
+	}
+	u.mu.Unlock()
+	c.timer.Stop()
+	c.ep.Close()
 }
 
 // close stops the port: its socket and every client's flow.

@@ -1,4 +1,4 @@
-package outbound
+package flow
 
 import (
 	"encoding/binary"

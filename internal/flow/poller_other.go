@@ -1,6 +1,6 @@
 //go:build !linux
 
-package outbound
+package flow
 
 import (
 	"sync"
@@ -14,6 +14,7 @@ import (
 type poller struct {
 	mu     sync.Mutex
 	rearms map[int]chan struct{}
+	closed bool
 }
 
 func newPoller() (*poller, error) { return &poller{rearms: map[int]chan struct{}{}}, nil }
@@ -21,6 +22,10 @@ func newPoller() (*poller, error) { return &poller{rearms: map[int]chan struct{}
 func (p *poller) watch(rc syscall.RawConn, fd int, kick func()) error {
 	ch := make(chan struct{}, 1)
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrClosed
+	}
 	p.rearms[fd] = ch
 	p.mu.Unlock()
 	go func() {
@@ -65,4 +70,10 @@ func (p *poller) forget(fd int) {
 	}
 }
 
-func (p *poller) close() {}
+// close refuses new watches; the sockets' own goroutines end as their
+// flows forget them.
+func (p *poller) close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+}

@@ -1,10 +1,9 @@
-package outbound
+package flow
 
 import (
 	"errors"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -12,15 +11,18 @@ import (
 
 // poller tells idle flows' pumps that their host socket has something to
 // read, so an idle flow keeps no goroutine parked on it. One epoll set for
-// every host socket of a network; each socket is armed one-shot and re-armed
+// every host socket of a table; each socket is armed one-shot and re-armed
 // by its pump once it has read everything, so a socket never has two
 // readers. Re-arming re-polls the socket, so data that came in between is
 // never missed.
+//
+// mu guards kicks and closed, and is held across every epoll_ctl, so that
+// no call reaches the epoll descriptor once close has begun to release it.
 type poller struct {
 	epfd   int
 	mu     sync.Mutex
 	kicks  map[int32]func()
-	closed atomic.Bool
+	closed bool
 	done   chan struct{}
 }
 
@@ -40,13 +42,14 @@ const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
 // block) once fd is readable, hung up or in error.
 func (p *poller) watch(_ syscall.RawConn, fd int, kick func()) error {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
 	p.kicks[int32(fd)] = kick
-	p.mu.Unlock()
 	ev := unix.EpollEvent{Events: pollEvents, Fd: int32(fd)}
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-		p.mu.Lock()
 		delete(p.kicks, int32(fd))
-		p.mu.Unlock()
 		return err
 	}
 	return nil
@@ -54,23 +57,38 @@ func (p *poller) watch(_ syscall.RawConn, fd int, kick func()) error {
 
 // rearm asks for one more kick when fd is readable (at once if it is).
 func (p *poller) rearm(fd int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
 	ev := unix.EpollEvent{Events: pollEvents, Fd: int32(fd)}
 	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
 }
 
 // forget stops watching fd; call it before closing fd, so a reused
-// descriptor number is never kicked for the wrong flow.
+// descriptor number is never kicked for the wrong flow. Forgetting a
+// descriptor that is not watched does nothing.
 func (p *poller) forget(fd int) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.kicks[int32(fd)]; !ok || p.closed {
+		return
+	}
 	delete(p.kicks, int32(fd))
-	p.mu.Unlock()
 	unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+}
+
+func (p *poller) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
 }
 
 func (p *poller) run() {
 	defer close(p.done)
 	events := make([]unix.EpollEvent, 128)
-	for !p.closed.Load() {
+	for !p.isClosed() {
 		// A timeout lets close end the loop without a wake-up descriptor.
 		n, err := unix.EpollWait(p.epfd, events, 500)
 		if err != nil {
@@ -98,9 +116,13 @@ func (p *poller) run() {
 }
 
 func (p *poller) close() {
-	if p.closed.Swap(true) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
 		return
 	}
+	p.closed = true
+	p.mu.Unlock()
 	<-p.done
 	unix.Close(p.epfd)
 }

@@ -1,0 +1,143 @@
+package flow
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/slipway-net/slipway/config"
+)
+
+var testEnds = Ends{
+	Proto: config.TCP,
+	Guest: netip.MustParseAddrPort("10.0.2.15:40000"),
+	Host:  netip.MustParseAddrPort("127.0.0.1:80"),
+}
+
+// A close that lands while a flow is being set up (its host socket being
+// dialled) must not lose what the set-up then hands over: Start releases
+// it at once and says so.
+func TestCloseWhileOpeningReleasesAtStart(t *testing.T) {
+	tab := NewTable(10)
+	defer tab.Close()
+	f := tab.Reserve(testEnds)
+	if f == nil {
+		t.Fatal("Reserve refused an empty table")
+	}
+	if tab.Len() != 1 {
+		t.Fatalf("an opening flow holds a slot: Len = %d, want 1", tab.Len())
+	}
+	f.Close()
+	select {
+	case <-f.Done():
+	default:
+		t.Fatal("Close did not end the flow's context: a dial in progress would go on")
+	}
+	released := 0
+	if f.Start(func() { released++ }) {
+		t.Fatal("Start on a closed flow reported success")
+	}
+	if released != 1 {
+		t.Fatalf("release ran %d times, want 1", released)
+	}
+	if tab.Len() != 0 {
+		t.Fatalf("Len = %d after Close, want 0", tab.Len())
+	}
+}
+
+// Close and Start racing from different goroutines: whichever wins,
+// release runs exactly once and the slot is freed.
+func TestStartAndCloseRaceReleaseOnce(t *testing.T) {
+	tab := NewTable(1000)
+	defer tab.Close()
+	for i := 0; i < 500; i++ {
+		f := tab.Reserve(testEnds)
+		var released atomic.Int32
+		var wg sync.WaitGroup
+		wg.Add(3)
+		go func() { defer wg.Done(); f.Start(func() { released.Add(1) }) }()
+		go func() { defer wg.Done(); f.Close() }()
+		go func() { defer wg.Done(); f.Close() }()
+		wg.Wait()
+		if n := released.Load(); n != 1 {
+			t.Fatalf("round %d: release ran %d times, want 1", i, n)
+		}
+	}
+	if tab.Len() != 0 {
+		t.Fatalf("Len = %d, want 0", tab.Len())
+	}
+}
+
+// A closed table opens nothing: no flow, no poller.
+func TestClosedTableRefuses(t *testing.T) {
+	tab := NewTable(10)
+	opening := tab.Reserve(testEnds)
+	running := tab.Reserve(testEnds)
+	released := false
+	running.Start(func() { released = true })
+	tab.Close()
+	if !released {
+		t.Error("Close did not release a running flow")
+	}
+	select {
+	case <-opening.Done():
+	default:
+		t.Error("Close did not end an opening flow")
+	}
+	if f := tab.Reserve(testEnds); f != nil {
+		t.Error("Reserve succeeded on a closed table")
+	}
+	if p, err := tab.poller(); err == nil || p != nil {
+		t.Errorf("poller() = %v, %v on a closed table, want ErrClosed", p, err)
+	}
+	if got := tab.Refused.Load(); got != 0 {
+		t.Errorf("refusals of a closed table counted as full: %d", got)
+	}
+}
+
+// A full table refuses and counts it; a closed flow's slot is reusable.
+func TestTableLimit(t *testing.T) {
+	tab := NewTable(2)
+	defer tab.Close()
+	a, b := tab.Reserve(testEnds), tab.Reserve(testEnds)
+	if a == nil || b == nil {
+		t.Fatal("two flows refused by a table of two")
+	}
+	if tab.Reserve(testEnds) != nil {
+		t.Fatal("a third flow fit a table of two")
+	}
+	if tab.Refused.Load() != 1 {
+		t.Fatalf("Refused = %d, want 1", tab.Refused.Load())
+	}
+	a.Close()
+	if tab.Reserve(testEnds) == nil {
+		t.Fatal("a closed flow's slot was not freed")
+	}
+}
+
+// An idle flow closes after its timeout, and activity postpones it.
+func TestCloseWhenIdle(t *testing.T) {
+	tab := NewTable(10)
+	defer tab.Close()
+	f := tab.Reserve(testEnds)
+	f.Start(func() {})
+	// A wide margin: the loop touches every 10 ms, the timeout is a
+	// second, so only a stall of a second could close it.
+	timer := f.CloseWhenIdle(time.Second)
+	defer timer.Stop()
+	stop := time.Now().Add(1500 * time.Millisecond)
+	for time.Now().Before(stop) {
+		f.Touch()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if f.Closed() {
+		t.Fatal("a flow in use closed as idle")
+	}
+	select {
+	case <-f.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("an idle flow never closed")
+	}
+}

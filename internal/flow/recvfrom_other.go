@@ -1,0 +1,25 @@
+//go:build !linux
+
+package flow
+
+import (
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+)
+
+// recvFrom is recvfrom(2); off Linux it allocates the sender's Sockaddr.
+func recvFrom(fd int, b []byte) (int, netip.AddrPort, error) {
+	n, sa, err := unix.Recvfrom(fd, b, 0)
+	if err != nil {
+		return 0, netip.AddrPort{}, err
+	}
+	var from netip.AddrPort
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		from = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		from = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
+	}
+	return n, from, nil
+}
