@@ -54,15 +54,19 @@ type Link interface {
 	// buffer must be at least BufSize long (or VnetHdrLen+MaxFrame()).
 	// An error ends the link; frames returned with it are still valid.
 	Read(bufs [][]byte, sizes []int) (n int, err error)
-	// Write sends frames, each laid out as header+frame. It may be called
-	// concurrently. It returns how many frames were written; a frame the
-	// link cannot carry (too large) is dropped, not an error.
-	Write(frames [][]byte) (n int, err error)
+	// Write sends frames. Their pieces are the caller's again when Write
+	// returns: a link that must keep a frame (its peer is busy) copies
+	// it. It may be called concurrently. It returns how many frames were
+	// written; a frame the link cannot carry (too large) is dropped and
+	// counted, not an error.
+	Write(frames []Frame) (n int, err error)
 	// BatchSize is how many frames one Read call can usefully return.
 	BatchSize() int
 	// Offloads reports whether the peer consumes and produces virtio-net
 	// headers (partial checksums in both directions).
 	Offloads() bool
+	// Counters are the drops the link sees itself.
+	Counters() *Counters
 	// Close releases the link; a blocked Read returns an error.
 	Close() error
 	// String describes the link for logs and the control API.
@@ -71,9 +75,8 @@ type Link interface {
 
 // Counters are the drops a link sees itself, before the switch has a frame
 // or after the switch handed one over, which the switch's per-port counters
-// cannot see. Links that drop frames this way implement Counted, and the
-// switch's ports expose them next to their own counters. (Frames a busy
-// peer does not take are reported to the switch with ErrQueueFull
+// cannot see; the switch's ports expose them next to their own. (Frames a
+// busy peer does not take are reported to the switch with ErrQueueFull
 // instead, and counted there.)
 type Counters struct {
 	// RxOversized: a message larger than the largest frame (discarded).
@@ -89,11 +92,9 @@ type Counters struct {
 	// TxStalled: frames that waited for a peer that took nothing for a
 	// long while (a paused VM) and were dropped.
 	TxStalled atomic.Uint64
-}
-
-// Counted is implemented by links that keep Counters.
-type Counted interface {
-	Counters() *Counters
+	// TxCoalesced: frames in more pieces than one write takes, copied
+	// together first (not a drop).
+	TxCoalesced atomic.Uint64
 }
 
 // ErrQueueFull reports frames dropped because the peer is not taking any
@@ -145,34 +146,8 @@ func ClearVnetHdr(b []byte) {
 }
 
 // ErrBadChecksumOffsets reports a partial-checksum header pointing outside
-// its frame.
+// its frame, or at a field no checksum can be stored in.
 var ErrBadChecksumOffsets = errors.New("checksum offsets outside frame")
-
-// FinishChecksum completes, in software, a frame whose header says its L4
-// checksum is partial (NEEDS_CSUM): the one's complement sum from CsumStart
-// to the end of the frame is stored at CsumStart+CsumOffset, and the header
-// is cleared. buf is header+frame. Links whose peer cannot take partial
-// checksums call this before sending. GSO frames are not segmented here;
-// slipway's stack never produces them for such links.
-func FinishChecksum(buf []byte) error {
-	if buf[0]&FlagNeedsCsum == 0 {
-		return nil
-	}
-	h := DecodeVnetHdr(buf)
-	frame := buf[VnetHdrLen:]
-	start, off := int(h.CsumStart), int(h.CsumStart)+int(h.CsumOffset)
-	if start >= len(frame) || off+2 > len(frame) {
-		return ErrBadChecksumOffsets
-	}
-	sum := checksum.Checksum(frame[start:], 0)
-	binary.BigEndian.PutUint16(frame[off:], ^sum)
-	// UDP transmits an all-zero checksum as all ones (RFC 768).
-	if frame[off] == 0 && frame[off+1] == 0 && h.CsumOffset == 6 {
-		frame[off], frame[off+1] = 0xff, 0xff
-	}
-	ClearVnetHdr(buf)
-	return nil
-}
 
 // NewBuffers allocates n frame buffers of BufSize bytes (once per reader, not
 // per frame) and the matching sizes slice.
@@ -185,16 +160,40 @@ func NewBuffers(n int) ([][]byte, []int) {
 	return bufs, make([]int, n)
 }
 
-// VecFrame is one outbound frame in pieces: its virtio-net header and the
-// Ethernet frame as consecutive slices (headers, then payload views), as
-// the stack holds it.
-type VecFrame struct {
-	Hdr  []byte // VnetHdrLen bytes
-	Segs [][]byte
+// Frame is one frame on its way out of a link: its virtio-net header and
+// the Ethernet frame in one piece or in several consecutive ones (headers,
+// then payload views, as the stack holds a packet). A frame read from a
+// link is a one-piece frame.
+type Frame struct {
+	Hdr  []byte   // VnetHdrLen bytes
+	Segs [][]byte // the Ethernet frame, in order
+}
+
+// Contiguous is the one-piece frame of buf, laid out as header+frame. It
+// allocates the piece list: the data path keeps its own (see OnePiece).
+func Contiguous(buf []byte) Frame {
+	return Frame{Hdr: buf[:VnetHdrLen], Segs: [][]byte{buf[VnetHdrLen:]}}
+}
+
+// Frames returns the one-piece frames of bufs (header+frame each): the
+// simple way to write frames held in contiguous buffers. It allocates.
+func Frames(bufs ...[]byte) []Frame {
+	out := make([]Frame, len(bufs))
+	for i, b := range bufs {
+		out[i] = Contiguous(b)
+	}
+	return out
+}
+
+// OnePiece is the one-piece frame of buf (header+frame) whose piece list
+// is seg, a caller-owned slot, so making it allocates nothing.
+func OnePiece(buf []byte, seg *[1][]byte) Frame {
+	seg[0] = buf[VnetHdrLen:]
+	return Frame{Hdr: buf[:VnetHdrLen], Segs: seg[:]}
 }
 
 // Len is the Ethernet frame's length.
-func (f *VecFrame) Len() int {
+func (f *Frame) Len() int {
 	n := 0
 	for _, s := range f.Segs {
 		n += len(s)
@@ -202,23 +201,27 @@ func (f *VecFrame) Len() int {
 	return n
 }
 
-// VecWriter is implemented by links that write a frame from its pieces with
-// one vectored write, so the stack's frames need not be copied together
-// first. Links without offloads get frames with complete checksums.
-type VecWriter interface {
-	WriteVec(frames []VecFrame) (n int, err error)
+// GSO reports whether the frame is a super-frame its receiver must segment.
+func (f *Frame) GSO() bool { return f.Hdr[1] != GSONone }
+
+// CopyTo copies header and frame into b, which must hold VnetHdrLen+Len()
+// bytes, and returns how many it wrote.
+func (f *Frame) CopyTo(b []byte) int {
+	n := copy(b, f.Hdr)
+	for _, s := range f.Segs {
+		n += copy(b[n:], s)
+	}
+	return n
 }
 
-// VecSink takes frames in pieces and owns their delivery (errors are
-// counted, not returned): what a switch port offers the stack.
-type VecSink interface {
-	WriteVec(frames []VecFrame)
-}
-
-// FinishChecksumVec is FinishChecksum for a frame in pieces. The checksum
-// field must lie within one piece (it does: it is in the transport header,
-// which the stack keeps in one slice).
-func FinishChecksumVec(f *VecFrame) error {
+// FinishChecksum completes, in software, a frame whose header says its L4
+// checksum is partial (NEEDS_CSUM): the one's complement sum from CsumStart
+// to the end of the frame is stored at CsumStart+CsumOffset, and the header
+// is cleared. Links whose peer cannot take partial checksums have it done
+// before they get a frame. The checksum field must lie within one piece
+// (it does: it is in the transport header, which the stack keeps in one
+// slice). GSO frames are not segmented here.
+func (f *Frame) FinishChecksum() error {
 	if f.Hdr[0]&FlagNeedsCsum == 0 {
 		return nil
 	}
@@ -243,10 +246,13 @@ func FinishChecksumVec(f *VecFrame) error {
 		}
 		off = end
 	}
-	if fieldOff < 0 || start >= off {
+	// An odd offset cannot hold a 16-bit sum of the range (TCP's is 16,
+	// UDP's 6): refuse it rather than store a wrong one.
+	if fieldOff < 0 || start >= off || h.CsumOffset%2 != 0 {
 		return ErrBadChecksumOffsets
 	}
 	binary.BigEndian.PutUint16(fieldSeg[fieldOff:], ^sum)
+	// UDP transmits an all-zero checksum as all ones (RFC 768).
 	if fieldSeg[fieldOff] == 0 && fieldSeg[fieldOff+1] == 0 && h.CsumOffset == 6 {
 		fieldSeg[fieldOff], fieldSeg[fieldOff+1] = 0xff, 0xff
 	}
@@ -266,7 +272,6 @@ func checksumCombine(sum uint16, b []byte, odd *bool) uint16 {
 		b = b[1:]
 		*odd = false
 		if len(b) == 0 {
-			*odd = false
 			return sum
 		}
 	}

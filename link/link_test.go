@@ -1,6 +1,7 @@
 package link
 
 import (
+	"bytes"
 	"encoding/binary"
 	"testing"
 
@@ -63,7 +64,8 @@ func TestFinishChecksumMakesValidSegments(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			payload := []byte("an odd-length payload!!")
 			buf := partialFrame(t, c.proto, payload)
-			if err := FinishChecksum(buf); err != nil {
+			f := Contiguous(buf)
+			if err := f.FinishChecksum(); err != nil {
 				t.Fatal(err)
 			}
 			if buf[0] != 0 {
@@ -82,27 +84,60 @@ func TestFinishChecksumMakesValidSegments(t *testing.T) {
 func TestFinishChecksumRejectsBadOffsets(t *testing.T) {
 	buf := partialFrame(t, header.TCPProtocolNumber, nil)
 	VnetHdr{Flags: FlagNeedsCsum, CsumStart: 60000, CsumOffset: 16}.Encode(buf)
-	if err := FinishChecksum(buf); err != ErrBadChecksumOffsets {
-		t.Fatalf("got %v, want ErrBadChecksumOffsets", err)
+	if f := Contiguous(buf); f.FinishChecksum() != ErrBadChecksumOffsets {
+		t.Fatal("offsets past the frame accepted")
 	}
 	plain := make([]byte, VnetHdrLen+EthHdrLen)
-	if err := FinishChecksum(plain); err != nil {
-		t.Fatalf("frame without NEEDS_CSUM: %v", err)
+	if f := Contiguous(plain); f.FinishChecksum() != nil {
+		t.Fatal("frame without NEEDS_CSUM refused")
 	}
 }
 
+// FinishChecksum on any header and frame, cut into three pieces anywhere:
+// it either refuses the offsets (changing nothing) or leaves a checksum
+// that verifies, whatever the bytes.
 func FuzzFinishChecksum(f *testing.F) {
-	f.Add([]byte{1, 0, 0, 0, 0, 0, 34, 0, 16, 0, 0, 0, 0, 0})
-	f.Add(make([]byte, 80))
-	f.Fuzz(func(t *testing.T, b []byte) {
+	f.Add([]byte{1, 0, 0, 0, 0, 0, 34, 0, 16, 0, 0, 0, 0, 0}, uint16(0), uint16(0))
+	f.Add(make([]byte, 80), uint16(20), uint16(50))
+	f.Add(partialFrame(&testing.T{}, header.UDPProtocolNumber, []byte("seed payload")), uint16(36), uint16(41))
+	f.Fuzz(func(t *testing.T, b []byte, cut1, cut2 uint16) {
 		if len(b) < VnetHdrLen {
 			return
 		}
-		FinishChecksum(b) // must not panic whatever the offsets say
+		frame := bytes.Clone(b[VnetHdrLen:])
+		before := bytes.Clone(frame)
+		c1 := min(int(cut1), len(frame))
+		c2 := min(max(int(cut2), c1), len(frame))
+		fr := Frame{Hdr: bytes.Clone(b[:VnetHdrLen]), Segs: [][]byte{frame[:c1], frame[c1:c2], frame[c2:]}}
+		h := DecodeVnetHdr(b)
+		start, field := int(h.CsumStart), int(h.CsumStart)+int(h.CsumOffset)
+		var old uint16
+		if field+2 <= len(frame) {
+			old = binary.BigEndian.Uint16(frame[field:])
+		}
+		err := fr.FinishChecksum()
+		switch {
+		case b[0]&FlagNeedsCsum == 0 || err != nil:
+			if err != nil && err != ErrBadChecksumOffsets {
+				t.Fatalf("unexpected error %v", err)
+			}
+			if !bytes.Equal(frame, before) {
+				t.Fatal("frame changed although nothing was to be done")
+			}
+		default:
+			if fr.Hdr[0] != 0 {
+				t.Fatal("header not cleared")
+			}
+			// The field held the pseudo-header's share: with it, the
+			// range from csum_start verifies.
+			if got := checksum.Checksum(frame[start:], old); got != 0xffff {
+				t.Fatalf("sum from %d with the old field %#04x folds to %#04x, want 0xffff", start, old, got)
+			}
+		}
 	})
 }
 
-func TestFinishChecksumVecMatchesContiguous(t *testing.T) {
+func TestFinishChecksumInPiecesMatchesContiguous(t *testing.T) {
 	for _, proto := range []tcpip.TransportProtocolNumber{header.TCPProtocolNumber, header.UDPProtocolNumber} {
 		payload := make([]byte, 3001)
 		for i := range payload {
@@ -110,8 +145,8 @@ func TestFinishChecksumVecMatchesContiguous(t *testing.T) {
 		}
 		whole := partialFrame(t, proto, payload)
 		want := append([]byte(nil), whole...)
-		if err := FinishChecksum(want); err != nil {
-			t.Fatal(err)
+		if f := Contiguous(want); f.FinishChecksum() != nil {
+			t.Fatal("contiguous frame refused")
 		}
 		// Cut the frame at awkward (odd) places, keeping the L4 header in
 		// one piece as the stack does.
@@ -127,8 +162,8 @@ func TestFinishChecksumVecMatchesContiguous(t *testing.T) {
 				prev = c
 			}
 			segs = append(segs, cp[prev:])
-			f := VecFrame{Hdr: hdr, Segs: segs}
-			if err := FinishChecksumVec(&f); err != nil {
+			f := Frame{Hdr: hdr, Segs: segs}
+			if err := f.FinishChecksum(); err != nil {
 				t.Fatalf("cuts %v: %v", cuts, err)
 			}
 			if string(cp) != string(want[VnetHdrLen:]) {

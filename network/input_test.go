@@ -56,7 +56,7 @@ func newHarness(tb testing.TB, mod func(*config.Config)) *harness {
 func (h *harness) sync(tb testing.TB) {
 	tb.Helper()
 	probe := framebuild.ARPRequest(probeMAC, netip.MustParseAddr("10.0.2.250"), h.gw)
-	h.guest.Write([][]byte{probe})
+	h.guest.Write(link.Frames(probe))
 	deadline := time.Now().Add(10 * time.Second)
 	// A loaded machine may drop the probe or its answer (the pipe is a
 	// bounded ring, like a NIC's): ask again now and then. Read blocks,
@@ -69,7 +69,7 @@ func (h *harness) sync(tb testing.TB) {
 			case <-done:
 				return
 			case <-time.After(time.Second):
-				h.guest.Write([][]byte{probe})
+				h.guest.Write(link.Frames(probe))
 			}
 		}
 	}()
@@ -132,7 +132,7 @@ func FuzzGuestFrames(f *testing.F) {
 			return
 		}
 		buf := append(make([]byte, link.VnetHdrLen), frame...)
-		h.guest.Write([][]byte{buf})
+		h.guest.Write(link.Frames(buf))
 		h.sync(t)
 	})
 }
@@ -158,7 +158,7 @@ func TestGarbageFramesLeakNothing(t *testing.T) {
 			frame = make([]byte, link.VnetHdrLen+rng.Intn(200))
 			rng.Read(frame[link.VnetHdrLen:])
 		}
-		h.guest.Write([][]byte{frame})
+		h.guest.Write(link.Frames(frame))
 		if i%100 == 0 {
 			h.sync(t)
 		}
@@ -186,9 +186,9 @@ func TestGarbageFramesLeakNothing(t *testing.T) {
 func TestStackAnswersARPOnlyForItsOwnAddresses(t *testing.T) {
 	h := newHarness(t, nil)
 	for _, target := range []string{"10.0.2.16", "10.0.2.15", "192.0.2.1"} {
-		h.guest.Write([][]byte{framebuild.ARPRequest(probeMAC, netip.MustParseAddr("10.0.2.15"), netip.MustParseAddr(target))})
+		h.guest.Write(link.Frames(framebuild.ARPRequest(probeMAC, netip.MustParseAddr("10.0.2.15"), netip.MustParseAddr(target))))
 	}
-	h.guest.Write([][]byte{framebuild.ARPRequest(probeMAC, netip.MustParseAddr("10.0.2.15"), netip.MustParseAddr("10.0.2.3"))})
+	h.guest.Write(link.Frames(framebuild.ARPRequest(probeMAC, netip.MustParseAddr("10.0.2.15"), netip.MustParseAddr("10.0.2.3"))))
 	// Read up to the answer for the DNS address; nothing else may come.
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {

@@ -183,11 +183,11 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 // intercept sees every valid inbound IP frame before the stack: router
 // messages go to the router, echo requests to the outside to the
 // outbound. It runs on the link reader's goroutine.
-func (n *Network) intercept(buf []byte) bool {
-	if n.svc != nil && n.svc.router != nil && n.svc.router.intercept(buf[link.VnetHdrLen:]) {
+func (n *Network) intercept(frame []byte) bool {
+	if n.svc != nil && n.svc.router != nil && n.svc.router.intercept(frame) {
 		return true
 	}
-	return n.fwd.InterceptICMP(buf)
+	return n.fwd.InterceptICMP(frame)
 }
 
 // GatewayMAC is the gateway's Ethernet address: 52:55 followed by its IPv4

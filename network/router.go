@@ -23,7 +23,7 @@ type router struct {
 	adv    *ra.Advertiser
 	src    netip.Addr // the router's link-local address
 	mac    [6]byte
-	inject func([][]byte)
+	inject func([]link.Frame)
 	wake   chan time.Time // an earlier time the loop should send at
 	start  sync.Once      // the loop starts with the first guest link
 	// Solicitations counts valid router solicitations; Spoofed counts
@@ -32,7 +32,7 @@ type router struct {
 	Solicitations, Spoofed, BadSolicitations atomic.Uint64
 }
 
-func newRouter(adv *ra.Advertiser, mac [6]byte, inject func([][]byte)) *router {
+func newRouter(adv *ra.Advertiser, mac [6]byte, inject func([]link.Frame)) *router {
 	return &router{adv: adv, src: ra.LinkLocal(mac[:]), mac: mac, inject: inject, wake: make(chan time.Time, 1)}
 }
 
@@ -94,7 +94,7 @@ func (r *router) send() {
 	buf := make([]byte, link.VnetHdrLen+link.EthHdrLen+40+len(msg))
 	// Hop limit 255: guests ignore router messages that crossed a router.
 	copy(link.PutEthIPv6(buf[link.VnetHdrLen:], allNodesMAC, r.mac, 58, 255, r.src, allNodes, len(msg)), msg)
-	r.inject([][]byte{buf})
+	r.inject([]link.Frame{link.Contiguous(buf)})
 }
 
 // intercept takes the router messages in a guest frame: solicitations

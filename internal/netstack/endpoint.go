@@ -28,7 +28,7 @@ type endpoint struct {
 
 	output Output
 	bufs   sync.Pool // *[]byte of link.BufSize
-	writes sync.Pool // *vecWrite
+	writes sync.Pool // *frameBatch
 
 	drops *DropCounters
 	frags udp6Fragments
@@ -45,7 +45,7 @@ func newEndpoint(mtu uint32, mac tcpip.LinkAddress, output Output, drops *DropCo
 		b := make([]byte, link.BufSize)
 		return &b
 	}
-	e.writes.New = func() any { return new(vecWrite) }
+	e.writes.New = func() any { return new(frameBatch) }
 	return e
 }
 
@@ -94,14 +94,9 @@ func (e *endpoint) ParseHeader(pkt *stack.PacketBuffer) bool {
 
 // Output is where the stack's frames go: the switch.
 type Output interface {
-	// SendFrames switches contiguous frames (header+frame each); the
-	// buffers are the caller's again when it returns.
-	SendFrames(frames [][]byte)
-	// VecTarget returns where a unicast frame for dst can be written from
-	// its pieces, or nil when it must be flattened and sent with
-	// SendFrames (broadcast, unknown destination, capture on, or a link
-	// that takes contiguous frames only).
-	VecTarget(dst [6]byte) link.VecSink
+	// FromStack switches frames; their pieces (the stack's own slices)
+	// are the caller's again when it returns.
+	FromStack(frames []link.Frame)
 	// AllLinksOffload reports whether every frame the stack sends goes
 	// to a peer that segments TCP super-frames itself (GSO).
 	AllLinksOffload() bool
@@ -129,75 +124,73 @@ func (e *endpoint) SupportedGSO() stack.SupportedGSO {
 	return stack.GSONotSupported
 }
 
-// vecBatchSize is how many frames leave in one vectored call.
-const vecBatchSize = 16
+// batchSize is how many frames leave in one call to the switch.
+const batchSize = 16
 
-// WritePackets sends the stack's packets. A packet whose destination link
-// writes vectors leaves as its own header and payload slices, uncopied;
-// others are flattened into pooled buffers. Consecutive packets for the
-// same destination leave in one call.
+// WritePackets sends the stack's packets as frames made of the packets'
+// own header and payload slices, uncopied, in batches. A packet in more
+// pieces than a batch holds is copied into one buffer.
 func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	list := pkts.AsSlice()
-	// The scratch is pooled: as locals captured by the flush below, the
-	// arrays would move to the heap on every call.
-	w := e.writes.Get().(*vecWrite)
+	// The scratch is pooled: as locals the arrays would move to the heap
+	// on every call.
+	w := e.writes.Get().(*frameBatch)
 	for _, pkt := range list {
 		if pkt.Size() > link.MaxFrameLen {
 			e.drops.TxTooLarge.Add(1)
 			continue
 		}
 		if isUDP6Fragment(pkt) {
-			w.flush()
+			w.flush(e.output)
 			buf := make([]byte, link.VnetHdrLen+pkt.Size())
 			flatten(buf, pkt)
 			link.ClearVnetHdr(buf)
-			if out := e.frags.take(buf); len(out) > 0 {
-				e.output.SendFrames(out)
+			for _, f := range e.frags.take(buf) {
+				e.writeOne(w, f)
 			}
 			continue
 		}
-		var dst [6]byte
-		copy(dst[:], pkt.EgressRoute.RemoteLinkAddress)
-		t := e.output.VecTarget(dst)
-		if t == nil {
-			w.flush()
-			e.writeFlat(pkt)
-			continue
-		}
-		if t != w.target {
-			w.flush()
-			w.target = t
-		}
 		if !w.add(pkt) {
 			// More pieces than the scratch holds: rare; flatten it.
-			w.flush()
-			e.writeFlat(pkt)
+			w.flush(e.output)
+			bp := e.bufs.Get().(*[]byte)
+			buf := (*bp)[:link.VnetHdrLen+pkt.Size()]
+			flatten(buf, pkt)
+			e.writeOne(w, buf)
+			e.bufs.Put(bp)
 			continue
 		}
-		if w.nvec == vecBatchSize || w.nseg+8 > len(w.segs) {
-			w.flush()
+		if w.n == batchSize || w.nseg+8 > len(w.segs) {
+			w.flush(e.output)
 		}
 	}
-	w.flush()
-	w.target = nil
+	w.flush(e.output)
 	e.writes.Put(w)
 	return len(list), nil
 }
 
-// vecWrite collects consecutive packets for one destination as frames in
-// pieces (the stack's own slices) for one vectored write.
-type vecWrite struct {
-	hdrs   [vecBatchSize][link.VnetHdrLen]byte
-	frames [vecBatchSize]link.VecFrame
-	segs   [vecBatchSize * 4][]byte
-	nvec   int
+// writeOne sends one contiguous frame (header+frame) on its own.
+func (e *endpoint) writeOne(w *frameBatch, buf []byte) {
+	w.one[0] = link.OnePiece(buf, &w.oneSeg)
+	e.output.FromStack(w.one[:])
+	w.one[0], w.oneSeg[0] = link.Frame{}, nil
+}
+
+// frameBatch collects consecutive packets as frames in pieces (the stack's
+// own slices) for one call to the switch.
+type frameBatch struct {
+	hdrs   [batchSize][link.VnetHdrLen]byte
+	frames [batchSize]link.Frame
+	segs   [batchSize * 4][]byte
+	n      int
 	nseg   int
-	target link.VecSink
+	one    [1]link.Frame // a frame sent on its own
+	oneSeg [1][]byte
 }
 
 // add appends pkt as a frame; false if its pieces do not fit.
-func (w *vecWrite) add(pkt *stack.PacketBuffer) bool {
-	hdr := w.hdrs[w.nvec][:]
+func (w *frameBatch) add(pkt *stack.PacketBuffer) bool {
+	hdr := w.hdrs[w.n][:]
 	setPartialChecksum(hdr, pkt)
 	vl, off := pkt.AsViewList()
 	first := w.nseg
@@ -216,28 +209,19 @@ func (w *vecWrite) add(pkt *stack.PacketBuffer) bool {
 		w.segs[w.nseg] = b
 		w.nseg++
 	}
-	w.frames[w.nvec] = link.VecFrame{Hdr: hdr, Segs: w.segs[first:w.nseg:w.nseg]}
-	w.nvec++
+	w.frames[w.n] = link.Frame{Hdr: hdr, Segs: w.segs[first:w.nseg:w.nseg]}
+	w.n++
 	return true
 }
 
-// flush writes the collected frames and forgets the stack's slices.
-func (w *vecWrite) flush() {
-	if w.nvec > 0 {
-		w.target.WriteVec(w.frames[:w.nvec])
-		clear(w.frames[:w.nvec])
+// flush hands the collected frames to out and forgets the stack's slices.
+func (w *frameBatch) flush(out Output) {
+	if w.n > 0 {
+		out.FromStack(w.frames[:w.n])
+		clear(w.frames[:w.n])
 		clear(w.segs[:w.nseg])
 	}
-	w.nvec, w.nseg = 0, 0
-}
-
-// writeFlat copies one packet into a pooled frame buffer and sends it.
-func (e *endpoint) writeFlat(pkt *stack.PacketBuffer) {
-	bp := e.bufs.Get().(*[]byte)
-	buf := (*bp)[:link.VnetHdrLen+pkt.Size()]
-	flatten(buf, pkt)
-	e.output.SendFrames([][]byte{buf})
-	e.bufs.Put(bp)
+	w.n, w.nseg = 0, 0
 }
 
 // flatten copies pkt into buf (VnetHdrLen+pkt.Size() bytes) as

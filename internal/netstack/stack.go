@@ -40,10 +40,10 @@ type Options struct {
 	Addresses []netip.Prefix
 	// Output receives the stack's outbound frames.
 	Output Output
-	// Intercept, if set, sees every valid inbound IP frame first and
-	// returns true when it took the frame (the stack then never sees it).
-	// It must not keep buf.
-	Intercept func(buf []byte) bool
+	// Intercept, if set, sees every valid inbound IP frame (the Ethernet
+	// frame) first and returns true when it took the frame (the stack then
+	// never sees it). It must not keep frame.
+	Intercept func(frame []byte) bool
 	// IPv6 enables the IPv6 protocol.
 	IPv6   bool
 	Logger *slog.Logger
@@ -181,30 +181,36 @@ func tune(s *stack.Stack) error {
 	return nil
 }
 
-// Deliver hands frames from the switch to the stack; each is header+frame of
-// exact length. It validates each frame, offers IP frames to the
+// Deliver hands frames from the switch to the stack: frames read from
+// links, one piece each. It validates each frame, offers IP frames to the
 // interceptor, and copies the rest into the stack.
-func (st *Stack) Deliver(frames [][]byte) {
-	for _, buf := range frames {
-		proto, ok := st.drops.validateFrame(buf)
+func (st *Stack) Deliver(frames []link.Frame) {
+	for i := range frames {
+		f := &frames[i]
+		if len(f.Segs) != 1 {
+			st.drops.Runt.Add(1) // not a frame a link read
+			continue
+		}
+		frame := f.Segs[0]
+		proto, ok := st.drops.validateFrame(f.Hdr, frame)
 		if !ok {
 			continue
 		}
-		if !st.ownsTarget(proto, buf[link.VnetHdrLen:]) {
+		if !st.ownsTarget(proto, frame) {
 			st.drops.NotOurs.Add(1)
 			continue
 		}
-		if st.intercept != nil && proto != header.ARPProtocolNumber && st.intercept(buf) {
+		if st.intercept != nil && proto != header.ARPProtocolNumber && st.intercept(frame) {
 			st.drops.Intercepted.Add(1)
 			continue
 		}
-		st.ep.deliver(proto, buf[link.VnetHdrLen:])
+		st.ep.deliver(proto, frame)
 	}
 }
 
 // SetIntercept installs the interceptor (see Options.Intercept). Call it
 // before any link delivers frames.
-func (st *Stack) SetIntercept(f func(buf []byte) bool) { st.intercept = f }
+func (st *Stack) SetIntercept(f func(frame []byte) bool) { st.intercept = f }
 
 // ownsTarget filters address resolution: with spoofing on, gVisor would
 // answer ARP requests and neighbour solicitations for every address, taking

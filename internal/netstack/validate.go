@@ -8,7 +8,8 @@ import (
 	"github.com/slipway-net/slipway/link"
 )
 
-// validateFrame checks one inbound frame (buf holds header+frame) before it
+// validateFrame checks one inbound frame (its virtio-net header and the
+// Ethernet frame) before it
 // reaches the stack, which trusts checksums because the endpoint claims RX
 // checksum offload. It returns the network protocol to deliver the frame as,
 // or false after counting why it was dropped.
@@ -16,13 +17,12 @@ import (
 // Frames whose virtio-net header says the checksum is partial or already
 // validated (a kernel TAP peer, an offloading VMM) skip the L4 checksum: it
 // was produced by the peer's own stack and is completed by nobody.
-func (c *DropCounters) validateFrame(buf []byte) (tcpip.NetworkProtocolNumber, bool) {
-	frame := buf[link.VnetHdrLen:]
+func (c *DropCounters) validateFrame(hdr, frame []byte) (tcpip.NetworkProtocolNumber, bool) {
 	if len(frame) < header.EthernetMinimumSize {
 		c.Runt.Add(1)
 		return 0, false
 	}
-	trusted := buf[0]&(link.FlagNeedsCsum|link.FlagDataValid) != 0
+	trusted := hdr[0]&(link.FlagNeedsCsum|link.FlagDataValid) != 0
 	proto := header.Ethernet(frame).Type()
 	l3 := frame[header.EthernetMinimumSize:]
 	switch proto {

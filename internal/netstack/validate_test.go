@@ -50,7 +50,7 @@ func TestValidateFrame(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var d DropCounters
-			_, ok := d.validateFrame(c.frame)
+			_, ok := d.validateFrame(c.frame[:link.VnetHdrLen], c.frame[link.VnetHdrLen:])
 			if ok != c.ok {
 				t.Fatalf("valid = %v, want %v", ok, c.ok)
 			}
@@ -70,6 +70,6 @@ func FuzzValidateFrame(f *testing.F) {
 			return
 		}
 		var d DropCounters
-		d.validateFrame(b)
+		d.validateFrame(b[:link.VnetHdrLen], b[link.VnetHdrLen:])
 	})
 }

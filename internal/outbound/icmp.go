@@ -148,8 +148,7 @@ func (r *echoRequest) checksumOK() bool {
 
 // intercept takes echo requests to addresses the stack does not own.
 // Everything else goes on to the stack.
-func (x *icmpForwarder) intercept(buf []byte) bool {
-	frame := buf[link.VnetHdrLen:]
+func (x *icmpForwarder) intercept(frame []byte) bool {
 	req, ok := parseEcho(frame)
 	if !ok || x.local[req.dst] || req.dst.IsLinkLocalUnicast() || req.dst.IsMulticast() {
 		return false // the stack answers for its own addresses
@@ -375,7 +374,7 @@ func (x *icmpForwarder) send(dstMAC, srcMAC [6]byte, src, dst netip.Addr, icmp [
 		binary.BigEndian.PutUint16(m[2:], ^checksum.Checksum(m, 0))
 	}
 	if x.f.o.Inject != nil {
-		x.f.o.Inject([][]byte{buf})
+		x.f.o.Inject([]link.Frame{link.Contiguous(buf)})
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/slipway-net/slipway/internal/flow"
 	"github.com/slipway-net/slipway/internal/netstack"
 	"github.com/slipway-net/slipway/internal/policy"
+	"github.com/slipway-net/slipway/link"
 )
 
 // Options configures a Forwarder.
@@ -41,8 +42,8 @@ type Options struct {
 	// bind to.
 	OutboundAddr4, OutboundAddr6 netip.Addr
 	// Inject sends frames the forwarder builds itself (ICMP replies) to
-	// the guests, laid out as link frames (virtio-net header + frame).
-	Inject func(frames [][]byte)
+	// the guests.
+	Inject func(frames []link.Frame)
 	// LocalAddrs are the stack's own addresses: echo requests to them are
 	// the stack's to answer.
 	LocalAddrs []netip.Addr
@@ -79,9 +80,9 @@ func New(o Options) *Forwarder {
 	return f
 }
 
-// InterceptICMP takes echo requests bound for the host's network; it is
-// the stack's interceptor.
-func (f *Forwarder) InterceptICMP(buf []byte) bool { return f.icmp.intercept(buf) }
+// InterceptICMP takes echo requests bound for the host's network (frame is
+// the Ethernet frame); it is one of the stack's interceptors.
+func (f *Forwarder) InterceptICMP(frame []byte) bool { return f.icmp.intercept(frame) }
 
 // Refused returns how many flows the policy refused, by reason.
 func (f *Forwarder) Refused() map[policy.Reason]uint64 {

@@ -49,24 +49,29 @@ func NewWriter(w io.Writer) (*Writer, error) {
 	return pw, nil
 }
 
-// WriteFrame records one Ethernet frame.
-func (pw *Writer) WriteFrame(frame []byte) error {
+// WriteFrame records one Ethernet frame, given in one or more pieces.
+func (pw *Writer) WriteFrame(pieces ...[]byte) error {
 	t := pw.now()
-	n := len(frame)
-	if n > snapLen {
-		n = snapLen
+	size := 0
+	for _, p := range pieces {
+		size += len(p)
 	}
+	n := min(size, snapLen)
 	pw.mu.Lock()
 	defer pw.mu.Unlock()
 	binary.LittleEndian.PutUint32(pw.hdr[0:], uint32(t.Unix()))
 	binary.LittleEndian.PutUint32(pw.hdr[4:], uint32(t.Nanosecond()/1000))
 	binary.LittleEndian.PutUint32(pw.hdr[8:], uint32(n))
-	binary.LittleEndian.PutUint32(pw.hdr[12:], uint32(len(frame)))
+	binary.LittleEndian.PutUint32(pw.hdr[12:], uint32(size))
 	if _, err := pw.w.Write(pw.hdr[:]); err != nil {
 		return fmt.Errorf("pcap: %w", err)
 	}
-	if _, err := pw.w.Write(frame[:n]); err != nil {
-		return fmt.Errorf("pcap: %w", err)
+	for _, p := range pieces {
+		take := min(len(p), n)
+		if _, err := pw.w.Write(p[:take]); err != nil {
+			return fmt.Errorf("pcap: %w", err)
+		}
+		n -= take
 	}
 	if err := pw.w.Flush(); err != nil {
 		return fmt.Errorf("pcap: %w", err)

@@ -74,14 +74,14 @@ func New(o Options) *Switch {
 
 // Port is one attachment to the switch: a guest link or the stack.
 type Port struct {
-	sw     *Switch
-	id     int
-	name   string
-	link   link.Link // nil for the stack
-	vec    link.VecWriter
-	write  func(frames [][]byte)
-	nmacs  int // learned addresses; guarded by sw.mu
-	closed atomic.Bool
+	sw   *Switch
+	id   int
+	name string
+	link link.Link // nil for the stack
+	// deliver is the stack's input; nil for link ports.
+	deliver func(frames []link.Frame)
+	nmacs   int // learned addresses; guarded by sw.mu
+	closed  atomic.Bool
 	// errLogged keeps a failing link from logging every frame.
 	errLogged atomic.Bool
 	Stats     PortStats
@@ -96,12 +96,12 @@ func (p *Port) Name() string { return p.name }
 
 // LinkCounters are the drops the port's link counts itself (frames the
 // switch never saw or handed over but the peer did not take); nil for the
-// stack and for links that keep none.
+// stack.
 func (p *Port) LinkCounters() *link.Counters {
-	if c, ok := p.link.(link.Counted); ok {
-		return c.Counters()
+	if p.link == nil {
+		return nil
 	}
-	return nil
+	return p.link.Counters()
 }
 
 // PortStats counts a port's traffic; rx is from the guest, tx to it.
@@ -120,10 +120,10 @@ type PortStats struct {
 
 // SetStack attaches the stack as the port that owns mac and receives
 // broadcasts and frames for unknown destinations.
-func (s *Switch) SetStack(mac net.HardwareAddr, deliver func(frames [][]byte)) {
+func (s *Switch) SetStack(mac net.HardwareAddr, deliver func(frames []link.Frame)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p := &Port{sw: s, id: 0, name: "stack", write: deliver, Since: time.Now()}
+	p := &Port{sw: s, id: 0, name: "stack", deliver: deliver, Since: time.Now()}
 	s.stack = p
 	var m MAC
 	copy(m[:], mac)
@@ -135,8 +135,6 @@ func (s *Switch) AddLink(l link.Link) *Port {
 	s.mu.Lock()
 	s.nextID++
 	p := &Port{sw: s, id: s.nextID, name: l.String(), link: l, Since: time.Now()}
-	p.write = p.writeLink
-	p.vec, _ = l.(link.VecWriter)
 	links := append(append([]*Port(nil), *s.links.Load()...), p)
 	s.links.Store(&links)
 	s.mu.Unlock()
@@ -161,13 +159,13 @@ func (s *Switch) Ports() []*Port { return *s.links.Load() }
 // link ended (nil if it was closed by Remove).
 func (p *Port) Run() error {
 	bufs, sizes := link.NewBuffers(p.link.BatchSize())
-	var b batcher
+	b := newBatcher(len(bufs))
 	var err error
 	for {
 		var n int
 		n, err = p.link.Read(bufs, sizes)
 		if n > 0 {
-			p.sw.input(p, bufs[:n], sizes[:n], &b)
+			p.sw.input(p, bufs[:n], sizes[:n], b)
 		}
 		if err != nil {
 			break
@@ -249,18 +247,26 @@ func (s *Switch) learn(p *Port, src MAC) {
 }
 
 // batcher collects consecutive frames bound for the same port so a run of
-// frames leaves in one Write call. Each reader goroutine owns one.
+// frames leaves in one Write call. Each reader goroutine owns one; its
+// scratch (the one-piece frames of the batch being read) is reused, so
+// switching allocates nothing.
 type batcher struct {
 	to     *Port
-	frames [][]byte
+	frames []link.Frame
+	segs   [][1][]byte // piece lists of the frames read, by buffer
+	one    [1]link.Frame
 }
 
-func (b *batcher) add(to *Port, frame []byte) {
+func newBatcher(n int) *batcher {
+	return &batcher{frames: make([]link.Frame, 0, n), segs: make([][1][]byte, n)}
+}
+
+func (b *batcher) add(to *Port, f link.Frame) {
 	if b.to != to {
 		b.flush()
 		b.to = to
 	}
-	b.frames = append(b.frames, frame)
+	b.frames = append(b.frames, f)
 }
 
 func (b *batcher) flush() {
@@ -280,13 +286,14 @@ func (s *Switch) input(src *Port, bufs [][]byte, sizes []int, b *batcher) {
 			src.Stats.DropRunt.Add(1)
 			continue
 		}
-		frame := bufs[i][:link.VnetHdrLen+size]
+		buf := bufs[i][:link.VnetHdrLen+size]
 		src.Stats.RxFrames.Add(1)
 		src.Stats.RxBytes.Add(uint64(size))
+		eth := buf[link.VnetHdrLen:]
 		if s.pcap != nil {
-			s.pcap.WriteFrame(frame[link.VnetHdrLen:])
+			s.pcap.WriteFrame(eth)
 		}
-		eth := frame[link.VnetHdrLen:]
+		frame := link.OnePiece(buf, &b.segs[i])
 		var dst, from MAC
 		copy(dst[:], eth[0:6])
 		copy(from[:], eth[6:12])
@@ -304,7 +311,8 @@ func (s *Switch) input(src *Port, bufs [][]byte, sizes []int, b *batcher) {
 		}
 		if dst[0]&1 != 0 { // broadcast or multicast
 			b.flush()
-			s.flood(src, frame)
+			b.one[0] = frame
+			s.flood(src, b.one[:])
 			continue
 		}
 		to := macs[dst]
@@ -315,15 +323,16 @@ func (s *Switch) input(src *Port, bufs [][]byte, sizes []int, b *batcher) {
 			b.add(to, frame)
 		default:
 			b.flush()
-			s.flood(src, frame)
+			b.one[0] = frame
+			s.flood(src, b.one[:])
 		}
 	}
 	b.flush()
 }
 
-// flood sends one frame to every port but its source, the stack included.
-func (s *Switch) flood(src *Port, frame []byte) {
-	one := [][]byte{frame}
+// flood sends one frame (one) to every port but its source, the stack
+// included.
+func (s *Switch) flood(src *Port, one []link.Frame) {
 	for _, p := range *s.links.Load() {
 		if p != src {
 			p.write(one)
@@ -332,24 +341,6 @@ func (s *Switch) flood(src *Port, frame []byte) {
 	if s.stack != nil && src != s.stack {
 		s.stack.write(one)
 	}
-}
-
-// SendFrames is FromStack, as the stack's output.
-func (s *Switch) SendFrames(frames [][]byte) { s.FromStack(frames) }
-
-// VecTarget returns the port a unicast frame for dst goes to when that
-// port's link writes frames from their pieces; nil means the stack must
-// flatten the frame and use SendFrames (broadcast, unknown destination,
-// capture on, or a link without vectored writes).
-func (s *Switch) VecTarget(dst [6]byte) link.VecSink {
-	if s.pcap != nil || dst[0]&1 != 0 {
-		return nil
-	}
-	p := (*s.macs.Load())[MAC(dst)]
-	if p == nil || p.vec == nil {
-		return nil
-	}
-	return p
 }
 
 // AllLinksOffload reports whether the switch has links and every one of
@@ -363,51 +354,6 @@ func (s *Switch) AllLinksOffload() bool {
 		}
 	}
 	return len(links) > 0
-}
-
-// WriteVec sends frames in pieces out of a link port (see VecTarget).
-// Links without offloads get complete checksums; GSO frames they cannot
-// take are dropped.
-func (p *Port) WriteVec(frames []link.VecFrame) {
-	if p.closed.Load() {
-		return
-	}
-	if !p.link.Offloads() {
-		frames = plainFrames(&p.Stats, frames, func(f *link.VecFrame) byte { return f.Hdr[1] }, link.FinishChecksumVec)
-		if len(frames) == 0 {
-			return
-		}
-	}
-	n, err := p.vec.WriteVec(frames)
-	var bytes uint64
-	for i := range frames[:n] {
-		bytes += uint64(frames[i].Len())
-	}
-	p.Stats.TxFrames.Add(uint64(n))
-	p.Stats.TxBytes.Add(bytes)
-	p.countTxError(len(frames)-n, err)
-}
-
-// plainFrames prepares frames for a link whose peer takes no offloads:
-// partial checksums are completed in software and GSO frames (which only
-// offloading peers segment) are dropped and counted. It compacts frames in
-// place (the caller's scratch) and returns what is left.
-func plainFrames[F any](st *PortStats, frames []F, gsoType func(*F) byte, finish func(*F) error) []F {
-	k := 0
-	for i := range frames {
-		f := &frames[i]
-		if gsoType(f) != link.GSONone {
-			st.DropNoGSO.Add(1)
-			continue
-		}
-		if err := finish(f); err != nil {
-			st.DropChecksum.Add(1)
-			continue
-		}
-		frames[k] = *f
-		k++
-	}
-	return frames[:k]
 }
 
 // countTxError counts frames a link failed to send.
@@ -427,42 +373,80 @@ func (p *Port) countTxError(frames int, err error) {
 	}
 }
 
-// FromStack switches frames the stack sends. Safe for concurrent use.
-func (s *Switch) FromStack(frames [][]byte) {
+// FromStack switches frames the stack sends (and frames slipway builds
+// itself); their pieces are the caller's again when it returns. Runs of
+// frames for the same port leave in one write. Safe for concurrent use.
+func (s *Switch) FromStack(frames []link.Frame) {
 	macs := *s.macs.Load()
-	for _, frame := range frames {
-		if s.pcap != nil {
-			s.pcap.WriteFrame(frame[link.VnetHdrLen:])
+	for i := 0; i < len(frames); {
+		to := s.route(macs, &frames[i])
+		j := i + 1
+		for to != nil && j < len(frames) && s.route(macs, &frames[j]) == to {
+			j++
 		}
-		var dst MAC
-		copy(dst[:], frame[link.VnetHdrLen:link.VnetHdrLen+6])
-		one := [][]byte{frame}
-		if to := macs[dst]; to != nil && to != s.stack && dst[0]&1 == 0 {
-			to.write(one)
-			continue
+		if to != nil {
+			to.write(frames[i:j])
+		} else {
+			for _, p := range *s.links.Load() {
+				p.write(frames[i:j])
+			}
 		}
-		for _, p := range *s.links.Load() {
-			p.write(one)
-		}
+		i = j
 	}
 }
 
-// writeLink sends frames out of a link port. Links without offloads get
-// complete checksums; GSO frames they cannot take are dropped.
-func (p *Port) writeLink(frames [][]byte) {
+// route is the link port a frame from the stack goes to, nil to flood
+// it; it records the frame in the capture.
+func (s *Switch) route(macs map[MAC]*Port, f *link.Frame) *Port {
+	if s.pcap != nil {
+		s.pcap.WriteFrame(f.Segs...)
+	}
+	var dst MAC
+	copy(dst[:], f.Segs[0])
+	if dst[0]&1 != 0 {
+		return nil
+	}
+	if to := macs[dst]; to != s.stack {
+		return to
+	}
+	return nil
+}
+
+// write sends frames out of the port: into the stack, or out of its link.
+// Links without offloads get complete checksums, and GSO frames (which
+// only offloading peers segment) are dropped and counted. It compacts
+// frames in place (the caller's scratch).
+func (p *Port) write(frames []link.Frame) {
+	if p.deliver != nil {
+		p.deliver(frames)
+		return
+	}
 	if p.closed.Load() {
 		return
 	}
 	if !p.link.Offloads() {
-		frames = plainFrames(&p.Stats, frames, func(f *[]byte) byte { return (*f)[1] }, func(f *[]byte) error { return link.FinishChecksum(*f) })
-		if len(frames) == 0 {
+		k := 0
+		for i := range frames {
+			f := &frames[i]
+			if f.GSO() {
+				p.Stats.DropNoGSO.Add(1)
+				continue
+			}
+			if err := f.FinishChecksum(); err != nil {
+				p.Stats.DropChecksum.Add(1)
+				continue
+			}
+			frames[k] = *f
+			k++
+		}
+		if frames = frames[:k]; k == 0 {
 			return
 		}
 	}
 	n, err := p.link.Write(frames)
 	var bytes uint64
-	for _, f := range frames[:n] {
-		bytes += uint64(len(f) - link.VnetHdrLen)
+	for i := range frames[:n] {
+		bytes += uint64(frames[i].Len())
 	}
 	p.Stats.TxFrames.Add(uint64(n))
 	p.Stats.TxBytes.Add(bytes)

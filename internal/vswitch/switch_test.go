@@ -39,7 +39,7 @@ type guest struct {
 
 func (g *guest) send(t *testing.T, f []byte) {
 	t.Helper()
-	if _, err := g.end.Write([][]byte{f}); err != nil {
+	if _, err := g.end.Write(link.Frames(f)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -66,11 +66,13 @@ type stackSink struct {
 	tags []string
 }
 
-func (s *stackSink) deliver(frames [][]byte) {
+func (s *stackSink) deliver(frames []link.Frame) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, f := range frames {
-		s.tags = append(s.tags, tagOf(f))
+	for i := range frames {
+		buf := make([]byte, link.VnetHdrLen+frames[i].Len())
+		frames[i].CopyTo(buf)
+		s.tags = append(s.tags, tagOf(buf))
 	}
 }
 
@@ -214,8 +216,8 @@ func TestSwitchFromStackReachesGuest(t *testing.T) {
 	sw, _, g, _ := setup(t, 2)
 	g[1].send(t, frame(bcast, mac(2), "hi"))
 	g[0].expect(t, "hi")
-	sw.FromStack([][]byte{frame(mac(2), stackMAC, "reply")})
-	sw.FromStack([][]byte{frame(bcast, stackMAC, "marker")})
+	sw.FromStack(link.Frames(frame(mac(2), stackMAC, "reply")))
+	sw.FromStack(link.Frames(frame(bcast, stackMAC, "marker")))
 	if got := g[1].expect(t, "marker"); len(got) != 2 || got[0] != "reply" {
 		t.Fatalf("guest b got %v", got)
 	}

@@ -112,35 +112,11 @@ type txBatch struct {
 	niov int // iovecs in use
 }
 
-// prepare lays out the frames (each header+frame; the header is not sent)
-// as messages to to (nil on a connected socket). Frames longer than
+// prepare lays out the frames as messages to to (nil on a connected
+// socket): each message gathers its frame from the pieces with one iovec
+// each, so nothing is copied (the header is not sent). Frames longer than
 // maxFrame are skipped; prepare returns how many.
-func (b *txBatch) prepare(frames [][]byte, maxFrame int, to *sockname) (skipped int) {
-	if cap(b.hdrs) < len(frames) {
-		b.hdrs = make([]unix.Mmsghdr, len(frames))
-		b.iovs = make([]unix.Iovec, len(frames))
-	}
-	b.hdrs = b.hdrs[:cap(b.hdrs)]
-	b.iovs = b.iovs[:cap(b.iovs)]
-	k := 0
-	for _, f := range frames {
-		frame := f[link.VnetHdrLen:]
-		if len(frame) > maxFrame {
-			skipped++
-			continue
-		}
-		b.setIov(k, frame)
-		b.setMessage(k, k, 1, to)
-		k++
-	}
-	b.n = k
-	b.niov = k
-	return skipped
-}
-
-// prepareVec is prepare for frames in pieces: each message gathers its
-// frame from the pieces with one iovec each, so nothing is copied.
-func (b *txBatch) prepareVec(frames []link.VecFrame, maxFrame int, to *sockname) (skipped int) {
+func (b *txBatch) prepare(frames []link.Frame, maxFrame int, to *sockname) (skipped int) {
 	if cap(b.hdrs) < len(frames) {
 		b.hdrs = make([]unix.Mmsghdr, len(frames))
 	}

@@ -62,20 +62,7 @@ type txBatch struct {
 	to     *sockname
 }
 
-func (b *txBatch) prepare(frames [][]byte, maxFrame int, to *sockname) (skipped int) {
-	b.frames = b.frames[:0]
-	for _, f := range frames {
-		if len(f)-link.VnetHdrLen > maxFrame {
-			skipped++
-			continue
-		}
-		b.frames = append(b.frames, [][]byte{f[link.VnetHdrLen:]})
-	}
-	b.to = to
-	return skipped
-}
-
-func (b *txBatch) prepareVec(frames []link.VecFrame, maxFrame int, to *sockname) (skipped int) {
+func (b *txBatch) prepare(frames []link.Frame, maxFrame int, to *sockname) (skipped int) {
 	b.frames = b.frames[:0]
 	for i := range frames {
 		if frames[i].Len() > maxFrame {

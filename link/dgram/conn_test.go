@@ -95,7 +95,7 @@ func TestConnSeqpacketBothWays(t *testing.T) {
 		}
 	}
 
-	out := [][]byte{withHeader(frame(100, 7)), withHeader(frame(2000, 8))}
+	out := link.Frames(withHeader(frame(100, 7)), withHeader(frame(2000, 8)))
 	n, err := l.Write(out)
 	if err != nil || n != 2 {
 		t.Fatalf("Write = %d, %v", n, err)
@@ -106,8 +106,8 @@ func TestConnSeqpacketBothWays(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(buf[:m], f[link.VnetHdrLen:]) {
-			t.Errorf("message %d: got %d bytes, want the %d-byte frame", i, m, len(f)-link.VnetHdrLen)
+		if !bytes.Equal(buf[:m], f.Segs[0]) {
+			t.Errorf("message %d: got %d bytes, want the %d-byte frame", i, m, f.Len())
 		}
 		if rflags&unix.MSG_TRUNC != 0 {
 			t.Errorf("message %d truncated", i)
@@ -177,7 +177,7 @@ func TestConnDgramPeerGone(t *testing.T) {
 		readErr <- err
 	}()
 	unix.Close(peer)
-	if _, err := l.Write([][]byte{withHeader(frame(60, 1))}); !errors.Is(err, unix.ECONNREFUSED) {
+	if _, err := l.Write(link.Frames(withHeader(frame(60, 1)))); !errors.Is(err, unix.ECONNREFUSED) {
 		t.Fatalf("Write to a closed datagram peer: %v, want ECONNREFUSED", err)
 	}
 	select {
@@ -194,7 +194,7 @@ func TestConnDgramPeerGone(t *testing.T) {
 // the batch goes out.
 func TestConnMaxFrame(t *testing.T) {
 	l, peer := newConn(t, unix.SOCK_SEQPACKET, Options{Name: "bhyve", MaxFrame: 2048})
-	n, err := l.Write([][]byte{withHeader(frame(3000, 1)), withHeader(frame(2048, 2))})
+	n, err := l.Write(link.Frames(withHeader(frame(3000, 1)), withHeader(frame(2048, 2))))
 	if err != nil || n != 1 {
 		t.Fatalf("Write = %d, %v; want 1 frame sent", n, err)
 	}
@@ -213,9 +213,9 @@ func TestConnMaxFrame(t *testing.T) {
 // nothing for drainGiveUp has its queue dropped and counted.
 func TestConnPeerNotReading(t *testing.T) {
 	l, _ := newConn(t, unix.SOCK_DGRAM, Options{Name: "test"})
-	batch := make([][]byte, 64)
+	batch := make([]link.Frame, 64)
 	for i := range batch {
-		batch[i] = withHeader(frame(1500, byte(i)))
+		batch[i] = link.Contiguous(withHeader(frame(1500, byte(i))))
 	}
 	sent, full := 0, false
 	start := time.Now()
@@ -251,7 +251,7 @@ func TestConnQueuedFramesArriveInOrder(t *testing.T) {
 	for i := 0; i < frames; i++ {
 		f := withHeader(frame(1500, byte(i)))
 		binary.BigEndian.PutUint16(f[link.VnetHdrLen+20:], uint16(i))
-		if _, err := l.Write([][]byte{f}); err != nil {
+		if _, err := l.Write(link.Frames(f)); err != nil {
 			t.Fatalf("frame %d: %v", i, err)
 		}
 	}
@@ -279,7 +279,7 @@ func TestConnRejectsStream(t *testing.T) {
 func TestConnNoAllocs(t *testing.T) {
 	l, peer := newConn(t, unix.SOCK_SEQPACKET, Options{Name: "test"})
 	bufs, sizes := link.NewBuffers(l.BatchSize())
-	out := [][]byte{withHeader(frame(1000, 1)), withHeader(frame(1000, 2))}
+	out := link.Frames(withHeader(frame(1000, 1)), withHeader(frame(1000, 2)))
 	in := frame(1000, 3)
 	sink := make([]byte, 2000)
 	allocs := testing.AllocsPerRun(200, func() {
@@ -326,8 +326,8 @@ func TestConnDgramProbe(t *testing.T) {
 }
 
 // vecFrame splits a frame into pieces, the way the stack hands them over.
-func vecFrame(f []byte, cuts ...int) link.VecFrame {
-	v := link.VecFrame{Hdr: make([]byte, link.VnetHdrLen)}
+func vecFrame(f []byte, cuts ...int) link.Frame {
+	v := link.Frame{Hdr: make([]byte, link.VnetHdrLen)}
 	prev := 0
 	for _, c := range append(cuts, len(f)) {
 		v.Segs = append(v.Segs, f[prev:c])
@@ -336,14 +336,14 @@ func vecFrame(f []byte, cuts ...int) link.VecFrame {
 	return v
 }
 
-// WriteVec gathers each message from its pieces: the peer sees whole
+// Write gathers each message from its pieces: the peer sees whole
 // frames, one a message, and too-large ones are skipped and counted.
-func TestConnWriteVec(t *testing.T) {
+func TestConnWriteInPieces(t *testing.T) {
 	l, peer := newConn(t, unix.SOCK_SEQPACKET, Options{Name: "test", MaxFrame: 2048})
 	f1, f2, big := frame(100, 1), frame(1500, 2), frame(3000, 3)
-	n, err := l.WriteVec([]link.VecFrame{vecFrame(f1, 14, 34), vecFrame(big, 14), vecFrame(f2, 14, 34, 54, 1000)})
+	n, err := l.Write([]link.Frame{vecFrame(f1, 14, 34), vecFrame(big, 14), vecFrame(f2, 14, 34, 54, 1000)})
 	if err != nil || n != 2 {
-		t.Fatalf("WriteVec = %d, %v; want 2 sent", n, err)
+		t.Fatalf("Write = %d, %v; want 2 sent", n, err)
 	}
 	if c := l.Counters().TxTooLarge.Load(); c != 1 {
 		t.Errorf("TxTooLarge = %d, want 1", c)
@@ -356,11 +356,11 @@ func TestConnWriteVec(t *testing.T) {
 		}
 	}
 	allocs := testing.AllocsPerRun(100, func() {
-		l.WriteVec([]link.VecFrame{vecFrame(f1, 14, 34)})
+		l.Write([]link.Frame{vecFrame(f1, 14, 34)})
 		unix.Read(peer, buf)
 	})
 	// vecFrame itself allocates the piece slices; the link adds nothing.
 	if base := testing.AllocsPerRun(100, func() { _ = vecFrame(f1, 14, 34) }); allocs > base {
-		t.Errorf("WriteVec allocates %v per call beyond building its argument (%v)", allocs-base, base)
+		t.Errorf("Write allocates %v per call beyond building its argument (%v)", allocs-base, base)
 	}
 }

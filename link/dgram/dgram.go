@@ -271,20 +271,13 @@ func setHeader(buf []byte, trusted bool) {
 }
 
 // Write sends frames, one message each, in as few system calls as the
-// kernel allows. It may be called concurrently.
-func (l *Conn) Write(frames [][]byte) (int, error) {
+// kernel allows; each message is gathered from its frame's pieces by the
+// kernel, so the stack's frames are never copied together. It may be
+// called concurrently.
+func (l *Conn) Write(frames []link.Frame) (int, error) {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	n, err := l.tx.write(l.rc, frames, nil)
-	return n, l.sendError(err)
-}
-
-// WriteVec sends frames given in pieces, each message gathered from its
-// pieces by the kernel: the stack's frames are never copied together.
-func (l *Conn) WriteVec(frames []link.VecFrame) (int, error) {
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
-	n, err := l.tx.writeVec(l.rc, frames, nil)
 	return n, l.sendError(err)
 }
 
@@ -327,7 +320,7 @@ func (l *Conn) probe(every time.Duration) {
 			return
 		case <-t.C:
 			if !l.heard.Swap(false) {
-				if _, err := l.Write([][]byte{probeFrame}); err != nil && peerGone(err) {
+				if _, err := l.Write([]link.Frame{link.Contiguous(probeFrame)}); err != nil && peerGone(err) {
 					return
 				}
 			}
@@ -340,8 +333,4 @@ func (l *Conn) String() string { return l.opts.Name }
 // Counters are the link's own drop counters.
 func (l *Conn) Counters() *link.Counters { return &l.counters }
 
-var (
-	_ link.Link      = (*Conn)(nil)
-	_ link.Counted   = (*Conn)(nil)
-	_ link.VecWriter = (*Conn)(nil)
-)
+var _ link.Link = (*Conn)(nil)

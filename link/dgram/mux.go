@@ -372,24 +372,14 @@ func (p *Peer) Read(bufs [][]byte, sizes []int) (int, error) {
 	}
 }
 
-// Write sends frames to the peer's address through the shared socket.
-func (p *Peer) Write(frames [][]byte) (int, error) {
+// Write sends frames to the peer's address through the shared socket,
+// without copying them together.
+func (p *Peer) Write(frames []link.Frame) (int, error) {
 	if err := p.checkOpen(); err != nil {
 		return 0, err
 	}
 	p.wmu.Lock()
 	n, err := p.tx.write(p.mux.rc, frames, p.to)
-	p.wmu.Unlock()
-	return n, p.sendError(err)
-}
-
-// WriteVec sends frames given in pieces, without copying them together.
-func (p *Peer) WriteVec(frames []link.VecFrame) (int, error) {
-	if err := p.checkOpen(); err != nil {
-		return 0, err
-	}
-	p.wmu.Lock()
-	n, err := p.tx.writeVec(p.mux.rc, frames, p.to)
 	p.wmu.Unlock()
 	return n, p.sendError(err)
 }
@@ -453,8 +443,4 @@ func (p *Peer) String() string { return p.name }
 // Counters are the peer's own drop counters.
 func (p *Peer) Counters() *link.Counters { return &p.counters }
 
-var (
-	_ link.Link      = (*Peer)(nil)
-	_ link.Counted   = (*Peer)(nil)
-	_ link.VecWriter = (*Peer)(nil)
-)
+var _ link.Link = (*Peer)(nil)

@@ -133,10 +133,10 @@ func TestMuxDemultiplexes(t *testing.T) {
 		t.Errorf("peer b read %d bytes, want its 65000-byte frame", len(got[0]))
 	}
 
-	if _, err := pb.Write([][]byte{withHeader(frame(300, 0xbb))}); err != nil {
+	if _, err := pb.Write(link.Frames(withHeader(frame(300, 0xbb)))); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pa.Write([][]byte{withHeader(frame(200, 0xaa))}); err != nil {
+	if _, err := pa.Write(link.Frames(withHeader(frame(200, 0xaa)))); err != nil {
 		t.Fatal(err)
 	}
 	if r := a.recv(t); len(r) != 200 || r[20] != 0xaa {
@@ -281,7 +281,7 @@ func TestMuxIdlePeerForgotten(t *testing.T) {
 func TestMuxPeerGone(t *testing.T) {
 	m, _, c, p := muxWithPeer(t, MuxOptions{}, false)
 	unix.Close(c.fd)
-	_, err := p.Write([][]byte{withHeader(frame(60, 2))})
+	_, err := p.Write(link.Frames(withHeader(frame(60, 2))))
 	if !errors.Is(err, unix.ECONNREFUSED) {
 		t.Fatalf("Write to a closed peer: %v, want ECONNREFUSED", err)
 	}
@@ -317,7 +317,7 @@ func TestMuxNoAllocs(t *testing.T) {
 	bufs, sizes := link.NewBuffers(p.BatchSize())
 	readAll(t, p, 1)
 	in := frame(1000, 2)
-	out := [][]byte{withHeader(frame(1000, 3))}
+	out := link.Frames(withHeader(frame(1000, 3)))
 	sink := make([]byte, 2000)
 	// Fill every queue slot once so its buffer exists before counting.
 	for i := 0; i < peerQueue; i++ {
@@ -339,11 +339,11 @@ func TestMuxNoAllocs(t *testing.T) {
 	}
 }
 
-func TestMuxWriteVec(t *testing.T) {
+func TestMuxWriteInPieces(t *testing.T) {
 	_, _, c, p := muxWithPeer(t, MuxOptions{}, true)
 	f := frame(1514, 7)
-	if n, err := p.WriteVec([]link.VecFrame{vecFrame(f, 14, 34, 54)}); n != 1 || err != nil {
-		t.Fatalf("WriteVec = %d, %v", n, err)
+	if n, err := p.Write([]link.Frame{vecFrame(f, 14, 34, 54)}); n != 1 || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
 	}
 	if got := c.recv(t); !bytes.Equal(got, f) {
 		t.Fatalf("client got %d bytes, want the frame whole", len(got))

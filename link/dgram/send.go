@@ -68,37 +68,12 @@ func (s *sender) sendOnce(fd uintptr) bool {
 	return true
 }
 
-// write sends frames (header+frame each) to the peer, to on an unconnected
-// socket or nil on a connected one. It returns how many were sent or
-// queued. Frames too large are counted and skipped; frames neither sent nor
-// queued are reported with link.ErrQueueFull (the switch counts them). Any
-// other error means the socket or the peer is gone.
-func (s *sender) write(rc syscall.RawConn, frames [][]byte, to *sockname) (int, error) {
-	k := 0
-	for _, f := range frames {
-		if len(f)-link.VnetHdrLen > s.maxFrame {
-			s.counters.TxTooLarge.Add(1)
-			continue
-		}
-		frames[k] = f
-		k++
-	}
-	frames = frames[:k]
-	if s.isDraining() {
-		return s.enqueueFrames(rc, to, frames)
-	}
-	s.tx.prepare(frames, s.maxFrame, to)
-	next, err := s.flush(rc)
-	if err == errFull {
-		q, qerr := s.enqueueFrames(rc, to, frames[next:])
-		return next + q, qerr
-	}
-	return next, err
-}
-
-// writeVec is write for frames in pieces (the stack's, unflattened); only
-// frames that have to wait are copied together.
-func (s *sender) writeVec(rc syscall.RawConn, frames []link.VecFrame, to *sockname) (int, error) {
+// write sends frames to the peer, to on an unconnected socket or nil on a
+// connected one, without copying them together. It returns how many were
+// sent or queued. Frames too large are counted and skipped; frames neither
+// sent nor queued are reported with link.ErrQueueFull (the switch counts
+// them). Any other error means the socket or the peer is gone.
+func (s *sender) write(rc syscall.RawConn, frames []link.Frame, to *sockname) (int, error) {
 	k := 0
 	for i := range frames {
 		if f := &frames[i]; len(f.Segs) == 0 || len(f.Segs) > maxIOV || f.Len() > s.maxFrame {
@@ -112,12 +87,12 @@ func (s *sender) writeVec(rc syscall.RawConn, frames []link.VecFrame, to *sockna
 	}
 	frames = frames[:k]
 	if s.isDraining() {
-		return s.enqueueVec(rc, to, frames)
+		return s.enqueue(rc, to, frames)
 	}
-	s.tx.prepareVec(frames, s.maxFrame, to)
+	s.tx.prepare(frames, s.maxFrame, to)
 	next, err := s.flush(rc)
 	if err == errFull {
-		q, qerr := s.enqueueVec(rc, to, frames[next:])
+		q, qerr := s.enqueue(rc, to, frames[next:])
 		return next + q, qerr
 	}
 	return next, err
@@ -162,28 +137,10 @@ func (s *sender) flush(rc syscall.RawConn) (int, error) {
 	return s.next, nil
 }
 
-// enqueueFrames copies frames (header+frame each) into the queue while it
-// has room and starts the drain. It returns how many were queued, and
-// link.ErrQueueFull if not all.
-func (s *sender) enqueueFrames(rc syscall.RawConn, to *sockname, frames [][]byte) (int, error) {
-	s.qmu.Lock()
-	defer s.qmu.Unlock()
-	queued := 0
-	for _, f := range frames {
-		bp := s.slot(len(f))
-		if bp == nil {
-			break
-		}
-		*bp = append((*bp)[:0], f...)
-		s.push(bp)
-		queued++
-	}
-	return s.started(rc, to, queued, len(frames))
-}
-
-// enqueueVec is enqueueFrames for frames in pieces, copied together (only
-// frames that must wait are).
-func (s *sender) enqueueVec(rc syscall.RawConn, to *sockname, frames []link.VecFrame) (int, error) {
+// enqueue copies frames into the queue while it has room, and starts the
+// drain. It returns how many were queued, and link.ErrQueueFull if not all.
+// Only frames that must wait are copied.
+func (s *sender) enqueue(rc syscall.RawConn, to *sockname, frames []link.Frame) (int, error) {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
 	queued := 0
@@ -193,11 +150,7 @@ func (s *sender) enqueueVec(rc syscall.RawConn, to *sockname, frames []link.VecF
 		if bp == nil {
 			break
 		}
-		b := append((*bp)[:0], f.Hdr...)
-		for _, seg := range f.Segs {
-			b = append(b, seg...)
-		}
-		*bp = b
+		*bp = (*bp)[:f.CopyTo((*bp)[:cap(*bp)])]
 		s.push(bp)
 		queued++
 	}
@@ -239,12 +192,13 @@ func (s *sender) started(rc syscall.RawConn, to *sockname, queued, n int) (int, 
 func (s *sender) drain() {
 	wait := backoffStart
 	progress := time.Now()
+	var segs [drainBatch][1][]byte
+	frames := make([]link.Frame, drainBatch)
 	sendFn := func(rc syscall.RawConn, to *sockname, batch []*[]byte) (int, error) {
-		frames := make([][]byte, len(batch))
 		for i, bp := range batch {
-			frames[i] = *bp
+			frames[i] = link.OnePiece(*bp, &segs[i])
 		}
-		s.dtx.prepare(frames, s.maxFrame, to)
+		s.dtx.prepare(frames[:len(batch)], s.maxFrame, to)
 		defer s.dtx.release()
 		next := 0
 		var serr error

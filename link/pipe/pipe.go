@@ -7,7 +7,6 @@ import (
 	"errors"
 	"net"
 	"sync"
-	"sync/atomic"
 
 	"github.com/slipway-net/slipway/link"
 )
@@ -17,13 +16,11 @@ const DefaultDepth = 256
 
 // End is one end of a pipe.
 type End struct {
-	name    string
-	in      *queue // frames for this end to read
-	out     *queue // the peer's in
-	offload bool
-	// Dropped counts frames written while the peer's queue was full, as
-	// a NIC ring overflows.
-	Dropped atomic.Uint64
+	name     string
+	in       *queue // frames for this end to read
+	out      *queue // the peer's in
+	offload  bool
+	counters link.Counters
 }
 
 // New returns two connected ends. With offloads, frames keep their
@@ -41,14 +38,16 @@ func (e *End) Read(bufs [][]byte, sizes []int) (int, error) {
 	return e.in.get(bufs, sizes)
 }
 
-// Write copies frames to the peer's queue; frames that do not fit are
-// dropped and counted.
-func (e *End) Write(frames [][]byte) (int, error) {
-	n, err := e.out.put(frames)
+// Write copies frames to the peer's queue. Frames that do not fit are
+// dropped, as a full NIC ring drops them, and reported with
+// link.ErrQueueFull (the switch counts them).
+func (e *End) Write(frames []link.Frame) (int, error) {
+	n, tooLarge, err := e.out.put(frames)
+	e.counters.TxTooLarge.Add(uint64(tooLarge))
 	if err == nil && n < len(frames) {
-		e.Dropped.Add(uint64(len(frames) - n))
+		err = link.ErrQueueFull
 	}
-	return len(frames), err
+	return n, err
 }
 
 // BatchSize is how many frames one Read may return.
@@ -65,6 +64,9 @@ func (e *End) Close() error {
 }
 
 func (e *End) String() string { return "pipe:" + e.name }
+
+// Counters are the end's own counters (a pipe drops nothing itself).
+func (e *End) Counters() *link.Counters { return &e.counters }
 
 var _ link.Link = (*End)(nil)
 
@@ -88,29 +90,38 @@ func newQueue(depth int) *queue {
 
 var errClosed = net.ErrClosed
 
-func (q *queue) put(frames [][]byte) (int, error) {
+// put queues frames while there is room; it returns how many it consumed
+// (queued, or skipped as larger than any frame), of which tooLarge were
+// skipped.
+func (q *queue) put(frames []link.Frame) (n, tooLarge int, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
-		return 0, errClosed
+		return 0, 0, errClosed
 	}
-	n := 0
-	for _, f := range frames {
+	for k := range frames {
+		f := &frames[k]
 		if q.count == len(q.slots) {
 			break
 		}
 		i := (q.head + q.count) % len(q.slots)
-		if cap(q.slots[i]) < len(f) {
+		size := link.VnetHdrLen + f.Len()
+		if size > link.BufSize {
+			tooLarge++
+			n++
+			continue
+		}
+		if cap(q.slots[i]) < size {
 			q.slots[i] = make([]byte, link.BufSize)
 		}
-		q.lens[i] = copy(q.slots[i][:len(f)], f)
+		q.lens[i] = f.CopyTo(q.slots[i][:size])
 		q.count++
 		n++
 	}
-	if n > 0 {
+	if n > tooLarge {
 		q.cond.Broadcast()
 	}
-	return n, nil
+	return n, tooLarge, nil
 }
 
 func (q *queue) get(bufs [][]byte, sizes []int) (int, error) {

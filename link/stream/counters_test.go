@@ -47,7 +47,7 @@ func TestBadFramingCounted(t *testing.T) {
 func TestOversizedWriteCounted(t *testing.T) {
 	a, _ := socketPair(t)
 	l := New(a, "test")
-	if n, err := l.Write([][]byte{withHdr(ethFrame(MaxFrame+1, 1))}); n != 0 || err != nil {
+	if n, err := l.Write(link.Frames(withHdr(ethFrame(MaxFrame+1, 1)))); n != 0 || err != nil {
 		t.Fatalf("Write = %d, %v; want the frame dropped", n, err)
 	}
 	if c := l.Counters().TxTooLarge.Load(); c != 1 {

@@ -120,37 +120,6 @@ func (l *Link) Read(bufs [][]byte, sizes []int) (int, error) {
 	return n, nil
 }
 
-// Write sends frames with one writev. Frames larger than MaxFrame are
-// dropped: QEMU would otherwise close the connection.
-func (l *Link) Write(frames [][]byte) (int, error) {
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
-	if cap(l.prefixes) < len(frames) {
-		l.prefixes = make([][4]byte, len(frames))
-		l.iov = make(net.Buffers, 0, 2*len(frames))
-	}
-	iov := l.iov[:0]
-	l.ends = l.ends[:0]
-	sent, off := 0, 0
-	for i, f := range frames {
-		frame := f[link.VnetHdrLen:]
-		if len(frame) > MaxFrame {
-			l.counters.TxTooLarge.Add(1)
-			continue
-		}
-		binary.BigEndian.PutUint32(l.prefixes[i][:], uint32(len(frame)))
-		iov = append(iov, l.prefixes[i][:], frame)
-		off += 4 + len(frame)
-		l.ends = append(l.ends, off)
-		sent++
-	}
-	l.iov = iov[:0]
-	if k, err := l.send(iov); err != nil {
-		return k, err
-	}
-	return sent, nil
-}
-
 // queueLimit bounds the bytes waiting in a link's transmit queue. When the
 // peer's socket is full (a busy TCG guest reads in bursts; stock Linux
 // gives a unix socket ~208 KiB, three large frames), frames wait here
@@ -302,8 +271,10 @@ func writev(fd int, iov net.Buffers) (int, error) {
 	}
 }
 
-// WriteVec sends frames from their pieces with one writev.
-func (l *Link) WriteVec(frames []link.VecFrame) (int, error) {
+// Write sends frames, each from its pieces, with one writev. Frames
+// larger than MaxFrame are dropped: QEMU would otherwise close the
+// connection.
+func (l *Link) Write(frames []link.Frame) (int, error) {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	if cap(l.prefixes) < len(frames) {
@@ -347,8 +318,4 @@ func (l *Link) String() string { return l.desc }
 // Counters are the link's own drop counters.
 func (l *Link) Counters() *link.Counters { return &l.counters }
 
-var (
-	_ link.Link      = (*Link)(nil)
-	_ link.VecWriter = (*Link)(nil)
-	_ link.Counted   = (*Link)(nil)
-)
+var _ link.Link = (*Link)(nil)

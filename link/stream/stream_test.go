@@ -49,7 +49,7 @@ func TestWriteIsQEMUFraming(t *testing.T) {
 	l := New(a, "test")
 	frames := [][]byte{withHdr(ethFrame(60, 1)), withHdr(ethFrame(1514, 2)), withHdr(ethFrame(65535, 3))}
 	go func() {
-		if _, err := l.Write(frames); err != nil {
+		if _, err := l.Write(link.Frames(frames...)); err != nil {
 			t.Error(err)
 		}
 	}()
@@ -75,7 +75,7 @@ func TestWriteIsQEMUFraming(t *testing.T) {
 func TestWriteDropsFramesQEMUWouldReject(t *testing.T) {
 	a, b := socketPair(t)
 	l := New(a, "test")
-	n, err := l.Write([][]byte{withHdr(ethFrame(70000, 1)), withHdr(ethFrame(100, 2))})
+	n, err := l.Write(link.Frames(withHdr(ethFrame(70000, 1)), withHdr(ethFrame(100, 2))))
 	if err != nil || n != 1 {
 		t.Fatalf("Write = %d, %v; want 1 frame sent", n, err)
 	}
@@ -200,7 +200,7 @@ func TestWriteNeverBlocksOnAPeerThatStopsReading(t *testing.T) {
 		defer close(done)
 		// More than the socket buffer and the transmit queue hold.
 		for i := 0; i < 600; i++ {
-			if _, err := l.Write([][]byte{frame}); errors.Is(err, link.ErrQueueFull) {
+			if _, err := l.Write(link.Frames(frame)); errors.Is(err, link.ErrQueueFull) {
 				full++
 			} else if err != nil {
 				return // mid-frame stall: the link gave up, also not a hang
@@ -226,7 +226,7 @@ func TestPausedPeerResumesWithIntactFraming(t *testing.T) {
 	sent := 0
 	const frames = 800 // 32 MB: more than the socket buffer and the queue
 	for i := 0; i < frames; i++ {
-		if _, err := l.Write([][]byte{withHdr(ethFrame(40000+i%250, byte(i%250)))}); err == nil {
+		if _, err := l.Write(link.Frames(withHdr(ethFrame(40000+i%250, byte(i%250))))); err == nil {
 			sent++
 		}
 	}
@@ -240,7 +240,7 @@ func TestPausedPeerResumesWithIntactFraming(t *testing.T) {
 	go func() {
 		time.Sleep(200 * time.Millisecond)
 		for {
-			if _, err := l.Write([][]byte{withHdr(ethFrame(100, 0xee))}); err == nil {
+			if _, err := l.Write(link.Frames(withHdr(ethFrame(100, 0xee)))); err == nil {
 				return
 			}
 			time.Sleep(10 * time.Millisecond)

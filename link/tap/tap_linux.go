@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -29,9 +30,10 @@ const batchSize = 32
 
 // Link is a TAP device.
 type Link struct {
-	f       *os.File
-	name    string
-	vnetHdr bool
+	f        *os.File
+	name     string
+	vnetHdr  bool
+	counters link.Counters
 }
 
 // Create makes a TAP device called name in the calling thread's network
@@ -130,44 +132,16 @@ func (l *Link) Read(bufs [][]byte, sizes []int) (int, error) {
 	return n, rerr
 }
 
-// Write sends frames, one write(2) each; the device takes them whole and
-// never blocks, and concurrent writers need no lock.
-func (l *Link) Write(frames [][]byte) (int, error) {
-	rc, err := l.f.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	var werr error
-	err = rc.Write(func(fd uintptr) bool {
-		for n < len(frames) {
-			b := frames[n]
-			if !l.vnetHdr {
-				b = b[link.VnetHdrLen:]
-			}
-			_, e := unix.Write(int(fd), b)
-			if e == unix.EINTR {
-				continue
-			}
-			if e == unix.EAGAIN {
-				return false
-			}
-			if e != nil && !errors.Is(e, unix.EINVAL) {
-				werr = fmt.Errorf("tap: write: %w", e)
-				return true
-			}
-			n++ // EINVAL: the kernel refused this one frame; go on
-		}
-		return true
-	})
-	if err != nil {
-		return n, fmt.Errorf("tap: write: %w", err)
-	}
-	return n, werr
-}
+// maxPieces is how many pieces of a frame one writev takes here; the
+// stack's packets have a handful. A frame in more is copied together
+// first (counted as TxCoalesced).
+const maxPieces = 32
 
-// WriteVec sends frames from their pieces, one writev(2) each.
-func (l *Link) WriteVec(frames []link.VecFrame) (int, error) {
+var coalesced = sync.Pool{New: func() any { b := make([]byte, link.BufSize); return &b }}
+
+// Write sends frames from their pieces, one writev(2) each; the device
+// takes them whole and never blocks, and concurrent writers need no lock.
+func (l *Link) Write(frames []link.Frame) (int, error) {
 	rc, err := l.f.SyscallConn()
 	if err != nil {
 		return 0, err
@@ -175,7 +149,7 @@ func (l *Link) WriteVec(frames []link.VecFrame) (int, error) {
 	n := 0
 	var werr error
 	err = rc.Write(func(fd uintptr) bool {
-		var iov [1 + 16][]byte
+		var iov [1 + maxPieces][]byte
 		for n < len(frames) {
 			f := &frames[n]
 			k := 0
@@ -183,12 +157,20 @@ func (l *Link) WriteVec(frames []link.VecFrame) (int, error) {
 				iov[0] = f.Hdr
 				k = 1
 			}
-			if len(f.Segs) > len(iov)-k {
-				n++ // more pieces than any stack packet has: drop
-				continue
+			var bp *[]byte
+			if len(f.Segs) > maxPieces {
+				bp = coalesced.Get().(*[]byte)
+				m := f.CopyTo(*bp)
+				iov[k] = (*bp)[link.VnetHdrLen:m]
+				k++
+				l.counters.TxCoalesced.Add(1)
+			} else {
+				k += copy(iov[k:], f.Segs)
 			}
-			k += copy(iov[k:], f.Segs)
 			_, e := unix.Writev(int(fd), iov[:k])
+			if bp != nil {
+				coalesced.Put(bp)
+			}
 			if e == unix.EINTR {
 				continue
 			}
@@ -199,7 +181,7 @@ func (l *Link) WriteVec(frames []link.VecFrame) (int, error) {
 				werr = fmt.Errorf("tap: writev: %w", e)
 				return true
 			}
-			n++
+			n++ // EINVAL: the kernel refused this one frame; go on
 		}
 		return true
 	})
@@ -226,7 +208,7 @@ func (l *Link) File() *os.File { return l.f }
 // Name is the interface name.
 func (l *Link) Name() string { return l.name }
 
-var (
-	_ link.Link      = (*Link)(nil)
-	_ link.VecWriter = (*Link)(nil)
-)
+// Counters are the link's own counters.
+func (l *Link) Counters() *link.Counters { return &l.counters }
+
+var _ link.Link = (*Link)(nil)

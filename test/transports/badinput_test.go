@@ -44,7 +44,7 @@ func (r *recorder) counters(i int) *link.Counters {
 	if i >= len(r.links) {
 		return nil
 	}
-	return r.links[i].(link.Counted).Counters()
+	return r.links[i].Counters()
 }
 
 // eventually waits for cond, failing the test with what after a while.
