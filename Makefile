@@ -16,14 +16,20 @@ demo: deps
 	scripts/demo.sh
 
 # Every test: unit tests, fuzz seed corpora, namespace and QEMU end-to-end
-# tests (root needed for namespaces; CI runs as root); then the
+# tests (root needed for namespaces; CI runs as root); then the unit
+# packages (all but test/) again under the race detector, in -short mode
+# so that it stays a unit run (the end-to-end tests mostly drive slipway
+# as a separate process, which the detector does not see into); then the
 # benchmark's own module (bench/go.mod), which ./... does not reach.
 test: deps
 	$(GO) vet ./...
 	$(GO) -C bench vet ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -race -short -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v /test/)
 	$(GO) -C bench test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
+# Unit tests only: -short skips everything that creates namespaces or TAP
+# devices, boots QEMU or runs real binaries, even as root.
 test-unit:
 	$(GO) test -short ./...
 	$(GO) -C bench test -short ./...
