@@ -16,13 +16,23 @@ demo: deps
 	scripts/demo.sh
 
 # Every test: unit tests, fuzz seed corpora, namespace and QEMU end-to-end
-# tests (root needed for namespaces; CI runs as root).
+# tests (root needed for namespaces; CI runs as root); then the unit
+# packages (all but test/) again under the race detector, in -short mode
+# so that it stays a unit run (the end-to-end tests mostly drive slipway
+# as a separate process, which the detector does not see into); then the
+# benchmark's own module (bench/go.mod), which ./... does not reach.
 test: deps
 	$(GO) vet ./...
+	$(GO) -C bench vet ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -race -short -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v /test/)
+	$(GO) -C bench test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
+# Unit tests only: -short skips everything that creates namespaces or TAP
+# devices, boots QEMU or runs real binaries, even as root.
 test-unit:
 	$(GO) test -short ./...
+	$(GO) -C bench test -short ./...
 
 # Runs each fuzz target for FUZZTIME (default 30s).
 FUZZTIME ?= 30s
@@ -33,13 +43,15 @@ fuzz:
 # veth pair, passt and QEMU's -netdev user, interleaved over ROUNDS rounds,
 # plus the many-flows scale runs. Root. About 15-20 minutes by default;
 # ONLY=ns|vm|scale (comma list), BACKENDS=slipway,veth,... and BENCHFLAGS
-# (any flag of `go run ./bench -h`) narrow it. Writes bench/results/latest.*.
+# (any flag of `go run . -h` in bench/) narrow it. Writes bench/results/latest.*.
+# It runs inside bench/, a module of its own, so that its chart library is
+# no dependency of slipway's: paths in BENCHFLAGS are relative to bench/.
 ROUNDS ?=
 ONLY ?=
 BACKENDS ?=
 BENCHFLAGS ?=
 bench: deps
-	$(GO) run ./bench $(if $(ROUNDS),-rounds $(ROUNDS)) $(if $(ONLY),-only $(ONLY)) \
+	$(GO) -C bench run . $(if $(ROUNDS),-rounds $(ROUNDS)) $(if $(ONLY),-only $(ONLY)) \
 		$(if $(BACKENDS),-backends $(BACKENDS)) $(BENCHFLAGS) \
 		-command "make bench$(if $(ROUNDS), ROUNDS=$(ROUNDS))$(if $(ONLY), ONLY=$(ONLY))$(if $(BACKENDS), BACKENDS=$(BACKENDS))$(if $(BENCHFLAGS), BENCHFLAGS='$(BENCHFLAGS)')"
 

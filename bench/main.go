@@ -4,8 +4,11 @@
 // 10,000 concurrent flows. Backends run interleaved over several rounds;
 // the report gives medians with min–max and slipway's ratio to each.
 //
-//	go run ./bench [-rounds 3] [-only ns,vm,scale] [-backends slipway,veth] [-tests tcp_out,latency]
-//	go run ./bench -render bench/results/latest.json
+// It is a module of its own, so that its chart library is no dependency of
+// slipway's; run it inside bench/ (make bench does):
+//
+//	go run . [-rounds 3] [-only ns,vm,scale] [-backends slipway,veth] [-tests tcp_out,latency]
+//	go run . -render results/latest.json
 //
 // It needs root (namespaces, veth pairs) and writes bench/results/latest.md,
 // latest.json and latest.png. See bench/README.md.
@@ -62,7 +65,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&flows, "scale-flows", "1,100,1000,10000", "flow counts of the scale runs")
 	fs.DurationVar(&o.scaleDuration, "scale-duration", 5*time.Second, "load phase of each scale run")
 	fs.IntVar(&o.scaleSize, "scale-size", 16384, "response size in the scale runs (bytes)")
-	fs.StringVar(&o.out, "out", "bench/results", "directory for latest.md, latest.json and latest.png")
+	fs.StringVar(&o.out, "out", "", "directory for latest.md, latest.json and latest.png (default: results/ in the bench module)")
 	fs.StringVar(&o.command, "command", "", "the command line to name in the report (default: this one)")
 	fs.StringVar(&o.render, "render", "", "only re-render the report from this results JSON")
 	fs.BoolVar(&o.keepWork, "keep", false, "keep the work directory (logs of every helper process)")
@@ -107,7 +110,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		o.scaleFlows = append(o.scaleFlows, n)
 	}
 	if o.command == "" {
-		o.command = "go run ./bench " + strings.Join(args, " ")
+		o.command = strings.TrimSpace("go run . " + strings.Join(args, " "))
 	}
 	return o, nil
 }
@@ -138,15 +141,16 @@ func want(list []string, item string) bool { return len(list) == 0 || slices.Con
 
 // bench is one benchmark run.
 type bench struct {
-	opts    options
-	root    string // the module's root
-	work    string // temporary files, helper logs
-	logDir  string
-	slipway string // binaries built from this tree
-	flowld  string
-	res     *report.Results
-	log     io.Writer
-	started time.Time
+	opts     options
+	root     string // the slipway tree benchmarked
+	benchDir string // this module's directory
+	work     string // temporary files, helper logs
+	logDir   string
+	slipway  string // binaries built from this tree
+	flowld   string
+	res      *report.Results
+	log      io.Writer
+	started  time.Time
 }
 
 func main() {
@@ -185,9 +189,12 @@ func benchmark(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root: it creates network namespaces and veth pairs (run `sudo make bench`)")
 	}
-	root, err := moduleRoot(ctx)
+	benchDir, root, err := moduleDirs(ctx)
 	if err != nil {
 		return err
+	}
+	if o.out == "" {
+		o.out = filepath.Join(benchDir, "results")
 	}
 	if err := ensureTools(ctx, root, o, stderr); err != nil {
 		return err
@@ -200,7 +207,7 @@ func benchmark(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err := os.Chmod(work, 0o755); err != nil {
 		return err
 	}
-	b := &bench{opts: o, root: root, work: work, logDir: filepath.Join(work, "logs"), log: stderr, started: time.Now()}
+	b := &bench{opts: o, root: root, benchDir: benchDir, work: work, logDir: filepath.Join(work, "logs"), log: stderr, started: time.Now()}
 	defer func() {
 		if o.keepWork {
 			b.logf("work directory kept: %s", work)
@@ -294,32 +301,48 @@ func (b *bench) fail(format string, args ...any) {
 }
 
 // build compiles slipway and flowload from this tree, so the numbers are
-// always those of the code checked out.
+// always those of the code checked out. Each is built in its own module.
 func (b *bench) build(ctx context.Context) error {
 	b.slipway = filepath.Join(b.work, "slipway")
 	b.flowld = filepath.Join(b.work, "flowload")
-	for _, t := range [][2]string{{b.slipway, "./cmd/slipway"}, {b.flowld, "./bench/flowload"}} {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", t[0], t[1])
-		cmd.Dir = b.root
+	for _, t := range [][3]string{{b.slipway, b.root, "./cmd/slipway"}, {b.flowld, b.benchDir, "./flowload"}} {
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", t[0], t[2])
+		cmd.Dir = t[1]
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build %s: %w\n%s", t[1], err, out)
+			return fmt.Errorf("go build %s in %s: %w\n%s", t[2], t[1], err, out)
 		}
 	}
 	return nil
 }
 
-// moduleRoot asks the go command which module the working directory is
-// in.
-func moduleRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+// The benchmark's module and the one it measures.
+const (
+	benchModule   = "github.com/slipway-net/slipway/bench"
+	slipwayModule = "github.com/slipway-net/slipway"
+)
+
+// moduleDirs asks the go command for the bench module's directory (the
+// working directory must be inside it) and for slipway's, which
+// bench/go.mod replaces with the checkout around it: that is the tree the
+// benchmark builds and names in the report.
+func moduleDirs(ctx context.Context) (benchDir, slipwayDir string, err error) {
+	out, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Path}} {{.Dir}}").Output()
 	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
+		return "", "", fmt.Errorf("go list -m (run the benchmark inside bench/): %w", err)
 	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("run the benchmark inside the slipway module (no go.mod above the working directory)")
+	path, benchDir, _ := strings.Cut(strings.TrimSpace(string(out)), " ")
+	if path != benchModule {
+		return "", "", fmt.Errorf("the working directory is in module %q: run the benchmark inside bench/ (module %s), e.g. with make bench", path, benchModule)
 	}
-	return filepath.Dir(gomod), nil
+	out, err = exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", slipwayModule).Output()
+	if err != nil {
+		return "", "", fmt.Errorf("go list -m %s: %w", slipwayModule, err)
+	}
+	slipwayDir = strings.TrimSpace(string(out))
+	if slipwayDir == "" {
+		return "", "", fmt.Errorf("go list -m %s: no directory (bench/go.mod must replace it with ../)", slipwayModule)
+	}
+	return benchDir, slipwayDir, nil
 }
 
 // ensureTools installs missing tools from Debian with the project's

@@ -129,9 +129,14 @@ func freePort(t *testing.T, ip string) int {
 }
 
 // startDnsmasq runs a real dnsmasq on ip that serves test.example (and
-// names below it) as 192.0.2.55 and refuses everything else.
+// names below it) as 192.0.2.55 and refuses everything else. Not in
+// -short mode, where unit tests start no real programs (fakeUpstream
+// stands in for a server there).
 func startDnsmasq(t *testing.T, ip string) netip.AddrPort {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("runs a real dnsmasq; skipped in -short mode")
+	}
 	bin, err := exec.LookPath("dnsmasq")
 	if err != nil {
 		t.Skip("dnsmasq is not installed (Debian package dnsmasq-base)")

@@ -38,6 +38,10 @@ const (
 	hostAddr6 = "2001:db8:1::1"
 )
 
+// peerechoDir is where peerechoBin put the binary, for TestMain to remove;
+// empty while no test has needed it (in -short mode none does).
+var peerechoDir string
+
 var peerechoBin = sync.OnceValues(func() (string, error) {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
@@ -47,6 +51,7 @@ var peerechoBin = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	peerechoDir = dir
 	bin := filepath.Join(dir, "peerecho")
 	cmd := exec.Command("go", "build", "-o", bin, "./test/publish/peerecho")
 	cmd.Dir = filepath.Dir(strings.TrimSpace(string(out)))
@@ -59,8 +64,9 @@ var peerechoBin = sync.OnceValues(func() (string, error) {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if bin, err := peerechoBin(); err == nil {
-		os.RemoveAll(filepath.Dir(bin))
+	// Every test has ended, so peerechoBin is no longer running.
+	if peerechoDir != "" {
+		os.RemoveAll(peerechoDir)
 	}
 	os.Exit(code)
 }
@@ -69,11 +75,12 @@ func TestMain(m *testing.M) {
 // static so it also runs in the QEMU guest.
 func binaries(t *testing.T) (slipway, peerecho string) {
 	t.Helper()
+	slipway = testenv.Slipway(t) // first: it skips in -short mode
 	peerecho, err := peerechoBin()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return testenv.Slipway(t), peerecho
+	return slipway, peerecho
 }
 
 // needRoot skips tests that create network namespaces when they cannot,

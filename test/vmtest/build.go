@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -77,7 +78,7 @@ func Build(t testing.TB) Guest {
 // BuildGuest is Build for programs that are not tests (the benchmark):
 // it returns the guest, building it on first use in this process, or an
 // error carrying build.sh's output. build.sh is found from the working
-// directory, which must be inside the module.
+// directory, which must be inside slipway's tree.
 func BuildGuest() (Guest, error) {
 	out, err := buildResult()
 	if err != nil {
@@ -86,26 +87,36 @@ func BuildGuest() (Guest, error) {
 	return out.guest, nil
 }
 
-// buildScript finds test/guest/build.sh from the module root, which is an
-// ancestor of every test's working directory (go test runs tests in their
-// package directory). Walking up works with -trimpath too.
+// buildScript finds test/guest/build.sh in slipway's module root, which is
+// an ancestor of every test's working directory (go test runs tests in
+// their package directory). Walking up works with -trimpath too. A go.mod
+// without the script is a nested module (bench/, whose benchmark boots the
+// guest too) and the walk goes on above it.
 func buildScript() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", fmt.Errorf("finding build.sh: %w", err)
 	}
+	sawModule := false
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			sawModule = true
 			script := filepath.Join(dir, "test", "guest", "build.sh")
-			// Besides a clear error, the Stat tells go test's result
-			// cache that the outcome depends on the script.
-			if _, err := os.Stat(script); err != nil {
+			// Besides finding it, the Stat tells go test's result cache
+			// that the outcome depends on the script.
+			_, err := os.Stat(script)
+			if err == nil {
+				return script, nil
+			}
+			if !errors.Is(err, fs.ErrNotExist) {
 				return "", fmt.Errorf("finding build.sh: %w", err)
 			}
-			return script, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
+			if sawModule {
+				return "", errors.New("finding build.sh: no test/guest/build.sh beside any go.mod above the working directory")
+			}
 			return "", errors.New("finding build.sh: no go.mod above the working directory")
 		}
 		dir = parent

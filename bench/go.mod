@@ -1,0 +1,23 @@
+module github.com/slipway-net/slipway/bench
+
+go 1.26.8
+
+// The benchmark measures the slipway tree around it (and boots its test
+// guest through test/vmtest), never a published version.
+replace github.com/slipway-net/slipway => ../
+
+require (
+	github.com/slipway-net/slipway v0.0.0-00010101000000-000000000000
+	gonum.org/v1/plot v0.17.0
+)
+
+require (
+	codeberg.org/go-fonts/liberation v0.5.0 // indirect
+	codeberg.org/go-latex/latex v0.2.0 // indirect
+	codeberg.org/go-pdf/fpdf v0.11.1 // indirect
+	git.sr.ht/~sbinet/gg v0.7.0 // indirect
+	github.com/ajstarks/svgo v0.0.0-20211024235047-1546f124cd8b // indirect
+	github.com/golang/freetype v0.0.0-20170609003504-e2365dfdc4a0 // indirect
+	golang.org/x/image v0.30.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
+)
