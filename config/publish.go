@@ -12,8 +12,8 @@ import (
 
 // PublishRule publishes host ports into a guest: connections and datagrams
 // to HostAddr:HostPort..HostPortEnd reach GuestAddr:GuestPort..GuestPortEnd,
-// port for port. Both ends may be IPv4 or IPv6 so the type outlives the
-// IPv4-only guest network; Resolve says what this build accepts.
+// port for port. Either end may be IPv4 or IPv6, independently: an IPv6
+// guest address needs IPv6 on (see Resolve).
 type PublishRule struct {
 	// Proto is TCP or UDP.
 	Proto Proto `json:"proto"`

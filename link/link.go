@@ -12,7 +12,6 @@ package link
 import (
 	"encoding/binary"
 	"errors"
-	"net/netip"
 	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
@@ -278,24 +277,4 @@ func checksumCombine(sum uint16, b []byte, odd *bool) uint16 {
 	sum = checksum.Checksum(b, sum)
 	*odd = len(b)%2 == 1
 	return sum
-}
-
-// PutEthIPv6 writes, at the start of frame, an Ethernet header from src to
-// dst and an IPv6 header for payloadLen bytes of protocol next, and returns
-// the rest of frame: where the payload goes. slipway's own messages to
-// guests (router advertisements, ICMPv6 answers) are built with it.
-func PutEthIPv6(frame []byte, dst, src [6]byte, next, hopLimit uint8, srcIP, dstIP netip.Addr, payloadLen int) []byte {
-	copy(frame[0:6], dst[:])
-	copy(frame[6:12], src[:])
-	binary.BigEndian.PutUint16(frame[12:], 0x86dd)
-	ip := frame[EthHdrLen:]
-	clear(ip[:40])
-	ip[0] = 0x60
-	binary.BigEndian.PutUint16(ip[4:], uint16(payloadLen))
-	ip[6] = next
-	ip[7] = hopLimit
-	s16, d16 := srcIP.As16(), dstIP.As16()
-	copy(ip[8:24], s16[:])
-	copy(ip[24:40], d16[:])
-	return ip[40:]
 }

@@ -13,7 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/slipway-net/slipway/config"
-	"github.com/slipway-net/slipway/internal/framebuild"
+	"github.com/slipway-net/slipway/internal/frame"
 	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/link/pipe"
 )
@@ -55,7 +55,7 @@ func newHarness(tb testing.TB, mod func(*config.Config)) *harness {
 // every frame sent before it has then been through the input path.
 func (h *harness) sync(tb testing.TB) {
 	tb.Helper()
-	probe := framebuild.ARPRequest(probeMAC, netip.MustParseAddr("10.0.2.250"), h.gw)
+	probe := frame.ARPRequest(probeMAC, netip.MustParseAddr("10.0.2.250"), h.gw)
 	h.guest.Write(link.Frames(probe))
 	deadline := time.Now().Add(10 * time.Second)
 	// A loaded machine may drop the probe or its answer (the pipe is a
@@ -95,27 +95,27 @@ func seeds() [][]byte {
 	g6 := netip.MustParseAddr("fd00::15")
 	ll := netip.MustParseAddr("fe80::1")
 	return [][]byte{
-		framebuild.ARPRequest(probeMAC, g.Addr(), netip.MustParseAddr("10.0.2.2")),
-		framebuild.TCP4(gw, probeMAC, g, netip.MustParseAddrPort("10.0.2.2:22"), header.TCPFlagSyn, 1, nil),
-		framebuild.TCP4(gw, probeMAC, g, netip.MustParseAddrPort("192.0.2.9:80"), header.TCPFlagAck, 1, []byte("data")),
-		framebuild.UDP4(gw, probeMAC, g, netip.MustParseAddrPort("10.0.2.3:53"), []byte{0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}),
-		framebuild.UDP4(framebuild.Broadcast, probeMAC, netip.MustParseAddrPort("0.0.0.0:68"), netip.MustParseAddrPort("255.255.255.255:67"), make([]byte, 300)),
-		framebuild.Echo4(gw, probeMAC, g.Addr(), netip.MustParseAddr("10.0.2.2"), 7, 1, []byte("ping")),
-		framebuild.Echo4(gw, probeMAC, g.Addr(), netip.MustParseAddr("192.0.2.9"), 7, 1, []byte("ping")),
-		framebuild.Eth(gw, probeMAC, 0x86dd, make([]byte, 60)),
+		frame.ARPRequest(probeMAC, g.Addr(), netip.MustParseAddr("10.0.2.2")),
+		frame.TCP4(gw, probeMAC, g, netip.MustParseAddrPort("10.0.2.2:22"), header.TCPFlagSyn, 1, nil),
+		frame.TCP4(gw, probeMAC, g, netip.MustParseAddrPort("192.0.2.9:80"), header.TCPFlagAck, 1, []byte("data")),
+		frame.UDP4(gw, probeMAC, g, netip.MustParseAddrPort("10.0.2.3:53"), []byte{0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}),
+		frame.UDP4(frame.Broadcast, probeMAC, netip.MustParseAddrPort("0.0.0.0:68"), netip.MustParseAddrPort("255.255.255.255:67"), make([]byte, 300)),
+		frame.Echo4(gw, probeMAC, g.Addr(), netip.MustParseAddr("10.0.2.2"), 7, 1, []byte("ping")),
+		frame.Echo4(gw, probeMAC, g.Addr(), netip.MustParseAddr("192.0.2.9"), 7, 1, []byte("ping")),
+		frame.Eth(gw, probeMAC, 0x86dd, make([]byte, 60)),
 		// IPv6: neighbour solicitation for the gateway, a router
 		// solicitation, a spoofed router advertisement, an echo request to
 		// the gateway and one to the outside, a hop-by-hop header chain, a
 		// fragment, and DHCPv6 and DNS over IPv6.
-		framebuild.ICMPv6(framebuild.Broadcast, probeMAC, ll, netip.MustParseAddr("ff02::1:ff00:2"), 135, append(make([]byte, 4), netip.MustParseAddr("fd00::2").AsSlice()...)),
-		framebuild.ICMPv6(framebuild.Broadcast, probeMAC, ll, netip.MustParseAddr("ff02::2"), 133, make([]byte, 4)),
-		framebuild.ICMPv6(framebuild.Broadcast, probeMAC, ll, netip.MustParseAddr("ff02::1"), 134, make([]byte, 12)),
-		framebuild.ICMPv6(gw, probeMAC, g6, netip.MustParseAddr("fd00::2"), 128, []byte{0, 1, 0, 1, 'p'}),
-		framebuild.ICMPv6(gw, probeMAC, g6, netip.MustParseAddr("2001:db8::1"), 128, []byte{0, 1, 0, 1, 'p'}),
-		framebuild.Eth(gw, probeMAC, 0x86dd, framebuild.IPv6(0, g6, netip.MustParseAddr("fd00::2"), append([]byte{58, 0, 1, 4, 0, 0, 0, 0}, 128, 0, 0, 0, 0, 1, 0, 1))),
-		framebuild.Eth(gw, probeMAC, 0x86dd, framebuild.IPv6(44, g6, netip.MustParseAddr("fd00::2"), append([]byte{58, 0, 0, 1, 0, 0, 0, 9}, 128, 0, 0, 0, 0, 1, 0, 1))),
-		framebuild.Eth(framebuild.Broadcast, probeMAC, 0x86dd, framebuild.IPv6(17, ll, netip.MustParseAddr("ff02::1:2"), make([]byte, 40))),
-		framebuild.Eth(gw, probeMAC, 0x0800, []byte{0x4f, 0, 0, 10}),
+		frame.ICMPv6(frame.Broadcast, probeMAC, ll, netip.MustParseAddr("ff02::1:ff00:2"), 135, append(make([]byte, 4), netip.MustParseAddr("fd00::2").AsSlice()...)),
+		frame.ICMPv6(frame.Broadcast, probeMAC, ll, netip.MustParseAddr("ff02::2"), 133, make([]byte, 4)),
+		frame.ICMPv6(frame.Broadcast, probeMAC, ll, netip.MustParseAddr("ff02::1"), 134, make([]byte, 12)),
+		frame.ICMPv6(gw, probeMAC, g6, netip.MustParseAddr("fd00::2"), 128, []byte{0, 1, 0, 1, 'p'}),
+		frame.ICMPv6(gw, probeMAC, g6, netip.MustParseAddr("2001:db8::1"), 128, []byte{0, 1, 0, 1, 'p'}),
+		frame.Eth(gw, probeMAC, 0x86dd, frame.IPv6(0, g6, netip.MustParseAddr("fd00::2"), append([]byte{58, 0, 1, 4, 0, 0, 0, 0}, 128, 0, 0, 0, 0, 1, 0, 1))),
+		frame.Eth(gw, probeMAC, 0x86dd, frame.IPv6(44, g6, netip.MustParseAddr("fd00::2"), append([]byte{58, 0, 0, 1, 0, 0, 0, 9}, 128, 0, 0, 0, 0, 1, 0, 1))),
+		frame.Eth(frame.Broadcast, probeMAC, 0x86dd, frame.IPv6(17, ll, netip.MustParseAddr("ff02::1:2"), make([]byte, 40))),
+		frame.Eth(gw, probeMAC, 0x0800, []byte{0x4f, 0, 0, 10}),
 	}
 }
 
@@ -186,9 +186,9 @@ func TestGarbageFramesLeakNothing(t *testing.T) {
 func TestStackAnswersARPOnlyForItsOwnAddresses(t *testing.T) {
 	h := newHarness(t, nil)
 	for _, target := range []string{"10.0.2.16", "10.0.2.15", "192.0.2.1"} {
-		h.guest.Write(link.Frames(framebuild.ARPRequest(probeMAC, netip.MustParseAddr("10.0.2.15"), netip.MustParseAddr(target))))
+		h.guest.Write(link.Frames(frame.ARPRequest(probeMAC, netip.MustParseAddr("10.0.2.15"), netip.MustParseAddr(target))))
 	}
-	h.guest.Write(link.Frames(framebuild.ARPRequest(probeMAC, netip.MustParseAddr("10.0.2.15"), netip.MustParseAddr("10.0.2.3"))))
+	h.guest.Write(link.Frames(frame.ARPRequest(probeMAC, netip.MustParseAddr("10.0.2.15"), netip.MustParseAddr("10.0.2.3"))))
 	// Read up to the answer for the DNS address; nothing else may come.
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {

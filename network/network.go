@@ -164,11 +164,18 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 		fo.OutboundAddr6 = cfg.OutboundAddr
 	}
 	n.fwd = outbound.New(fo)
-	st.SetIntercept(n.intercept)
 	if n.svc, err = startServices(n); err != nil {
 		n.Close()
 		return nil, err
 	}
+	// Before the stack, in order: router messages to the router, echo
+	// requests to the outside to the forwarder. They run on the link
+	// readers' goroutines.
+	var take []netstack.Interceptor
+	if n.svc.router != nil {
+		take = append(take, n.svc.router.intercept)
+	}
+	st.SetInterceptors(append(take, n.fwd.InterceptICMP)...)
 	n.svc.dhcp.OnLease(func(l dhcp4.Lease) {
 		li := leaseInfo(l)
 		n.events.emit(Event{Type: EventLeaseGranted, Lease: &li})
@@ -178,16 +185,6 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 		return nil, err
 	}
 	return n, nil
-}
-
-// intercept sees every valid inbound IP frame before the stack: router
-// messages go to the router, echo requests to the outside to the
-// outbound. It runs on the link reader's goroutine.
-func (n *Network) intercept(frame []byte) bool {
-	if n.svc != nil && n.svc.router != nil && n.svc.router.intercept(frame) {
-		return true
-	}
-	return n.fwd.InterceptICMP(frame)
 }
 
 // GatewayMAC is the gateway's Ethernet address: 52:55 followed by its IPv4

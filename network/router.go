@@ -1,14 +1,15 @@
 package network
 
 import (
-	"encoding/binary"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/slipway-net/slipway/internal/frame"
 	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/services/ra"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // allNodes is where router advertisements go (ff02::1) and its MAC.
@@ -90,42 +91,34 @@ func (r *router) solicit() {
 // send builds the advertisement frame and floods it to the guests.
 func (r *router) send() {
 	msg := r.adv.Message()
-	binary.BigEndian.PutUint16(msg[2:], ra.Checksum(r.src, allNodes, msg))
-	buf := make([]byte, link.VnetHdrLen+link.EthHdrLen+40+len(msg))
+	frame.SetICMPChecksum(msg, r.src, allNodes)
+	buf := make([]byte, link.VnetHdrLen+link.EthHdrLen+header.IPv6MinimumSize+len(msg))
+	ip := frame.PutEth(buf[link.VnetHdrLen:], allNodesMAC, r.mac, header.IPv6ProtocolNumber)
 	// Hop limit 255: guests ignore router messages that crossed a router.
-	copy(link.PutEthIPv6(buf[link.VnetHdrLen:], allNodesMAC, r.mac, 58, 255, r.src, allNodes, len(msg)), msg)
+	copy(frame.PutIPv6(ip, header.ICMPv6ProtocolNumber, 255, r.src, allNodes, len(msg)), msg)
 	r.inject([]link.Frame{link.Contiguous(buf)})
 }
 
 // intercept takes the router messages in a guest frame: solicitations
 // are answered, advertisements and redirects (which the switch's RA guard
 // already keeps from other guests) are dropped without effect. Everything
-// else goes on.
-func (r *router) intercept(frame []byte) bool {
-	if len(frame) < link.EthHdrLen+40+4 || binary.BigEndian.Uint16(frame[12:]) != 0x86dd {
+// else goes on. It is one of the stack's interceptors.
+func (r *router) intercept(v *frame.View) bool {
+	t, ok := v.ICMPType()
+	if !ok || v.EtherType != header.IPv6ProtocolNumber {
 		return false
 	}
-	ip := frame[link.EthHdrLen:]
-	if ip[6] != 58 {
-		return false
-	}
-	total := 40 + int(binary.BigEndian.Uint16(ip[4:]))
-	if total > len(ip) {
-		return false
-	}
-	icmp := ip[40:total]
-	switch icmp[0] {
-	case ra.TypeRouterSolicitation:
-		src := netip.AddrFrom16([16]byte(ip[8:24]))
-		dst := netip.AddrFrom16([16]byte(ip[24:40]))
-		if _, err := ra.ParseSolicitation(src, dst, ip[7], icmp); err != nil {
+	switch header.ICMPv6Type(t) {
+	case header.ICMPv6RouterSolicit:
+		hopLimit := header.IPv6(v.L3).HopLimit()
+		if _, err := ra.ParseSolicitation(v.Src, v.Dst, hopLimit, v.L4()); err != nil {
 			r.BadSolicitations.Add(1)
 			return true
 		}
 		r.Solicitations.Add(1)
 		r.solicit()
 		return true
-	case ra.TypeRouterAdvertisement, 137:
+	case header.ICMPv6RouterAdvert, header.ICMPv6RedirectMsg:
 		r.Spoofed.Add(1)
 		return true
 	}

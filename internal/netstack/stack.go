@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/slipway-net/slipway/internal/frame"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -22,8 +23,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
-
-	"github.com/slipway-net/slipway/link"
 )
 
 // nicID is the stack's only NIC.
@@ -40,21 +39,26 @@ type Options struct {
 	Addresses []netip.Prefix
 	// Output receives the stack's outbound frames.
 	Output Output
-	// Intercept, if set, sees every valid inbound IP frame (the Ethernet
-	// frame) first and returns true when it took the frame (the stack then
-	// never sees it). It must not keep frame.
-	Intercept func(frame []byte) bool
+	// Interceptors see every valid inbound IP frame, in order, before the
+	// stack; the first that returns true took the frame (the stack never
+	// sees it). They must not keep the view's slices.
+	Interceptors []Interceptor
 	// IPv6 enables the IPv6 protocol.
 	IPv6   bool
 	Logger *slog.Logger
 }
 
+// Interceptor takes inbound frames meant for something other than the
+// stack (router solicitations, echo requests to the outside); true means
+// it took the frame.
+type Interceptor func(v *frame.View) bool
+
 // Stack is a gVisor network stack attached to slipway's switch.
 type Stack struct {
-	s         *stack.Stack
-	ep        *endpoint
-	intercept func([]byte) bool
-	drops     DropCounters
+	s            *stack.Stack
+	ep           *endpoint
+	interceptors []Interceptor
+	drops        DropCounters
 	// own holds the stack's addresses (as 4- or 16-byte strings): the
 	// only targets of ARP requests and neighbour solicitations it may
 	// answer (see ownsTarget).
@@ -63,7 +67,7 @@ type Stack struct {
 }
 
 // New creates the stack, its NIC, addresses and routes, tuned for bulk
-// throughput (SACK, large auto-tuned buffers, CUBIC).
+// throughput (SACK, large fixed buffers, CUBIC).
 func New(o Options) (*Stack, error) {
 	if o.Output == nil {
 		return nil, errors.New("netstack: Output is required")
@@ -97,7 +101,7 @@ func New(o Options) (*Stack, error) {
 		TransportProtocols: transProtos,
 		HandleLocal:        false,
 	})
-	st := &Stack{s: s, intercept: o.Intercept, log: log, own: map[string]bool{}}
+	st := &Stack{s: s, interceptors: o.Interceptors, log: log, own: map[string]bool{}}
 	st.ep = newEndpoint(uint32(o.MTU), tcpip.LinkAddress(o.MAC), o.Output, &st.drops)
 	if err := tune(s); err != nil {
 		s.Destroy()
@@ -181,62 +185,63 @@ func tune(s *stack.Stack) error {
 	return nil
 }
 
-// Deliver hands frames from the switch to the stack: frames read from
-// links, one piece each. It validates each frame, offers IP frames to the
-// interceptor, and copies the rest into the stack.
-func (st *Stack) Deliver(frames []link.Frame) {
-	for i := range frames {
-		f := &frames[i]
-		if len(f.Segs) != 1 {
-			st.drops.Runt.Add(1) // not a frame a link read
+// Deliver hands frames from the switch to the stack, as the views the
+// switch parsed them into. It validates each frame, offers IP frames to
+// the interceptors, and copies the rest into the stack.
+func (st *Stack) Deliver(views []frame.View) {
+	for i := range views {
+		v := &views[i]
+		if !st.drops.validate(v) {
 			continue
 		}
-		frame := f.Segs[0]
-		proto, ok := st.drops.validateFrame(f.Hdr, frame)
-		if !ok {
-			continue
-		}
-		if !st.ownsTarget(proto, frame) {
+		if !st.ownsTarget(v) {
 			st.drops.NotOurs.Add(1)
 			continue
 		}
-		if st.intercept != nil && proto != header.ARPProtocolNumber && st.intercept(frame) {
+		if v.EtherType != header.ARPProtocolNumber && st.intercepted(v) {
 			st.drops.Intercepted.Add(1)
 			continue
 		}
-		st.ep.deliver(proto, frame)
+		st.ep.deliver(v.EtherType, v.Eth)
 	}
 }
 
-// SetIntercept installs the interceptor (see Options.Intercept). Call it
-// before any link delivers frames.
-func (st *Stack) SetIntercept(f func(frame []byte) bool) { st.intercept = f }
+func (st *Stack) intercepted(v *frame.View) bool {
+	for _, take := range st.interceptors {
+		if take(v) {
+			return true
+		}
+	}
+	return false
+}
+
+// SetInterceptors installs the interceptors (see Options.Interceptors).
+// Call it before any link delivers frames.
+func (st *Stack) SetInterceptors(in ...Interceptor) { st.interceptors = in }
 
 // ownsTarget filters address resolution: with spoofing on, gVisor would
 // answer ARP requests and neighbour solicitations for every address, taking
 // other guests' addresses and failing their duplicate address detection.
 // Only requests for the stack's own addresses reach it (as libslirp does).
-func (st *Stack) ownsTarget(proto tcpip.NetworkProtocolNumber, frame []byte) bool {
-	l3 := frame[header.EthernetMinimumSize:]
-	switch proto {
+func (st *Stack) ownsTarget(v *frame.View) bool {
+	switch v.EtherType {
 	case header.ARPProtocolNumber:
-		a := header.ARP(l3)
+		a := header.ARP(v.L3)
 		if a.Op() != header.ARPRequest {
 			return true
 		}
 		return st.own[string(a.ProtocolAddressTarget())]
 	case header.IPv6ProtocolNumber:
-		ip := header.IPv6(l3)
-		if tcpip.TransportProtocolNumber(ip.NextHeader()) != header.ICMPv6ProtocolNumber {
+		t, ok := v.ICMPType()
+		if !ok || t != uint8(header.ICMPv6NeighborSolicit) {
 			return true
 		}
-		icmp := header.ICMPv6(ip.Payload())
-		if len(icmp) < header.ICMPv6NeighborSolicitMinimumSize || icmp.Type() != header.ICMPv6NeighborSolicit {
-			return true
+		icmp := header.ICMPv6(v.L4())
+		if len(icmp) < header.ICMPv6NeighborSolicitMinimumSize {
+			return false // too short to say whom it asks for: not ours
 		}
-		ns := header.NDPNeighborSolicit(icmp.MessageBody())
-		t := ns.TargetAddress()
-		return st.own[string(t.AsSlice())]
+		target := header.NDPNeighborSolicit(icmp.MessageBody()).TargetAddress()
+		return st.own[string(target.AsSlice())]
 	}
 	return true
 }

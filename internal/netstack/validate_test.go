@@ -3,11 +3,13 @@ package netstack
 import (
 	"net"
 	"net/netip"
+	"reflect"
+	"sync/atomic"
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
-	"github.com/slipway-net/slipway/internal/framebuild"
+	"github.com/slipway-net/slipway/internal/frame"
 	"github.com/slipway-net/slipway/link"
 )
 
@@ -19,7 +21,7 @@ var (
 )
 
 func TestValidateFrame(t *testing.T) {
-	good := framebuild.TCP4(gwMAC, guestMAC, guest, remote, header.TCPFlagSyn, 1, nil)
+	good := frame.TCP4(gwMAC, guestMAC, guest, remote, header.TCPFlagSyn, 1, nil)
 	badCsum := append([]byte(nil), good...)
 	badCsum[len(badCsum)-1] ^= 0xff // TCP checksum
 	badIPCsum := append([]byte(nil), good...)
@@ -27,7 +29,7 @@ func TestValidateFrame(t *testing.T) {
 	partial := append([]byte(nil), badCsum...)
 	partial[0] = link.FlagNeedsCsum // the peer's kernel completes nothing: trusted
 	truncated := good[:link.VnetHdrLen+link.EthHdrLen+25]
-	badUDPLen := framebuild.UDP4(gwMAC, guestMAC, guest, remote, []byte("x"))
+	badUDPLen := frame.UDP4(gwMAC, guestMAC, guest, remote, []byte("x"))
 	badUDPLen[link.VnetHdrLen+link.EthHdrLen+20+5] = 200 // UDP length beyond packet
 	cases := []struct {
 		name    string
@@ -36,21 +38,22 @@ func TestValidateFrame(t *testing.T) {
 		counter func(*DropCounters) uint64
 	}{
 		{"good tcp", good, true, nil},
-		{"good udp", framebuild.UDP4(gwMAC, guestMAC, guest, remote, []byte("q")), true, nil},
-		{"arp", framebuild.ARPRequest(guestMAC, guest.Addr(), netip.MustParseAddr("10.0.2.2")), true, nil},
+		{"good udp", frame.UDP4(gwMAC, guestMAC, guest, remote, []byte("q")), true, nil},
+		{"arp", frame.ARPRequest(guestMAC, guest.Addr(), netip.MustParseAddr("10.0.2.2")), true, nil},
 		{"tcp checksum", badCsum, false, func(c *DropCounters) uint64 { return c.BadChecksum.Load() }},
 		{"ip checksum", badIPCsum, false, func(c *DropCounters) uint64 { return c.BadChecksum.Load() }},
 		{"partial checksum trusted", partial, true, nil},
 		{"truncated ip", truncated, false, func(c *DropCounters) uint64 { return c.BadIPHeader.Load() }},
 		{"udp length", badUDPLen, false, func(c *DropCounters) uint64 { return c.BadL4Header.Load() }},
 		{"runt", make([]byte, link.VnetHdrLen+6), false, func(c *DropCounters) uint64 { return c.Runt.Load() }},
-		{"vlan", framebuild.Eth(gwMAC, guestMAC, 0x8100, make([]byte, 40)), false, func(c *DropCounters) uint64 { return c.UnknownType.Load() }},
-		{"bad arp", framebuild.Eth(gwMAC, guestMAC, 0x0806, make([]byte, 28)), false, func(c *DropCounters) uint64 { return c.BadIPHeader.Load() }},
+		{"vlan", frame.Eth(gwMAC, guestMAC, 0x8100, make([]byte, 40)), false, func(c *DropCounters) uint64 { return c.UnknownType.Load() }},
+		{"bad arp", frame.Eth(gwMAC, guestMAC, 0x0806, make([]byte, 28)), false, func(c *DropCounters) uint64 { return c.BadIPHeader.Load() }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var d DropCounters
-			_, ok := d.validateFrame(c.frame[:link.VnetHdrLen], c.frame[link.VnetHdrLen:])
+			v := frame.Parse(c.frame[:link.VnetHdrLen], c.frame[link.VnetHdrLen:])
+			ok := d.validate(&v)
 			if ok != c.ok {
 				t.Fatalf("valid = %v, want %v", ok, c.ok)
 			}
@@ -61,15 +64,37 @@ func TestValidateFrame(t *testing.T) {
 	}
 }
 
+// drops sums every drop counter.
+func drops(d *DropCounters) uint64 {
+	var n uint64
+	rv := reflect.ValueOf(d).Elem()
+	for i := 0; i < rv.NumField(); i++ {
+		if c, ok := rv.Field(i).Addr().Interface().(*atomic.Uint64); ok {
+			n += c.Load()
+		}
+	}
+	return n
+}
+
+// Whatever the bytes: validate lets a frame through having counted
+// nothing, or drops it having counted it under exactly one reason.
 func FuzzValidateFrame(f *testing.F) {
-	f.Add(framebuild.TCP4(gwMAC, guestMAC, guest, remote, header.TCPFlagSyn, 1, nil))
-	f.Add(framebuild.UDP4(gwMAC, guestMAC, guest, remote, []byte("hello")))
-	f.Add(framebuild.Echo4(gwMAC, guestMAC, guest.Addr(), remote.Addr(), 1, 1, []byte("ping")))
+	f.Add(frame.TCP4(gwMAC, guestMAC, guest, remote, header.TCPFlagSyn, 1, nil))
+	f.Add(frame.UDP4(gwMAC, guestMAC, guest, remote, []byte("hello")))
+	f.Add(frame.Echo4(gwMAC, guestMAC, guest.Addr(), remote.Addr(), 1, 1, []byte("ping")))
+	f.Add(frame.ICMPv6(gwMAC, guestMAC, netip.MustParseAddr("fe80::1"), netip.MustParseAddr("fe80::2"), 135, make([]byte, 20)))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) < link.VnetHdrLen {
 			return
 		}
 		var d DropCounters
-		d.validateFrame(b[:link.VnetHdrLen], b[link.VnetHdrLen:])
+		v := frame.Parse(b[:link.VnetHdrLen], b[link.VnetHdrLen:])
+		ok := d.validate(&v)
+		switch n := drops(&d); {
+		case ok && n != 0:
+			t.Fatalf("frame let through with %d drops counted", n)
+		case !ok && n != 1:
+			t.Fatalf("frame dropped with %d drops counted, want 1", n)
+		}
 	})
 }

@@ -10,41 +10,17 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/flow"
+	"github.com/slipway-net/slipway/internal/frame"
 	"github.com/slipway-net/slipway/link"
 )
 
 // icmpIdle closes an echo flow (and its ping socket) after this long
 // without a request or reply.
 const icmpIdle = 10 * time.Second
-
-const (
-	icmpEchoReply   = 0
-	icmpUnreachable = 3
-	icmpEcho        = 8
-	// icmpCodeProhibited is "communication administratively prohibited".
-	icmpCodeProhibited = 13
-	// icmpCodeNetUnreachable is "net unreachable".
-	icmpCodeNetUnreachable = 0
-	ipProtoICMP            = 1
-	etherTypeIPv4          = 0x0800
-	ipv4HdrLen             = 20
-
-	icmp6Unreachable = 1
-	icmp6Echo        = 128
-	icmp6EchoReply   = 129
-	// icmp6CodeProhibited is "communication with destination
-	// administratively prohibited".
-	icmp6CodeProhibited = 1
-	// icmp6CodeNoRoute is "no route to destination".
-	icmp6CodeNoRoute = 0
-	ipProtoICMPv6    = 58
-	etherTypeIPv6    = 0x86dd
-	ipv6HdrLen       = 40
-)
 
 // icmpForwarder carries guests' echo requests to the host's network through
 // unprivileged ICMP ("ping") sockets: one socket per guest echo session,
@@ -97,59 +73,31 @@ type echoRequest struct {
 	icmp     []byte // the ICMP message
 }
 
-// parseEcho recognises an IPv4 or IPv6 echo request (no fragments, no
-// IPv6 extension headers) in a frame.
-func parseEcho(frame []byte) (echoRequest, bool) {
-	if len(frame) < link.EthHdrLen+ipv4HdrLen+8 {
+// echoOf recognises an IPv4 or IPv6 echo request (not a fragment: those
+// are the stack's to reassemble) in a parsed frame.
+func echoOf(v *frame.View) (echoRequest, bool) {
+	t, ok := v.ICMPType()
+	icmp := v.L4()
+	if !ok || v.Fragment || len(icmp) < header.ICMPv4MinimumSize || icmp[1] != 0 {
 		return echoRequest{}, false
 	}
-	ip := frame[link.EthHdrLen:]
-	switch binary.BigEndian.Uint16(frame[12:]) {
-	case etherTypeIPv4:
-		hl := int(ip[0]&0xf) * 4
-		total := int(binary.BigEndian.Uint16(ip[2:]))
-		if ip[9] != ipProtoICMP || hl < ipv4HdrLen || total < hl+8 || total > len(ip) {
-			return echoRequest{}, false
-		}
-		if binary.BigEndian.Uint16(ip[6:])&0x3fff != 0 {
-			return echoRequest{}, false // fragments are the stack's to reassemble
-		}
-		icmp := ip[hl:total]
-		if icmp[0] != icmpEcho || icmp[1] != 0 {
-			return echoRequest{}, false
-		}
-		return echoRequest{src: netip.AddrFrom4([4]byte(ip[12:16])), dst: netip.AddrFrom4([4]byte(ip[16:20])), l3: ip[:total], hdrLen: hl, icmp: icmp}, true
-	case etherTypeIPv6:
-		if len(ip) < ipv6HdrLen+8 || ip[6] != ipProtoICMPv6 {
-			return echoRequest{}, false
-		}
-		total := ipv6HdrLen + int(binary.BigEndian.Uint16(ip[4:]))
-		if total > len(ip) || total < ipv6HdrLen+8 {
-			return echoRequest{}, false
-		}
-		icmp := ip[ipv6HdrLen:total]
-		if icmp[0] != icmp6Echo || icmp[1] != 0 {
-			return echoRequest{}, false
-		}
-		return echoRequest{v6: true, src: netip.AddrFrom16([16]byte(ip[8:24])), dst: netip.AddrFrom16([16]byte(ip[24:40])), l3: ip[:total], hdrLen: ipv6HdrLen, icmp: icmp}, true
+	v6 := v.EtherType == header.IPv6ProtocolNumber
+	if v6 && t != uint8(header.ICMPv6EchoRequest) || !v6 && t != uint8(header.ICMPv4Echo) {
+		return echoRequest{}, false
 	}
-	return echoRequest{}, false
+	return echoRequest{v6: v6, src: v.Src, dst: v.Dst, l3: v.L3, hdrLen: v.IPHdrLen, icmp: icmp}, true
 }
 
-// icmpChecksumOK verifies an echo request's checksum (IPv6 covers a
+// checksumOK verifies an echo request's checksum (IPv6 covers a
 // pseudo-header).
 func (r *echoRequest) checksumOK() bool {
-	var sum uint16
-	if r.v6 {
-		sum = pseudoSum6(r.src, r.dst, len(r.icmp))
-	}
-	return checksum.Checksum(r.icmp, sum) == 0xffff
+	return frame.ICMPSum(r.icmp, r.src, r.dst) == 0xffff
 }
 
 // intercept takes echo requests to addresses the stack does not own.
 // Everything else goes on to the stack.
-func (x *icmpForwarder) intercept(frame []byte) bool {
-	req, ok := parseEcho(frame)
+func (x *icmpForwarder) intercept(v *frame.View) bool {
+	req, ok := echoOf(v)
 	if !ok || x.local[req.dst] || req.dst.IsLinkLocalUnicast() || req.dst.IsMulticast() {
 		return false // the stack answers for its own addresses
 	}
@@ -157,14 +105,14 @@ func (x *icmpForwarder) intercept(frame []byte) bool {
 		return true // corrupt: drop it here, it is ours
 	}
 	var guestMAC, ourMAC [6]byte
-	copy(guestMAC[:], frame[6:12])
-	copy(ourMAC[:], frame[0:6])
-	v := x.f.decide(config.ICMP, netip.AddrPortFrom(req.dst, 0))
-	if !v.Allowed() {
+	copy(guestMAC[:], v.Eth[6:12])
+	copy(ourMAC[:], v.Eth[0:6])
+	verdict := x.f.decide(config.ICMP, netip.AddrPortFrom(req.dst, 0))
+	if !verdict.Allowed() {
 		x.unreachable(guestMAC, ourMAC, &req, true)
 		return true
 	}
-	key := icmpKey{guest: req.src, dst: v.Target.Addr(), id: binary.BigEndian.Uint16(req.icmp[4:])}
+	key := icmpKey{guest: req.src, dst: verdict.Target.Addr(), id: binary.BigEndian.Uint16(req.icmp[4:])}
 	fl := x.flow(key, req.dst, guestMAC, ourMAC)
 	if fl == nil {
 		x.unreachable(guestMAC, ourMAC, &req, true)
@@ -290,9 +238,9 @@ func (x *icmpForwarder) readReplies(fl *icmpFlow) {
 		if rerr != nil {
 			continue
 		}
-		want := byte(icmpEchoReply)
+		want := uint8(header.ICMPv4EchoReply)
 		if fl.key.dst.Is6() {
-			want = icmp6EchoReply
+			want = uint8(header.ICMPv6EchoReply)
 		}
 		if n < 8 || buf[0] != want {
 			continue
@@ -314,20 +262,20 @@ func (x *icmpForwarder) unreachable(guestMAC, ourMAC [6]byte, req *echoRequest, 
 	src := x.f.o.Gateway4
 	if req.v6 {
 		// Quote as much of the request as fits the minimum IPv6 MTU.
-		quote := min(len(req.l3), 1280-ipv6HdrLen-8)
+		quote := min(len(req.l3), header.IPv6MinimumMTU-header.IPv6MinimumSize-header.ICMPv6ErrorHeaderSize)
 		msg = make([]byte, 8+quote)
-		msg[0], msg[1] = icmp6Unreachable, icmp6CodeNoRoute
+		msg[0], msg[1] = uint8(header.ICMPv6DstUnreachable), uint8(header.ICMPv6NetworkUnreachable)
 		if prohibited {
-			msg[1] = icmp6CodeProhibited
+			msg[1] = uint8(header.ICMPv6Prohibited)
 		}
 		copy(msg[8:], req.l3[:quote])
 		src = x.f.o.Gateway6
 	} else {
 		quote := min(req.hdrLen+8, len(req.l3))
 		msg = make([]byte, 8+quote)
-		msg[0], msg[1] = icmpUnreachable, icmpCodeNetUnreachable
+		msg[0], msg[1] = uint8(header.ICMPv4DstUnreachable), uint8(header.ICMPv4NetUnreachable)
 		if prohibited {
-			msg[1] = icmpCodeProhibited
+			msg[1] = uint8(header.ICMPv4AdminProhibited)
 		}
 		copy(msg[8:], req.l3[:quote])
 	}
@@ -340,53 +288,27 @@ func (x *icmpForwarder) unreachable(guestMAC, ourMAC [6]byte, req *echoRequest, 
 // send builds an Ethernet+IP frame around an ICMP or ICMPv6 message
 // (checksum recomputed) and injects it towards the guest.
 func (x *icmpForwarder) send(dstMAC, srcMAC [6]byte, src, dst netip.Addr, icmp []byte) {
-	hl := ipv4HdrLen
+	hl, etherType, proto := header.IPv4MinimumSize, header.IPv4ProtocolNumber, header.ICMPv4ProtocolNumber
 	if dst.Is6() {
-		hl = ipv6HdrLen
+		hl, etherType, proto = header.IPv6MinimumSize, header.IPv6ProtocolNumber, header.ICMPv6ProtocolNumber
 	}
 	total := hl + len(icmp)
 	if total > 65535 {
 		return
 	}
 	buf := make([]byte, link.VnetHdrLen+link.EthHdrLen+total)
-	frame := buf[link.VnetHdrLen:]
+	ip := frame.PutEth(buf[link.VnetHdrLen:], dstMAC, srcMAC, etherType)
+	var m []byte
 	if dst.Is6() {
-		m := link.PutEthIPv6(frame, dstMAC, srcMAC, ipProtoICMPv6, 64, src, dst, len(icmp))
-		copy(m, icmp)
-		m[2], m[3] = 0, 0
-		binary.BigEndian.PutUint16(m[2:], ^checksum.Checksum(m, pseudoSum6(src, dst, len(m))))
+		m = frame.PutIPv6(ip, proto, 64, src, dst, len(icmp))
 	} else {
-		copy(frame[0:6], dstMAC[:])
-		copy(frame[6:12], srcMAC[:])
-		binary.BigEndian.PutUint16(frame[12:], etherTypeIPv4)
-		ip := frame[link.EthHdrLen:]
-		m := ip[hl:]
-		copy(m, icmp)
-		m[2], m[3] = 0, 0
-		ip[0] = 0x45
-		binary.BigEndian.PutUint16(ip[2:], uint16(total))
-		ip[8] = 64
-		ip[9] = ipProtoICMP
-		s4, d4 := src.As4(), dst.As4()
-		copy(ip[12:16], s4[:])
-		copy(ip[16:20], d4[:])
-		binary.BigEndian.PutUint16(ip[10:], ^checksum.Checksum(ip[:ipv4HdrLen], 0))
-		binary.BigEndian.PutUint16(m[2:], ^checksum.Checksum(m, 0))
+		m = frame.PutIPv4(ip, proto, 64, src, dst, len(icmp))
 	}
+	copy(m, icmp)
+	frame.SetICMPChecksum(m, src, dst)
 	if x.f.o.Inject != nil {
 		x.f.o.Inject([]link.Frame{link.Contiguous(buf)})
 	}
-}
-
-// pseudoSum6 is the ICMPv6 pseudo-header sum (RFC 8200 8.1).
-func pseudoSum6(src, dst netip.Addr, length int) uint16 {
-	s16, d16 := src.As16(), dst.As16()
-	var p [40]byte
-	copy(p[0:16], s16[:])
-	copy(p[16:32], d16[:])
-	binary.BigEndian.PutUint32(p[32:], uint32(length))
-	p[39] = ipProtoICMPv6
-	return checksum.Checksum(p[:], 0)
 }
 
 func (x *icmpForwarder) close() {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/flow"
+	"github.com/slipway-net/slipway/internal/frame"
 	"github.com/slipway-net/slipway/internal/netstack"
 	"github.com/slipway-net/slipway/internal/policy"
 	"github.com/slipway-net/slipway/link"
@@ -80,9 +81,9 @@ func New(o Options) *Forwarder {
 	return f
 }
 
-// InterceptICMP takes echo requests bound for the host's network (frame is
-// the Ethernet frame); it is one of the stack's interceptors.
-func (f *Forwarder) InterceptICMP(frame []byte) bool { return f.icmp.intercept(frame) }
+// InterceptICMP takes echo requests bound for the host's network; it is
+// one of the stack's interceptors.
+func (f *Forwarder) InterceptICMP(v *frame.View) bool { return f.icmp.intercept(v) }
 
 // Refused returns how many flows the policy refused, by reason.
 func (f *Forwarder) Refused() map[policy.Reason]uint64 {
@@ -111,7 +112,8 @@ func (f *Forwarder) decide(proto config.Proto, dst netip.AddrPort) policy.Verdic
 	return v
 }
 
-// dialer returns a dialer bound to the outbound address of dst's family.
+// localAddr is the outbound address for a socket to dst (its family's),
+// invalid when none was configured.
 func (f *Forwarder) localAddr(dst netip.Addr) netip.Addr {
 	if dst.Is4() {
 		return f.o.OutboundAddr4

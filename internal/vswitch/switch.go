@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/slipway-net/slipway/internal/frame"
 	"github.com/slipway-net/slipway/internal/pcap"
 	"github.com/slipway-net/slipway/link"
 )
@@ -79,7 +80,7 @@ type Port struct {
 	name string
 	link link.Link // nil for the stack
 	// deliver is the stack's input; nil for link ports.
-	deliver func(frames []link.Frame)
+	deliver func(views []frame.View)
 	nmacs   int // learned addresses; guarded by sw.mu
 	closed  atomic.Bool
 	// errLogged keeps a failing link from logging every frame.
@@ -119,8 +120,9 @@ type PortStats struct {
 }
 
 // SetStack attaches the stack as the port that owns mac and receives
-// broadcasts and frames for unknown destinations.
-func (s *Switch) SetStack(mac net.HardwareAddr, deliver func(frames []link.Frame)) {
+// broadcasts and frames for unknown destinations, as the views the switch
+// parsed them into.
+func (s *Switch) SetStack(mac net.HardwareAddr, deliver func(views []frame.View)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p := &Port{sw: s, id: 0, name: "stack", deliver: deliver, Since: time.Now()}
@@ -252,29 +254,40 @@ func (s *Switch) learn(p *Port, src MAC) {
 // switching allocates nothing.
 type batcher struct {
 	to     *Port
-	frames []link.Frame
-	segs   [][1][]byte // piece lists of the frames read, by buffer
+	frames []link.Frame // for a link port
+	views  []frame.View // for the stack
+	segs   [][1][]byte  // piece lists of the frames read, by buffer
 	one    [1]link.Frame
+	oneV   [1]frame.View
 }
 
 func newBatcher(n int) *batcher {
-	return &batcher{frames: make([]link.Frame, 0, n), segs: make([][1][]byte, n)}
+	return &batcher{frames: make([]link.Frame, 0, n), views: make([]frame.View, 0, n), segs: make([][1][]byte, n)}
 }
 
-func (b *batcher) add(to *Port, f link.Frame) {
+func (b *batcher) add(to *Port, f link.Frame, v *frame.View) {
 	if b.to != to {
 		b.flush()
 		b.to = to
 	}
-	b.frames = append(b.frames, f)
+	if to.deliver != nil {
+		b.views = append(b.views, *v)
+	} else {
+		b.frames = append(b.frames, f)
+	}
 }
 
 func (b *batcher) flush() {
-	if b.to != nil && len(b.frames) > 0 {
+	switch {
+	case b.to == nil:
+	case b.to.deliver != nil && len(b.views) > 0:
+		b.to.deliver(b.views)
+	case len(b.frames) > 0:
 		b.to.write(b.frames)
 	}
 	clear(b.frames)
-	b.frames = b.frames[:0]
+	clear(b.views)
+	b.frames, b.views = b.frames[:0], b.views[:0]
 	b.to = nil
 }
 
@@ -293,7 +306,6 @@ func (s *Switch) input(src *Port, bufs [][]byte, sizes []int, b *batcher) {
 		if s.pcap != nil {
 			s.pcap.WriteFrame(eth)
 		}
-		frame := link.OnePiece(buf, &b.segs[i])
 		var dst, from MAC
 		copy(dst[:], eth[0:6])
 		copy(from[:], eth[6:12])
@@ -305,42 +317,42 @@ func (s *Switch) input(src *Port, bufs [][]byte, sizes []int, b *batcher) {
 			s.learn(src, from)
 			macs = *s.macs.Load()
 		}
-		if eth[12] == 0x86 && eth[13] == 0xdd && isRouterMessage(eth) {
+		// Parsed once here; the stack reads the same view.
+		v := frame.Parse(buf[:link.VnetHdrLen], eth)
+		// RA guard (RFC 6105): router advertisements and redirects are
+		// slipway's to send, so one guest cannot become another's router.
+		if v.IsRouterMessage() {
 			src.Stats.DropRouter.Add(1)
 			continue
 		}
-		if dst[0]&1 != 0 { // broadcast or multicast
-			b.flush()
-			b.one[0] = frame
-			s.flood(src, b.one[:])
-			continue
-		}
+		f := link.OnePiece(buf, &b.segs[i])
 		to := macs[dst]
 		switch {
+		case dst[0]&1 != 0 || to == nil: // broadcast, multicast, unknown
+			b.flush()
+			s.flood(src, f, &v, b)
 		case to == src:
 			src.Stats.DropHairpin.Add(1)
-		case to != nil:
-			b.add(to, frame)
 		default:
-			b.flush()
-			b.one[0] = frame
-			s.flood(src, b.one[:])
+			b.add(to, f, &v)
 		}
 	}
 	b.flush()
 }
 
-// flood sends one frame (one) to every port but its source, the stack
-// included.
-func (s *Switch) flood(src *Port, one []link.Frame) {
+// flood sends one frame to every port but its source, the stack included.
+func (s *Switch) flood(src *Port, f link.Frame, v *frame.View, b *batcher) {
+	b.one[0] = f
 	for _, p := range *s.links.Load() {
 		if p != src {
-			p.write(one)
+			p.write(b.one[:])
 		}
 	}
 	if s.stack != nil && src != s.stack {
-		s.stack.write(one)
+		b.oneV[0] = *v
+		s.stack.deliver(b.oneV[:])
 	}
+	b.one[0], b.oneV[0] = link.Frame{}, frame.View{}
 }
 
 // AllLinksOffload reports whether the switch has links and every one of
@@ -412,15 +424,11 @@ func (s *Switch) route(macs map[MAC]*Port, f *link.Frame) *Port {
 	return nil
 }
 
-// write sends frames out of the port: into the stack, or out of its link.
-// Links without offloads get complete checksums, and GSO frames (which
-// only offloading peers segment) are dropped and counted. It compacts
-// frames in place (the caller's scratch).
+// write sends frames out of a link port. Links without offloads get
+// complete checksums, and GSO frames (which only offloading peers segment)
+// are dropped and counted. It compacts frames in place (the caller's
+// scratch).
 func (p *Port) write(frames []link.Frame) {
-	if p.deliver != nil {
-		p.deliver(frames)
-		return
-	}
 	if p.closed.Load() {
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slipway-net/slipway/internal/frame"
 	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/link/pipe"
 )
@@ -19,7 +20,7 @@ var (
 func mac(last byte) net.HardwareAddr { return net.HardwareAddr{0x52, 0x54, 0, 0, 0, last} }
 
 // frame builds header+frame with a payload tag to tell frames apart.
-func frame(dst, src net.HardwareAddr, tag string) []byte {
+func tagged(dst, src net.HardwareAddr, tag string) []byte {
 	b := make([]byte, link.VnetHdrLen+link.EthHdrLen+len(tag))
 	f := b[link.VnetHdrLen:]
 	copy(f[0:6], dst)
@@ -66,13 +67,11 @@ type stackSink struct {
 	tags []string
 }
 
-func (s *stackSink) deliver(frames []link.Frame) {
+func (s *stackSink) deliver(views []frame.View) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i := range frames {
-		buf := make([]byte, link.VnetHdrLen+frames[i].Len())
-		frames[i].CopyTo(buf)
-		s.tags = append(s.tags, tagOf(buf))
+	for _, v := range views {
+		s.tags = append(s.tags, string(v.Eth[link.EthHdrLen:]))
 	}
 }
 
@@ -126,14 +125,14 @@ func TestSwitchLearnsAndUnicastStaysPrivate(t *testing.T) {
 	_, sink, g, _ := setup(t, 3)
 	a, b, c := mac(1), mac(2), mac(3)
 	// b announces itself; everyone else hears the broadcast.
-	g[1].send(t, frame(bcast, b, "hello-b"))
+	g[1].send(t, tagged(bcast, b, "hello-b"))
 	if got := g[0].expect(t, "hello-b"); len(got) != 1 {
 		t.Fatalf("a got %v", got)
 	}
 	g[2].expect(t, "hello-b")
 	// a -> b unicast, then a broadcast marker: c must see only the marker.
-	g[0].send(t, frame(b, a, "private"))
-	g[0].send(t, frame(bcast, a, "marker"))
+	g[0].send(t, tagged(b, a, "private"))
+	g[0].send(t, tagged(bcast, a, "marker"))
 	if got := g[1].expect(t, "marker"); len(got) != 2 || got[0] != "private" {
 		t.Fatalf("b got %v, want [private marker]", got)
 	}
@@ -151,10 +150,10 @@ func TestSwitchLearnsAndUnicastStaysPrivate(t *testing.T) {
 
 func TestSwitchFloodsUnknownAndFeedsStack(t *testing.T) {
 	_, sink, g, _ := setup(t, 2)
-	g[0].send(t, frame(mac(9), mac(1), "unknown"))
+	g[0].send(t, tagged(mac(9), mac(1), "unknown"))
 	g[1].expect(t, "unknown")
-	g[0].send(t, frame(stackMAC, mac(1), "to-gw"))
-	g[0].send(t, frame(bcast, mac(1), "marker"))
+	g[0].send(t, tagged(stackMAC, mac(1), "to-gw"))
+	g[0].send(t, tagged(bcast, mac(1), "marker"))
 	if got := g[1].expect(t, "marker"); len(got) != 1 {
 		t.Fatalf("frame for the gateway leaked to another guest: %v", got)
 	}
@@ -165,14 +164,14 @@ func TestSwitchFloodsUnknownAndFeedsStack(t *testing.T) {
 
 func TestSwitchDropsBadFramesAndCounts(t *testing.T) {
 	sw, _, g, ports := setup(t, 2)
-	g[0].send(t, frame(bcast, mac(1), "learn"))
+	g[0].send(t, tagged(bcast, mac(1), "learn"))
 	g[1].expect(t, "learn")
 	runt := make([]byte, link.VnetHdrLen+10)
 	g[0].send(t, runt)
-	g[0].send(t, frame(bcast, stackMAC, "spoofed-gw"))
-	g[0].send(t, frame(bcast, bcast, "multicast-src"))
-	g[0].send(t, frame(mac(1), mac(1), "hairpin"))
-	g[0].send(t, frame(bcast, mac(1), "marker"))
+	g[0].send(t, tagged(bcast, stackMAC, "spoofed-gw"))
+	g[0].send(t, tagged(bcast, bcast, "multicast-src"))
+	g[0].send(t, tagged(mac(1), mac(1), "hairpin"))
+	g[0].send(t, tagged(bcast, mac(1), "marker"))
 	if got := g[1].expect(t, "marker"); len(got) != 1 {
 		t.Fatalf("bad frames were forwarded: %v", got)
 	}
@@ -189,7 +188,7 @@ func TestSwitchForgetsRemovedPort(t *testing.T) {
 	sw, _, g, ports := setup(t, 2)
 	var m MAC
 	copy(m[:], mac(5))
-	g[1].send(t, frame(bcast, mac(5), "hi"))
+	g[1].send(t, tagged(bcast, mac(5), "hi"))
 	g[0].expect(t, "hi")
 	if !sw.Has(m) {
 		t.Fatal("MAC not learned")
@@ -214,10 +213,10 @@ func TestSwitchForgetsRemovedPort(t *testing.T) {
 
 func TestSwitchFromStackReachesGuest(t *testing.T) {
 	sw, _, g, _ := setup(t, 2)
-	g[1].send(t, frame(bcast, mac(2), "hi"))
+	g[1].send(t, tagged(bcast, mac(2), "hi"))
 	g[0].expect(t, "hi")
-	sw.FromStack(link.Frames(frame(mac(2), stackMAC, "reply")))
-	sw.FromStack(link.Frames(frame(bcast, stackMAC, "marker")))
+	sw.FromStack(link.Frames(tagged(mac(2), stackMAC, "reply")))
+	sw.FromStack(link.Frames(tagged(bcast, stackMAC, "marker")))
 	if got := g[1].expect(t, "marker"); len(got) != 2 || got[0] != "reply" {
 		t.Fatalf("guest b got %v", got)
 	}
@@ -229,9 +228,9 @@ func TestSwitchFromStackReachesGuest(t *testing.T) {
 func TestSwitchLimitsLearningPerPort(t *testing.T) {
 	sw, _, g, _ := setup(t, 2)
 	for i := 0; i < DefaultMaxMACsPerPort+20; i++ {
-		g[0].send(t, frame(bcast, net.HardwareAddr{0x52, 0x54, 0, 0, byte(i >> 8), byte(i)}, "x"))
+		g[0].send(t, tagged(bcast, net.HardwareAddr{0x52, 0x54, 0, 0, byte(i >> 8), byte(i)}, "x"))
 	}
-	g[0].send(t, frame(bcast, mac(1), "marker"))
+	g[0].send(t, tagged(bcast, mac(1), "marker"))
 	g[1].expect(t, "marker")
 	if n := len(*sw.macs.Load()); n > DefaultMaxMACsPerPort+1 {
 		t.Fatalf("table holds %d MACs, want at most %d", n, DefaultMaxMACsPerPort+1)

@@ -6,7 +6,9 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/slipway-net/slipway/internal/frame"
 	"github.com/slipway-net/slipway/services/internal/dnsname"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 )
 
 // ICMPv6 message types (RFC 4861 section 4).
@@ -120,28 +122,9 @@ func Checksum(src, dst netip.Addr, msg []byte) uint16 {
 	if len(msg) < checksumOffset+2 {
 		return 0
 	}
-	var sum uint32
-	add := func(b []byte) {
-		for len(b) >= 2 {
-			sum += uint32(b[0])<<8 | uint32(b[1])
-			b = b[2:]
-		}
-		if len(b) == 1 {
-			sum += uint32(b[0]) << 8
-		}
-	}
-	s, d := src.As16(), dst.As16()
-	add(s[:])
-	add(d[:])
-	// Upper-layer length, then three zero bytes and next header 58.
-	n := uint32(len(msg))
-	sum += n>>16 + n&0xffff + 58
-	add(msg[:checksumOffset])
-	add(msg[checksumOffset+2:])
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return ^uint16(sum)
+	// The sum over msg as it is, less what its checksum field holds.
+	sum := frame.ICMPSum(msg, src, dst)
+	return ^checksum.Combine(sum, ^binary.BigEndian.Uint16(msg[checksumOffset:]))
 }
 
 // LinkLocal returns the link-local address that goes with an Ethernet MAC

@@ -29,7 +29,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
-	"github.com/slipway-net/slipway/internal/framebuild"
+	"github.com/slipway-net/slipway/internal/frame"
 	"github.com/slipway-net/slipway/link"
 )
 
@@ -346,7 +346,7 @@ func dhcpMessage(mac net.HardwareAddr, xid uint32, typ byte, requested, server n
 func udpFrame(mac net.HardwareAddr, payload []byte) []byte {
 	from := netip.AddrPortFrom(netip.IPv4Unspecified(), 68)
 	to := netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), 67)
-	return framebuild.UDP4(framebuild.Broadcast, mac, from, to, payload)[link.VnetHdrLen:]
+	return frame.UDP4(frame.Broadcast, mac, from, to, payload)[link.VnetHdrLen:]
 }
 
 // parseDHCPReply reads a server reply for xid out of a frame.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/endpoint"
-	"github.com/slipway-net/slipway/internal/framebuild"
+	"github.com/slipway-net/slipway/internal/frame"
 	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/network"
 	"github.com/slipway-net/slipway/test/guestpeer"
@@ -51,10 +51,10 @@ func TestOffloadedFramesFromDatagramPeers(t *testing.T) {
 		// its ARP request for the gateway), then the big datagram
 		// with a checksum that is only the pseudo-header's, as an
 		// offloading guest leaves it.
-		if err := w.Send(framebuild.ARPRequest(mac, ip, gw)[link.VnetHdrLen:]); err != nil {
+		if err := w.Send(frame.ARPRequest(mac, ip, gw)[link.VnetHdrLen:]); err != nil {
 			t.Fatal(err)
 		}
-		f := framebuild.UDP4(gwMAC, mac, netip.AddrPortFrom(ip, 5000), netip.AddrPortFrom(gw, echo.Port()), payload)
+		f := frame.UDP4(gwMAC, mac, netip.AddrPortFrom(ip, 5000), netip.AddrPortFrom(gw, echo.Port()), payload)
 		udp := f[link.VnetHdrLen+header.EthernetMinimumSize+header.IPv4MinimumSize:]
 		header.UDP(udp).SetChecksum(0x1234)
 		if err := w.Send(f[link.VnetHdrLen:]); err != nil {
