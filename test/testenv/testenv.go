@@ -161,13 +161,40 @@ const (
 	TestDomainAddr = "192.0.2.55"
 )
 
+// dnsmasqAddr picks where a test's dnsmasq listens: a loopback address of
+// its own (all of 127.0.0.0/8 is on lo), on which nothing else of this
+// machine has sockets, and a port free there for both UDP and TCP, which
+// dnsmasq binds both of. A port checked free on 127.0.0.1 for UDP alone
+// was now and then taken for TCP by the time dnsmasq bound it.
+func dnsmasqAddr(t testing.TB) (netip.Addr, int) {
+	t.Helper()
+	for range 20 {
+		var b [2]byte
+		rand.Read(b[:])
+		ip := netip.AddrFrom4([4]byte{127, 53, 1 + b[0]%253, 1 + b[1]%253})
+		u, err := net.ListenPacket("udp4", netip.AddrPortFrom(ip, 0).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := u.LocalAddr().(*net.UDPAddr).Port
+		l, err := net.Listen("tcp4", netip.AddrPortFrom(ip, uint16(port)).String())
+		u.Close()
+		if err == nil {
+			l.Close()
+			return ip, port
+		}
+	}
+	t.Fatal("no loopback address and port free for dnsmasq")
+	return netip.Addr{}, 0
+}
+
 // Dnsmasq starts a real dnsmasq on the host's loopback as a DNS upstream
 // and returns its address once it answers.
 func Dnsmasq(t testing.TB) netip.AddrPort {
 	t.Helper()
 	RequireTools(t, "dnsmasq")
-	port := FreePort(t, "udp")
-	cmd := exec.Command("dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--listen-address=127.0.0.1",
+	ip, port := dnsmasqAddr(t)
+	cmd := exec.Command("dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--listen-address="+ip.String(),
 		"--port="+strconv.Itoa(port), "--bind-interfaces", "--address=/"+TestDomain+"/"+TestDomainAddr,
 		"--address=/v6."+TestDomain+"/2001:db8::55", "--pid-file=")
 	var out bytes.Buffer
@@ -179,7 +206,7 @@ func Dnsmasq(t testing.TB) netip.AddrPort {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	ap := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
+	ap := netip.AddrPortFrom(ip, uint16(port))
 	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return net.Dial("udp", ap.String())
 	}}
