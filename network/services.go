@@ -3,11 +3,13 @@ package network
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
 
 	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/internal/netstack"
 	"github.com/slipway-net/slipway/services/dhcp4"
 	"github.com/slipway-net/slipway/services/dhcp6"
 	"github.com/slipway-net/slipway/services/dns"
@@ -85,59 +87,70 @@ func startServices(n *Network) (*services, error) {
 	}
 	ctx, cancel := context.WithCancel(n.ctx)
 	s := &services{dhcp: dhcp, dns: fwd, search: search, cancel: cancel}
-	dhcpConn, err := n.st.ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), 67))
-	if err != nil {
-		s.close()
-		return nil, fmt.Errorf("dhcp: %w", err)
+	list := []service{
+		udpService("dhcp", netip.AddrPortFrom(netip.IPv4Unspecified(), 67), dhcp.Serve),
+		udpService("dns/udp", netip.AddrPortFrom(cfg.DNSAddress, 53), fwd.ServeUDP),
+		tcpService("dns/tcp", netip.AddrPortFrom(cfg.DNSAddress, 53), fwd.ServeTCP),
 	}
-	s.closer = append(s.closer, dhcpConn)
-	dnsUDP, err := n.st.ListenUDP(netip.AddrPortFrom(cfg.DNSAddress, 53))
-	if err != nil {
-		s.close()
-		return nil, fmt.Errorf("dns: %w", err)
-	}
-	s.closer = append(s.closer, dnsUDP)
-	dnsTCP, err := n.st.ListenTCP(netip.AddrPortFrom(cfg.DNSAddress, 53))
-	if err != nil {
-		s.close()
-		return nil, fmt.Errorf("dns: %w", err)
-	}
-	s.closer = append(s.closer, dnsTCP)
 	if !cfg.NoIPv6 {
-		if err := s.startIPv6(ctx, n, search); err != nil {
+		d6, err := s.startIPv6(n, search)
+		if err != nil {
 			s.close()
 			return nil, err
 		}
+		list = append(list,
+			udpService("dhcp6", netip.AddrPortFrom(netip.IPv6Unspecified(), 547), d6.Serve),
+			udpService("dns/udp6", netip.AddrPortFrom(cfg.IPv6DNS, 53), fwd.ServeUDP),
+			tcpService("dns/tcp6", netip.AddrPortFrom(cfg.IPv6DNS, 53), fwd.ServeTCP))
+		s.routerDone = ctx.Done()
 	}
-	s.run(func() error { return dhcp.Serve(ctx, dhcpConn) }, n, "dhcp")
-	s.run(func() error { return fwd.ServeUDP(ctx, dnsUDP) }, n, "dns/udp")
-	s.run(func() error { return fwd.ServeTCP(ctx, dnsTCP) }, n, "dns/tcp")
-	if !cfg.NoIPv6 {
-		dnsUDP6, err := n.st.ListenUDP(netip.AddrPortFrom(cfg.IPv6DNS, 53))
+	for _, svc := range list {
+		c, serve, err := svc.open(n.st)
 		if err != nil {
 			s.close()
-			return nil, fmt.Errorf("dns: %w", err)
+			return nil, fmt.Errorf("%s: %w", svc.name, err)
 		}
-		s.closer = append(s.closer, dnsUDP6)
-		dnsTCP6, err := n.st.ListenTCP(netip.AddrPortFrom(cfg.IPv6DNS, 53))
-		if err != nil {
-			s.close()
-			return nil, fmt.Errorf("dns: %w", err)
-		}
-		s.closer = append(s.closer, dnsTCP6)
-		s.run(func() error { return fwd.ServeUDP(ctx, dnsUDP6) }, n, "dns/udp6")
-		s.run(func() error { return fwd.ServeTCP(ctx, dnsTCP6) }, n, "dns/tcp6")
+		s.closer = append(s.closer, c)
+		s.run(func() error { return serve(ctx) }, n, svc.name)
 	}
 	n.log.Debug("services up", "dns-upstreams", upstreams, "search", search, "domain", domain)
 	return s, nil
+}
+
+// service is one server on the stack's addresses: open binds its socket
+// and returns it (closed when the network closes) and the loop serving it.
+type service struct {
+	name string
+	open func(st *netstack.Stack) (io.Closer, func(context.Context) error, error)
+}
+
+func udpService(name string, addr netip.AddrPort, serve func(context.Context, net.PacketConn) error) service {
+	return service{name: name, open: func(st *netstack.Stack) (io.Closer, func(context.Context) error, error) {
+		c, err := st.ListenUDP(addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		return c, func(ctx context.Context) error { return serve(ctx, c) }, nil
+	}}
+}
+
+func tcpService(name string, addr netip.AddrPort, serve func(context.Context, net.Listener) error) service {
+	return service{name: name, open: func(st *netstack.Stack) (io.Closer, func(context.Context) error, error) {
+		l, err := st.ListenTCP(addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		return l, func(ctx context.Context) error { return serve(ctx, l) }, nil
+	}}
 }
 
 // dhcp6Start is the first DHCPv6 address (::100 of the prefix), clear of
 // the gateway, DNS and SLAAC's EUI-64 addresses.
 const dhcp6Start = 0x100
 
-// startIPv6 starts the router advertiser and the DHCPv6 server.
-func (s *services) startIPv6(ctx context.Context, n *Network, search []string) error {
+// startIPv6 makes the router advertiser and the DHCPv6 server, which the
+// caller then serves.
+func (s *services) startIPv6(n *Network, search []string) (*dhcp6.Server, error) {
 	cfg := n.cfg
 	var mac [6]byte
 	copy(mac[:], n.gwMAC)
@@ -152,7 +165,7 @@ func (s *services) startIPv6(ctx context.Context, n *Network, search []string) e
 		OtherFlag:   true,
 	})
 	if err != nil {
-		return fmt.Errorf("router advertisements: %w", err)
+		return nil, fmt.Errorf("router advertisements: %w", err)
 	}
 	s.router = newRouter(adv, mac, n.sw.FromStack)
 	start := cfg.IPv6Prefix.Addr().As16()
@@ -167,20 +180,13 @@ func (s *services) startIPv6(ctx context.Context, n *Network, search []string) e
 		Reserved:   []netip.Addr{cfg.IPv6Gateway, cfg.IPv6DNS},
 	}, n.log.With("service", "dhcp6"))
 	if err != nil {
-		return fmt.Errorf("dhcpv6: %w", err)
+		return nil, fmt.Errorf("dhcpv6: %w", err)
 	}
 	s.dhcp6 = d6
 	if err := n.st.JoinGroup(netip.MustParseAddr("ff02::1:2")); err != nil {
-		return fmt.Errorf("dhcpv6: %w", err)
+		return nil, fmt.Errorf("dhcpv6: %w", err)
 	}
-	conn, err := n.st.ListenUDP(netip.AddrPortFrom(netip.IPv6Unspecified(), 547))
-	if err != nil {
-		return fmt.Errorf("dhcpv6: %w", err)
-	}
-	s.closer = append(s.closer, conn)
-	s.run(func() error { return d6.Serve(ctx, conn) }, n, "dhcp6")
-	s.routerDone = ctx.Done()
-	return nil
+	return d6, nil
 }
 
 // hostAddrs are the addresses HostName resolves to: the gateways.

@@ -262,8 +262,51 @@ func (st *Stack) JoinGroup(group netip.Addr) error {
 // Drops returns the counters of frames dropped at the stack's input.
 func (st *Stack) Drops() *DropCounters { return &st.drops }
 
-// Gvisor returns the underlying gVisor stack, for the forwarders.
-func (st *Stack) Gvisor() *stack.Stack { return st.s }
+// NewTCPEndpoint opens a TCP endpoint of the stack, IPv4 or IPv6 as v6
+// says, for a connection slipway itself opens towards a guest.
+func (st *Stack) NewTCPEndpoint(v6 bool, wq *waiter.Queue) (tcpip.Endpoint, error) {
+	return st.newEndpoint(tcp.ProtocolNumber, v6, wq)
+}
+
+// NewUDPEndpoint opens a UDP endpoint of the stack, IPv4 or IPv6 as v6
+// says.
+func (st *Stack) NewUDPEndpoint(v6 bool, wq *waiter.Queue) (tcpip.Endpoint, error) {
+	return st.newEndpoint(udp.ProtocolNumber, v6, wq)
+}
+
+func (st *Stack) newEndpoint(proto tcpip.TransportProtocolNumber, v6 bool, wq *waiter.Queue) (tcpip.Endpoint, error) {
+	netProto := ipv4.ProtocolNumber
+	if v6 {
+		netProto = ipv6.ProtocolNumber
+	}
+	ep, terr := st.s.NewEndpoint(proto, netProto, wq)
+	if terr != nil {
+		return nil, fmt.Errorf("netstack: new endpoint: %s", terr)
+	}
+	return ep, nil
+}
+
+// AddrsOf returns the addresses the stack's neighbour tables (ARP and
+// NDP) hold for the given link addresses: where departed guests' flows
+// came from.
+func (st *Stack) AddrsOf(macs map[[6]byte]bool) []netip.Addr {
+	var out []netip.Addr
+	for _, proto := range []tcpip.NetworkProtocolNumber{ipv4.ProtocolNumber, ipv6.ProtocolNumber} {
+		neigh, terr := st.s.Neighbors(nicID, proto)
+		if terr != nil {
+			continue // IPv6 off
+		}
+		for _, e := range neigh {
+			var m [6]byte
+			copy(m[:], e.LinkAddr)
+			if macs[m] {
+				a, _ := netip.AddrFromSlice(e.Addr.AsSlice())
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
 
 // SetTCPForwarder routes every inbound TCP SYN with no listener to h, with
 // at most maxInFlight handshakes pending at once. accept, if set, is asked
@@ -322,8 +365,15 @@ func (st *Stack) ListenTCP(addr netip.AddrPort) (*gonet.TCPListener, error) {
 	return l, nil
 }
 
-// Close tears the stack down, closing every endpoint.
+// Close tears the stack down, closing every endpoint, and logs the stack's
+// own totals at debug level.
 func (st *Stack) Close() {
+	us, ts := st.s.Stats().UDP, st.s.Stats().TCP
+	st.log.Debug("stack UDP totals", "received", us.PacketsReceived.Value(), "receive-buffer-errors", us.ReceiveBufferErrors.Value(),
+		"sent", us.PacketsSent.Value(), "send-errors", us.PacketSendErrors.Value())
+	st.log.Debug("stack TCP totals", "segments-sent", ts.SegmentsSent.Value(), "retransmits", ts.Retransmits.Value(),
+		"fast-retransmits", ts.FastRetransmit.Value(), "timeouts", ts.Timeouts.Value(), "slow-start-retransmits", ts.SlowStartRetransmits.Value(),
+		"checksum-errors", ts.ChecksumErrors.Value(), "segments-received", ts.ValidSegmentsReceived.Value())
 	st.s.Close()
 	st.s.Wait()
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/slipway-net/slipway/config"
@@ -84,9 +83,9 @@ func (u *udpPort) client(from netip.AddrPort) *udpClient {
 	}
 	p := u.p
 	c = &udpClient{port: u, addr: from}
-	ep, terr := p.o.Stack.Gvisor().NewEndpoint(udp.ProtocolNumber, netProto(u.guest.Addr()), &c.wq)
-	if terr != nil {
-		p.log.Debug("published UDP: no stack endpoint", "client", from, "err", terr)
+	ep, err := p.o.Stack.NewUDPEndpoint(u.guest.Addr().Is6(), &c.wq)
+	if err != nil {
+		p.log.Debug("published UDP: no stack endpoint", "client", from, "err", err)
 		return nil
 	}
 	local, err := bindSource(ep, p.source(from, u.guest.Addr()))
