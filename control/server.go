@@ -7,6 +7,7 @@ package control
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/slipway-net/slipway/internal/accept"
 	"github.com/slipway-net/slipway/network"
 )
 
@@ -123,29 +125,20 @@ func (s *Server) Serve() error {
 		defer s.wg.Done()
 		s.http.Serve(s.httpConns)
 	}()
-	for {
-		c, err := s.ln.AcceptUnix()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			s.log.Warn("api: accept failed", "err", err)
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
+	return accept.Loop(context.Background(), s.log, "api "+s.path, s.ln.AcceptUnix, func(c *net.UnixConn) {
 		select {
 		case s.slots <- struct{}{}:
 		default:
 			s.log.Warn("api: too many connections; closing a new one", "max", MaxConns)
 			c.Close()
-			continue
+			return
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			s.route(c)
 		}()
-	}
+	})
 }
 
 // route reads the first byte: '{' is a slirp4netns request, anything else

@@ -16,12 +16,8 @@ import (
 	"sync"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
-
 	"github.com/slipway-net/slipway/config"
-	"github.com/slipway-net/slipway/internal/endpoint"
+	"github.com/slipway-net/slipway/internal/accept"
 	"github.com/slipway-net/slipway/internal/flow"
 	"github.com/slipway-net/slipway/internal/netstack"
 	"github.com/slipway-net/slipway/internal/outbound"
@@ -70,7 +66,7 @@ type Network struct {
 	wg     sync.WaitGroup
 
 	mu        sync.Mutex
-	listeners []endpoint.Listener
+	listeners []Listener
 	closed    bool
 }
 
@@ -228,9 +224,17 @@ func (n *Network) Attach(l link.Link) *vswitch.Port {
 	return p
 }
 
-// Serve accepts guests on l until the network closes or l fails; every
-// guest joins this network. The listener is closed by Close.
-func (n *Network) Serve(l endpoint.Listener) error {
+// Listener yields the links of guests as they connect (or as a VMM is
+// redialled); the endpoints of `slipway serve` are Listeners.
+type Listener interface {
+	Accept() (link.Link, error)
+	Close() error
+}
+
+// Serve accepts guests on l until the network closes or l fails for good;
+// every guest joins this network. Failures that pass (out of file
+// descriptors) only pause it. The listener is closed by Close.
+func (n *Network) Serve(l Listener) error {
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
@@ -239,20 +243,11 @@ func (n *Network) Serve(l endpoint.Listener) error {
 	}
 	n.listeners = append(n.listeners, l)
 	n.mu.Unlock()
-	for {
-		lk, err := l.Accept()
-		if err != nil {
-			if n.ctx.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("%s: accept: %w", l.Spec(), err)
-		}
-		n.Attach(lk)
+	name := fmt.Sprint(l)
+	if err := accept.Loop(n.ctx, n.log, name, l.Accept, func(lk link.Link) { n.Attach(lk) }); err != nil {
+		return fmt.Errorf("%s: accept: %w", name, err)
 	}
+	return nil
 }
 
 // Started is when the network was created.
@@ -288,27 +283,18 @@ func (n *Network) onPort(p *vswitch.Port, up bool, macs []vswitch.MAC) {
 // releaseGuests closes the flows of guests whose MACs are no longer on any
 // port, finding their addresses in the stack's neighbour table.
 func (n *Network) releaseGuests(macs []vswitch.MAC) {
-	gone := map[string]bool{}
+	gone := map[[6]byte]bool{}
 	for _, m := range macs {
 		if !n.sw.Has(m) {
-			gone[string(m[:])] = true
+			gone[m] = true
 		}
 	}
 	if len(gone) == 0 {
 		return
 	}
 	addrs := map[netip.Addr]bool{}
-	for _, proto := range []tcpip.NetworkProtocolNumber{ipv4.ProtocolNumber, ipv6.ProtocolNumber} {
-		neigh, err := n.st.Gvisor().Neighbors(1, proto)
-		if err != nil {
-			continue // IPv6 off
-		}
-		for _, e := range neigh {
-			if gone[string(e.LinkAddr)] {
-				a, _ := netip.AddrFromSlice(e.Addr.AsSlice())
-				addrs[a] = true
-			}
-		}
+	for _, a := range n.st.AddrsOf(gone) {
+		addrs[a] = true
 	}
 	if k := n.flows.CloseWhere(func(f *flow.Flow) bool { return addrs[f.Guest.Addr()] }); k > 0 {
 		n.log.Info("released flows of departed guest", "flows", k)
@@ -341,13 +327,6 @@ func (n *Network) Close() error {
 	n.fwd.Close()
 	n.flows.Close()
 	n.wg.Wait()
-	us := n.st.Gvisor().Stats().UDP
-	n.log.Debug("stack UDP totals", "received", us.PacketsReceived.Value(), "receive-buffer-errors", us.ReceiveBufferErrors.Value(),
-		"sent", us.PacketsSent.Value(), "send-errors", us.PacketSendErrors.Value())
-	ts := n.st.Gvisor().Stats().TCP
-	n.log.Debug("stack TCP totals", "segments-sent", ts.SegmentsSent.Value(), "retransmits", ts.Retransmits.Value(),
-		"fast-retransmits", ts.FastRetransmit.Value(), "timeouts", ts.Timeouts.Value(), "slow-start-retransmits", ts.SlowStartRetransmits.Value(),
-		"checksum-errors", ts.ChecksumErrors.Value(), "segments-received", n.st.Gvisor().Stats().TCP.ValidSegmentsReceived.Value())
 	n.st.Close()
 	n.closePCAP()
 	n.events.close()

@@ -126,3 +126,5 @@ func (d *dialer) Close() error {
 }
 
 func (d *dialer) Spec() Spec { return d.spec }
+
+func (d *dialer) String() string { return d.spec.String() }

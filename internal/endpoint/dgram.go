@@ -65,5 +65,7 @@ func (d *dgramListener) Close() error {
 
 func (d *dgramListener) Spec() Spec { return d.spec }
 
+func (d *dgramListener) String() string { return d.spec.String() }
+
 // Stats are the socket's own drop counters (datagrams no VM could take).
 func (d *dgramListener) Stats() *dgram.MuxStats { return d.mux.Stats() }

@@ -14,10 +14,12 @@ import (
 )
 
 // Listener accepts guests; each Accept returns the link of one new guest.
+// String names it as its Spec does.
 type Listener interface {
 	Accept() (link.Link, error)
 	Close() error
 	Spec() Spec
+	String() string
 }
 
 // ErrNotImplemented marks a kind parsed but not served by this build.
@@ -78,6 +80,8 @@ func (s *streamListener) Accept() (link.Link, error) {
 
 func (s *streamListener) Close() error { return s.l.Close() }
 func (s *streamListener) Spec() Spec   { return s.spec }
+
+func (s *streamListener) String() string { return s.spec.String() }
 
 // ErrSocketInUse reports a socket path another process is serving.
 var ErrSocketInUse = errors.New("socket path is in use by another process")

@@ -43,3 +43,5 @@ func (s *seqpacketListener) Accept() (link.Link, error) {
 
 func (s *seqpacketListener) Close() error { return s.l.Close() }
 func (s *seqpacketListener) Spec() Spec   { return s.spec }
+
+func (s *seqpacketListener) String() string { return s.spec.String() }

@@ -8,44 +8,30 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/internal/accept"
 	"github.com/slipway-net/slipway/internal/flow"
 )
 
-// acceptBackoff is how long an accept loop rests after an error that is
-// not the listener closing (out of file descriptors): retrying at once
-// would spin.
-const acceptBackoff = 100 * time.Millisecond
-
 func (p *Publisher) acceptTCP(fw *forward, l *net.TCPListener, guest netip.AddrPort) {
 	defer p.wg.Done()
-	for {
-		// A slot first: while MaxPendingConnects connections to guests
-		// are in progress, clients wait in the host's listen backlog.
+	// A slot first: while MaxPendingConnects connections to guests are in
+	// progress, clients wait in the host's listen backlog.
+	next := func() (*net.TCPConn, error) {
 		select {
 		case p.pending <- struct{}{}:
 		case <-p.ctx.Done():
-			return
+			return nil, net.ErrClosed
 		}
 		c, err := l.AcceptTCP()
 		if err != nil {
 			<-p.pending
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			p.log.Warn("accept on published port failed", "id", fw.ID, "listen", l.Addr().String(), "err", err)
-			select {
-			case <-time.After(acceptBackoff):
-				continue
-			case <-p.ctx.Done():
-				return
-			}
 		}
+		return c, err
+	}
+	serve := func(c *net.TCPConn) {
 		fw.conns.Add(1)
 		// In the wait group: Close waits for connections being set up.
 		p.wg.Add(1)
@@ -53,6 +39,10 @@ func (p *Publisher) acceptTCP(fw *forward, l *net.TCPListener, guest netip.AddrP
 			defer p.wg.Done()
 			p.serveTCP(fw, c, guest)
 		}()
+	}
+	what := fmt.Sprintf("published port %s (forward %d)", l.Addr(), fw.ID)
+	if err := accept.Loop(p.ctx, p.log, what, next, serve); err != nil {
+		p.log.Error("published port stopped accepting", "id", fw.ID, "listen", l.Addr().String(), "err", err)
 	}
 }
 
@@ -122,9 +112,9 @@ func resetConn(c *net.TCPConn) {
 // see; it returns the address actually bound.
 func (p *Publisher) bindTCP(src netip.AddrPort) (tcpip.Endpoint, *waiter.Queue, netip.AddrPort, error) {
 	wq := new(waiter.Queue)
-	ep, terr := p.o.Stack.Gvisor().NewEndpoint(tcp.ProtocolNumber, netProto(src.Addr()), wq)
-	if terr != nil {
-		return nil, nil, netip.AddrPort{}, fmt.Errorf("new endpoint: %s", terr)
+	ep, err := p.o.Stack.NewTCPEndpoint(src.Addr().Is6(), wq)
+	if err != nil {
+		return nil, nil, netip.AddrPort{}, err
 	}
 	local, err := bindSource(ep, src)
 	if err != nil {
@@ -155,14 +145,6 @@ func bindSource(ep tcpip.Endpoint, src netip.AddrPort) (netip.AddrPort, error) {
 	}
 	a, _ := netip.AddrFromSlice(la.Addr.AsSlice())
 	return netip.AddrPortFrom(a, la.Port), nil
-}
-
-// netProto is the stack's network protocol for an address's family.
-func netProto(a netip.Addr) tcpip.NetworkProtocolNumber {
-	if a.Is6() {
-		return ipv6.ProtocolNumber
-	}
-	return ipv4.ProtocolNumber
 }
 
 // connectTCP connects ep to the guest, waiting at most ConnectTimeout.

@@ -2,13 +2,12 @@ package dns
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/slipway-net/slipway/internal/accept"
 	"github.com/slipway-net/slipway/services/internal/packetloop"
 )
 
@@ -68,33 +67,12 @@ func (f *Forwarder) ServeTCP(ctx context.Context, l net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
 
-	var backoff time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			if !retryableAccept(err) {
-				return fmt.Errorf("dns: accept: %w", err)
-			}
-			// Out of descriptors or a connection aborted before accept:
-			// wait a little and go on rather than give up serving.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			f.log.Warn("dns: accept failed, retrying", "err", err, "in", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
-				return nil
-			}
-			continue
-		}
-		backoff = 0
+	err := accept.Loop(ctx, f.log, "dns/tcp "+l.Addr().String(), l.Accept, func(c net.Conn) {
 		if f.stats.tcpConns.Load() >= f.maxTCPConns {
 			f.stats.tcpRejected.Add(1)
 			f.log.Debug("dns: too many TCP connections, closing new one", "max", f.maxTCPConns, "from", c.RemoteAddr())
 			c.Close()
-			continue
+			return
 		}
 		f.stats.tcpConns.Add(1)
 		wg.Add(1)
@@ -103,20 +81,11 @@ func (f *Forwarder) ServeTCP(ctx context.Context, l net.Listener) error {
 			defer f.stats.tcpConns.Add(-1)
 			f.serveConn(ctx, c)
 		}()
+	})
+	if err != nil {
+		return fmt.Errorf("dns: accept: %w", err)
 	}
-}
-
-func retryableAccept(err error) bool {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ECONNABORTED, syscall.ENOBUFS, syscall.ENOMEM} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
+	return nil
 }
 
 // serveConn reads framed queries from one connection until it is closed,

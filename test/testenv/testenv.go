@@ -333,6 +333,9 @@ type Server struct {
 // Output is what the server logged so far.
 func (s *Server) Output() string { return s.out.String() }
 
+// Pid is the server's process id.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
 // Stop ends the server (SIGTERM) and waits for it.
 func (s *Server) Stop() {
 	if s.cmd.ProcessState != nil {
