@@ -19,6 +19,7 @@ import (
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/accept"
 	"github.com/slipway-net/slipway/internal/flow"
+	"github.com/slipway-net/slipway/internal/frame"
 	"github.com/slipway-net/slipway/internal/netstack"
 	"github.com/slipway-net/slipway/internal/outbound"
 	"github.com/slipway-net/slipway/internal/pcap"
@@ -28,6 +29,7 @@ import (
 	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/services/dhcp4"
 	"github.com/slipway-net/slipway/services/ra"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // guestGoneGrace is how long a guest's flows outlive its link, so a VMM that
@@ -168,8 +170,12 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 	// requests to the outside to the forwarder. They run on the link
 	// readers' goroutines.
 	var take []netstack.Interceptor
-	if n.svc.router != nil {
-		take = append(take, n.svc.router.intercept)
+	if r := n.svc.router; r != nil {
+		take = append(take, func(v *frame.View) bool {
+			_, ok := v.ICMPType()
+			return ok && v.EtherType == header.IPv6ProtocolNumber &&
+				r.Take(v.Src, v.Dst, header.IPv6(v.L3).HopLimit(), v.L4())
+		})
 	}
 	st.SetInterceptors(append(take, n.fwd.InterceptICMP)...)
 	n.svc.dhcp.OnLease(func(l dhcp4.Lease) {
@@ -263,7 +269,7 @@ func (n *Network) onPort(p *vswitch.Port, up bool, macs []vswitch.MAC) {
 	n.events.emit(Event{Type: typ, Port: p.ID(), Link: p.Name()})
 	if up && n.svc != nil && n.svc.router != nil {
 		// A new guest need not wait for the next periodic advertisement.
-		n.svc.router.linkUp(n.svc.routerDone, &n.svc.wg)
+		n.svc.router.LinkUp()
 	}
 	if up || len(macs) == 0 {
 		return

@@ -10,6 +10,7 @@ import (
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/netstack"
+	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/services/dhcp4"
 	"github.com/slipway-net/slipway/services/dhcp6"
 	"github.com/slipway-net/slipway/services/dns"
@@ -28,14 +29,12 @@ const hostResolvConf = "/etc/resolv.conf"
 type services struct {
 	dhcp   *dhcp4.Server
 	dhcp6  *dhcp6.Server // nil with IPv6 off
-	router *router       // nil with IPv6 off
-	// routerDone ends the router's loop, started by the first link.
-	routerDone <-chan struct{}
-	dns        *dns.Forwarder
-	search     []string
-	cancel     context.CancelFunc
-	closer     []interface{ Close() error }
-	wg         sync.WaitGroup
+	router *ra.Router    // nil with IPv6 off
+	dns    *dns.Forwarder
+	search []string
+	cancel context.CancelFunc
+	closer []interface{ Close() error }
+	wg     sync.WaitGroup
 }
 
 func startServices(n *Network) (*services, error) {
@@ -102,7 +101,6 @@ func startServices(n *Network) (*services, error) {
 			udpService("dhcp6", netip.AddrPortFrom(netip.IPv6Unspecified(), 547), d6.Serve),
 			udpService("dns/udp6", netip.AddrPortFrom(cfg.IPv6DNS, 53), fwd.ServeUDP),
 			tcpService("dns/tcp6", netip.AddrPortFrom(cfg.IPv6DNS, 53), fwd.ServeTCP))
-		s.routerDone = ctx.Done()
 	}
 	for _, svc := range list {
 		c, serve, err := svc.open(n.st)
@@ -167,7 +165,7 @@ func (s *services) startIPv6(n *Network, search []string) (*dhcp6.Server, error)
 	if err != nil {
 		return nil, fmt.Errorf("router advertisements: %w", err)
 	}
-	s.router = newRouter(adv, mac, n.sw.FromStack)
+	s.router = ra.NewRouter(adv, func(buf []byte) { n.sw.FromStack([]link.Frame{link.Contiguous(buf)}) })
 	start := cfg.IPv6Prefix.Addr().As16()
 	start[14], start[15] = dhcp6Start>>8, dhcp6Start&0xff
 	d6, err := dhcp6.New(dhcp6.Config{
@@ -209,6 +207,9 @@ func (s *services) run(f func() error, n *Network, name string) {
 
 func (s *services) close() {
 	s.cancel()
+	if s.router != nil {
+		s.router.Close()
+	}
 	for _, c := range s.closer {
 		c.Close()
 	}
