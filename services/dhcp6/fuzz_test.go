@@ -91,7 +91,7 @@ func FuzzHandle(f *testing.F) {
 				t.Fatalf("lease of %v outside the prefix", l.Addr)
 			}
 		}
-		if n := len(s.table.byKey); n > 4 {
+		if n := s.table.Len(); n > 4 {
 			t.Fatalf("%d entries, bound is 4", n)
 		}
 	})

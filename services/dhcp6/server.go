@@ -19,12 +19,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/slipway-net/slipway/services/internal/dnsname"
+	"github.com/slipway-net/slipway/services/internal/leases"
 )
 
 // infoRefreshTime is what the server tells stateless clients that ask
@@ -94,19 +96,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 func (s *Server) Leases() []Lease {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := s.cfg.Now()
-	var out []Lease
-	for _, e := range s.table.byKey {
-		if e.bound && e.active(now) {
-			out = append(out, e.lease())
-		}
-	}
-	slices.SortFunc(out, func(a, b Lease) int { return a.Addr.Compare(b.Addr) })
-	return out
-}
-
-func (e *entry) lease() Lease {
-	return Lease{DUID: hex.EncodeToString([]byte(e.key.duid)), IAID: e.key.iaid, Addr: e.addr, Expires: e.expires}
+	return leases.Current(s.table, s.cfg.Now(), toLease)
 }
 
 // Stats returns a snapshot of the counters.
@@ -114,10 +104,7 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.stats
-	st.Dropped = make(map[string]uint64, len(s.stats.Dropped))
-	for k, v := range s.stats.Dropped {
-		st.Dropped[k] = v
-	}
+	st.Dropped = maps.Clone(st.Dropped)
 	return st
 }
 
@@ -277,7 +264,7 @@ func (s *Server) assign(m *message, mtype byte, commit bool, from netip.AddrPort
 				s.refuseIA(w, a, statusNoAddrsAvail, "no addresses available")
 				continue
 			}
-			s.grantIA(w, a, e.addr, nil)
+			s.grantIA(w, a, e.Addr, nil)
 		case optIATA:
 			s.refuseIA(w, a, statusNoAddrsAvail, "temporary addresses are not served")
 		case optIAPD:
@@ -292,10 +279,10 @@ func (s *Server) assign(m *message, mtype byte, commit bool, from netip.AddrPort
 // for a valid lifetime from now. It returns nil when the pool is full.
 func (s *Server) bind(duid []byte, a ia, commit bool, from netip.AddrPort, now time.Time) *entry {
 	k := key{duid: string(duid), iaid: a.iaid}
-	e := s.table.byKey[k]
+	e := s.table.Get(k)
 	if e == nil {
 		var ok bool
-		if e, ok = s.table.allocate(k, a.addrs, now); !ok {
+		if e, ok = s.table.Allocate(k, a.addrs, now, advertiseHold); !ok {
 			// Warn once per episode: a guest cycling DUIDs must not be
 			// able to flood the log.
 			if !s.poolFullLogged {
@@ -307,22 +294,16 @@ func (s *Server) bind(duid []byte, a ia, commit bool, from netip.AddrPort, now t
 		s.poolFullLogged = false
 	}
 	if !commit {
-		if !e.active(now) {
-			// Its old address is still free: advertise it again.
-			e.bound = false
-			e.expires = now.Add(advertiseHold)
-		}
+		e.Reoffer(now, advertiseHold)
 		return e
 	}
-	renewal := e.bound && e.active(now)
-	e.bound = true
-	e.expires = now.Add(s.cfg.ValidLifetime)
+	renewal := e.Grant(now, s.cfg.ValidLifetime)
 	// Renewals are routine and the guest controls their rate: debug only.
 	level := slog.LevelInfo
 	if renewal {
 		level = slog.LevelDebug
 	}
-	s.log.Log(context.Background(), level, "dhcp6: lease granted", "duid", hex.EncodeToString(duid), "iaid", a.iaid, "addr", e.addr, "from", from, "renewal", renewal)
+	s.log.Log(context.Background(), level, "dhcp6: lease granted", "duid", hex.EncodeToString(duid), "iaid", a.iaid, "addr", e.Addr, "from", from, "renewal", renewal)
 	return e
 }
 
@@ -378,11 +359,11 @@ func (s *Server) renew(m *message, from netip.AddrPort, now time.Time) []byte {
 			}
 			var stale []netip.Addr
 			for _, old := range a.addrs {
-				if old != e.addr && !slices.Contains(stale, old) {
+				if old != e.Addr && !slices.Contains(stale, old) {
 					stale = append(stale, old)
 				}
 			}
-			s.grantIA(w, a, e.addr, stale)
+			s.grantIA(w, a, e.Addr, stale)
 		case optIATA, optIAPD:
 			s.refuseIA(w, a, statusNoBinding, "no binding for this IA")
 		}
@@ -420,18 +401,15 @@ func (s *Server) confirm(m *message, from netip.AddrPort) []byte {
 // the client gets the same address when it asks again, but it is the
 // first to be reclaimed (RFC 8415 section 18.3.7).
 func (s *Server) release(m *message, now time.Time) []byte {
-	return s.giveBack(m, func(e *entry) {
-		e.expires = now
-		e.bound = false
-	})
+	return s.giveBack(m, func(e *entry) { e.Release(now) })
 }
 
 // decline takes addresses the client found in use (DAD) out of the pool
 // for a while (RFC 8415 section 18.3.8).
 func (s *Server) decline(m *message, now time.Time) []byte {
 	return s.giveBack(m, func(e *entry) {
-		s.log.Debug("dhcp6: client declined address, holding it back", "addr", e.addr, "for", declineHold)
-		s.table.decline(e, now)
+		s.log.Debug("dhcp6: client declined address, holding it back", "addr", e.Addr, "for", declineHold)
+		s.table.Decline(e, now.Add(declineHold))
 	})
 }
 
@@ -442,8 +420,8 @@ func (s *Server) giveBack(m *message, fn func(*entry)) []byte {
 	w := s.header(m, msgReply)
 	w.status(statusSuccess, "")
 	for _, a := range m.ias {
-		e := s.table.byKey[key{duid: string(m.clientID), iaid: a.iaid}]
-		if a.kind == optIANA && e != nil && slices.Contains(a.addrs, e.addr) {
+		e := s.table.Get(key{duid: string(m.clientID), iaid: a.iaid})
+		if a.kind == optIANA && e != nil && slices.Contains(a.addrs, e.Addr) {
 			fn(e)
 			continue
 		}

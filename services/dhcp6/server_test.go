@@ -422,7 +422,7 @@ func TestDrops(t *testing.T) {
 	if st.Replied != 0 || st.Received != dropped || st.Received != uint64(len(cases)) {
 		t.Fatalf("stats %+v after %d bad messages", st, len(cases))
 	}
-	if len(s.Leases()) != 0 || len(s.table.byKey) != 0 {
+	if len(s.Leases()) != 0 || s.table.Len() != 0 {
 		t.Fatal("a dropped message changed the lease table")
 	}
 }
