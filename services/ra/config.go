@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/slipway-net/slipway/services/internal/cfgcheck"
 	"github.com/slipway-net/slipway/services/internal/dnsname"
 )
 
@@ -81,7 +82,7 @@ func (cfg Config) validate() (Config, error) {
 		return cfg, fmt.Errorf("ra: MTU %d is outside %d..%d", cfg.MTU, minMTU, maxMTU)
 	}
 	for _, a := range cfg.RDNSS {
-		if !a.Is6() || a.Is4In6() || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() {
+		if !cfgcheck.IsIPv6(a) || a.IsUnspecified() || a.IsMulticast() {
 			return cfg, fmt.Errorf("ra: RDNSS server %v is not an IPv6 unicast address", a)
 		}
 	}
