@@ -191,7 +191,7 @@ func (s *Server) handleLocked(m *message, from netip.AddrPort) []byte {
 	case msgRequest:
 		return s.assign(m, msgReply, true, from, now)
 	case msgRenew, msgRebind:
-		return s.renew(m, from, now)
+		return s.assign(m, msgReply, true, from, now)
 	case msgConfirm:
 		return s.confirm(m, from)
 	case msgRelease:
@@ -242,9 +242,14 @@ func (s *Server) solicit(m *message, from netip.AddrPort, now time.Time) []byte 
 	return s.assign(m, msgAdvertise, false, from, now)
 }
 
-// assign answers a SOLICIT or REQUEST: an address for each IA_NA (bound
-// if commit), a refusal for the IA types the server does not serve, and
-// the configuration options.
+// assign answers a SOLICIT, REQUEST, RENEW or REBIND: an address for each
+// IA_NA (bound if commit), a refusal for the IA types the server does not
+// serve, and the configuration options.
+//
+// A RENEW or REBIND extends the IA_NA's binding, or creates one (say,
+// after slipway restarted) keeping the client's address when it is free,
+// as RFC 8415 section 18.3.4 allows. Addresses the client listed that are
+// not its binding go back with lifetimes of zero.
 func (s *Server) assign(m *message, mtype byte, commit bool, from netip.AddrPort, now time.Time) []byte {
 	w := s.header(m, mtype)
 	if mtype == msgAdvertise {
@@ -256,23 +261,44 @@ func (s *Server) assign(m *message, mtype byte, commit bool, from netip.AddrPort
 	if m.mtype == msgSolicit && commit {
 		w.add(optRapidCommit)
 	}
+	renewing := m.mtype == msgRenew || m.mtype == msgRebind
 	for _, a := range m.ias {
-		switch a.kind {
-		case optIANA:
-			e := s.bind(m.clientID, a, commit, from, now)
-			if e == nil {
-				s.refuseIA(w, a, statusNoAddrsAvail, "no addresses available")
-				continue
-			}
-			s.grantIA(w, a, e.Addr, nil)
-		case optIATA:
-			s.refuseIA(w, a, statusNoAddrsAvail, "temporary addresses are not served")
-		case optIAPD:
-			s.refuseIA(w, a, statusNoPrefixAvail, "prefix delegation is not served")
+		var e *entry
+		if a.kind == optIANA {
+			e = s.bind(m.clientID, a, commit, from, now)
 		}
+		if e == nil {
+			code, text := refusal(a.kind, renewing)
+			s.refuseIA(w, a, code, text)
+			continue
+		}
+		var stale []netip.Addr
+		if renewing {
+			for _, old := range a.addrs {
+				if old != e.Addr && !slices.Contains(stale, old) {
+					stale = append(stale, old)
+				}
+			}
+		}
+		s.grantIA(w, a, e.Addr, stale)
 	}
 	s.config(w, m)
 	return w.b
+}
+
+// refusal is the status of an IA the server does not grant (RFC 8415
+// section 18.3): a renewal finds no binding; otherwise there is no
+// address to give, or the IA's kind is not served.
+func refusal(kind uint16, renewing bool) (code uint16, text string) {
+	switch {
+	case renewing:
+		return statusNoBinding, "no binding for this IA"
+	case kind == optIATA:
+		return statusNoAddrsAvail, "temporary addresses are not served"
+	case kind == optIAPD:
+		return statusNoPrefixAvail, "prefix delegation is not served"
+	}
+	return statusNoAddrsAvail, "no addresses available"
 }
 
 // bind finds or creates the entry for an IA_NA and, if commit, grants it
@@ -341,35 +367,6 @@ func (s *Server) refuseIA(w *builder, a ia, code uint16, text string) {
 	}
 	w.status(code, text)
 	w.end(at)
-}
-
-// renew answers RENEW and REBIND: it extends the IA_NA's binding, or
-// creates one (say, after slipway restarted) keeping the client's address
-// when it is free, as RFC 8415 section 18.3.4 allows. Addresses the
-// client listed that are not its binding go back with lifetimes of zero.
-func (s *Server) renew(m *message, from netip.AddrPort, now time.Time) []byte {
-	w := s.header(m, msgReply)
-	for _, a := range m.ias {
-		switch a.kind {
-		case optIANA:
-			e := s.bind(m.clientID, a, true, from, now)
-			if e == nil {
-				s.refuseIA(w, a, statusNoBinding, "no binding for this IA")
-				continue
-			}
-			var stale []netip.Addr
-			for _, old := range a.addrs {
-				if old != e.Addr && !slices.Contains(stale, old) {
-					stale = append(stale, old)
-				}
-			}
-			s.grantIA(w, a, e.Addr, stale)
-		case optIATA, optIAPD:
-			s.refuseIA(w, a, statusNoBinding, "no binding for this IA")
-		}
-	}
-	s.config(w, m)
-	return w.b
 }
 
 // confirm answers whether the client's addresses are still on this link

@@ -341,6 +341,14 @@ func TestUnservedIATypes(t *testing.T) {
 	if pd := rep.ias(t, optIAPD); len(pd) != 1 || pd[0].iaid != 6 || pd[0].status != statusNoPrefixAvail {
 		t.Fatalf("IA_PD %+v", pd)
 	}
+	// Renewing them finds no binding.
+	rep = exchange(t, s, msg(msgRenew, 2, clientIDOpt(duidLL(1)), serverIDOpt(serverDUID), opt(optIATA, u32(5)), opt(optIAPD, u32(6), u32(0), u32(0))))
+	if ta := rep.ias(t, optIATA); len(ta) != 1 || ta[0].iaid != 5 || ta[0].status != statusNoBinding {
+		t.Fatalf("renewed IA_TA %+v", ta)
+	}
+	if pd := rep.ias(t, optIAPD); len(pd) != 1 || pd[0].iaid != 6 || pd[0].status != statusNoBinding {
+		t.Fatalf("renewed IA_PD %+v", pd)
+	}
 }
 
 // TestDrops covers RFC 8415 section 16's rules on identifiers, and
