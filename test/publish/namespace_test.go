@@ -45,8 +45,8 @@ func TestNamespacePublishKeepsClientAddress(t *testing.T) {
 	if want := "peer=" + hostAddr + ":40001"; got != want {
 		t.Errorf("guest saw TCP client as %q, want %q", got, want)
 	}
-	if !strings.Contains(p.out.String(), "tcp peer="+hostAddr+":40001") {
-		t.Errorf("the guest did not log the client's address:\n%s", p.out.String())
+	if !strings.Contains(p.Output(), "tcp peer="+hostAddr+":40001") {
+		t.Errorf("the guest did not log the client's address:\n%s", p.Output())
 	}
 	lo, err := tcpPeer(ns, "127.0.0.1:8080", 0)
 	if err != nil || !strings.HasPrefix(lo, "peer=10.0.2.2:") {
