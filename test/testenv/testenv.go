@@ -233,6 +233,13 @@ func UDPEcho(t testing.TB) netip.AddrPort { return UDPEchoOn(t, "127.0.0.1:0") }
 // UDPEchoOn is UDPEcho listening on addr (e.g. "[::1]:0").
 func UDPEchoOn(t testing.TB, addr string) netip.AddrPort {
 	t.Helper()
+	return UDPServer(t, addr, func(pkt []byte, _ net.Addr) []byte { return append([]byte("echo:"), pkt...) })
+}
+
+// UDPServer answers each datagram arriving on addr with what respond
+// makes of it and of its sender, until the test ends.
+func UDPServer(t testing.TB, addr string, respond func(pkt []byte, from net.Addr) []byte) netip.AddrPort {
+	t.Helper()
 	c, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -245,7 +252,7 @@ func UDPEchoOn(t testing.TB, addr string) netip.AddrPort {
 			if err != nil {
 				return
 			}
-			c.WriteTo(append([]byte("echo:"), buf[:n]...), from)
+			c.WriteTo(respond(buf[:n], from), from)
 		}
 	}()
 	return c.LocalAddr().(*net.UDPAddr).AddrPort()
