@@ -2,7 +2,10 @@ package packetloop
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,3 +61,49 @@ func TestRunSurvivesForeignDeadline(t *testing.T) {
 	cancel()
 	servicetest.WaitReturn(t, done, "cancel")
 }
+
+func TestServeRepliesWhereHandleSays(t *testing.T) {
+	server, client, other := servicetest.ListenUDP(t, "udp4"), servicetest.ListenUDP(t, "udp4"), servicetest.ListenUDP(t, "udp4")
+	servicetest.Start(t, func(ctx context.Context) error {
+		return Serve(ctx, server, "test", slog.New(slog.DiscardHandler), func(pkt []byte, from net.Addr) ([]byte, net.Addr, bool) {
+			switch string(pkt) {
+			case "drop":
+				return nil, nil, false
+			case "elsewhere":
+				return []byte("for other"), other.LocalAddr(), true
+			}
+			return append([]byte("re: "), pkt...), from, true
+		})
+	})
+	if _, err := client.WriteTo([]byte("drop"), server.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.WriteTo([]byte("elsewhere"), server.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	// Datagrams on loopback keep their order: had "drop" been answered,
+	// its reply would come first.
+	if got := servicetest.RoundTrip(t, client, server.LocalAddr(), []byte("hi")); string(got) != "re: hi" {
+		t.Fatalf("reply %q, want %q", got, "re: hi")
+	}
+	other.SetReadDeadline(time.Now().Add(servicetest.HangGuard))
+	buf := make([]byte, 100)
+	if n, _, err := other.ReadFrom(buf); err != nil || string(buf[:n]) != "for other" {
+		t.Fatalf("other got %q, %v", buf[:n], err)
+	}
+}
+
+func TestServeWrapsReadErrors(t *testing.T) {
+	err := Serve(context.Background(), failingReadConn{servicetest.ListenUDP(t, "udp4")}, "svc", slog.New(slog.DiscardHandler),
+		func([]byte, net.Addr) ([]byte, net.Addr, bool) { return nil, nil, false })
+	if !errors.Is(err, errBroken) || !strings.HasPrefix(err.Error(), "svc: read: ") {
+		t.Fatalf("Serve returned %v", err)
+	}
+}
+
+var errBroken = errors.New("broken socket")
+
+// failingReadConn is a socket whose reads fail for good.
+type failingReadConn struct{ net.PacketConn }
+
+func (failingReadConn) ReadFrom([]byte) (int, net.Addr, error) { return 0, nil, errBroken }
