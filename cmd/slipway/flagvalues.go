@@ -1,10 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
-
-	"github.com/slipway-net/slipway/config"
 )
 
 // pflag.Value adapters for the config's types, so a bad value is reported
@@ -46,22 +45,25 @@ func (v prefixValue) Set(s string) error {
 }
 func (v prefixValue) Type() string { return "cidr" }
 
-type dnsServersValue struct {
-	p   *[]config.DNSServer
-	set bool
+// listValue is a repeatable flag of T's: the first use replaces the
+// values from the config file, later ones append.
+type listValue[T fmt.Stringer] struct {
+	p     *[]T
+	parse func(string) (T, error)
+	typ   string
+	set   bool
 }
 
-func (v *dnsServersValue) String() string {
+func (v *listValue[T]) String() string {
 	var out []string
-	for _, s := range *v.p {
-		out = append(out, s.String())
+	for _, x := range *v.p {
+		out = append(out, x.String())
 	}
 	return strings.Join(out, ",")
 }
 
-// Set appends; the first use replaces values from the config file.
-func (v *dnsServersValue) Set(s string) error {
-	d, err := config.ParseDNSServer(s)
+func (v *listValue[T]) Set(s string) error {
+	x, err := v.parse(s)
 	if err != nil {
 		return err
 	}
@@ -69,36 +71,7 @@ func (v *dnsServersValue) Set(s string) error {
 		*v.p = nil
 		v.set = true
 	}
-	*v.p = append(*v.p, d)
+	*v.p = append(*v.p, x)
 	return nil
 }
-func (v *dnsServersValue) Type() string { return "addr[:port]" }
-
-// publishValue appends --publish rules; the first use replaces rules from
-// the config file.
-type publishValue struct {
-	p   *[]config.PublishRule
-	set bool
-}
-
-func (v *publishValue) String() string {
-	var out []string
-	for _, r := range *v.p {
-		out = append(out, r.String())
-	}
-	return strings.Join(out, ",")
-}
-
-func (v *publishValue) Set(s string) error {
-	r, err := config.ParsePublish(s)
-	if err != nil {
-		return err
-	}
-	if !v.set {
-		*v.p = nil
-		v.set = true
-	}
-	*v.p = append(*v.p, r)
-	return nil
-}
-func (v *publishValue) Type() string { return "rule" }
+func (v *listValue[T]) Type() string { return v.typ }
