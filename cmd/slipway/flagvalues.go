@@ -9,41 +9,39 @@ import (
 // pflag.Value adapters for the config's types, so a bad value is reported
 // by the flag parser with the flag's name.
 
-type addrValue struct{ p *netip.Addr }
+// netipValue is a flag of a net/netip type; unset, it shows as "".
+type netipValue[T interface {
+	IsValid() bool
+	String() string
+}] struct {
+	p     *T
+	parse func(string) (T, error)
+	typ   string
+}
 
-func (v addrValue) String() string {
-	if !v.p.IsValid() {
+func addrValue(p *netip.Addr) netipValue[netip.Addr] {
+	return netipValue[netip.Addr]{p: p, parse: netip.ParseAddr, typ: "ip"}
+}
+
+func prefixValue(p *netip.Prefix) netipValue[netip.Prefix] {
+	return netipValue[netip.Prefix]{p: p, parse: netip.ParsePrefix, typ: "cidr"}
+}
+
+func (v netipValue[T]) String() string {
+	if !(*v.p).IsValid() {
 		return ""
 	}
-	return v.p.String()
+	return (*v.p).String()
 }
-func (v addrValue) Set(s string) error {
-	a, err := netip.ParseAddr(s)
+func (v netipValue[T]) Set(s string) error {
+	x, err := v.parse(s)
 	if err != nil {
 		return err
 	}
-	*v.p = a
+	*v.p = x
 	return nil
 }
-func (v addrValue) Type() string { return "ip" }
-
-type prefixValue struct{ p *netip.Prefix }
-
-func (v prefixValue) String() string {
-	if !v.p.IsValid() {
-		return ""
-	}
-	return v.p.String()
-}
-func (v prefixValue) Set(s string) error {
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return err
-	}
-	*v.p = p
-	return nil
-}
-func (v prefixValue) Type() string { return "cidr" }
+func (v netipValue[T]) Type() string { return v.typ }
 
 // listValue is a repeatable flag of T's: the first use replaces the
 // values from the config file, later ones append.
