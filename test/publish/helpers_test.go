@@ -235,3 +235,32 @@ func unixDialer(sock string) func(ctx context.Context, _, _ string) (net.Conn, e
 		return d.DialContext(ctx, "unix", sock)
 	}
 }
+
+// expectTCPPeer waits up to wait for the published TCP port 8080 to
+// answer a client from hostAddr:src, and checks that the guest saw the
+// client as that address.
+func expectTCPPeer(t *testing.T, ns string, src int, wait time.Duration) {
+	t.Helper()
+	var got string
+	waitFor(t, wait, "the published TCP port", func() (err error) {
+		got, err = tcpPeer(ns, hostAddr+":8080", src)
+		return err
+	})
+	if want := fmt.Sprintf("peer=%s:%d", hostAddr, src); got != want {
+		t.Errorf("guest saw the TCP client as %q, want %q", got, want)
+	}
+}
+
+// expectUDPPeers has a client from hostAddr:src for each of srcs send
+// payload-N to the published UDP port 5000, and checks that each gets its
+// own answer, naming its own address.
+func expectUDPPeers(t *testing.T, ns, payload string, srcs ...int) {
+	t.Helper()
+	for i, src := range srcs {
+		p := fmt.Sprintf("%s-%d", payload, i)
+		got, err := udpPeer(ns, hostAddr+":5000", src, p)
+		if want := fmt.Sprintf("peer=%s:%d %s", hostAddr, src, p); err != nil || got != want {
+			t.Errorf("UDP client %d: got %q, %v; want %q", src, got, err, want)
+		}
+	}
+}
