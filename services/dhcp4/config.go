@@ -113,10 +113,8 @@ func (cfg Config) validate() (Config, error) {
 			return cfg, fmt.Errorf("dhcp4: Domain: %w", err)
 		}
 	}
-	for _, s := range cfg.Search {
-		if err := dnsname.Check(s); err != nil {
-			return cfg, fmt.Errorf("dhcp4: Search: %w", err)
-		}
+	if err := cfgcheck.Names("Search", cfg.Search); err != nil {
+		return cfg, fmt.Errorf("dhcp4: %w", err)
 	}
 	if cfg.Hostname != "" {
 		if err := dnsname.Check(cfg.Hostname); err != nil {

@@ -85,15 +85,11 @@ func (cfg Config) validate() (Config, error) {
 	if len(cfg.DNS) > maxDNSServers {
 		return cfg, fmt.Errorf("dhcp6: %d DNS servers given, at most %d", len(cfg.DNS), maxDNSServers)
 	}
-	for _, a := range cfg.DNS {
-		if !cfgcheck.IsIPv6(a) || a.IsUnspecified() || a.IsMulticast() {
-			return cfg, fmt.Errorf("dhcp6: DNS server %v is not an IPv6 unicast address", a)
-		}
+	if err := cfgcheck.IPv6Unicast("DNS server", cfg.DNS); err != nil {
+		return cfg, fmt.Errorf("dhcp6: %w", err)
 	}
-	for _, s := range cfg.Search {
-		if err := dnsname.Check(s); err != nil {
-			return cfg, fmt.Errorf("dhcp6: Search: %w", err)
-		}
+	if err := cfgcheck.Names("Search", cfg.Search); err != nil {
+		return cfg, fmt.Errorf("dhcp6: %w", err)
 	}
 	if n := len(dnsname.Encode(cfg.Search)); n > maxSearchBytes {
 		return cfg, fmt.Errorf("dhcp6: Search list takes %d bytes, at most %d", n, maxSearchBytes)

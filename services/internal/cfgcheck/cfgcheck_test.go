@@ -2,6 +2,7 @@ package cfgcheck
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -29,5 +30,24 @@ func TestIsIPv6(t *testing.T) {
 	}
 	if IsIPv6(netip.Addr{}) {
 		t.Error("the zero Addr is IPv6")
+	}
+}
+
+func TestIPv6UnicastAndNames(t *testing.T) {
+	good := []netip.Addr{netip.MustParseAddr("fd00::3"), netip.MustParseAddr("2001:db8::1")}
+	if err := IPv6Unicast("DNS server", good); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"::", "ff02::1", "10.0.2.3", "fe80::1%eth0"} {
+		err := IPv6Unicast("DNS server", append(good, netip.MustParseAddr(a)))
+		if want := "DNS server " + a + " is not an IPv6 unicast address"; err == nil || err.Error() != want {
+			t.Errorf("%s: %v, want %q", a, err, want)
+		}
+	}
+	if err := Names("Search", []string{"example.org", "a.example.org"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Names("Search", []string{"example.org", "a..b"}); err == nil || !strings.HasPrefix(err.Error(), "Search: ") {
+		t.Fatalf("bad name: %v", err)
 	}
 }
