@@ -208,11 +208,11 @@ func CheckServeLoop(t *testing.T, network string, serve ServeFunc, msg func(i in
 	t.Run("closed", func(t *testing.T) { ReturnsWhenClosed(t, network, serve) })
 }
 
-// Counted calls handle with one message and checks that the service's
+// counted calls handle with one message and checks that the service's
 // counters, as counts reports them, moved as the services' Stats say:
 // Received by one, and Replied by one exactly when handle replied. It
 // returns what handle did.
-func Counted(t testing.TB, counts func() (received, replied uint64), handle func() (replied bool)) bool {
+func counted(t testing.TB, counts func() (received, replied uint64), handle func() (replied bool)) bool {
 	t.Helper()
 	rec0, rep0 := counts()
 	ok := handle()
@@ -234,12 +234,12 @@ func Counted(t testing.TB, counts func() (received, replied uint64), handle func
 // exercises the state earlier inputs built up. handle passes one message
 // to the service and checks the reply, if any, reporting whether there
 // was one; for each input (the seeds first), the counters must move as
-// Counted says.
+// counted says.
 func FuzzHandle(f *testing.F, seeds [][]byte, counts func() (received, replied uint64), handle func(t *testing.T, msg []byte) (replied bool)) {
 	for _, s := range seeds {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		Counted(t, counts, func() bool { return handle(t, msg) })
+		counted(t, counts, func() bool { return handle(t, msg) })
 	})
 }
