@@ -100,11 +100,7 @@ func (s *Server) addForward(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	fw, err := s.n.Publish(rule)
-	if err != nil {
-		writeError(w, statusOf(err), err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, fw)
+	writeResult(w, http.StatusCreated, fw, err)
 }
 
 func (s *Server) removeForward(w http.ResponseWriter, r *http.Request) {
@@ -114,11 +110,7 @@ func (s *Server) removeForward(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fw, err := s.n.Unpublish(id)
-	if err != nil {
-		writeError(w, statusOf(err), err)
-		return
-	}
-	writeJSON(w, http.StatusOK, fw)
+	writeResult(w, http.StatusOK, fw, err)
 }
 
 // events streams the network's events as JSON lines until the client
@@ -221,4 +213,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeError(w http.ResponseWriter, status int, err error) {
 	writeJSON(w, status, ErrorResponse{Error: err.Error()})
+}
+
+// writeResult answers with what the network did: v with status, or err
+// with the status statusOf gives it.
+func writeResult(w http.ResponseWriter, status int, v any, err error) {
+	if err != nil {
+		writeError(w, statusOf(err), err)
+		return
+	}
+	writeJSON(w, status, v)
 }

@@ -135,23 +135,15 @@ statistics. Output is a table, or the API's JSON with -o json.`,
 				added = append(added, fw)
 			}
 			if len(added) > 0 {
-				if err := o.print(cmd, added, func(w io.Writer) { printForwards(w, added) }); err != nil {
+				if err := o.print(cmd, added, func(w io.Writer) { forwardTable().write(w, added) }); err != nil {
 					return err
 				}
 			}
 			return failed
 		},
 	})
-	forward.AddCommand(&cobra.Command{
-		Use:     "ls",
-		Aliases: []string{"list"},
-		Short:   "List published ports",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var fws []publish.Forward
-			return o.call(cmd, http.MethodGet, "/v1/forwards", nil, &fws, func(w io.Writer) { printForwards(w, fws) })
-		},
-	})
+	forward.AddCommand(listCmd(&o, &cobra.Command{Use: "ls", Aliases: []string{"list"}, Short: "List published ports"},
+		"/v1/forwards", forwardTable()))
 	forward.AddCommand(&cobra.Command{
 		Use:     "rm ID...",
 		Aliases: []string{"remove"},
@@ -166,7 +158,7 @@ statistics. Output is a table, or the API's JSON with -o json.`,
 			for _, a := range args {
 				var fw publish.Forward
 				err := o.call(cmd, http.MethodDelete, "/v1/forwards/"+a, nil, &fw, func(w io.Writer) {
-					printForwards(w, []publish.Forward{fw})
+					forwardTable().write(w, []publish.Forward{fw})
 				})
 				if err != nil {
 					return err // it names the forward
@@ -177,60 +169,9 @@ statistics. Output is a table, or the API's JSON with -o json.`,
 	})
 	cmd.AddCommand(forward)
 
-	cmd.AddCommand(&cobra.Command{
-		Use: "leases", Short: "List DHCP leases", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var ls []network.LeaseInfo
-			return o.call(cmd, http.MethodGet, "/v1/leases", nil, &ls, func(w io.Writer) {
-				fmt.Fprintln(w, "ADDRESS\tCLIENT\tHOSTNAME\tEXPIRES\tSTATIC")
-				for _, l := range ls {
-					exp := "never"
-					if !l.Static {
-						exp = l.Expires.Local().Format(time.DateTime)
-					}
-					client := l.MAC
-					if client == "" {
-						client = fmt.Sprintf("duid %s iaid %d", l.DUID, l.IAID)
-					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\n", l.Addr, client, dash(l.Hostname), exp, l.Static)
-				}
-			})
-		},
-	})
-	cmd.AddCommand(&cobra.Command{
-		Use: "links", Short: "List guest links and their counters", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var ls []control.Link
-			return o.call(cmd, http.MethodGet, "/v1/links", nil, &ls, func(w io.Writer) {
-				fmt.Fprintln(w, "PORT\tLINK\tUP SINCE\tRX FRAMES\tRX BYTES\tTX FRAMES\tTX BYTES\tDROPS")
-				for _, l := range ls {
-					var drops uint64
-					for _, v := range l.Drops {
-						drops += v
-					}
-					fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\n", l.Port, l.Name, l.Since.Local().Format(time.DateTime),
-						l.RxFrames, l.RxBytes, l.TxFrames, l.TxBytes, drops)
-				}
-			})
-		},
-	})
-	cmd.AddCommand(&cobra.Command{
-		Use: "flows", Short: "List flows between guests and the host", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var fs []control.Flow
-			return o.call(cmd, http.MethodGet, "/v1/flows", nil, &fs, func(w io.Writer) {
-				fmt.Fprintln(w, "ID\tPROTO\tDIRECTION\tGUEST\tREMOTE\tHOST\tSTATE\tTO HOST\tTO GUEST\tAGE")
-				for _, f := range fs {
-					dir := f.Direction
-					if f.Forward != 0 {
-						dir = fmt.Sprintf("%s(%d)", dir, f.Forward)
-					}
-					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", f.ID, f.Proto, dir, f.Guest, f.Remote, f.Host,
-						f.State, f.ToHostBytes, f.ToGuestBytes, time.Duration(f.AgeSeconds*float64(time.Second)).Round(time.Second))
-				}
-			})
-		},
-	})
+	cmd.AddCommand(listCmd(&o, &cobra.Command{Use: "leases", Short: "List DHCP leases"}, "/v1/leases", leaseTable()))
+	cmd.AddCommand(listCmd(&o, &cobra.Command{Use: "links", Short: "List guest links and their counters"}, "/v1/links", linkTable()))
+	cmd.AddCommand(listCmd(&o, &cobra.Command{Use: "flows", Short: "List flows between guests and the host"}, "/v1/flows", flowTable()))
 	cmd.AddCommand(&cobra.Command{
 		Use: "stats", Short: "Show the network's statistics", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -241,11 +182,93 @@ statistics. Output is a table, or the API's JSON with -o json.`,
 	return cmd
 }
 
-func printForwards(w io.Writer, fws []publish.Forward) {
-	fmt.Fprintln(w, "ID\tPROTO\tHOST\tGUEST\tCONNECTIONS")
-	for _, f := range fws {
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\n", f.ID, f.Proto, endpoints(f.HostAddr.String(), f.HostPort, f.HostPorts()),
-			endpoints(f.GuestAddr.String(), f.GuestPort, f.GuestPorts()), f.Connections)
+// listCmd completes cmd into a subcommand that gets the list at path
+// and prints it as tb.
+func listCmd[T any](o *ctlOptions, cmd *cobra.Command, path string, tb table[T]) *cobra.Command {
+	cmd.Args = cobra.NoArgs
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		var rows []T
+		return o.call(cmd, http.MethodGet, path, nil, &rows, func(w io.Writer) { tb.write(w, rows) })
+	}
+	return cmd
+}
+
+// table is how ctl prints a list of T: a header, and the cells of a row.
+type table[T any] struct {
+	header []any
+	row    func(T) []any
+}
+
+func (tb table[T]) write(w io.Writer, rows []T) {
+	writeRow(w, tb.header...)
+	for _, r := range rows {
+		writeRow(w, tb.row(r)...)
+	}
+}
+
+// writeRow writes one line of a table, cells as %v, separated by tabs for
+// the tabwriter print puts under every table to line them up.
+func writeRow(w io.Writer, cells ...any) {
+	for i, c := range cells {
+		if i > 0 {
+			io.WriteString(w, "\t")
+		}
+		fmt.Fprint(w, c)
+	}
+	io.WriteString(w, "\n")
+}
+
+func forwardTable() table[publish.Forward] {
+	return table[publish.Forward]{
+		header: []any{"ID", "PROTO", "HOST", "GUEST", "CONNECTIONS"},
+		row: func(f publish.Forward) []any {
+			return []any{f.ID, f.Proto, endpoints(f.HostAddr.String(), f.HostPort, f.HostPorts()),
+				endpoints(f.GuestAddr.String(), f.GuestPort, f.GuestPorts()), f.Connections}
+		},
+	}
+}
+
+func leaseTable() table[network.LeaseInfo] {
+	return table[network.LeaseInfo]{
+		header: []any{"ADDRESS", "CLIENT", "HOSTNAME", "EXPIRES", "STATIC"},
+		row: func(l network.LeaseInfo) []any {
+			exp := "never"
+			if !l.Static {
+				exp = l.Expires.Local().Format(time.DateTime)
+			}
+			client := l.MAC
+			if client == "" {
+				client = fmt.Sprintf("duid %s iaid %d", l.DUID, l.IAID)
+			}
+			return []any{l.Addr, client, dash(l.Hostname), exp, l.Static}
+		},
+	}
+}
+
+func linkTable() table[control.Link] {
+	return table[control.Link]{
+		header: []any{"PORT", "LINK", "UP SINCE", "RX FRAMES", "RX BYTES", "TX FRAMES", "TX BYTES", "DROPS"},
+		row: func(l control.Link) []any {
+			var drops uint64
+			for _, v := range l.Drops {
+				drops += v
+			}
+			return []any{l.Port, l.Name, l.Since.Local().Format(time.DateTime), l.RxFrames, l.RxBytes, l.TxFrames, l.TxBytes, drops}
+		},
+	}
+}
+
+func flowTable() table[control.Flow] {
+	return table[control.Flow]{
+		header: []any{"ID", "PROTO", "DIRECTION", "GUEST", "REMOTE", "HOST", "STATE", "TO HOST", "TO GUEST", "AGE"},
+		row: func(f control.Flow) []any {
+			dir := f.Direction
+			if f.Forward != 0 {
+				dir = fmt.Sprintf("%s(%d)", dir, f.Forward)
+			}
+			return []any{f.ID, f.Proto, dir, f.Guest, f.Remote, f.Host, f.State, f.ToHostBytes, f.ToGuestBytes,
+				time.Duration(f.AgeSeconds * float64(time.Second)).Round(time.Second)}
+		},
 	}
 }
 
@@ -262,7 +285,7 @@ func endpoints(addr string, port uint16, n int) string {
 }
 
 func printStats(w io.Writer, st control.Stats) {
-	row := func(k string, v any) { fmt.Fprintf(w, "%s\t%v\n", k, v) }
+	row := func(k string, v any) { writeRow(w, k, v) }
 	row("uptime", time.Duration(st.UptimeSeconds*float64(time.Second)).Round(time.Second))
 	row("links", st.Links)
 	row("flows", fmt.Sprintf("%d (tcp %d, udp %d, published %d) of at most %d", st.Flows.Total, st.Flows.TCP, st.Flows.UDP, st.Flows.Published, st.Flows.Max))

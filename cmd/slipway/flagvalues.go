@@ -1,67 +1,67 @@
 package main
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
-
-	"github.com/slipway-net/slipway/config"
 )
 
 // pflag.Value adapters for the config's types, so a bad value is reported
 // by the flag parser with the flag's name.
 
-type addrValue struct{ p *netip.Addr }
+// netipValue is a flag of a net/netip type; unset, it shows as "".
+type netipValue[T interface {
+	IsValid() bool
+	String() string
+}] struct {
+	p     *T
+	parse func(string) (T, error)
+	typ   string
+}
 
-func (v addrValue) String() string {
-	if !v.p.IsValid() {
+func addrValue(p *netip.Addr) netipValue[netip.Addr] {
+	return netipValue[netip.Addr]{p: p, parse: netip.ParseAddr, typ: "ip"}
+}
+
+func prefixValue(p *netip.Prefix) netipValue[netip.Prefix] {
+	return netipValue[netip.Prefix]{p: p, parse: netip.ParsePrefix, typ: "cidr"}
+}
+
+func (v netipValue[T]) String() string {
+	if !(*v.p).IsValid() {
 		return ""
 	}
-	return v.p.String()
+	return (*v.p).String()
 }
-func (v addrValue) Set(s string) error {
-	a, err := netip.ParseAddr(s)
+func (v netipValue[T]) Set(s string) error {
+	x, err := v.parse(s)
 	if err != nil {
 		return err
 	}
-	*v.p = a
+	*v.p = x
 	return nil
 }
-func (v addrValue) Type() string { return "ip" }
+func (v netipValue[T]) Type() string { return v.typ }
 
-type prefixValue struct{ p *netip.Prefix }
-
-func (v prefixValue) String() string {
-	if !v.p.IsValid() {
-		return ""
-	}
-	return v.p.String()
-}
-func (v prefixValue) Set(s string) error {
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return err
-	}
-	*v.p = p
-	return nil
-}
-func (v prefixValue) Type() string { return "cidr" }
-
-type dnsServersValue struct {
-	p   *[]config.DNSServer
-	set bool
+// listValue is a repeatable flag of T's: the first use replaces the
+// values from the config file, later ones append.
+type listValue[T fmt.Stringer] struct {
+	p     *[]T
+	parse func(string) (T, error)
+	typ   string
+	set   bool
 }
 
-func (v *dnsServersValue) String() string {
+func (v *listValue[T]) String() string {
 	var out []string
-	for _, s := range *v.p {
-		out = append(out, s.String())
+	for _, x := range *v.p {
+		out = append(out, x.String())
 	}
 	return strings.Join(out, ",")
 }
 
-// Set appends; the first use replaces values from the config file.
-func (v *dnsServersValue) Set(s string) error {
-	d, err := config.ParseDNSServer(s)
+func (v *listValue[T]) Set(s string) error {
+	x, err := v.parse(s)
 	if err != nil {
 		return err
 	}
@@ -69,36 +69,7 @@ func (v *dnsServersValue) Set(s string) error {
 		*v.p = nil
 		v.set = true
 	}
-	*v.p = append(*v.p, d)
+	*v.p = append(*v.p, x)
 	return nil
 }
-func (v *dnsServersValue) Type() string { return "addr[:port]" }
-
-// publishValue appends --publish rules; the first use replaces rules from
-// the config file.
-type publishValue struct {
-	p   *[]config.PublishRule
-	set bool
-}
-
-func (v *publishValue) String() string {
-	var out []string
-	for _, r := range *v.p {
-		out = append(out, r.String())
-	}
-	return strings.Join(out, ",")
-}
-
-func (v *publishValue) Set(s string) error {
-	r, err := config.ParsePublish(s)
-	if err != nil {
-		return err
-	}
-	if !v.set {
-		*v.p = nil
-		v.set = true
-	}
-	*v.p = append(*v.p, r)
-	return nil
-}
-func (v *publishValue) Type() string { return "rule" }
+func (v *listValue[T]) Type() string { return v.typ }

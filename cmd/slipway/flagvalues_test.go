@@ -6,9 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/spf13/pflag"
-
 	"github.com/slipway-net/slipway/config"
+	"github.com/spf13/pflag"
 )
 
 // parseNetFlags parses args with the flags run and serve share.
@@ -91,48 +90,47 @@ func TestNetFlagsRejectBadValues(t *testing.T) {
 	}
 }
 
-// setAll sets every value on v in turn, as repeated flags do, and returns
-// how v prints then.
-func setAll(t *testing.T, v pflag.Value, values ...string) string {
-	t.Helper()
-	for _, s := range values {
-		if err := v.Set(s); err != nil {
-			t.Fatalf("%s: %v", s, err)
-		}
+func TestListFlagReplacesConfigThenAppends(t *testing.T) {
+	fromFile, err := config.ParsePublish("8080:80")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return v.String()
-}
-
-// The list flags' first use replaces what was there (the config file's
-// values); later uses append.
-func TestListFlagsReplaceThenAppend(t *testing.T) {
-	ups := []config.DNSServer{{AddrPort: netip.MustParseAddrPort("1.1.1.1:53")}}
-	if got, want := setAll(t, &dnsServersValue{p: &ups}, "9.9.9.9", "192.0.2.1:5300"), "9.9.9.9:53,192.0.2.1:5300"; got != want {
-		t.Errorf("--dns-upstream twice over a file's list: %q, want %q", got, want)
+	rules := []config.PublishRule{fromFile}
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	fs.Var(&listValue[config.PublishRule]{p: &rules, parse: config.ParsePublish, typ: "rule"}, "publish", "")
+	if err := fs.Parse([]string{"--publish", "2222:22", "--publish", "5000:5000/udp"}); err != nil {
+		t.Fatal(err)
 	}
-	rules := []config.PublishRule{{Proto: "tcp", HostPort: 1, GuestPort: 1}}
-	pv := &publishValue{p: &rules}
-	if got, want := setAll(t, pv, "8080:80", "[::1]:5353:53/udp"), "8080:80/tcp,[::1]:5353:53/udp"; got != want {
-		t.Errorf("--publish twice over a file's rules: %q, want %q", got, want)
+	if len(rules) != 2 || rules[0].HostPort != 2222 || rules[1].Proto != "udp" {
+		t.Fatalf("rules %v, want the two from the flags only", rules)
 	}
-	// A bad value changes nothing.
-	if err := pv.Set("nope"); err == nil || len(rules) != 2 {
-		t.Errorf("bad --publish: err %v, rules %v", err, rules)
+	if got, want := fs.Lookup("publish").Value.String(), rules[0].String()+","+rules[1].String(); got != want {
+		t.Fatalf("String() = %q, want %q", got, want)
+	}
+	if err := fs.Parse([]string{"--publish", "nonsense"}); err == nil {
+		t.Fatal("a bad rule was accepted")
 	}
 }
 
-// Unset address flags print as empty, so --help shows no bogus default.
-func TestAddrFlagsUnsetPrintEmpty(t *testing.T) {
+func TestNetipFlags(t *testing.T) {
 	var a netip.Addr
 	var p netip.Prefix
-	if s := (addrValue{&a}).String(); s != "" {
-		t.Errorf("unset address prints %q", s)
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	fs.Var(addrValue(&a), "gateway", "")
+	fs.Var(prefixValue(&p), "cidr", "")
+	if got := fs.Lookup("gateway").Value.String() + fs.Lookup("cidr").Value.String(); got != "" {
+		t.Fatalf("unset flags show %q", got)
 	}
-	if s := (prefixValue{&p}).String(); s != "" {
-		t.Errorf("unset prefix prints %q", s)
+	if err := fs.Parse([]string{"--gateway", "10.0.3.2", "--cidr", "10.0.3.0/24"}); err != nil {
+		t.Fatal(err)
 	}
-	a = netip.MustParseAddr("fd00::3")
-	if s := (addrValue{&a}).String(); s != "fd00::3" {
-		t.Errorf("address prints %q", s)
+	if a != netip.MustParseAddr("10.0.3.2") || p != netip.MustParsePrefix("10.0.3.0/24") || fs.Lookup("cidr").Value.String() != "10.0.3.0/24" {
+		t.Fatalf("got %v and %v", a, p)
+	}
+	if fs.Lookup("gateway").Value.Type() != "ip" || fs.Lookup("cidr").Value.Type() != "cidr" {
+		t.Fatal("type names changed")
+	}
+	if err := fs.Parse([]string{"--cidr", "10.0.3.1"}); err == nil {
+		t.Fatal("an address was accepted as a prefix")
 	}
 }

@@ -1,7 +1,6 @@
 package nsrun
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -50,39 +49,29 @@ func SameUserNS(path string) bool {
 // the work is done by this binary re-executed under nsenter(1), which
 // joins the namespaces before exec and hands the TAP fd back over a socket.
 func Attach(spec AttachSpec) (*tap.Link, error) {
-	blob, err := json.Marshal(spec)
-	if err != nil {
-		return nil, err
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("find own executable: %w", err)
-	}
 	nsenter, err := exec.LookPath("nsenter")
 	if err != nil {
 		return nil, fmt.Errorf("attaching to a namespace needs nsenter (util-linux): %w", err)
 	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	h, err := newHelper(attachEnv, spec, "attach-ctl")
 	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
+		return nil, err
 	}
-	parent, child := os.NewFile(uintptr(fds[0]), "attach-ctl"), os.NewFile(uintptr(fds[1]), "attach-ctl-child")
-	defer parent.Close()
+	defer h.parent.Close()
 	args := []string{"--net=" + spec.NetNS}
 	if spec.UserNS != "" {
 		args = append([]string{"--user=" + spec.UserNS, "--preserve-credentials"}, args...)
 	}
-	cmd := exec.Command(nsenter, append(args, "--", self)...)
-	cmd.Env = append(os.Environ(), attachEnv+"="+string(blob))
+	cmd := exec.Command(nsenter, append(args, "--", h.self)...)
+	h.pass(cmd)
 	cmd.Stderr = os.Stderr
-	cmd.ExtraFiles = []*os.File{child}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		child.Close()
+	err = cmd.Start()
+	h.child.Close()
+	if err != nil {
 		return nil, fmt.Errorf("start nsenter: %w", err)
 	}
-	child.Close()
-	fd, name, rerr := recvTAP(parent)
+	l, rerr := recvLink(h.parent)
 	werr := cmd.Wait()
 	if rerr != nil {
 		if werr != nil {
@@ -90,18 +79,15 @@ func Attach(spec AttachSpec) (*tap.Link, error) {
 		}
 		return nil, fmt.Errorf("entering %s: %w", spec.NetNS, rerr)
 	}
-	return tap.FromFD(fd, name, true)
+	return l, nil
 }
 
 // AttachMain is the attach helper, running inside the namespaces: it
 // creates (and maybe configures) the TAP, sends its fd to the parent and
 // exits.
 func AttachMain() {
-	ctl := os.NewFile(ctlFD, "attach-ctl")
 	var spec AttachSpec
-	if err := json.Unmarshal([]byte(os.Getenv(attachEnv)), &spec); err != nil {
-		fail(ctl, fmt.Errorf("bad spec: %w", err))
-	}
+	ctl := helperSpec(attachEnv, "attach-ctl", &spec)
 	t, err := tap.Create(spec.IfName, true)
 	if errors.Is(err, unix.EBUSY) {
 		fail(ctl, fmt.Errorf("%w (is another slirp4netns or slipway serving %s?)", err, spec.IfName))
@@ -114,8 +100,6 @@ func AttachMain() {
 			fail(ctl, err)
 		}
 	}
-	if err := unix.Sendmsg(ctlFD, []byte(spec.IfName), unix.UnixRights(int(t.File().Fd())), nil, 0); err != nil {
-		fail(ctl, fmt.Errorf("send TAP fd: %w", err))
-	}
+	sendTAP(ctl, spec.IfName, int(t.File().Fd()))
 	os.Exit(0)
 }

@@ -63,26 +63,17 @@ func Start(spec Spec) (*Child, error) {
 	if _, err := exec.LookPath(spec.Command[0]); err != nil {
 		return nil, fmt.Errorf("command %q: %w", spec.Command[0], err)
 	}
-	blob, err := json.Marshal(spec)
+	h, err := newHelper(childEnv, spec, "nsrun-ctl")
 	if err != nil {
 		return nil, err
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("find own executable: %w", err)
-	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
-	}
-	parent, child := os.NewFile(uintptr(fds[0]), "nsrun-ctl"), os.NewFile(uintptr(fds[1]), "nsrun-ctl-child")
-	defer child.Close()
+	parent := h.parent
+	defer h.child.Close()
 
-	cmd := exec.Command(self)
+	cmd := exec.Command(h.self)
 	cmd.Args = []string{"slipway-nsinit"}
-	cmd.Env = append(os.Environ(), childEnv+"="+string(blob))
+	h.pass(cmd)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.ExtraFiles = []*os.File{child}
 	attr := &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWNS,
 		// If slipway dies the command goes with it.
@@ -102,16 +93,9 @@ func Start(spec Spec) (*Child, error) {
 		return nil, fmt.Errorf("start namespace: %w", err)
 	}
 	c := &Child{cmd: cmd, ctl: parent}
-	fd, name, err := recvTAP(parent)
-	if err != nil {
+	if c.Link, err = recvLink(parent); err != nil {
 		c.kill()
 		return nil, fmt.Errorf("namespace setup: %w", err)
-	}
-	c.Link, err = tap.FromFD(fd, name, true)
-	if err != nil {
-		unix.Close(fd)
-		c.kill()
-		return nil, err
 	}
 	return c, nil
 }
@@ -148,7 +132,22 @@ func (c *Child) Wait() (int, error) {
 	return st.ExitCode(), nil
 }
 
-// recvTAP reads the init's report: the TAP fd and its name, or an error.
+// recvLink reads a helper's report, the TAP fd and its name or an error,
+// and makes the link of it.
+func recvLink(ctl *os.File) (*tap.Link, error) {
+	fd, name, err := recvTAP(ctl)
+	if err != nil {
+		return nil, err
+	}
+	l, err := tap.FromFD(fd, name, true)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return l, nil
+}
+
+// recvTAP reads a helper's report: the TAP fd and its name, or an error.
 func recvTAP(ctl *os.File) (int, string, error) {
 	buf := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(4))
@@ -177,20 +176,15 @@ func recvTAP(ctl *os.File) (int, string, error) {
 // ChildMain is the re-executed init. It never returns: it execs the
 // command or exits 125 after reporting what failed to the parent.
 func ChildMain() {
-	ctl := os.NewFile(ctlFD, "nsrun-ctl")
 	var spec Spec
-	if err := json.Unmarshal([]byte(os.Getenv(childEnv)), &spec); err != nil {
-		fail(ctl, fmt.Errorf("bad spec: %w", err))
-	}
+	ctl := helperSpec(childEnv, "nsrun-ctl", &spec)
 	os.Unsetenv(childEnv)
 	runtime.LockOSThread()
 	fd, err := setup(spec)
 	if err != nil {
 		fail(ctl, err)
 	}
-	if err := unix.Sendmsg(ctlFD, []byte(spec.IfName), unix.UnixRights(fd), nil, 0); err != nil {
-		fail(ctl, fmt.Errorf("send TAP fd: %w", err))
-	}
+	sendTAP(ctl, spec.IfName, fd)
 	unix.Close(fd)
 	var b [1]byte
 	if n, _ := ctl.Read(b[:]); n != 1 {
@@ -210,6 +204,66 @@ func ChildMain() {
 	os.Exit(126)
 }
 
+// newHelper prepares to re-execute this binary as a helper that reads
+// spec (as JSON) from its environment variable env and reports over a
+// control socket, named name in fd listings.
+func newHelper(env string, spec any, name string) (*helper, error) {
+	blob, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own executable: %w", err)
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	return &helper{
+		self:   self,
+		env:    env + "=" + string(blob),
+		parent: os.NewFile(uintptr(fds[0]), name),
+		child:  os.NewFile(uintptr(fds[1]), name+"-child"),
+	}, nil
+}
+
+// helper is a re-execution of this binary to do namespace work, and the
+// control socket to it.
+type helper struct {
+	self string // this binary
+	env  string // the spec, as NAME=JSON
+	// parent is our end of the control socket; child the helper's, which
+	// it finds as ctlFD.
+	parent, child *os.File
+}
+
+// pass gives cmd, which runs the helper, its spec and control socket.
+func (h *helper) pass(cmd *exec.Cmd) {
+	cmd.Env = append(os.Environ(), h.env)
+	cmd.ExtraFiles = []*os.File{h.child}
+}
+
+// helperSpec is the helper's side of newHelper: it decodes the spec from
+// env into spec and returns the control socket, or reports failure and
+// exits.
+func helperSpec(env, name string, spec any) *os.File {
+	ctl := os.NewFile(ctlFD, name)
+	if err := json.Unmarshal([]byte(os.Getenv(env)), spec); err != nil {
+		fail(ctl, fmt.Errorf("bad spec: %w", err))
+	}
+	return ctl
+}
+
+// sendTAP reports success to the parent: the TAP's name and fd. On failure
+// it reports that and exits.
+func sendTAP(ctl *os.File, name string, fd int) {
+	if err := unix.Sendmsg(int(ctl.Fd()), []byte(name), unix.UnixRights(fd), nil, 0); err != nil {
+		fail(ctl, fmt.Errorf("send TAP fd: %w", err))
+	}
+}
+
+// fail reports err to the parent and exits 125.
 func fail(ctl *os.File, err error) {
 	unix.Sendmsg(int(ctl.Fd()), []byte(err.Error()), nil, nil, 0)
 	fmt.Fprintf(os.Stderr, "slipway: namespace setup: %v\n", err)

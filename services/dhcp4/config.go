@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/slipway-net/slipway/services/internal/cfgcheck"
 	"github.com/slipway-net/slipway/services/internal/dnsname"
 )
 
@@ -90,17 +91,14 @@ func (cfg Config) validate() (Config, error) {
 			return cfg, fmt.Errorf("dhcp4: Reserved address %v is not an IPv4 address", a)
 		}
 	}
-	switch {
-	case cfg.MaxLeases < 0:
-		return cfg, fmt.Errorf("dhcp4: MaxLeases %d is negative", cfg.MaxLeases)
-	case cfg.MaxLeases == 0:
-		cfg.MaxLeases = defaultMaxLeases
+	var err error
+	if cfg.MaxLeases, err = cfgcheck.OrDefault("MaxLeases", cfg.MaxLeases, defaultMaxLeases); err != nil {
+		return cfg, fmt.Errorf("dhcp4: %w", err)
+	}
+	if cfg.LeaseTime, err = cfgcheck.OrDefault("LeaseTime", cfg.LeaseTime, defaultLeaseTime); err != nil {
+		return cfg, fmt.Errorf("dhcp4: %w", err)
 	}
 	switch {
-	case cfg.LeaseTime < 0:
-		return cfg, fmt.Errorf("dhcp4: LeaseTime %v is negative", cfg.LeaseTime)
-	case cfg.LeaseTime == 0:
-		cfg.LeaseTime = defaultLeaseTime
 	case cfg.LeaseTime < time.Second:
 		return cfg, fmt.Errorf("dhcp4: LeaseTime %v is shorter than one second", cfg.LeaseTime)
 	case cfg.LeaseTime/time.Second > maxLeaseSeconds:
@@ -115,10 +113,8 @@ func (cfg Config) validate() (Config, error) {
 			return cfg, fmt.Errorf("dhcp4: Domain: %w", err)
 		}
 	}
-	for _, s := range cfg.Search {
-		if err := dnsname.Check(s); err != nil {
-			return cfg, fmt.Errorf("dhcp4: Search: %w", err)
-		}
+	if err := cfgcheck.Names("Search", cfg.Search); err != nil {
+		return cfg, fmt.Errorf("dhcp4: %w", err)
 	}
 	if cfg.Hostname != "" {
 		if err := dnsname.Check(cfg.Hostname); err != nil {

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/slipway-net/slipway/services/internal/servicetest"
 )
 
 // FuzzHandle feeds arbitrary datagrams to one long-lived server, so that
@@ -13,7 +15,8 @@ import (
 // reply, and that the counters add up.
 func FuzzHandle(f *testing.F) {
 	m := mac(1)
-	seeds := []req{
+	var seeds [][]byte
+	for _, r := range []req{
 		{mtype: msgDiscover, mac: m, xid: 1, opts: []opt{withPRL(1, 3, 6, 12, 15, 26, 28, 119), {optHostname, []byte("guest")}}},
 		{mtype: msgRequest, mac: m, xid: 2, opts: []opt{withServerID(gw), withRequested(first)}},
 		{mtype: msgRequest, mac: m, xid: 3, ciaddr: first},
@@ -22,14 +25,12 @@ func FuzzHandle(f *testing.F) {
 		{mtype: msgDecline, mac: m, xid: 6, opts: []opt{withServerID(gw), withRequested(first)}},
 		{mtype: msgInform, mac: m, xid: 7, ciaddr: netip.MustParseAddr("10.0.2.99")},
 		{mtype: msgDiscover, mac: m, xid: 8, opts: []opt{{optOverload, []byte{3}}, {optMaxMessageSize, []byte{0xff, 0xff}}}},
+	} {
+		seeds = append(seeds, r.build())
 	}
-	for _, s := range seeds {
-		f.Add(s.build())
-	}
-	f.Add([]byte{})
-	f.Add(make([]byte, fixedLen+cookieLen))
+	seeds = append(seeds, []byte{}, make([]byte, fixedLen+cookieLen))
 
-	s, err := New(Config{
+	s := servicetest.Build(f, Config{
 		ServerIP:   gw,
 		Subnet:     netip.MustParsePrefix("10.0.2.0/28"), // small, so the pool fills up
 		Router:     gw,
@@ -40,24 +41,14 @@ func FuzzHandle(f *testing.F) {
 		Domain:     "example.org",
 		Search:     []string{"a.example.org", "example.org"},
 		Hostname:   "guest",
-		Now:        (&clock{t: time.Unix(1e9, 0)}).now,
-	}, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
+		Now:        (&servicetest.Clock{T: time.Unix(1e9, 0)}).Now,
+	}, nil, servicetest.NoLog(New))
 
-	f.Fuzz(func(t *testing.T, msg []byte) {
-		before := s.Stats()
+	counts := func() (uint64, uint64) { st := s.Stats(); return st.Received, st.Replied }
+	servicetest.FuzzHandle(f, seeds, counts, func(t *testing.T, msg []byte) bool {
 		reply, dst, ok := s.Handle(msg)
-		after := s.Stats()
-		if after.Received != before.Received+1 {
-			t.Fatalf("received went from %d to %d", before.Received, after.Received)
-		}
 		if !ok {
-			return
-		}
-		if after.Replied != before.Replied+1 {
-			t.Fatalf("replied went from %d to %d", before.Replied, after.Replied)
+			return false
 		}
 		if dst.Port() != clientPort || !dst.Addr().Is4() {
 			t.Fatalf("reply to %v", dst)
@@ -84,5 +75,6 @@ func FuzzHandle(f *testing.F) {
 		if n := len(s.Leases()); n > 4 {
 			t.Fatalf("%d leases, bound is 4", n)
 		}
+		return true
 	})
 }

@@ -5,14 +5,9 @@ import (
 	"net"
 	"net/netip"
 	"testing"
-	"time"
+
+	"github.com/slipway-net/slipway/services/internal/servicetest"
 )
-
-// clock is a settable time source for lease expiry tests.
-type clock struct{ t time.Time }
-
-func (c *clock) now() time.Time          { return c.t }
-func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
 
 var (
 	gw     = netip.MustParseAddr("10.0.2.2")
@@ -21,29 +16,21 @@ var (
 	second = netip.MustParseAddr("10.0.2.16")
 )
 
-func testConfig(c *clock) Config {
+func testConfig(c *servicetest.Clock) Config {
 	return Config{
 		ServerIP:   gw,
 		Subnet:     netip.MustParsePrefix("10.0.2.0/24"),
 		Router:     gw,
 		DNS:        []netip.Addr{dns3},
 		RangeStart: first,
-		Now:        c.now,
+		Now:        c.Now,
 	}
 }
 
-func newTestServer(t *testing.T, mutate func(*Config)) (*Server, *clock) {
+func newTestServer(t *testing.T, mutate func(*Config)) (*Server, *servicetest.Clock) {
 	t.Helper()
-	c := &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	cfg := testConfig(c)
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	s, err := New(cfg, nil)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	return s, c
+	c := servicetest.NewClock()
+	return servicetest.Build(t, testConfig(c), mutate, servicetest.NoLog(New)), c
 }
 
 func mac(last byte) net.HardwareAddr { return net.HardwareAddr{0x52, 0x54, 0, 0x12, 0x34, last} }

@@ -11,11 +11,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/slipway-net/slipway/services/internal/leases"
 )
 
 const (
@@ -56,6 +59,7 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	search []byte // option 119 data, encoded once
+	plan   plan
 
 	mu      sync.Mutex
 	table   *table
@@ -75,10 +79,12 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	p := newPlan(cfg.Subnet)
 	s := &Server{
 		cfg:   cfg,
 		log:   log,
-		table: newTable(cfg),
+		plan:  p,
+		table: newTable(cfg, p),
 		stats: Stats{Dropped: make(map[string]uint64)},
 	}
 	if len(cfg.Search) > 0 {
@@ -103,28 +109,17 @@ func (s *Server) Reserve(mac net.HardwareAddr, addr netip.Addr) error {
 	if len(mac) != hlenEthernet {
 		return fmt.Errorf("dhcp4: reserve: %q is not an Ethernet MAC address", mac)
 	}
-	t := s.table
-	if !t.plan.isHost(addr) {
+	if !s.plan.isHost(addr) {
 		return fmt.Errorf("dhcp4: reserve %v for %v: %w", addr, mac, errNotInSubnet)
 	}
-	if t.reserved[addr] {
+	if s.table.IsReserved(addr) {
 		return fmt.Errorf("dhcp4: reserve %v for %v: address is reserved", addr, mac)
 	}
-	key := mac.String()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := s.cfg.Now()
-	if e := t.byAddr[addr]; e != nil && e.mac != key {
-		if e.active(now) {
-			return fmt.Errorf("dhcp4: reserve %v for %v: address is leased to %s", addr, mac, e.mac)
-		}
-		t.remove(e)
+	if e := s.table.Pin(mac.String(), addr, s.cfg.Now()); e != nil {
+		return fmt.Errorf("dhcp4: reserve %v for %v: address is leased to %s", addr, mac, e.Key)
 	}
-	if e := t.byMAC[key]; e != nil {
-		t.remove(e)
-	}
-	t.declined.Release(addr)
-	t.insert(&entry{mac: key, addr: addr, static: true})
 	return nil
 }
 
@@ -133,19 +128,7 @@ func (s *Server) Reserve(mac net.HardwareAddr, addr netip.Addr) error {
 func (s *Server) Leases() []Lease {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := s.cfg.Now()
-	var out []Lease
-	for _, e := range s.table.byMAC {
-		if e.static || (e.bound && e.active(now)) {
-			out = append(out, e.lease())
-		}
-	}
-	slices.SortFunc(out, func(a, b Lease) int { return a.Addr.Compare(b.Addr) })
-	return out
-}
-
-func (e *entry) lease() Lease {
-	return Lease{MAC: e.mac, Addr: e.addr, Hostname: e.hostname, Expires: e.expires, Static: e.static}
+	return leases.Current(s.table, s.cfg.Now(), toLease)
 }
 
 // Stats returns a snapshot of the counters.
@@ -153,10 +136,7 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.stats
-	st.Dropped = make(map[string]uint64, len(s.stats.Dropped))
-	for k, v := range s.stats.Dropped {
-		st.Dropped[k] = v
-	}
+	st.Dropped = maps.Clone(st.Dropped)
 	return st
 }
 
@@ -238,10 +218,10 @@ func (s *Server) ourServerID(m *message) bool {
 func (s *Server) discover(m *message, now time.Time) ([]byte, netip.AddrPort, *Lease, bool) {
 	mac := m.mac()
 	hint, _ := m.optAddr(optRequestedIP)
-	e := s.table.byMAC[mac]
+	e := s.table.Get(mac)
 	if e == nil {
 		var ok bool
-		if e, ok = s.table.allocate(mac, hint, now); !ok {
+		if e, ok = s.table.Allocate(mac, []netip.Addr{hint}, now, offerHold); !ok {
 			// Warn once per episode: a guest cycling MAC addresses must
 			// not be able to flood the log.
 			if !s.poolFullLogged {
@@ -252,20 +232,18 @@ func (s *Server) discover(m *message, now time.Time) ([]byte, netip.AddrPort, *L
 			return nil, netip.AddrPort{}, nil, false
 		}
 		s.poolFullLogged = false
-	} else if !e.active(now) {
-		// The client's old address is still free: offer it again.
-		e.bound = false
-		e.expires = now.Add(offerHold)
+	} else {
+		e.Reoffer(now, offerHold)
 	}
-	return s.reply(m, msgOffer, e.addr, true), s.dst(m), nil, true
+	return s.reply(m, msgOffer, e.Addr, true), s.dst(m), nil, true
 }
 
 func (s *Server) request(m *message, now time.Time) ([]byte, netip.AddrPort, *Lease, bool) {
 	mac := m.mac()
 	if !s.ourServerID(m) {
 		// The client chose another server's offer; free ours at once.
-		if e := s.table.byMAC[mac]; e != nil && !e.bound && !e.static {
-			s.table.remove(e)
+		if e := s.table.Get(mac); e != nil && !e.Bound && !e.Static {
+			s.table.Remove(e)
 		}
 		s.dropLocked(dropOtherServer, m)
 		return nil, netip.AddrPort{}, nil, false
@@ -282,42 +260,40 @@ func (s *Server) request(m *message, now time.Time) ([]byte, netip.AddrPort, *Le
 		want = m.ciaddr
 	}
 
-	e := s.table.byMAC[mac]
+	e := s.table.Get(mac)
 	switch {
-	case e != nil && e.addr == want:
+	case e != nil && e.Addr == want:
 		// Offered, leased, expired but still ours, or static: grant.
 	case e != nil || selecting:
 		// The client asks for something other than what we gave it.
 		return s.nak(m, "requested address is not the one offered or leased")
-	case !s.table.plan.isHost(want):
+	case !s.plan.isHost(want):
 		return s.nak(m, "requested address is not on this network")
-	case !s.table.freeFor(mac, want, now):
+	case !s.table.FreeFor(mac, want, now):
 		return s.nak(m, "requested address is not available")
 	default:
 		// INIT-REBOOT or renewal from a client we have no record of (say,
 		// slipway restarted): let it keep a free address.
 		var ok bool
-		if e, ok = s.table.allocate(mac, want, now); !ok || e.addr != want {
+		if e, ok = s.table.Allocate(mac, []netip.Addr{want}, now, offerHold); !ok || e.Addr != want {
 			if ok {
-				s.table.remove(e)
+				s.table.Remove(e)
 			}
 			return s.nak(m, "requested address is not available")
 		}
 	}
-	renewal := e.bound && e.active(now)
-	e.bound = true
-	e.expires = now.Add(s.cfg.LeaseTime)
+	renewal := e.Grant(now, s.cfg.LeaseTime)
 	if h, ok := m.opts[optHostname]; ok {
-		e.hostname = sanitizeHostname(h)
+		e.Hostname = sanitizeHostname(h)
 	}
-	l := e.lease()
+	l := toLease(e)
 	// Renewals are routine and the guest controls their rate: debug only.
 	level := slog.LevelInfo
 	if renewal {
 		level = slog.LevelDebug
 	}
-	s.log.Log(context.Background(), level, "dhcp4: lease granted", "mac", mac, "addr", e.addr, "hostname", e.hostname, "renewal", renewal)
-	return s.reply(m, msgAck, e.addr, true), s.dst(m), &l, true
+	s.log.Log(context.Background(), level, "dhcp4: lease granted", "mac", mac, "addr", e.Addr, "hostname", e.Hostname, "renewal", renewal)
+	return s.reply(m, msgAck, e.Addr, true), s.dst(m), &l, true
 }
 
 func (s *Server) nak(m *message, why string) ([]byte, netip.AddrPort, *Lease, bool) {
@@ -333,11 +309,8 @@ func (s *Server) release(m *message, now time.Time) {
 	if !s.ourServerID(m) {
 		return
 	}
-	if e := s.table.byMAC[m.mac()]; e != nil && !e.static && e.addr == m.ciaddr {
-		// Keep the binding so the client gets the same address back, but
-		// make it the first to be reclaimed.
-		e.expires = now
-		e.bound = false
+	if e := s.table.Get(m.mac()); e != nil && !e.Static && e.Addr == m.ciaddr {
+		e.Release(now)
 	}
 }
 
@@ -346,12 +319,12 @@ func (s *Server) decline(m *message, now time.Time) {
 		return
 	}
 	want, ok := m.optAddr(optRequestedIP)
-	e := s.table.byMAC[m.mac()]
-	if !ok || e == nil || e.static || e.addr != want {
+	e := s.table.Get(m.mac())
+	if !ok || e == nil || e.Static || e.Addr != want {
 		return
 	}
-	s.log.Debug("dhcp4: client declined address, holding it back", "mac", e.mac, "addr", e.addr, "for", declineHold)
-	s.table.decline(e, now)
+	s.log.Debug("dhcp4: client declined address, holding it back", "mac", e.Key, "addr", e.Addr, "for", declineHold)
+	s.table.Decline(e, now.Add(declineHold))
 }
 
 func (s *Server) inform(m *message) ([]byte, netip.AddrPort, *Lease, bool) {
@@ -380,7 +353,7 @@ func (s *Server) reply(m *message, mtype byte, yiaddr netip.Addr, withLease bool
 		rb.add(optRenewalTime, seconds(lt/2))
 		rb.add(optRebindingTime, seconds(lt*7/8))
 	}
-	rb.add(optSubnetMask, s.table.plan.mask[:])
+	rb.add(optSubnetMask, s.plan.mask[:])
 	if s.cfg.Router.IsValid() {
 		rb.add(optRouter, s.cfg.Router.AsSlice())
 	}
@@ -429,7 +402,7 @@ func (s *Server) optional(code byte) []byte {
 			return []byte(s.cfg.Hostname)
 		}
 	case optBroadcast:
-		return uintToAddr(s.table.plan.broadcast).AsSlice()
+		return uintToAddr(s.plan.broadcast).AsSlice()
 	}
 	return nil
 }

@@ -8,43 +8,29 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/slipway-net/slipway/services/internal/servicetest"
 )
 
 func TestNewRejectsBadConfig(t *testing.T) {
-	c := &clock{}
-	cases := []struct {
-		name   string
-		mutate func(*Config)
-		want   string
-	}{
-		{"no subnet", func(c *Config) { c.Subnet = netip.Prefix{} }, "Subnet"},
-		{"v6 subnet", func(c *Config) { c.Subnet = netip.MustParsePrefix("fd00::/64") }, "Subnet"},
-		{"tiny subnet", func(c *Config) { c.Subnet = netip.MustParsePrefix("10.0.2.0/31") }, "/30"},
-		{"server outside", func(c *Config) { c.ServerIP = netip.MustParseAddr("10.0.3.2") }, "ServerIP 10.0.3.2"},
-		{"server is network", func(c *Config) { c.ServerIP = netip.MustParseAddr("10.0.2.0") }, "ServerIP"},
-		{"router outside", func(c *Config) { c.Router = netip.MustParseAddr("192.168.1.1") }, "Router 192.168.1.1"},
-		{"no range", func(c *Config) { c.RangeStart = netip.Addr{} }, "RangeStart"},
-		{"range broadcast", func(c *Config) { c.RangeStart = netip.MustParseAddr("10.0.2.255") }, "RangeStart 10.0.2.255"},
-		{"v6 dns", func(c *Config) { c.DNS = []netip.Addr{netip.MustParseAddr("::1")} }, "DNS server ::1"},
-		{"negative leases", func(c *Config) { c.MaxLeases = -1 }, "MaxLeases -1"},
-		{"short lease", func(c *Config) { c.LeaseTime = time.Millisecond }, "LeaseTime"},
-		{"huge lease", func(c *Config) { c.LeaseTime = 200 * 365 * 24 * time.Hour }, "LeaseTime"},
-		{"small mtu", func(c *Config) { c.MTU = 10 }, "MTU 10"},
-		{"bad domain", func(c *Config) { c.Domain = "a..b" }, "Domain"},
-		{"bad search", func(c *Config) { c.Search = []string{"ok.example", strings.Repeat("x", 64) + ".example"} }, "Search"},
-		{"bad hostname", func(c *Config) { c.Hostname = "has space" }, "Hostname"},
-		{"v6 reserved", func(c *Config) { c.Reserved = []netip.Addr{netip.MustParseAddr("fd00::1")} }, "Reserved"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg := testConfig(c)
-			tc.mutate(&cfg)
-			_, err := New(cfg, nil)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("New error %v, want one mentioning %q", err, tc.want)
-			}
-		})
-	}
+	reject := servicetest.ConfigRejecter(t, func() Config { return testConfig(&servicetest.Clock{}) }, servicetest.NoLog(New))
+	reject("no subnet", "Subnet", func(c *Config) { c.Subnet = netip.Prefix{} })
+	reject("v6 subnet", "Subnet", func(c *Config) { c.Subnet = netip.MustParsePrefix("fd00::/64") })
+	reject("tiny subnet", "/30", func(c *Config) { c.Subnet = netip.MustParsePrefix("10.0.2.0/31") })
+	reject("server outside", "ServerIP 10.0.3.2", func(c *Config) { c.ServerIP = netip.MustParseAddr("10.0.3.2") })
+	reject("server is network", "ServerIP", func(c *Config) { c.ServerIP = netip.MustParseAddr("10.0.2.0") })
+	reject("router outside", "Router 192.168.1.1", func(c *Config) { c.Router = netip.MustParseAddr("192.168.1.1") })
+	reject("no range", "RangeStart", func(c *Config) { c.RangeStart = netip.Addr{} })
+	reject("range broadcast", "RangeStart 10.0.2.255", func(c *Config) { c.RangeStart = netip.MustParseAddr("10.0.2.255") })
+	reject("v6 dns", "DNS server ::1", func(c *Config) { c.DNS = []netip.Addr{netip.MustParseAddr("::1")} })
+	reject("negative leases", "MaxLeases -1", func(c *Config) { c.MaxLeases = -1 })
+	reject("short lease", "LeaseTime", func(c *Config) { c.LeaseTime = time.Millisecond })
+	reject("huge lease", "LeaseTime", func(c *Config) { c.LeaseTime = 200 * 365 * 24 * time.Hour })
+	reject("small mtu", "MTU 10", func(c *Config) { c.MTU = 10 })
+	reject("bad domain", "Domain", func(c *Config) { c.Domain = "a..b" })
+	reject("bad search", "Search", func(c *Config) { c.Search = []string{"ok.example", strings.Repeat("x", 64) + ".example"} })
+	reject("bad hostname", "Hostname", func(c *Config) { c.Hostname = "has space" })
+	reject("v6 reserved", "Reserved", func(c *Config) { c.Reserved = []netip.Addr{netip.MustParseAddr("fd00::1")} })
 }
 
 func TestDORA(t *testing.T) {
@@ -75,7 +61,7 @@ func TestDORA(t *testing.T) {
 	if dst.String() != "255.255.255.255:68" {
 		t.Fatalf("ack sent to %v, want the broadcast", dst)
 	}
-	want := Lease{MAC: m.String(), Addr: first, Hostname: "guestb", Expires: c.t.Add(time.Hour)}
+	want := Lease{MAC: m.String(), Addr: first, Hostname: "guestb", Expires: c.T.Add(time.Hour)}
 	if got := s.Leases(); len(got) != 1 || got[0] != want {
 		t.Fatalf("leases %+v, want [%+v]", got, want)
 	}
@@ -92,7 +78,7 @@ func TestRenewIsUnicastAndExtends(t *testing.T) {
 	s, c := newTestServer(t, nil)
 	m := mac(1)
 	addr := lease(t, s, m)
-	c.advance(40 * time.Minute)
+	c.Advance(40 * time.Minute)
 
 	ack, dst := exchange(t, s, req{mtype: msgRequest, mac: m, xid: 9, ciaddr: addr})
 	if ack.mtype != msgAck || ack.yiaddr != addr || ack.ciaddr != addr {
@@ -101,13 +87,13 @@ func TestRenewIsUnicastAndExtends(t *testing.T) {
 	if dst != netip.AddrPortFrom(addr, 68) {
 		t.Fatalf("renew reply to %v, want %v:68", dst, addr)
 	}
-	if got := s.Leases()[0].Expires; !got.Equal(c.t.Add(time.Hour)) {
-		t.Fatalf("lease expires %v, want %v", got, c.t.Add(time.Hour))
+	if got := s.Leases()[0].Expires; !got.Equal(c.T.Add(time.Hour)) {
+		t.Fatalf("lease expires %v, want %v", got, c.T.Add(time.Hour))
 	}
 
 	// A client renewing after its lease ran out keeps the address while no
 	// one else took it.
-	c.advance(3 * time.Hour)
+	c.Advance(3 * time.Hour)
 	ack, _ = exchange(t, s, req{mtype: msgRequest, mac: m, xid: 10, ciaddr: addr})
 	if ack.mtype != msgAck {
 		t.Fatalf("late renew answered with type %d", ack.mtype)
@@ -258,14 +244,14 @@ func TestSmallSubnetExhausted(t *testing.T) {
 func TestExpiredLeasesReclaimed(t *testing.T) {
 	s, c := newTestServer(t, func(c *Config) { c.MaxLeases = 2 })
 	a := lease(t, s, mac(1))
-	c.advance(10 * time.Minute)
+	c.Advance(10 * time.Minute)
 	lease(t, s, mac(2))
 
 	// Still within the lease: a third client is refused.
 	expectNoReply(t, s, req{mtype: msgDiscover, mac: mac(3), xid: 1})
 
 	// Both expire; the one that expired first is reclaimed for the newcomer.
-	c.advance(2 * time.Hour)
+	c.Advance(2 * time.Hour)
 	if got := lease(t, s, mac(3)); got != a {
 		t.Fatalf("newcomer got %v, want reclaimed %v", got, a)
 	}
@@ -290,7 +276,7 @@ func TestDeclineHoldsAddressBack(t *testing.T) {
 		t.Fatalf("declined address %v offered again", addr)
 	}
 	// After the hold the address returns to the pool.
-	c.advance(declineHold + time.Second)
+	c.Advance(declineHold + time.Second)
 	if got := lease(t, s, mac(2)); got != addr {
 		t.Fatalf("after the hold, got %v, want %v", got, addr)
 	}

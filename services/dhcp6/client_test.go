@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/slipway-net/slipway/services/internal/netnstest"
+	"github.com/slipway-net/slipway/services/internal/servicetest"
 )
 
 // serveOnLink runs a server on a real socket in the server namespace of a
@@ -34,21 +35,8 @@ func serveOnLink(t *testing.T) (*netnstest.Link, *Server) {
 		t.Fatalf("server socket: %v", err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	cfg := testConfig(&clock{})
-	cfg.Now = time.Now
-	s, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, conn) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	s := servicetest.Build(t, testConfig(&servicetest.Clock{}), func(c *Config) { c.Now = time.Now }, servicetest.NoLog(New))
+	servicetest.Start(t, func(ctx context.Context) error { return s.Serve(ctx, conn) })
 	return l, s
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/slipway-net/slipway/services/internal/cfgcheck"
 	"github.com/slipway-net/slipway/services/internal/dnsname"
 )
 
@@ -66,7 +67,7 @@ func (cfg Config) validate() (Config, error) {
 	if n := len(cfg.ServerDUID); n < minDUIDLen || n > maxDUIDLen {
 		return cfg, fmt.Errorf("dhcp6: ServerDUID of %d bytes: a DUID has %d to %d (use DUIDLL(mac))", n, minDUIDLen, maxDUIDLen)
 	}
-	if !isIPv6(cfg.Prefix.Addr()) {
+	if !cfgcheck.IsIPv6(cfg.Prefix.Addr()) {
 		return cfg, fmt.Errorf("dhcp6: Prefix %v is not an IPv6 prefix", cfg.Prefix)
 	}
 	if cfg.Prefix.Bits() < 1 || cfg.Prefix.Bits() > 120 {
@@ -76,7 +77,7 @@ func (cfg Config) validate() (Config, error) {
 	if p := cfg.Prefix.Addr(); p.IsMulticast() || p.IsLinkLocalUnicast() {
 		return cfg, fmt.Errorf("dhcp6: Prefix %v is multicast or link-local", cfg.Prefix)
 	}
-	if !isIPv6(cfg.RangeStart) || !cfg.Prefix.Contains(cfg.RangeStart) || cfg.RangeStart == cfg.Prefix.Addr() {
+	if !cfgcheck.IsIPv6(cfg.RangeStart) || !cfg.Prefix.Contains(cfg.RangeStart) || cfg.RangeStart == cfg.Prefix.Addr() {
 		// The prefix's own address is the subnet-router anycast address
 		// (RFC 4291 section 2.6.1).
 		return cfg, fmt.Errorf("dhcp6: RangeStart %v is not an address of Prefix %v", cfg.RangeStart, cfg.Prefix)
@@ -84,29 +85,23 @@ func (cfg Config) validate() (Config, error) {
 	if len(cfg.DNS) > maxDNSServers {
 		return cfg, fmt.Errorf("dhcp6: %d DNS servers given, at most %d", len(cfg.DNS), maxDNSServers)
 	}
-	for _, a := range cfg.DNS {
-		if !isIPv6(a) || a.IsUnspecified() || a.IsMulticast() {
-			return cfg, fmt.Errorf("dhcp6: DNS server %v is not an IPv6 unicast address", a)
-		}
+	if err := cfgcheck.IPv6Unicast("DNS server", cfg.DNS); err != nil {
+		return cfg, fmt.Errorf("dhcp6: %w", err)
 	}
-	for _, s := range cfg.Search {
-		if err := dnsname.Check(s); err != nil {
-			return cfg, fmt.Errorf("dhcp6: Search: %w", err)
-		}
+	if err := cfgcheck.Names("Search", cfg.Search); err != nil {
+		return cfg, fmt.Errorf("dhcp6: %w", err)
 	}
 	if n := len(dnsname.Encode(cfg.Search)); n > maxSearchBytes {
 		return cfg, fmt.Errorf("dhcp6: Search list takes %d bytes, at most %d", n, maxSearchBytes)
 	}
 	for _, a := range cfg.Reserved {
-		if !isIPv6(a) {
+		if !cfgcheck.IsIPv6(a) {
 			return cfg, fmt.Errorf("dhcp6: Reserved address %v is not an IPv6 address", a)
 		}
 	}
-	switch {
-	case cfg.MaxLeases < 0:
-		return cfg, fmt.Errorf("dhcp6: MaxLeases %d is negative", cfg.MaxLeases)
-	case cfg.MaxLeases == 0:
-		cfg.MaxLeases = defaultMaxLeases
+	var err error
+	if cfg.MaxLeases, err = cfgcheck.OrDefault("MaxLeases", cfg.MaxLeases, defaultMaxLeases); err != nil {
+		return cfg, fmt.Errorf("dhcp6: %w", err)
 	}
 	if cfg.PreferredLifetime == 0 {
 		cfg.PreferredLifetime = defaultPreferredLifetime
@@ -130,10 +125,4 @@ func (cfg Config) validate() (Config, error) {
 		cfg.Now = time.Now
 	}
 	return cfg, nil
-}
-
-// isIPv6 reports whether a is a plain IPv6 address: not IPv4, not
-// IPv4-mapped, no zone.
-func isIPv6(a netip.Addr) bool {
-	return a.Is6() && !a.Is4In6() && a.Zone() == ""
 }

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/slipway-net/slipway/services/internal/servicetest"
 )
 
 // FuzzHandle feeds arbitrary datagrams to one long-lived server, so that
@@ -28,35 +30,22 @@ func FuzzHandle(f *testing.F) {
 		msg(msgRelayForw, 11),
 		{},
 	}
-	for _, s := range seeds {
-		f.Add(s)
-	}
 
-	s, err := New(Config{
+	s := servicetest.Build(f, Config{
 		ServerDUID: serverDUID,
 		Prefix:     netip.MustParsePrefix("fd00::/120"),
 		RangeStart: netip.MustParseAddr("fd00::f0"),
 		DNS:        []netip.Addr{dns3},
 		Search:     []string{"example.org", "b.example.org"},
 		MaxLeases:  4, // small, so the pool fills up
-		Now:        (&clock{t: time.Unix(1e9, 0)}).now,
-	}, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
+		Now:        (&servicetest.Clock{T: time.Unix(1e9, 0)}).Now,
+	}, nil, servicetest.NoLog(New))
 
-	f.Fuzz(func(t *testing.T, req []byte) {
-		before := s.Stats()
+	counts := func() (uint64, uint64) { st := s.Stats(); return st.Received, st.Replied }
+	servicetest.FuzzHandle(f, seeds, counts, func(t *testing.T, req []byte) bool {
 		out, ok := s.Handle(req, clientLL)
-		after := s.Stats()
-		if after.Received != before.Received+1 {
-			t.Fatalf("received went from %d to %d", before.Received, after.Received)
-		}
 		if !ok {
-			return
-		}
-		if after.Replied != before.Replied+1 {
-			t.Fatalf("replied went from %d to %d", before.Replied, after.Replied)
+			return false
 		}
 		if len(out) < 4 || (out[0] != msgAdvertise && out[0] != msgReply) || !bytes.Equal(out[1:4], req[1:4]) {
 			t.Fatalf("reply % x to % x", out, req)
@@ -91,8 +80,9 @@ func FuzzHandle(f *testing.F) {
 				t.Fatalf("lease of %v outside the prefix", l.Addr)
 			}
 		}
-		if n := len(s.table.byKey); n > 4 {
+		if n := s.table.Len(); n > 4 {
 			t.Fatalf("%d entries, bound is 4", n)
 		}
+		return true
 	})
 }

@@ -5,14 +5,9 @@ import (
 	"net"
 	"net/netip"
 	"testing"
-	"time"
+
+	"github.com/slipway-net/slipway/services/internal/servicetest"
 )
-
-// clock is a settable time source for lifetime tests.
-type clock struct{ t time.Time }
-
-func (c *clock) now() time.Time          { return c.t }
-func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
 
 var (
 	routerMAC  = net.HardwareAddr{0x52, 0x55, 0x0a, 0x00, 0x02, 0x02}
@@ -25,7 +20,7 @@ var (
 	clientLL   = netip.AddrPortFrom(netip.MustParseAddr("fe80::5054:ff:fe12:3401"), 546)
 )
 
-func testConfig(c *clock) Config {
+func testConfig(c *servicetest.Clock) Config {
 	return Config{
 		ServerDUID: serverDUID,
 		Prefix:     prefix,
@@ -33,22 +28,14 @@ func testConfig(c *clock) Config {
 		DNS:        []netip.Addr{dns3},
 		Search:     []string{"example.org"},
 		Reserved:   []netip.Addr{gw},
-		Now:        c.now,
+		Now:        c.Now,
 	}
 }
 
-func newTestServer(t *testing.T, mutate func(*Config)) (*Server, *clock) {
+func newTestServer(t *testing.T, mutate func(*Config)) (*Server, *servicetest.Clock) {
 	t.Helper()
-	c := &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	cfg := testConfig(c)
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	s, err := New(cfg, nil)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	return s, c
+	c := servicetest.NewClock()
+	return servicetest.Build(t, testConfig(c), mutate, servicetest.NoLog(New)), c
 }
 
 // Client-side option encoders, laid out as RFC 8415 section 21 gives them.

@@ -2,16 +2,11 @@ package dhcp6
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/netip"
 
 	"github.com/slipway-net/slipway/services/internal/packetloop"
 )
-
-// maxDatagram is the read buffer: a UDP payload can be this large, and a
-// truncated read would be mistaken for a malformed message.
-const maxDatagram = 65535
 
 // Serve answers the DHCPv6 messages arriving on conn (bound to port 547
 // and joined to ff02::1:2) until ctx is done or conn is closed, which both
@@ -20,19 +15,10 @@ const maxDatagram = 65535
 // link. A failed write is logged and the loop goes on: one client's
 // trouble must not stop the server.
 func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
-	err := packetloop.Run(ctx, conn, make([]byte, maxDatagram), func(pkt []byte, from net.Addr) {
+	return packetloop.Serve(ctx, conn, "dhcp6", s.log, func(pkt []byte, from net.Addr) ([]byte, net.Addr, bool) {
 		reply, ok := s.Handle(pkt, addrPort(from))
-		if !ok {
-			return
-		}
-		if _, err := conn.WriteTo(reply, from); err != nil {
-			s.log.Debug("dhcp6: write reply", "to", from, "err", err)
-		}
+		return reply, from, ok
 	})
-	if err != nil {
-		return fmt.Errorf("dhcp6: read: %w", err)
-	}
-	return nil
 }
 
 // addrPort is from as an AddrPort, for logs; the zero value when it is not

@@ -2,65 +2,20 @@ package dhcp6
 
 import (
 	"context"
-	"errors"
-	"net"
 	"testing"
-	"time"
+
+	"github.com/slipway-net/slipway/services/internal/servicetest"
 )
-
-func listenLoopback6(t *testing.T) net.PacketConn {
-	t.Helper()
-	c, err := net.ListenPacket("udp6", "[::1]:0")
-	if err != nil {
-		t.Skipf("no IPv6 loopback here: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-// roundTrip sends a message from the client socket and reads the reply,
-// with a deadline only to keep a broken server from hanging the test.
-func roundTrip(t *testing.T, client net.PacketConn, server net.Addr, b []byte) reply {
-	t.Helper()
-	if _, err := client.WriteTo(b, server); err != nil {
-		t.Fatal(err)
-	}
-	client.SetReadDeadline(time.Now().Add(10 * time.Second))
-	buf := make([]byte, 2048)
-	n, from, err := client.ReadFrom(buf)
-	if err != nil {
-		t.Fatalf("no reply: %v", err)
-	}
-	if from.String() != server.String() {
-		t.Fatalf("reply from %v, want %v", from, server)
-	}
-	return decode(t, buf[:n])
-}
-
-// waitServe expects Serve to return nil after the given event; the timeout
-// only keeps a broken Serve from hanging the test.
-func waitServe(t *testing.T, done <-chan error, event string) {
-	t.Helper()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Serve returned %v after %s", err, event)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("Serve did not return after %s", event)
-	}
-}
 
 func TestServeOverLoopbackUDP(t *testing.T) {
 	s, _ := newTestServer(t, nil)
-	server := listenLoopback6(t)
-	client := listenLoopback6(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, server) }()
+	server := servicetest.ListenUDP(t, "udp6")
+	client := servicetest.ListenUDP(t, "udp6")
+	stop := servicetest.Start(t, func(ctx context.Context) error { return s.Serve(ctx, server) })
+	roundTrip := func(b []byte) reply { return decode(t, servicetest.RoundTrip(t, client, server.LocalAddr(), b)) }
 
 	duid := duidLL(1)
-	adv := roundTrip(t, client, server.LocalAddr(), msg(msgSolicit, 1, clientIDOpt(duid), elapsedOpt(0), iaNAOpt(1, 0, 0), oroOpt(23, 24)))
+	adv := roundTrip(msg(msgSolicit, 1, clientIDOpt(duid), elapsedOpt(0), iaNAOpt(1, 0, 0), oroOpt(23, 24)))
 	if adv.mtype != msgAdvertise {
 		t.Fatalf("SOLICIT answered with type %d", adv.mtype)
 	}
@@ -70,17 +25,16 @@ func TestServeOverLoopbackUDP(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rep := roundTrip(t, client, server.LocalAddr(), msg(msgRequest, 2, clientIDOpt(duid), serverIDOpt(serverDUID), iaNAOpt(1, 0, 0, iaAddrOpt(first, 0, 0))))
+	rep := roundTrip(msg(msgRequest, 2, clientIDOpt(duid), serverIDOpt(serverDUID), iaNAOpt(1, 0, 0, iaAddrOpt(first, 0, 0))))
 	if ia := rep.ias(t, optIANA); rep.mtype != msgReply || len(ia) != 1 || ia[0].addrs[0].addr != first {
 		t.Fatalf("REQUEST reply %d %+v", rep.mtype, ia)
 	}
-	info := roundTrip(t, client, server.LocalAddr(), msg(msgInformationRequest, 3, oroOpt(23)))
+	info := roundTrip(msg(msgInformationRequest, 3, oroOpt(23)))
 	if len(info.opts[optDNSServers]) != 1 {
 		t.Fatalf("INFORMATION-REQUEST reply options %v", info.order)
 	}
 
-	cancel()
-	waitServe(t, done, "cancel")
+	stop()
 	st := s.Stats()
 	if st.Received != 4 || st.Replied != 3 || st.Dropped[dropNotClientMsg] != 1 {
 		t.Fatalf("stats %+v", st)
@@ -90,42 +44,8 @@ func TestServeOverLoopbackUDP(t *testing.T) {
 	}
 }
 
-func TestServeReturnsWhenConnClosed(t *testing.T) {
+func TestServeLoop(t *testing.T) {
 	s, _ := newTestServer(t, nil)
-	conn := listenLoopback6(t)
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(context.Background(), conn) }()
-	conn.Close()
-	waitServe(t, done, "close")
-}
-
-// failingWriteConn is a loopback socket whose writes fail.
-type failingWriteConn struct{ net.PacketConn }
-
-func (failingWriteConn) WriteTo([]byte, net.Addr) (int, error) {
-	return 0, errors.New("write refused")
-}
-
-func TestServeSurvivesWriteErrors(t *testing.T) {
-	s, _ := newTestServer(t, nil)
-	server := listenLoopback6(t)
-	client := listenLoopback6(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, failingWriteConn{server}) }()
-	for i := range 3 {
-		if _, err := client.WriteTo(msg(msgInformationRequest, uint32(i)), server.LocalAddr()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Wait until all three were handled, then stop.
-	deadline := time.Now().Add(10 * time.Second)
-	for s.Stats().Replied < 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("stats %+v", s.Stats())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	cancel()
-	waitServe(t, done, "cancel")
+	servicetest.CheckServeLoop(t, "udp6", s.Serve, func(i int) []byte { return msg(msgInformationRequest, uint32(i)) },
+		func() uint64 { return s.Stats().Replied })
 }

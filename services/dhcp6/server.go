@@ -19,12 +19,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/slipway-net/slipway/services/internal/dnsname"
+	"github.com/slipway-net/slipway/services/internal/leases"
 )
 
 // infoRefreshTime is what the server tells stateless clients that ask
@@ -94,19 +96,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 func (s *Server) Leases() []Lease {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := s.cfg.Now()
-	var out []Lease
-	for _, e := range s.table.byKey {
-		if e.bound && e.active(now) {
-			out = append(out, e.lease())
-		}
-	}
-	slices.SortFunc(out, func(a, b Lease) int { return a.Addr.Compare(b.Addr) })
-	return out
-}
-
-func (e *entry) lease() Lease {
-	return Lease{DUID: hex.EncodeToString([]byte(e.key.duid)), IAID: e.key.iaid, Addr: e.addr, Expires: e.expires}
+	return leases.Current(s.table, s.cfg.Now(), toLease)
 }
 
 // Stats returns a snapshot of the counters.
@@ -114,10 +104,7 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.stats
-	st.Dropped = make(map[string]uint64, len(s.stats.Dropped))
-	for k, v := range s.stats.Dropped {
-		st.Dropped[k] = v
-	}
+	st.Dropped = maps.Clone(st.Dropped)
 	return st
 }
 
@@ -204,7 +191,7 @@ func (s *Server) handleLocked(m *message, from netip.AddrPort) []byte {
 	case msgRequest:
 		return s.assign(m, msgReply, true, from, now)
 	case msgRenew, msgRebind:
-		return s.renew(m, from, now)
+		return s.assign(m, msgReply, true, from, now)
 	case msgConfirm:
 		return s.confirm(m, from)
 	case msgRelease:
@@ -255,9 +242,14 @@ func (s *Server) solicit(m *message, from netip.AddrPort, now time.Time) []byte 
 	return s.assign(m, msgAdvertise, false, from, now)
 }
 
-// assign answers a SOLICIT or REQUEST: an address for each IA_NA (bound
-// if commit), a refusal for the IA types the server does not serve, and
-// the configuration options.
+// assign answers a SOLICIT, REQUEST, RENEW or REBIND: an address for each
+// IA_NA (bound if commit), a refusal for the IA types the server does not
+// serve, and the configuration options.
+//
+// A RENEW or REBIND extends the IA_NA's binding, or creates one (say,
+// after slipway restarted) keeping the client's address when it is free,
+// as RFC 8415 section 18.3.4 allows. Addresses the client listed that are
+// not its binding go back with lifetimes of zero.
 func (s *Server) assign(m *message, mtype byte, commit bool, from netip.AddrPort, now time.Time) []byte {
 	w := s.header(m, mtype)
 	if mtype == msgAdvertise {
@@ -269,33 +261,54 @@ func (s *Server) assign(m *message, mtype byte, commit bool, from netip.AddrPort
 	if m.mtype == msgSolicit && commit {
 		w.add(optRapidCommit)
 	}
+	renewing := m.mtype == msgRenew || m.mtype == msgRebind
 	for _, a := range m.ias {
-		switch a.kind {
-		case optIANA:
-			e := s.bind(m.clientID, a, commit, from, now)
-			if e == nil {
-				s.refuseIA(w, a, statusNoAddrsAvail, "no addresses available")
-				continue
-			}
-			s.grantIA(w, a, e.addr, nil)
-		case optIATA:
-			s.refuseIA(w, a, statusNoAddrsAvail, "temporary addresses are not served")
-		case optIAPD:
-			s.refuseIA(w, a, statusNoPrefixAvail, "prefix delegation is not served")
+		var e *entry
+		if a.kind == optIANA {
+			e = s.bind(m.clientID, a, commit, from, now)
 		}
+		if e == nil {
+			code, text := refusal(a.kind, renewing)
+			s.refuseIA(w, a, code, text)
+			continue
+		}
+		var stale []netip.Addr
+		if renewing {
+			for _, old := range a.addrs {
+				if old != e.Addr && !slices.Contains(stale, old) {
+					stale = append(stale, old)
+				}
+			}
+		}
+		s.grantIA(w, a, e.Addr, stale)
 	}
 	s.config(w, m)
 	return w.b
+}
+
+// refusal is the status of an IA the server does not grant (RFC 8415
+// section 18.3): a renewal finds no binding; otherwise there is no
+// address to give, or the IA's kind is not served.
+func refusal(kind uint16, renewing bool) (code uint16, text string) {
+	switch {
+	case renewing:
+		return statusNoBinding, "no binding for this IA"
+	case kind == optIATA:
+		return statusNoAddrsAvail, "temporary addresses are not served"
+	case kind == optIAPD:
+		return statusNoPrefixAvail, "prefix delegation is not served"
+	}
+	return statusNoAddrsAvail, "no addresses available"
 }
 
 // bind finds or creates the entry for an IA_NA and, if commit, grants it
 // for a valid lifetime from now. It returns nil when the pool is full.
 func (s *Server) bind(duid []byte, a ia, commit bool, from netip.AddrPort, now time.Time) *entry {
 	k := key{duid: string(duid), iaid: a.iaid}
-	e := s.table.byKey[k]
+	e := s.table.Get(k)
 	if e == nil {
 		var ok bool
-		if e, ok = s.table.allocate(k, a.addrs, now); !ok {
+		if e, ok = s.table.Allocate(k, a.addrs, now, advertiseHold); !ok {
 			// Warn once per episode: a guest cycling DUIDs must not be
 			// able to flood the log.
 			if !s.poolFullLogged {
@@ -307,22 +320,16 @@ func (s *Server) bind(duid []byte, a ia, commit bool, from netip.AddrPort, now t
 		s.poolFullLogged = false
 	}
 	if !commit {
-		if !e.active(now) {
-			// Its old address is still free: advertise it again.
-			e.bound = false
-			e.expires = now.Add(advertiseHold)
-		}
+		e.Reoffer(now, advertiseHold)
 		return e
 	}
-	renewal := e.bound && e.active(now)
-	e.bound = true
-	e.expires = now.Add(s.cfg.ValidLifetime)
+	renewal := e.Grant(now, s.cfg.ValidLifetime)
 	// Renewals are routine and the guest controls their rate: debug only.
 	level := slog.LevelInfo
 	if renewal {
 		level = slog.LevelDebug
 	}
-	s.log.Log(context.Background(), level, "dhcp6: lease granted", "duid", hex.EncodeToString(duid), "iaid", a.iaid, "addr", e.addr, "from", from, "renewal", renewal)
+	s.log.Log(context.Background(), level, "dhcp6: lease granted", "duid", hex.EncodeToString(duid), "iaid", a.iaid, "addr", e.Addr, "from", from, "renewal", renewal)
 	return e
 }
 
@@ -362,35 +369,6 @@ func (s *Server) refuseIA(w *builder, a ia, code uint16, text string) {
 	w.end(at)
 }
 
-// renew answers RENEW and REBIND: it extends the IA_NA's binding, or
-// creates one (say, after slipway restarted) keeping the client's address
-// when it is free, as RFC 8415 section 18.3.4 allows. Addresses the
-// client listed that are not its binding go back with lifetimes of zero.
-func (s *Server) renew(m *message, from netip.AddrPort, now time.Time) []byte {
-	w := s.header(m, msgReply)
-	for _, a := range m.ias {
-		switch a.kind {
-		case optIANA:
-			e := s.bind(m.clientID, a, true, from, now)
-			if e == nil {
-				s.refuseIA(w, a, statusNoBinding, "no binding for this IA")
-				continue
-			}
-			var stale []netip.Addr
-			for _, old := range a.addrs {
-				if old != e.addr && !slices.Contains(stale, old) {
-					stale = append(stale, old)
-				}
-			}
-			s.grantIA(w, a, e.addr, stale)
-		case optIATA, optIAPD:
-			s.refuseIA(w, a, statusNoBinding, "no binding for this IA")
-		}
-	}
-	s.config(w, m)
-	return w.b
-}
-
 // confirm answers whether the client's addresses are still on this link
 // (RFC 8415 section 18.3.3). With no addresses to judge, no reply is due.
 func (s *Server) confirm(m *message, from netip.AddrPort) []byte {
@@ -420,18 +398,15 @@ func (s *Server) confirm(m *message, from netip.AddrPort) []byte {
 // the client gets the same address when it asks again, but it is the
 // first to be reclaimed (RFC 8415 section 18.3.7).
 func (s *Server) release(m *message, now time.Time) []byte {
-	return s.giveBack(m, func(e *entry) {
-		e.expires = now
-		e.bound = false
-	})
+	return s.giveBack(m, func(e *entry) { e.Release(now) })
 }
 
 // decline takes addresses the client found in use (DAD) out of the pool
 // for a while (RFC 8415 section 18.3.8).
 func (s *Server) decline(m *message, now time.Time) []byte {
 	return s.giveBack(m, func(e *entry) {
-		s.log.Debug("dhcp6: client declined address, holding it back", "addr", e.addr, "for", declineHold)
-		s.table.decline(e, now)
+		s.log.Debug("dhcp6: client declined address, holding it back", "addr", e.Addr, "for", declineHold)
+		s.table.Decline(e, now.Add(declineHold))
 	})
 }
 
@@ -442,8 +417,8 @@ func (s *Server) giveBack(m *message, fn func(*entry)) []byte {
 	w := s.header(m, msgReply)
 	w.status(statusSuccess, "")
 	for _, a := range m.ias {
-		e := s.table.byKey[key{duid: string(m.clientID), iaid: a.iaid}]
-		if a.kind == optIANA && e != nil && slices.Contains(a.addrs, e.addr) {
+		e := s.table.Get(key{duid: string(m.clientID), iaid: a.iaid})
+		if a.kind == optIANA && e != nil && slices.Contains(a.addrs, e.Addr) {
 			fn(e)
 			continue
 		}

@@ -7,61 +7,38 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/slipway-net/slipway/services/internal/servicetest"
 )
 
 func TestNewRejectsBadConfig(t *testing.T) {
-	c := &clock{}
-	cases := []struct {
-		name   string
-		mutate func(*Config)
-		want   string
-	}{
-		{"no duid", func(c *Config) { c.ServerDUID = nil }, "ServerDUID of 0 bytes"},
-		{"long duid", func(c *Config) { c.ServerDUID = make([]byte, 131) }, "ServerDUID of 131 bytes"},
-		{"no prefix", func(c *Config) { c.Prefix = netip.Prefix{} }, "Prefix invalid"},
-		{"v4 prefix", func(c *Config) { c.Prefix = netip.MustParsePrefix("10.0.2.0/24") }, "Prefix 10.0.2.0/24"},
-		{"tiny prefix", func(c *Config) { c.Prefix = netip.MustParsePrefix("fd00::/127") }, "/120"},
-		{"link-local prefix", func(c *Config) { c.Prefix = netip.MustParsePrefix("fe80::/64") }, "link-local"},
-		{"no range", func(c *Config) { c.RangeStart = netip.Addr{} }, "RangeStart invalid"},
-		{"range outside", func(c *Config) { c.RangeStart = netip.MustParseAddr("fd01::100") }, "RangeStart fd01::100"},
-		{"range anycast", func(c *Config) { c.RangeStart = netip.MustParseAddr("fd00::") }, "RangeStart fd00::"},
-		{"v4 dns", func(c *Config) { c.DNS = []netip.Addr{netip.MustParseAddr("10.0.2.3")} }, "DNS server 10.0.2.3"},
-		{"many dns", func(c *Config) { c.DNS = make([]netip.Addr, 17) }, "17 DNS servers"},
-		{"bad search", func(c *Config) { c.Search = []string{"ok.example", "a..b"} }, `Search: domain name "a..b"`},
-		{"long search", func(c *Config) {
-			c.Search = []string{strings.Repeat("abcdefghi.", 20) + "x", strings.Repeat("abcdefghi.", 20) + "y", strings.Repeat("abcdefghi.", 20) + "z"}
-		}, "Search list takes"},
-		{"v4 reserved", func(c *Config) { c.Reserved = []netip.Addr{netip.MustParseAddr("10.0.2.2")} }, "Reserved address 10.0.2.2"},
-		{"negative leases", func(c *Config) { c.MaxLeases = -1 }, "MaxLeases -1"},
-		{"short preferred", func(c *Config) { c.PreferredLifetime = time.Millisecond }, "PreferredLifetime 1ms"},
-		{"huge valid", func(c *Config) { c.ValidLifetime = 200 * 365 * 24 * time.Hour }, "ValidLifetime"},
-		{"preferred > valid", func(c *Config) { c.PreferredLifetime, c.ValidLifetime = 2*time.Hour, time.Hour }, "longer than ValidLifetime"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg := testConfig(c)
-			tc.mutate(&cfg)
-			_, err := New(cfg, nil)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("New error %v, want one mentioning %q", err, tc.want)
-			}
-		})
-	}
+	reject := servicetest.ConfigRejecter(t, func() Config { return testConfig(&servicetest.Clock{}) }, servicetest.NoLog(New))
+	reject("no duid", "ServerDUID of 0 bytes", func(c *Config) { c.ServerDUID = nil })
+	reject("long duid", "ServerDUID of 131 bytes", func(c *Config) { c.ServerDUID = make([]byte, 131) })
+	reject("no prefix", "Prefix invalid", func(c *Config) { c.Prefix = netip.Prefix{} })
+	reject("v4 prefix", "Prefix 10.0.2.0/24", func(c *Config) { c.Prefix = netip.MustParsePrefix("10.0.2.0/24") })
+	reject("tiny prefix", "/120", func(c *Config) { c.Prefix = netip.MustParsePrefix("fd00::/127") })
+	reject("link-local prefix", "link-local", func(c *Config) { c.Prefix = netip.MustParsePrefix("fe80::/64") })
+	reject("no range", "RangeStart invalid", func(c *Config) { c.RangeStart = netip.Addr{} })
+	reject("range outside", "RangeStart fd01::100", func(c *Config) { c.RangeStart = netip.MustParseAddr("fd01::100") })
+	reject("range anycast", "RangeStart fd00::", func(c *Config) { c.RangeStart = netip.MustParseAddr("fd00::") })
+	reject("v4 dns", "DNS server 10.0.2.3", func(c *Config) { c.DNS = []netip.Addr{netip.MustParseAddr("10.0.2.3")} })
+	reject("many dns", "17 DNS servers", func(c *Config) { c.DNS = make([]netip.Addr, 17) })
+	reject("bad search", `Search: domain name "a..b"`, func(c *Config) { c.Search = []string{"ok.example", "a..b"} })
+	reject("long search", "Search list takes", func(c *Config) {
+		c.Search = []string{strings.Repeat("abcdefghi.", 20) + "x", strings.Repeat("abcdefghi.", 20) + "y", strings.Repeat("abcdefghi.", 20) + "z"}
+	})
+	reject("v4 reserved", "Reserved address 10.0.2.2", func(c *Config) { c.Reserved = []netip.Addr{netip.MustParseAddr("10.0.2.2")} })
+	reject("negative leases", "MaxLeases -1", func(c *Config) { c.MaxLeases = -1 })
+	reject("short preferred", "PreferredLifetime 1ms", func(c *Config) { c.PreferredLifetime = time.Millisecond })
+	reject("huge valid", "ValidLifetime", func(c *Config) { c.ValidLifetime = 200 * 365 * 24 * time.Hour })
+	reject("preferred > valid", "longer than ValidLifetime", func(c *Config) { c.PreferredLifetime, c.ValidLifetime = 2*time.Hour, time.Hour })
 }
 
 func TestDUIDLL(t *testing.T) {
 	if got := hex.EncodeToString(DUIDLL(routerMAC)); got != "0003000152550a000202" {
 		t.Fatalf("DUIDLL = %s", got)
 	}
-}
-
-func unhex(t *testing.T, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // TestAdvertiseBytes pins the wire encoding of an ADVERTISE to a SOLICIT
@@ -74,7 +51,7 @@ func TestAdvertiseBytes(t *testing.T) {
 	if !ok {
 		t.Fatal("no reply")
 	}
-	want := unhex(t, `
+	want := servicetest.Unhex(t, `
 		02 abcdef
 		0001 000a 0003 0001 525400123401
 		0002 000a 0003 0001 52550a000202
@@ -101,7 +78,7 @@ func TestInformationRequestBytes(t *testing.T) {
 	if !ok {
 		t.Fatal("no reply")
 	}
-	want := unhex(t, `
+	want := servicetest.Unhex(t, `
 		07 010203
 		0002 000a 0003 0001 52550a000202
 		0017 0010 fd000000000000000000000000000003
@@ -149,7 +126,7 @@ func TestSolicitRequest(t *testing.T) {
 	if rep.status(t) != -1 || len(rep.opts[optPreference]) != 0 {
 		t.Fatalf("REPLY options %v", rep.order)
 	}
-	wantLease := Lease{DUID: hex.EncodeToString(duid), IAID: 0x0e123401, Addr: first, Expires: c.t.Add(2 * time.Hour)}
+	wantLease := Lease{DUID: hex.EncodeToString(duid), IAID: 0x0e123401, Addr: first, Expires: c.T.Add(2 * time.Hour)}
 	if got := s.Leases(); len(got) != 1 || got[0] != wantLease {
 		t.Fatalf("leases %+v, want [%+v]", got, wantLease)
 	}
@@ -201,17 +178,17 @@ func TestRenewAndRebind(t *testing.T) {
 	duid := duidLL(1)
 	a := lease(t, s, duid, 1)
 
-	c.advance(30 * time.Minute) // T1
+	c.Advance(30 * time.Minute) // T1
 	rep := exchange(t, s, msg(msgRenew, 3, clientIDOpt(duid), serverIDOpt(serverDUID), elapsedOpt(0), iaNAOpt(1, 1800, 2880, iaAddrOpt(a, 3600, 7200))))
 	if ia := rep.ias(t, optIANA); rep.mtype != msgReply || len(ia) != 1 || len(ia[0].addrs) != 1 || ia[0].addrs[0] != (addrReply{a, 3600, 7200}) {
 		t.Fatalf("RENEW reply %d %+v", rep.mtype, ia)
 	}
-	if got := s.Leases()[0].Expires; !got.Equal(c.t.Add(2 * time.Hour)) {
+	if got := s.Leases()[0].Expires; !got.Equal(c.T.Add(2 * time.Hour)) {
 		t.Fatalf("renewed lease expires %v", got)
 	}
 
 	// REBIND goes to any server, so names none.
-	c.advance(20 * time.Minute)
+	c.Advance(20 * time.Minute)
 	rep = exchange(t, s, msg(msgRebind, 4, clientIDOpt(duid), elapsedOpt(0), iaNAOpt(1, 0, 0, iaAddrOpt(a, 0, 0))))
 	if ia := rep.ias(t, optIANA); len(ia) != 1 || len(ia[0].addrs) != 1 || ia[0].addrs[0].addr != a {
 		t.Fatalf("REBIND reply %+v", ia)
@@ -287,7 +264,7 @@ func TestDecline(t *testing.T) {
 	if b := lease(t, s, duidLL(1), 1); b == a {
 		t.Fatalf("declined address %v handed out again at once", a)
 	}
-	c.advance(declineHold)
+	c.Advance(declineHold)
 	if b := lease(t, s, duidLL(2), 1); b != a {
 		t.Fatalf("after the hold got %v, want %v back", b, a)
 	}
@@ -320,7 +297,7 @@ func TestClientsGetDistinctStableAddresses(t *testing.T) {
 	if again := lease(t, s, duidLL(1), 1); again != a {
 		t.Fatalf("same client got %v, then %v", a, again)
 	}
-	c.advance(24 * time.Hour)
+	c.Advance(24 * time.Hour)
 	if len(s.Leases()) != 0 {
 		t.Fatalf("leases after expiry: %v", s.Leases())
 	}
@@ -344,7 +321,7 @@ func TestPoolBound(t *testing.T) {
 		t.Fatalf("full pool REQUEST: %+v", ia)
 	}
 	// Once a lease expires its room is reclaimed for the newcomer.
-	c.advance(3 * time.Hour)
+	c.Advance(3 * time.Hour)
 	if a := lease(t, s, duidLL(3), 1); !prefix.Contains(a) {
 		t.Fatalf("after expiry got %v", a)
 	}
@@ -363,6 +340,14 @@ func TestUnservedIATypes(t *testing.T) {
 	}
 	if pd := rep.ias(t, optIAPD); len(pd) != 1 || pd[0].iaid != 6 || pd[0].status != statusNoPrefixAvail {
 		t.Fatalf("IA_PD %+v", pd)
+	}
+	// Renewing them finds no binding.
+	rep = exchange(t, s, msg(msgRenew, 2, clientIDOpt(duidLL(1)), serverIDOpt(serverDUID), opt(optIATA, u32(5)), opt(optIAPD, u32(6), u32(0), u32(0))))
+	if ta := rep.ias(t, optIATA); len(ta) != 1 || ta[0].iaid != 5 || ta[0].status != statusNoBinding {
+		t.Fatalf("renewed IA_TA %+v", ta)
+	}
+	if pd := rep.ias(t, optIAPD); len(pd) != 1 || pd[0].iaid != 6 || pd[0].status != statusNoBinding {
+		t.Fatalf("renewed IA_PD %+v", pd)
 	}
 }
 
@@ -422,7 +407,7 @@ func TestDrops(t *testing.T) {
 	if st.Replied != 0 || st.Received != dropped || st.Received != uint64(len(cases)) {
 		t.Fatalf("stats %+v after %d bad messages", st, len(cases))
 	}
-	if len(s.Leases()) != 0 || len(s.table.byKey) != 0 {
+	if len(s.Leases()) != 0 || s.table.Len() != 0 {
 		t.Fatal("a dropped message changed the lease table")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/slipway-net/slipway/services/internal/cfgcheck"
 	"github.com/slipway-net/slipway/services/internal/dnsname"
 )
 
@@ -58,17 +59,12 @@ func (cfg *Config) validate() (map[string][]netip.Addr, error) {
 			return nil, fmt.Errorf("dns: upstream %v is not an address and port", up)
 		}
 	}
-	switch {
-	case cfg.Timeout < 0:
-		return nil, fmt.Errorf("dns: Timeout %v is negative", cfg.Timeout)
-	case cfg.Timeout == 0:
-		cfg.Timeout = defaultTimeout
+	var err error
+	if cfg.Timeout, err = cfgcheck.OrDefault("Timeout", cfg.Timeout, defaultTimeout); err != nil {
+		return nil, fmt.Errorf("dns: %w", err)
 	}
-	switch {
-	case cfg.MaxInFlight < 0:
-		return nil, fmt.Errorf("dns: MaxInFlight %d is negative", cfg.MaxInFlight)
-	case cfg.MaxInFlight == 0:
-		cfg.MaxInFlight = defaultMaxInFlight
+	if cfg.MaxInFlight, err = cfgcheck.OrDefault("MaxInFlight", cfg.MaxInFlight, defaultMaxInFlight); err != nil {
+		return nil, fmt.Errorf("dns: %w", err)
 	}
 	local := make(map[string][]netip.Addr, len(cfg.Local))
 	for name, addrs := range cfg.Local {

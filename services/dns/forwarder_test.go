@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/slipway-net/slipway/services/internal/servicetest"
 )
 
 var testAddr = netip.MustParseAddr("192.0.2.55")
@@ -90,7 +92,7 @@ func TestForwardUDPToDnsmasq(t *testing.T) {
 		t.Fatalf("upstream networks %v, want udp only", got)
 	}
 	// ServeUDP releases a query's slot just after writing its reply.
-	waitFor(t, func() bool { return f.Stats().InFlight == 0 })
+	servicetest.WaitFor(t, "no query in flight", func() bool { return f.Stats().InFlight == 0 })
 	if st := f.Stats(); st.Queries != 3 || st.Forwarded != 3 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -116,7 +118,7 @@ func TestForwardTCPToDnsmasq(t *testing.T) {
 	c, err := net.Dial("tcp", server.String())
 	must(t, err)
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(hangGuard))
+	c.SetDeadline(time.Now().Add(servicetest.HangGuard))
 
 	// Three queries on one connection, sent before reading any answer.
 	ids := []uint16{100, 101, 102}
@@ -157,7 +159,7 @@ func TestUnreachableUpstreamGivesServfail(t *testing.T) {
 			select {
 			case reply := <-done:
 				expectRcode(t, reply, 42, "test.example.", dnsmessage.RCodeServerFailure)
-			case <-time.After(hangGuard):
+			case <-time.After(servicetest.HangGuard):
 				t.Fatal("no answer")
 			}
 			if st := f.Stats(); st.ServFail != 1 || st.UpstreamFailures != 1 {
@@ -202,7 +204,7 @@ func TestFailoverToSecondUpstream(t *testing.T) {
 func TestMaxInFlightBound(t *testing.T) {
 	f := newForwarder(t, Config{
 		Upstreams:   []netip.AddrPort{silentUDP(t)},
-		Timeout:     hangGuard,
+		Timeout:     servicetest.HangGuard,
 		MaxInFlight: 2,
 		Local:       map[string][]netip.Addr{"host.internal": {netip.MustParseAddr("10.0.2.2")}},
 	})
@@ -213,7 +215,7 @@ func TestMaxInFlightBound(t *testing.T) {
 	for i := range 2 {
 		go func() { blocked <- f.Exchange(ctx, makeQuery(t, uint16(i), "test.example.", dnsmessage.TypeA, false)) }()
 	}
-	waitFor(t, func() bool { return f.Stats().InFlight == 2 })
+	servicetest.WaitFor(t, "two queries in flight", func() bool { return f.Stats().InFlight == 2 })
 	// The third gets SERVFAIL while the first two still wait on the
 	// upstream.
 	expectRcode(t, f.Exchange(ctx, makeQuery(t, 9, "test.example.", dnsmessage.TypeA, false)),
@@ -389,7 +391,7 @@ func TestNoDescriptorLeak(t *testing.T) {
 				expectRcode(t, slow.Exchange(ctx, q), uint16(i), "test.example.", dnsmessage.RCodeServerFailure)
 				c, err := net.Dial("tcp", tcp.String())
 				must(t, err)
-				c.SetDeadline(time.Now().Add(hangGuard))
+				c.SetDeadline(time.Now().Add(servicetest.HangGuard))
 				must(t, writeFramed(c, q))
 				raw, err := readFramed(c)
 				must(t, err)
@@ -403,7 +405,9 @@ func TestNoDescriptorLeak(t *testing.T) {
 	run(10)
 	// Guest TCP connections are closed by the server asynchronously; wait
 	// for them to be gone before each count.
-	settle := func() { waitFor(t, func() bool { return f.Stats().TCPConns == 0 }) }
+	settle := func() {
+		servicetest.WaitFor(t, "no TCP connection open", func() bool { return f.Stats().TCPConns == 0 })
+	}
 	settle()
 	before := openFDs(t)
 	run(300)
@@ -425,7 +429,7 @@ func TestTCPIdleTimeoutAndConnectionLimit(t *testing.T) {
 	first, err := net.Dial("tcp", server.String())
 	must(t, err)
 	defer first.Close()
-	first.SetDeadline(time.Now().Add(hangGuard))
+	first.SetDeadline(time.Now().Add(servicetest.HangGuard))
 	must(t, writeFramed(first, makeQuery(t, 1, "h.internal.", dnsmessage.TypeA, false)))
 	raw, err := readFramed(first)
 	must(t, err)
@@ -435,7 +439,7 @@ func TestTCPIdleTimeoutAndConnectionLimit(t *testing.T) {
 	second, err := net.Dial("tcp", server.String())
 	must(t, err)
 	defer second.Close()
-	second.SetDeadline(time.Now().Add(hangGuard))
+	second.SetDeadline(time.Now().Add(servicetest.HangGuard))
 	if _, err := readFramed(second); err == nil {
 		t.Fatal("second connection was served beyond the limit")
 	}

@@ -12,11 +12,9 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
-)
 
-// hangGuard bounds waits that should end quickly, only so a broken
-// implementation fails instead of hanging; tests never assert durations.
-const hangGuard = 20 * time.Second
+	"github.com/slipway-net/slipway/services/internal/servicetest"
+)
 
 // makeQuery builds a recursive query the way a stub resolver does, with an
 // EDNS(0) OPT record when edns is set.
@@ -173,7 +171,7 @@ func waitReady(addr netip.AddrPort, exited <-chan struct{}) bool {
 	if err != nil {
 		return false
 	}
-	deadline := time.Now().Add(hangGuard)
+	deadline := time.Now().Add(servicetest.HangGuard)
 	for time.Now().Before(deadline) {
 		select {
 		case <-exited:
@@ -201,9 +199,7 @@ func waitReady(addr netip.AddrPort, exited <-chan struct{}) bool {
 // a resolver behind a black hole.
 func silentUDP(t *testing.T) netip.AddrPort {
 	t.Helper()
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	must(t, err)
-	t.Cleanup(func() { c.Close() })
+	c := servicetest.ListenUDP(t, "udp4")
 	return c.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
@@ -217,9 +213,7 @@ func closedPort(t *testing.T) netip.AddrPort {
 // writes, for misbehaviour dnsmasq cannot be made to show.
 func fakeUpstream(t *testing.T, respond func(q []byte) [][]byte) netip.AddrPort {
 	t.Helper()
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	must(t, err)
-	t.Cleanup(func() { c.Close() })
+	c := servicetest.ListenUDP(t, "udp4")
 	go func() {
 		buf := make([]byte, 65535)
 		for {
@@ -256,10 +250,8 @@ func openFDs(t *testing.T) int {
 // returns its address.
 func serveUDP(t *testing.T, f *Forwarder) net.Addr {
 	t.Helper()
-	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	must(t, err)
-	t.Cleanup(func() { conn.Close() })
-	runUntilCleanup(t, "ServeUDP", func(ctx context.Context) error { return f.ServeUDP(ctx, conn) })
+	conn := servicetest.ListenUDP(t, "udp4")
+	servicetest.Start(t, func(ctx context.Context) error { return f.ServeUDP(ctx, conn) })
 	return conn.LocalAddr()
 }
 
@@ -268,22 +260,8 @@ func serveTCP(t *testing.T, f *Forwarder) net.Addr {
 	t.Helper()
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	must(t, err)
-	runUntilCleanup(t, "ServeTCP", func(ctx context.Context) error { return f.ServeTCP(ctx, l) })
+	servicetest.Start(t, func(ctx context.Context) error { return f.ServeTCP(ctx, l) })
 	return l.Addr()
-}
-
-// runUntilCleanup runs serve until the test ends, then cancels it and
-// expects it to return nil.
-func runUntilCleanup(t *testing.T, name string, serve func(context.Context) error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("%s: %v", name, err)
-		}
-	})
 }
 
 // udpAsk sends one query from a fresh client socket and reads the reply.
@@ -292,23 +270,11 @@ func udpAsk(t *testing.T, server net.Addr, q []byte) []byte {
 	c, err := net.Dial("udp", server.String())
 	must(t, err)
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(hangGuard))
+	c.SetDeadline(time.Now().Add(servicetest.HangGuard))
 	_, err = c.Write(q)
 	must(t, err)
 	buf := make([]byte, 65535)
 	n, err := c.Read(buf)
 	must(t, err)
 	return buf[:n]
-}
-
-// waitFor polls cond until it holds, failing the test after hangGuard.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(hangGuard)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached")
-		}
-		time.Sleep(time.Millisecond)
-	}
 }

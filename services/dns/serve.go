@@ -27,7 +27,7 @@ func (f *Forwarder) ServeUDP(ctx context.Context, conn net.PacketConn) error {
 			f.log.Debug("dns: write reply", "to", to, "err", err)
 		}
 	}
-	err := packetloop.Run(ctx, conn, make([]byte, 65535), func(pkt []byte, from net.Addr) {
+	err := packetloop.Run(ctx, conn, make([]byte, packetloop.MaxDatagram), func(pkt []byte, from net.Addr) {
 		q, reply := f.accept(pkt)
 		switch {
 		case q == nil && reply != nil:

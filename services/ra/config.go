@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/slipway-net/slipway/services/internal/dnsname"
+	"github.com/slipway-net/slipway/services/internal/cfgcheck"
 )
 
 // Config describes what the router advertises and how often.
@@ -80,15 +80,11 @@ func (cfg Config) validate() (Config, error) {
 	if cfg.MTU != 0 && (cfg.MTU < minMTU || cfg.MTU > maxMTU) {
 		return cfg, fmt.Errorf("ra: MTU %d is outside %d..%d", cfg.MTU, minMTU, maxMTU)
 	}
-	for _, a := range cfg.RDNSS {
-		if !a.Is6() || a.Is4In6() || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() {
-			return cfg, fmt.Errorf("ra: RDNSS server %v is not an IPv6 unicast address", a)
-		}
+	if err := cfgcheck.IPv6Unicast("RDNSS server", cfg.RDNSS); err != nil {
+		return cfg, fmt.Errorf("ra: %w", err)
 	}
-	for _, s := range cfg.DNSSL {
-		if err := dnsname.Check(s); err != nil {
-			return cfg, fmt.Errorf("ra: DNSSL: %w", err)
-		}
+	if err := cfgcheck.Names("DNSSL", cfg.DNSSL); err != nil {
+		return cfg, fmt.Errorf("ra: %w", err)
 	}
 	if cfg.RouterMAC != nil && len(cfg.RouterMAC) != 6 {
 		return cfg, fmt.Errorf("ra: RouterMAC %q is not an Ethernet MAC address", cfg.RouterMAC)

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/slipway-net/slipway/services/internal/servicetest"
 )
 
 var (
@@ -44,15 +46,7 @@ func seq(vals ...float64) func() float64 {
 
 func newAdvertiser(t *testing.T, mutate func(*Config)) *Advertiser {
 	t.Helper()
-	cfg := testConfig()
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	a, err := New(cfg)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	return a
+	return servicetest.Build(t, testConfig(), mutate, New)
 }
 
 // solicitation builds a Router Solicitation from src to dst with the given

@@ -66,6 +66,20 @@ type Solicitation struct {
 
 const solicitationLen = 8 // type, code, checksum, reserved
 
+// checkHeader checks what every NDP message this package parses starts
+// with: at least minLen bytes, type typ, code 0 (RFC 4861 section 6.1).
+func checkHeader(icmp []byte, minLen int, typ byte) error {
+	switch {
+	case len(icmp) < minLen:
+		return parseErr(ReasonShort)
+	case icmp[0] != typ:
+		return parseErr(ReasonType)
+	case icmp[1] != 0:
+		return parseErr(ReasonCode)
+	}
+	return nil
+}
+
 // ParseSolicitation validates a Router Solicitation as RFC 4861 section
 // 6.1.1 asks: icmp is the ICMPv6 message from its type byte on, src and dst
 // the addresses and hopLimit the hop limit of the IPv6 header it came in.
@@ -76,14 +90,8 @@ func ParseSolicitation(src, dst netip.Addr, hopLimit uint8, icmp []byte) (Solici
 	if hopLimit != 255 {
 		return Solicitation{}, parseErr(ReasonHopLimit)
 	}
-	if len(icmp) < solicitationLen {
-		return Solicitation{}, parseErr(ReasonShort)
-	}
-	if icmp[0] != TypeRouterSolicitation {
-		return Solicitation{}, parseErr(ReasonType)
-	}
-	if icmp[1] != 0 {
-		return Solicitation{}, parseErr(ReasonCode)
+	if err := checkHeader(icmp, solicitationLen, TypeRouterSolicitation); err != nil {
+		return Solicitation{}, err
 	}
 	if Checksum(src, dst, icmp) != binary.BigEndian.Uint16(icmp[checksumOffset:]) {
 		return Solicitation{}, parseErr(ReasonChecksum)
@@ -139,14 +147,8 @@ type PrefixInfo struct {
 // the message and of the options it knows. Checksum and hop limit are the
 // caller's, as in ParseSolicitation.
 func ParseAdvertisement(icmp []byte) (Advertisement, error) {
-	if len(icmp) < headerLen {
-		return Advertisement{}, parseErr(ReasonShort)
-	}
-	if icmp[0] != TypeRouterAdvertisement {
-		return Advertisement{}, parseErr(ReasonType)
-	}
-	if icmp[1] != 0 {
-		return Advertisement{}, parseErr(ReasonCode)
+	if err := checkHeader(icmp, headerLen, TypeRouterAdvertisement); err != nil {
+		return Advertisement{}, err
 	}
 	ra := Advertisement{
 		CurHopLimit:    icmp[4],

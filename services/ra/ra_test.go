@@ -3,7 +3,6 @@ package ra
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"net"
 	"net/netip"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/slipway-net/slipway/services/internal/servicetest"
 )
 
 func TestNewRejectsBadConfig(t *testing.T) {
@@ -18,56 +19,32 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	for i := range many {
 		many[i] = netip.AddrFrom16([16]byte{0xfd, 15: byte(i + 1)})
 	}
-	cases := []struct {
-		name   string
-		mutate func(*Config)
-		want   string
-	}{
-		{"no prefix", func(c *Config) { c.Prefix = netip.Prefix{} }, "Prefix invalid"},
-		{"v4 prefix", func(c *Config) { c.Prefix = netip.MustParsePrefix("10.0.2.0/24") }, "Prefix 10.0.2.0/24"},
-		{"mapped prefix", func(c *Config) { c.Prefix = netip.MustParsePrefix("::ffff:10.0.2.0/120") }, "not an IPv6 prefix"},
-		{"not /64", func(c *Config) { c.Prefix = netip.MustParsePrefix("fd00::/48") }, "fd00::/48 is not a /64"},
-		{"link-local", func(c *Config) { c.Prefix = netip.MustParsePrefix("fe80::/64") }, "link-local"},
-		{"small mtu", func(c *Config) { c.MTU = 1000 }, "MTU 1000"},
-		{"huge mtu", func(c *Config) { c.MTU = 70000 }, "MTU 70000"},
-		{"v4 dns", func(c *Config) { c.RDNSS = []netip.Addr{netip.MustParseAddr("10.0.2.3")} }, "RDNSS server 10.0.2.3"},
-		{"multicast dns", func(c *Config) { c.RDNSS = []netip.Addr{allNodes} }, "RDNSS server ff02::1"},
-		{"bad name", func(c *Config) { c.DNSSL = []string{"a..b"} }, `DNSSL: domain name "a..b"`},
-		{"bad mac", func(c *Config) { c.RouterMAC = net.HardwareAddr{1, 2, 3} }, "RouterMAC"},
-		{"max too small", func(c *Config) { c.MaxInterval = 3 * time.Second }, "MaxInterval 3s"},
-		{"max too large", func(c *Config) { c.MaxInterval = time.Hour }, "MaxInterval 1h0m0s"},
-		{"min too small", func(c *Config) { c.MinInterval = time.Second }, "MinInterval 1s"},
-		{"min above 3/4 max", func(c *Config) { c.MinInterval = 500 * time.Second }, "MinInterval 8m20s"},
-		{"lifetime below max", func(c *Config) { c.RouterLifetime = time.Minute }, "RouterLifetime 1m0s"},
-		{"lifetime too long", func(c *Config) { c.RouterLifetime = 3 * time.Hour }, "RouterLifetime 3h0m0s"},
-		{"too big", func(c *Config) { c.RDNSS = many }, "1376 bytes"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg := testConfig()
-			tc.mutate(&cfg)
-			_, err := New(cfg)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("New error %v, want one mentioning %q", err, tc.want)
-			}
-		})
-	}
-}
-
-func unhex(t *testing.T, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	reject := servicetest.ConfigRejecter(t, testConfig, New)
+	reject("no prefix", "Prefix invalid", func(c *Config) { c.Prefix = netip.Prefix{} })
+	reject("v4 prefix", "Prefix 10.0.2.0/24", func(c *Config) { c.Prefix = netip.MustParsePrefix("10.0.2.0/24") })
+	reject("mapped prefix", "not an IPv6 prefix", func(c *Config) { c.Prefix = netip.MustParsePrefix("::ffff:10.0.2.0/120") })
+	reject("not /64", "fd00::/48 is not a /64", func(c *Config) { c.Prefix = netip.MustParsePrefix("fd00::/48") })
+	reject("link-local", "link-local", func(c *Config) { c.Prefix = netip.MustParsePrefix("fe80::/64") })
+	reject("small mtu", "MTU 1000", func(c *Config) { c.MTU = 1000 })
+	reject("huge mtu", "MTU 70000", func(c *Config) { c.MTU = 70000 })
+	reject("v4 dns", "RDNSS server 10.0.2.3", func(c *Config) { c.RDNSS = []netip.Addr{netip.MustParseAddr("10.0.2.3")} })
+	reject("multicast dns", "RDNSS server ff02::1", func(c *Config) { c.RDNSS = []netip.Addr{allNodes} })
+	reject("bad name", `DNSSL: domain name "a..b"`, func(c *Config) { c.DNSSL = []string{"a..b"} })
+	reject("bad mac", "RouterMAC", func(c *Config) { c.RouterMAC = net.HardwareAddr{1, 2, 3} })
+	reject("max too small", "MaxInterval 3s", func(c *Config) { c.MaxInterval = 3 * time.Second })
+	reject("max too large", "MaxInterval 1h0m0s", func(c *Config) { c.MaxInterval = time.Hour })
+	reject("min too small", "MinInterval 1s", func(c *Config) { c.MinInterval = time.Second })
+	reject("min above 3/4 max", "MinInterval 8m20s", func(c *Config) { c.MinInterval = 500 * time.Second })
+	reject("lifetime below max", "RouterLifetime 1m0s", func(c *Config) { c.RouterLifetime = time.Minute })
+	reject("lifetime too long", "RouterLifetime 3h0m0s", func(c *Config) { c.RouterLifetime = 3 * time.Hour })
+	reject("too big", "1376 bytes", func(c *Config) { c.RDNSS = many })
 }
 
 // TestMessageBytes pins the wire encoding of every field and option,
 // laid out as in RFC 4861 section 4.2 and 4.6 and RFC 8106 section 5.
 func TestMessageBytes(t *testing.T) {
 	a := newAdvertiser(t, nil)
-	want := unhex(t, `
+	want := servicetest.Unhex(t, `
 		86 00 0000  40 40 0708  00000000  00000000
 		01 01 52550a000202
 		05 01 0000 0000fff0
@@ -86,7 +63,7 @@ func TestMessageBytes(t *testing.T) {
 		c.ManagedFlag, c.OtherFlag = true, false
 		c.MaxInterval = 10 * time.Second
 	})
-	want = unhex(t, `
+	want = servicetest.Unhex(t, `
 		86 00 0000  40 80 001e  00000000  00000000
 		03 04 40 c0 00015180 00003840 00000000 fd000000000000000000000000000000
 	`)
@@ -196,7 +173,7 @@ func TestChecksum(t *testing.T) {
 // included: its sender computed it, not this package.
 func TestChecksumKnownVector(t *testing.T) {
 	src := netip.MustParseAddr("fe80::e482:62ff:fe3e:353e")
-	msg := unhex(t, "85 00 832f 00000000 01 01 e682623e353e")
+	msg := servicetest.Unhex(t, "85 00 832f 00000000 01 01 e682623e353e")
 	if got := Checksum(src, allRtrs, msg); got != 0x832f {
 		t.Fatalf("checksum %#04x, the kernel sent 0x832f", got)
 	}
@@ -278,7 +255,7 @@ func TestParseSolicitation(t *testing.T) {
 }
 
 func TestParseOptions(t *testing.T) {
-	opts, err := ParseOptions(unhex(t, "01 01 525400123456  05 01 0000 000005dc  ff 02 0000000000000000000000000000"))
+	opts, err := ParseOptions(servicetest.Unhex(t, "01 01 525400123456  05 01 0000 000005dc  ff 02 0000000000000000000000000000"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +286,7 @@ func TestParseAdvertisementRejects(t *testing.T) {
 		"dnssl short": hdr + "1f 01 0000 00000708",
 	}
 	for name, msg := range cases {
-		if ad, err := ParseAdvertisement(unhex(t, msg)); err == nil {
+		if ad, err := ParseAdvertisement(servicetest.Unhex(t, msg)); err == nil {
 			t.Errorf("%s: parsed as %+v", name, ad)
 		}
 	}

@@ -96,23 +96,10 @@ func TestMaxFlows(t *testing.T) {
 func TestUDPIdleTimeout(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireTools(t, "socat")
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	// Reply with the source port slipway's host socket used.
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			_, from, err := c.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			c.WriteTo([]byte(fmt.Sprint(from.(*net.UDPAddr).Port)), from)
-		}
-	}()
-	port := c.LocalAddr().(*net.UDPAddr).Port
+	port := testenv.UDPServer(t, "127.0.0.1:0", func(_ []byte, from net.Addr) []byte {
+		return []byte(fmt.Sprint(from.(*net.UDPAddr).Port))
+	}).Port()
 	res := runNS(t, []string{"--udp-idle-timeout", "1s"}, script(
 		// One guest socket (fixed source port 4444) sends three times.
 		fmt.Sprintf(`ask() { echo x | socat -T2 - UDP:10.0.2.2:%d,sourceport=4444,reuseaddr; echo; }`, port),

@@ -25,6 +25,17 @@ import (
 // script joins shell lines run inside the namespace with `set -u`.
 func script(lines ...string) string { return strings.Join(append([]string{"set -u"}, lines...), "\n") }
 
+// checkMarkers reports each of want's markers whose value in m (from
+// testenv.Markers) differs, naming it as label+key.
+func checkMarkers(t *testing.T, m, want map[string]string, label string) {
+	t.Helper()
+	for k, v := range want {
+		if m[k] != v {
+			t.Errorf("%s%s = %q, want %q", label, k, m[k], v)
+		}
+	}
+}
+
 func runNS(t *testing.T, args []string, sh string) testenv.Result {
 	t.Helper()
 	full := append(append([]string{"run"}, args...), "--", "sh", "-c", sh)
@@ -66,11 +77,7 @@ func TestRunNamespaceNetwork(t *testing.T) {
 		"dns_udp": testenv.TestDomainAddr, "dns_tcp": testenv.TestDomainAddr, "dns_host": "10.0.2.2",
 		"resolver": testenv.TestDomainAddr, "sha": sum, "udp": "echo:ping", "ping": "ok",
 	}
-	for k, v := range want {
-		if m[k] != v {
-			t.Errorf("%s = %q, want %q", k, m[k], v)
-		}
-	}
+	checkMarkers(t, m, want, "")
 	if m["cgroup"] == "0" || m["cgroup"] == "" {
 		t.Errorf("the host's cgroup tree vanished from /sys/fs/cgroup")
 	}
@@ -157,11 +164,7 @@ EOS`,
 	m := testenv.Markers(res.Output)
 	want := map[string]string{"ip": "10.0.2.15", "router": "10.0.2.2", "dns": "10.0.2.3", "mtu": "9000",
 		"hostname": "guesty", "domain": "lab.example", "search": "a.example b.example", "subnet": "255.255.255.0"}
-	for k, v := range want {
-		if m[k] != v {
-			t.Errorf("lease %s = %q, want %q", k, m[k], v)
-		}
-	}
+	checkMarkers(t, m, want, "lease ")
 	if t.Failed() {
 		t.Logf("output:\n%s", res.Output)
 	}
@@ -239,14 +242,7 @@ func countProcesses(t *testing.T, s string) int {
 func TestRunRootless(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireTools(t, "setpriv", "curl")
-	fi, err := os.Stat("/dev/net/tun")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode().Perm() != 0o666 {
-		os.Chmod("/dev/net/tun", 0o666)
-		t.Cleanup(func() { os.Chmod("/dev/net/tun", fi.Mode().Perm()) })
-	}
+	openTun(t)
 	dir, err := os.MkdirTemp("", "slipway-rootless-")
 	if err != nil {
 		t.Fatal(err)

@@ -117,11 +117,7 @@ func TestServeQEMUGuestIPv6(t *testing.T) {
 	m := testenv.Markers(res.Console)
 	want := map[string]string{"slaac": "fd00::5054:ff:fe12:3458/64", "route6": "fe80::5055:aff:fe00:202", "dhcp6": "fd00::100",
 		"dhcp6dns": "fd00::3", "ping6": "ok", "sha6": sum, "aaaa": "2001:db8::55"}
-	for k, v := range want {
-		if m[k] != v {
-			t.Errorf("%s = %q, want %q", k, m[k], v)
-		}
-	}
+	checkMarkers(t, m, want, "")
 	// The control API lists both leases, the DHCPv6 one by DUID.
 	var leases []network.LeaseInfo
 	if err := control.NewClient(api).Do(context.Background(), "GET", "/v1/leases", nil, &leases); err != nil {

@@ -23,7 +23,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -116,10 +115,8 @@ func run(t *testing.T, name string, args ...string) {
 
 // slipwayProc is a slipway running in the host namespace.
 type slipwayProc struct {
-	cmd  *exec.Cmd
-	out  *testenv.Output
-	api  string
-	done chan struct{}
+	*testenv.Process
+	api string
 }
 
 // startSlipway runs slipway with args in ns, with an API socket, and
@@ -128,34 +125,14 @@ type slipwayProc struct {
 func startSlipway(t *testing.T, ns string, args ...string) *slipwayProc {
 	t.Helper()
 	slipway, _ := binaries(t)
-	p := &slipwayProc{out: &testenv.Output{}, api: filepath.Join(t.TempDir(), "api.sock"), done: make(chan struct{})}
-	full := append([]string{"netns", "exec", ns, slipway, args[0], "--api-socket", p.api}, args[1:]...)
-	p.cmd = exec.Command("ip", full...)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(15 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("slipway output:\n%s", p.out.String())
-		}
-	})
+	api := filepath.Join(t.TempDir(), "api.sock")
+	full := append([]string{"netns", "exec", ns, slipway, args[0], "--api-socket", api}, args[1:]...)
+	p := &slipwayProc{Process: testenv.StartProcess(t, "slipway", exec.Command("ip", full...)), api: api}
 	c := control.NewClient(p.api)
 	waitFor(t, 30*time.Second, "slipway's API", func() error {
 		select {
-		case <-p.done:
-			t.Fatalf("slipway exited: %v\n%s", p.cmd.ProcessState, p.out.String())
+		case <-p.Done():
+			t.Fatalf("slipway exited: %v\n%s", p.Cmd.ProcessState, p.Output())
 		default:
 		}
 		return c.Do(context.Background(), "GET", "/v1/health", nil, nil)
@@ -168,7 +145,7 @@ func (p *slipwayProc) client() *control.Client { return control.NewClient(p.api)
 // fds counts slipway's open file descriptors.
 func (p *slipwayProc) fds(t *testing.T) int {
 	t.Helper()
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid))
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.Cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,5 +240,34 @@ func unixDialer(sock string) func(ctx context.Context, _, _ string) (net.Conn, e
 	return func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)
+	}
+}
+
+// expectTCPPeer waits up to wait for the published TCP port 8080 to
+// answer a client from hostAddr:src, and checks that the guest saw the
+// client as that address.
+func expectTCPPeer(t *testing.T, ns string, src int, wait time.Duration) {
+	t.Helper()
+	var got string
+	waitFor(t, wait, "the published TCP port", func() (err error) {
+		got, err = tcpPeer(ns, hostAddr+":8080", src)
+		return err
+	})
+	if want := fmt.Sprintf("peer=%s:%d", hostAddr, src); got != want {
+		t.Errorf("guest saw the TCP client as %q, want %q", got, want)
+	}
+}
+
+// expectUDPPeers has a client from hostAddr:src for each of srcs send
+// payload-N to the published UDP port 5000, and checks that each gets its
+// own answer, naming its own address.
+func expectUDPPeers(t *testing.T, ns, payload string, srcs ...int) {
+	t.Helper()
+	for i, src := range srcs {
+		p := fmt.Sprintf("%s-%d", payload, i)
+		got, err := udpPeer(ns, hostAddr+":5000", src, p)
+		if want := fmt.Sprintf("peer=%s:%d %s", hostAddr, src, p); err != nil || got != want {
+			t.Errorf("UDP client %d: got %q, %v; want %q", src, got, err, want)
+		}
 	}
 }

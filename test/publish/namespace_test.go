@@ -37,16 +37,9 @@ func TestNamespacePublishKeepsClientAddress(t *testing.T) {
 	ns := hostNS(t)
 	p := runPeerecho(t, ns, "-p", "8080:80", "-p", "5000:5000/udp")
 
-	var got string
-	waitFor(t, 30*time.Second, "the published TCP port", func() (err error) {
-		got, err = tcpPeer(ns, hostAddr+":8080", 40001)
-		return err
-	})
-	if want := "peer=" + hostAddr + ":40001"; got != want {
-		t.Errorf("guest saw TCP client as %q, want %q", got, want)
-	}
-	if !strings.Contains(p.out.String(), "tcp peer="+hostAddr+":40001") {
-		t.Errorf("the guest did not log the client's address:\n%s", p.out.String())
+	expectTCPPeer(t, ns, 40001, 30*time.Second)
+	if !strings.Contains(p.Output(), "tcp peer="+hostAddr+":40001") {
+		t.Errorf("the guest did not log the client's address:\n%s", p.Output())
 	}
 	lo, err := tcpPeer(ns, "127.0.0.1:8080", 0)
 	if err != nil || !strings.HasPrefix(lo, "peer=10.0.2.2:") {
@@ -54,13 +47,7 @@ func TestNamespacePublishKeepsClientAddress(t *testing.T) {
 	}
 
 	// Two UDP clients each get their own answer.
-	for i, src := range []int{40011, 40012} {
-		payload := fmt.Sprintf("hello-%d", i)
-		got, err := udpPeer(ns, hostAddr+":5000", src, payload)
-		if want := fmt.Sprintf("peer=%s:%d %s", hostAddr, src, payload); err != nil || got != want {
-			t.Errorf("UDP client %d: got %q, %v; want %q", src, got, err, want)
-		}
-	}
+	expectUDPPeers(t, ns, "hello", 40011, 40012)
 	if got, err := udpPeer(ns, "127.0.0.1:5000", 0, "lo"); err != nil || !strings.HasPrefix(got, "peer=10.0.2.2:") {
 		t.Errorf("loopback UDP client: got %q, %v; want it from 10.0.2.2", got, err)
 	}

@@ -1,7 +1,6 @@
 package publish_test
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,24 +38,11 @@ func TestVMPublish(t *testing.T) {
 	if _, err := vm.WaitFor("peerecho ready", 5*time.Minute); err != nil {
 		t.Fatalf("guest server: %v\n%s", err, vm.Console())
 	}
-	var got string
-	waitFor(t, 60*time.Second, "the published TCP port", func() (err error) {
-		got, err = tcpPeer(ns, hostAddr+":8080", 40101)
-		return err
-	})
-	if want := "peer=" + hostAddr + ":40101"; got != want {
-		t.Errorf("guest saw the TCP client as %q, want %q", got, want)
-	}
+	expectTCPPeer(t, ns, 40101, 60*time.Second)
 	if _, err := vm.WaitFor("tcp peer="+hostAddr+":40101", 30*time.Second); err != nil {
 		t.Errorf("the guest did not log the client's address: %v", err)
 	}
-	for i, src := range []int{40111, 40112} {
-		payload := fmt.Sprintf("vm-%d", i)
-		got, err := udpPeer(ns, hostAddr+":5000", src, payload)
-		if want := fmt.Sprintf("peer=%s:%d %s", hostAddr, src, payload); err != nil || got != want {
-			t.Errorf("UDP client %d: got %q, %v; want %q", src, got, err, want)
-		}
-	}
+	expectUDPPeers(t, ns, "vm", 40111, 40112)
 	checkRuntimeForwards(t, ns, p)
 	if t.Failed() {
 		t.Logf("guest console:\n%s", vm.Console())

@@ -25,33 +25,18 @@ import (
 	"time"
 )
 
-// skipShort skips an end-to-end test in -short mode: make test-unit runs
-// as root too, and must create no namespace or TAP device, boot no QEMU
-// and start no real program. Every helper below that needs one of those
-// calls it, so a test that forgets a check of its own is still skipped.
-func skipShort(t testing.TB, what string) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("skipped in -short mode: " + what)
-	}
-}
-
 // RequireRoot skips tests that need to create namespaces and TAP devices
-// as root (CI runs as root), and skips them in -short mode even as root.
+// as root (CI runs as root).
 func RequireRoot(t testing.TB) {
 	t.Helper()
-	skipShort(t, "creates network namespaces")
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces")
 	}
 }
 
 // RequireTools fails (not skips: CI installs them) when a tool is missing.
-// In -short mode it skips: only end-to-end tests run outside tools, and a
-// machine running only the unit tests need not have them.
 func RequireTools(t testing.TB, tools ...string) {
 	t.Helper()
-	skipShort(t, "runs "+strings.Join(tools, ", "))
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is not installed (the README's test command installs it): %v", tool, err)
@@ -78,11 +63,9 @@ var buildOnce = sync.OnceValues(func() (string, error) {
 })
 
 // Slipway returns the path of the slipway binary built from this tree
-// (once per test process). It skips in -short mode: its callers run the
-// binary.
+// (once per test process).
 func Slipway(t testing.TB) string {
 	t.Helper()
-	skipShort(t, "runs the slipway binary")
 	bin, err := buildOnce()
 	if err != nil {
 		t.Fatal(err)
@@ -277,6 +260,13 @@ func UDPEcho(t testing.TB) netip.AddrPort { return UDPEchoOn(t, "127.0.0.1:0") }
 // UDPEchoOn is UDPEcho listening on addr (e.g. "[::1]:0").
 func UDPEchoOn(t testing.TB, addr string) netip.AddrPort {
 	t.Helper()
+	return UDPServer(t, addr, func(pkt []byte, _ net.Addr) []byte { return append([]byte("echo:"), pkt...) })
+}
+
+// UDPServer answers each datagram arriving on addr with what respond
+// makes of it and of its sender, until the test ends.
+func UDPServer(t testing.TB, addr string, respond func(pkt []byte, from net.Addr) []byte) netip.AddrPort {
+	t.Helper()
 	c, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -289,7 +279,7 @@ func UDPEchoOn(t testing.TB, addr string) netip.AddrPort {
 			if err != nil {
 				return
 			}
-			c.WriteTo(append([]byte("echo:"), buf[:n]...), from)
+			c.WriteTo(respond(buf[:n], from), from)
 		}
 	}()
 	return c.LocalAddr().(*net.UDPAddr).AddrPort()
@@ -324,59 +314,84 @@ func Markers(output string) map[string]string {
 	return m
 }
 
-// Server is a `slipway serve` process running for a test.
-type Server struct {
-	cmd *exec.Cmd
-	out *Output
+// stopGrace is how long a stopped process has to exit after SIGTERM
+// before it is killed; it only keeps a hung process from hanging a test.
+const stopGrace = 20 * time.Second
+
+// Process is a program a test runs in the background, slipway mostly. Its
+// output (stdout and stderr together) is collected; when the test ends it
+// is stopped, and its output logged if the test failed.
+type Process struct {
+	Cmd  *exec.Cmd
+	out  Output
+	done chan struct{}
+	err  error // from Wait, once done is closed
 }
 
-// Output is what the server logged so far.
-func (s *Server) Output() string { return s.out.String() }
-
-// Pid is the server's process id.
-func (s *Server) Pid() int { return s.cmd.Process.Pid }
-
-// Stop ends the server (SIGTERM) and waits for it.
-func (s *Server) Stop() {
-	if s.cmd.ProcessState != nil {
-		return
+// StartProcess starts cmd, whose Stdout and Stderr it sets. name labels
+// the output in the test's log.
+func StartProcess(t testing.TB, name string, cmd *exec.Cmd) *Process {
+	t.Helper()
+	p := &Process{Cmd: cmd, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = &p.out, &p.out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
 	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { s.cmd.Wait(); close(done) }()
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, p.Output())
+		}
+	})
+	return p
+}
+
+// Output is what the process wrote so far.
+func (p *Process) Output() string { return p.out.String() }
+
+// Done is closed once the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Err is what waiting for the process returned; only valid after Done.
+func (p *Process) Err() error { return p.err }
+
+// Stop ends the process (SIGTERM, then SIGKILL after stopGrace) and
+// waits for it.
+func (p *Process) Stop() {
 	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		s.cmd.Process.Kill()
-		<-done
+	case <-p.done:
+		return
+	default:
+	}
+	p.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(stopGrace):
+		p.Cmd.Process.Kill()
+		<-p.done
 	}
 }
 
 // Serve starts `slipway serve` with args and returns once it is serving
 // (--ready-fd). It is stopped when the test ends.
-func Serve(t testing.TB, args ...string) *Server {
+func Serve(t testing.TB, args ...string) *Process {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
+	defer w.Close() // if StartProcess fails
 	cmd := exec.Command(Slipway(t), append([]string{"serve", "--ready-fd", "3"}, args...)...)
-	out := &Output{}
-	cmd.Stdout, cmd.Stderr = out, out
 	cmd.ExtraFiles = []*os.File{w}
-	if err := cmd.Start(); err != nil {
-		w.Close()
-		t.Fatal(err)
-	}
+	s := StartProcess(t, "slipway serve", cmd)
+	// The child has its copy; ours would keep the read below from seeing
+	// it exit.
 	w.Close()
-	s := &Server{cmd: cmd, out: out}
-	t.Cleanup(func() {
-		s.Stop()
-		if t.Failed() {
-			t.Logf("slipway serve output:\n%s", out.String())
-		}
-	})
 	ready := make(chan string, 1)
 	go func() {
 		b := make([]byte, 1)
@@ -387,10 +402,10 @@ func Serve(t testing.TB, args ...string) *Server {
 	case got := <-ready:
 		if got != "1" {
 			s.Stop()
-			t.Fatalf("slipway serve did not become ready:\n%s", out.String())
+			t.Fatalf("slipway serve did not become ready:\n%s", s.Output())
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatalf("slipway serve not ready after 30s:\n%s", out.String())
+		t.Fatalf("slipway serve not ready after 30s:\n%s", s.Output())
 	}
 	return s
 }

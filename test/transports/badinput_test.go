@@ -65,7 +65,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func TestBadInput(t *testing.T) {
 	web, sum := testenv.HTTPFile(t, blobSize)
 	dir := t.TempDir()
-	var logs logBuffer
+	var logs testenv.Output
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	n, err := network.New(config.Config{}, log)
 	if err != nil {

@@ -12,8 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -60,76 +58,29 @@ func download(t *testing.T, g *guestpeer.Guest, web netip.AddrPort, sum string) 
 	}
 }
 
-// logBuffer collects output written from several goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // server is a slipway process started with extra inherited files.
-type server struct {
-	cmd  *exec.Cmd
-	out  logBuffer
-	done chan struct{}
-	err  error
-}
-
-// Output is what the process logged so far.
-func (s *server) Output() string { return s.out.String() }
+type server struct{ *testenv.Process }
 
 // wait waits for the process to exit and returns its exit code.
-func (s *server) wait(t *testing.T, timeout time.Duration) int {
+func (s server) wait(t *testing.T, timeout time.Duration) int {
 	t.Helper()
 	select {
-	case <-s.done:
+	case <-s.Done():
 	case <-time.After(timeout):
 		t.Fatalf("slipway still running after %v:\n%s", timeout, s.Output())
 	}
-	if s.cmd.ProcessState == nil {
-		t.Fatalf("slipway did not run: %v", s.err)
+	if s.Cmd.ProcessState == nil {
+		t.Fatalf("slipway did not run: %v", s.Err())
 	}
-	return s.cmd.ProcessState.ExitCode()
+	return s.Cmd.ProcessState.ExitCode()
 }
 
 // start runs slipway with args; files become fds 3, 4, ... in the child.
-// It is killed when the test ends.
-func start(t *testing.T, files []*os.File, args ...string) *server {
+// It is stopped when the test ends.
+func start(t *testing.T, files []*os.File, args ...string) server {
 	t.Helper()
-	s := &server{done: make(chan struct{})}
-	s.cmd = exec.Command(testenv.Slipway(t), args...)
-	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
-	s.cmd.ExtraFiles = files
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		s.err = s.cmd.Wait()
-		close(s.done)
-	}()
-	t.Cleanup(func() {
-		s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.done:
-		case <-time.After(10 * time.Second):
-			s.cmd.Process.Kill()
-			<-s.done
-		}
-		if t.Failed() {
-			t.Logf("slipway output:\n%s", s.Output())
-		}
-	})
-	return s
+	cmd := exec.Command(testenv.Slipway(t), args...)
+	cmd.ExtraFiles = files
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return server{testenv.StartProcess(t, "slipway", cmd)}
 }

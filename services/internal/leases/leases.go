@@ -1,6 +1,8 @@
-// Package leases holds the lease-table pieces the DHCPv4 and DHCPv6
-// servers share: addresses held back after a client declined them, and the
-// search for the lease to reclaim when the table is full.
+// Package leases is the lease table the DHCPv4 and DHCPv6 servers share:
+// clients bound to addresses of a range, addresses held back after a
+// client declined them, and the lease to reclaim when the table is full.
+// What a client is (a MAC address, a DUID and IAID) is the servers' to
+// say; the table only keys on it.
 package leases
 
 import (
