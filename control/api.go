@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/slipway-net/slipway/config"
-	"github.com/slipway-net/slipway/internal/publish"
 	"github.com/slipway-net/slipway/network"
 )
 
@@ -148,15 +147,15 @@ func statusOf(err error) int {
 	switch {
 	case errors.As(err, &fe), errors.Is(err, syscall.EADDRNOTAVAIL):
 		return http.StatusBadRequest
-	case errors.Is(err, publish.ErrNotFound):
+	case errors.Is(err, network.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, publish.ErrConflict), errors.Is(err, syscall.EADDRINUSE):
+	case errors.Is(err, network.ErrConflict), errors.Is(err, syscall.EADDRINUSE):
 		return http.StatusConflict
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
 		return http.StatusForbidden
-	case errors.Is(err, publish.ErrLimit), errors.Is(err, network.ErrTooManySubscribers):
+	case errors.Is(err, network.ErrLimit), errors.Is(err, network.ErrTooManySubscribers):
 		return http.StatusTooManyRequests
-	case errors.Is(err, publish.ErrClosed), errors.Is(err, network.ErrClosed):
+	case errors.Is(err, network.ErrClosed):
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError

@@ -224,7 +224,7 @@ func TestForwardLifecycleAndViews(t *testing.T) {
 	if err := f.c.Do(ctx, "GET", "/v1/stats", nil, &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Publish.Forwards != 2 || st.Publish.Ports != 2 || st.Flows.Max != config.DefaultMaxFlows {
+	if st.Counter("publish", "forwards") != 2 || st.Counter("publish", "ports") != 2 || st.Counter("flows", "max") != config.DefaultMaxFlows {
 		t.Errorf("stats: %+v", st)
 	}
 	for _, path := range []string{"/v1/leases", "/v1/links", "/v1/flows", "/v1/health"} {
@@ -233,7 +233,7 @@ func TestForwardLifecycleAndViews(t *testing.T) {
 		}
 	}
 	status, metrics := f.do(t, "GET", "/metrics", "")
-	if status != 200 || !strings.Contains(metrics, "slipway_published_ports 2") || !strings.Contains(metrics, "slipway_forwards 2") {
+	if status != 200 || !strings.Contains(metrics, `slipway_publish{key="",name="ports"} 2`) || !strings.Contains(metrics, `slipway_publish{key="",name="forwards"} 2`) {
 		t.Errorf("metrics: %d\n%s", status, metrics)
 	}
 	if status, body := f.do(t, "POST", "/services/forwarder/unexpose", fmt.Sprintf(`{"local":"127.0.0.1:%d","protocol":"tcp"}`, tcpPort)); status != 200 {

@@ -9,24 +9,11 @@ import (
 	"strconv"
 
 	"github.com/slipway-net/slipway/config"
-	"github.com/slipway-net/slipway/internal/publish"
+	"github.com/slipway-net/slipway/network"
 )
 
 // gvproxy's forwarder API (gvisor-tap-vsock), which podman machine, lima
 // and crc drive: expose, unexpose and list single published ports.
-
-// GvproxyExpose is the body of POST /services/forwarder/expose.
-type GvproxyExpose struct {
-	Local    string `json:"local"`
-	Remote   string `json:"remote"`
-	Protocol string `json:"protocol,omitempty"`
-}
-
-// GvproxyUnexpose is the body of POST /services/forwarder/unexpose.
-type GvproxyUnexpose struct {
-	Local    string `json:"local"`
-	Protocol string `json:"protocol,omitempty"`
-}
 
 func (s *Server) gvproxyRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /services/forwarder/all", func(w http.ResponseWriter, r *http.Request) {
@@ -72,7 +59,7 @@ func (s *Server) gvproxyRoutes(mux *http.ServeMux) {
 				return
 			}
 		}
-		writeError(w, http.StatusNotFound, fmt.Errorf("%s %s: %w", rule.Proto, req.Local, publish.ErrNotFound))
+		writeError(w, http.StatusNotFound, fmt.Errorf("%s %s: %w", rule.Proto, req.Local, network.ErrNotFound))
 	})
 }
 
@@ -132,7 +119,7 @@ func splitHostPort(s string) (netip.Addr, uint16, error) {
 
 // gvproxyList shows every published port as gvproxy lists its proxies,
 // one entry per port of a range.
-func gvproxyList(fws []publish.Forward) []GvproxyExpose {
+func gvproxyList(fws []Forward) []GvproxyExpose {
 	out := []GvproxyExpose{}
 	for _, f := range fws {
 		for i := 0; i < f.HostPorts(); i++ {

@@ -24,39 +24,6 @@ import (
 //	{"execute":"remove_hostfwd","arguments":{"id":1}} -> {"return":{}}
 //	errors -> {"error":{"desc":"..."}}
 
-// SlirpRequest is one slirp4netns API request.
-type SlirpRequest struct {
-	Execute   string          `json:"execute"`
-	Arguments json.RawMessage `json:"arguments,omitempty"`
-}
-
-// SlirpHostfwd is add_hostfwd's arguments and a list_hostfwd entry.
-type SlirpHostfwd struct {
-	ID        uint64 `json:"id,omitempty"`
-	Proto     string `json:"proto"`
-	HostAddr  string `json:"host_addr"`
-	HostPort  int    `json:"host_port"`
-	GuestAddr string `json:"guest_addr"`
-	GuestPort int    `json:"guest_port"`
-	// Ends of port ranges published by other means; slirp4netns itself
-	// has no ranges, and its clients ignore fields they do not know.
-	HostPortEnd  int `json:"host_port_end,omitempty"`
-	GuestPortEnd int `json:"guest_port_end,omitempty"`
-}
-
-type slirpRemove struct {
-	ID uint64 `json:"id"`
-}
-
-type slirpReply struct {
-	Return any         `json:"return,omitempty"`
-	Error  *slirpError `json:"error,omitempty"`
-}
-
-type slirpError struct {
-	Desc string `json:"desc"`
-}
-
 // slirpCommand is a parsed, valid request.
 type slirpCommand struct {
 	op   string // add_hostfwd, list_hostfwd, remove_hostfwd

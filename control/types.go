@@ -1,16 +1,17 @@
 package control
 
 import (
+	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/slipway-net/slipway/config"
-	"github.com/slipway-net/slipway/internal/flow"
-	"github.com/slipway-net/slipway/internal/publish"
-	"github.com/slipway-net/slipway/internal/vswitch"
 	"github.com/slipway-net/slipway/network"
 )
 
-// The API's JSON shapes; `slipway ctl` decodes the same types.
+// The API's wire types, every one of them: slipway's own JSON API (which
+// `slipway ctl` and the Go Client decode with these same types),
+// gvproxy's forwarder API and slirp4netns's JSON API.
 
 // ErrorResponse is the body of every error answer.
 type ErrorResponse struct {
@@ -23,6 +24,10 @@ type ForwardRequest struct {
 	Spec string `json:"spec,omitempty"`
 	config.PublishRule
 }
+
+// Forward is a published rule: the answer of POST /v1/forwards and
+// DELETE /v1/forwards/{id}, an entry of GET /v1/forwards.
+type Forward = network.Forward
 
 // Link is one guest link and its counters (rx is from the guest).
 type Link struct {
@@ -57,53 +62,72 @@ type Flow struct {
 	AgeSeconds   float64   `json:"age_seconds"`
 }
 
-// Stats is the body of GET /v1/stats.
+// Stats is the body of GET /v1/stats: the uptime, the number of links,
+// and one object per section of the network's counters (network.Counters):
+// in it a counter is a number, and a count kept by reason an object of
+// numbers by reason. Sections are top-level keys of the JSON object.
 type Stats struct {
-	UptimeSeconds float64           `json:"uptime_seconds"`
-	Links         int               `json:"links"`
-	Flows         FlowStats         `json:"flows"`
-	Forwarder     ForwarderStats    `json:"forwarder"`
-	Publish       publish.Stats     `json:"publish"`
-	StackDrops    map[string]uint64 `json:"stack_drops"`
-	DHCP          DHCPStats         `json:"dhcp"`
-	DNS           DNSStats          `json:"dns"`
+	UptimeSeconds float64
+	Links         int
+	Sections      map[string]map[string]any
 }
 
-// FlowStats counts live flows and refusals for a full table.
-type FlowStats struct {
-	Total       int    `json:"total"`
-	TCP         int    `json:"tcp"`
-	UDP         int    `json:"udp"`
-	Published   int    `json:"published"`
-	Max         int    `json:"max"`
-	RefusedFull uint64 `json:"refused_full"`
+// MarshalJSON writes the sections beside the uptime and link count.
+func (s Stats) MarshalJSON() ([]byte, error) {
+	m := make(map[string]any, len(s.Sections)+2)
+	for k, v := range s.Sections {
+		m[k] = v
+	}
+	m["uptime_seconds"] = s.UptimeSeconds
+	m["links"] = s.Links
+	return json.Marshal(m)
 }
 
-// ForwarderStats counts outbound flows refused (by policy reason) and host
-// connects that failed.
-type ForwarderStats struct {
-	Refused       map[string]uint64 `json:"refused"`
-	ConnectFailed uint64            `json:"connect_failed"`
+// UnmarshalJSON reads what MarshalJSON writes.
+func (s *Stats) UnmarshalJSON(b []byte) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*s = Stats{Sections: map[string]map[string]any{}}
+	for k, raw := range m {
+		var err error
+		switch k {
+		case "uptime_seconds":
+			err = json.Unmarshal(raw, &s.UptimeSeconds)
+		case "links":
+			err = json.Unmarshal(raw, &s.Links)
+		default:
+			var sec map[string]any
+			err = json.Unmarshal(raw, &sec)
+			s.Sections[k] = sec
+		}
+		if err != nil {
+			return fmt.Errorf("stats: %s: %w", k, err)
+		}
+	}
+	return nil
 }
 
-// DHCPStats summarises the DHCP server.
-type DHCPStats struct {
-	Leases   int               `json:"leases"`
-	Received uint64            `json:"received"`
-	Replied  uint64            `json:"replied"`
-	Dropped  map[string]uint64 `json:"dropped"`
-}
-
-// DNSStats summarises the DNS outbound.
-type DNSStats struct {
-	Queries          uint64            `json:"queries"`
-	Local            uint64            `json:"local"`
-	Forwarded        uint64            `json:"forwarded"`
-	ServFail         uint64            `json:"servfail"`
-	Overload         uint64            `json:"overload"`
-	FormErr          uint64            `json:"formerr"`
-	UpstreamFailures uint64            `json:"upstream_failures"`
-	Dropped          map[string]uint64 `json:"dropped"`
+// Counter is a counter's value in a section (0 if there is none); with a
+// reason, the count kept for that reason.
+func (s Stats) Counter(section, name string, reason ...string) uint64 {
+	v := s.Sections[section][name]
+	if len(reason) > 0 {
+		switch m := v.(type) {
+		case map[string]any:
+			v = m[reason[0]]
+		case map[string]uint64:
+			v = m[reason[0]]
+		}
+	}
+	switch n := v.(type) {
+	case float64:
+		return uint64(n)
+	case uint64:
+		return n
+	}
+	return 0
 }
 
 // Health is the body of GET /v1/health.
@@ -112,105 +136,51 @@ type Health struct {
 	UptimeSeconds float64 `json:"uptime_seconds"`
 }
 
-func linkView(p *vswitch.Port) Link {
-	st := &p.Stats
-	l := Link{
-		Port: p.ID(), Name: p.Name(), Since: p.Since,
-		RxFrames: st.RxFrames.Load(), RxBytes: st.RxBytes.Load(),
-		TxFrames: st.TxFrames.Load(), TxBytes: st.TxBytes.Load(),
-		Drops: map[string]uint64{
-			"runt":     st.DropRunt.Load(),
-			"bad_src":  st.DropBadSrc.Load(),
-			"hairpin":  st.DropHairpin.Load(),
-			"no_gso":   st.DropNoGSO.Load(),
-			"checksum": st.DropChecksum.Load(),
-			"tx_error": st.DropTxError.Load(),
-			"tx_full":  st.DropTxFull.Load(),
-			"router":   st.DropRouter.Load(),
-		},
-	}
-	// Drops the transport saw itself, before or after the switch.
-	if c := p.LinkCounters(); c != nil {
-		l.Drops["rx_oversized"] = c.RxOversized.Load()
-		l.Drops["rx_overrun"] = c.RxOverrun.Load()
-		l.Drops["rx_bad_framing"] = c.RxBadFraming.Load()
-		l.Drops["tx_too_large"] = c.TxTooLarge.Load()
-	}
-	return l
+// GvproxyExpose is the body of POST /services/forwarder/expose.
+type GvproxyExpose struct {
+	Local    string `json:"local"`
+	Remote   string `json:"remote"`
+	Protocol string `json:"protocol,omitempty"`
 }
 
-func links(n *network.Network) []Link {
-	ports := n.Switch().Ports()
-	out := make([]Link, 0, len(ports))
-	for _, p := range ports {
-		out = append(out, linkView(p))
-	}
-	return out
+// GvproxyUnexpose is the body of POST /services/forwarder/unexpose.
+type GvproxyUnexpose struct {
+	Local    string `json:"local"`
+	Protocol string `json:"protocol,omitempty"`
 }
 
-func flowView(f *flow.Flow, now time.Time) Flow {
-	dir := "outbound"
-	if f.Forward != 0 {
-		dir = "published"
-	}
-	return Flow{
-		ID: f.ID, Proto: string(f.Proto), Direction: dir, Forward: f.Forward,
-		Guest: f.Guest.String(), Remote: f.Remote.String(), Host: f.Host.String(),
-		State: f.State(), ToHostBytes: f.ToHost.Load(), ToGuestBytes: f.ToGuest.Load(),
-		Started: f.Started, AgeSeconds: now.Sub(f.Started).Seconds(),
-	}
+// slirp4netns's API: one JSON request per connection (rootlesskit's and
+// podman's port drivers speak it).
+
+// SlirpRequest is one slirp4netns API request.
+type SlirpRequest struct {
+	Execute   string          `json:"execute"`
+	Arguments json.RawMessage `json:"arguments,omitempty"`
 }
 
-func flows(n *network.Network) []Flow {
-	now := time.Now()
-	list := n.Flows().List()
-	out := make([]Flow, 0, len(list))
-	for _, f := range list {
-		out = append(out, flowView(f, now))
-	}
-	return out
+// SlirpHostfwd is add_hostfwd's arguments and a list_hostfwd entry.
+type SlirpHostfwd struct {
+	ID        uint64 `json:"id,omitempty"`
+	Proto     string `json:"proto"`
+	HostAddr  string `json:"host_addr"`
+	HostPort  int    `json:"host_port"`
+	GuestAddr string `json:"guest_addr"`
+	GuestPort int    `json:"guest_port"`
+	// Ends of port ranges published by other means; slirp4netns itself
+	// has no ranges, and its clients ignore fields they do not know.
+	HostPortEnd  int `json:"host_port_end,omitempty"`
+	GuestPortEnd int `json:"guest_port_end,omitempty"`
 }
 
-func stats(n *network.Network) Stats {
-	st := Stats{
-		UptimeSeconds: time.Since(n.Started()).Seconds(),
-		Links:         len(n.Switch().Ports()),
-		Publish:       n.Publisher().Stats(),
-		Forwarder:     ForwarderStats{Refused: map[string]uint64{}, ConnectFailed: n.Forwarder().ConnectFailed.Load()},
-	}
-	table := n.Flows()
-	st.Flows.Max = n.Config().Limits.MaxFlows
-	st.Flows.RefusedFull = table.Refused.Load()
-	for _, f := range table.List() {
-		st.Flows.Total++
-		switch f.Proto {
-		case config.TCP:
-			st.Flows.TCP++
-		case config.UDP:
-			st.Flows.UDP++
-		}
-		if f.Forward != 0 {
-			st.Flows.Published++
-		}
-	}
-	for reason, v := range n.Forwarder().Refused() {
-		st.Forwarder.Refused[string(reason)] = v
-	}
-	d := n.Stack().Drops()
-	st.StackDrops = map[string]uint64{
-		"runt":          d.Runt.Load(),
-		"unknown_type":  d.UnknownType.Load(),
-		"bad_ip_header": d.BadIPHeader.Load(),
-		"bad_checksum":  d.BadChecksum.Load(),
-		"bad_l4_header": d.BadL4Header.Load(),
-		"tx_too_large":  d.TxTooLarge.Load(),
-	}
-	ds := n.DHCP().Stats()
-	st.DHCP = DHCPStats{Leases: len(n.LeaseInfos()), Received: ds.Received, Replied: ds.Replied, Dropped: ds.Dropped}
-	ns := n.DNS().Stats()
-	st.DNS = DNSStats{
-		Queries: ns.Queries, Local: ns.Local, Forwarded: ns.Forwarded, ServFail: ns.ServFail,
-		Overload: ns.Overload, FormErr: ns.FormErr, UpstreamFailures: ns.UpstreamFailures, Dropped: ns.Dropped,
-	}
-	return st
+type slirpRemove struct {
+	ID uint64 `json:"id"`
+}
+
+type slirpReply struct {
+	Return any         `json:"return,omitempty"`
+	Error  *slirpError `json:"error,omitempty"`
+}
+
+type slirpError struct {
+	Desc string `json:"desc"`
 }

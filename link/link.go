@@ -79,21 +79,18 @@ type Link interface {
 // instead, and counted there.)
 type Counters struct {
 	// RxOversized: a message larger than the largest frame (discarded).
-	RxOversized atomic.Uint64
+	RxOversized atomic.Uint64 `counter:"rx_oversized"`
 	// RxOverrun: the link's receive queue was full because the switch
 	// fell behind reading it.
-	RxOverrun atomic.Uint64
+	RxOverrun atomic.Uint64 `counter:"rx_overrun"`
 	// RxBadFraming: a stream length prefix out of range, or the peer
 	// left in the middle of a frame; the link ends.
-	RxBadFraming atomic.Uint64
+	RxBadFraming atomic.Uint64 `counter:"rx_bad_framing"`
 	// TxTooLarge: a frame larger than the link or its peer carries.
-	TxTooLarge atomic.Uint64
+	TxTooLarge atomic.Uint64 `counter:"tx_too_large"`
 	// TxStalled: frames that waited for a peer that took nothing for a
 	// long while (a paused VM) and were dropped.
-	TxStalled atomic.Uint64
-	// TxCoalesced: frames in more pieces than one write takes, copied
-	// together first (not a drop).
-	TxCoalesced atomic.Uint64
+	TxStalled atomic.Uint64 `counter:"tx_stalled"`
 }
 
 // ErrQueueFull reports frames dropped because the peer is not taking any

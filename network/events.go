@@ -6,8 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/slipway-net/slipway/internal/publish"
 	"github.com/slipway-net/slipway/services/dhcp4"
+	"github.com/slipway-net/slipway/services/dhcp6"
 )
 
 // Event types, as supervisors see them in the event stream.
@@ -40,7 +40,7 @@ type Event struct {
 	// Lease is the lease of lease-granted (also sent on renewal).
 	Lease *LeaseInfo `json:"lease,omitempty"`
 	// Forward is the forward of forward-added and forward-removed.
-	Forward *publish.Forward `json:"forward,omitempty"`
+	Forward *Forward `json:"forward,omitempty"`
 }
 
 // LeaseInfo is a DHCP or DHCPv6 lease as the API shows it. A DHCPv4
@@ -64,6 +64,10 @@ func LeaseInfos(ls []dhcp4.Lease) []LeaseInfo {
 	return out
 }
 
+func lease6Info(l dhcp6.Lease) LeaseInfo {
+	return LeaseInfo{DUID: l.DUID, IAID: l.IAID, Addr: l.Addr, Expires: l.Expires}
+}
+
 func leaseInfo(l dhcp4.Lease) LeaseInfo {
 	return LeaseInfo{MAC: l.MAC, Addr: l.Addr, Hostname: l.Hostname, Expires: l.Expires, Static: l.Static}
 }
@@ -73,7 +77,7 @@ func (n *Network) LeaseInfos() []LeaseInfo {
 	out := LeaseInfos(n.Leases())
 	if d6 := n.DHCP6(); d6 != nil {
 		for _, l := range d6.Leases() {
-			out = append(out, LeaseInfo{DUID: l.DUID, IAID: l.IAID, Addr: l.Addr, Expires: l.Expires})
+			out = append(out, lease6Info(l))
 		}
 	}
 	return out
@@ -147,9 +151,6 @@ func (e *events) close() {
 		close(s.c)
 	}
 }
-
-// ErrClosed is returned by calls on a closed network.
-var ErrClosed = errors.New("network closed")
 
 // Subscribe starts a subscription to the network's events.
 func (n *Network) Subscribe() (*Subscription, error) { return n.events.subscribe() }

@@ -164,7 +164,7 @@ func TestGarbageFramesLeakNothing(t *testing.T) {
 		}
 	}
 	h.sync(t)
-	if n := h.n.Flows().Len(); n != 0 {
+	if n := h.n.flows.Len(); n != 0 {
 		t.Fatalf("%d flows open after garbage input in restricted mode", n)
 	}
 	// DNS answers and handshakes finish within seconds; allow for them.
@@ -175,7 +175,7 @@ func TestGarbageFramesLeakNothing(t *testing.T) {
 	if after := runtime.NumGoroutine(); after > before+5 {
 		t.Fatalf("goroutines grew from %d to %d", before, after)
 	}
-	d := h.n.Stack().Drops()
+	d := h.n.st.Drops()
 	if d.BadChecksum.Load()+d.BadIPHeader.Load()+d.UnknownType.Load()+d.Runt.Load() == 0 {
 		t.Fatal("no garbage frame was counted as dropped")
 	}
@@ -206,7 +206,7 @@ func TestStackAnswersARPOnlyForItsOwnAddresses(t *testing.T) {
 			if sender.String() != "10.0.2.3" {
 				t.Fatalf("the stack answered ARP for %v", sender)
 			}
-			if got := h.n.Stack().Drops().NotOurs.Load(); got != 3 {
+			if got := h.n.st.Drops().NotOurs.Load(); got != 3 {
 				t.Fatalf("NotOurs = %d, want 3", got)
 			}
 			return

@@ -28,6 +28,7 @@ import (
 	"github.com/slipway-net/slipway/internal/vswitch"
 	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/services/dhcp4"
+	"github.com/slipway-net/slipway/services/dhcp6"
 	"github.com/slipway-net/slipway/services/ra"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
@@ -182,6 +183,12 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 		li := leaseInfo(l)
 		n.events.emit(Event{Type: EventLeaseGranted, Lease: &li})
 	})
+	if d6 := n.svc.dhcp6; d6 != nil {
+		d6.OnLease(func(l dhcp6.Lease) {
+			li := lease6Info(l)
+			n.events.emit(Event{Type: EventLeaseGranted, Lease: &li})
+		})
+	}
 	if err := n.startPublish(); err != nil {
 		n.Close()
 		return nil, err
@@ -199,21 +206,10 @@ func GatewayMAC(gw netip.Addr) net.HardwareAddr {
 // Config returns the network's completed configuration.
 func (n *Network) Config() config.Config { return n.cfg }
 
-// Switch is the network's switch (ports and their counters).
-func (n *Network) Switch() *vswitch.Switch { return n.sw }
-
-// Stack is the network's TCP/IP stack.
-func (n *Network) Stack() *netstack.Stack { return n.st }
-
-// Flows is the table of every flow between the guests and the host.
-func (n *Network) Flows() *flow.Table { return n.flows }
-
-// Forwarder carries guest flows to the host.
-func (n *Network) Forwarder() *outbound.Forwarder { return n.fwd }
-
 // Attach connects a guest link to the network and serves it until the link
-// fails or the network closes. It returns at once.
-func (n *Network) Attach(l link.Link) *vswitch.Port {
+// fails or the network closes. It returns at once, with the link's port
+// number (as Links shows it).
+func (n *Network) Attach(l link.Link) (port int) {
 	p := n.sw.AddLink(l)
 	n.wg.Add(1)
 	go func() {
@@ -227,7 +223,7 @@ func (n *Network) Attach(l link.Link) *vswitch.Port {
 			n.log.Warn("link ended", "port", p.ID(), "link", p.Name(), "err", err)
 		}
 	}()
-	return p
+	return p.ID()
 }
 
 // Listener yields the links of guests as they connect (or as a VMM is

@@ -26,7 +26,8 @@ func (n *Network) startPublish() error {
 			if added {
 				typ = EventForwardAdded
 			}
-			n.events.emit(Event{Type: typ, Forward: &f})
+			fw := forwardOf(f)
+			n.events.emit(Event{Type: typ, Forward: &fw})
 		},
 		Logger: n.log.With("service", "publish"),
 	})
@@ -41,19 +42,27 @@ func (n *Network) startPublish() error {
 // Publish publishes host ports into a guest at run time. The rule is
 // completed and validated as --publish is; a port already published or
 // that cannot be bound is an error, and nothing changes.
-func (n *Network) Publish(r config.PublishRule) (publish.Forward, error) {
+func (n *Network) Publish(r config.PublishRule) (Forward, error) {
 	rr, err := n.cfg.Resolve(r)
 	if err != nil {
-		return publish.Forward{}, err
+		return Forward{}, err
 	}
-	return n.pub.Add(rr)
+	f, err := n.pub.Add(rr)
+	return forwardOf(f), err
 }
 
 // Unpublish removes forward id, closing its ports and their connections.
-func (n *Network) Unpublish(id uint64) (publish.Forward, error) { return n.pub.Remove(id) }
+func (n *Network) Unpublish(id uint64) (Forward, error) {
+	f, err := n.pub.Remove(id)
+	return forwardOf(f), err
+}
 
 // Forwards lists the published ports.
-func (n *Network) Forwards() []publish.Forward { return n.pub.List() }
-
-// Publisher is the network's published-port service (statistics).
-func (n *Network) Publisher() *publish.Publisher { return n.pub }
+func (n *Network) Forwards() []Forward {
+	list := n.pub.List()
+	out := make([]Forward, len(list))
+	for i, f := range list {
+		out[i] = forwardOf(f)
+	}
+	return out
+}

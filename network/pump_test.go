@@ -151,7 +151,7 @@ func TestPumpHalfCloseGuestFirst(t *testing.T) {
 	if got := readAll(t, guest); string(got) != "answer after the guest's FIN" {
 		t.Fatalf("guest read %q", got)
 	}
-	waitFor(t, "the flow to close", func() bool { return h.n.Flows().Len() == 0 })
+	waitFor(t, "the flow to close", func() bool { return h.n.flows.Len() == 0 })
 }
 
 // The host closes its sending side first: the guest reads everything and
@@ -169,7 +169,7 @@ func TestPumpHalfCloseHostFirst(t *testing.T) {
 	if got := readAll(t, host); string(got) != "reply after the host's FIN" {
 		t.Fatalf("host read %q", got)
 	}
-	waitFor(t, "the flow to close", func() bool { return h.n.Flows().Len() == 0 })
+	waitFor(t, "the flow to close", func() bool { return h.n.flows.Len() == 0 })
 }
 
 // A reset from the host becomes a reset in the guest, not an orderly EOF.
@@ -188,7 +188,7 @@ func TestPumpResetFromHost(t *testing.T) {
 	if err == nil || errors.Is(err, io.EOF) {
 		t.Fatalf("guest read after the host's reset: %v, want a reset", err)
 	}
-	waitFor(t, "the flow to close", func() bool { return h.n.Flows().Len() == 0 })
+	waitFor(t, "the flow to close", func() bool { return h.n.flows.Len() == 0 })
 }
 
 // A guest that closed its socket answers further data with a reset, and
@@ -213,7 +213,7 @@ func TestPumpResetFromGuest(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	waitFor(t, "the flow to close", func() bool { return h.n.Flows().Len() == 0 })
+	waitFor(t, "the flow to close", func() bool { return h.n.flows.Len() == 0 })
 }
 
 // Request and response with pauses longer than a drain lingers: each
@@ -241,8 +241,8 @@ func TestPumpLingerAndWake(t *testing.T) {
 		// Idle: both drains end and the flow holds no goroutine.
 		waitFor(t, "the drains to go idle", func() bool { return drains() == 0 })
 	}
-	if h.n.Flows().Len() != 1 {
-		t.Fatalf("%d flows, want the one idle flow", h.n.Flows().Len())
+	if h.n.flows.Len() != 1 {
+		t.Fatalf("%d flows, want the one idle flow", h.n.flows.Len())
 	}
 }
 
@@ -267,7 +267,7 @@ func TestPumpSlowHostFastGuest(t *testing.T) {
 	// The host takes nothing until the guest had to stop (its window is
 	// full): the bytes wait in the stack and the host socket.
 	waitFor(t, "the guest to be held back", func() bool {
-		for _, f := range h.n.Flows().List() {
+		for _, f := range h.n.flows.List() {
 			if f.ToHost.Load() > 0 {
 				return true
 			}
@@ -303,7 +303,7 @@ func TestPumpGuestGoneMidTransfer(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.g.Close() // the VM is gone, its link with it
-	waitFor(t, "the flow of the departed guest to close", func() bool { return h.n.Flows().Len() == 0 })
+	waitFor(t, "the flow of the departed guest to close", func() bool { return h.n.flows.Len() == 0 })
 	host.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := host.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("host socket still open after its flow ended: %v", err)
@@ -352,7 +352,7 @@ func TestFlowClosedDuringDialReleasesHostSocket(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("no dial")
 	}
-	if n := h.n.Flows().CloseWhere(func(*flow.Flow) bool { return true }); n != 1 {
+	if n := h.n.flows.CloseWhere(func(*flow.Flow) bool { return true }); n != 1 {
 		t.Fatalf("closed %d flows, want the one being dialled", n)
 	}
 	select {
@@ -365,7 +365,7 @@ func TestFlowClosedDuringDialReleasesHostSocket(t *testing.T) {
 	if _, err := testEnd.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Fatalf("the host socket of a closed flow was not closed: read %v, want EOF", err)
 	}
-	if n := h.n.Flows().Len(); n != 0 {
+	if n := h.n.flows.Len(); n != 0 {
 		t.Fatalf("%d flows left", n)
 	}
 }

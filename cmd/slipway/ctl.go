@@ -284,30 +284,28 @@ func endpoints(addr string, port uint16, n int) string {
 	return s
 }
 
+// printStats shows every counter of /v1/stats, section by section, a
+// count kept by reason as one row per reason.
 func printStats(w io.Writer, st control.Stats) {
 	row := func(k string, v any) { writeRow(w, k, v) }
 	row("uptime", time.Duration(st.UptimeSeconds*float64(time.Second)).Round(time.Second))
 	row("links", st.Links)
-	row("flows", fmt.Sprintf("%d (tcp %d, udp %d, published %d) of at most %d", st.Flows.Total, st.Flows.TCP, st.Flows.UDP, st.Flows.Published, st.Flows.Max))
-	row("flows refused, table full", st.Flows.RefusedFull)
-	row("outbound connects failed", st.Forwarder.ConnectFailed)
-	for _, k := range sortedKeys(st.Forwarder.Refused) {
-		row("outbound refused: "+k, st.Forwarder.Refused[k])
-	}
-	row("published", fmt.Sprintf("%d rules, %d ports", st.Publish.Forwards, st.Publish.Ports))
-	row("published: refused, table full", st.Publish.Refused)
-	row("published: guest did not accept", st.Publish.ConnectFailed)
-	row("dhcp leases", st.DHCP.Leases)
-	row("dhcp messages", fmt.Sprintf("%d received, %d replied", st.DHCP.Received, st.DHCP.Replied))
-	row("dns queries", fmt.Sprintf("%d (%d local, %d forwarded, %d servfail)", st.DNS.Queries, st.DNS.Local, st.DNS.Forwarded, st.DNS.ServFail))
-	for _, k := range sortedKeys(st.StackDrops) {
-		if st.StackDrops[k] > 0 {
-			row("stack drops: "+k, st.StackDrops[k])
+	for _, name := range sortedKeys(st.Sections) {
+		sec := st.Sections[name]
+		for _, k := range sortedKeys(sec) {
+			switch v := sec[k].(type) {
+			case map[string]any:
+				for _, reason := range sortedKeys(v) {
+					row(name+" "+k+": "+reason, v[reason])
+				}
+			default:
+				row(name+" "+k, v)
+			}
 		}
 	}
 }
 
-func sortedKeys(m map[string]uint64) []string {
+func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)

@@ -137,20 +137,30 @@ fd00::100  duid 00030001525400123401 iaid 7  -         ` + local + `  false
 4   tcp    outbound      10.0.2.15:40000  192.0.2.1:443      192.0.2.1:443      established  100      2000      1m2s
 5   udp    published(2)  10.0.2.15:6000   198.51.100.1:3000  198.51.100.1:3000  open         0        5         0s
 `},
-		{[]string{"stats"}, `uptime                           1h1m2s
-links                            1
-flows                            2 (tcp 1, udp 1, published 1) of at most 16384
-flows refused, table full        0
-outbound connects failed         3
-outbound refused: alpha          2
-outbound refused: zeta           1
-published                        2 rules, 4 ports
-published: refused, table full   0
-published: guest did not accept  1
-dhcp leases                      2
-dhcp messages                    10 received, 8 replied
-dns queries                      9 (1 local, 7 forwarded, 1 servfail)
-stack drops: a                   5
+		{[]string{"stats"}, `uptime                    1h1m2s
+links                     1
+dhcp leases               2
+dhcp received             10
+dhcp replied              8
+dns forwarded             7
+dns local                 1
+dns queries               9
+dns servfail              1
+flows max                 16384
+flows published           1
+flows refused_full        0
+flows tcp                 1
+flows total               2
+flows udp                 1
+forwarder connect_failed  3
+forwarder refused: alpha  2
+forwarder refused: zeta   1
+publish connect_failed    1
+publish forwards          2
+publish ports             4
+publish refused           0
+stack_drops a             5
+stack_drops b             0
 `},
 	} {
 		if got := runCtl(t, socket, c.args...); got != c.want {

@@ -69,3 +69,7 @@ func (d *dgramListener) String() string { return d.spec.String() }
 
 // Stats are the socket's own drop counters (datagrams no VM could take).
 func (d *dgramListener) Stats() *dgram.MuxStats { return d.mux.Stats() }
+
+// Counters are the datagrams the socket received that no VM could take
+// (a *dgram.MuxStats).
+func (d *dgramListener) Counters() any { return d.mux.Stats() }

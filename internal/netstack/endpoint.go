@@ -345,12 +345,12 @@ func (e *endpoint) deliver(proto tcpip.NetworkProtocolNumber, frame []byte) {
 
 // DropCounters counts frames dropped before or at the stack, by reason.
 type DropCounters struct {
-	Runt        atomic.Uint64 // shorter than an Ethernet header
-	UnknownType atomic.Uint64 // not IPv4, IPv6 or ARP
-	BadIPHeader atomic.Uint64 // truncated or inconsistent IP header
-	BadChecksum atomic.Uint64 // IP, TCP or UDP checksum wrong
-	BadL4Header atomic.Uint64 // truncated TCP/UDP header
-	TxTooLarge  atomic.Uint64 // stack produced a frame larger than any link carries
-	Intercepted atomic.Uint64 // frames taken by an interceptor (ICMP echo to the host)
-	NotOurs     atomic.Uint64 // ARP/NDP asking for an address the stack does not own
+	Runt        atomic.Uint64 `counter:"runt"`          // shorter than an Ethernet header
+	UnknownType atomic.Uint64 `counter:"unknown_type"`  // not IPv4, IPv6 or ARP
+	BadIPHeader atomic.Uint64 `counter:"bad_ip_header"` // truncated or inconsistent IP header
+	BadChecksum atomic.Uint64 `counter:"bad_checksum"`  // IP, TCP or UDP checksum wrong
+	BadL4Header atomic.Uint64 `counter:"bad_l4_header"` // truncated TCP/UDP header
+	TxTooLarge  atomic.Uint64 `counter:"tx_too_large"`  // stack produced a frame larger than any link carries
+	Intercepted atomic.Uint64 `counter:"intercepted"`   // frames taken by an interceptor (ICMP echo to the host)
+	NotOurs     atomic.Uint64 `counter:"not_ours"`      // ARP/NDP asking for an address the stack does not own
 }

@@ -65,7 +65,7 @@ type Forwarder struct {
 	// failures.
 	refusedMu     sync.Mutex
 	refused       map[policy.Reason]uint64
-	ConnectFailed atomic.Uint64
+	connectFailed atomic.Uint64
 }
 
 // New installs the forwarder's handlers in the stack.
@@ -85,15 +85,26 @@ func New(o Options) *Forwarder {
 // one of the stack's interceptors.
 func (f *Forwarder) InterceptICMP(v *frame.View) bool { return f.icmp.intercept(v) }
 
-// Refused returns how many flows the policy refused, by reason.
-func (f *Forwarder) Refused() map[policy.Reason]uint64 {
+// Stats are the forwarder's counters.
+type Stats struct {
+	// Refused counts flows the policy refused, by reason.
+	Refused map[string]uint64 `counter:"refused"`
+	// ConnectFailed counts host connects and sockets that failed.
+	ConnectFailed uint64 `counter:"connect_failed"`
+	// ICMPUnanswered counts echo requests answered with an ICMP error or
+	// not sent at all (no ping sockets, a send that failed).
+	ICMPUnanswered uint64 `counter:"icmp_unanswered"`
+}
+
+// Stats returns the forwarder's counters.
+func (f *Forwarder) Stats() Stats {
 	f.refusedMu.Lock()
-	defer f.refusedMu.Unlock()
-	out := make(map[policy.Reason]uint64, len(f.refused))
+	refused := make(map[string]uint64, len(f.refused))
 	for k, v := range f.refused {
-		out[k] = v
+		refused[string(k)] = v
 	}
-	return out
+	f.refusedMu.Unlock()
+	return Stats{Refused: refused, ConnectFailed: f.connectFailed.Load(), ICMPUnanswered: f.icmp.Unanswered.Load()}
 }
 
 func (f *Forwarder) countRefused(r policy.Reason) {

@@ -40,7 +40,7 @@ func (f *Forwarder) handleTCP(r *tcp.ForwarderRequest) {
 	// ends the dial at once.
 	host, err := f.dialTCP(fl.Context(), v.Target)
 	if err != nil {
-		f.ConnectFailed.Add(1)
+		f.connectFailed.Add(1)
 		f.log.Debug("host connect failed", "guest", guest, "dst", dst, "target", v.Target, "err", err)
 		r.Complete(true)
 		fl.Close()

@@ -31,7 +31,7 @@ func (f *Forwarder) handleUDP(r *udp.ForwarderRequest) bool {
 	}
 	host, err := net.DialUDP("udp", laddr, net.UDPAddrFromAddrPort(v.Target))
 	if err != nil {
-		f.ConnectFailed.Add(1)
+		f.connectFailed.Add(1)
 		f.log.Debug("host UDP socket failed", "guest", guest, "target", v.Target, "err", err)
 		fl.Close()
 		return false

@@ -70,12 +70,12 @@ type Forward struct {
 
 // Stats counts what the publisher did.
 type Stats struct {
-	Forwards int `json:"forwards"`
-	Ports    int `json:"ports"`
+	Forwards int `json:"forwards" counter:"forwards,gauge"`
+	Ports    int `json:"ports" counter:"ports,gauge"`
 	// Refused counts clients turned away because the flow table was full.
-	Refused uint64 `json:"refused"`
+	Refused uint64 `json:"refused" counter:"refused"`
 	// ConnectFailed counts connections the guest did not accept.
-	ConnectFailed uint64 `json:"connect_failed"`
+	ConnectFailed uint64 `json:"connect_failed" counter:"connect_failed"`
 }
 
 // Publisher owns the published ports of one network.

@@ -107,16 +107,19 @@ func (p *Port) LinkCounters() *link.Counters {
 
 // PortStats counts a port's traffic; rx is from the guest, tx to it.
 type PortStats struct {
-	RxFrames, RxBytes, TxFrames, TxBytes atomic.Uint64
+	RxFrames atomic.Uint64 `counter:"rx_frames"`
+	RxBytes  atomic.Uint64 `counter:"rx_bytes"`
+	TxFrames atomic.Uint64 `counter:"tx_frames"`
+	TxBytes  atomic.Uint64 `counter:"tx_bytes"`
 	// Drops by reason.
-	DropRunt     atomic.Uint64 // shorter than an Ethernet header
-	DropBadSrc   atomic.Uint64 // source address multicast or the gateway's
-	DropHairpin  atomic.Uint64 // addressed to a MAC learned on the same port
-	DropNoGSO    atomic.Uint64 // GSO frame for a link without offloads
-	DropChecksum atomic.Uint64 // partial checksum with bad offsets
-	DropTxError  atomic.Uint64 // the link failed to write
-	DropRouter   atomic.Uint64 // router advertisement or redirect from a guest
-	DropTxFull   atomic.Uint64 // the peer was not reading (paused VM)
+	DropRunt     atomic.Uint64 `counter:"runt"`     // shorter than an Ethernet header
+	DropBadSrc   atomic.Uint64 `counter:"bad_src"`  // source address multicast or the gateway's
+	DropHairpin  atomic.Uint64 `counter:"hairpin"`  // addressed to a MAC learned on the same port
+	DropNoGSO    atomic.Uint64 `counter:"no_gso"`   // GSO frame for a link without offloads
+	DropChecksum atomic.Uint64 `counter:"checksum"` // partial checksum with bad offsets
+	DropTxError  atomic.Uint64 `counter:"tx_error"` // the link failed to write
+	DropRouter   atomic.Uint64 `counter:"router"`   // router advertisement or redirect from a guest
+	DropTxFull   atomic.Uint64 `counter:"tx_full"`  // the peer was not reading (paused VM)
 }
 
 // SetStack attaches the stack as the port that owns mac and receives

@@ -49,9 +49,9 @@ type MuxOptions struct {
 // MuxStats count datagrams no peer could take.
 type MuxStats struct {
 	// Unaddressable: from an unnamed socket, which cannot be answered.
-	Unaddressable atomic.Uint64
+	Unaddressable atomic.Uint64 `counter:"unaddressable"`
 	// TooManyPeers: from a new sender while MaxPeers were served.
-	TooManyPeers atomic.Uint64
+	TooManyPeers atomic.Uint64 `counter:"too_many_peers"`
 }
 
 // Mux serves many peers on one unconnected unix datagram socket, the way

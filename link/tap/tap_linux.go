@@ -134,7 +134,7 @@ func (l *Link) Read(bufs [][]byte, sizes []int) (int, error) {
 
 // maxPieces is how many pieces of a frame one writev takes here; the
 // stack's packets have a handful. A frame in more is copied together
-// first (counted as TxCoalesced).
+// first (slower, but never dropped).
 const maxPieces = 32
 
 var coalesced = sync.Pool{New: func() any { b := make([]byte, link.BufSize); return &b }}
@@ -163,7 +163,6 @@ func (l *Link) Write(frames []link.Frame) (int, error) {
 				m := f.CopyTo(*bp)
 				iov[k] = (*bp)[link.VnetHdrLen:m]
 				k++
-				l.counters.TxCoalesced.Add(1)
 			} else {
 				k += copy(iov[k:], f.Segs)
 			}

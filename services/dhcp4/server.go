@@ -45,13 +45,13 @@ type Lease struct {
 // Stats counts what the server did with the messages it was given.
 // Received = Replied + the sum of Dropped.
 type Stats struct {
-	Received uint64
-	Replied  uint64
+	Received uint64 `counter:"received"`
+	Replied  uint64 `counter:"replied"`
 	// Dropped counts messages that got no reply, by reason: malformed
 	// ("short", "bad-cookie", "bad-options", ...) or deliberately ignored
 	// ("other-server", "pool-exhausted", "no-reply-needed" for RELEASE and
 	// DECLINE).
-	Dropped map[string]uint64
+	Dropped map[string]uint64 `counter:"dropped"`
 }
 
 // Server is a DHCPv4 server for one subnet. It is safe for concurrent use.

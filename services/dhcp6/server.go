@@ -45,13 +45,13 @@ type Lease struct {
 // Stats counts what the server did with the messages it was given.
 // Received = Replied + the sum of Dropped.
 type Stats struct {
-	Received uint64
-	Replied  uint64
+	Received uint64 `counter:"received"`
+	Replied  uint64 `counter:"replied"`
 	// Dropped counts messages that got no reply, by reason: malformed
 	// ("short", "bad-options", "bad-ia", ...), not for this server
 	// ("other-server", "relay-message") or missing what RFC 8415 section 16
 	// requires ("no-client-id", "no-server-id", ...).
-	Dropped map[string]uint64
+	Dropped map[string]uint64 `counter:"dropped"`
 }
 
 // Server is a DHCPv6 server for one prefix. It is safe for concurrent use.
@@ -67,6 +67,17 @@ type Server struct {
 	// poolFullLogged is set once "pool is full" was logged, until an
 	// address is handed out again.
 	poolFullLogged bool
+	onLease        func(Lease)
+	granted        []Lease // by the message being handled, for onLease
+}
+
+// OnLease sets a function called each time a lease is granted or renewed.
+// It runs outside the server's lock but on the serving goroutine, so it
+// should return quickly. nil removes it.
+func (s *Server) OnLease(fn func(Lease)) {
+	s.mu.Lock()
+	s.onLease = fn
+	s.mu.Unlock()
 }
 
 // New validates cfg and returns a server for it. A nil log discards.
@@ -113,6 +124,20 @@ func (s *Server) Stats() Stats {
 // returns the reply, which goes back to from. ok is false when no reply is
 // due (malformed, not for this server); the reason is counted in Stats.
 func (s *Server) Handle(req []byte, from netip.AddrPort) (reply []byte, ok bool) {
+	reply, ok = s.handle(req, from)
+	s.mu.Lock()
+	granted, fn := s.granted, s.onLease
+	s.granted = nil
+	s.mu.Unlock()
+	if fn != nil {
+		for _, l := range granted {
+			fn(l)
+		}
+	}
+	return reply, ok
+}
+
+func (s *Server) handle(req []byte, from netip.AddrPort) (reply []byte, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats.Received++
@@ -324,6 +349,7 @@ func (s *Server) bind(duid []byte, a ia, commit bool, from netip.AddrPort, now t
 		return e
 	}
 	renewal := e.Grant(now, s.cfg.ValidLifetime)
+	s.granted = append(s.granted, toLease(e))
 	// Renewals are routine and the guest controls their rate: debug only.
 	level := slog.LevelInfo
 	if renewal {

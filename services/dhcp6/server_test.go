@@ -106,6 +106,8 @@ func TestInformationRequestBytes(t *testing.T) {
 
 func TestSolicitRequest(t *testing.T) {
 	s, c := newTestServer(t, nil)
+	var events []Lease
+	s.OnLease(func(l Lease) { events = append(events, l) })
 	duid := duidLLT(1) // as dhclient -6 makes it
 	adv := exchange(t, s, msg(msgSolicit, 1, clientIDOpt(duid), elapsedOpt(0), oroOpt(23, 24, 39), iaNAOpt(0x0e123401, 3600, 5400)))
 	if adv.mtype != msgAdvertise || !bytes.Equal(adv.one(t, optServerID), serverDUID) || !bytes.Equal(adv.one(t, optClientID), duid) {
@@ -129,6 +131,10 @@ func TestSolicitRequest(t *testing.T) {
 	wantLease := Lease{DUID: hex.EncodeToString(duid), IAID: 0x0e123401, Addr: first, Expires: c.T.Add(2 * time.Hour)}
 	if got := s.Leases(); len(got) != 1 || got[0] != wantLease {
 		t.Fatalf("leases %+v, want [%+v]", got, wantLease)
+	}
+	// The ADVERTISE granted nothing; the REPLY did.
+	if len(events) != 1 || events[0] != wantLease {
+		t.Fatalf("OnLease events %+v, want [%+v]", events, wantLease)
 	}
 	if st := s.Stats(); st.Received != 2 || st.Replied != 2 {
 		t.Fatalf("stats %+v", st)

@@ -23,28 +23,28 @@ import (
 
 // Stats counts what the forwarder did.
 type Stats struct {
-	Queries   uint64 // guest messages received (UDP, TCP and Exchange)
-	Local     uint64 // answered from Config.Local
-	Forwarded uint64 // answered with an upstream's reply
-	ServFail  uint64 // SERVFAIL because no upstream answered (or there is none)
-	Overload  uint64 // SERVFAIL at once because MaxInFlight queries were pending
-	FormErr   uint64 // FORMERR for queries that could not be parsed
-	NotImp    uint64 // NOTIMP for opcodes other than QUERY
+	Queries   uint64 `counter:"queries"`   // guest messages received (UDP, TCP and Exchange)
+	Local     uint64 `counter:"local"`     // answered from Config.Local
+	Forwarded uint64 `counter:"forwarded"` // answered with an upstream's reply
+	ServFail  uint64 `counter:"servfail"`  // SERVFAIL because no upstream answered (or there is none)
+	Overload  uint64 `counter:"overload"`  // SERVFAIL at once because MaxInFlight queries were pending
+	FormErr   uint64 `counter:"formerr"`   // FORMERR for queries that could not be parsed
+	NotImp    uint64 `counter:"notimp"`    // NOTIMP for opcodes other than QUERY
 	// Dropped counts messages not answered at all, by reason: "short" (no
 	// header to reply to), "response" (a reply sent to the server), or
 	// "tcp-framing" (a zero-length TCP message).
-	Dropped map[string]uint64
+	Dropped map[string]uint64 `counter:"dropped"`
 	// UpstreamFailures counts failed attempts at one upstream: dial
 	// errors, refusals, timeouts, and TCP answers that did not match.
-	UpstreamFailures uint64
+	UpstreamFailures uint64 `counter:"upstream_failures"`
 	// Mismatched counts upstream UDP datagrams ignored because their ID or
 	// question did not match the query.
-	Mismatched uint64
-	InFlight   int64 // queries waiting on an upstream now
+	Mismatched uint64 `counter:"mismatched"`
+	InFlight   int64  `counter:"in_flight,gauge"` // queries waiting on an upstream now
 	// TCPConns is the number of guest TCP connections open now;
 	// TCPRejected counts those closed at once because of the limit.
-	TCPConns    int64
-	TCPRejected uint64
+	TCPConns    int64  `counter:"tcp_conns,gauge"`
+	TCPRejected uint64 `counter:"tcp_rejected"`
 }
 
 type counters struct {

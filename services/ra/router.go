@@ -14,8 +14,8 @@ import (
 
 // allNodesAddr is where router advertisements go (ff02::1) and its MAC.
 var (
-	allNodesAddr    = netip.MustParseAddr("ff02::1")
-	allNodesMAC = [6]byte{0x33, 0x33, 0, 0, 0, 1}
+	allNodesAddr = netip.MustParseAddr("ff02::1")
+	allNodesMAC  = [6]byte{0x33, 0x33, 0, 0, 0, 1}
 )
 
 // Router is the advertiser on a link: it sends the router advertisement as

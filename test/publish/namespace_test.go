@@ -307,8 +307,8 @@ func TestNamespaceWrk(t *testing.T) {
 	if err := c.Do(context.Background(), "GET", "/v1/stats", nil, &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Publish.Refused != 0 || st.Publish.ConnectFailed != 0 {
-		t.Errorf("published port refused %d and failed %d connections", st.Publish.Refused, st.Publish.ConnectFailed)
+	if refused, failed := st.Counter("publish", "refused"), st.Counter("publish", "connect_failed"); refused != 0 || failed != 0 {
+		t.Errorf("published port refused %d and failed %d connections", refused, failed)
 	}
 }
 

@@ -25,18 +25,33 @@ import (
 	"time"
 )
 
+// skipShort skips an end-to-end test in -short mode: make test-unit runs
+// as root too, and must create no namespace or TAP device, boot no QEMU
+// and start no real program. Every helper below that needs one of those
+// calls it, so a test that forgets a check of its own is still skipped.
+func skipShort(t testing.TB, what string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("skipped in -short mode: " + what)
+	}
+}
+
 // RequireRoot skips tests that need to create namespaces and TAP devices
-// as root (CI runs as root).
+// as root (CI runs as root), and skips them in -short mode even as root.
 func RequireRoot(t testing.TB) {
 	t.Helper()
+	skipShort(t, "creates network namespaces")
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces")
 	}
 }
 
 // RequireTools fails (not skips: CI installs them) when a tool is missing.
+// In -short mode it skips: only end-to-end tests run outside tools, and a
+// machine running only the unit tests need not have them.
 func RequireTools(t testing.TB, tools ...string) {
 	t.Helper()
+	skipShort(t, "runs "+strings.Join(tools, ", "))
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is not installed (the README's test command installs it): %v", tool, err)
@@ -63,9 +78,11 @@ var buildOnce = sync.OnceValues(func() (string, error) {
 })
 
 // Slipway returns the path of the slipway binary built from this tree
-// (once per test process).
+// (once per test process). It skips in -short mode: its callers run the
+// binary.
 func Slipway(t testing.TB) string {
 	t.Helper()
+	skipShort(t, "runs the slipway binary")
 	bin, err := buildOnce()
 	if err != nil {
 		t.Fatal(err)
