@@ -198,7 +198,64 @@ func (st *Stack) Deliver(frames [][]byte) {
 			st.drops.Intercepted.Add(1)
 			continue
 		}
+		st.retireForSYN(proto, buf[link.VnetHdrLen:])
 		st.ep.deliver(proto, buf[link.VnetHdrLen:])
+	}
+}
+
+// retireForSYN makes way for a guest's new connection from the 4-tuple of
+// one the stack has not let go of yet. A guest sends a SYN from a tuple
+// only once its side of the old connection is over, which also means its
+// last ACK was sent before the SYN; but the stack may still hold the old
+// endpoint: in LAST-ACK or CLOSING with that ACK queued and unprocessed
+// (both came in one batch), or in TIME-WAIT until its timer (timeWait)
+// has run. gVisor then demultiplexes the SYN to the old endpoint, never
+// to the forwarder, which is no endpoint: once the queued ACK closes the
+// old endpoint, gVisor finds no listener to pass the SYN to and answers
+// it with a RST (the guest's connect is refused); in TIME-WAIT it drops
+// it (the guest's connect stalls for a second). So the old endpoint is
+// aborted first, which unregisters it at once, and the SYN reaches the
+// forwarder. The abort's RST carries the old connection's numbers, which
+// the guest's new socket (SYN-SENT) ignores. An endpoint still holding
+// bytes the guest sent, not yet read by its owner, is left alone: those
+// bytes are worth more than the reconnect.
+func (st *Stack) retireForSYN(proto tcpip.NetworkProtocolNumber, frame []byte) {
+	l3 := frame[header.EthernetMinimumSize:]
+	var src, dst tcpip.Address
+	var l4 []byte
+	switch proto {
+	case header.IPv4ProtocolNumber:
+		ip := header.IPv4(l3)
+		if ip.TransportProtocol() != header.TCPProtocolNumber || ip.More() || ip.FragmentOffset() != 0 {
+			return
+		}
+		src, dst = ip.SourceAddress(), ip.DestinationAddress()
+		l4 = l3[ip.HeaderLength():ip.TotalLength()]
+	case header.IPv6ProtocolNumber:
+		ip := header.IPv6(l3)
+		if tcpip.TransportProtocolNumber(ip.NextHeader()) != header.TCPProtocolNumber {
+			return
+		}
+		src, dst = ip.SourceAddress(), ip.DestinationAddress()
+		l4 = l3[header.IPv6MinimumSize : header.IPv6MinimumSize+int(ip.PayloadLength())]
+	default:
+		return
+	}
+	// validateFrame checked the TCP header's length.
+	seg := header.TCP(l4)
+	if seg.Flags()&(header.TCPFlagSyn|header.TCPFlagAck|header.TCPFlagRst|header.TCPFlagFin) != header.TCPFlagSyn {
+		return
+	}
+	id := stack.TransportEndpointID{LocalPort: seg.DestinationPort(), LocalAddress: dst, RemotePort: seg.SourcePort(), RemoteAddress: src}
+	ep, ok := st.s.FindTransportEndpoint(proto, header.TCPProtocolNumber, id, nicID).(tcpip.Endpoint)
+	if !ok {
+		return
+	}
+	switch tcp.EndpointState(ep.State()) {
+	case tcp.StateLastAck, tcp.StateClosing, tcp.StateTimeWait:
+		if unread, terr := ep.GetSockOptInt(tcpip.ReceiveQueueSizeOption); terr == nil && unread == 0 {
+			ep.Abort()
+		}
 	}
 }
 
