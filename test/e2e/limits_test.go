@@ -211,22 +211,26 @@ func TestIdleFlowsHoldNoGoroutines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	var held []net.Conn
-	defer func() {
-		for _, c := range held {
-			c.Close()
-		}
-	}()
+	// The accept loop owns the connections it holds until the listener
+	// closes; then it hands them over to be closed.
 	accepted := make(chan struct{}, 1000)
+	handOver := make(chan []net.Conn, 1)
 	go func() {
+		var held []net.Conn
 		for {
 			c, err := l.Accept()
 			if err != nil {
+				handOver <- held
 				return
 			}
 			held = append(held, c) // idle: never written, never closed
 			accepted <- struct{}{}
+		}
+	}()
+	defer func() {
+		l.Close()
+		for _, c := range <-handOver {
+			c.Close()
 		}
 	}()
 	port := l.Addr().(*net.TCPAddr).Port
