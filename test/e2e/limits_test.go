@@ -72,14 +72,23 @@ func TestMaxFlows(t *testing.T) {
 	testenv.RequireTools(t, "curl", "socat")
 	port := testenv.TCPServer(t, func(c net.Conn) { io.Copy(io.Discard, c); c.Close() }).Port()
 	web, _ := testenv.HTTPFile(t, 1024)
-	res := runNS(t, []string{"--max-flows", "3"}, script(
+	// The API socket is a file, within reach of the namespace: waitflows
+	// N waits (30 s at most) until slipway's table holds N outbound TCP
+	// flows.
+	api := filepath.Join(t.TempDir(), "api.sock")
+	res := runNS(t, []string{"--max-flows", "3", "--api-socket", api}, script(
+		fmt.Sprintf(`waitflows() { i=0; until curl -s --unix-socket %s http://slipway/metrics | grep -qxF "slipway_flows{direction=\"outbound\",proto=\"tcp\"} $1"; do i=$((i+1)); [ $i -lt 600 ] || return 1; sleep 0.05; done; }`, api),
 		fmt.Sprintf(`for i in 1 2 3; do sleep 30 2>/dev/null | socat - TCP:10.0.2.2:%d >/dev/null 2>&1 & pids="${pids:-} $!"; done`, port),
-		`sleep 1`,
+		`waitflows 3 || echo "@up=never"`,
 		fmt.Sprintf(`curl -s -m 5 -o /dev/null http://10.0.2.2:%d/; echo "@over=$?"`, web.Port()),
-		`kill $pids; sleep 1`,
+		`kill $pids`,
+		`waitflows 0 || echo "@down=never"`,
 		fmt.Sprintf(`echo "@after=$(curl -s -m 5 http://10.0.2.2:%d/)"`, web.Port()),
 	))
 	m := testenv.Markers(res.Output)
+	if m["up"] != "" || m["down"] != "" {
+		t.Errorf("slipway's flow table never held 3 flows (%q) or never came back to 0 (%q)", m["up"], m["down"])
+	}
 	if m["over"] != "7" {
 		t.Errorf("connection past --max-flows: curl exit %q, want 7 (refused)", m["over"])
 	}
