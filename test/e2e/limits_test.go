@@ -46,6 +46,14 @@ func stuckListener(t *testing.T) int {
 	return 0
 }
 
+// waitFlows defines the shell function waitflows N for a namespace
+// script: it waits (30 s at most, then fails) until slipway's flow table
+// holds N outbound TCP flows, asking the metrics of slipway's API socket
+// api (a file, so within reach of the namespace).
+func waitFlows(api string) string {
+	return fmt.Sprintf(`waitflows() { i=0; until curl -s --unix-socket %s http://slipway/metrics | grep -qxF "slipway_flows{direction=\"outbound\",proto=\"tcp\"} $1"; do i=$((i+1)); [ $i -lt 600 ] || return 1; sleep 0.05; done; }`, api)
+}
+
 // TestSlowDestinationsDoNotStallConnects opens many connects to a
 // destination that never answers; a connect to a working server must still
 // succeed at once (gvproxy stalls after 10 pending connects).
@@ -54,13 +62,19 @@ func TestSlowDestinationsDoNotStallConnects(t *testing.T) {
 	testenv.RequireTools(t, "curl")
 	stuck := stuckListener(t)
 	web, _ := testenv.HTTPFile(t, 1024)
-	res := runNS(t, nil, script(
+	api := filepath.Join(t.TempDir(), "api.sock")
+	res := runNS(t, []string{"--api-socket", api}, script(
+		waitFlows(api),
 		fmt.Sprintf(`for i in $(seq 1 40); do curl -s -m 20 -o /dev/null http://10.0.2.2:%d/ >/dev/null 2>&1 & pids="${pids:-} $!"; done`, stuck),
-		`sleep 1`,
+		`waitflows 40 || echo "@pending=never"`,
 		fmt.Sprintf(`echo "@ok=$(curl -s -m 5 http://10.0.2.2:%d/)"`, web.Port()),
 		`kill $pids 2>/dev/null; exit 0`,
 	))
-	if m := testenv.Markers(res.Output); m["ok"] != "hello from the host" {
+	m := testenv.Markers(res.Output)
+	if m["pending"] != "" {
+		t.Fatalf("slipway never held the 40 pending connects:\n%s", res.Output)
+	}
+	if m["ok"] != "hello from the host" {
 		t.Fatalf("a connect waited behind 40 pending ones: %q\n%s", m["ok"], res.Output)
 	}
 }
@@ -72,12 +86,9 @@ func TestMaxFlows(t *testing.T) {
 	testenv.RequireTools(t, "curl", "socat")
 	port := testenv.TCPServer(t, func(c net.Conn) { io.Copy(io.Discard, c); c.Close() }).Port()
 	web, _ := testenv.HTTPFile(t, 1024)
-	// The API socket is a file, within reach of the namespace: waitflows
-	// N waits (30 s at most) until slipway's table holds N outbound TCP
-	// flows.
 	api := filepath.Join(t.TempDir(), "api.sock")
 	res := runNS(t, []string{"--max-flows", "3", "--api-socket", api}, script(
-		fmt.Sprintf(`waitflows() { i=0; until curl -s --unix-socket %s http://slipway/metrics | grep -qxF "slipway_flows{direction=\"outbound\",proto=\"tcp\"} $1"; do i=$((i+1)); [ $i -lt 600 ] || return 1; sleep 0.05; done; }`, api),
+		waitFlows(api),
 		fmt.Sprintf(`for i in 1 2 3; do sleep 30 2>/dev/null | socat - TCP:10.0.2.2:%d >/dev/null 2>&1 & pids="${pids:-} $!"; done`, port),
 		`waitflows 3 || echo "@up=never"`,
 		fmt.Sprintf(`curl -s -m 5 -o /dev/null http://10.0.2.2:%d/; echo "@over=$?"`, web.Port()),
