@@ -46,12 +46,12 @@ func stuckListener(t *testing.T) int {
 	return 0
 }
 
-// waitFlows defines the shell function waitflows N for a namespace
+// waitFlows defines the shell function waitflows N [PROTO] for a namespace
 // script: it waits (30 s at most, then fails) until slipway's flow table
-// holds N outbound TCP flows, asking the metrics of slipway's API socket
-// api (a file, so within reach of the namespace).
+// holds N outbound flows of PROTO (tcp unless given), asking the metrics
+// of slipway's API socket api (a file, so within reach of the namespace).
 func waitFlows(api string) string {
-	return fmt.Sprintf(`waitflows() { i=0; until curl -s --unix-socket %s http://slipway/metrics | grep -qxF "slipway_flows{direction=\"outbound\",proto=\"tcp\"} $1"; do i=$((i+1)); [ $i -lt 600 ] || return 1; sleep 0.05; done; }`, api)
+	return fmt.Sprintf(`waitflows() { i=0; until curl -s --unix-socket %s http://slipway/metrics | grep -qxF "slipway_flows{direction=\"outbound\",proto=\"${2:-tcp}\"} $1"; do i=$((i+1)); [ $i -lt 600 ] || return 1; sleep 0.05; done; }`, api)
 }
 
 // TestSlowDestinationsDoNotStallConnects opens many connects to a
@@ -133,15 +133,21 @@ func TestUDPIdleTimeout(t *testing.T) {
 		}
 	}()
 	port := c.LocalAddr().(*net.UDPAddr).Port
-	res := runNS(t, []string{"--udp-idle-timeout", "1s"}, script(
+	api := filepath.Join(t.TempDir(), "api.sock")
+	res := runNS(t, []string{"--udp-idle-timeout", "1s", "--api-socket", api}, script(
+		waitFlows(api),
 		// One guest socket (fixed source port 4444) sends three times.
 		fmt.Sprintf(`ask() { echo x | socat -T2 - UDP:10.0.2.2:%d,sourceport=4444,reuseaddr; echo; }`, port),
 		`echo "@a=$(ask)"`,
 		`echo "@b=$(ask)"`,
-		`sleep 3`,
+		// Until slipway has closed the idle flow.
+		`waitflows 0 udp || echo "@closed=never"`,
 		`echo "@c=$(ask)"`,
 	))
 	m := testenv.Markers(res.Output)
+	if m["closed"] != "" {
+		t.Fatalf("slipway never closed the idle UDP flow:\n%s", res.Output)
+	}
 	if m["a"] == "" || m["a"] != m["b"] || m["c"] == "" || m["c"] == m["a"] {
 		t.Fatalf("host ports a=%q b=%q c=%q: want a==b (one flow) and c!=a (closed after idling):\n%s", m["a"], m["b"], m["c"], res.Output)
 	}
