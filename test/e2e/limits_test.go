@@ -177,7 +177,9 @@ func TestFlowsReleasedWhenGuestGoesAway(t *testing.T) {
 		Netdev: streamNIC(sock, "52:54:00:12:34:57"),
 		Script: strings.Join([]string{
 			fmt.Sprintf(`(sleep 600 | nc 10.0.2.2 %d) &`, port),
-			`sleep 2`,
+			// Power off only once the connection is established
+			// (state 01 towards the port in /proc/net/tcp).
+			fmt.Sprintf(`for i in $(seq 1 600); do grep -q ':%04X 01 ' /proc/net/tcp && break; sleep 0.1; done`, port),
 			`echo "@connected"`,
 		}, "\n"),
 	})
