@@ -2,7 +2,7 @@ package flow
 
 import (
 	"errors"
-	"runtime"
+	"os"
 	"sync"
 	"syscall"
 
@@ -16,10 +16,24 @@ import (
 // readers. Re-arming re-polls the socket, so data that came in between is
 // never missed.
 //
+// The poller's goroutine waits for the epoll set through Go's own poller
+// (an epoll set is readable while it holds events), never in a blocking
+// epoll_wait: a goroutine blocked in a system call keeps its P until
+// sysmon takes it back, 10 to 20 ms later when the process is idle. With
+// GOMAXPROCS=2 and `slipway run` waiting for its command in waitid(2) on
+// the other P, no P was left to wait in Go's poller, so frames from the
+// guest sat unread in the TAP device until sysmon's 10 ms network poll: a
+// guest's FIN was acknowledged that late, and a guest reconnecting from
+// the same port at once found its last connection still in LAST-ACK or
+// CLOSING (EADDRNOTAVAIL). With GOMAXPROCS=1 the poller alone did that
+// whenever it waited.
+//
 // mu guards kicks and closed, and is held across every epoll_ctl, so that
 // no call reaches the epoll descriptor once close has begun to release it.
 type poller struct {
 	epfd   int
+	ep     *os.File // epfd, registered with Go's poller
+	rc     syscall.RawConn
 	mu     sync.Mutex
 	kicks  map[int32]func()
 	closed bool
@@ -31,7 +45,18 @@ func newPoller() (*poller, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &poller{epfd: epfd, kicks: map[int32]func(){}, done: make(chan struct{})}
+	// Non-blocking, so that os.NewFile puts it in Go's poller.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	ep := os.NewFile(uintptr(epfd), "epoll")
+	rc, err := ep.SyscallConn()
+	if err != nil {
+		ep.Close()
+		return nil, err
+	}
+	p := &poller{epfd: epfd, ep: ep, rc: rc, kicks: map[int32]func(){}, done: make(chan struct{})}
 	go p.run()
 	return p, nil
 }
@@ -79,20 +104,24 @@ func (p *poller) forget(fd int) {
 	unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 }
 
-func (p *poller) isClosed() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.closed
-}
-
 func (p *poller) run() {
 	defer close(p.done)
 	events := make([]unix.EpollEvent, 128)
-	for !p.isClosed() {
-		// A timeout lets close end the loop without a wake-up descriptor.
-		n, err := unix.EpollWait(p.epfd, events, 500)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
+	var n int
+	var werr error
+	// Take what is ready without waiting; when nothing is, park in Go's
+	// poller until the set is readable. Parking hands this P straight to
+	// the drains just kicked.
+	harvest := func(fd uintptr) bool {
+		n, werr = unix.EpollWait(int(fd), events, 0)
+		return n > 0 || werr != nil
+	}
+	for {
+		if err := p.rc.Read(harvest); err != nil {
+			return // closed
+		}
+		if werr != nil {
+			if errors.Is(werr, unix.EINTR) {
 				continue
 			}
 			return
@@ -105,16 +134,11 @@ func (p *poller) run() {
 				kick()
 			}
 		}
-		if n > 0 {
-			// The drains just kicked wait in this thread's run queue;
-			// run them here now, instead of leaving them to another
-			// thread woken on another CPU while this one blocks in
-			// epoll_wait again.
-			runtime.Gosched()
-		}
 	}
 }
 
+// close stops the poller: no epoll_ctl from now on, then the descriptor
+// is closed, which ends run's wait.
 func (p *poller) close() {
 	p.mu.Lock()
 	if p.closed {
@@ -123,6 +147,6 @@ func (p *poller) close() {
 	}
 	p.closed = true
 	p.mu.Unlock()
+	p.ep.Close()
 	<-p.done
-	unix.Close(p.epfd)
 }

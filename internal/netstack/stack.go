@@ -202,6 +202,7 @@ func (st *Stack) Deliver(views []frame.View) {
 			st.drops.Intercepted.Add(1)
 			continue
 		}
+		st.retireForSYN(v)
 		st.ep.deliver(v.EtherType, v.Eth)
 	}
 }
@@ -218,6 +219,47 @@ func (st *Stack) intercepted(v *frame.View) bool {
 // SetInterceptors installs the interceptors (see Options.Interceptors).
 // Call it before any link delivers frames.
 func (st *Stack) SetInterceptors(in ...Interceptor) { st.interceptors = in }
+
+// retireForSYN makes way for a guest's new connection from the 4-tuple of
+// one the stack has not let go of yet. A guest sends a SYN from a tuple
+// only once its side of the old connection is over, which also means its
+// last ACK was sent before the SYN; but the stack may still hold the old
+// endpoint: in LAST-ACK or CLOSING with that ACK queued and unprocessed
+// (both came in one batch), or in TIME-WAIT until its timer (timeWait)
+// has run. gVisor then demultiplexes the SYN to the old endpoint, never
+// to the forwarder, which is no endpoint: once the queued ACK closes the
+// old endpoint, gVisor finds no listener to pass the SYN to and answers
+// it with a RST (the guest's connect is refused); in TIME-WAIT it drops
+// it (the guest's connect stalls for a second). So the old endpoint is
+// aborted first, which unregisters it at once, and the SYN reaches the
+// forwarder. The abort's RST carries the old connection's numbers, which
+// the guest's new socket (SYN-SENT) ignores. An endpoint still holding
+// bytes the guest sent, not yet read by its owner, is left alone: those
+// bytes are worth more than the reconnect.
+func (st *Stack) retireForSYN(v *frame.View) {
+	if v.Proto != header.TCPProtocolNumber || v.Fragment || v.L4Off == 0 {
+		return
+	}
+	// validate checked the TCP header's length.
+	seg := header.TCP(v.L4())
+	if seg.Flags()&(header.TCPFlagSyn|header.TCPFlagAck|header.TCPFlagRst|header.TCPFlagFin) != header.TCPFlagSyn {
+		return
+	}
+	id := stack.TransportEndpointID{
+		LocalPort: seg.DestinationPort(), LocalAddress: tcpip.AddrFromSlice(v.Dst.AsSlice()),
+		RemotePort: seg.SourcePort(), RemoteAddress: tcpip.AddrFromSlice(v.Src.AsSlice()),
+	}
+	ep, ok := st.s.FindTransportEndpoint(v.EtherType, header.TCPProtocolNumber, id, nicID).(tcpip.Endpoint)
+	if !ok {
+		return
+	}
+	switch tcp.EndpointState(ep.State()) {
+	case tcp.StateLastAck, tcp.StateClosing, tcp.StateTimeWait:
+		if unread, terr := ep.GetSockOptInt(tcpip.ReceiveQueueSizeOption); terr == nil && unread == 0 {
+			ep.Abort()
+		}
+	}
+}
 
 // ownsTarget filters address resolution: with spoofing on, gVisor would
 // answer ARP requests and neighbour solicitations for every address, taking

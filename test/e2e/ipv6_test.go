@@ -60,7 +60,7 @@ func TestRunNoIPv6(t *testing.T) {
 // guest must learn so at once while IPv4 (here: the host's loopback) works.
 func TestIPv6FailsFastWithoutHostRoute(t *testing.T) {
 	testenv.RequireRoot(t)
-	testenv.RequireTools(t, "curl", "socat")
+	testenv.RequireTools(t, "curl", "socat", "ss")
 	ns := fmt.Sprintf("slwbare%d", time.Now().UnixNano()%100000)
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v %s", err, out)
@@ -72,7 +72,16 @@ func TestIPv6FailsFastWithoutHostRoute(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	time.Sleep(300 * time.Millisecond)
+	// Wait until the server listens.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		out, err := exec.Command("ip", "netns", "exec", ns, "ss", "-Hltn", "sport = :8123").Output()
+		if err == nil && len(out) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("socat never listened on 127.0.0.1:8123 in %s: %v", ns, err)
+		}
+	}
 	out, _ := exec.Command("ip", "netns", "exec", ns, testenv.Slipway(t), "run", "--", "sh", "-c", script(
 		`curl -s -m 20 -g -o /dev/null http://[2001:db8::1]:80/; echo "@v6=$?"`,
 		`echo "@v4=$(socat -T5 - TCP4:10.0.2.2:8123 </dev/null)"`,

@@ -46,6 +46,14 @@ func stuckListener(t *testing.T) int {
 	return 0
 }
 
+// waitFlows defines the shell function waitflows N [PROTO] for a namespace
+// script: it waits (30 s at most, then fails) until slipway's flow table
+// holds N outbound flows of PROTO (tcp unless given), asking the metrics
+// of slipway's API socket api (a file, so within reach of the namespace).
+func waitFlows(api string) string {
+	return fmt.Sprintf(`waitflows() { i=0; until curl -s --unix-socket %s http://slipway/metrics | grep -qxF "slipway_flows{key=\"\",name=\"${2:-tcp}\"} $1"; do i=$((i+1)); [ $i -lt 600 ] || return 1; sleep 0.05; done; }`, api)
+}
+
 // TestSlowDestinationsDoNotStallConnects opens many connects to a
 // destination that never answers; a connect to a working server must still
 // succeed at once (gvproxy stalls after 10 pending connects).
@@ -54,13 +62,19 @@ func TestSlowDestinationsDoNotStallConnects(t *testing.T) {
 	testenv.RequireTools(t, "curl")
 	stuck := stuckListener(t)
 	web, _ := testenv.HTTPFile(t, 1024)
-	res := runNS(t, nil, script(
+	api := filepath.Join(t.TempDir(), "api.sock")
+	res := runNS(t, []string{"--api-socket", api}, script(
+		waitFlows(api),
 		fmt.Sprintf(`for i in $(seq 1 40); do curl -s -m 20 -o /dev/null http://10.0.2.2:%d/ >/dev/null 2>&1 & pids="${pids:-} $!"; done`, stuck),
-		`sleep 1`,
+		`waitflows 40 || echo "@pending=never"`,
 		fmt.Sprintf(`echo "@ok=$(curl -s -m 5 http://10.0.2.2:%d/)"`, web.Port()),
 		`kill $pids 2>/dev/null; exit 0`,
 	))
-	if m := testenv.Markers(res.Output); m["ok"] != "hello from the host" {
+	m := testenv.Markers(res.Output)
+	if m["pending"] != "" {
+		t.Fatalf("slipway never held the 40 pending connects:\n%s", res.Output)
+	}
+	if m["ok"] != "hello from the host" {
 		t.Fatalf("a connect waited behind 40 pending ones: %q\n%s", m["ok"], res.Output)
 	}
 }
@@ -72,14 +86,20 @@ func TestMaxFlows(t *testing.T) {
 	testenv.RequireTools(t, "curl", "socat")
 	port := testenv.TCPServer(t, func(c net.Conn) { io.Copy(io.Discard, c); c.Close() }).Port()
 	web, _ := testenv.HTTPFile(t, 1024)
-	res := runNS(t, []string{"--max-flows", "3"}, script(
+	api := filepath.Join(t.TempDir(), "api.sock")
+	res := runNS(t, []string{"--max-flows", "3", "--api-socket", api}, script(
+		waitFlows(api),
 		fmt.Sprintf(`for i in 1 2 3; do sleep 30 2>/dev/null | socat - TCP:10.0.2.2:%d >/dev/null 2>&1 & pids="${pids:-} $!"; done`, port),
-		`sleep 1`,
+		`waitflows 3 || echo "@up=never"`,
 		fmt.Sprintf(`curl -s -m 5 -o /dev/null http://10.0.2.2:%d/; echo "@over=$?"`, web.Port()),
-		`kill $pids; sleep 1`,
+		`kill $pids`,
+		`waitflows 0 || echo "@down=never"`,
 		fmt.Sprintf(`echo "@after=$(curl -s -m 5 http://10.0.2.2:%d/)"`, web.Port()),
 	))
 	m := testenv.Markers(res.Output)
+	if m["up"] != "" || m["down"] != "" {
+		t.Errorf("slipway's flow table never held 3 flows (%q) or never came back to 0 (%q)", m["up"], m["down"])
+	}
 	if m["over"] != "7" {
 		t.Errorf("connection past --max-flows: curl exit %q, want 7 (refused)", m["over"])
 	}
@@ -100,15 +120,21 @@ func TestUDPIdleTimeout(t *testing.T) {
 	port := testenv.UDPServer(t, "127.0.0.1:0", func(_ []byte, from net.Addr) []byte {
 		return []byte(fmt.Sprint(from.(*net.UDPAddr).Port))
 	}).Port()
-	res := runNS(t, []string{"--udp-idle-timeout", "1s"}, script(
+	api := filepath.Join(t.TempDir(), "api.sock")
+	res := runNS(t, []string{"--udp-idle-timeout", "1s", "--api-socket", api}, script(
+		waitFlows(api),
 		// One guest socket (fixed source port 4444) sends three times.
 		fmt.Sprintf(`ask() { echo x | socat -T2 - UDP:10.0.2.2:%d,sourceport=4444,reuseaddr; echo; }`, port),
 		`echo "@a=$(ask)"`,
 		`echo "@b=$(ask)"`,
-		`sleep 3`,
+		// Until slipway has closed the idle flow.
+		`waitflows 0 udp || echo "@closed=never"`,
 		`echo "@c=$(ask)"`,
 	))
 	m := testenv.Markers(res.Output)
+	if m["closed"] != "" {
+		t.Fatalf("slipway never closed the idle UDP flow:\n%s", res.Output)
+	}
 	if m["a"] == "" || m["a"] != m["b"] || m["c"] == "" || m["c"] == m["a"] {
 		t.Fatalf("host ports a=%q b=%q c=%q: want a==b (one flow) and c!=a (closed after idling):\n%s", m["a"], m["b"], m["c"], res.Output)
 	}
@@ -138,7 +164,9 @@ func TestFlowsReleasedWhenGuestGoesAway(t *testing.T) {
 		Netdev: streamNIC(sock, "52:54:00:12:34:57"),
 		Script: strings.Join([]string{
 			fmt.Sprintf(`(sleep 600 | nc 10.0.2.2 %d) &`, port),
-			`sleep 2`,
+			// Power off only once the connection is established
+			// (state 01 towards the port in /proc/net/tcp).
+			fmt.Sprintf(`for i in $(seq 1 600); do grep -q ':%04X 01 ' /proc/net/tcp && break; sleep 0.1; done`, port),
 			`echo "@connected"`,
 		}, "\n"),
 	})
@@ -198,22 +226,26 @@ func TestIdleFlowsHoldNoGoroutines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	var held []net.Conn
-	defer func() {
-		for _, c := range held {
-			c.Close()
-		}
-	}()
+	// The accept loop owns the connections it holds until the listener
+	// closes; then it hands them over to be closed.
 	accepted := make(chan struct{}, 1000)
+	handOver := make(chan []net.Conn, 1)
 	go func() {
+		var held []net.Conn
 		for {
 			c, err := l.Accept()
 			if err != nil {
+				handOver <- held
 				return
 			}
 			held = append(held, c) // idle: never written, never closed
 			accepted <- struct{}{}
+		}
+	}()
+	defer func() {
+		l.Close()
+		for _, c := range <-handOver {
+			c.Close()
 		}
 	}()
 	port := l.Addr().(*net.TCPAddr).Port
@@ -231,29 +263,47 @@ func TestIdleFlowsHoldNoGoroutines(t *testing.T) {
 			t.Fatalf("only %d of 200 connections arrived", i)
 		}
 	}
-	time.Sleep(500 * time.Millisecond) // let the last handshakes' goroutines end
-	var metrics string
 	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return net.Dial("unix", api)
 	}}}
+	// The handshakes' goroutines and each new flow's first drain end
+	// shortly after the connections arrived; wait for the count to come
+	// down to a fixed set (services, API, poller, runtime), which idle
+	// flows parking goroutines of their own never let it do.
+	const limit = 100
+	var goroutines float64
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		goroutines = goroutineCount(t, c)
+		if goroutines <= limit {
+			return
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+	}
+	t.Fatalf("%v goroutines with 200 idle flows: idle flows park goroutines", goroutines)
+}
+
+// goroutineCount is go_goroutines from slipway's metrics.
+func goroutineCount(t *testing.T, c *http.Client) float64 {
+	t.Helper()
 	resp, err := c.Get("http://slipway/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	metrics = string(b)
-	var goroutines float64
-	for _, line := range strings.Split(metrics, "\n") {
-		if strings.HasPrefix(line, "go_goroutines ") {
-			fmt.Sscanf(strings.TrimPrefix(line, "go_goroutines "), "%g", &goroutines)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
+			var n float64
+			if _, err := fmt.Sscanf(v, "%g", &n); err == nil {
+				return n
+			}
 		}
 	}
-	if goroutines == 0 {
-		t.Fatalf("no go_goroutines in the metrics:\n%s", metrics)
-	}
-	// A fixed set (services, API, poller, runtime) and no more per flow.
-	if goroutines > 100 {
-		t.Fatalf("%v goroutines with 200 idle flows: idle flows park goroutines", goroutines)
-	}
+	t.Fatalf("no go_goroutines in the metrics:\n%s", b)
+	return 0
 }
