@@ -82,7 +82,8 @@ type Config struct {
 
 // Limits bounds every resource a guest can grow.
 type Limits struct {
-	// MaxFlows bounds concurrent TCP and UDP flows to the host.
+	// MaxFlows bounds concurrent flows to the host: TCP, UDP and ping
+	// sessions, published ports' included.
 	MaxFlows int `yaml:"max-flows"`
 	// MaxPendingConnects bounds outbound TCP connects in progress; a
 	// connect waiting on a slow destination holds one slot, so a large

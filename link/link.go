@@ -1,12 +1,14 @@
 // Package link defines how slipway moves Ethernet frames to and from a guest:
-// one small batched interface that every transport (TAP, QEMU stream, dgram,
-// seqpacket, vhost-user) implements, and the frame layout they share.
+// one small batched interface that every transport (link/tap, link/stream,
+// link/dgram for datagram and seqpacket sockets, link/pipe in process)
+// implements, and the frame layout they share.
 //
 // Every frame buffer starts with VnetHdrLen bytes holding a virtio-net header
 // (the offload metadata of the frame), followed by the Ethernet frame. Links
-// whose peer speaks virtio-net headers (TAP with IFF_VNET_HDR, vhost-user)
-// pass the header through unchanged; the others zero it on read and complete
-// any partial checksum in software on write (see FinishChecksum).
+// whose peer speaks virtio-net headers (TAP with IFF_VNET_HDR) pass the
+// header through unchanged; the others zero it on read, and the switch
+// completes any partial checksum in software before they write (see
+// Frame.FinishChecksum).
 package link
 
 import (

@@ -83,6 +83,11 @@ Install it in place of bhyve's helper (slipway answers to that name):
 				return err
 			}
 			defer n.Close()
+			stopAPI, err := serveAPI(n, log)
+			if err != nil {
+				return err
+			}
+			defer stopAPI()
 			w, gone := endpoint.Watch(l)
 			n.Attach(w)
 			log.Info("serving bhyve", "restricted", cfg.Restrict, "mtu", cfg.MTU, "forwards", len(bc.Forwards))

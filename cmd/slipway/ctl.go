@@ -18,7 +18,6 @@ import (
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/control"
-	"github.com/slipway-net/slipway/internal/publish"
 	"github.com/slipway-net/slipway/network"
 )
 
@@ -123,10 +122,10 @@ statistics. Output is a table, or the API's JSON with -o json.`,
 				}
 				rules = append(rules, r)
 			}
-			added := []publish.Forward{}
+			added := []control.Forward{}
 			var failed error
 			for _, r := range rules {
-				var fw publish.Forward
+				var fw control.Forward
 				if err := o.do(cmd, http.MethodPost, "/v1/forwards", control.ForwardRequest{PublishRule: r}, &fw); err != nil {
 					// Rules before it stay published; say which.
 					failed = fmt.Errorf("%s: %w", r, err)
@@ -156,9 +155,9 @@ statistics. Output is a table, or the API's JSON with -o json.`,
 				}
 			}
 			for _, a := range args {
-				var fw publish.Forward
+				var fw control.Forward
 				err := o.call(cmd, http.MethodDelete, "/v1/forwards/"+a, nil, &fw, func(w io.Writer) {
-					forwardTable().write(w, []publish.Forward{fw})
+					forwardTable().write(w, []control.Forward{fw})
 				})
 				if err != nil {
 					return err // it names the forward
@@ -218,10 +217,10 @@ func writeRow(w io.Writer, cells ...any) {
 	io.WriteString(w, "\n")
 }
 
-func forwardTable() table[publish.Forward] {
-	return table[publish.Forward]{
+func forwardTable() table[control.Forward] {
+	return table[control.Forward]{
 		header: []any{"ID", "PROTO", "HOST", "GUEST", "CONNECTIONS"},
-		row: func(f publish.Forward) []any {
+		row: func(f control.Forward) []any {
 			return []any{f.ID, f.Proto, endpoints(f.HostAddr.String(), f.HostPort, f.HostPorts()),
 				endpoints(f.GuestAddr.String(), f.GuestPort, f.GuestPorts()), f.Connections}
 		},

@@ -190,7 +190,7 @@ func (nf *netFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", config.DefaultLogLevel, "log level: debug, info, warn, error")
 	fs.IntVar(&nf.readyFD, "ready-fd", -1, `write "1" to this file descriptor once serving`)
 	l := &c.Limits
-	fs.IntVar(&l.MaxFlows, "max-flows", config.DefaultMaxFlows, "maximum concurrent TCP and UDP flows to the host")
+	fs.IntVar(&l.MaxFlows, "max-flows", config.DefaultMaxFlows, "maximum concurrent flows to the host (TCP, UDP, ping sessions)")
 	fs.IntVar(&l.MaxPendingConnects, "max-pending-connects", config.DefaultMaxPendingConnects, "maximum outbound TCP connects in progress")
 	fs.DurationVar(&l.ConnectTimeout, "connect-timeout", config.DefaultConnectTimeout, "timeout of one outbound TCP connect")
 	fs.DurationVar(&l.UDPIdleTimeout, "udp-idle-timeout", config.DefaultUDPIdleTimeout, "close a UDP flow idle this long")

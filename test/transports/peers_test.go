@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/slipway-net/slipway/control"
 	"github.com/slipway-net/slipway/internal/nvlist"
 	"github.com/slipway-net/slipway/test/guestpeer"
 	"github.com/slipway-net/slipway/test/testenv"
@@ -210,7 +211,8 @@ func TestBhyveHelper(t *testing.T) {
 	web, sum := testenv.HTTPFile(t, blobSize)
 	for _, open := range []bool{true, false} {
 		child, ours := guestpeer.Socketpair(t, unix.SOCK_SEQPACKET)
-		srv := start(t, []*os.File{child}, "bhyve-helper", "-S", "3")
+		api := filepath.Join(t.TempDir(), "api.sock")
+		srv := start(t, []*os.File{child}, "bhyve-helper", "-S", "3", "--api-socket", api)
 		child.Close()
 		pairs := []nvlist.Pair{
 			{Name: "backend", Type: nvlist.String, Value: "slirp"},
@@ -233,8 +235,13 @@ func TestBhyveHelper(t *testing.T) {
 		if l.MTU != 1500 {
 			t.Errorf("open=%v: lease MTU %d, want 1500 (bhyve reads 2048-byte messages)", open, l.MTU)
 		}
-		// The forwarded port reaches the guest, restricted or not.
+		// The forwarded port reaches the guest, restricted or not, and
+		// the control API shows it.
 		checkForward(t, g, fwdPort)
+		var fws []control.Forward
+		if err := control.NewClient(api).Do(context.Background(), "GET", "/v1/forwards", nil, &fws); err != nil || len(fws) != 1 || fws[0].HostPort != uint16(fwdPort) {
+			t.Errorf("open=%v: the helper's control API lists %v (%v), want bhyve's hostfwd", open, fws, err)
+		}
 		if open {
 			download(t, g, web, sum)
 		} else {
@@ -298,7 +305,8 @@ func TestBhyveHelperBadConfig(t *testing.T) {
 		"bad rule":  badRule,
 	} {
 		child, ours := guestpeer.Socketpair(t, unix.SOCK_SEQPACKET)
-		srv := start(t, []*os.File{child}, "bhyve-helper", "-S", "3")
+		api := filepath.Join(t.TempDir(), "api.sock")
+		srv := start(t, []*os.File{child}, "bhyve-helper", "-S", "3", "--api-socket", api)
 		child.Close()
 		ours.Write(msg)
 		if name == "truncated" {
