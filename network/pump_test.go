@@ -135,41 +135,29 @@ func closeWrite(t *testing.T, c net.Conn) {
 	}
 }
 
-// The guest closes its sending side first: the host reads everything and
-// then EOF, yet can still answer, and the guest gets the answer and then
-// EOF. The flow ends with the second FIN.
-func TestPumpHalfCloseGuestFirst(t *testing.T) {
-	h := newFlowHarness(t, seams{})
-	guest, host := h.connect(t)
-	guest.Write([]byte("request"))
-	closeWrite(t, guest)
-	if got := readAll(t, host); string(got) != "request" {
-		t.Fatalf("host read %q, want the request and then EOF", got)
+// Either side closes its sending side first: the other reads everything
+// and then EOF, yet can still answer, and the first gets the answer and
+// then EOF. The flow ends with the second FIN.
+func TestPumpHalfClose(t *testing.T) {
+	for _, guestFirst := range []bool{true, false} {
+		h := newFlowHarness(t, seams{})
+		guest, host := h.connect(t)
+		first, second := guest, net.Conn(host)
+		if !guestFirst {
+			first, second = host, guest
+		}
+		first.Write([]byte("before the FIN"))
+		closeWrite(t, first)
+		if got := readAll(t, second); string(got) != "before the FIN" {
+			t.Fatalf("guest first %v: the other side read %q, want the message and then EOF", guestFirst, got)
+		}
+		second.Write([]byte("answer after the FIN"))
+		closeWrite(t, second)
+		if got := readAll(t, first); string(got) != "answer after the FIN" {
+			t.Fatalf("guest first %v: the side that closed first read %q", guestFirst, got)
+		}
+		waitFor(t, "the flow to close", func() bool { return h.n.flows.Len() == 0 })
 	}
-	host.Write([]byte("answer after the guest's FIN"))
-	host.CloseWrite()
-	if got := readAll(t, guest); string(got) != "answer after the guest's FIN" {
-		t.Fatalf("guest read %q", got)
-	}
-	waitFor(t, "the flow to close", func() bool { return h.n.flows.Len() == 0 })
-}
-
-// The host closes its sending side first: the guest reads everything and
-// then EOF, and what it sends afterwards still reaches the host.
-func TestPumpHalfCloseHostFirst(t *testing.T) {
-	h := newFlowHarness(t, seams{})
-	guest, host := h.connect(t)
-	host.Write([]byte("greeting"))
-	host.CloseWrite()
-	if got := readAll(t, guest); string(got) != "greeting" {
-		t.Fatalf("guest read %q, want the greeting and then EOF", got)
-	}
-	guest.Write([]byte("reply after the host's FIN"))
-	closeWrite(t, guest)
-	if got := readAll(t, host); string(got) != "reply after the host's FIN" {
-		t.Fatalf("host read %q", got)
-	}
-	waitFor(t, "the flow to close", func() bool { return h.n.flows.Len() == 0 })
 }
 
 // A reset from the host becomes a reset in the guest, not an orderly EOF.

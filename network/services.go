@@ -123,22 +123,21 @@ type service struct {
 }
 
 func udpService(name string, addr netip.AddrPort, serve func(context.Context, net.PacketConn) error) service {
+	return newService(name, func(st *netstack.Stack) (net.PacketConn, error) { return st.ListenUDP(addr) }, serve)
+}
+
+func tcpService(name string, addr netip.AddrPort, serve func(context.Context, net.Listener) error) service {
+	return newService(name, func(st *netstack.Stack) (net.Listener, error) { return st.ListenTCP(addr) }, serve)
+}
+
+// newService is a service whose socket (a C) listen opens and serve runs.
+func newService[C io.Closer](name string, listen func(*netstack.Stack) (C, error), serve func(context.Context, C) error) service {
 	return service{name: name, open: func(st *netstack.Stack) (io.Closer, func(context.Context) error, error) {
-		c, err := st.ListenUDP(addr)
+		c, err := listen(st)
 		if err != nil {
 			return nil, nil, err
 		}
 		return c, func(ctx context.Context) error { return serve(ctx, c) }, nil
-	}}
-}
-
-func tcpService(name string, addr netip.AddrPort, serve func(context.Context, net.Listener) error) service {
-	return service{name: name, open: func(st *netstack.Stack) (io.Closer, func(context.Context) error, error) {
-		l, err := st.ListenTCP(addr)
-		if err != nil {
-			return nil, nil, err
-		}
-		return l, func(ctx context.Context) error { return serve(ctx, l) }, nil
 	}}
 }
 
