@@ -12,7 +12,6 @@ import (
 	"github.com/slipway-net/slipway/internal/bhyve"
 	"github.com/slipway-net/slipway/internal/endpoint"
 	"github.com/slipway-net/slipway/link/dgram"
-	"github.com/slipway-net/slipway/network"
 )
 
 // bhyveHelperName is the program bhyve runs for its slirp backend; slipway
@@ -78,16 +77,11 @@ Install it in place of bhyve's helper (slipway answers to that name):
 			if err != nil {
 				return err
 			}
-			n, err := network.New(cfg, log)
+			n, stop, err := startNetwork(cfg, log)
 			if err != nil {
 				return err
 			}
-			defer n.Close()
-			stopAPI, err := serveAPI(n, log)
-			if err != nil {
-				return err
-			}
-			defer stopAPI()
+			defer stop()
 			w, gone := endpoint.Watch(l)
 			n.Attach(w)
 			log.Info("serving bhyve", "restricted", cfg.Restrict, "mtu", cfg.MTU, "forwards", len(bc.Forwards))

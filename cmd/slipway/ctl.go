@@ -21,6 +21,20 @@ import (
 	"github.com/slipway-net/slipway/network"
 )
 
+// startNetwork builds the network of cfg and serves its control API when
+// --api-socket is set; stop closes both.
+func startNetwork(cfg config.Config, log *slog.Logger) (n *network.Network, stop func(), err error) {
+	if n, err = network.New(cfg, log); err != nil {
+		return nil, nil, err
+	}
+	stopAPI, err := serveAPI(n, log)
+	if err != nil {
+		n.Close()
+		return nil, nil, err
+	}
+	return n, func() { stopAPI(); n.Close() }, nil
+}
+
 // serveAPI starts the control API when --api-socket is set; stop closes
 // it (and removes the socket).
 func serveAPI(n *network.Network, log *slog.Logger) (stop func(), err error) {

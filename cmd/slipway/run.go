@@ -66,16 +66,11 @@ func guestMAC(a netip.Addr) net.HardwareAddr {
 }
 
 func runInNamespace(cfg config.Config, command []string, readyFD int, log *slog.Logger) error {
-	n, err := network.New(cfg, log)
+	n, stop, err := startNetwork(cfg, log)
 	if err != nil {
 		return err
 	}
-	defer n.Close()
-	stopAPI, err := serveAPI(n, log)
-	if err != nil {
-		return err
-	}
-	defer stopAPI()
+	defer stop()
 	resolv, err := writeResolvConf(n)
 	if err != nil {
 		return err

@@ -12,7 +12,6 @@ import (
 
 	"github.com/slipway-net/slipway/internal/endpoint"
 	"github.com/slipway-net/slipway/link"
-	"github.com/slipway-net/slipway/network"
 )
 
 func newServeCmd() *cobra.Command {
@@ -60,18 +59,12 @@ With only --fd endpoints, serve exits once every VM has gone.`,
 			if err != nil {
 				return err
 			}
-			n, err := network.New(cfg, log)
+			n, stop, err := startNetwork(cfg, log)
 			if err != nil {
 				eps.close()
 				return err
 			}
-			defer n.Close()
-			stopAPI, err := serveAPI(n, log)
-			if err != nil {
-				eps.close()
-				return err
-			}
-			defer stopAPI()
+			defer stop()
 			errs := make(chan error, len(eps.listeners))
 			for _, l := range eps.listeners {
 				go func() { errs <- n.Serve(l) }()
