@@ -8,20 +8,27 @@ import (
 
 // What the API shows of a network, built from its public snapshot.
 
-// linkTraffic are the link counters the Link type has fields for; every
-// other one of a link's counters is a drop.
-var linkTraffic = map[string]func(*Link) *uint64{
-	"rx_frames": func(l *Link) *uint64 { return &l.RxFrames },
-	"rx_bytes":  func(l *Link) *uint64 { return &l.RxBytes },
-	"tx_frames": func(l *Link) *uint64 { return &l.TxFrames },
-	"tx_bytes":  func(l *Link) *uint64 { return &l.TxBytes },
+// traffic is the field of l for the link counter called name, nil for
+// every other one of a link's counters: those are drops.
+func (l *Link) traffic(name string) *uint64 {
+	switch name {
+	case "rx_frames":
+		return &l.RxFrames
+	case "rx_bytes":
+		return &l.RxBytes
+	case "tx_frames":
+		return &l.TxFrames
+	case "tx_bytes":
+		return &l.TxBytes
+	}
+	return nil
 }
 
 func linkView(li network.LinkInfo) Link {
 	l := Link{Port: li.Port, Name: li.Name, Since: li.Since, Drops: map[string]uint64{}}
 	for _, c := range li.Counters {
-		if field := linkTraffic[c.Name]; field != nil {
-			*field(&l) = c.Value
+		if field := l.traffic(c.Name); field != nil {
+			*field = c.Value
 		} else {
 			l.Drops[c.Name] += c.Value
 		}

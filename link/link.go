@@ -93,6 +93,9 @@ type Counters struct {
 	// TxStalled: frames that waited for a peer that took nothing for a
 	// long while (a paused VM) and were dropped.
 	TxStalled atomic.Uint64 `counter:"tx_stalled"`
+	// TxRefused: a frame the peer's kernel refused (a TAP device answers
+	// EINVAL for a frame it cannot take).
+	TxRefused atomic.Uint64 `counter:"tx_refused"`
 }
 
 // ErrQueueFull reports frames dropped because the peer is not taking any

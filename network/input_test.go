@@ -99,7 +99,7 @@ func seeds() [][]byte {
 		frame.TCP4(gw, probeMAC, g, netip.MustParseAddrPort("10.0.2.2:22"), header.TCPFlagSyn, 1, nil),
 		frame.TCP4(gw, probeMAC, g, netip.MustParseAddrPort("192.0.2.9:80"), header.TCPFlagAck, 1, []byte("data")),
 		frame.UDP4(gw, probeMAC, g, netip.MustParseAddrPort("10.0.2.3:53"), []byte{0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}),
-		frame.UDP4(frame.Broadcast, probeMAC, netip.MustParseAddrPort("0.0.0.0:68"), netip.MustParseAddrPort("255.255.255.255:67"), make([]byte, 300)),
+		frame.UDP4(frame.Broadcast(), probeMAC, netip.MustParseAddrPort("0.0.0.0:68"), netip.MustParseAddrPort("255.255.255.255:67"), make([]byte, 300)),
 		frame.Echo4(gw, probeMAC, g.Addr(), netip.MustParseAddr("10.0.2.2"), 7, 1, []byte("ping")),
 		frame.Echo4(gw, probeMAC, g.Addr(), netip.MustParseAddr("192.0.2.9"), 7, 1, []byte("ping")),
 		frame.Eth(gw, probeMAC, 0x86dd, make([]byte, 60)),
@@ -107,14 +107,14 @@ func seeds() [][]byte {
 		// solicitation, a spoofed router advertisement, an echo request to
 		// the gateway and one to the outside, a hop-by-hop header chain, a
 		// fragment, and DHCPv6 and DNS over IPv6.
-		frame.ICMPv6(frame.Broadcast, probeMAC, ll, netip.MustParseAddr("ff02::1:ff00:2"), 135, append(make([]byte, 4), netip.MustParseAddr("fd00::2").AsSlice()...)),
-		frame.ICMPv6(frame.Broadcast, probeMAC, ll, netip.MustParseAddr("ff02::2"), 133, make([]byte, 4)),
-		frame.ICMPv6(frame.Broadcast, probeMAC, ll, netip.MustParseAddr("ff02::1"), 134, make([]byte, 12)),
+		frame.ICMPv6(frame.Broadcast(), probeMAC, ll, netip.MustParseAddr("ff02::1:ff00:2"), 135, append(make([]byte, 4), netip.MustParseAddr("fd00::2").AsSlice()...)),
+		frame.ICMPv6(frame.Broadcast(), probeMAC, ll, netip.MustParseAddr("ff02::2"), 133, make([]byte, 4)),
+		frame.ICMPv6(frame.Broadcast(), probeMAC, ll, netip.MustParseAddr("ff02::1"), 134, make([]byte, 12)),
 		frame.ICMPv6(gw, probeMAC, g6, netip.MustParseAddr("fd00::2"), 128, []byte{0, 1, 0, 1, 'p'}),
 		frame.ICMPv6(gw, probeMAC, g6, netip.MustParseAddr("2001:db8::1"), 128, []byte{0, 1, 0, 1, 'p'}),
 		frame.Eth(gw, probeMAC, 0x86dd, frame.IPv6(0, g6, netip.MustParseAddr("fd00::2"), append([]byte{58, 0, 1, 4, 0, 0, 0, 0}, 128, 0, 0, 0, 0, 1, 0, 1))),
 		frame.Eth(gw, probeMAC, 0x86dd, frame.IPv6(44, g6, netip.MustParseAddr("fd00::2"), append([]byte{58, 0, 0, 1, 0, 0, 0, 9}, 128, 0, 0, 0, 0, 1, 0, 1))),
-		frame.Eth(frame.Broadcast, probeMAC, 0x86dd, frame.IPv6(17, ll, netip.MustParseAddr("ff02::1:2"), make([]byte, 40))),
+		frame.Eth(frame.Broadcast(), probeMAC, 0x86dd, frame.IPv6(17, ll, netip.MustParseAddr("ff02::1:2"), make([]byte, 40))),
 		frame.Eth(gw, probeMAC, 0x0800, []byte{0x4f, 0, 0, 10}),
 	}
 }

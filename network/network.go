@@ -208,10 +208,20 @@ func (n *Network) Config() config.Config { return n.cfg }
 
 // Attach connects a guest link to the network and serves it until the link
 // fails or the network closes. It returns at once, with the link's port
-// number (as Links shows it).
+// number (as Links shows it); on a closed network it closes l and returns
+// 0.
 func (n *Network) Attach(l link.Link) (port int) {
+	// Under the lock, so that Close either sees the port or Attach sees
+	// the network closed.
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		l.Close()
+		return 0
+	}
 	p := n.sw.AddLink(l)
 	n.wg.Add(1)
+	n.mu.Unlock()
 	go func() {
 		defer n.wg.Done()
 		switch err := p.Run(); {
@@ -241,7 +251,7 @@ func (n *Network) Serve(l Listener) error {
 	if n.closed {
 		n.mu.Unlock()
 		l.Close()
-		return net.ErrClosed
+		return ErrClosed
 	}
 	n.listeners = append(n.listeners, l)
 	n.mu.Unlock()

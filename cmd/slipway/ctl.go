@@ -46,7 +46,11 @@ func serveAPI(n *network.Network, log *slog.Logger) (stop func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	go srv.Serve()
+	go func() {
+		if err := srv.Serve(); err != nil {
+			log.Error("control API stopped", "socket", path, "err", err)
+		}
+	}()
 	log.Info("control API listening", "socket", path)
 	return func() { srv.Close() }, nil
 }

@@ -21,11 +21,13 @@ const (
 )
 
 // Loop calls accept until it reports that its listener closed
-// (net.ErrClosed), ctx ends, or it fails for good; every connection goes
-// to handle, which must not block for long (it starts the connection's own
-// goroutine). Loop returns nil when the listener closed or ctx ended, and
-// the error otherwise. A failure that passes (see Temporary) pauses it
-// with a backoff and is logged once per run of failures, naming what.
+// (net.ErrClosed), ctx ends, or it fails for good (see Permanent); every
+// connection goes to handle, which must not block for long (it starts the
+// connection's own goroutine). Loop returns nil when the listener closed
+// or ctx ended, and the error otherwise. Any other failure (out of
+// descriptors, an error accept(2) passes up from the network, a
+// connection aborted before it was accepted) pauses it with a backoff and
+// is logged once per run of failures, naming what.
 func Loop[C any](ctx context.Context, log *slog.Logger, what string, accept func() (C, error), handle func(C)) error {
 	var backoff time.Duration
 	for {
@@ -41,7 +43,8 @@ func Loop[C any](ctx context.Context, log *slog.Logger, what string, accept func
 		if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 			return nil
 		}
-		if !Temporary(err) {
+		if Permanent(err) {
+			log.Error("accept failed for good; no longer accepting", "listener", what, "err", err)
 			return err
 		}
 		if backoff == 0 {
@@ -58,14 +61,13 @@ func Loop[C any](ctx context.Context, log *slog.Logger, what string, accept func
 	}
 }
 
-// Temporary reports accept failures that pass: descriptors or memory
-// running out, a connection aborted before it was accepted, a timeout.
-func Temporary(err error) bool {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ECONNABORTED, syscall.ENOBUFS, syscall.ENOMEM, syscall.EINTR} {
+// Permanent reports accept failures that no wait mends: the descriptor
+// is not (or no longer) a listening socket. Everything else is worth
+// trying again: accept(2) passes up errors of the network and of the
+// connection being accepted, which its manual says to retry, and
+// descriptors or memory may be free again a moment later.
+func Permanent(err error) bool {
+	for _, e := range []error{syscall.EBADF, syscall.EINVAL, syscall.ENOTSOCK, syscall.EOPNOTSUPP, syscall.EFAULT} {
 		if errors.Is(err, e) {
 			return true
 		}

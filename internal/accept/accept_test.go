@@ -15,7 +15,7 @@ import (
 // after it are served. A closed listener ends it without an error, a
 // failure for good with that failure.
 func TestLoopServesThroughFailuresThatPass(t *testing.T) {
-	results := []error{nil, syscall.EMFILE, syscall.EMFILE, fmt.Errorf("accept: %w", syscall.ENFILE), nil, net.ErrClosed}
+	results := []error{nil, syscall.EMFILE, syscall.EMFILE, fmt.Errorf("accept: %w", syscall.ENFILE), syscall.EPROTO, errors.New("something else"), nil, net.ErrClosed}
 	i, served := 0, 0
 	accept := func() (int, error) {
 		err := results[i]
@@ -26,7 +26,7 @@ func TestLoopServesThroughFailuresThatPass(t *testing.T) {
 	if err != nil || served != 2 || i != len(results) {
 		t.Fatalf("Loop = %v after %d accepts, %d served; want nil after %d, 2 served", err, i, served, len(results))
 	}
-	broken := errors.New("listener broken")
+	broken := fmt.Errorf("accept: %w", syscall.EBADF)
 	err = Loop(context.Background(), slog.New(slog.DiscardHandler), "test", func() (int, error) { return 0, broken }, func(int) {})
 	if !errors.Is(err, broken) {
 		t.Fatalf("Loop = %v, want the failure for good", err)

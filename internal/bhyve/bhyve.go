@@ -164,10 +164,10 @@ func parseRule(rule string) (Forward, error) {
 	f := Forward{Proto: config.Proto(proto)}
 	var err error
 	if f.Host, err = parseEnd(host, netip.IPv4Unspecified()); err != nil {
-		return Forward{}, fmt.Errorf("host side %q: %v", host, err)
+		return Forward{}, fmt.Errorf("host side %q: %w", host, err)
 	}
 	if f.Guest, err = parseEnd(guest, netip.Addr{}); err != nil {
-		return Forward{}, fmt.Errorf("guest side %q: %v", guest, err)
+		return Forward{}, fmt.Errorf("guest side %q: %w", guest, err)
 	}
 	return f, nil
 }

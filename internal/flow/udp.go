@@ -173,6 +173,9 @@ type datagramRuns struct {
 	sendRun func([]byte, int) error
 	noRuns  bool // no runs here (or the socket refused one): one send per datagram
 	failed  bool // a send failed for good: the flow is over
+	// w is where one datagram is read to: a field, so that handing it
+	// to the endpoint (an interface) costs no allocation per datagram.
+	w tcpip.SliceWriter
 }
 
 // drain reads everything ep holds and sends it, and returns the error that
@@ -183,8 +186,8 @@ func (r *datagramRuns) drain(ep tcpip.Endpoint) tcpip.Error {
 	b := *bp
 	off, size, count := 0, 0, 0
 	for !r.failed {
-		w := tcpip.SliceWriter(b[off : off+MaxDatagram])
-		res, terr := ep.Read(&w, tcpip.ReadOptions{})
+		r.w = tcpip.SliceWriter(b[off : off+MaxDatagram])
+		res, terr := ep.Read(&r.w, tcpip.ReadOptions{})
 		if terr != nil {
 			if count > 0 {
 				r.flush(b[:off], size, count)

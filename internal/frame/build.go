@@ -75,8 +75,9 @@ func ICMPSum(msg []byte, src, dst netip.Addr) uint16 {
 // virtio-net header room in front (link's layout), built with the same
 // Put functions.
 
-// Broadcast is the Ethernet broadcast address.
-var Broadcast = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+// Broadcast is the Ethernet broadcast address (a new slice each time: the
+// callers own it).
+func Broadcast() net.HardwareAddr { return net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff} }
 
 func mac(m net.HardwareAddr) (a [6]byte) {
 	copy(a[:], m)
@@ -99,7 +100,7 @@ func ARPRequest(srcMAC net.HardwareAddr, src, target netip.Addr) []byte {
 	copy(a.HardwareAddressSender(), srcMAC)
 	copy(a.ProtocolAddressSender(), src.AsSlice())
 	copy(a.ProtocolAddressTarget(), target.AsSlice())
-	return Eth(Broadcast, srcMAC, uint16(header.ARPProtocolNumber), p)
+	return Eth(Broadcast(), srcMAC, uint16(header.ARPProtocolNumber), p)
 }
 
 // IPv4 wraps an L4 payload in a valid IPv4 header.

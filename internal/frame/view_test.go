@@ -70,7 +70,7 @@ func TestRouterMessagesRecognised(t *testing.T) {
 		{"later fragment", v6frame(134, laterFrag), false},
 		{"a chain too long to walk", v6frame(128, long...), true},
 		{"truncated", v6frame(134)[:14+40], false},
-		{"ipv4", Echo4(Broadcast, Broadcast, netip.MustParseAddr("10.0.2.15"), netip.MustParseAddr("10.0.2.2"), 1, 1, nil)[link.VnetHdrLen:], false},
+		{"ipv4", Echo4(Broadcast(), Broadcast(), netip.MustParseAddr("10.0.2.15"), netip.MustParseAddr("10.0.2.2"), 1, 1, nil)[link.VnetHdrLen:], false},
 	}
 	for _, c := range cases {
 		v := parse(c.frame)
@@ -83,12 +83,12 @@ func TestRouterMessagesRecognised(t *testing.T) {
 // Every problem Parse reports, from frames that have it.
 func TestParseProblems(t *testing.T) {
 	g, gw := netip.MustParseAddrPort("10.0.2.15:4000"), netip.MustParseAddrPort("10.0.2.2:80")
-	good := TCP4(Broadcast, Broadcast, g, gw, header.TCPFlagSyn, 1, nil)[link.VnetHdrLen:]
+	good := TCP4(Broadcast(), Broadcast(), g, gw, header.TCPFlagSyn, 1, nil)[link.VnetHdrLen:]
 	ihl := append([]byte(nil), good...)
 	ihl[14] = 0x4f // header longer than the packet
 	short := append([]byte(nil), good[:14+20+10]...)
 	binary.BigEndian.PutUint16(short[14+2:], 30) // IP is consistent, TCP is cut
-	udp := UDP4(Broadcast, Broadcast, g, gw, []byte("x"))[link.VnetHdrLen:]
+	udp := UDP4(Broadcast(), Broadcast(), g, gw, []byte("x"))[link.VnetHdrLen:]
 	binary.BigEndian.PutUint16(udp[14+20+4:], 200) // UDP length past the packet
 	v6 := v6frame(128)
 	binary.BigEndian.PutUint16(v6[14+4:], 500) // payload length past the frame
@@ -99,13 +99,13 @@ func TestParseProblems(t *testing.T) {
 	}{
 		{"good", good, OK},
 		{"runt", good[:10], Runt},
-		{"vlan", Eth(Broadcast, Broadcast, 0x8100, make([]byte, 40))[link.VnetHdrLen:], UnknownType},
+		{"vlan", Eth(Broadcast(), Broadcast(), 0x8100, make([]byte, 40))[link.VnetHdrLen:], UnknownType},
 		{"ihl past the packet", ihl, BadIPHeader},
 		{"tcp header cut", short, BadL4Header},
 		{"udp length", udp, BadL4Header},
 		{"ipv6 payload length", v6, BadIPHeader},
-		{"bad arp", Eth(Broadcast, Broadcast, 0x0806, make([]byte, 28))[link.VnetHdrLen:], BadIPHeader},
-		{"arp", ARPRequest(Broadcast, g.Addr(), gw.Addr())[link.VnetHdrLen:], OK},
+		{"bad arp", Eth(Broadcast(), Broadcast(), 0x0806, make([]byte, 28))[link.VnetHdrLen:], BadIPHeader},
+		{"arp", ARPRequest(Broadcast(), g.Addr(), gw.Addr())[link.VnetHdrLen:], OK},
 	}
 	for _, c := range cases {
 		if v := parse(c.frame); v.Bad != c.want {
@@ -171,10 +171,10 @@ func FuzzViewAgreesWithGVisor(f *testing.F) {
 // each other.
 func FuzzParse(f *testing.F) {
 	g, gw := netip.MustParseAddrPort("10.0.2.15:4000"), netip.MustParseAddrPort("10.0.2.2:80")
-	f.Add(TCP4(Broadcast, Broadcast, g, gw, header.TCPFlagSyn, 1, nil)[link.VnetHdrLen:])
-	f.Add(UDP4(Broadcast, Broadcast, g, gw, []byte("x"))[link.VnetHdrLen:])
+	f.Add(TCP4(Broadcast(), Broadcast(), g, gw, header.TCPFlagSyn, 1, nil)[link.VnetHdrLen:])
+	f.Add(UDP4(Broadcast(), Broadcast(), g, gw, []byte("x"))[link.VnetHdrLen:])
 	f.Add(v6frame(134))
-	f.Add(ARPRequest(Broadcast, g.Addr(), gw.Addr())[link.VnetHdrLen:])
+	f.Add(ARPRequest(Broadcast(), g.Addr(), gw.Addr())[link.VnetHdrLen:])
 	f.Fuzz(func(t *testing.T, eth []byte) {
 		v := parse(eth)
 		if v.Bad != OK && v.Bad != BadL4Header {

@@ -16,7 +16,7 @@ import (
 // endpoint is the stack's one NIC: a gVisor LinkEndpoint that takes frames
 // from the switch (deliver) and hands the stack's frames to the switch
 // (WritePackets). It claims both checksum offloads: inbound frames are
-// validated here once (validateFrame), and outbound TCP/UDP checksums are
+// validated here once (DropCounters.validate), and outbound TCP/UDP checksums are
 // left partial and described in the frame's virtio-net header, so a TAP peer
 // never has them computed at all and other links finish them in software.
 type endpoint struct {

@@ -165,8 +165,9 @@ func tune(s *stack.Stack) error {
 		&tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20},
 		// No receive buffer auto-tuning: with it the window scale is
 		// sized for the largest buffer and the advertised window never
-		// reaches its cap, so it changes with every ACK; the forwarder
-		// sizes each flow's buffer to keep it constant instead.
+		// reaches its cap, so it changes with every ACK; the TCP pump
+		// sizes each flow's buffer to keep it constant instead
+		// (flow.PumpTCP).
 		func() *tcpip.TCPModerateReceiveBufferOption {
 			v := tcpip.TCPModerateReceiveBufferOption(false)
 			return &v
@@ -246,8 +247,8 @@ func (st *Stack) retireForSYN(v *frame.View) {
 		return
 	}
 	id := stack.TransportEndpointID{
-		LocalPort: seg.DestinationPort(), LocalAddress: tcpip.AddrFromSlice(v.Dst.AsSlice()),
-		RemotePort: seg.SourcePort(), RemoteAddress: tcpip.AddrFromSlice(v.Src.AsSlice()),
+		LocalPort: seg.DestinationPort(), LocalAddress: tcpipAddr(v.Dst),
+		RemotePort: seg.SourcePort(), RemoteAddress: tcpipAddr(v.Src),
 	}
 	ep, ok := st.s.FindTransportEndpoint(v.EtherType, header.TCPProtocolNumber, id, nicID).(tcpip.Endpoint)
 	if !ok {

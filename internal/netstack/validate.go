@@ -1,6 +1,8 @@
 package netstack
 
 import (
+	"net/netip"
+
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -52,11 +54,19 @@ func (c *DropCounters) validate(v *frame.View) bool {
 	default:
 		return true
 	}
-	src, dst := v.Src.AsSlice(), v.Dst.AsSlice()
-	sum := header.PseudoHeaderChecksum(v.Proto, tcpip.AddrFromSlice(src), tcpip.AddrFromSlice(dst), uint16(len(l4)))
+	src, dst := tcpipAddr(v.Src), tcpipAddr(v.Dst)
+	sum := header.PseudoHeaderChecksum(v.Proto, src, dst, uint16(len(l4)))
 	if checksum.Checksum(l4, sum) != 0xffff {
 		c.BadChecksum.Add(1)
 		return false
 	}
 	return true
+}
+
+// tcpipAddr is a as gVisor's type, without the allocation AsSlice makes.
+func tcpipAddr(a netip.Addr) tcpip.Address {
+	if a.Is4() {
+		return tcpip.AddrFrom4(a.As4())
+	}
+	return tcpip.AddrFrom16(a.As16())
 }

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/slipway-net/slipway/internal/frame"
@@ -97,4 +98,29 @@ func FuzzValidateFrame(f *testing.F) {
 			t.Fatalf("frame dropped with %d drops counted, want 1", n)
 		}
 	})
+}
+
+// Parsing and validating a frame whose checksums must be checked (a peer
+// without offloads) allocates nothing, for IPv4 and IPv6.
+func TestValidateDoesNotAllocate(t *testing.T) {
+	g6, r6 := netip.MustParseAddrPort("[fd00::15]:40000"), netip.MustParseAddrPort("[2001:db8::1]:80")
+	l4 := make([]byte, header.UDPMinimumSize+5)
+	header.UDP(l4).Encode(&header.UDPFields{SrcPort: g6.Port(), DstPort: r6.Port(), Length: uint16(len(l4))})
+	s6 := header.PseudoHeaderChecksum(header.UDPProtocolNumber, tcpipAddr(g6.Addr()), tcpipAddr(r6.Addr()), uint16(len(l4)))
+	header.UDP(l4).SetChecksum(^checksum.Checksum(l4, s6))
+	for name, b := range map[string][]byte{
+		"tcp4": frame.TCP4(gwMAC, guestMAC, guest, remote, header.TCPFlagSyn, 1, []byte("payload")),
+		"udp6": frame.Eth(gwMAC, guestMAC, 0x86dd, frame.IPv6(17, g6.Addr(), r6.Addr(), l4)),
+	} {
+		var d DropCounters
+		allocs := testing.AllocsPerRun(100, func() {
+			v := frame.Parse(b[:link.VnetHdrLen], b[link.VnetHdrLen:])
+			if !d.validate(&v) {
+				t.Fatalf("%s: a good frame was dropped", name)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("%s: %v allocations per frame, want 0", name, allocs)
+		}
+	}
 }

@@ -164,11 +164,11 @@ func recvTAP(ctl *os.File) (int, string, error) {
 	}
 	scms, err := unix.ParseSocketControlMessage(oob[:oobn])
 	if err != nil || len(scms) != 1 {
-		return -1, "", fmt.Errorf("bad control message from namespace init: %v", err)
+		return -1, "", fmt.Errorf("bad control message from namespace init: %w", err)
 	}
 	fds, err := unix.ParseUnixRights(&scms[0])
 	if err != nil || len(fds) != 1 {
-		return -1, "", fmt.Errorf("bad fd from namespace init: %v", err)
+		return -1, "", fmt.Errorf("bad fd from namespace init: %w", err)
 	}
 	return fds[0], msg, nil
 }

@@ -188,8 +188,9 @@ func (x *icmpForwarder) flow(key icmpKey, remote netip.Addr, guestMAC, ourMAC [6
 	}
 	fl = &icmpFlow{key: key, flow: ff, file: os.NewFile(uintptr(fd), "ping"), guestMAC: guestMAC, ourMAC: ourMAC}
 	x.mu.Lock()
-	if other := x.flows[key]; other != nil {
-		// Another link's reader opened the same session meanwhile.
+	// Another link's reader may have opened the same session meanwhile,
+	// or others to the limit.
+	if other := x.flows[key]; other != nil || len(x.flows) >= x.f.o.MaxICMPFlows {
 		x.mu.Unlock()
 		fl.file.Close()
 		ff.Close()

@@ -40,8 +40,12 @@ func (f *Forwarder) handleTCP(r *tcp.ForwarderRequest) {
 	// ends the dial at once.
 	host, err := f.dialTCP(fl.Context(), v.Target)
 	if err != nil {
-		f.connectFailed.Add(1)
-		f.log.Debug("host connect failed", "guest", guest, "dst", dst, "target", v.Target, "err", err)
+		// A dial the flow's close ended (shutdown, the guest gone) is
+		// no failure of the host's.
+		if fl.Context().Err() == nil {
+			f.connectFailed.Add(1)
+			f.log.Debug("host connect failed", "guest", guest, "dst", dst, "target", v.Target, "err", err)
+		}
 		r.Complete(true)
 		fl.Close()
 		return

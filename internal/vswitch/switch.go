@@ -393,11 +393,28 @@ func (p *Port) countTxError(frames int, err error) {
 // frames for the same port leave in one write. Safe for concurrent use.
 func (s *Switch) FromStack(frames []link.Frame) {
 	macs := *s.macs.Load()
+	if s.pcap != nil {
+		for i := range frames {
+			s.pcap.WriteFrame(frames[i].Segs...)
+		}
+	}
+	// next is the route of frames[i] once the loop looked ahead to it:
+	// each frame is routed once.
+	var next *Port
+	routed := false
 	for i := 0; i < len(frames); {
-		to := s.route(macs, &frames[i])
+		to := next
+		if !routed {
+			to = route(macs, s.stack, &frames[i])
+		}
 		j := i + 1
-		for to != nil && j < len(frames) && s.route(macs, &frames[j]) == to {
+		routed = false
+		for to != nil && j < len(frames) {
+			if next, routed = route(macs, s.stack, &frames[j]), true; next != to {
+				break
+			}
 			j++
+			routed = false
 		}
 		if to != nil {
 			to.write(frames[i:j])
@@ -410,18 +427,15 @@ func (s *Switch) FromStack(frames []link.Frame) {
 	}
 }
 
-// route is the link port a frame from the stack goes to, nil to flood
-// it; it records the frame in the capture.
-func (s *Switch) route(macs map[MAC]*Port, f *link.Frame) *Port {
-	if s.pcap != nil {
-		s.pcap.WriteFrame(f.Segs...)
-	}
+// route is the link port a frame from the stack goes to, nil to flood it
+// (broadcast, multicast, or an address no link has shown).
+func route(macs map[MAC]*Port, stack *Port, f *link.Frame) *Port {
 	var dst MAC
 	copy(dst[:], f.Segs[0])
 	if dst[0]&1 != 0 {
 		return nil
 	}
-	if to := macs[dst]; to != s.stack {
+	if to := macs[dst]; to != stack {
 		return to
 	}
 	return nil

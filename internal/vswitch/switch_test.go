@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/slipway-net/slipway/internal/frame"
+	"github.com/slipway-net/slipway/internal/pcap"
 	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/link/pipe"
 )
@@ -86,9 +87,13 @@ func (s *stackSink) has(tag string) bool {
 	return false
 }
 
-func setup(t *testing.T, n int) (*Switch, *stackSink, []*guest, []*Port) {
+func setup(t *testing.T, n int, opts ...Options) (*Switch, *stackSink, []*guest, []*Port) {
 	t.Helper()
-	sw := New(Options{})
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	sw := New(o)
 	sink := &stackSink{}
 	sw.SetStack(stackMAC, sink.deliver)
 	var guests []*guest
@@ -222,6 +227,39 @@ func TestSwitchFromStackReachesGuest(t *testing.T) {
 	}
 	if got := g[0].expect(t, "marker"); len(got) != 1 {
 		t.Fatalf("guest a got %v: reply to b leaked", got)
+	}
+}
+
+// The capture has every frame once: a run of the stack's frames for one
+// guest, then one for another, then a broadcast.
+func TestSwitchCapturesEachStackFrameOnce(t *testing.T) {
+	var capture bytes.Buffer
+	w, err := pcap.NewWriter(&capture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw, _, g, _ := setup(t, 2, Options{PCAP: w})
+	g[0].send(t, tagged(bcast, mac(1), "a"))
+	g[1].expect(t, "a")
+	g[1].send(t, tagged(bcast, mac(2), "b"))
+	g[0].expect(t, "b")
+	before := capture.Len()
+	sw.FromStack(link.Frames(
+		tagged(mac(1), stackMAC, "to-a-1"), tagged(mac(1), stackMAC, "to-a-2"),
+		tagged(mac(2), stackMAC, "to-b"), tagged(bcast, stackMAC, "to-all")))
+	if got := g[1].expect(t, "to-all"); len(got) != 2 || got[0] != "to-b" {
+		t.Fatalf("guest b got %v", got)
+	}
+	if got := g[0].expect(t, "to-all"); len(got) != 3 {
+		t.Fatalf("guest a got %v", got)
+	}
+	// Each record: a 16-byte header and the frame.
+	want := 0
+	for _, tag := range []string{"to-a-1", "to-a-2", "to-b", "to-all"} {
+		want += 16 + link.EthHdrLen + len(tag)
+	}
+	if got := capture.Len() - before; got != want {
+		t.Fatalf("the capture grew by %d bytes for 4 frames, want %d (each frame once)", got, want)
 	}
 }
 

@@ -51,6 +51,15 @@ type Link struct {
 	queue    []*[]byte
 	queued   int
 	draining bool
+	// rc is the connection's descriptor access (nil for a connection
+	// without one, a net.Pipe in tests), and writeFn the write it makes,
+	// bound once with its argument and results so a write allocates
+	// nothing.
+	rc      syscall.RawConn
+	writeFn func(fd uintptr) bool
+	wIov    net.Buffers
+	wN      int
+	wErr    error
 
 	counters link.Counters
 }
@@ -58,6 +67,11 @@ type Link struct {
 // New wraps a connected stream socket. desc names it in logs.
 func New(conn net.Conn, desc string) *Link {
 	l := &Link{conn: conn, desc: desc, r: bufio.NewReaderSize(conn, readBufSize)}
+	l.rc, _ = l.rawConn()
+	l.writeFn = func(fd uintptr) bool {
+		l.wN, l.wErr = writev(int(fd), l.wIov)
+		return true
+	}
 	l.growSendBuffer()
 	return l
 }
@@ -68,11 +82,10 @@ func New(conn net.Conn, desc string) *Link {
 const sendBuffer = 4 << 20
 
 func (l *Link) growSendBuffer() {
-	rc, err := l.rawConn()
-	if err != nil {
+	if l.rc == nil {
 		return
 	}
-	rc.Control(func(fd uintptr) {
+	l.rc.Control(func(fd uintptr) {
 		unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, sendBuffer)
 	})
 }
@@ -141,15 +154,15 @@ func (l *Link) send(iov net.Buffers) (int, error) {
 	// While the drain goroutine runs, everything goes through the queue,
 	// or frames would overtake (or interleave with) queued ones.
 	if !l.draining {
-		rc, err := l.rawConn()
-		if err != nil {
+		if l.rc == nil {
 			return 0, l.blockingSend(iov)
 		}
-		var werr error
-		if err := rc.Write(func(fd uintptr) bool {
-			n, werr = writev(int(fd), iov)
-			return true
-		}); err != nil {
+		l.wIov = iov
+		err := l.rc.Write(l.writeFn)
+		werr := l.wErr
+		n = l.wN
+		l.wIov, l.wErr = nil, nil
+		if err != nil {
 			return 0, fmt.Errorf("stream: write: %w", err)
 		}
 		if werr != nil && werr != unix.EAGAIN {

@@ -277,3 +277,22 @@ func TestConsume(t *testing.T) {
 		t.Fatalf("consume all = %q", got)
 	}
 }
+
+// Writing a batch of frames to a peer that keeps up allocates nothing.
+func TestWriteDoesNotAllocate(t *testing.T) {
+	a, b := socketPair(t)
+	l := New(a, "test")
+	frames := link.Frames(withHdr(ethFrame(1500, 1)), withHdr(ethFrame(60, 2)))
+	sink := make([]byte, 4+1500+4+60)
+	allocs := testing.AllocsPerRun(200, func() {
+		if n, err := l.Write(frames); n != 2 || err != nil {
+			t.Fatalf("Write = %d, %v", n, err)
+		}
+		if _, err := io.ReadFull(b, sink); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per Write, want 0", allocs)
+	}
+}

@@ -176,11 +176,14 @@ func (l *Link) Write(frames []link.Frame) (int, error) {
 			if e == unix.EAGAIN {
 				return false
 			}
-			if e != nil && !errors.Is(e, unix.EINVAL) {
+			if errors.Is(e, unix.EINVAL) {
+				// The kernel refused this one frame: count it, go on.
+				l.counters.TxRefused.Add(1)
+			} else if e != nil {
 				werr = fmt.Errorf("tap: writev: %w", e)
 				return true
 			}
-			n++ // EINVAL: the kernel refused this one frame; go on
+			n++
 		}
 		return true
 	})

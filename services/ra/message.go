@@ -9,12 +9,13 @@ import (
 	"github.com/slipway-net/slipway/internal/frame"
 	"github.com/slipway-net/slipway/services/internal/dnsname"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
-// ICMPv6 message types (RFC 4861 section 4).
+// ICMPv6 message types (RFC 4861 section 4), as bytes of a message.
 const (
-	TypeRouterSolicitation  = 133
-	TypeRouterAdvertisement = 134
+	TypeRouterSolicitation  = byte(header.ICMPv6RouterSolicit)
+	TypeRouterAdvertisement = byte(header.ICMPv6RouterAdvert)
 )
 
 // NDP option types (RFC 4861 section 4.6, RFC 8106 section 5).

@@ -346,7 +346,7 @@ func dhcpMessage(mac net.HardwareAddr, xid uint32, typ byte, requested, server n
 func udpFrame(mac net.HardwareAddr, payload []byte) []byte {
 	from := netip.AddrPortFrom(netip.IPv4Unspecified(), 68)
 	to := netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), 67)
-	return frame.UDP4(frame.Broadcast, mac, from, to, payload)[link.VnetHdrLen:]
+	return frame.UDP4(frame.Broadcast(), mac, from, to, payload)[link.VnetHdrLen:]
 }
 
 // parseDHCPReply reads a server reply for xid out of a frame.

@@ -232,8 +232,8 @@ func TestSeqpacketListener(t *testing.T) {
 	}
 }
 
-// Watch keeps a link's vectored writes visible to the switch.
-func TestWatchKeepsVecWriter(t *testing.T) {
+// Watch shows its link's own counters and says when the link closes.
+func TestWatchSeesClose(t *testing.T) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
