@@ -3,6 +3,7 @@ package flow
 import (
 	"errors"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 
@@ -104,8 +105,68 @@ func (p *poller) forget(fd int) {
 	unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 }
 
+// run waits for events and kicks their flows until close. With more than
+// one P it waits in epoll_wait on a thread of its own and runs the drains
+// it kicked on that thread straight away: the host-to-guest direction of a
+// request and response then wakes one thread per answer, not a chain of
+// them through Go's scheduler (sockperf's latency through a namespace:
+// about half). Its P stays with it while it waits, which leaves the others
+// for the link readers; the process must not hold the rest of its Ps in
+// blocking system calls of its own (see nsrun's awaitExit). With one P,
+// that P would be gone for everything else while it waits, so the poller
+// waits in Go's poller instead.
 func (p *poller) run() {
 	defer close(p.done)
+	if runtime.GOMAXPROCS(0) > 1 {
+		p.waitBlocking()
+		return
+	}
+	p.waitInGoPoller()
+}
+
+// waitBlocking waits in epoll_wait itself, with a timeout so that close
+// is seen.
+func (p *poller) waitBlocking() {
+	events := make([]unix.EpollEvent, 128)
+	for !p.isClosed() {
+		n, err := unix.EpollWait(p.epfd, events, 500)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return
+		}
+		p.kick(events[:n])
+		if n > 0 {
+			// The drains just kicked wait in this thread's run queue;
+			// run them here now, instead of leaving them to another
+			// thread woken on another CPU while this one blocks again.
+			runtime.Gosched()
+		}
+	}
+}
+
+func (p *poller) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}
+
+// kick kicks the flows of events.
+func (p *poller) kick(events []unix.EpollEvent) {
+	for _, ev := range events {
+		p.mu.Lock()
+		kick := p.kicks[ev.Fd]
+		p.mu.Unlock()
+		if kick != nil {
+			kick()
+		}
+	}
+}
+
+// waitInGoPoller waits for the epoll set to be readable (it is while it
+// holds events) in Go's own poller, holding no P while it waits.
+func (p *poller) waitInGoPoller() {
 	events := make([]unix.EpollEvent, 128)
 	var n int
 	var werr error
@@ -126,19 +187,13 @@ func (p *poller) run() {
 			}
 			return
 		}
-		for _, ev := range events[:n] {
-			p.mu.Lock()
-			kick := p.kicks[ev.Fd]
-			p.mu.Unlock()
-			if kick != nil {
-				kick()
-			}
-		}
+		p.kick(events[:n])
 	}
 }
 
-// close stops the poller: no epoll_ctl from now on, then the descriptor
-// is closed, which ends run's wait.
+// close stops the poller: no epoll_ctl from now on; closing the
+// descriptor ends a wait in Go's poller at once, a blocking wait within
+// its timeout.
 func (p *poller) close() {
 	p.mu.Lock()
 	if p.closed {

@@ -25,14 +25,15 @@ func pollerGoroutineState() string {
 	return ""
 }
 
-// An idle poller must wait in Go's poller, not in a blocking epoll_wait: a
-// goroutine blocked in a system call keeps its P until sysmon takes it back
-// (10 to 20 ms later in an idle process), and with `slipway run` waiting
-// for its command in another system call, a two-CPU host had no P left to
-// notice the guest's frames: its FIN was acknowledged that late, and the
-// guest, reconnecting from the same port, found the old connection still in
-// LAST-ACK (TestReconnectFromSamePort in test/e2e).
+// With one P, an idle poller must wait in Go's poller, not in a blocking
+// epoll_wait: a goroutine blocked in a system call keeps its P until sysmon
+// takes it back (10 to 20 ms later in an idle process), and the only P
+// would be gone: no link's frames read meanwhile (a guest's FIN then sat
+// in the TAP that long, and the guest, reconnecting from the same port,
+// found the old connection still in LAST-ACK: TestReconnectFromSamePort in
+// test/e2e).
 func TestIdlePollerWaitsInGoPoller(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	p, err := newPoller()
 	if err != nil {
 		t.Fatal(err)

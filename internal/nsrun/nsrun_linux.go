@@ -115,12 +115,38 @@ func (c *Child) Release() error {
 	return nil
 }
 
+// awaitExit waits in Go's poller, on a pidfd, until the command has
+// exited, so that the wait that reaps it returns at once. A goroutine
+// blocked in waitid(2) holds a P until sysmon takes it back (10-20 ms in
+// an idle process); with the table's poller in epoll_wait holding the
+// other, no P was left on a two-CPU host to read the guest's frames, and
+// they sat in the TAP that long. Where pidfds are missing the blocking
+// wait is all there is.
+func (c *Child) awaitExit() {
+	fd, err := unix.PidfdOpen(c.cmd.Process.Pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Read(func(fd uintptr) bool {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, 0)
+		return err != nil || n > 0
+	})
+}
+
 // Signal forwards a signal to the command.
 func (c *Child) Signal(sig os.Signal) error { return c.cmd.Process.Signal(sig) }
 
 // Wait waits for the command and returns its exit status, 128+N for a
 // command killed by signal N, as a shell reports it.
 func (c *Child) Wait() (int, error) {
+	c.awaitExit()
 	err := c.cmd.Wait()
 	st := c.cmd.ProcessState
 	if st == nil {
