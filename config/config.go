@@ -51,6 +51,15 @@ type Config struct {
 	NoHostLoopback bool `yaml:"no-host-loopback"`
 	// Restrict blocks every outbound flow; DHCP and DNS are still served.
 	Restrict bool `yaml:"restrict"`
+	// Egress are the user's allow and deny rules for guests' outbound
+	// flows, tried in order, the first match winning; a flow no rule
+	// matches is allowed. Flags: --deny and --allow, which add to one
+	// list in the order given.
+	Egress []EgressRule `yaml:"egress"`
+	// AllowLinkLocal lets guests reach link-local destinations
+	// (169.254.0.0/16, where clouds serve instance metadata, and
+	// fe80::/10), refused by default.
+	AllowLinkLocal bool `yaml:"allow-link-local"`
 	// OutboundAddr, if valid, is the local address outbound host sockets
 	// bind to.
 	OutboundAddr netip.Addr `yaml:"outbound-addr"`
@@ -277,6 +286,9 @@ func (c *Config) Validate() error {
 	if err := c.validatePublish(); err != nil {
 		return err
 	}
+	if err := c.validateEgress(); err != nil {
+		return err
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -427,6 +439,10 @@ func (d DNSServer) MarshalText() ([]byte, error) { return []byte(d.String()), ni
 // to dst, looking into Limits too. It reports whether such a field exists.
 // The command line uses it to lay flags over a config file.
 func CopyField(dst, src *Config, key string) bool {
+	// --deny and --allow both add to the one ordered egress list.
+	if key == "deny" || key == "allow" {
+		key = "egress"
+	}
 	return copyField(reflect.ValueOf(dst).Elem(), reflect.ValueOf(src).Elem(), key)
 }
 

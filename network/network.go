@@ -60,6 +60,8 @@ type Network struct {
 	pcap  *pcap.Writer
 	gwMAC net.HardwareAddr
 
+	rules   *policy.Rules
+	egress  egressRules
 	events  *events
 	started time.Time
 	seams   seams
@@ -131,7 +133,10 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 		Services:       []netip.Addr{cfg.DNSAddress},
 		NoHostLoopback: cfg.NoHostLoopback,
 		Restrict:       cfg.Restrict,
+		AllowLinkLocal: cfg.AllowLinkLocal,
 	}
+	n.rules = rules
+	n.setEgress(cfg.Egress)
 	local := []netip.Addr{cfg.Gateway, cfg.DNSAddress}
 	if !cfg.NoIPv6 {
 		rules.Subnets = append(rules.Subnets, cfg.IPv6Prefix)

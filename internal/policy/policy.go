@@ -5,11 +5,15 @@ package policy
 
 import (
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/slipway-net/slipway/config"
 )
 
 // Rules describe the virtual network's addresses and the user's choices.
+// The fields are fixed once the network runs; the egress rules can change
+// at any time (SetEgress), and Outbound, called on many goroutines at
+// once, always sees one whole list, the old or the new.
 type Rules struct {
 	// Subnets are the guest networks (IPv4 and optionally IPv6).
 	Subnets []netip.Prefix
@@ -23,6 +27,38 @@ type Rules struct {
 	NoHostLoopback bool
 	// Restrict refuses every outbound flow.
 	Restrict bool
+	// AllowLinkLocal lets flows reach link-local destinations
+	// (169.254.0.0/16, cloud metadata among them, and fe80::/10).
+	AllowLinkLocal bool
+
+	// egress is the user's rule list, replaced whole, never changed in
+	// place.
+	egress atomic.Pointer[[]config.EgressRule]
+}
+
+// SetEgress replaces the egress rules; flows decided from now on see the
+// new list. The caller must not change rules afterwards.
+func (r *Rules) SetEgress(rules []config.EgressRule) { r.egress.Store(&rules) }
+
+// Egress returns the egress rules in force (not to be changed).
+func (r *Rules) Egress() []config.EgressRule {
+	if p := r.egress.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// egressVerdict applies the first egress rule that matches.
+func (r *Rules) egressVerdict(proto config.Proto, dst netip.AddrPort) Reason {
+	for _, e := range r.Egress() {
+		if e.Matches(proto, dst) {
+			if e.Action == config.EgressDeny {
+				return DeniedByRule
+			}
+			return Allowed
+		}
+	}
+	return Allowed
 }
 
 // Reason says why a flow was refused; the empty Reason means allowed.
@@ -36,6 +72,8 @@ const (
 	NotRoutable     Reason = "destination not routable (broadcast, multicast, unspecified or loopback)"
 	InsideSubnet    Reason = "destination is inside the guest network"
 	ServiceAddrPort Reason = "no service on this port of slipway's address"
+	LinkLocal       Reason = "link-local destination (cloud metadata); --allow-link-local permits it"
+	DeniedByRule    Reason = "denied by an egress rule"
 )
 
 // Verdict is the decision for one flow.
@@ -59,6 +97,10 @@ func (r *Rules) Outbound(proto config.Proto, dst netip.AddrPort) Verdict {
 			}
 			if r.Restrict {
 				return Verdict{Reason: Restricted}
+			}
+			// The rules see the gateway as the guest named it.
+			if why := r.egressVerdict(proto, dst); why != Allowed {
+				return Verdict{Reason: why}
 			}
 			lo := netip.IPv6Loopback()
 			if a.Is4() {
@@ -84,6 +126,14 @@ func (r *Rules) Outbound(proto config.Proto, dst netip.AddrPort) Verdict {
 		if p.Contains(a) {
 			return Verdict{Reason: InsideSubnet}
 		}
+	}
+	// Link-local addresses are the host's own links: on a cloud VM,
+	// 169.254.169.254 hands out the instance's credentials.
+	if !r.AllowLinkLocal && a.IsLinkLocalUnicast() {
+		return Verdict{Reason: LinkLocal}
+	}
+	if why := r.egressVerdict(proto, dst); why != Allowed {
+		return Verdict{Reason: why}
 	}
 	return Verdict{Target: netip.AddrPortFrom(a, dst.Port())}
 }
