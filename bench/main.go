@@ -307,6 +307,8 @@ func (b *bench) build(ctx context.Context) error {
 	b.flowld = filepath.Join(b.work, "flowload")
 	for _, t := range [][3]string{{b.slipway, b.root, "./cmd/slipway"}, {b.flowld, b.benchDir, "./flowload"}} {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", t[0], t[2])
+		// slipway as shipped: without cgo (its sandbox needs that).
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		cmd.Dir = t[1]
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("go build %s in %s: %w\n%s", t[2], t[1], err, out)

@@ -85,6 +85,11 @@ type Config struct {
 	PCAP string `yaml:"pcap"`
 	// LogLevel is one of debug, info, warn, error.
 	LogLevel string `yaml:"log-level"`
+	// Sandbox is how the engine (what reads guest and API input) is
+	// confined: "on" (the default: namespaces, empty root, no
+	// capabilities, Landlock, seccomp) or "off" (one unconfined process,
+	// for debugging).
+	Sandbox string `yaml:"sandbox"`
 
 	Limits Limits `yaml:"limits"`
 }
@@ -129,6 +134,8 @@ const (
 	DefaultMaxICMPFlows       = 256
 	DefaultMaxPublishedPorts  = 4096
 	DefaultLogLevel           = "info"
+	SandboxOn                 = "on"
+	SandboxOff                = "off"
 )
 
 // Default returns a completed default configuration.
@@ -172,6 +179,9 @@ func (c *Config) Complete() error {
 	}
 	if c.LogLevel == "" {
 		c.LogLevel = DefaultLogLevel
+	}
+	if c.Sandbox == "" {
+		c.Sandbox = SandboxOn
 	}
 	if c.PublishSource == "" {
 		c.PublishSource = PublishSourceClient
@@ -288,6 +298,11 @@ func (c *Config) Validate() error {
 	}
 	if err := c.validateEgress(); err != nil {
 		return err
+	}
+	switch c.Sandbox {
+	case SandboxOn, SandboxOff:
+	default:
+		return fieldErr("sandbox", c.Sandbox, "must be on or off")
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

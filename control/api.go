@@ -46,7 +46,10 @@ func (s *Server) handler() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/events", s.events)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newCollector(s.n), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(newCollector(s.n), collectors.NewGoCollector())
+	if s.procMetrics {
+		reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{s}}))
 	s.gvproxyRoutes(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

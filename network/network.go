@@ -29,6 +29,7 @@ import (
 	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/services/dhcp4"
 	"github.com/slipway-net/slipway/services/dhcp6"
+	"github.com/slipway-net/slipway/services/dns"
 	"github.com/slipway-net/slipway/services/ra"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
@@ -65,6 +66,7 @@ type Network struct {
 	events  *events
 	started time.Time
 	seams   seams
+	host    Host
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -78,10 +80,49 @@ type Network struct {
 // New builds a network from cfg (completed and validated here) and starts
 // its services. Close releases everything.
 func New(cfg config.Config, log *slog.Logger) (*Network, error) {
-	return build(cfg, log, seams{})
+	return build(cfg, log, Host{}, seams{})
 }
 
-func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
+// Host is what a network otherwise opens or reads on the host itself. A
+// launcher that runs the network in a sandbox, where no file can be
+// opened and no port below 1024 bound, provides it.
+type Host struct {
+	// Resolv, if set, stands for the host's /etc/resolv.conf.
+	Resolv *Resolv
+	// PCAP, if set, is the open --pcap file.
+	PCAP *os.File
+	// ListenTCP and ListenUDP, if set, open published ports' host
+	// sockets.
+	ListenTCP func(netip.AddrPort) (*net.TCPListener, error)
+	ListenUDP func(netip.AddrPort) (*net.UDPConn, error)
+}
+
+// Resolv is the host's resolver configuration, as read from
+// /etc/resolv.conf (Err says why it could not be).
+type Resolv struct {
+	Servers []netip.AddrPort `json:"servers"`
+	Search  []string         `json:"search"`
+	Domain  string           `json:"domain"`
+	Err     string           `json:"err,omitempty"`
+}
+
+// ReadResolv reads the host's resolver configuration.
+func ReadResolv() *Resolv {
+	servers, search, domain, err := dns.ReadResolvConf(hostResolvConf)
+	r := &Resolv{Servers: servers, Search: search, Domain: domain}
+	if err != nil {
+		r.Err = err.Error()
+	}
+	return r
+}
+
+// NewWithHost is New with what host provides in place of the host's own
+// files and sockets.
+func NewWithHost(cfg config.Config, log *slog.Logger, host Host) (*Network, error) {
+	return build(cfg, log, host, seams{})
+}
+
+func build(cfg config.Config, log *slog.Logger, host Host, sm seams) (*Network, error) {
 	if sm.guestGoneGrace == 0 {
 		sm.guestGoneGrace = guestGoneGrace
 	}
@@ -94,13 +135,17 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Network{cfg: cfg, log: log, gwMAC: GatewayMAC(cfg.Gateway), events: newEvents(), started: time.Now(), seams: sm}
+	n := &Network{cfg: cfg, log: log, gwMAC: GatewayMAC(cfg.Gateway), events: newEvents(), started: time.Now(), seams: sm, host: host}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	if cfg.PCAP != "" {
-		f, err := os.OpenFile(cfg.PCAP, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("--pcap: %w", err)
+	if cfg.PCAP != "" || host.PCAP != nil {
+		f := host.PCAP
+		if f == nil {
+			var err error
+			if f, err = os.OpenFile(cfg.PCAP, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600); err != nil {
+				return nil, fmt.Errorf("--pcap: %w", err)
+			}
 		}
+		var err error
 		if n.pcap, err = pcap.NewWriter(f); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("--pcap: %w", err)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"sort"
 	"strconv"
@@ -20,40 +19,6 @@ import (
 	"github.com/slipway-net/slipway/control"
 	"github.com/slipway-net/slipway/network"
 )
-
-// startNetwork builds the network of cfg and serves its control API when
-// --api-socket is set; stop closes both.
-func startNetwork(cfg config.Config, log *slog.Logger) (n *network.Network, stop func(), err error) {
-	if n, err = network.New(cfg, log); err != nil {
-		return nil, nil, err
-	}
-	stopAPI, err := serveAPI(n, log)
-	if err != nil {
-		n.Close()
-		return nil, nil, err
-	}
-	return n, func() { stopAPI(); n.Close() }, nil
-}
-
-// serveAPI starts the control API when --api-socket is set; stop closes
-// it (and removes the socket).
-func serveAPI(n *network.Network, log *slog.Logger) (stop func(), err error) {
-	path := n.Config().APISocket
-	if path == "" {
-		return func() {}, nil
-	}
-	srv, err := control.Listen(path, n, log)
-	if err != nil {
-		return nil, err
-	}
-	go func() {
-		if err := srv.Serve(); err != nil {
-			log.Error("control API stopped", "socket", path, "err", err)
-		}
-	}()
-	log.Info("control API listening", "socket", path)
-	return func() { srv.Close() }, nil
-}
 
 // ctlTimeout bounds one API call of `slipway ctl`.
 const ctlTimeout = 30 * time.Second

@@ -18,6 +18,7 @@ import (
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/nsrun"
+	"github.com/slipway-net/slipway/internal/sandbox"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -35,6 +36,9 @@ type exitError struct{ code int }
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
 func main() {
+	if sandbox.IsEngine() {
+		os.Exit(engineMain())
+	}
 	if nsrun.IsChild() {
 		nsrun.ChildMain()
 		return
@@ -191,6 +195,7 @@ func (nf *netFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.APISocket, "api-socket", "", "serve the control API (HTTP/JSON, slirp4netns and gvproxy compatible) on this unix socket, created mode 0600")
 	fs.StringVar(&c.PCAP, "pcap", "", "write every frame on the guest side to this pcap file")
 	fs.StringVar(&c.LogLevel, "log-level", config.DefaultLogLevel, "log level: debug, info, warn, error")
+	fs.StringVar(&c.Sandbox, "sandbox", config.SandboxOn, "confine the engine (everything that reads guest and API input): on (namespaces, an empty root, no capabilities, Landlock, a seccomp allow-list) or off (one unconfined process, for debugging)")
 	fs.IntVar(&nf.readyFD, "ready-fd", -1, `write "1" to this file descriptor once serving`)
 	l := &c.Limits
 	fs.IntVar(&l.MaxFlows, "max-flows", config.DefaultMaxFlows, "maximum concurrent flows to the host (TCP, UDP, ping sessions)")

@@ -60,14 +60,24 @@ func AdoptFD(f FDSpec) (link.Link, error) {
 	if err != nil {
 		return nil, err
 	}
-	if f.Kind == Stream {
-		return stream.New(c, f.String()), nil
+	return adopt(c, f.Kind, f.String())
+}
+
+// adopt makes the link of a connected socket of kind, named name.
+func adopt(c net.Conn, kind Kind, name string) (link.Link, error) {
+	if kind == Stream {
+		return stream.New(c, name), nil
 	}
-	l, err := dgram.NewConn(c.(*net.UnixConn), dgram.Options{
-		Name: f.String(),
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("%w: %s sockets must be unix sockets", ErrBadFD, kind)
+	}
+	l, err := dgram.NewConn(uc, dgram.Options{
+		Name: name,
 		// A datagram fd may come from krunkit (type=unixgram,fd=N)
 		// with offloading on: partial checksums without a header.
-		TrustChecksums: f.Kind == Dgram,
+		TrustChecksums: kind == Dgram,
 	})
 	if err != nil {
 		c.Close()

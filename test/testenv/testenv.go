@@ -70,6 +70,8 @@ var buildOnce = sync.OnceValues(func() (string, error) {
 	}
 	bin := filepath.Join(dir, "slipway")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/slipway")
+	// As shipped: without cgo, the sandbox can change every thread.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)

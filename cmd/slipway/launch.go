@@ -1,0 +1,286 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/control"
+	"github.com/slipway-net/slipway/internal/broker"
+	"github.com/slipway-net/slipway/internal/endpoint"
+	"github.com/slipway-net/slipway/internal/hostnet"
+	"github.com/slipway-net/slipway/internal/sandbox"
+	"github.com/slipway-net/slipway/network"
+)
+
+// engineJob is what a mode's launcher has opened for its engine: the
+// spec, the descriptors in the spec's order, the --connect endpoints to
+// dial on request, and what to clean up on the host at the end.
+type engineJob struct {
+	spec     engineSpec
+	files    []*os.File
+	connects []endpoint.Spec
+	cleanup  []func()
+}
+
+// close releases what the launcher still holds and removes the socket
+// files it made; the engine (if started) has its own descriptors.
+func (j *engineJob) close() {
+	for _, f := range j.files {
+		f.Close()
+	}
+	j.files = nil
+	for _, c := range j.cleanup {
+		c()
+	}
+	j.cleanup = nil
+}
+
+// newJob starts a job for cfg: it reads the host's resolvers and opens
+// the API socket and the pcap file, the files every mode may have.
+func newJob(cfg config.Config) (*engineJob, error) {
+	j := &engineJob{spec: engineSpec{Config: cfg, Resolv: network.ReadResolv()}}
+	if cfg.APISocket != "" {
+		ln, err := control.ListenSocket(cfg.APISocket)
+		if err != nil {
+			return nil, err
+		}
+		f, err := ln.File()
+		ln.Close()
+		if err != nil {
+			os.Remove(cfg.APISocket)
+			return nil, fmt.Errorf("--api-socket %s: %w", cfg.APISocket, err)
+		}
+		self, _ := os.Lstat(cfg.APISocket)
+		j.cleanup = append(j.cleanup, func() {
+			if cur, err := os.Lstat(cfg.APISocket); err == nil && self != nil && os.SameFile(cur, self) {
+				os.Remove(cfg.APISocket)
+			}
+		})
+		j.spec.API = true
+		j.files = append(j.files, f)
+	}
+	if cfg.PCAP != "" {
+		f, err := os.OpenFile(cfg.PCAP, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		if err != nil {
+			j.close()
+			return nil, fmt.Errorf("--pcap: %w", err)
+		}
+		j.spec.PCAP = true
+		j.files = append(j.files, f)
+	}
+	return j, nil
+}
+
+// addLink hands a link's descriptor over.
+func (j *engineJob) addLink(ls linkSpec, f *os.File) {
+	j.spec.Links = append(j.spec.Links, ls)
+	j.files = append(j.files, f)
+}
+
+// engineRun is a running engine, in a process of its own or in this one.
+type engineRun struct {
+	ready chan struct{}
+	done  chan error // the engine's end, once
+	stop  func()
+}
+
+// awaitReady returns once the engine serves, or with why it ended first.
+func (e *engineRun) awaitReady() error {
+	select {
+	case <-e.ready:
+		return nil
+	case err := <-e.done:
+		e.done <- err
+		if err == nil {
+			err = errors.New("the engine exited before serving")
+		}
+		return err
+	}
+}
+
+// startEngine starts the job's engine; the job's descriptors are the
+// engine's from then on. With the sandbox on it must be called on the
+// goroutine that waits for the engine (the main one): the engine dies
+// with the thread that started it, which stays locked.
+func startEngine(j *engineJob, log *slog.Logger) (*engineRun, error) {
+	e := &engineRun{ready: make(chan struct{}), done: make(chan error, 1)}
+	markReady := sync.OnceFunc(func() { close(e.ready) })
+	files := j.files
+	j.files = nil
+	if j.spec.Config.Sandbox == config.SandboxOff {
+		log.Warn("sandbox off (--sandbox=off): the engine runs unconfined, with every privilege of this process")
+		stop := make(chan struct{})
+		e.stop = sync.OnceFunc(func() { close(stop) })
+		go func() {
+			e.done <- runEngine(&j.spec, files, localSide{j.connects}, func() {}, func() error { markReady(); return nil }, stop, log)
+		}()
+		return e, nil
+	}
+	j.spec.Seccomp = sandbox.ActionFromEnv()
+	j.spec.HostUID, j.spec.HostUIDWhy = sandbox.HostUID()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		closeAll(files)
+		return nil, fmt.Errorf("engine spec pipe: %w", err)
+	}
+	lc, ef, err := broker.Pair()
+	if err != nil {
+		closeAll(append(files, pr, pw))
+		return nil, err
+	}
+	cmd, err := sandbox.Command(append([]*os.File{pr, ef}, files...), true)
+	if err == nil {
+		// Never unlocked: the engine's Pdeathsig follows this thread.
+		runtime.LockOSThread()
+		err = cmd.Start()
+		if err != nil && sandbox.NamespacesRefused(err) {
+			// Where unprivileged user namespaces are not allowed the
+			// engine still gets every layer that needs none
+			// (Landlock, seccomp, no_new_privs); its report says
+			// what is missing.
+			log.Warn("the engine's namespaces were refused; starting it without them", "err", err)
+			j.spec.KeepRoot = "no mount namespace: user namespaces are not allowed here (" + err.Error() + ")"
+			if cmd, err = sandbox.Command(append([]*os.File{pr, ef}, files...), false); err == nil {
+				err = cmd.Start()
+			}
+		}
+	}
+	closeAll(append(files, pr, ef))
+	if err != nil {
+		pw.Close()
+		lc.Close()
+		return nil, fmt.Errorf("start the engine: %w", err)
+	}
+	go func() {
+		json.NewEncoder(pw).Encode(&j.spec)
+		pw.Close()
+	}()
+	go broker.Serve(lc, &launcherSide{connects: j.connects, ready: markReady}, log)
+	go func() {
+		err := cmd.Wait()
+		lc.Close()
+		e.done <- engineExit(err)
+	}()
+	e.stop = func() { cmd.Process.Signal(syscall.SIGTERM) }
+	return e, nil
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
+
+// engineExit turns the engine's end into the launcher's: its exit status
+// (it printed its own error), or the signal that killed it.
+func engineExit(err error) error {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return err
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		if ws.Signal() == syscall.SIGSYS {
+			return fmt.Errorf("the engine was killed by its seccomp filter (a system call outside the allow-list; %s=trap or =log shows which)", sandbox.ActionEnv)
+		}
+		return fmt.Errorf("the engine was killed by signal %v", ws.Signal())
+	}
+	return exitError{ee.ExitCode()}
+}
+
+// serveEngine runs the job's engine until it ends or a signal comes: it
+// reports ready (--ready-fd) once the engine serves, and passes SIGINT
+// and SIGTERM on as a clean stop.
+func serveEngine(j *engineJob, readyFD int, log *slog.Logger) error {
+	defer j.close()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	e, err := startEngine(j, log)
+	if err != nil {
+		return err
+	}
+	if err := e.awaitReady(); err != nil {
+		return err
+	}
+	if err := signalReady(readyFD); err != nil {
+		e.stop()
+		<-e.done
+		return err
+	}
+	select {
+	case err := <-e.done:
+		return err
+	case sig := <-sigs:
+		log.Info("shutting down", "signal", sig.String())
+		e.stop()
+		return <-e.done
+	}
+}
+
+// launcherSide answers the confined engine's requests (broker.Handler).
+// Every request may come from a compromised engine: it gets only what
+// the user could have asked for (a published port, a --connect
+// endpoint's connection).
+type launcherSide struct {
+	connects []endpoint.Spec
+	ready    func()
+}
+
+func (l *launcherSide) Listen(proto config.Proto, ap netip.AddrPort) (*os.File, error) {
+	if proto == config.UDP {
+		c, err := hostnet.ListenUDP(ap)
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		return c.File()
+	}
+	tl, err := hostnet.ListenTCP(ap)
+	if err != nil {
+		return nil, err
+	}
+	defer tl.Close()
+	return tl.File()
+}
+
+func (l *launcherSide) Dial(i int) (*os.File, error) {
+	if i < 0 || i >= len(l.connects) {
+		return nil, fmt.Errorf("no --connect endpoint %d", i)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := endpoint.Dial(ctx, l.connects[i])
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	f, ok := c.(interface{ File() (*os.File, error) })
+	if !ok {
+		return nil, errors.New("connection cannot be handed over")
+	}
+	return f.File()
+}
+
+func (l *launcherSide) Ready() { l.ready() }
+
+// localSide is the unconfined engine's way to the host: the host itself.
+type localSide struct{ connects []endpoint.Spec }
+
+func (localSide) ListenTCP(ap netip.AddrPort) (*net.TCPListener, error) { return hostnet.ListenTCP(ap) }
+func (localSide) ListenUDP(ap netip.AddrPort) (*net.UDPConn, error)     { return hostnet.ListenUDP(ap) }
+func (s localSide) Dial(ctx context.Context, i int) (net.Conn, error) {
+	return endpoint.Dial(ctx, s.connects[i])
+}

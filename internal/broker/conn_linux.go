@@ -1,0 +1,214 @@
+package broker
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/slipway-net/slipway/config"
+)
+
+// Pair returns a connected socket pair: the launcher's end and the
+// engine's (to pass to it as a file).
+func Pair() (launcher *net.UnixConn, engine *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("broker socket: %w", err)
+	}
+	f := os.NewFile(uintptr(fds[0]), "broker")
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		unix.Close(fds[1])
+		return nil, nil, fmt.Errorf("broker socket: %w", err)
+	}
+	return c.(*net.UnixConn), os.NewFile(uintptr(fds[1]), "broker-engine"), nil
+}
+
+// Handler is the launcher's answer to each kind of request: a descriptor
+// it hands over (and then closes its own copy of), or an error.
+type Handler interface {
+	Listen(proto config.Proto, addr netip.AddrPort) (*os.File, error)
+	Dial(endpoint int) (*os.File, error)
+	Ready()
+}
+
+// Serve answers the engine's requests on c until the engine's end
+// closes. Requests are served one at a time, in order.
+func Serve(c *net.UnixConn, h Handler, log *slog.Logger) error {
+	buf := make([]byte, MaxMessage+1)
+	for {
+		n, _, flags, _, err := c.ReadMsgUnix(buf, nil)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil // the engine closed its end (or exited)
+		}
+		var f *os.File
+		req, err := ParseRequest(buf[:n])
+		if flags&unix.MSG_TRUNC != 0 {
+			err = fmt.Errorf("request longer than %d bytes", MaxMessage)
+		}
+		if err == nil {
+			switch req.Op {
+			case OpListen:
+				f, err = h.Listen(req.Proto, req.Addr)
+			case OpDial:
+				f, err = h.Dial(req.Endpoint)
+			case OpReady:
+				h.Ready()
+			}
+		}
+		var a Answer
+		var oob []byte
+		if err != nil {
+			log.Debug("broker: request refused", "op", req.Op, "err", err)
+			a.Error = err.Error()
+		} else if f != nil {
+			oob = unix.UnixRights(int(f.Fd()))
+		}
+		b, _ := json.Marshal(a)
+		_, _, werr := c.WriteMsgUnix(b, oob, nil)
+		if f != nil {
+			f.Close()
+		}
+		if werr != nil {
+			return werr
+		}
+	}
+}
+
+// Client is the engine's end: one request in flight at a time.
+type Client struct {
+	mu sync.Mutex
+	c  *net.UnixConn
+}
+
+// NewClient takes the engine's end of the pair.
+func NewClient(f *os.File) (*Client, error) {
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("broker socket: %w", err)
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, errors.New("broker socket: not a unix socket")
+	}
+	return &Client{c: uc}, nil
+}
+
+// ErrRefused wraps the launcher's refusal.
+var ErrRefused = errors.New("refused by the launcher")
+
+// Do sends r and returns the descriptor that came back (nil for none).
+func (cl *Client) Do(r Request) (*os.File, error) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if _, _, err := cl.c.WriteMsgUnix(r.Encode(), nil, nil); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	buf := make([]byte, MaxMessage)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := cl.c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	if n == 0 {
+		return nil, errors.New("broker: the launcher went away")
+	}
+	var fd = -1
+	if oobn > 0 {
+		if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil && len(msgs) == 1 {
+			if fds, err := unix.ParseUnixRights(&msgs[0]); err == nil && len(fds) == 1 {
+				fd = fds[0]
+			}
+		}
+	}
+	var a Answer
+	if err := json.Unmarshal(buf[:n], &a); err != nil || a.Error != "" {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("broker: bad answer: %w", err)
+		}
+		return nil, fmt.Errorf("%s (%w)", a.Error, ErrRefused)
+	}
+	if fd < 0 {
+		return nil, nil
+	}
+	unix.CloseOnExec(fd)
+	return os.NewFile(uintptr(fd), "broker-"+r.Op), nil
+}
+
+// ListenTCP asks for a TCP listener on addr.
+func (cl *Client) ListenTCP(addr netip.AddrPort) (*net.TCPListener, error) {
+	f, err := cl.fileFor(Request{Op: OpListen, Proto: config.TCP, Addr: addr})
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	l, err := net.FileListener(f)
+	if err != nil {
+		return nil, err
+	}
+	tl, ok := l.(*net.TCPListener)
+	if !ok {
+		l.Close()
+		return nil, errors.New("broker: not a TCP listener")
+	}
+	return tl, nil
+}
+
+// ListenUDP asks for a UDP socket bound to addr.
+func (cl *Client) ListenUDP(addr netip.AddrPort) (*net.UDPConn, error) {
+	f, err := cl.fileFor(Request{Op: OpListen, Proto: config.UDP, Addr: addr})
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	c, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, err
+	}
+	uc, ok := c.(*net.UDPConn)
+	if !ok {
+		c.Close()
+		return nil, errors.New("broker: not a UDP socket")
+	}
+	return uc, nil
+}
+
+// Dial asks for a connection to --connect endpoint i.
+func (cl *Client) Dial(i int) (net.Conn, error) {
+	f, err := cl.fileFor(Request{Op: OpDial, Endpoint: i})
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return net.FileConn(f)
+}
+
+// Ready tells the launcher the engine serves.
+func (cl *Client) Ready() error {
+	_, err := cl.Do(Request{Op: OpReady})
+	return err
+}
+
+func (cl *Client) fileFor(r Request) (*os.File, error) {
+	f, err := cl.Do(r)
+	if err == nil && f == nil {
+		err = errors.New("broker: no descriptor in the answer")
+	}
+	return f, err
+}
