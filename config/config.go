@@ -93,6 +93,10 @@ type Limits struct {
 	ConnectTimeout time.Duration `yaml:"connect-timeout"`
 	// UDPIdleTimeout closes a UDP flow with no traffic either way.
 	UDPIdleTimeout time.Duration `yaml:"udp-idle-timeout"`
+	// UDPUnrepliedTimeout closes sooner a UDP flow the host never sent
+	// anything back on (as conntrack does): a guest spraying datagrams to
+	// many ports holds their sockets this long, not UDPIdleTimeout.
+	UDPUnrepliedTimeout time.Duration `yaml:"udp-unreplied-timeout"`
 	// DNSMaxInFlight bounds DNS queries being forwarded at once.
 	DNSMaxInFlight int `yaml:"dns-max-inflight"`
 	// DHCPMaxLeases bounds DHCP leases.
@@ -106,20 +110,21 @@ type Limits struct {
 
 // Defaults users know from QEMU user networking and passt.
 const (
-	DefaultCIDR               = "10.0.2.0/24"
-	DefaultIPv6Prefix         = "fd00::/64"
-	DefaultMTU                = 65520
-	MinMTU                    = 576
-	MaxMTU                    = 65521
-	DefaultMaxFlows           = 16384
-	DefaultMaxPendingConnects = 1024
-	DefaultConnectTimeout     = 30 * time.Second
-	DefaultUDPIdleTimeout     = 60 * time.Second
-	DefaultDNSMaxInFlight     = 256
-	DefaultDHCPMaxLeases      = 256
-	DefaultMaxICMPFlows       = 256
-	DefaultMaxPublishedPorts  = 4096
-	DefaultLogLevel           = "info"
+	DefaultCIDR                = "10.0.2.0/24"
+	DefaultIPv6Prefix          = "fd00::/64"
+	DefaultMTU                 = 65520
+	MinMTU                     = 576
+	MaxMTU                     = 65521
+	DefaultMaxFlows            = 16384
+	DefaultMaxPendingConnects  = 1024
+	DefaultConnectTimeout      = 30 * time.Second
+	DefaultUDPIdleTimeout      = 60 * time.Second
+	DefaultUDPUnrepliedTimeout = 30 * time.Second
+	DefaultDNSMaxInFlight      = 256
+	DefaultDHCPMaxLeases       = 256
+	DefaultMaxICMPFlows        = 256
+	DefaultMaxPublishedPorts   = 4096
+	DefaultLogLevel            = "info"
 )
 
 // Default returns a completed default configuration.
@@ -176,6 +181,7 @@ func (c *Config) Complete() error {
 	setDefault(&l.MaxPublishedPorts, DefaultMaxPublishedPorts)
 	setDefault(&l.ConnectTimeout, DefaultConnectTimeout)
 	setDefault(&l.UDPIdleTimeout, DefaultUDPIdleTimeout)
+	setDefault(&l.UDPUnrepliedTimeout, DefaultUDPUnrepliedTimeout)
 	return nil
 }
 
@@ -298,7 +304,7 @@ func (c *Config) Validate() error {
 	for _, f := range []struct {
 		flag string
 		v    time.Duration
-	}{{"connect-timeout", l.ConnectTimeout}, {"udp-idle-timeout", l.UDPIdleTimeout}} {
+	}{{"connect-timeout", l.ConnectTimeout}, {"udp-idle-timeout", l.UDPIdleTimeout}, {"udp-unreplied-timeout", l.UDPUnrepliedTimeout}} {
 		if f.v < time.Second {
 			return fieldErr(f.flag, f.v, "must be at least 1s")
 		}

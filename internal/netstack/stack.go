@@ -329,6 +329,35 @@ func (st *Stack) newEndpoint(proto tcpip.TransportProtocolNumber, v6 bool, wq *w
 	return ep, nil
 }
 
+// MAC is the stack's own Ethernet address (the gateway's).
+func (st *Stack) MAC() [6]byte {
+	var m [6]byte
+	copy(m[:], st.ep.mac)
+	return m
+}
+
+// LinkAddressOf returns the Ethernet address the stack's neighbour table
+// holds for a, if any.
+func (st *Stack) LinkAddressOf(a netip.Addr) ([6]byte, bool) {
+	proto := ipv4.ProtocolNumber
+	if a.Is6() {
+		proto = ipv6.ProtocolNumber
+	}
+	neigh, terr := st.s.Neighbors(nicID, proto)
+	if terr != nil {
+		return [6]byte{}, false
+	}
+	want := tcpipAddr(a)
+	for _, e := range neigh {
+		if e.Addr == want && len(e.LinkAddr) == 6 {
+			var m [6]byte
+			copy(m[:], e.LinkAddr)
+			return m, true
+		}
+	}
+	return [6]byte{}, false
+}
+
 // AddrsOf returns the addresses the stack's neighbour tables (ARP and
 // NDP) hold for the given link addresses: where departed guests' flows
 // came from.

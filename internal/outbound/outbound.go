@@ -37,6 +37,9 @@ type Options struct {
 	// it controls. It must return a socket the poller can watch.
 	DialTCP        func(ctx context.Context, target netip.AddrPort) (flow.HostConn, error)
 	UDPIdleTimeout time.Duration
+	// UDPUnrepliedTimeout closes sooner a UDP flow the host has not
+	// answered.
+	UDPUnrepliedTimeout time.Duration
 	// MaxICMPFlows bounds echo flows (one ping socket each).
 	MaxICMPFlows int
 	// OutboundAddr4/6, if valid, are the local addresses outbound sockets

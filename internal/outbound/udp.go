@@ -46,6 +46,12 @@ func (f *Forwarder) handleUDP(r *udp.ForwarderRequest) bool {
 	// Room for a burst: the guest's datagrams wait here while the pump
 	// sends the previous run to the host.
 	ep.SocketOptions().SetReceiveBufferSize(flow.UDPReceiveBuffer, true)
-	flow.PumpUDP(fl, ep, &wq, host, f.o.UDPIdleTimeout)
+	flow.PumpUDP(fl, ep, &wq, host, flow.UDPOptions{
+		Idle:      f.o.UDPIdleTimeout,
+		Unreplied: f.o.UDPUnrepliedTimeout,
+		// Nothing listens there: the guest hears so, as from a real
+		// host, and its socket sees ECONNREFUSED.
+		Refused: func() { f.icmp.portUnreachable(guest, dst) },
+	})
 	return true
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -306,4 +307,69 @@ func goroutineCount(t *testing.T, c *http.Client) float64 {
 	}
 	t.Fatalf("no go_goroutines in the metrics:\n%s", b)
 	return 0
+}
+
+// TestUDPPortChurnLeavesNoState: a guest spraying datagrams from 2,000
+// source ports at a host port where nothing listens must not pin 2,000
+// host sockets and their goroutines for the idle timeout (before, 4,096
+// goroutines and 2,051 descriptors stayed for a minute): the host's ICMP
+// port unreachable closes a flow at once, and the guest hears the refusal
+// as from a real host; the flows whose refusal the host's ICMP rate limit
+// swallowed close after the (here shortened) unreplied timeout, long
+// before the idle one.
+func TestUDPPortChurnLeavesNoState(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "python3", "curl")
+	closed := testenv.FreePort(t, "udp")
+	api := filepath.Join(t.TempDir(), "api.sock")
+	metric := func(name string) string {
+		return fmt.Sprintf(`$(curl -s --unix-socket %s http://slipway/metrics | awk '$1 == "%s" {print $2}')`, api, name)
+	}
+	res := runNS(t, []string{"--api-socket", api, "--udp-idle-timeout", "5m", "--udp-unreplied-timeout", "3s"}, script(
+		waitFlows(api),
+		`echo "@fds_before=`+metric("process_open_fds")+`"`,
+		`echo "@goroutines_before=`+metric("go_goroutines")+`"`,
+		fmt.Sprintf(`python3 -c '
+import socket
+for i in range(2000):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b"x", ("10.0.2.2", %d))
+    s.close()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("10.0.2.2", %d))
+s.send(b"y")
+s.settimeout(10)
+try:
+    s.recv(16)
+    print("@refused=no")
+except ConnectionRefusedError:
+    print("@refused=yes")
+except socket.timeout:
+    print("@refused=timeout")
+'`, closed, closed),
+		`waitflows 0 udp || echo "@closed=never"`,
+		`echo "@fds_after=`+metric("process_open_fds")+`"`,
+		`echo "@goroutines_after=`+metric("go_goroutines")+`"`,
+	))
+	m := testenv.Markers(res.Output)
+	if m["closed"] != "" {
+		t.Fatalf("the refused UDP flows stayed open:\n%s", res.Output)
+	}
+	if m["refused"] != "yes" {
+		t.Errorf("the guest's socket saw %q, want the refusal (ICMP port unreachable)", m["refused"])
+	}
+	num := func(k string) float64 {
+		v, err := strconv.ParseFloat(m[k], 64)
+		if err != nil {
+			t.Fatalf("%s = %q: %v\n%s", k, m[k], err, res.Output)
+		}
+		return v
+	}
+	// Room for the API's own connection and the idle timers of a moment.
+	if before, after := num("fds_before"), num("fds_after"); after > before+8 {
+		t.Errorf("slipway holds %v descriptors after the burst, %v before", after, before)
+	}
+	if before, after := num("goroutines_before"), num("goroutines_after"); after > before+20 {
+		t.Errorf("slipway has %v goroutines after the burst, %v before", after, before)
+	}
 }
