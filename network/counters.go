@@ -67,6 +67,8 @@ func (n *Network) Counters() []Section {
 		section("publish", &pub),
 		section("stack_drops", n.st.Drops()),
 	}
+	sr := n.st.Refusals()
+	out = append(out, section("stack", &sr))
 	if r := n.svc.router; r != nil {
 		out = append(out, section("router", r.Stats()))
 	}
