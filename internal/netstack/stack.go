@@ -12,6 +12,7 @@ import (
 	"net/netip"
 
 	"github.com/slipway-net/slipway/internal/frame"
+	gvlog "gvisor.dev/gvisor/pkg/log"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -75,6 +76,12 @@ func New(o Options) (*Stack, error) {
 	if len(o.MAC) != 6 {
 		return nil, fmt.Errorf("netstack: MAC %v is not an Ethernet address", o.MAC)
 	}
+	// gVisor logs some guest-caused events itself, on stderr and at info
+	// level ("Martian packet dropped ..." for every forged source): a
+	// guest must not be able to write to the user's terminal. Its
+	// counters (Refusals) have them. The level is gVisor's one global
+	// setting; every stack wants the same.
+	gvlog.SetLevel(gvlog.Warning)
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

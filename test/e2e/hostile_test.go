@@ -116,3 +116,85 @@ func TestHostileFrames(t *testing.T) {
 		t.Logf("output:\n%s", res.Output)
 	}
 }
+
+// flood is one hping3 flood of TestFloods.
+type flood struct {
+	name string
+	args string // hping3's, before the destination; %d is the web port
+	// counted must have grown during the flood (section.name as the
+	// metrics label it), if set.
+	counted string
+	// noFlows: the flood must open no flow at all (gvproxy leaked a flow
+	// slot per SYN-ACK and RST).
+	noFlows bool
+}
+
+var floods = []flood{
+	{name: "syn_closed_ports", args: "-S -p ++20000", counted: `slipway_stack_total{key="",name="tcp_handshakes_dropped"}`},
+	{name: "syn_open_port", args: "-S -p %d", counted: `slipway_stack_total{key="",name="tcp_handshakes_dropped"}`},
+	{name: "syn_ack", args: "-SA -p %d", noFlows: true},
+	{name: "rst", args: "-R -p %d", noFlows: true},
+	{name: "bad_checksums", args: "-S --badcksum -p %d", counted: `slipway_stack_drops_total{key="",name="bad_checksum"}`, noFlows: true},
+	{name: "forged_sources", args: "-S --rand-source -p %d", counted: `slipway_stack_total{key="",name="ip_invalid_source"}`},
+	{name: "udp_fragments", args: "-2 -f -d 1400 -p 9"},
+	{name: "udp_port_churn", args: "-2 -p 9"}, // hping3 moves its source port each datagram
+}
+
+// TestFloods runs hping3's floods from inside a namespace for a second
+// each: the bounds hold and are counted, SYN-ACKs, RSTs and bad checksums
+// open no flow, what the floods opened closes again, and afterwards the
+// namespace is served as before with slipway back to its baseline.
+func TestFloods(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "hping3", "curl", "sha256sum")
+	web, sum := testenv.HTTPFile(t, 1<<20)
+	api := filepath.Join(t.TempDir(), "api.sock")
+	lines := []string{waitFlows(api), usage(api, "before"), `echo "@rss_before=` + metric(api, "process_resident_memory_bytes") + `"`}
+	for _, f := range floods {
+		args := f.args
+		if strings.Contains(args, "%d") {
+			args = fmt.Sprintf(args, web.Port())
+		}
+		lines = append(lines,
+			fmt.Sprintf(`echo "@%s_before=%s"`, f.name, metric(api, f.counted)),
+			fmt.Sprintf(`timeout 1 hping3 --flood %s 10.0.2.2 >/dev/null 2>&1`, args),
+			fmt.Sprintf(`echo "@%s_after=%s"`, f.name, metric(api, f.counted)),
+			fmt.Sprintf(`echo "@%s_flows=%s"`, f.name, metric(api, `slipway_flows{key="",name="total"}`)),
+			fmt.Sprintf(`waitflows 0 tcp && waitflows 0 udp || echo "@%s_left=yes"`, f.name),
+		)
+	}
+	lines = append(lines,
+		`echo "@rss_after=`+metric(api, "process_resident_memory_bytes")+`"`,
+		fmt.Sprintf(`echo "@sha=$(curl -sf -m 20 http://10.0.2.2:%d/blob | sha256sum | cut -d' ' -f1)"`, web.Port()),
+		`waitflows 0 tcp`,
+		usage(api, "after"),
+	)
+	res := runNS(t, []string{"--api-socket", api, "--udp-unreplied-timeout", "3s"}, script(lines...))
+	m := testenv.Markers(res.Output)
+	for _, f := range floods {
+		if m[f.name+"_left"] != "" {
+			t.Errorf("%s: flows stayed open after the flood", f.name)
+		}
+		if f.noFlows && m[f.name+"_flows"] != "0" {
+			t.Errorf("%s: the flood left %s flows open, want none", f.name, m[f.name+"_flows"])
+		}
+		if f.counted != "" && markerNumber(t, m, f.name+"_after", res.Output) <= markerNumber(t, m, f.name+"_before", res.Output) {
+			t.Errorf("%s: %s did not grow (%s -> %s)", f.name, f.counted, m[f.name+"_before"], m[f.name+"_after"])
+		}
+	}
+	if m["sha"] != sum {
+		t.Errorf("the download after the floods: sha256 %q, want %q", m["sha"], sum)
+	}
+	// gVisor's own log line for each forged source must not reach the
+	// user's terminal.
+	if strings.Contains(res.Output, "Martian") {
+		t.Errorf("the stack's log reached stderr")
+	}
+	baseline(t, m, res.Output)
+	if before, after := markerNumber(t, m, "rss_before", res.Output), markerNumber(t, m, "rss_after", res.Output); after > before+96<<20 {
+		t.Errorf("slipway's memory grew from %.0f MiB to %.0f MiB under floods", before/(1<<20), after/(1<<20))
+	}
+	if t.Failed() {
+		t.Logf("output:\n%s", res.Output)
+	}
+}
