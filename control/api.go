@@ -47,7 +47,9 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("GET /v1/events", s.events)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newCollector(s.n), collectors.NewGoCollector())
-	if s.procMetrics {
+	if s.usage != nil {
+		reg.MustRegister(newProcessCollector(s.usage))
+	} else {
 		reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{s}}))

@@ -41,10 +41,11 @@ type Server struct {
 	path string
 	// remove: Close removes the socket file (Listen made it).
 	remove bool
-	// procMetrics: /metrics has the process collector's metrics.
-	procMetrics bool
-	ln          *net.UnixListener
-	http        *http.Server
+	// usage, if set, answers /metrics' process_* metrics instead of
+	// this process's /proc.
+	usage ProcessUsageFunc
+	ln    *net.UnixListener
+	http  *http.Server
 	// httpConns carries the connections that speak HTTP to http.
 	httpConns *connQueue
 	slots     chan struct{}
@@ -60,7 +61,7 @@ func Listen(path string, n *network.Network, log *slog.Logger) (*Server, error) 
 	if err != nil {
 		return nil, err
 	}
-	s := NewServer(ln, path, n, log, true)
+	s := NewServer(ln, path, n, log, nil)
 	s.remove = true
 	return s, nil
 }
@@ -77,14 +78,14 @@ func ListenSocket(path string) (*net.UnixListener, error) {
 }
 
 // NewServer serves n's API on ln, the socket ListenSocket made at path;
-// Close leaves its file alone. processMetrics adds the process_* metrics,
-// which read /proc: a sandboxed engine has none.
-func NewServer(ln *net.UnixListener, path string, n *network.Network, log *slog.Logger, processMetrics bool) *Server {
+// Close leaves its file alone. usage, if not nil, answers the process_*
+// metrics: a sandboxed engine has no /proc to read them from.
+func NewServer(ln *net.UnixListener, path string, n *network.Network, log *slog.Logger, usage ProcessUsageFunc) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		n: n, log: log, path: path, ln: ln, procMetrics: processMetrics,
+		n: n, log: log, path: path, ln: ln, usage: usage,
 		httpConns: newConnQueue(ln.Addr()),
 		slots:     make(chan struct{}, MaxConns),
 	}

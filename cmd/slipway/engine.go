@@ -88,6 +88,8 @@ type hostSide interface {
 	ListenTCP(netip.AddrPort) (*net.TCPListener, error)
 	ListenUDP(netip.AddrPort) (*net.UDPConn, error)
 	Dial(ctx context.Context, endpoint int) (net.Conn, error)
+	// Usage answers the process_* metrics; nil: this process's /proc.
+	Usage() control.ProcessUsageFunc
 }
 
 // maxFiles is the engine's hard descriptor limit: every flow and
@@ -169,7 +171,7 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 	}
 	defer n.Close()
 	if api != nil {
-		srv := control.NewServer(api, cfg.APISocket, n, log, cfg.Sandbox == config.SandboxOff)
+		srv := control.NewServer(api, cfg.APISocket, n, log, hs.Usage())
 		go func() {
 			if err := srv.Serve(); err != nil {
 				log.Error("control API stopped", "socket", cfg.APISocket, "err", err)
@@ -336,3 +338,4 @@ type brokerSide struct{ c *broker.Client }
 func (b brokerSide) ListenTCP(ap netip.AddrPort) (*net.TCPListener, error) { return b.c.ListenTCP(ap) }
 func (b brokerSide) ListenUDP(ap netip.AddrPort) (*net.UDPConn, error)     { return b.c.ListenUDP(ap) }
 func (b brokerSide) Dial(_ context.Context, i int) (net.Conn, error)       { return b.c.Dial(i) }
+func (b brokerSide) Usage() control.ProcessUsageFunc                       { return b.c.Usage }

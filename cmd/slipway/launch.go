@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/procfs"
+
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/control"
 	"github.com/slipway-net/slipway/internal/broker"
@@ -168,7 +170,7 @@ func startEngine(j *engineJob, log *slog.Logger) (*engineRun, error) {
 		json.NewEncoder(pw).Encode(&j.spec)
 		pw.Close()
 	}()
-	go broker.Serve(lc, &launcherSide{connects: j.connects, ready: markReady}, log)
+	go broker.Serve(lc, &launcherSide{connects: j.connects, ready: markReady, pid: cmd.Process.Pid}, log)
 	go func() {
 		err := cmd.Wait()
 		lc.Close()
@@ -237,6 +239,7 @@ func serveEngine(j *engineJob, readyFD int, log *slog.Logger) error {
 type launcherSide struct {
 	connects []endpoint.Spec
 	ready    func()
+	pid      int // the engine's, whose /proc it cannot read itself
 }
 
 func (l *launcherSide) Listen(proto config.Proto, ap netip.AddrPort) (*os.File, error) {
@@ -276,11 +279,40 @@ func (l *launcherSide) Dial(i int) (*os.File, error) {
 
 func (l *launcherSide) Ready() { l.ready() }
 
+// Usage reads the engine's figures from its /proc directory, which the
+// engine's empty root and seccomp filter keep it from.
+func (l *launcherSide) Usage() (control.ProcessUsage, error) {
+	p, err := procfs.NewProc(l.pid)
+	if err != nil {
+		return control.ProcessUsage{}, err
+	}
+	st, err := p.Stat()
+	if err != nil {
+		return control.ProcessUsage{}, err
+	}
+	u := control.ProcessUsage{
+		CPUSeconds:    st.CPUTime(),
+		ResidentBytes: float64(st.ResidentMemory()),
+		VirtualBytes:  float64(st.VirtualMemory()),
+	}
+	if t, err := st.StartTime(); err == nil {
+		u.StartTimeEpoch = t
+	}
+	if n, err := p.FileDescriptorsLen(); err == nil {
+		u.OpenFDs = float64(n)
+	}
+	if lim, err := p.Limits(); err == nil {
+		u.MaxFDs = float64(lim.OpenFiles)
+	}
+	return u, nil
+}
+
 // localSide is the unconfined engine's way to the host: the host itself.
 type localSide struct{ connects []endpoint.Spec }
 
 func (localSide) ListenTCP(ap netip.AddrPort) (*net.TCPListener, error) { return hostnet.ListenTCP(ap) }
 func (localSide) ListenUDP(ap netip.AddrPort) (*net.UDPConn, error)     { return hostnet.ListenUDP(ap) }
+func (localSide) Usage() control.ProcessUsageFunc                       { return nil }
 func (s localSide) Dial(ctx context.Context, i int) (net.Conn, error) {
 	return endpoint.Dial(ctx, s.connects[i])
 }

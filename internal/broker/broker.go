@@ -20,6 +20,7 @@ import (
 	"net/netip"
 
 	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/control"
 )
 
 // MaxMessage bounds a request and an answer.
@@ -30,6 +31,7 @@ const (
 	OpListen = "listen" // Proto, Addr: a bound socket, listening for TCP
 	OpDial   = "dial"   // Endpoint: a connection to that --connect endpoint
 	OpReady  = "ready"  // no descriptor; the engine is serving
+	OpUsage  = "usage"  // no descriptor; the engine's own /proc figures (Answer.Usage)
 )
 
 // Request is one request of the engine.
@@ -46,6 +48,8 @@ type Request struct {
 // Answer is the launcher's reply; a descriptor comes with it on success.
 type Answer struct {
 	Error string `json:"error,omitempty"`
+	// Usage answers OpUsage: the engine cannot read its /proc.
+	Usage *control.ProcessUsage `json:"usage,omitempty"`
 }
 
 // ParseRequest reads one request strictly: no unknown field, nothing
@@ -86,9 +90,9 @@ func (r Request) validate() error {
 		if r.Endpoint < 0 || r.Proto != "" || r.Addr.IsValid() {
 			return errors.New("dial: takes an endpoint index only")
 		}
-	case OpReady:
+	case OpReady, OpUsage:
 		if r.Endpoint != 0 || r.Proto != "" || r.Addr.IsValid() {
-			return errors.New("ready: takes nothing")
+			return fmt.Errorf("%s: takes nothing", r.Op)
 		}
 	default:
 		return fmt.Errorf("unknown operation %q", r.Op)

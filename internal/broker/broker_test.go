@@ -14,6 +14,7 @@ func TestParseRequest(t *testing.T) {
 		{Op: OpListen, Proto: config.UDP, Addr: netip.MustParseAddrPort("[::1]:5353")},
 		{Op: OpDial, Endpoint: 2},
 		{Op: OpReady},
+		{Op: OpUsage},
 	}
 	for _, r := range good {
 		got, err := ParseRequest(r.Encode())
@@ -27,7 +28,7 @@ func TestParseRequest(t *testing.T) {
 		`{"op":"listen","proto":"tcp","addr":"[fe80::1%eth0]:80"}`, `{"op":"listen","proto":"tcp","addr":"224.0.0.1:80"}`,
 		`{"op":"listen","proto":"tcp","addr":"[::ffff:127.0.0.1]:80"}`,
 		`{"op":"dial","endpoint":-1}`, `{"op":"dial","endpoint":1,"proto":"tcp"}`, `{"op":"ready","endpoint":3}`,
-		`{"op":"ready","path":"/etc/shadow"}`, `{"op":"ready"}{"op":"ready"}`, `{"op":"ready"} x`,
+		`{"op":"ready","path":"/etc/shadow"}`, `{"op":"ready"}{"op":"ready"}`, `{"op":"ready"} x`, `{"op":"usage","endpoint":1}`,
 	} {
 		if r, err := ParseRequest([]byte(bad)); err == nil {
 			t.Errorf("%s parsed to %+v, want an error", bad, r)

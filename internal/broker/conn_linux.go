@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/control"
 )
 
 // Pair returns a connected socket pair: the launcher's end and the
@@ -38,6 +39,7 @@ type Handler interface {
 	Listen(proto config.Proto, addr netip.AddrPort) (*os.File, error)
 	Dial(endpoint int) (*os.File, error)
 	Ready()
+	Usage() (control.ProcessUsage, error)
 }
 
 // Serve answers the engine's requests on c until the engine's end
@@ -53,6 +55,7 @@ func Serve(c *net.UnixConn, h Handler, log *slog.Logger) error {
 			return nil // the engine closed its end (or exited)
 		}
 		var f *os.File
+		var a Answer
 		req, err := ParseRequest(buf[:n])
 		if flags&unix.MSG_TRUNC != 0 {
 			err = fmt.Errorf("request longer than %d bytes", MaxMessage)
@@ -65,9 +68,13 @@ func Serve(c *net.UnixConn, h Handler, log *slog.Logger) error {
 				f, err = h.Dial(req.Endpoint)
 			case OpReady:
 				h.Ready()
+			case OpUsage:
+				var u control.ProcessUsage
+				if u, err = h.Usage(); err == nil {
+					a.Usage = &u
+				}
 			}
 		}
-		var a Answer
 		var oob []byte
 		if err != nil {
 			log.Debug("broker: request refused", "op", req.Op, "err", err)
@@ -112,19 +119,25 @@ var ErrRefused = errors.New("refused by the launcher")
 
 // Do sends r and returns the descriptor that came back (nil for none).
 func (cl *Client) Do(r Request) (*os.File, error) {
+	f, _, err := cl.do(r)
+	return f, err
+}
+
+func (cl *Client) do(r Request) (*os.File, Answer, error) {
+	var a Answer
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	if _, _, err := cl.c.WriteMsgUnix(r.Encode(), nil, nil); err != nil {
-		return nil, fmt.Errorf("broker: %w", err)
+		return nil, a, fmt.Errorf("broker: %w", err)
 	}
 	buf := make([]byte, MaxMessage)
 	oob := make([]byte, unix.CmsgSpace(4))
 	n, oobn, _, _, err := cl.c.ReadMsgUnix(buf, oob)
 	if err != nil {
-		return nil, fmt.Errorf("broker: %w", err)
+		return nil, a, fmt.Errorf("broker: %w", err)
 	}
 	if n == 0 {
-		return nil, errors.New("broker: the launcher went away")
+		return nil, a, errors.New("broker: the launcher went away")
 	}
 	var fd = -1
 	if oobn > 0 {
@@ -134,21 +147,35 @@ func (cl *Client) Do(r Request) (*os.File, error) {
 			}
 		}
 	}
-	var a Answer
 	if err := json.Unmarshal(buf[:n], &a); err != nil || a.Error != "" {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("broker: bad answer: %w", err)
+			return nil, Answer{}, fmt.Errorf("broker: bad answer: %w", err)
 		}
-		return nil, fmt.Errorf("%s (%w)", a.Error, ErrRefused)
+		return nil, a, fmt.Errorf("%s (%w)", a.Error, ErrRefused)
 	}
 	if fd < 0 {
-		return nil, nil
+		return nil, a, nil
 	}
 	unix.CloseOnExec(fd)
-	return os.NewFile(uintptr(fd), "broker-"+r.Op), nil
+	return os.NewFile(uintptr(fd), "broker-"+r.Op), a, nil
+}
+
+// Usage asks for the engine's own process figures.
+func (cl *Client) Usage() (control.ProcessUsage, error) {
+	f, a, err := cl.do(Request{Op: OpUsage})
+	if f != nil {
+		f.Close()
+	}
+	if err == nil && a.Usage == nil {
+		err = errors.New("broker: no usage in the answer")
+	}
+	if err != nil {
+		return control.ProcessUsage{}, err
+	}
+	return *a.Usage, nil
 }
 
 // ListenTCP asks for a TCP listener on addr.

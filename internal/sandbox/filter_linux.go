@@ -122,6 +122,7 @@ func (f Filter) rules() map[uintptr]seccomp.SyscallRule {
 		unix.SYS_EPOLL_PWAIT:   all,
 		unix.SYS_EPOLL_PWAIT2:  all,
 		unix.SYS_EPOLL_WAIT:    all,
+		unix.SYS_PPOLL:         all, // unix.Poll: a UDP flow's pending check
 		unix.SYS_EVENTFD2:      all,
 		unix.SYS_PIPE2:         all,
 		unix.SYS_READ:          all,
