@@ -59,7 +59,15 @@ func RequireTools(t testing.TB, tools ...string) {
 	}
 }
 
-var buildOnce = sync.OnceValues(func() (string, error) {
+var (
+	buildOnce      = sync.OnceValues(func() (string, error) { return build("") })
+	probeBuildOnce = sync.OnceValues(func() (string, error) { return build("sandboxprobe") })
+)
+
+// build builds slipway with the given build tags into a directory any
+// user may enter, as an installed binary's: a root launcher then runs its
+// engine as nobody, and tests see the sandbox as users get it.
+func build(tags string) (string, error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return "", err
@@ -68,8 +76,11 @@ var buildOnce = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", err
+	}
 	bin := filepath.Join(dir, "slipway")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/slipway")
+	cmd := exec.Command("go", "build", "-tags="+tags, "-o", bin, "./cmd/slipway")
 	// As shipped: without cgo, the sandbox can change every thread.
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Dir = root
@@ -77,15 +88,27 @@ var buildOnce = sync.OnceValues(func() (string, error) {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}
 	return bin, nil
-})
+}
 
-// Slipway returns the path of the slipway binary built from this tree
-// (once per test process). It skips in -short mode: its callers run the
-// binary.
+// Slipway returns the path of a slipway binary built from this tree once
+// per test process.
 func Slipway(t testing.TB) string {
 	t.Helper()
 	skipShort(t, "runs the slipway binary")
 	bin, err := buildOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// SlipwayProbe is slipway built with the sandboxprobe tag: its engine,
+// once confined, tries the escape $SLIPWAY_TEST_PROBE names, prints
+// "@probe=RESULT" and exits (cmd/slipway/probe_on.go).
+func SlipwayProbe(t testing.TB) string {
+	t.Helper()
+	skipShort(t, "runs the slipway binary")
+	bin, err := probeBuildOnce()
 	if err != nil {
 		t.Fatal(err)
 	}
