@@ -24,9 +24,8 @@ import (
 
 const nobodyUID = 65534
 
-// enginePID is the engine the launcher started: its child whose command
-// line is slipway-engine.
-func enginePID(t *testing.T, launcher int) int {
+// findEngine waits for a slipway-engine process that match accepts.
+func findEngine(t *testing.T, what string, match func(proc string) bool) int {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
@@ -36,23 +35,31 @@ func enginePID(t *testing.T, launcher int) int {
 			if err != nil {
 				continue
 			}
-			cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-			if !bytes.HasPrefix(cmdline, []byte("slipway-engine\x00")) {
-				continue
-			}
-			stat, _ := os.ReadFile("/proc/" + e.Name() + "/stat")
-			// pid (comm) state ppid ...: comm may hold spaces.
-			if i := bytes.LastIndexByte(stat, ')'); i > 0 {
-				f := strings.Fields(string(stat[i+1:]))
-				if len(f) > 1 && f[1] == strconv.Itoa(launcher) {
-					return pid
-				}
+			proc := "/proc/" + e.Name()
+			cmdline, _ := os.ReadFile(proc + "/cmdline")
+			if bytes.HasPrefix(cmdline, []byte("slipway-engine\x00")) && match(proc) {
+				return pid
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("no engine process under launcher %d", launcher)
+	t.Fatalf("no engine process %s", what)
 	return 0
+}
+
+// enginePID is the engine the launcher started: its child.
+func enginePID(t *testing.T, launcher int) int {
+	t.Helper()
+	return findEngine(t, "under launcher "+strconv.Itoa(launcher), func(proc string) bool {
+		stat, _ := os.ReadFile(proc + "/stat")
+		// pid (comm) state ppid ...: comm may hold spaces.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			return false
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		return len(f) > 1 && f[1] == strconv.Itoa(launcher)
+	})
 }
 
 // engineByExe is the engine whose binary is exe (or what the symlink exe
@@ -63,23 +70,10 @@ func engineByExe(t *testing.T, exe string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		entries, _ := os.ReadDir("/proc")
-		for _, e := range entries {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
-			}
-			cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-			if got, _ := os.Readlink("/proc/" + e.Name() + "/exe"); got == want && bytes.HasPrefix(cmdline, []byte("slipway-engine\x00")) {
-				return pid
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("no engine process of %s", want)
-	return 0
+	return findEngine(t, "of "+want, func(proc string) bool {
+		got, _ := os.Readlink(proc + "/exe")
+		return got == want
+	})
 }
 
 // procStatus is /proc/PID/status as a map.
