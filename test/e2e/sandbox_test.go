@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -339,4 +341,36 @@ func TestSandboxLayersBehindSeccomp(t *testing.T) {
 			t.Errorf("%s with seccomp logging only: %q, want refused by another layer:\n%s", name, m["probe"], out)
 		}
 	}
+}
+
+// TestSandboxPublishesLowPortAtRunTime: a port below 1024 published
+// through the API after start-up listens, although the engine (nobody, no
+// capabilities, Landlock: no bind) could bind nothing: the launcher binds
+// it and hands the socket over.
+func TestSandboxPublishesLowPortAtRunTime(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "curl")
+	port := 0
+	for p := 900; p < 1000 && port == 0; p++ {
+		if l, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+			l.Close()
+			port = p
+		}
+	}
+	if port == 0 {
+		t.Fatal("no free port between 900 and 999")
+	}
+	dir := t.TempDir()
+	api := filepath.Join(dir, "api.sock")
+	s := testenv.Serve(t, "--listen", "stream:unix:"+filepath.Join(dir, "vm.sock"), "--api-socket", api)
+	out, err := exec.Command("curl", "-s", "-w", "\n%{http_code}", "--unix-socket", api, "-X", "POST", "http://slipway/v1/forwards",
+		"-d", fmt.Sprintf(`{"spec":"127.0.0.1:%d:80"}`, port)).CombinedOutput()
+	if err != nil || !strings.HasSuffix(strings.TrimSpace(string(out)), "201") {
+		t.Fatalf("POST /v1/forwards: %v %s\n%s", err, out, s.Output())
+	}
+	c, err := net.DialTimeout("tcp4", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
+	if err != nil {
+		t.Fatalf("port %d published at run time does not listen: %v", port, err)
+	}
+	c.Close()
 }
