@@ -87,8 +87,9 @@ type Config struct {
 	LogLevel string `yaml:"log-level"`
 	// Sandbox is how the engine (what reads guest and API input) is
 	// confined: "on" (the default: namespaces, empty root, no
-	// capabilities, Landlock, seccomp) or "off" (one unconfined process,
-	// for debugging).
+	// capabilities, Landlock, seccomp), "strict" (also an empty network
+	// namespace: every host socket comes from the launcher, which checks
+	// the policy again) or "off" (one unconfined process, for debugging).
 	Sandbox string `yaml:"sandbox"`
 
 	Limits Limits `yaml:"limits"`
@@ -151,6 +152,10 @@ const (
 	DefaultLogLevel             = "info"
 	SandboxOn                   = "on"
 	SandboxOff                  = "off"
+	// SandboxStrict adds an empty network namespace for the engine,
+	// which then opens no socket itself: the launcher opens each on
+	// request, checking the policy again.
+	SandboxStrict = "strict"
 )
 
 // Default returns a completed default configuration.
@@ -318,9 +323,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	switch c.Sandbox {
-	case SandboxOn, SandboxOff:
+	case SandboxOn, SandboxOff, SandboxStrict:
 	default:
-		return fieldErr("sandbox", c.Sandbox, "must be on or off")
+		return fieldErr("sandbox", c.Sandbox, "must be on, strict or off")
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

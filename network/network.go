@@ -95,6 +95,14 @@ type Host struct {
 	// sockets.
 	ListenTCP func(netip.AddrPort) (*net.TCPListener, error)
 	ListenUDP func(netip.AddrPort) (*net.UDPConn, error)
+	// DialTCP, DialUDP and PingSocket, if set, open the host sockets of
+	// guests' outbound flows, and DialDNS the DNS forwarder's upstream
+	// sockets: a strict sandbox's engine, in an empty network namespace,
+	// can open none itself.
+	DialTCP    func(ctx context.Context, target netip.AddrPort) (*net.TCPConn, error)
+	DialUDP    func(target netip.AddrPort) (*net.UDPConn, error)
+	PingSocket func(v6 bool) (int, error)
+	DialDNS    func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Resolv is the host's resolver configuration, as read from
@@ -172,21 +180,11 @@ func build(cfg config.Config, log *slog.Logger, host Host, sm seams) (*Network, 
 	}
 	n.st = st
 	n.sw.SetStack(n.gwMAC, st.Deliver)
-	rules := &policy.Rules{
-		Subnets:        []netip.Prefix{cfg.CIDR},
-		Gateways:       []netip.Addr{cfg.Gateway},
-		Services:       []netip.Addr{cfg.DNSAddress},
-		NoHostLoopback: cfg.NoHostLoopback,
-		Restrict:       cfg.Restrict,
-		AllowLinkLocal: cfg.AllowLinkLocal,
-	}
+	rules := policy.FromConfig(cfg)
 	n.rules = rules
 	n.setEgress(cfg.Egress)
 	local := []netip.Addr{cfg.Gateway, cfg.DNSAddress}
 	if !cfg.NoIPv6 {
-		rules.Subnets = append(rules.Subnets, cfg.IPv6Prefix)
-		rules.Gateways = append(rules.Gateways, cfg.IPv6Gateway)
-		rules.Services = append(rules.Services, cfg.IPv6DNS)
 		local = append(local, cfg.IPv6Gateway, cfg.IPv6DNS, ra.LinkLocal(n.gwMAC))
 	}
 	n.flows = flow.NewTable(flow.Limits{
@@ -199,6 +197,8 @@ func build(cfg config.Config, log *slog.Logger, host Host, sm seams) (*Network, 
 		Policy:              rules,
 		Flows:               n.flows,
 		DialTCP:             sm.dialTCP,
+		DialUDP:             n.host.DialUDP,
+		PingSocket:          n.host.PingSocket,
 		MaxPendingConnects:  cfg.Limits.MaxPendingConnects,
 		ConnectTimeout:      cfg.Limits.ConnectTimeout,
 		UDPIdleTimeout:      cfg.Limits.UDPIdleTimeout,
@@ -211,6 +211,13 @@ func build(cfg config.Config, log *slog.Logger, host Host, sm seams) (*Network, 
 	}
 	if !cfg.NoIPv6 {
 		fo.Gateway6 = cfg.IPv6Gateway
+	}
+	if d := n.host.DialTCP; d != nil && fo.DialTCP == nil {
+		fo.DialTCP = func(ctx context.Context, target netip.AddrPort) (flow.HostConn, error) {
+			ctx, cancel := context.WithTimeout(ctx, cfg.Limits.ConnectTimeout)
+			defer cancel()
+			return d(ctx, target)
+		}
 	}
 	if cfg.OutboundAddr.Is4() {
 		fo.OutboundAddr4 = cfg.OutboundAddr

@@ -83,6 +83,7 @@ func startServices(n *Network) (*services, error) {
 		Upstreams:   upstreams,
 		MaxInFlight: cfg.Limits.DNSMaxInFlight,
 		Local:       map[string][]netip.Addr{HostName: hostAddrs(cfg)},
+		Dial:        n.host.DialDNS,
 	}, n.log.With("service", "dns"))
 	if err != nil {
 		return nil, fmt.Errorf("dns: %w", err)

@@ -90,6 +90,8 @@ type hostSide interface {
 	Dial(ctx context.Context, endpoint int) (net.Conn, error)
 	// Usage answers the process_* metrics; nil: this process's /proc.
 	Usage() control.ProcessUsageFunc
+	// Sockets sets how h opens outbound host sockets, if not itself.
+	Sockets(h *network.Host, cfg config.Config)
 }
 
 // maxFiles is the engine's hard descriptor limit: every flow and
@@ -127,6 +129,7 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 		api = l.(*net.UnixListener)
 	}
 	host := network.Host{Resolv: spec.Resolv, ListenTCP: hs.ListenTCP, ListenUDP: hs.ListenUDP}
+	hs.Sockets(&host, cfg)
 	if spec.PCAP {
 		host.PCAP = next()
 	}
@@ -305,7 +308,7 @@ func engineMain() int {
 			MaxFiles: maxFiles(spec.Config),
 			KeepRoot: spec.KeepRoot,
 			HostUID:  spec.HostUID, HostUIDWhy: spec.HostUIDWhy,
-			Filter:  sandbox.Filter{Action: spec.Seccomp},
+			Filter:  sandbox.Filter{Action: spec.Seccomp, Strict: spec.Config.Sandbox == config.SandboxStrict},
 			BindTCP: bindPorts(spec.Config),
 		})
 		if r.Active() {
@@ -340,3 +343,28 @@ func (b brokerSide) ListenTCP(ap netip.AddrPort) (*net.TCPListener, error) { ret
 func (b brokerSide) ListenUDP(ap netip.AddrPort) (*net.UDPConn, error)     { return b.c.ListenUDP(ap) }
 func (b brokerSide) Dial(_ context.Context, i int) (net.Conn, error)       { return b.c.Dial(i) }
 func (b brokerSide) Usage() control.ProcessUsageFunc                       { return b.c.Usage }
+
+// Sockets: in strict mode the engine has no network of its own, and its
+// filter allows no socket(): every outbound socket comes from the
+// launcher.
+func (b brokerSide) Sockets(h *network.Host, cfg config.Config) {
+	if cfg.Sandbox != config.SandboxStrict {
+		return
+	}
+	h.DialTCP = b.c.ConnectTCP
+	h.DialUDP = b.c.ConnectUDP
+	h.PingSocket = b.c.PingSocket
+	h.DialDNS = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		switch network {
+		case "udp":
+			return b.c.ConnectUDP(ap)
+		case "tcp":
+			return b.c.ConnectTCP(ctx, ap)
+		}
+		return nil, fmt.Errorf("dns upstream over %q", network)
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/slipway-net/slipway/internal/broker"
 	"github.com/slipway-net/slipway/internal/endpoint"
 	"github.com/slipway-net/slipway/internal/hostnet"
+	"github.com/slipway-net/slipway/internal/policy"
 	"github.com/slipway-net/slipway/internal/sandbox"
 	"github.com/slipway-net/slipway/network"
 )
@@ -132,7 +133,10 @@ func startEngine(j *engineJob, log *slog.Logger) (*engineRun, error) {
 		return e, nil
 	}
 	j.spec.Seccomp = sandbox.ActionFromEnv()
-	j.spec.HostUID, j.spec.HostUIDWhy = sandbox.HostUID()
+	// A datagram endpoint answers its VMs at their socket paths, which
+	// the launcher's uid may write to and nobody may not.
+	keepUID := j.spec.KeepRoot
+	j.spec.HostUID, j.spec.HostUIDWhy = sandbox.HostUID(keepUID)
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		closeAll(files)
@@ -143,19 +147,22 @@ func startEngine(j *engineJob, log *slog.Logger) (*engineRun, error) {
 		closeAll(append(files, pr, pw))
 		return nil, err
 	}
-	cmd, err := sandbox.Command(append([]*os.File{pr, ef}, files...), true)
+	strict := j.spec.Config.Sandbox == config.SandboxStrict
+	cmd, err := sandbox.Command(append([]*os.File{pr, ef}, files...), true, strict, keepUID)
 	if err == nil {
 		// Never unlocked: the engine's Pdeathsig follows this thread.
 		runtime.LockOSThread()
 		err = cmd.Start()
-		if err != nil && sandbox.NamespacesRefused(err) {
+		// Strict mode without its network namespace is not strict: it
+		// fails rather than run weaker.
+		if err != nil && !strict && sandbox.NamespacesRefused(err) {
 			// Where unprivileged user namespaces are not allowed the
 			// engine still gets every layer that needs none
 			// (Landlock, seccomp, no_new_privs); its report says
 			// what is missing.
 			log.Warn("the engine's namespaces were refused; starting it without them", "err", err)
 			j.spec.KeepRoot = "no mount namespace: user namespaces are not allowed here (" + err.Error() + ")"
-			if cmd, err = sandbox.Command(append([]*os.File{pr, ef}, files...), false); err == nil {
+			if cmd, err = sandbox.Command(append([]*os.File{pr, ef}, files...), false, false, keepUID); err == nil {
 				err = cmd.Start()
 			}
 		}
@@ -170,7 +177,7 @@ func startEngine(j *engineJob, log *slog.Logger) (*engineRun, error) {
 		json.NewEncoder(pw).Encode(&j.spec)
 		pw.Close()
 	}()
-	go broker.Serve(lc, &launcherSide{connects: j.connects, ready: markReady, pid: cmd.Process.Pid}, log)
+	go broker.Serve(lc, newLauncherSide(j, markReady, cmd.Process.Pid), log)
 	go func() {
 		err := cmd.Wait()
 		lc.Close()
@@ -240,6 +247,70 @@ type launcherSide struct {
 	connects []endpoint.Spec
 	ready    func()
 	pid      int // the engine's, whose /proc it cannot read itself
+	// strict: the engine asks for its outbound sockets, each checked
+	// against the start-up policy (rules) or the DNS upstreams.
+	strict    bool
+	rules     *policy.Rules
+	upstreams map[netip.AddrPort]bool
+	outbound  netip.Addr
+}
+
+func newLauncherSide(j *engineJob, ready func(), pid int) *launcherSide {
+	cfg := j.spec.Config
+	l := &launcherSide{
+		connects: j.connects, ready: ready, pid: pid,
+		strict:    cfg.Sandbox == config.SandboxStrict,
+		rules:     policy.FromConfig(cfg),
+		upstreams: map[netip.AddrPort]bool{},
+		outbound:  cfg.OutboundAddr,
+	}
+	for _, u := range cfg.DNSUpstreams {
+		l.upstreams[u.AddrPort] = true
+	}
+	if len(cfg.DNSUpstreams) == 0 && j.spec.Resolv != nil {
+		for _, u := range j.spec.Resolv.Servers {
+			l.upstreams[u] = true
+		}
+	}
+	return l
+}
+
+// errNotStrict refuses strict mode's requests from an engine that opens
+// its own sockets: it has no reason to ask.
+var errNotStrict = errors.New("not in strict mode")
+
+// Connect opens a strict engine's outbound TCP (connecting, not waiting)
+// or UDP socket, if the policy lets some guest flow go there or it is a
+// DNS upstream. A compromised engine gets nothing else.
+func (l *launcherSide) Connect(proto config.Proto, ap netip.AddrPort) (*os.File, error) {
+	if !l.strict {
+		return nil, errNotStrict
+	}
+	if !l.upstreams[ap] {
+		if why := l.rules.HostTarget(proto, ap); why != policy.Allowed {
+			return nil, fmt.Errorf("%v %v: %s", proto, ap, why)
+		}
+	}
+	return hostnet.Connect(proto, l.localAddr(ap.Addr()), ap)
+}
+
+func (l *launcherSide) localAddr(dst netip.Addr) netip.Addr {
+	if l.outbound.IsValid() && l.outbound.Is4() == dst.Unmap().Is4() {
+		return l.outbound
+	}
+	return netip.Addr{}
+}
+
+// Ping opens an ICMP echo socket. Its destinations are the engine's to
+// choose, packet by packet: --restrict refuses it.
+func (l *launcherSide) Ping(v6 bool) (*os.File, error) {
+	if !l.strict {
+		return nil, errNotStrict
+	}
+	if l.rules.Restrict {
+		return nil, errors.New("ping: " + string(policy.Restricted))
+	}
+	return hostnet.PingSocket(v6)
 }
 
 func (l *launcherSide) Listen(proto config.Proto, ap netip.AddrPort) (*os.File, error) {
@@ -316,3 +387,6 @@ func (localSide) Usage() control.ProcessUsageFunc                       { return
 func (s localSide) Dial(ctx context.Context, i int) (net.Conn, error) {
 	return endpoint.Dial(ctx, s.connects[i])
 }
+
+// Sockets: unconfined, the network opens its own.
+func (localSide) Sockets(*network.Host, config.Config) {}

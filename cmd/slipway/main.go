@@ -195,7 +195,7 @@ func (nf *netFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.APISocket, "api-socket", "", "serve the control API (HTTP/JSON, slirp4netns and gvproxy compatible) on this unix socket, created mode 0600")
 	fs.StringVar(&c.PCAP, "pcap", "", "write every frame on the guest side to this pcap file")
 	fs.StringVar(&c.LogLevel, "log-level", config.DefaultLogLevel, "log level: debug, info, warn, error")
-	fs.StringVar(&c.Sandbox, "sandbox", config.SandboxOn, "confine the engine (everything that reads guest and API input): on (namespaces, an empty root, no capabilities, Landlock, a seccomp allow-list) or off (one unconfined process, for debugging)")
+	fs.StringVar(&c.Sandbox, "sandbox", config.SandboxOn, "confine the engine (everything that reads guest and API input): on (namespaces, an empty root, no capabilities, Landlock, a seccomp allow-list), strict (also an empty network namespace and no socket, connect or bind: the launcher opens each host socket, checking the policy again) or off (one unconfined process, for debugging)")
 	fs.IntVar(&nf.readyFD, "ready-fd", -1, `write "1" to this file descriptor once serving`)
 	l := &c.Limits
 	fs.IntVar(&l.MaxFlows, "max-flows", config.DefaultMaxFlows, "maximum concurrent flows to the host (TCP, UDP, ping sessions)")

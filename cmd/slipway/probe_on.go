@@ -33,6 +33,7 @@ var probes = map[string]func() error{
 		return socket(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_ROUTE)
 	},
 	"unix":  func() error { return socket(unix.AF_UNIX, unix.SOCK_STREAM, 0) },
+	"inet":  func() error { return socket(unix.AF_INET, unix.SOCK_STREAM, 0) },
 	"mptcp": func() error { return socket(unix.AF_INET, unix.SOCK_STREAM, 262) },
 	"ptrace": func() error {
 		return unix.PtraceAttach(os.Getppid())

@@ -73,7 +73,7 @@ honoured whether given or not; --sandbox=off turns it off.`,
 	f.StringVar(&o.usernsPath, "userns-path", "", "specify user namespace path")
 	f.BoolVar(&o.sandbox, "enable-sandbox", false, "confine the engine: namespaces, an empty root, no capabilities, Landlock (on by default)")
 	f.BoolVar(&o.seccomp, "enable-seccomp", false, "a seccomp allow-list that kills any other system call (on by default)")
-	f.StringVar(&o.sandboxLevel, "sandbox", config.SandboxOn, "on (the default, with --enable-sandbox and --enable-seccomp or without) or off (debugging)")
+	f.StringVar(&o.sandboxLevel, "sandbox", config.SandboxOn, "on (the default, with --enable-sandbox and --enable-seccomp or without), strict (an empty network namespace too: see slipway serve --help) or off (debugging)")
 	f.StringVar(&o.outbound4, "outbound-addr", "", "sets outbound ipv4 address to bound to")
 	f.StringVar(&o.outbound6, "outbound-addr6", "", "sets outbound ipv6 address to bound to")
 	f.BoolVar(&o.disableDNS, "disable-dns", false, "accepted for compatibility; DNS is still served")

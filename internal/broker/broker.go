@@ -32,6 +32,16 @@ const (
 	OpDial   = "dial"   // Endpoint: a connection to that --connect endpoint
 	OpReady  = "ready"  // no descriptor; the engine is serving
 	OpUsage  = "usage"  // no descriptor; the engine's own /proc figures (Answer.Usage)
+	// Strict mode: the engine, in an empty network namespace, opens no
+	// socket itself.
+	OpConnect = "connect" // Proto, Addr: a TCP socket connecting (in progress) or a connected UDP socket
+	OpPing    = "ping"    // Proto icmp or icmp6: an unprivileged ICMP echo socket
+)
+
+// Ping socket protocols (OpPing's Proto).
+const (
+	ICMP4 config.Proto = "icmp"
+	ICMP6 config.Proto = "icmp6"
 )
 
 // Request is one request of the engine.
@@ -85,6 +95,21 @@ func (r Request) validate() error {
 		}
 		if r.Endpoint != 0 {
 			return errors.New("listen: takes no endpoint")
+		}
+	case OpConnect:
+		if r.Proto != config.TCP && r.Proto != config.UDP {
+			return fmt.Errorf("connect: protocol %q: want tcp or udp", r.Proto)
+		}
+		a := r.Addr.Addr()
+		if !a.IsValid() || r.Addr.Port() == 0 || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() || a.Is4In6() {
+			return fmt.Errorf("connect: address %v: want a unicast ADDR:PORT, port not 0", r.Addr)
+		}
+		if r.Endpoint != 0 {
+			return errors.New("connect: takes no endpoint")
+		}
+	case OpPing:
+		if (r.Proto != ICMP4 && r.Proto != ICMP6) || r.Addr.IsValid() || r.Endpoint != 0 {
+			return errors.New("ping: takes a protocol, icmp or icmp6, only")
 		}
 	case OpDial:
 		if r.Endpoint < 0 || r.Proto != "" || r.Addr.IsValid() {

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -40,6 +43,10 @@ type Handler interface {
 	Dial(endpoint int) (*os.File, error)
 	Ready()
 	Usage() (control.ProcessUsage, error)
+	// Connect and Ping serve strict mode; they decide the destination
+	// by the policy themselves.
+	Connect(proto config.Proto, addr netip.AddrPort) (*os.File, error)
+	Ping(v6 bool) (*os.File, error)
 }
 
 // Serve answers the engine's requests on c until the engine's end
@@ -68,6 +75,10 @@ func Serve(c *net.UnixConn, h Handler, log *slog.Logger) error {
 				f, err = h.Dial(req.Endpoint)
 			case OpReady:
 				h.Ready()
+			case OpConnect:
+				f, err = h.Connect(req.Proto, req.Addr)
+			case OpPing:
+				f, err = h.Ping(req.Proto == ICMP6)
 			case OpUsage:
 				var u control.ProcessUsage
 				if u, err = h.Usage(); err == nil {
@@ -199,7 +210,12 @@ func (cl *Client) ListenTCP(addr netip.AddrPort) (*net.TCPListener, error) {
 
 // ListenUDP asks for a UDP socket bound to addr.
 func (cl *Client) ListenUDP(addr netip.AddrPort) (*net.UDPConn, error) {
-	f, err := cl.fileFor(Request{Op: OpListen, Proto: config.UDP, Addr: addr})
+	return cl.udp(Request{Op: OpListen, Proto: config.UDP, Addr: addr})
+}
+
+// udp asks for a UDP socket.
+func (cl *Client) udp(r Request) (*net.UDPConn, error) {
+	f, err := cl.fileFor(r)
 	if err != nil {
 		return nil, err
 	}
@@ -214,6 +230,96 @@ func (cl *Client) ListenUDP(addr netip.AddrPort) (*net.UDPConn, error) {
 		return nil, errors.New("broker: not a UDP socket")
 	}
 	return uc, nil
+}
+
+// ConnectTCP asks for a TCP socket connecting to addr and waits until
+// the connection is made or ctx ends.
+func (cl *Client) ConnectTCP(ctx context.Context, addr netip.AddrPort) (*net.TCPConn, error) {
+	f, err := cl.fileFor(Request{Op: OpConnect, Proto: config.TCP, Addr: addr})
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, err
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		c.Close()
+		return nil, errors.New("broker: not a TCP socket")
+	}
+	if err := awaitConnect(ctx, tc); err != nil {
+		tc.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+// awaitConnect waits, on the runtime's poller, for the connect the
+// launcher started to end, and returns how it ended.
+func awaitConnect(ctx context.Context, tc *net.TCPConn) error {
+	if d, ok := ctx.Deadline(); ok {
+		tc.SetWriteDeadline(d)
+		defer tc.SetWriteDeadline(time.Time{})
+	}
+	stop := context.AfterFunc(ctx, func() { tc.SetWriteDeadline(time.Unix(1, 0)) })
+	defer stop()
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var result error
+	werr := rc.Write(func(fd uintptr) bool {
+		soErr, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
+		switch {
+		case err != nil:
+			result = err
+		case soErr != 0:
+			result = syscall.Errno(soErr)
+		default:
+			if _, err := unix.Getpeername(int(fd)); err == unix.ENOTCONN {
+				return false // still connecting: wait until writable
+			}
+		}
+		return true
+	})
+	if werr != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return werr
+	}
+	return result
+}
+
+// ConnectUDP asks for a UDP socket connected to addr.
+func (cl *Client) ConnectUDP(addr netip.AddrPort) (*net.UDPConn, error) {
+	return cl.udp(Request{Op: OpConnect, Proto: config.UDP, Addr: addr})
+}
+
+// PingSocket asks for an ICMP echo socket and returns its descriptor,
+// non-blocking and close-on-exec.
+func (cl *Client) PingSocket(v6 bool) (int, error) {
+	p := ICMP4
+	if v6 {
+		p = ICMP6
+	}
+	f, err := cl.fileFor(Request{Op: OpPing, Proto: p})
+	if err != nil {
+		return -1, err
+	}
+	defer f.Close()
+	// The descriptor the file gave back is blocking again (Fd): the
+	// flow's reader waits on the runtime's poller.
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err == nil {
+		if err = unix.SetNonblock(fd, true); err != nil {
+			unix.Close(fd)
+			fd = -1
+		}
+	}
+	return fd, err
 }
 
 // Dial asks for a connection to --connect endpoint i.

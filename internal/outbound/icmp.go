@@ -166,7 +166,11 @@ func (x *icmpForwarder) flow(key icmpKey, remote netip.Addr, guestMAC, ourMAC [6
 	if x.noPingSockets.Load() || full {
 		return nil
 	}
-	fd, err := pingSocket(key.dst.Is6())
+	open := pingSocket
+	if x.f.o.PingSocket != nil {
+		open = x.f.o.PingSocket
+	}
+	fd, err := open(key.dst.Is6())
 	if err != nil {
 		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
 			x.noPingSockets.Store(true)

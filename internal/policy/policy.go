@@ -141,3 +141,45 @@ func (r *Rules) Outbound(proto config.Proto, dst netip.AddrPort) Verdict {
 func isBroadcast(a netip.Addr) bool {
 	return a == netip.AddrFrom4([4]byte{255, 255, 255, 255})
 }
+
+// FromConfig returns the rules of cfg's network, its egress rules in
+// force.
+func FromConfig(cfg config.Config) *Rules {
+	r := &Rules{
+		Subnets:        []netip.Prefix{cfg.CIDR},
+		Gateways:       []netip.Addr{cfg.Gateway},
+		Services:       []netip.Addr{cfg.DNSAddress},
+		NoHostLoopback: cfg.NoHostLoopback,
+		Restrict:       cfg.Restrict,
+		AllowLinkLocal: cfg.AllowLinkLocal,
+	}
+	if !cfg.NoIPv6 {
+		r.Subnets = append(r.Subnets, cfg.IPv6Prefix)
+		r.Gateways = append(r.Gateways, cfg.IPv6Gateway)
+		r.Services = append(r.Services, cfg.IPv6DNS)
+	}
+	r.SetEgress(cfg.Egress)
+	return r
+}
+
+// HostTarget decides a host destination as the strict sandbox's broker
+// sees it, after the engine translated the guest's: allowed only if some
+// flow a guest may open goes there. The host's loopback stands for the
+// gateway of its family.
+func (r *Rules) HostTarget(proto config.Proto, target netip.AddrPort) Reason {
+	a := target.Addr().Unmap()
+	if a.IsLoopback() {
+		for _, g := range r.Gateways {
+			if g.Is4() == a.Is4() {
+				v := r.Outbound(proto, netip.AddrPortFrom(g, target.Port()))
+				if v.Allowed() && v.Target.Addr() != a {
+					return NotRoutable // 127.0.0.2 and the like
+				}
+				return v.Reason
+			}
+		}
+		return NotRoutable
+	}
+	v := r.Outbound(proto, netip.AddrPortFrom(a, target.Port()))
+	return v.Reason
+}

@@ -132,3 +132,36 @@ func TestSetEgressWhileDeciding(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// The strict broker's check: a host target is allowed only where a
+// guest's flow could go.
+func TestHostTarget(t *testing.T) {
+	cfg := config.Default()
+	cfg.NoHostLoopback = false
+	r := FromConfig(cfg)
+	ap := netip.MustParseAddrPort
+	for _, c := range []struct {
+		target string
+		want   Reason
+	}{
+		{"93.184.216.34:443", Allowed},
+		{"127.0.0.1:8080", Allowed},
+		{"[::1]:8080", Allowed},
+		{"127.0.0.2:8080", NotRoutable},
+		{"169.254.169.254:80", LinkLocal},
+		{"10.0.2.15:22", InsideSubnet},
+		{"224.0.0.1:5353", NotRoutable},
+	} {
+		if got := r.HostTarget(config.TCP, ap(c.target)); got != c.want {
+			t.Errorf("%s: %q, want %q", c.target, got, c.want)
+		}
+	}
+	cfg.NoHostLoopback = true
+	if got := FromConfig(cfg).HostTarget(config.TCP, ap("127.0.0.1:8080")); got != NoLoopback {
+		t.Errorf("loopback with NoHostLoopback: %q", got)
+	}
+	cfg.NoHostLoopback, cfg.Restrict = false, true
+	if got := FromConfig(cfg).HostTarget(config.UDP, ap("93.184.216.34:53")); got != Restricted {
+		t.Errorf("restricted: %q", got)
+	}
+}

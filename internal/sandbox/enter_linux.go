@@ -59,6 +59,9 @@ func Enter(o Options) Report {
 	r.add("rlimits", limits(o.MaxFiles), fmt.Sprintf("RLIMIT_CORE 0, RLIMIT_NOFILE %d hard", o.MaxFiles))
 	abi, lerr := landlockRestrict(o.BindTCP)
 	r.add("landlock", lerr, fmt.Sprintf("ABI %d: no file access, abstract unix sockets and signals scoped, TCP bind %s", abi, bindWords(o.BindTCP)))
+	if o.Filter.Strict {
+		r.add("strict", nil, "an empty network namespace; no socket, connect or bind: the launcher opens each host socket, checking the policy")
+	}
 	n, err := o.Filter.Install()
 	r.add("seccomp", err, fmt.Sprintf("allow-list of %d system calls with argument checks, kill the rest, every thread", n))
 	return r

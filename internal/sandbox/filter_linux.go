@@ -27,6 +27,9 @@ const ActionEnv = "SLIPWAY_SECCOMP"
 type Filter struct {
 	// Action is ActionEnv's value: "trap", "log", or "" (kill).
 	Action string
+	// Strict leaves socket, connect and bind out: the strict engine's
+	// host sockets all come from its launcher.
+	Strict bool
 }
 
 // Go's runtime starts threads with exactly these flags (runtime/os_linux.go
@@ -83,6 +86,16 @@ func argIn(i int, values ...uintptr) seccomp.SyscallRule {
 }
 
 func (f Filter) rules() map[uintptr]seccomp.SyscallRule {
+	r := f.allRules()
+	if f.Strict {
+		delete(r, unix.SYS_SOCKET)
+		delete(r, unix.SYS_CONNECT)
+		delete(r, unix.SYS_BIND)
+	}
+	return r
+}
+
+func (f Filter) allRules() map[uintptr]seccomp.SyscallRule {
 	all := seccomp.MatchAll{}
 	return map[uintptr]seccomp.SyscallRule{
 		// The Go runtime: memory, threads, scheduling, signals, time.

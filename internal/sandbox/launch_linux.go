@@ -33,7 +33,12 @@ const nobody = 65534
 // Without namespaces (where they are refused: NamespacesRefused) the
 // engine is the same binary with the same descriptors, in the host's
 // namespaces, confined by the layers that need none.
-func Command(files []*os.File, namespaces bool) (*exec.Cmd, error) {
+//
+// strict adds an empty network namespace: the engine then reaches the
+// host's network only through descriptors the launcher passes it.
+// keepUID, if set, is why a root launcher's engine stays root on the
+// host (HostUID).
+func Command(files []*os.File, namespaces, strict bool, keepUID string) (*exec.Cmd, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: find own executable: %w", err)
@@ -44,16 +49,23 @@ func Command(files []*os.File, namespaces bool) (*exec.Cmd, error) {
 	cmd.ExtraFiles = files
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stderr, os.Stderr
 	uid, gid := os.Geteuid(), os.Getegid()
-	if uid == 0 && executableByOthers(self) {
+	if h, _ := HostUID(keepUID); h == nobody && uid == 0 {
 		uid, gid = nobody, nobody
 	}
 	if !namespaces {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+		if uid != os.Geteuid() {
+			cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}
+		}
 		return cmd, nil
 	}
+	flags := uintptr(syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC |
+		syscall.CLONE_NEWUTS | syscall.CLONE_NEWPID)
+	if strict {
+		flags |= syscall.CLONE_NEWNET
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC |
-			syscall.CLONE_NEWUTS | syscall.CLONE_NEWPID,
+		Cloneflags:                 flags,
 		UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}},
 		GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}},
 		GidMappingsEnableSetgroups: false,
@@ -69,11 +81,15 @@ func Command(files []*os.File, namespaces bool) (*exec.Cmd, error) {
 	return cmd, nil
 }
 
-// HostUID is the host uid Command's engine runs as, and why.
-func HostUID() (int, string) {
+// HostUID is the host uid Command's engine runs as, and why. keepUID,
+// if set, is why a root launcher's engine stays root.
+func HostUID(keepUID string) (int, string) {
 	uid := os.Geteuid()
 	if uid != 0 {
 		return uid, "the launcher's"
+	}
+	if keepUID != "" {
+		return 0, "root: " + keepUID
 	}
 	self, err := os.Executable()
 	if err == nil && executableByOthers(self) {

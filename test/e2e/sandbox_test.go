@@ -101,6 +101,13 @@ func procStatus(t *testing.T, pid int) map[string]string {
 // descriptor limit, and (run as the same uid) not dumpable.
 func checkConfined(t *testing.T, pid, wantUID int, launcherRoot bool) {
 	t.Helper()
+	checkLayers(t, pid, wantUID, launcherRoot, false)
+}
+
+// checkLayers is checkConfined; strict: the engine has a network
+// namespace of its own too.
+func checkLayers(t *testing.T, pid, wantUID int, launcherRoot, strict bool) {
+	t.Helper()
 	st := procStatus(t, pid)
 	for _, k := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
 		if st[k] != "0000000000000000" {
@@ -126,8 +133,8 @@ func checkConfined(t *testing.T, pid, wantUID int, launcherRoot bool) {
 			continue
 		}
 		// The engine opens host sockets itself: it stays in the
-		// host's network namespace.
-		if same := theirs == ours; same != (ns == "net") {
+		// host's network namespace, unless strict.
+		if same := theirs == ours; same != (ns == "net" && !strict) {
 			t.Errorf("engine ns/%s %s, the test's %s", ns, theirs, ours)
 		}
 	}
@@ -231,8 +238,9 @@ func TestSandboxBhyveHelper(t *testing.T) {
 	if _, err := ours.Write(cfg); err != nil {
 		t.Fatal(err)
 	}
-	checkConfined(t, enginePID(t, cmd.Process.Pid), nobodyUID, true)
+	// Confined once it logged its layers.
 	waitOutput(t, p, "msg=sandbox")
+	checkConfined(t, enginePID(t, cmd.Process.Pid), nobodyUID, true)
 	checkLayersLine(t, p.Output())
 	ours.Close()
 }
@@ -300,10 +308,15 @@ func TestSandboxOff(t *testing.T) {
 // env) and returns its output and how the launcher ended.
 func probeEngine(t *testing.T, name string, env ...string) (string, error) {
 	t.Helper()
+	return probeEngineArgs(t, name, nil, env...)
+}
+
+func probeEngineArgs(t *testing.T, name string, args []string, env ...string) (string, error) {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "vm.sock")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, testenv.SlipwayProbe(t), "serve", "--listen", "stream:unix:"+sock, "--log-level", "info")
+	cmd := exec.CommandContext(ctx, testenv.SlipwayProbe(t), append([]string{"serve", "--listen", "stream:unix:" + sock, "--log-level", "info"}, args...)...)
 	cmd.Env = append(append(os.Environ(), "SLIPWAY_TEST_PROBE="+name), env...)
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
@@ -373,4 +386,62 @@ func TestSandboxPublishesLowPortAtRunTime(t *testing.T) {
 		t.Fatalf("port %d published at run time does not listen: %v", port, err)
 	}
 	c.Close()
+}
+
+// TestSandboxStrict: in strict mode the engine is in a network namespace
+// of its own with no socket(), connect() or bind(); every host socket
+// comes from the launcher. TCP, UDP, DNS, ping and a port published at run
+// time still work.
+func TestSandboxStrict(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "setpriv", "curl", "dig", "socat", "busybox", "sha256sum")
+	dir := t.TempDir()
+	s := testenv.Serve(t, "--listen", "stream:unix:"+filepath.Join(dir, "vm.sock"), "--sandbox=strict", "--log-level", "info")
+	checkLayers(t, enginePID(t, s.Cmd.Process.Pid), nobodyUID, true, true)
+	checkLayersLine(t, s.Output())
+	if !strings.Contains(s.Output(), "strict (an empty network namespace") {
+		t.Errorf("the sandbox line does not name strict mode:\n%s", s.Output())
+	}
+
+	dns := testenv.Dnsmasq(t)
+	web, sum := testenv.HTTPFile(t, 4<<20)
+	echo := testenv.UDPEcho(t)
+	api := filepath.Join(dir, "api.sock")
+	pub := testenv.FreePort(t, "tcp")
+	www := publicDir(t)
+	os.WriteFile(filepath.Join(www, "index.html"), []byte("published\n"), 0o644)
+	res := runNS(t, []string{"--sandbox=strict", "--dns-upstream", dns.String(), "--api-socket", api}, script(
+		fmt.Sprintf(`echo "@sha=$(curl -s -m 20 http://10.0.2.2:%d/blob | sha256sum | cut -d' ' -f1)"`, web.Port()),
+		`echo "@dns_udp=$(dig +short +time=3 +tries=1 a.`+testenv.TestDomain+`)"`,
+		`echo "@dns_tcp=$(dig +tcp +short +time=3 +tries=1 a.`+testenv.TestDomain+`)"`,
+		fmt.Sprintf(`echo "@udp=$(echo ping | socat -T3 - UDP:10.0.2.2:%d)"`, echo.Port()),
+		`busybox ping -c1 -W5 10.0.2.2 >/dev/null && echo "@ping=ok"`,
+		"busybox httpd -p 8080 -h "+www,
+		fmt.Sprintf(`curl -s -o /dev/null --unix-socket %s -X POST http://slipway/v1/forwards -d '{"spec":"127.0.0.1:%d:8080"}'`, api, pub),
+		fmt.Sprintf(`echo "@published=$(curl -s -m 5 http://10.0.2.2:%d/index.html)"`, pub),
+	))
+	m := testenv.Markers(res.Output)
+	checkMarkers(t, m, map[string]string{
+		"sha": sum, "dns_udp": testenv.TestDomainAddr, "dns_tcp": testenv.TestDomainAddr,
+		"udp": "echo:ping", "ping": "ok", "published": "published",
+	}, "strict: ")
+	if t.Failed() {
+		t.Logf("output:\n%s", res.Output)
+	}
+}
+
+// TestSandboxStrictKillsSockets: a plain TCP socket, allowed to the
+// default engine, kills the strict one.
+func TestSandboxStrictKillsSockets(t *testing.T) {
+	testenv.RequireRoot(t)
+	out, _ := probeEngine(t, "inet")
+	if m := testenv.Markers(out); m["probe"] != "ok" {
+		t.Fatalf("default mode: a TCP socket %q, want ok:\n%s", m["probe"], out)
+	}
+	for _, name := range []string{"inet", "bind"} {
+		out, err := probeEngineArgs(t, name, []string{"--sandbox=strict"})
+		if err == nil || strings.Contains(out, "@probe=") || !strings.Contains(out, "killed by its seccomp filter") {
+			t.Errorf("strict: %s: %v, want the engine killed:\n%s", name, err, out)
+		}
+	}
 }
