@@ -26,6 +26,9 @@ import (
 
 const nobodyUID = 65534
 
+// anyUser, as checkConfined's uid, accepts any uid but root's.
+const anyUser = -1
+
 // findEngine waits for a slipway-engine process that match accepts.
 func findEngine(t *testing.T, what string, match func(proc string) bool) int {
 	t.Helper()
@@ -120,8 +123,10 @@ func checkLayers(t *testing.T, pid, wantUID int, launcherRoot, strict bool) {
 	if st["Seccomp"] != "2" {
 		t.Errorf("engine Seccomp = %q, want 2 (a filter)", st["Seccomp"])
 	}
+	// anyUser: some uid but root's, all four the same.
 	want := strconv.Itoa(wantUID)
-	if f := strings.Fields(st["Uid"]); len(f) != 4 || f[0] != want || f[1] != want || f[2] != want || f[3] != want {
+	if f := strings.Fields(st["Uid"]); len(f) != 4 || f[0] != f[1] || f[0] != f[2] || f[0] != f[3] ||
+		(wantUID == anyUser && f[0] == "0") || (wantUID != anyUser && f[0] != want) {
 		t.Errorf("engine host uids %q, want %s", st["Uid"], want)
 	}
 	p := "/proc/" + strconv.Itoa(pid)

@@ -255,3 +255,71 @@ func rootlessUser(t *testing.T) string {
 	}
 	return user
 }
+
+// TestPodmanWithSlipway: rootless podman (runc) with slipway as its
+// slirp4netns. podman passes --enable-sandbox --enable-seccomp; the
+// container reaches the host through slipway's confined engine.
+func TestPodmanWithSlipway(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "podman", "runc", "newuidmap", "useradd", "busybox", "su", "pkill")
+	openTun(t)
+	user := rootlessUser(t)
+	s4 := publicCopy(t, "slirp4netns")
+	dir := publicDir(t)
+	web, sum := testenv.HTTPFile(t, 256<<10)
+	// A root file system of busybox alone: no image to pull.
+	root := filepath.Join(dir, "rootfs")
+	for _, d := range []string{"bin", "etc", "run", "proc", "sys", "dev", "tmp"} {
+		os.MkdirAll(filepath.Join(root, d), 0o777)
+		os.Chmod(filepath.Join(root, d), 0o777) // podman writes there as the user
+	}
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(root, "bin", "busybox"), bb, 0o755)
+	for _, c := range []string{"sh", "ip", "wget", "sha256sum", "cut", "sleep", "awk"} {
+		os.Symlink("busybox", filepath.Join(root, "bin", c))
+	}
+	conf := filepath.Join(dir, "containers.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf("[engine]\nnetwork_cmd_path = %q\n", s4)), 0o644)
+	home := filepath.Join(dir, "home")
+	os.MkdirAll(filepath.Join(home, "run"), 0o700)
+	exec.Command("chown", "-R", user, home).Run()
+	os.WriteFile(filepath.Join(root, "inside.sh"), []byte(fmt.Sprintf(`echo "@addr=$(ip -4 -o addr show tap0 | awk '{print $4}')"
+echo "@sha=$(wget -q -O - http://10.0.2.2:%d/blob | sha256sum | cut -d' ' -f1)"
+exec sleep 600
+`, web.Port())), 0o644)
+	pod := exec.Command("su", user, "-s", "/bin/sh", "-c", fmt.Sprintf(
+		"cd /tmp && HOME=%s XDG_RUNTIME_DIR=%s/run CONTAINERS_CONF=%s exec podman --runtime runc run --rm --network slirp4netns:allow_host_loopback=true --rootfs %s sh /inside.sh",
+		home, home, conf, root))
+	var out testenv.Output
+	pod.Stdout, pod.Stderr = &out, &out
+	pod.WaitDelay = 5 * time.Second
+	if err := pod.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		exec.Command("pkill", "-KILL", "-u", user).Run()
+		pod.Wait()
+	})
+	deadline := time.Now().Add(90 * time.Second)
+	for testenv.Markers(out.String())["sha"] == "" && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	m := testenv.Markers(out.String())
+	if m["addr"] != "10.0.2.100/24" || m["sha"] != sum {
+		t.Fatalf("the container: address %q, download sha256 %q (want 10.0.2.100/24, %s)\n%s", m["addr"], m["sha"], sum, out.String())
+	}
+	// podman runs slirp4netns as root of its own user namespace: the
+	// engine is that namespace's nobody, one of the user's subordinate
+	// uids.
+	engine := engineByExe(t, s4)
+	checkConfined(t, engine, anyUser, false)
+	// podman asked for the sandbox, as it always does.
+	st := procStatus(t, engine)
+	launcher, _ := os.ReadFile("/proc/" + st["PPid"] + "/cmdline")
+	if args := strings.ReplaceAll(string(launcher), "\x00", " "); !strings.Contains(args, "--enable-sandbox") || !strings.Contains(args, "--enable-seccomp") {
+		t.Errorf("podman's slirp4netns command line: %q, want --enable-sandbox --enable-seccomp", args)
+	}
+}
