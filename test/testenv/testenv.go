@@ -102,6 +102,33 @@ func Slipway(t testing.TB) string {
 	return bin
 }
 
+// SandboxEnv, if set, is the --sandbox mode Run, Serve and WithSandbox
+// give slipway's run, serve and bhyve-helper when the test names none:
+// SLIPWAY_TEST_SANDBOX=strict runs a suite with the strict sandbox.
+const SandboxEnv = "SLIPWAY_TEST_SANDBOX"
+
+// WithSandbox adds --sandbox=$SLIPWAY_TEST_SANDBOX after args' command.
+func WithSandbox(args []string) []string {
+	mode := os.Getenv(SandboxEnv)
+	if mode == "" || len(args) == 0 {
+		return args
+	}
+	switch args[0] {
+	case "run", "serve", "bhyve-helper":
+	default:
+		return args
+	}
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if strings.HasPrefix(a, "--sandbox") {
+			return args
+		}
+	}
+	return append([]string{args[0], "--sandbox=" + mode}, args[1:]...)
+}
+
 // SlipwayProbe is slipway built with the sandboxprobe tag: its engine,
 // once confined, tries the escape $SLIPWAY_TEST_PROBE names, prints
 // "@probe=RESULT" and exits (cmd/slipway/probe_on.go).
@@ -143,7 +170,7 @@ func Run(t testing.TB, timeout time.Duration, args ...string) Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, Slipway(t), args...)
+	cmd := exec.CommandContext(ctx, Slipway(t), WithSandbox(args)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
@@ -428,7 +455,7 @@ func Serve(t testing.TB, args ...string) *Process {
 	}
 	defer r.Close()
 	defer w.Close() // if StartProcess fails
-	cmd := exec.Command(Slipway(t), append([]string{"serve", "--ready-fd", "3"}, args...)...)
+	cmd := exec.Command(Slipway(t), WithSandbox(append([]string{"serve", "--ready-fd", "3"}, args...))...)
 	cmd.ExtraFiles = []*os.File{w}
 	s := StartProcess(t, "slipway serve", cmd)
 	// The child has its copy; ours would keep the read below from seeing
