@@ -94,12 +94,12 @@ type hostSide interface {
 	Sockets(h *network.Host, cfg config.Config)
 }
 
-// maxFiles is the engine's hard descriptor limit: every flow and
-// published port its limits allow, the control API's and the DNS
-// forwarder's sockets, and room for the VMs' links and the runtime.
+// maxFiles is the engine's hard descriptor limit: every flow, ping
+// socket and published port its limits allow, the control API's and the
+// DNS forwarder's sockets, and room for the VMs' links and the runtime.
 func maxFiles(cfg config.Config) uint64 {
 	l := cfg.Limits
-	return uint64(l.MaxFlows+l.MaxPublishedPorts+l.DNSMaxInFlight) + uint64(control.MaxConns) + 64 + 1024
+	return uint64(l.MaxFlows+l.MaxPublishedPorts+l.DNSMaxInFlight+l.MaxICMPFlows) + uint64(control.MaxConns) + 64 + 1024
 }
 
 // runEngine builds the network from spec and files and serves until stop
