@@ -256,12 +256,12 @@ func takeLink(ls linkSpec, f *os.File) (link.Link, error) {
 	return endpoint.AdoptFile(endpoint.Kind(ls.Kind), f, ls.Name)
 }
 
-// The engine process's descriptors: the spec, the broker, then the
-// spec's own.
+// The engine process's descriptors: the spec, the broker's sockets, then
+// the spec's own.
 const (
 	engineSpecFD   = 3
 	engineBrokerFD = 4
-	engineFirstFD  = 5
+	engineFirstFD  = engineBrokerFD + broker.Conns
 	maxSpecSize    = 64 << 20
 )
 
@@ -280,7 +280,11 @@ func engineMain() int {
 		return 1
 	}
 	log := newLogger(spec.Config.LogLevel, os.Stderr)
-	bc, err := broker.NewClient(os.NewFile(engineBrokerFD, "broker"))
+	var bfiles []*os.File
+	for i := range broker.Conns {
+		bfiles = append(bfiles, os.NewFile(uintptr(engineBrokerFD+i), "broker"))
+	}
+	bc, err := broker.NewClient(bfiles...)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "slipway: engine: %v\n", err)
 		return 1

@@ -142,13 +142,19 @@ func startEngine(j *engineJob, log *slog.Logger) (*engineRun, error) {
 		closeAll(files)
 		return nil, fmt.Errorf("engine spec pipe: %w", err)
 	}
-	lc, ef, err := broker.Pair()
+	lcs, efs, err := broker.Pairs(broker.Conns)
 	if err != nil {
 		closeAll(append(files, pr, pw))
 		return nil, err
 	}
+	closeBroker := func() {
+		for _, lc := range lcs {
+			lc.Close()
+		}
+	}
+	engineFiles := append(append([]*os.File{pr}, efs...), files...)
 	strict := j.spec.Config.Sandbox == config.SandboxStrict
-	cmd, err := sandbox.Command(append([]*os.File{pr, ef}, files...), true, strict, keepUID)
+	cmd, err := sandbox.Command(engineFiles, true, strict, keepUID)
 	if err == nil {
 		// Never unlocked: the engine's Pdeathsig follows this thread.
 		runtime.LockOSThread()
@@ -162,25 +168,28 @@ func startEngine(j *engineJob, log *slog.Logger) (*engineRun, error) {
 			// what is missing.
 			log.Warn("the engine's namespaces were refused; starting it without them", "err", err)
 			j.spec.KeepRoot = "no mount namespace: user namespaces are not allowed here (" + err.Error() + ")"
-			if cmd, err = sandbox.Command(append([]*os.File{pr, ef}, files...), false, false, keepUID); err == nil {
+			if cmd, err = sandbox.Command(engineFiles, false, false, keepUID); err == nil {
 				err = cmd.Start()
 			}
 		}
 	}
-	closeAll(append(files, pr, ef))
+	closeAll(engineFiles)
 	if err != nil {
 		pw.Close()
-		lc.Close()
+		closeBroker()
 		return nil, fmt.Errorf("start the engine: %w", err)
 	}
 	go func() {
 		json.NewEncoder(pw).Encode(&j.spec)
 		pw.Close()
 	}()
-	go broker.Serve(lc, newLauncherSide(j, markReady, cmd.Process.Pid), log)
+	ls := newLauncherSide(j, markReady, cmd.Process.Pid)
+	for _, lc := range lcs {
+		go broker.Serve(lc, ls, log)
+	}
 	go func() {
 		err := cmd.Wait()
-		lc.Close()
+		closeBroker()
 		e.done <- engineExit(err)
 	}()
 	e.stop = func() { cmd.Process.Signal(syscall.SIGTERM) }

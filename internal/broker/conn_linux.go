@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"syscall"
 	"time"
 
@@ -104,25 +103,53 @@ func Serve(c *net.UnixConn, h Handler, log *slog.Logger) error {
 	}
 }
 
-// Client is the engine's end: one request in flight at a time.
-type Client struct {
-	mu sync.Mutex
-	c  *net.UnixConn
+// Conns is how many socket pairs a launcher and its engine share: one
+// request is in flight on each, so a strict engine opens that many host
+// sockets at once.
+const Conns = 4
+
+// Pairs returns n socket pairs (Pair).
+func Pairs(n int) (launcher []*net.UnixConn, engine []*os.File, err error) {
+	for range n {
+		l, e, err := Pair()
+		if err != nil {
+			for i := range launcher {
+				launcher[i].Close()
+				engine[i].Close()
+			}
+			return nil, nil, err
+		}
+		launcher, engine = append(launcher, l), append(engine, e)
+	}
+	return launcher, engine, nil
 }
 
-// NewClient takes the engine's end of the pair.
-func NewClient(f *os.File) (*Client, error) {
-	c, err := net.FileConn(f)
-	f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("broker socket: %w", err)
+// Client is the engine's end: one request in flight per connection, each
+// request on whichever connection is free.
+type Client struct {
+	conns chan *net.UnixConn
+}
+
+// NewClient takes the engine's ends of the pairs.
+func NewClient(files ...*os.File) (*Client, error) {
+	cl := &Client{conns: make(chan *net.UnixConn, len(files))}
+	for _, f := range files {
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("broker socket: %w", err)
+		}
+		uc, ok := c.(*net.UnixConn)
+		if !ok {
+			c.Close()
+			return nil, errors.New("broker socket: not a unix socket")
+		}
+		cl.conns <- uc
 	}
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		c.Close()
-		return nil, errors.New("broker socket: not a unix socket")
+	if len(files) == 0 {
+		return nil, errors.New("broker: no socket")
 	}
-	return &Client{c: uc}, nil
+	return cl, nil
 }
 
 // ErrRefused wraps the launcher's refusal.
@@ -136,14 +163,14 @@ func (cl *Client) Do(r Request) (*os.File, error) {
 
 func (cl *Client) do(r Request) (*os.File, Answer, error) {
 	var a Answer
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	if _, _, err := cl.c.WriteMsgUnix(r.Encode(), nil, nil); err != nil {
+	c := <-cl.conns
+	defer func() { cl.conns <- c }()
+	if _, _, err := c.WriteMsgUnix(r.Encode(), nil, nil); err != nil {
 		return nil, a, fmt.Errorf("broker: %w", err)
 	}
 	buf := make([]byte, MaxMessage)
 	oob := make([]byte, unix.CmsgSpace(4))
-	n, oobn, _, _, err := cl.c.ReadMsgUnix(buf, oob)
+	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
 	if err != nil {
 		return nil, a, fmt.Errorf("broker: %w", err)
 	}
