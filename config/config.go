@@ -78,6 +78,9 @@ type Config struct {
 	LogLevel string `yaml:"log-level"`
 
 	Limits Limits `yaml:"limits"`
+
+	// Map lists addresses beyond the network's own (see AddrMap).
+	Map AddrMap `yaml:"map"`
 }
 
 // Limits bounds every resource a guest can grow.
@@ -281,6 +284,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.validatePublish(); err != nil {
+		return err
+	}
+	if err := c.validateMap(); err != nil {
 		return err
 	}
 	switch c.LogLevel {

@@ -111,14 +111,21 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 		addrs = append(addrs, netip.PrefixFrom(cfg.IPv6Gateway, 64), netip.PrefixFrom(cfg.IPv6DNS, 64),
 			netip.PrefixFrom(ra.LinkLocal(n.gwMAC), 64))
 	}
-	st, err := netstack.New(netstack.Options{
+	for _, a := range extraDNS(cfg) {
+		addrs = append(addrs, netip.PrefixFrom(a, a.BitLen()))
+	}
+	so := netstack.Options{
 		MTU:       cfg.MTU,
 		MAC:       n.gwMAC,
 		Addresses: addrs,
 		Output:    n.sw,
 		IPv6:      !cfg.NoIPv6,
 		Logger:    log,
-	})
+	}
+	if cfg.Map.Routed {
+		so.ProxyNeighbors, so.NotProxied = routedNeighbors(cfg)
+	}
+	st, err := netstack.New(so)
 	if err != nil {
 		n.closePCAP()
 		return nil, err
@@ -139,6 +146,7 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 		rules.Services = append(rules.Services, cfg.IPv6DNS)
 		local = append(local, cfg.IPv6Gateway, cfg.IPv6DNS, ra.LinkLocal(n.gwMAC))
 	}
+	local = applyMap(cfg, rules, local)
 	n.flows = flow.NewTable(cfg.Limits.MaxFlows)
 	fo := outbound.Options{
 		Stack:               st,

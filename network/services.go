@@ -102,6 +102,11 @@ func startServices(n *Network) (*services, error) {
 			udpService("dns/udp6", netip.AddrPortFrom(cfg.IPv6DNS, 53), fwd.ServeUDP),
 			tcpService("dns/tcp6", netip.AddrPortFrom(cfg.IPv6DNS, 53), fwd.ServeTCP))
 	}
+	for _, a := range extraDNS(cfg) {
+		list = append(list,
+			udpService("dns/udp "+a.String(), netip.AddrPortFrom(a, 53), fwd.ServeUDP),
+			tcpService("dns/tcp "+a.String(), netip.AddrPortFrom(a, 53), fwd.ServeTCP))
+	}
 	for _, svc := range list {
 		c, serve, err := svc.open(n.st)
 		if err != nil {

@@ -51,6 +51,7 @@ func main() {
 var personalities = map[string]string{
 	bhyveHelperName: "bhyve-helper",
 	"slirp4netns":   "slirp4netns",
+	"pasta":         "pasta",
 }
 
 // programArgs is the command line to run: os.Args without the program
@@ -133,7 +134,7 @@ and serves namespaces through a TAP device.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRunCmd(), newServeCmd(), newBhyveHelperCmd(), newSlirp4netnsCmd(), newCtlCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newServeCmd(), newBhyveHelperCmd(), newSlirp4netnsCmd(), newPastaCmd(), newCtlCmd(), newVersionCmd())
 	return root
 }
 

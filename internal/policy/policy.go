@@ -23,6 +23,10 @@ type Rules struct {
 	NoHostLoopback bool
 	// Restrict refuses every outbound flow.
 	Restrict bool
+	// Aliases send flows to an address (the key) to another (the value)
+	// on the host: pasta's --map-guest-addr, which stands for the host at
+	// one of its own addresses.
+	Aliases map[netip.Addr]netip.Addr
 }
 
 // Reason says why a flow was refused; the empty Reason means allowed.
@@ -66,6 +70,12 @@ func (r *Rules) Outbound(proto config.Proto, dst netip.AddrPort) Verdict {
 			}
 			return Verdict{Target: netip.AddrPortFrom(lo, dst.Port())}
 		}
+	}
+	if to, ok := r.Aliases[a]; ok {
+		if r.Restrict {
+			return Verdict{Reason: Restricted}
+		}
+		return Verdict{Target: netip.AddrPortFrom(to, dst.Port())}
 	}
 	for _, s := range r.Services {
 		if a == s {
