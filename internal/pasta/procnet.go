@@ -62,7 +62,7 @@ func BoundPorts(table []byte, udp bool, ports map[uint16]bool) {
 }
 
 // loopback reports whether a /proc/net address (hexadecimal, each 32-bit
-// word in host order, little-endian here) is 127.0.0.0/8 or ::1, or an
+// word printed as a number read in host order: little-endian here) is 127.0.0.0/8 or ::1, or an
 // IPv4-mapped loopback address.
 func loopback(h string) bool {
 	b, err := hex.DecodeString(h)
@@ -81,7 +81,7 @@ func loopback(h string) bool {
 		switch {
 		case zero(b[8:12]):
 			return b[12] == 1 && b[13] == 0 && b[14] == 0 && b[15] == 0
-		case b[8] == 0 && b[9] == 0 && b[10] == 0xff && b[11] == 0xff:
+		case b[8] == 0xff && b[9] == 0xff && b[10] == 0 && b[11] == 0:
 			return b[15] == 127
 		}
 	}

@@ -192,8 +192,32 @@ func dnsmasqAddr(t testing.TB) (netip.Addr, int) {
 // and returns its address once it answers.
 func Dnsmasq(t testing.TB) netip.AddrPort {
 	t.Helper()
-	RequireTools(t, "dnsmasq")
 	ip, port := dnsmasqAddr(t)
+	return DnsmasqAt(t, netip.AddrPortFrom(ip, uint16(port)))
+}
+
+// Dnsmasq53 is Dnsmasq on port 53 of a loopback address of its own, so it
+// can stand in /etc/resolv.conf (which names no ports).
+func Dnsmasq53(t testing.TB) netip.AddrPort {
+	t.Helper()
+	for range 20 {
+		var b [2]byte
+		rand.Read(b[:])
+		ip := netip.AddrFrom4([4]byte{127, 54, 1 + b[0]%253, 1 + b[1]%253})
+		if u, err := net.ListenPacket("udp4", netip.AddrPortFrom(ip, 53).String()); err == nil {
+			u.Close()
+			return DnsmasqAt(t, netip.AddrPortFrom(ip, 53))
+		}
+	}
+	t.Fatal("no loopback address free on port 53 for dnsmasq")
+	return netip.AddrPort{}
+}
+
+// DnsmasqAt is Dnsmasq listening on ap.
+func DnsmasqAt(t testing.TB, ap netip.AddrPort) netip.AddrPort {
+	t.Helper()
+	RequireTools(t, "dnsmasq")
+	ip, port := ap.Addr(), int(ap.Port())
 	cmd := exec.Command("dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--listen-address="+ip.String(),
 		"--port="+strconv.Itoa(port), "--bind-interfaces", "--address=/"+TestDomain+"/"+TestDomainAddr,
 		"--address=/v6."+TestDomain+"/2001:db8::55", "--pid-file=")
@@ -206,7 +230,6 @@ func Dnsmasq(t testing.TB) netip.AddrPort {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	ap := netip.AddrPortFrom(ip, uint16(port))
 	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return net.Dial("udp", ap.String())
 	}}
