@@ -81,6 +81,23 @@ type Config struct {
 
 	// Map lists addresses beyond the network's own (see AddrMap).
 	Map AddrMap `yaml:"map"`
+	// HostNames resolve to the host (the gateways, or the addresses Map
+	// gives the host); empty means DefaultHostNames. host.slipway.internal
+	// always does.
+	HostNames []string `yaml:"host-name"`
+	// DNSRecords are further names the DNS answers itself.
+	DNSRecords []DNSRecord `yaml:"dns-record"`
+	// DHCPStatic pins DHCP addresses to MACs.
+	DHCPStatic []StaticLease `yaml:"dhcp-static"`
+	// GatewayMAC, if set, is the gateway's Ethernet address (default
+	// 52:55 and the gateway's IPv4 address).
+	GatewayMAC string `yaml:"gateway-mac"`
+	// PIDFile, if set, is written with slipway's pid once it serves.
+	PIDFile string `yaml:"pid-file"`
+	// LogFile, if set, receives the log instead of stderr.
+	LogFile string `yaml:"log-file"`
+	// LogFormat is text (the default) or json.
+	LogFormat string `yaml:"log-format"`
 }
 
 // Limits bounds every resource a guest can grow.
@@ -287,6 +304,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.validateMap(); err != nil {
+		return err
+	}
+	if err := c.validateNames(); err != nil {
 		return err
 	}
 	switch c.LogLevel {

@@ -62,3 +62,33 @@ func extraDNS(cfg config.Config) []netip.Addr {
 	}
 	return out
 }
+
+// ownedMapAddrs are the map's addresses the stack takes as its own: the
+// extra DNS addresses it serves at, and those standing for the host, so
+// that it answers address resolution for them where they lie in the
+// guests' network (gvproxy's host at .254).
+func ownedMapAddrs(cfg config.Config) []netip.Addr {
+	seen := map[netip.Addr]bool{cfg.Gateway: true, cfg.DNSAddress: true, cfg.IPv6Gateway: true, cfg.IPv6DNS: true}
+	var out []netip.Addr
+	for _, set := range [][]netip.Addr{extraDNS(cfg), cfg.Map.HostLoopback, cfg.Map.Guest} {
+		for _, a := range set {
+			if !seen[a] {
+				seen[a] = true
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
+// reservedV4 are the IPv4 addresses DHCP must not hand out: the map's
+// that lie in the network (they stand for the host or serve DNS).
+func reservedV4(cfg config.Config) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range ownedMapAddrs(cfg) {
+		if a.Is4() && cfg.CIDR.Contains(a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}

@@ -93,6 +93,9 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Network{cfg: cfg, log: log, gwMAC: GatewayMAC(cfg.Gateway), events: newEvents(), started: time.Now(), seams: sm}
+	if cfg.GatewayMAC != "" {
+		n.gwMAC, _ = net.ParseMAC(cfg.GatewayMAC) // validated
+	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if cfg.PCAP != "" {
 		f, err := os.OpenFile(cfg.PCAP, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
@@ -106,12 +109,15 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 	}
 	n.sw = vswitch.New(vswitch.Options{Logger: log, PCAP: n.pcap, OnPort: n.onPort})
 	bits := cfg.CIDR.Bits()
-	addrs := []netip.Prefix{netip.PrefixFrom(cfg.Gateway, bits), netip.PrefixFrom(cfg.DNSAddress, bits)}
+	addrs := []netip.Prefix{netip.PrefixFrom(cfg.Gateway, bits)}
+	if cfg.DNSAddress != cfg.Gateway { // gvproxy serves DNS at its gateway
+		addrs = append(addrs, netip.PrefixFrom(cfg.DNSAddress, bits))
+	}
 	if !cfg.NoIPv6 {
 		addrs = append(addrs, netip.PrefixFrom(cfg.IPv6Gateway, 64), netip.PrefixFrom(cfg.IPv6DNS, 64),
 			netip.PrefixFrom(ra.LinkLocal(n.gwMAC), 64))
 	}
-	for _, a := range extraDNS(cfg) {
+	for _, a := range ownedMapAddrs(cfg) {
 		addrs = append(addrs, netip.PrefixFrom(a, a.BitLen()))
 	}
 	so := netstack.Options{
@@ -202,6 +208,13 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 		n.Close()
 		return nil, err
 	}
+	for _, l := range cfg.DHCPStatic {
+		if err := n.Reserve(l.MAC, l.IP); err != nil {
+			n.Close()
+			return nil, fmt.Errorf("--dhcp-static %s: %w", l, err)
+		}
+	}
+	n.watchResolvConf()
 	return n, nil
 }
 

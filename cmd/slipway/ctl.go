@@ -32,7 +32,13 @@ func startNetwork(cfg config.Config, log *slog.Logger) (n *network.Network, stop
 		n.Close()
 		return nil, nil, err
 	}
-	return n, func() { stopAPI(); n.Close() }, nil
+	removePID, err := writePIDFile(cfg.PIDFile)
+	if err != nil {
+		stopAPI()
+		n.Close()
+		return nil, nil, err
+	}
+	return n, func() { removePID(); stopAPI(); n.Close() }, nil
 }
 
 // serveAPI starts the control API when --api-socket is set; stop closes

@@ -5,6 +5,7 @@
 package netstack
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -471,6 +472,20 @@ func (st *Stack) ListenTCP(addr netip.AddrPort) (*gonet.TCPListener, error) {
 		return nil, fmt.Errorf("netstack: listen TCP %s: %w", addr, err)
 	}
 	return l, nil
+}
+
+// DialTCP connects from the stack (the gateway's address of the family)
+// to a guest's TCP port: gvproxy's /tunnel and SSH to the guest.
+func (st *Stack) DialTCP(ctx context.Context, to netip.AddrPort) (*gonet.TCPConn, error) {
+	proto := ipv4.ProtocolNumber
+	if to.Addr().Is6() {
+		proto = ipv6.ProtocolNumber
+	}
+	c, err := gonet.DialContextTCP(ctx, st.s, tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFromSlice(to.Addr().AsSlice()), Port: to.Port()}, proto)
+	if err != nil {
+		return nil, fmt.Errorf("netstack: dial %s: %w", to, err)
+	}
+	return c, nil
 }
 
 // Close tears the stack down, closing every endpoint, and logs the stack's
