@@ -197,8 +197,9 @@ func Dnsmasq(t testing.TB) netip.AddrPort {
 }
 
 // Dnsmasq53 is Dnsmasq on port 53 of a loopback address of its own, so it
-// can stand in /etc/resolv.conf (which names no ports).
-func Dnsmasq53(t testing.TB) netip.AddrPort {
+// can stand in /etc/resolv.conf (which names no ports); extra are more
+// dnsmasq options (--address=/NAME/IP).
+func Dnsmasq53(t testing.TB, extra ...string) netip.AddrPort {
 	t.Helper()
 	for range 20 {
 		var b [2]byte
@@ -206,21 +207,22 @@ func Dnsmasq53(t testing.TB) netip.AddrPort {
 		ip := netip.AddrFrom4([4]byte{127, 54, 1 + b[0]%253, 1 + b[1]%253})
 		if u, err := net.ListenPacket("udp4", netip.AddrPortFrom(ip, 53).String()); err == nil {
 			u.Close()
-			return DnsmasqAt(t, netip.AddrPortFrom(ip, 53))
+			return DnsmasqAt(t, netip.AddrPortFrom(ip, 53), extra...)
 		}
 	}
 	t.Fatal("no loopback address free on port 53 for dnsmasq")
 	return netip.AddrPort{}
 }
 
-// DnsmasqAt is Dnsmasq listening on ap.
-func DnsmasqAt(t testing.TB, ap netip.AddrPort) netip.AddrPort {
+// DnsmasqAt is Dnsmasq listening on ap, with extra options.
+func DnsmasqAt(t testing.TB, ap netip.AddrPort, extra ...string) netip.AddrPort {
 	t.Helper()
 	RequireTools(t, "dnsmasq")
 	ip, port := ap.Addr(), int(ap.Port())
 	cmd := exec.Command("dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--listen-address="+ip.String(),
 		"--port="+strconv.Itoa(port), "--bind-interfaces", "--address=/"+TestDomain+"/"+TestDomainAddr,
 		"--address=/v6."+TestDomain+"/2001:db8::55", "--pid-file=")
+	cmd.Args = append(cmd.Args, extra...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
