@@ -34,8 +34,8 @@ type services struct {
 	// hostResolvers says the upstreams are the host's, to be followed.
 	hostResolvers bool
 	cancel        context.CancelFunc
-	closer []interface{ Close() error }
-	wg     sync.WaitGroup
+	closer        []interface{ Close() error }
+	wg            sync.WaitGroup
 }
 
 func startServices(n *Network) (*services, error) {
