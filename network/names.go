@@ -136,3 +136,13 @@ func (n *Network) ListenTCP(addr netip.AddrPort) (net.Listener, error) {
 func (n *Network) DialGuest(ctx context.Context, to netip.AddrPort) (net.Conn, error) {
 	return n.st.DialTCP(ctx, to)
 }
+
+// MACTable maps each MAC address the switch has learned to its link's
+// port (gvproxy's /cam).
+func (n *Network) MACTable() map[string]int {
+	out := map[string]int{}
+	for m, port := range n.sw.MACTable() {
+		out[net.HardwareAddr(m[:]).String()] = port
+	}
+	return out
+}

@@ -52,6 +52,7 @@ var personalities = map[string]string{
 	bhyveHelperName: "bhyve-helper",
 	"slirp4netns":   "slirp4netns",
 	"pasta":         "pasta",
+	"gvproxy":       "gvproxy",
 }
 
 // programArgs is the command line to run: os.Args without the program
@@ -134,7 +135,7 @@ and serves namespaces through a TAP device.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRunCmd(), newServeCmd(), newBhyveHelperCmd(), newSlirp4netnsCmd(), newPastaCmd(), newCtlCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newServeCmd(), newBhyveHelperCmd(), newSlirp4netnsCmd(), newPastaCmd(), newGvproxyCmd(), newCtlCmd(), newVersionCmd())
 	return root
 }
 
