@@ -137,12 +137,15 @@ func (n *Network) DialGuest(ctx context.Context, to netip.AddrPort) (net.Conn, e
 	return n.st.DialTCP(ctx, to)
 }
 
-// MACTable maps each MAC address the switch has learned to its link's
-// port (gvproxy's /cam).
+// MACTable maps each MAC address the switch has learned from a guest to
+// its link's port (gvproxy's /cam).
 func (n *Network) MACTable() map[string]int {
 	out := map[string]int{}
+	gw := n.gwMAC.String()
 	for m, port := range n.sw.MACTable() {
-		out[net.HardwareAddr(m[:]).String()] = port
+		if s := net.HardwareAddr(m[:]).String(); s != gw { // the stack's own
+			out[s] = port
+		}
 	}
 	return out
 }
