@@ -153,7 +153,11 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 		local = append(local, cfg.IPv6Gateway, cfg.IPv6DNS, ra.LinkLocal(n.gwMAC))
 	}
 	local = applyMap(cfg, rules, local)
-	n.flows = flow.NewTable(cfg.Limits.MaxFlows)
+	n.flows = flow.NewTable(flow.Limits{
+		Max:          cfg.Limits.MaxFlows,
+		UDPPerGuest:  cfg.Limits.MaxUDPFlowsPerGuest,
+		NewPerSecond: cfg.Limits.MaxNewFlowsPerSecond,
+	})
 	fo := outbound.Options{
 		Stack:               st,
 		Policy:              rules,
