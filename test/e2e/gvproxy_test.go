@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/slipway-net/slipway/test/testenv"
+	"github.com/slipway-net/slipway/test/vmtest"
 )
 
 // gvproxy's addressing, as its users hard-code it.
@@ -464,5 +465,67 @@ func TestGvproxyLima(t *testing.T) {
 	}
 	if b := sshBanner(fmt.Sprintf("127.0.0.1:%d", sshPort)); strings.HasPrefix(b, "SSH-") {
 		t.Error("the SSH port is still published after unexpose")
+	}
+}
+
+// TestGvproxyPodmanMachineQEMU: podman machine's gvproxy command line and
+// its QEMU network arguments, with a real QEMU guest: the guest leases
+// podman machine's address by its MAC, resolves gvproxy's names, reaches
+// the host's loopback at .254, publishes a port through the forwarder at
+// gateway.containers.internal with no address in "remote", and the
+// host's -ssh-port reaches the guest's port 22.
+func TestGvproxyPodmanMachineQEMU(t *testing.T) {
+	testenv.RequireTools(t, "qemu-system-x86_64", "ssh-keygen", "curl")
+	guest := vmtest.Build(t)
+	bin := publicCopy(t, "gvproxy")
+	dir := t.TempDir()
+	key := filepath.Join(dir, "machine")
+	mustOutput(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key)
+	qemuSock := filepath.Join(dir, "qemu.sock")
+	sshPort, hostPort := testenv.FreePort(t, "tcp"), testenv.FreePort(t, "tcp")
+	gv := testenv.StartProcess(t, "gvproxy", exec.Command(bin, podmanMachineLine(sshPort, qemuSock, filepath.Join(dir, "podman.sock"),
+		"/run/podman/podman.sock", key, filepath.Join(dir, "gvproxy.pid"), filepath.Join(dir, "gvproxy.log"))...))
+	waitSocket(t, qemuSock, gv).Close()
+	onHost, _ := testenv.HTTPFile(t, 16)
+	look := func(n string) string {
+		return fmt.Sprintf(`nslookup %s 2>/dev/null | awk '/^Address/ && !/#53/ {print $NF}' | tail -1`, n)
+	}
+	vm := vmtest.Start(t, guest, vmtest.Options{
+		Netdev: streamNIC(qemuSock, gvGuestMAC),
+		Files:  map[string][]byte{"/www/index.html": []byte("hello from the VM\n")},
+		Script: strings.Join([]string{
+			`echo "@host=$(` + look("host.containers.internal") + `)"`,
+			`echo "@gateway=$(` + look("gateway.containers.internal") + `)"`,
+			fmt.Sprintf(`echo "@loopback=$(wget -q -O - http://%s:%d/)"`, gvHost, onHost.Port()),
+			`httpd -p 8080 -h /www && httpd -p 22 -h /www`,
+			fmt.Sprintf(`wget -q -O /dev/null --post-data '{"local":"127.0.0.1:%d","remote":":8080","protocol":"tcp"}' http://gateway.containers.internal/services/forwarder/expose && echo "@expose=ok"`, hostPort),
+			`echo "@published=yes"`,
+			`sleep 600`,
+		}, "\n"),
+	})
+	if _, err := vm.WaitFor("@published=yes", 3*time.Minute); err != nil {
+		t.Fatalf("%v\n%s", err, vm.Console())
+	}
+	con := vm.Console()
+	m := testenv.Markers(con)
+	checkMarkers(t, m, map[string]string{"host": gvHost, "gateway": gvGateway, "loopback": "hello from the host", "expose": "ok"}, "in the VM: ")
+	lease := map[string]string{}
+	for _, l := range strings.Split(con, "\n") {
+		if _, rest, ok := strings.Cut(l, vmtest.MarkerLease); ok {
+			for _, f := range strings.Fields(rest) {
+				k, v, _ := strings.Cut(f, "=")
+				lease[k] = v
+			}
+		}
+	}
+	checkMarkers(t, lease, map[string]string{"ip": gvGuest, "router": gvGateway, "dns": gvGateway, "mtu": "1500"}, "lease ")
+	for what, port := range map[string]int{"the port published from inside": hostPort, "-ssh-port": sshPort} {
+		body, _ := exec.Command("curl", "-s", "-m", "10", fmt.Sprintf("http://127.0.0.1:%d/", port)).Output()
+		if string(body) != "hello from the VM\n" {
+			t.Errorf("%s (%d): %q", what, port, body)
+		}
+	}
+	if t.Failed() {
+		t.Logf("console:\n%s", con)
 	}
 }
