@@ -18,6 +18,9 @@ const (
 	maxRegexp = 1024
 )
 
+// ErrTooManyNames is the error for a name or zone past MaxRecords.
+var ErrTooManyNames = errors.New("dns: too many names")
+
 // Zone is a domain the forwarder answers itself, as gvproxy's DNS zones
 // are: a name under it gets the first record matching it (by Name, the
 // part before the zone, or by Regexp over that part), else DefaultIP,
@@ -150,7 +153,7 @@ func (f *Forwarder) AddZone(z Zone) error {
 		next.zones = append(next.zones, c)
 	}
 	if next.count() > MaxRecords {
-		return fmt.Errorf("dns: more than %d names", MaxRecords)
+		return fmt.Errorf("%w (more than %d)", ErrTooManyNames, MaxRecords)
 	}
 	f.names.Store(next)
 	return nil
@@ -193,7 +196,7 @@ func (f *Forwarder) AddRecord(name string, addrs ...netip.Addr) error {
 	}
 	next.local[key] = merged
 	if next.count() > MaxRecords {
-		return fmt.Errorf("dns: more than %d names", MaxRecords)
+		return fmt.Errorf("%w (more than %d)", ErrTooManyNames, MaxRecords)
 	}
 	f.names.Store(next)
 	return nil
