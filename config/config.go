@@ -51,6 +51,10 @@ type Config struct {
 	NoHostLoopback bool `yaml:"no-host-loopback"`
 	// Restrict blocks every outbound flow; DHCP and DNS are still served.
 	Restrict bool `yaml:"restrict"`
+	// Deny are destinations guests' flows may not reach (the gvproxy
+	// personality's link-local block, which keeps a cloud host's metadata
+	// service at 169.254.169.254 from its VMs).
+	Deny []netip.Prefix `yaml:"-"`
 	// OutboundAddr, if valid, is the local address outbound host sockets
 	// bind to.
 	OutboundAddr netip.Addr `yaml:"outbound-addr"`

@@ -144,6 +144,7 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 		Services:       []netip.Addr{cfg.DNSAddress},
 		NoHostLoopback: cfg.NoHostLoopback,
 		Restrict:       cfg.Restrict,
+		Deny:           cfg.Deny,
 	}
 	local := []netip.Addr{cfg.Gateway, cfg.DNSAddress}
 	if !cfg.NoIPv6 {

@@ -66,9 +66,6 @@ func runGvproxy(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return gvproxyFail(cmd, err)
 	}
-	if plan.EC2Metadata {
-		log.Debug("-ec2-metadata-access: link-local destinations are reachable as any other")
-	}
 	n, err := network.New(cfg, log)
 	if err != nil {
 		return gvproxyFail(cmd, err)

@@ -112,6 +112,10 @@ func (o *Options) Plan(f *File) (*Plan, error) {
 		c.LogLevel = "debug"
 	}
 	c.Restrict = st.BlockAllOutbound
+	if !p.EC2Metadata {
+		// gvproxy keeps its VMs from a cloud host's metadata service.
+		c.Deny = []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16")}
+	}
 	c.DNSSearch = st.DNSSearchDomains
 	// gvproxy's names come from its zones, not slipway's host names.
 	c.HostNames = []string{"host.slipway.internal"}

@@ -63,6 +63,13 @@ func TestPlanPodmanMachine(t *testing.T) {
 	if !reflect.DeepEqual(p.Zones, want) {
 		t.Errorf("zones %+v", p.Zones)
 	}
+	// The metadata service's link-local block is closed unless asked.
+	if !reflect.DeepEqual(c.Deny, []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16")}) {
+		t.Errorf("deny %v", c.Deny)
+	}
+	if p, err := parse(t, "-ec2-metadata-access").Plan(nil); err != nil || len(p.Config.Deny) != 0 {
+		t.Errorf("-ec2-metadata-access: deny %v, %v", p.Config.Deny, err)
+	}
 }
 
 func TestPlanTransportsAndAPI(t *testing.T) {

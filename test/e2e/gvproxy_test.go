@@ -449,12 +449,14 @@ func TestGvproxyLima(t *testing.T) {
 	m := testenv.Markers(inNetNS(t, name, script(
 		`echo "@hostlima=$(`+look("host.lima.internal")+`)"`,
 		`echo "@self=$(`+look("lima-default.internal")+`)"`,
+		// A cloud host's metadata service is out of the VM's reach.
+		`curl -s -m 5 http://169.254.169.254/latest/meta-data/; echo "@metadata=$?"`,
 	)))
-	checkMarkers(t, m, map[string]string{"hostlima": gvHost, "self": ip}, "lima's names: ")
+	checkMarkers(t, m, map[string]string{"hostlima": gvHost, "self": ip, "metadata": "7"}, "lima's names: ")
 	if all := get("/services/dns/all"); !strings.Contains(all, `"host.lima"`) || !strings.Contains(all, `"containers.internal."`) {
 		t.Errorf("/services/dns/all: %s", all)
 	}
-	if s := get("/stats"); !strings.Contains(s, `"BytesSent":`) || strings.Contains(s, `"BytesSent":0,`) {
+	if s := get("/stats"); !strings.Contains(s, `"BytesSent":`) || strings.Contains(s, `"BytesSent":0,`) || !strings.Contains(s, `"destination denied":1`) {
 		t.Errorf("/stats: %s", s)
 	}
 	if st, b := post("/services/forwarder/expose", `{"local":`); st != 400 || strings.HasPrefix(b, "{") {
