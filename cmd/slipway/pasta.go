@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/endpoint"
 	"github.com/slipway-net/slipway/internal/nsrun"
 	"github.com/slipway-net/slipway/internal/pasta"
@@ -261,7 +262,11 @@ func servePasta(o *pasta.Options, plan *pasta.Plan, target nsrun.AttachSpec, log
 	}
 	spec.ProcNet = len(plan.Auto) > 0
 	for _, f := range plan.NSForwards {
-		spec.ListenTCP = append(spec.ListenTCP, f.Listen)
+		if f.Proto == config.UDP {
+			spec.ListenUDP = append(spec.ListenUDP, f.Listen)
+		} else {
+			spec.ListenTCP = append(spec.ListenTCP, f.Listen)
+		}
 	}
 	mac := guestMAC(cfg.DHCPStart)
 	if o.NSMAC != "" {
@@ -288,7 +293,7 @@ func servePasta(o *pasta.Options, plan *pasta.Plan, target nsrun.AttachSpec, log
 		files := att.Listeners
 		att.Listeners = nil
 		if err := pasta.ServeNSForwards(ctx, plan.NSForwards, files, log); err != nil {
-			return fmt.Errorf("-T: %w", err)
+			return fmt.Errorf("-T/-U: %w", err)
 		}
 	}
 	if len(plan.Auto) > 0 {

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -43,6 +44,8 @@ type AttachSpec struct {
 	// ListenTCP are TCP listeners to open inside the namespace (pasta's
 	// -T: namespace ports forwarded to the host).
 	ListenTCP []netip.AddrPort `json:"listen_tcp,omitempty"`
+	// ListenUDP are UDP sockets to bind inside the namespace (pasta's -U).
+	ListenUDP []netip.AddrPort `json:"listen_udp,omitempty"`
 }
 
 // ProcNetFiles are the /proc/net tables Attached.ProcNet holds, in order.
@@ -53,7 +56,8 @@ type Attached struct {
 	Link *tap.Link
 	// ProcNet are the namespace's ProcNetFiles (with AttachSpec.ProcNet).
 	ProcNet []*os.File
-	// Listeners are AttachSpec.ListenTCP's, in order.
+	// Listeners are AttachSpec.ListenTCP's, then its ListenUDP's, in
+	// order.
 	Listeners []*os.File
 }
 
@@ -112,7 +116,7 @@ func AttachNS(spec AttachSpec) (*Attached, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start nsenter: %w", err)
 	}
-	want := 1 + len(spec.ListenTCP)
+	want := 1 + len(spec.ListenTCP) + len(spec.ListenUDP)
 	if spec.ProcNet {
 		want += len(ProcNetFiles)
 	}
@@ -139,8 +143,9 @@ func AttachNS(spec AttachSpec) (*Attached, error) {
 		}
 		rest = rest[len(ProcNetFiles):]
 	}
+	names := append(slices.Clone(spec.ListenTCP), spec.ListenUDP...)
 	for i, fd := range rest {
-		a.Listeners = append(a.Listeners, os.NewFile(uintptr(fd), "listen:"+spec.ListenTCP[i].String()))
+		a.Listeners = append(a.Listeners, os.NewFile(uintptr(fd), "listen:"+names[i].String()))
 	}
 	return a, nil
 }
@@ -177,9 +182,16 @@ func AttachMain() {
 		}
 	}
 	for _, ap := range spec.ListenTCP {
-		fd, err := listenTCP(ap)
+		fd, err := listenIn(ap, unix.SOCK_STREAM)
 		if err != nil {
 			fail(ctl, fmt.Errorf("listen on %s in the namespace: %w", ap, err))
+		}
+		fds = append(fds, fd)
+	}
+	for _, ap := range spec.ListenUDP {
+		fd, err := listenIn(ap, unix.SOCK_DGRAM)
+		if err != nil {
+			fail(ctl, fmt.Errorf("bind udp %s in the namespace: %w", ap, err))
 		}
 		fds = append(fds, fd)
 	}
@@ -187,13 +199,14 @@ func AttachMain() {
 	os.Exit(0)
 }
 
-// listenTCP opens a listening TCP socket on ap, IPv6 ones IPv6 only.
-func listenTCP(ap netip.AddrPort) (int, error) {
+// listenIn opens a listening TCP (SOCK_STREAM) or bound UDP (SOCK_DGRAM)
+// socket on ap, IPv6 ones IPv6 only.
+func listenIn(ap netip.AddrPort, typ int) (int, error) {
 	family := unix.AF_INET
 	if ap.Addr().Is6() {
 		family = unix.AF_INET6
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, err
 	}
@@ -206,6 +219,9 @@ func listenTCP(ap netip.AddrPort) (int, error) {
 	if err := unix.Bind(fd, sa); err != nil {
 		unix.Close(fd)
 		return -1, err
+	}
+	if typ == unix.SOCK_DGRAM {
+		return fd, nil
 	}
 	if err := unix.Listen(fd, unix.SOMAXCONN); err != nil {
 		unix.Close(fd)

@@ -27,8 +27,8 @@ type Plan struct {
 	Gw4, Gw6     netip.Addr
 	// Auto are the forwards that follow the namespace's listening ports.
 	Auto []AutoForward
-	// NSForwards are -T's: listeners in the namespace, each to a port of
-	// the host's loopback.
+	// NSForwards are -T's and -U's: sockets in the namespace, each to a
+	// port of the host's loopback; the TCP ones first.
 	NSForwards []NSForward
 }
 
@@ -41,8 +41,9 @@ type AutoForward struct {
 	HostAddrs []netip.Addr
 }
 
-// NSForward is a listener inside the namespace forwarded to Target.
+// NSForward is a socket inside the namespace forwarded to Target.
 type NSForward struct {
+	Proto          config.Proto
 	Listen, Target netip.AddrPort
 }
 
@@ -260,16 +261,19 @@ func last(p netip.Prefix) netip.Addr {
 
 func prev(a netip.Addr) netip.Addr { return a.Prev() }
 
+// portFlags are one direction's -t/-u (or -T/-U) specs by protocol.
+type portFlags struct {
+	proto config.Proto
+	specs []PortSpec
+	flag  string
+}
+
 // forwards turns -t/-u into published ports (static ones) and automatic
-// forwards, and -T into namespace listeners.
+// forwards, and -T/-U into namespace sockets.
 func (o *Options) forwards(p *Plan, ephemeral uint16) error {
 	c := &p.Config
 	ports := 0
-	for _, set := range []struct {
-		proto config.Proto
-		specs []PortSpec
-		flag  string
-	}{{config.TCP, o.TCP, "-t"}, {config.UDP, o.UDP, "-u"}} {
+	for _, set := range []portFlags{{config.TCP, o.TCP, "-t"}, {config.UDP, o.UDP, "-u"}} {
 		for _, s := range set.specs {
 			if s.None {
 				continue
@@ -294,38 +298,35 @@ func (o *Options) forwards(p *Plan, ephemeral uint16) error {
 	if ports > config.DefaultMaxPublishedPorts {
 		c.Limits.MaxPublishedPorts = ports
 	}
-	for _, s := range o.TCPNS {
-		if s.None || s.Auto && len(s.Include) == 0 {
-			continue // automatic forwards to the host are not followed
-		}
-		if s.All {
-			return errors.New("-T all (or only exclusions): slipway listens on the ports it is given; name ports or ranges")
-		}
-		listen := []netip.Addr{netip.MustParseAddr("127.0.0.1")}
-		if s.Addr.IsValid() {
-			listen = []netip.Addr{s.Addr}
-		} else if p.Addr6.IsValid() {
-			listen = append(listen, netip.IPv6Loopback())
-		}
-		for _, r := range s.Map(ephemeral).Runs(nil) {
-			for i := int(r.First); i <= int(r.Last); i++ {
-				to := r.To + uint16(i-int(r.First))
-				for _, l := range listen {
-					target := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), to)
-					if l.Is6() {
-						target = netip.AddrPortFrom(netip.IPv6Loopback(), to)
+	for _, set := range []portFlags{{config.TCP, o.TCPNS, "-T"}, {config.UDP, o.UDPNS, "-U"}} {
+		for _, s := range set.specs {
+			if s.None || s.Auto && len(s.Include) == 0 {
+				continue // automatic forwards to the host are not followed
+			}
+			if s.All {
+				return fmt.Errorf("%s all (or only exclusions): slipway listens on the ports it is given; name ports or ranges", set.flag)
+			}
+			listen := []netip.Addr{netip.MustParseAddr("127.0.0.1")}
+			if s.Addr.IsValid() {
+				listen = []netip.Addr{s.Addr}
+			} else if p.Addr6.IsValid() {
+				listen = append(listen, netip.IPv6Loopback())
+			}
+			for _, r := range s.Map(ephemeral).Runs(nil) {
+				for i := int(r.First); i <= int(r.Last); i++ {
+					to := r.To + uint16(i-int(r.First))
+					for _, l := range listen {
+						target := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), to)
+						if l.Is6() {
+							target = netip.AddrPortFrom(netip.IPv6Loopback(), to)
+						}
+						p.NSForwards = append(p.NSForwards, NSForward{Proto: set.proto, Listen: netip.AddrPortFrom(l, uint16(i)), Target: target})
 					}
-					p.NSForwards = append(p.NSForwards, NSForward{Listen: netip.AddrPortFrom(l, uint16(i)), Target: target})
 				}
 			}
-		}
-		if len(p.NSForwards) > maxNSListeners {
-			return fmt.Errorf("-T: more than %d ports", maxNSListeners)
-		}
-	}
-	for _, s := range o.UDPNS {
-		if !s.None && !(s.Auto && len(s.Include) == 0) {
-			return errors.New("-U with ports: forwarding UDP from the namespace to the host is not supported by slipway's pasta")
+			if len(p.NSForwards) > maxNSListeners {
+				return fmt.Errorf("%s: more than %d ports", set.flag, maxNSListeners)
+			}
 		}
 	}
 	return nil

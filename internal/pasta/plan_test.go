@@ -91,10 +91,11 @@ func TestPlanRootlesskit(t *testing.T) {
 }
 
 func TestPlanNSForwards(t *testing.T) {
-	p := plan(t, "--config-net -T 5432,6000:7000 -4 --netns /x")
+	p := plan(t, "--config-net -T 5432,6000:7000 -U 53 -4 --netns /x")
 	want := []NSForward{
-		{netip.MustParseAddrPort("127.0.0.1:5432"), netip.MustParseAddrPort("127.0.0.1:5432")},
-		{netip.MustParseAddrPort("127.0.0.1:6000"), netip.MustParseAddrPort("127.0.0.1:7000")},
+		{config.TCP, netip.MustParseAddrPort("127.0.0.1:5432"), netip.MustParseAddrPort("127.0.0.1:5432")},
+		{config.TCP, netip.MustParseAddrPort("127.0.0.1:6000"), netip.MustParseAddrPort("127.0.0.1:7000")},
+		{config.UDP, netip.MustParseAddrPort("127.0.0.1:53"), netip.MustParseAddrPort("127.0.0.1:53")},
 	}
 	if !reflect.DeepEqual(p.NSForwards, want) {
 		t.Errorf("%v, want %v", p.NSForwards, want)
@@ -105,7 +106,7 @@ func TestPlanErrors(t *testing.T) {
 	for _, c := range []struct{ line, want string }{
 		{"-t all --netns /x", "-t all"},
 		{"-t ~22 --netns /x", "-t all"},
-		{"-U 53 --netns /x", "-U with ports"},
+		{"-U all --netns /x", "-U all"},
 		{"-a 192.0.2.9 -g 192.0.2.9 -4 --netns /x", "own address"},
 	} {
 		o, err := Parse(strings.Fields(c.line))

@@ -304,6 +304,17 @@ func exitCode(err error) int {
 	return -1
 }
 
+// ifaceMarkers prints an interface's IPv4 address, default route, MTU
+// and number of global IPv6 addresses as markers.
+func ifaceMarkers(dev string) string {
+	return script(
+		`echo "@addr=$(ip -4 -o addr show `+dev+` | awk '{print $4}')"`,
+		`echo "@route=$(ip -4 route show default | awk '{print $3}')"`,
+		`echo "@mtu=$(ip -o link show `+dev+` | sed 's/.*mtu \([0-9]*\).*/\1/')"`,
+		`echo "@v6=$(ip -6 -o addr show dev `+dev+` scope global | wc -l)"`,
+	)
+}
+
 // rootlesskitLine is rootlesskit's pasta driver's command line
 // (../shared/callers.md), with implicit port forwarding (auto), ending in
 // the target (a PID, or --userns and --netns).
@@ -337,10 +348,7 @@ func TestPastaRootlesskitCommandLine(t *testing.T) {
 		t.Fatalf("pasta: %v\n%s", err, out)
 	}
 	m := testenv.Markers(inUserNS(t, pid, script(
-		`echo "@addr=$(ip -4 -o addr show tap0 | awk '{print $4}')"`,
-		`echo "@route=$(ip -4 route show default | awk '{print $3}')"`,
-		`echo "@mtu=$(ip -o link show tap0 | sed 's/.*mtu \([0-9]*\).*/\1/')"`,
-		`echo "@v6=$(ip -6 -o addr show dev tap0 scope global | wc -l)"`,
+		ifaceMarkers("tap0"),
 		fmt.Sprintf(`echo "@loopback=$(curl -s -m 10 http://10.0.2.2:%d/)"`, web.Port()),
 		fmt.Sprintf(`echo "@dns=$(busybox nslookup probe.%s 10.0.2.3 | awk '/^Address/ {a=$NF} END {print a}')"`, testenv.TestDomain),
 	)))
@@ -433,4 +441,70 @@ func TestPastaFailsAsPasta(t *testing.T) {
 	if exitCode(err) != 1 || !strings.Contains(string(out), strconv.Itoa(int(l.Port()))) {
 		t.Fatalf("a taken port: exit %d, %q", exitCode(err), out)
 	}
+}
+
+// TestPastaOptions: pasta's other options a user gives by hand, in the
+// foreground (-f) with debug output on stderr (-d --stderr): the
+// namespace gets the address, netmask, gateway, interface name and MTU
+// given (-a -n -g --ns-ifname --mtu, --ipv4-only); the gateway and a
+// --map-host-loopback address reach the host's loopback; --dns-forward
+// is where DNS answers; -T and -U carry the namespace's loopback ports to
+// the host's. A second run takes only IPv6 (--ipv6-only).
+func TestPastaOptions(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "ip", "busybox", "curl", "socat", "dnsmasq")
+	bin := publicCopy(t, "pasta")
+	dns := testenv.Dnsmasq53(t)
+	web, _ := testenv.HTTPFile(t, 16)
+	echo := testenv.UDPEcho(t)
+	name, path := namedNS(t)
+	args := []string{"--config-net", "-f", "-d", "--stderr", "-a", "10.5.0.2", "-n", "255.255.255.0", "-g", "10.5.0.1",
+		"--ns-ifname", "eth7", "--mtu", "1400", "--ipv4-only", "--map-host-loopback", "10.5.0.9", "--dns-forward", "10.5.0.3",
+		"-t", "none", "-u", "none", "-T", strconv.Itoa(int(web.Port())), "-U", strconv.Itoa(int(echo.Port())), "--netns", path}
+	p := testenv.StartProcess(t, "pasta", withResolv(t, dns.Addr(), append([]string{bin}, args...)...))
+	configured := func() bool {
+		out, _ := exec.Command("ip", "netns", "exec", name, "ip", "-4", "-o", "addr", "show", "eth7").Output()
+		return strings.Contains(string(out), "10.5.0.2/24")
+	}
+	for i := 0; i < 200 && !configured(); i++ {
+		select {
+		case <-p.Done():
+			t.Fatalf("pasta -f exited: %v\n%s", p.Err(), p.Output())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	m := testenv.Markers(inNetNS(t, name, script(
+		ifaceMarkers("eth7"),
+		fmt.Sprintf(`echo "@gw=$(curl -s -m 10 http://10.5.0.1:%d/)"`, web.Port()),
+		fmt.Sprintf(`echo "@maplo=$(curl -s -m 10 http://10.5.0.9:%d/)"`, web.Port()),
+		fmt.Sprintf(`echo "@dns=$(busybox nslookup probe.%s 10.5.0.3 | awk '/^Address/ {a=$NF} END {print a}')"`, testenv.TestDomain),
+		fmt.Sprintf(`echo "@T=$(curl -s -m 10 http://127.0.0.1:%d/)"`, web.Port()),
+		fmt.Sprintf(`echo "@U=$(echo hi | socat -T 3 - UDP:127.0.0.1:%d)"`, echo.Port()),
+	)))
+	checkMarkers(t, m, map[string]string{"addr": "10.5.0.2/24", "route": "10.5.0.1", "mtu": "1400", "v6": "0",
+		"gw": "hello from the host", "maplo": "hello from the host", "dns": testenv.TestDomainAddr,
+		"T": "hello from the host", "U": "echo:hi"}, "pasta's options: ")
+	select {
+	case <-p.Done():
+		t.Fatalf("pasta -f did not stay in the foreground: %v", p.Err())
+	default:
+	}
+	if !strings.Contains(p.Output(), "level=DEBUG") {
+		t.Errorf("-d --stderr: no debug lines on stderr:\n%s", p.Output())
+	}
+	p.Stop()
+
+	name6, path6 := namedNS(t)
+	p6 := testenv.StartProcess(t, "pasta -6", exec.Command(bin, "--config-net", "-f", "--ipv6-only", "-a", "fd00:5::2", "-g", "fd00:5::1",
+		"-t", "none", "-u", "none", "--netns", path6))
+	var v6 string
+	for i := 0; i < 200 && !strings.Contains(v6, "fd00:5::2/64"); i++ {
+		out, _ := exec.Command("ip", "netns", "exec", name6, "ip", "-o", "addr", "show", "scope", "global").Output()
+		v6 = string(out)
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(v6, "fd00:5::2/64") || strings.Contains(v6, "inet ") {
+		t.Errorf("--ipv6-only: %q, want fd00:5::2/64 and no IPv4 address", v6)
+	}
+	p6.Stop()
 }
