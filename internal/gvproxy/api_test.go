@@ -1,6 +1,7 @@
 package gvproxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -228,4 +229,37 @@ func TestFramedLink(t *testing.T) {
 		a.Close()
 		b.Close()
 	}
+}
+
+// FuzzFramedLink: any byte stream from a VM is frames of 14 bytes or more
+// (each of the length its header says) up to an error, never a panic or
+// an endless loop.
+func FuzzFramedLink(f *testing.F) {
+	f.Add([]byte{60, 0}, false)
+	f.Add(append([]byte{0, 0, 0, 14}, make([]byte, 14)...), true)
+	f.Add(append([]byte{14, 0}, make([]byte, 20)...), false)
+	f.Add([]byte{0xff, 0xff, 1}, false)
+	f.Fuzz(func(t *testing.T, stream []byte, qemu bool) {
+		proto := ProtoHyperkit
+		if qemu {
+			proto = ProtoQemu
+		}
+		l := newFramedLink(bytes.NewReader(stream), io.Discard, io.NopCloser(nil), proto, "fuzz")
+		bufs := [][]byte{make([]byte, link.VnetHdrLen+link.MaxFrameLen)}
+		sizes := []int{0}
+		total := 0
+		for {
+			n, err := l.Read(bufs, sizes)
+			if err != nil {
+				break
+			}
+			if n != 1 || sizes[0] < minFrame {
+				t.Fatalf("read %d frames, size %d", n, sizes[0])
+			}
+			total += sizes[0]
+			if total > len(stream) {
+				t.Fatalf("%d bytes of frames from a %d-byte stream", total, len(stream))
+			}
+		}
+	})
 }

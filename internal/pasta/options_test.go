@@ -88,3 +88,21 @@ func TestParseShapes(t *testing.T) {
 		t.Errorf("command: %+v, %v", o, err)
 	}
 }
+
+// FuzzParse: any command line parses or gives one line of error, never a
+// panic; what parses plans or errs on a host.
+func FuzzParse(f *testing.F) {
+	f.Add("--config-net -t 8080-8080:80-80 --dns-forward 169.254.1.1 -u none -T none -U none --no-map-gw --quiet --netns /run/user/1000/netns/x --map-guest-addr 169.254.1.2")
+	f.Add("--stderr --ns-ifname=tap0 --mtu=65520 --config-net --address=10.0.2.100 --netmask=24 --gateway=10.0.2.2 --tcp-ports=auto 4242")
+	f.Add("-4qf -t22 -a 192.0.2.9/28 -T 1000-1010:2000 -U ~53 --netns ns1")
+	f.Fuzz(func(t *testing.T, line string) {
+		o, err := Parse(strings.Fields(line))
+		if err != nil {
+			if strings.Contains(strings.TrimSpace(err.Error()), "\n") {
+				t.Fatalf("%q: a multi-line error %q", line, err)
+			}
+			return
+		}
+		o.Plan(testHost, 32768)
+	})
+}
