@@ -154,13 +154,33 @@ func TestGvproxyVMSockets(t *testing.T) {
 		}
 	})
 	t.Run("connect", func(t *testing.T) {
-		api := filepath.Join(dir, "api.sock")
-		gv := testenv.StartProcess(t, "gvproxy", exec.Command(bin, "gvproxy", "-ssh-port", "-1", "-listen", "unix://"+api))
-		c := waitSocket(t, api, gv)
+		// /connect on a tcp:// -listen; -services answers the same API
+		// but /connect.
+		api, svc := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t, "tcp")), filepath.Join(dir, "services.sock")
+		gv := testenv.StartProcess(t, "gvproxy", exec.Command(bin, "gvproxy", "-ssh-port", "-1", "-listen", "tcp://"+api, "-services", "unix://"+svc))
+		waitSocket(t, svc, gv).Close()
+		c, err := net.Dial("tcp", api)
+		if err != nil {
+			t.Fatal(err)
+		}
 		fmt.Fprint(c, "GET /connect HTTP/1.1\r\nHost: gvproxy\r\n\r\n")
 		g := guestpeer.New(t, guestpeer.NewLE16(c, c, c), "52:54:00:00:07:04")
 		gvOnline(t, g, gvGateway)
 		gvDownload(t, g, gvHost, web, sum)
+		resp, err := unixHTTP(svc).Get("http://gvproxy/connect")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		leases, err := unixHTTP(svc).Get("http://gvproxy/services/dhcp/leases")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(leases.Body)
+		leases.Body.Close()
+		if resp.StatusCode != 404 || !strings.Contains(string(b), `"52:54:00:00:07:04"`) {
+			t.Errorf("-services: /connect %d (want 404), leases %s", resp.StatusCode, b)
+		}
 	})
 }
 
