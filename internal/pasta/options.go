@@ -233,6 +233,9 @@ var options = []option{
 	{"no-ra", 0, false, flag(func(o *Options) *bool { return &o.NoRA })},
 	{"freebind", 0, false, ignored("--freebind")},
 	{"no-map-gw", 0, false, flag(func(o *Options) *bool { return &o.NoMapGW })},
+	// Not pasta's (the mapping is its default): accepted, as older
+	// documentation names it, to undo an earlier --no-map-gw.
+	{"map-gw", 0, false, func(o *Options, _ string) error { o.NoMapGW = false; return nil }},
 	{"chroot-fallback", 0, false, ignored("--chroot-fallback")},
 	{"ipv4-only", '4', false, flag(func(o *Options) *bool { return &o.IPv4Only })},
 	{"ipv6-only", '6', false, flag(func(o *Options) *bool { return &o.IPv6Only })},

@@ -83,6 +83,9 @@ func TestParseShapes(t *testing.T) {
 	if !o.IPv4Only || !o.Quiet || !o.Foreground || o.TCP[0].Include[0].First != 22 || o.Prefix4 != 24 || o.NetNS != "/run/netns/ns1" {
 		t.Errorf("%+v", o)
 	}
+	if o, err := Parse([]string{"--no-map-gw", "--map-gw", "--netns", "x"}); err != nil || o.NoMapGW {
+		t.Errorf("--map-gw after --no-map-gw: %+v, %v", o, err)
+	}
 	o, err = Parse([]string{"--config-net", "sh", "-c", "true"})
 	if err != nil || !reflect.DeepEqual(o.Command, []string{"sh", "-c", "true"}) {
 		t.Errorf("command: %+v, %v", o, err)
