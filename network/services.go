@@ -10,6 +10,7 @@ import (
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/netstack"
+	"github.com/slipway-net/slipway/internal/vswitch"
 	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/services/dhcp4"
 	"github.com/slipway-net/slipway/services/dhcp6"
@@ -72,6 +73,9 @@ func startServices(n *Network) (*services, error) {
 		Domain:     domain,
 		Search:     search,
 		Hostname:   cfg.Hostname,
+		// Only MACs the switch has learned (at most 64 per link) get a
+		// lease, so one guest inventing MACs cannot empty the pool.
+		Known: func(mac net.HardwareAddr) bool { return len(mac) == 6 && n.sw.Has(vswitch.MAC(mac)) },
 	}, n.log.With("service", "dhcp"))
 	if err != nil {
 		return nil, fmt.Errorf("dhcp: %w", err)
