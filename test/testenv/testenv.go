@@ -190,37 +190,63 @@ func dnsmasqAddr(t testing.TB) (netip.Addr, int) {
 
 // Dnsmasq starts a real dnsmasq on the host's loopback as a DNS upstream
 // and returns its address once it answers.
-func Dnsmasq(t testing.TB) netip.AddrPort {
+func Dnsmasq(t testing.TB) netip.AddrPort { return StartDnsmasq(t).Addr }
+
+// DNSServer is a dnsmasq a test can stop and start again on the same
+// address, to play an upstream that goes away and comes back.
+type DNSServer struct {
+	Addr netip.AddrPort
+	t    testing.TB
+	cmd  *exec.Cmd
+	out  bytes.Buffer
+}
+
+// StartDnsmasq is Dnsmasq with a handle on the server.
+func StartDnsmasq(t testing.TB) *DNSServer {
 	t.Helper()
 	RequireTools(t, "dnsmasq")
 	ip, port := dnsmasqAddr(t)
-	cmd := exec.Command("dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--listen-address="+ip.String(),
-		"--port="+strconv.Itoa(port), "--bind-interfaces", "--address=/"+TestDomain+"/"+TestDomainAddr,
+	d := &DNSServer{Addr: netip.AddrPortFrom(ip, uint16(port)), t: t}
+	t.Cleanup(d.Stop)
+	d.Start()
+	return d
+}
+
+// Start runs dnsmasq (again) and returns once it answers.
+func (d *DNSServer) Start() {
+	d.t.Helper()
+	ip, port := d.Addr.Addr(), d.Addr.Port()
+	d.out.Reset()
+	d.cmd = exec.Command("dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--listen-address="+ip.String(),
+		"--port="+strconv.Itoa(int(port)), "--bind-interfaces", "--address=/"+TestDomain+"/"+TestDomainAddr,
 		"--address=/v6."+TestDomain+"/2001:db8::55", "--pid-file=")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start dnsmasq: %v", err)
+	d.cmd.Stdout, d.cmd.Stderr = &d.out, &d.out
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatalf("start dnsmasq: %v", err)
 	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	ap := netip.AddrPortFrom(ip, uint16(port))
 	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return net.Dial("udp", ap.String())
+		return net.Dial("udp", d.Addr.String())
 	}}
 	for i := 0; i < 100; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		_, err := r.LookupHost(ctx, "probe."+TestDomain)
 		cancel()
 		if err == nil {
-			return ap
+			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("dnsmasq did not answer on %v:\n%s", ap, out.String())
-	return ap
+	d.t.Fatalf("dnsmasq did not answer on %v:\n%s", d.Addr, d.out.String())
+}
+
+// Stop kills dnsmasq and waits for it; its port is then closed.
+func (d *DNSServer) Stop() {
+	if d.cmd == nil {
+		return
+	}
+	d.cmd.Process.Kill() // SIGKILL ends a stopped process too
+	d.cmd.Wait()
+	d.cmd = nil
 }
 
 // HTTPFile serves size random bytes at /blob on the host's loopback and
@@ -445,4 +471,11 @@ func (l *Output) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// Signal sends sig to dnsmasq (SIGSTOP makes an upstream that hangs).
+func (d *DNSServer) Signal(sig os.Signal) {
+	if d.cmd != nil {
+		d.cmd.Process.Signal(sig)
+	}
 }
