@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/slipway-net/slipway/internal/netstack"
+	"github.com/slipway-net/slipway/internal/vswitch"
 	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/services/dhcp4"
 	"github.com/slipway-net/slipway/services/dhcp6"
@@ -74,6 +75,9 @@ func startServices(n *Network) (*services, error) {
 		Search:     search,
 		Hostname:   cfg.Hostname,
 		Reserved:   reservedV4(cfg),
+		// Only MACs the switch has learned (at most 64 per link) get a
+		// lease, so one guest inventing MACs cannot empty the pool.
+		Known: func(mac net.HardwareAddr) bool { return len(mac) == 6 && n.sw.Has(vswitch.MAC(mac)) },
 	}, n.log.With("service", "dhcp"))
 	if err != nil {
 		return nil, fmt.Errorf("dhcp: %w", err)
