@@ -13,6 +13,8 @@ import (
 	"os"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/slipway-net/slipway/internal/endpoint"
 	"github.com/slipway-net/slipway/network"
 )
@@ -29,8 +31,16 @@ type Runtime struct {
 	files   []string // sockets to remove at the end
 }
 
-// httpTimeout bounds reading a request's headers.
-const httpTimeout = 10 * time.Second
+// Bounds on the API's clients (the guests reach it at gateway:80).
+const (
+	// httpTimeout bounds reading a request's headers.
+	httpTimeout = 10 * time.Second
+	// httpIdle closes a kept-alive connection with no request.
+	httpIdle = time.Minute
+	// maxAPIConns bounds each endpoint's connections at once, /connect's
+	// VM links and /tunnel's streams among them; more wait in the backlog.
+	maxAPIConns = 64
+)
 
 // Start serves plan on n: its DNS zones, forwards, VM endpoints, API
 // endpoints, the forwarder at gateway:80, and the notification socket.
@@ -122,11 +132,11 @@ func (rt *Runtime) serve(u *url.URL, h http.Handler, log *slog.Logger) error {
 }
 
 func (rt *Runtime) serveOn(ln net.Listener, h http.Handler, log *slog.Logger) {
-	s := &http.Server{Handler: h, ReadHeaderTimeout: httpTimeout, MaxHeaderBytes: 16 << 10,
+	s := &http.Server{Handler: h, ReadHeaderTimeout: httpTimeout, IdleTimeout: httpIdle, MaxHeaderBytes: 16 << 10,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	rt.servers = append(rt.servers, s)
 	go func() {
-		if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.Serve(netutil.LimitListener(ln, maxAPIConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			rt.Errs <- err
 		}
 	}()
