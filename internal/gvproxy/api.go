@@ -34,7 +34,7 @@ type API struct {
 // set (not on -services).
 func (a *API) Handler(connect bool) http.Handler {
 	mux := http.NewServeMux()
-	a.forwarderRoutes(mux, "/services/forwarder")
+	a.forwarderRoutes(mux, "/services/forwarder", false)
 	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.stats()) })
 	mux.HandleFunc("/cam", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.N.MACTable()) })
 	mux.HandleFunc("/leases", a.leases)
@@ -51,17 +51,25 @@ func (a *API) Handler(connect bool) http.Handler {
 // GuestHandler is the forwarder API served inside the guests' network at
 // gateway:80 (gateway.containers.internal), where podman machine's VM
 // publishes container ports.
+//
+// A guest may publish TCP and UDP ports only: a unix expose would have
+// slipway make (and unexpose remove) a socket file at a host path the
+// guest names.
 func (a *API) GuestHandler() http.Handler {
 	mux := http.NewServeMux()
-	a.forwarderRoutes(mux, "/services/forwarder")
+	a.forwarderRoutes(mux, "/services/forwarder", true)
 	return mux
 }
 
-func (a *API) forwarderRoutes(mux *http.ServeMux, prefix string) {
+func (a *API) forwarderRoutes(mux *http.ServeMux, prefix string, fromGuest bool) {
 	mux.HandleFunc(prefix+"/all", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.Fwd.List()) })
 	mux.HandleFunc(prefix+"/expose", func(w http.ResponseWriter, r *http.Request) {
 		var req Expose
 		if !decodePost(w, r, &req) {
+			return
+		}
+		if fromGuest && req.Protocol == "unix" {
+			http.Error(w, "unix forwards are not allowed from inside the network", http.StatusForbidden)
 			return
 		}
 		if err := a.Fwd.Expose(req, a.caller(r)); err != nil {
@@ -76,6 +84,10 @@ func (a *API) forwarderRoutes(mux *http.ServeMux, prefix string) {
 			Protocol string `json:"protocol"`
 		}
 		if !decodePost(w, r, &req) {
+			return
+		}
+		if fromGuest && req.Protocol == "unix" {
+			http.Error(w, "unix forwards are not allowed from inside the network", http.StatusForbidden)
 			return
 		}
 		if err := a.Fwd.Unexpose(req.Protocol, req.Local); err != nil {

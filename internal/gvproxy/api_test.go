@@ -263,3 +263,25 @@ func FuzzFramedLink(f *testing.F) {
 		}
 	})
 }
+
+// Inside the network (gateway:80) the forwarder publishes TCP and UDP
+// ports but makes no unix socket on the host.
+func TestGuestHandlerNoUnix(t *testing.T) {
+	a, _ := testAPI(t)
+	g := a.GuestHandler()
+	sock := filepath.Join(t.TempDir(), "from-guest.sock")
+	body := fmt.Sprintf(`{"local":%q,"remote":"tcp://192.168.127.2:22","protocol":"unix"}`, sock)
+	if status, text := call(g, "POST", "/services/forwarder/expose", body, "192.168.127.2:40000"); status != 403 || !strings.Contains(text, "not allowed") {
+		t.Errorf("unix expose from the guest: %d %q", status, text)
+	}
+	if _, err := os.Stat(sock); err == nil {
+		t.Error("a guest made a socket file on the host")
+	}
+	port := freeTCP(t)
+	if status, text := call(g, "POST", "/services/forwarder/expose", fmt.Sprintf(`{"local":"127.0.0.1:%d","remote":":80"}`, port), "192.168.127.2:40000"); status != 200 {
+		t.Errorf("tcp expose from the guest: %d %q", status, text)
+	}
+	if status, _ := call(g, "GET", "/stats", "", "192.168.127.2:40000"); status != 404 {
+		t.Errorf("/stats inside the network: %d, want 404 (the forwarder only)", status)
+	}
+}
