@@ -85,3 +85,29 @@ func TestDNSRecords(t *testing.T) {
 		t.Errorf("bad requests changed the records:\n%s\n%s", before, after)
 	}
 }
+
+// FuzzDNSRecordBody: any body to POST /v1/dns/records is a 201 with the
+// name resolvable, or a 400/429 that adds nothing; never a panic.
+func FuzzDNSRecordBody(f *testing.F) {
+	for _, s := range []string{`{"name":"a.internal","ips":["10.0.2.9"]}`, `{"name":"x","ips":["::1","10.0.2.300"]}`, `{"name":"` + strings.Repeat("a.", 200) + `","ips":["1.1.1.1"]}`, `[]`, `{`, `{"name":"b","ips":[]}`} {
+		f.Add(s)
+	}
+	fx := newFixture(f)
+	f.Fuzz(func(t *testing.T, body string) {
+		before := len(fx.n.DNS().Records())
+		status, text := fx.do(t, "POST", "/v1/dns/records", body)
+		switch status {
+		case 201:
+			var rec DNSRecord
+			if err := json.Unmarshal([]byte(text), &rec); err != nil || len(rec.IPs) == 0 || len(fx.n.DNS().Records()[rec.Name+"."]) == 0 {
+				t.Fatalf("201 %q for %q, but the name is not there", text, body)
+			}
+		case 400, 413, 429:
+			if after := len(fx.n.DNS().Records()); after != before {
+				t.Fatalf("%d for %q, yet the names went from %d to %d", status, body, before, after)
+			}
+		default:
+			t.Fatalf("status %d for %q: %s", status, body, text)
+		}
+	})
+}
