@@ -42,7 +42,8 @@ func busyboxImage(t *testing.T, dir string) string {
 // API (`--network slirp4netns:port_handler=slirp4netns -p PORT:80`): the
 // container of a locally imported busybox image reaches the host, resolves
 // a name through a dnsmasq upstream, serves a page on the published port,
-// and its server sees the client's real address.
+// and its server sees the client's real address. A second container takes
+// podman's own port handler and IPv6.
 func TestPodmanSlirp4netns(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireTools(t, "podman", "runc", "setpriv", "curl", "tar", "dnsmasq")
@@ -113,5 +114,29 @@ func TestPodmanSlirp4netns(t *testing.T) {
 	if t.Failed() {
 		logs, _ := podman("logs", "web").CombinedOutput()
 		t.Logf("container logs:\n%s", logs)
+	}
+
+	// podman's defaults otherwise: its own port handler (rootlessport) in
+	// front, and IPv6 asked for (enable_ipv6=true): the container gets
+	// slirp4netns's IPv6 address and its page is published.
+	port6 := testenv.FreePort(t, "tcp")
+	out, err = podman("run", "-d", "--name", "web6", "--runtime", "runc", "--network", "slirp4netns:enable_ipv6=true",
+		"-p", fmt.Sprintf("%d:80", port6), "localhost/slipway-bb:1", "/bin/sh", "-c",
+		`/bin/busybox ip -6 -o addr show scope global > /www/v6; exec /bin/busybox httpd -f -p 80 -h /www`).CombinedOutput()
+	t.Cleanup(func() { podman("rm", "-f", "-t", "0", "web6").Run() })
+	if err != nil {
+		t.Fatalf("podman run (rootlessport, IPv6): %v\n%s", err, out)
+	}
+	get6 := func(path string) string {
+		b, _ := exec.Command("curl", "-s", "-m", "5", fmt.Sprintf("http://127.0.0.1:%d%s", port6, path)).Output()
+		return strings.TrimSpace(string(b))
+	}
+	page = ""
+	for i := 0; i < 100 && page != "hello from the container"; i++ {
+		page = get6("/")
+		time.Sleep(100 * time.Millisecond)
+	}
+	if v6 := get6("/v6"); page != "hello from the container" || !strings.Contains(v6, "fd00::") {
+		t.Errorf("with rootlessport and enable_ipv6: page %q, the container's IPv6 %q", page, v6)
 	}
 }
