@@ -443,16 +443,22 @@ func TestGvproxyLima(t *testing.T) {
 	if st, b := post("/services/dns/add", fmt.Sprintf(`{"name":"internal.","records":[{"name":"host.lima","ip":"%s"},{"name":"lima-default","ip":"%s"}]}`, gvHost, ip)); st != 200 {
 		t.Fatalf("dns add: %d %q", st, b)
 	}
+	// Into an existing zone: merged, gvproxy's own names stay.
+	if st, b := post("/services/dns/add", fmt.Sprintf(`{"name":"containers.internal.","records":[{"name":"vm","ip":"%s"}]}`, ip)); st != 200 {
+		t.Fatalf("dns add into containers.internal.: %d %q", st, b)
+	}
 	look := func(n string) string {
 		return fmt.Sprintf(`busybox nslookup %s %s | awk '/^Address/ {a=$NF} END {print a}'`, n, gvGateway)
 	}
 	m := testenv.Markers(inNetNS(t, name, script(
+		`echo "@vm=$(`+look("vm.containers.internal")+`)"`,
+		`echo "@host=$(`+look("host.containers.internal")+`)"`,
 		`echo "@hostlima=$(`+look("host.lima.internal")+`)"`,
 		`echo "@self=$(`+look("lima-default.internal")+`)"`,
 		// A cloud host's metadata service is out of the VM's reach.
 		`curl -s -m 5 http://169.254.169.254/latest/meta-data/; echo "@metadata=$?"`,
 	)))
-	checkMarkers(t, m, map[string]string{"hostlima": gvHost, "self": ip, "metadata": "7"}, "lima's names: ")
+	checkMarkers(t, m, map[string]string{"vm": ip, "host": gvHost, "hostlima": gvHost, "self": ip, "metadata": "7"}, "lima's names: ")
 	if all := get("/services/dns/all"); !strings.Contains(all, `"host.lima"`) || !strings.Contains(all, `"containers.internal."`) {
 		t.Errorf("/services/dns/all: %s", all)
 	}
