@@ -103,6 +103,10 @@ type Host struct {
 	DialUDP    func(target netip.AddrPort) (*net.UDPConn, error)
 	PingSocket func(v6 bool) (int, error)
 	DialDNS    func(ctx context.Context, network, addr string) (net.Conn, error)
+	// ReadResolvers, if set, reads the host's resolv.conf nameservers
+	// each time the network looks whether they changed (a sandboxed
+	// engine cannot read the file).
+	ReadResolvers func() ([]netip.AddrPort, error)
 }
 
 // Resolv is the host's resolver configuration, as read from
@@ -144,6 +148,9 @@ func build(cfg config.Config, log *slog.Logger, host Host, sm seams) (*Network, 
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Network{cfg: cfg, log: log, gwMAC: GatewayMAC(cfg.Gateway), events: newEvents(), started: time.Now(), seams: sm, host: host}
+	if cfg.GatewayMAC != "" {
+		n.gwMAC, _ = net.ParseMAC(cfg.GatewayMAC) // validated
+	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if cfg.PCAP != "" || host.PCAP != nil {
 		f := host.PCAP
@@ -161,19 +168,29 @@ func build(cfg config.Config, log *slog.Logger, host Host, sm seams) (*Network, 
 	}
 	n.sw = vswitch.New(vswitch.Options{Logger: log, PCAP: n.pcap, OnPort: n.onPort})
 	bits := cfg.CIDR.Bits()
-	addrs := []netip.Prefix{netip.PrefixFrom(cfg.Gateway, bits), netip.PrefixFrom(cfg.DNSAddress, bits)}
+	addrs := []netip.Prefix{netip.PrefixFrom(cfg.Gateway, bits)}
+	if cfg.DNSAddress != cfg.Gateway { // gvproxy serves DNS at its gateway
+		addrs = append(addrs, netip.PrefixFrom(cfg.DNSAddress, bits))
+	}
 	if !cfg.NoIPv6 {
 		addrs = append(addrs, netip.PrefixFrom(cfg.IPv6Gateway, 64), netip.PrefixFrom(cfg.IPv6DNS, 64),
 			netip.PrefixFrom(ra.LinkLocal(n.gwMAC), 64))
 	}
-	st, err := netstack.New(netstack.Options{
+	for _, a := range ownedMapAddrs(cfg) {
+		addrs = append(addrs, netip.PrefixFrom(a, a.BitLen()))
+	}
+	so := netstack.Options{
 		MTU:       cfg.MTU,
 		MAC:       n.gwMAC,
 		Addresses: addrs,
 		Output:    n.sw,
 		IPv6:      !cfg.NoIPv6,
 		Logger:    log,
-	})
+	}
+	if cfg.Map.Routed {
+		so.ProxyNeighbors, so.NotProxied = routedNeighbors(cfg)
+	}
+	st, err := netstack.New(so)
 	if err != nil {
 		n.closePCAP()
 		return nil, err
@@ -187,6 +204,7 @@ func build(cfg config.Config, log *slog.Logger, host Host, sm seams) (*Network, 
 	if !cfg.NoIPv6 {
 		local = append(local, cfg.IPv6Gateway, cfg.IPv6DNS, ra.LinkLocal(n.gwMAC))
 	}
+	local = applyMap(cfg, rules, local)
 	n.flows = flow.NewTable(flow.Limits{
 		Max:          cfg.Limits.MaxFlows,
 		UDPPerGuest:  cfg.Limits.MaxUDPFlowsPerGuest,
@@ -255,6 +273,13 @@ func build(cfg config.Config, log *slog.Logger, host Host, sm seams) (*Network, 
 		n.Close()
 		return nil, err
 	}
+	for _, l := range cfg.DHCPStatic {
+		if err := n.Reserve(l.MAC, l.IP); err != nil {
+			n.Close()
+			return nil, fmt.Errorf("--dhcp-static %s: %w", l, err)
+		}
+	}
+	n.watchResolvConf()
 	return n, nil
 }
 

@@ -279,7 +279,8 @@ func engineMain() int {
 		fmt.Fprintf(os.Stderr, "slipway: engine: bad spec: %v\n", err)
 		return 1
 	}
-	log := newLogger(spec.Config.LogLevel, os.Stderr)
+	// Stderr is the launcher's log: its --log-file, if any.
+	log := formatLogger(spec.Config.LogLevel, spec.Config.LogFormat, os.Stderr)
 	var bfiles []*os.File
 	for i := range broker.Conns {
 		bfiles = append(bfiles, os.NewFile(uintptr(engineBrokerFD+i), "broker"))
@@ -348,10 +349,13 @@ func (b brokerSide) ListenUDP(ap netip.AddrPort) (*net.UDPConn, error)     { ret
 func (b brokerSide) Dial(_ context.Context, i int) (net.Conn, error)       { return b.c.Dial(i) }
 func (b brokerSide) Usage() control.ProcessUsageFunc                       { return b.c.Usage }
 
-// Sockets: in strict mode the engine has no network of its own, and its
-// filter allows no socket(): every outbound socket comes from the
+// Sockets: the engine reads no file, so the host's resolvers come from
+// the launcher; in strict mode it has no network of its own either, and
+// its filter allows no socket(): every outbound socket comes from the
 // launcher.
 func (b brokerSide) Sockets(h *network.Host, cfg config.Config) {
+	// The engine has no /etc/resolv.conf to follow: the launcher reads it.
+	h.ReadResolvers = b.c.Resolv
 	if cfg.Sandbox != config.SandboxStrict {
 		return
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/slipway-net/slipway/internal/policy"
 	"github.com/slipway-net/slipway/internal/sandbox"
 	"github.com/slipway-net/slipway/network"
+	"github.com/slipway-net/slipway/services/dns"
 )
 
 // engineJob is what a mode's launcher has opened for its engine: the
@@ -36,6 +37,8 @@ type engineJob struct {
 	files    []*os.File
 	connects []endpoint.Spec
 	cleanup  []func()
+	// logOut is the engine's stderr: the --log-file, opened for it.
+	logOut *os.File
 }
 
 // close releases what the launcher still holds and removes the socket
@@ -55,15 +58,31 @@ func (j *engineJob) close() {
 // the API socket and the pcap file, the files every mode may have.
 func newJob(cfg config.Config) (*engineJob, error) {
 	j := &engineJob{spec: engineSpec{Config: cfg, Resolv: network.ReadResolv()}}
+	if cfg.LogFile != "" {
+		f, err := os.OpenFile(cfg.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("--log-file: %w", err)
+		}
+		j.logOut = f
+		j.cleanup = append(j.cleanup, func() { f.Close() })
+	}
+	removePID, err := writePIDFile(cfg.PIDFile)
+	if err != nil {
+		j.close()
+		return nil, err
+	}
+	j.cleanup = append(j.cleanup, removePID)
 	if cfg.APISocket != "" {
 		ln, err := control.ListenSocket(cfg.APISocket)
 		if err != nil {
+			j.close()
 			return nil, err
 		}
 		f, err := ln.File()
 		ln.Close()
 		if err != nil {
 			os.Remove(cfg.APISocket)
+			j.close()
 			return nil, fmt.Errorf("--api-socket %s: %w", cfg.APISocket, err)
 		}
 		self, _ := os.Lstat(cfg.APISocket)
@@ -155,7 +174,13 @@ func startEngine(j *engineJob, log *slog.Logger) (*engineRun, error) {
 	engineFiles := append(append([]*os.File{pr}, efs...), files...)
 	strict := j.spec.Config.Sandbox == config.SandboxStrict
 	cmd, err := sandbox.Command(engineFiles, true, strict, keepUID)
+	toLog := func(cmd *exec.Cmd) {
+		if j.logOut != nil {
+			cmd.Stdout, cmd.Stderr = j.logOut, j.logOut
+		}
+	}
 	if err == nil {
+		toLog(cmd)
 		// Never unlocked: the engine's Pdeathsig follows this thread.
 		runtime.LockOSThread()
 		err = cmd.Start()
@@ -169,6 +194,7 @@ func startEngine(j *engineJob, log *slog.Logger) (*engineRun, error) {
 			log.Warn("the engine's namespaces were refused; starting it without them", "err", err)
 			j.spec.KeepRoot = "no mount namespace: user namespaces are not allowed here (" + err.Error() + ")"
 			if cmd, err = sandbox.Command(engineFiles, false, false, keepUID); err == nil {
+				toLog(cmd)
 				err = cmd.Start()
 			}
 		}
@@ -358,6 +384,16 @@ func (l *launcherSide) Dial(i int) (*os.File, error) {
 }
 
 func (l *launcherSide) Ready() { l.ready() }
+
+// Resolv reads the host's resolv.conf for the engine, which follows it
+// (network.Host.ReadResolvers) and cannot read it itself.
+func (l *launcherSide) Resolv() ([]netip.AddrPort, error) {
+	servers, _, _, err := dns.ReadResolvConf("/etc/resolv.conf")
+	if len(servers) > 8 {
+		servers = servers[:8] // the answer's size is bounded; resolvers use 3
+	}
+	return servers, err
+}
 
 // Usage reads the engine's figures from its /proc directory, which the
 // engine's empty root and seccomp filter keep it from.

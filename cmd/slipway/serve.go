@@ -51,7 +51,10 @@ With only --fd endpoints, serve exits once every VM has gone.`,
 			if err != nil {
 				return err
 			}
-			log := newLogger(cfg.LogLevel, cmd.ErrOrStderr())
+			log, err := configLogger(cfg, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
 			j, err := ep.job(cfg)
 			if err != nil {
 				return err

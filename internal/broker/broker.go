@@ -32,6 +32,7 @@ const (
 	OpDial   = "dial"   // Endpoint: a connection to that --connect endpoint
 	OpReady  = "ready"  // no descriptor; the engine is serving
 	OpUsage  = "usage"  // no descriptor; the engine's own /proc figures (Answer.Usage)
+	OpResolv = "resolv" // no descriptor; the host's resolv.conf nameservers now (Answer.Servers)
 	// Strict mode: the engine, in an empty network namespace, opens no
 	// socket itself.
 	OpConnect = "connect" // Proto, Addr: a TCP socket connecting (in progress) or a connected UDP socket
@@ -60,6 +61,8 @@ type Answer struct {
 	Error string `json:"error,omitempty"`
 	// Usage answers OpUsage: the engine cannot read its /proc.
 	Usage *control.ProcessUsage `json:"usage,omitempty"`
+	// Servers answer OpResolv: the engine cannot read /etc/resolv.conf.
+	Servers []netip.AddrPort `json:"servers,omitempty"`
 }
 
 // ParseRequest reads one request strictly: no unknown field, nothing
@@ -115,7 +118,7 @@ func (r Request) validate() error {
 		if r.Endpoint < 0 || r.Proto != "" || r.Addr.IsValid() {
 			return errors.New("dial: takes an endpoint index only")
 		}
-	case OpReady, OpUsage:
+	case OpReady, OpUsage, OpResolv:
 		if r.Endpoint != 0 || r.Proto != "" || r.Addr.IsValid() {
 			return fmt.Errorf("%s: takes nothing", r.Op)
 		}

@@ -42,6 +42,7 @@ type Handler interface {
 	Dial(endpoint int) (*os.File, error)
 	Ready()
 	Usage() (control.ProcessUsage, error)
+	Resolv() ([]netip.AddrPort, error)
 	// Connect and Ping serve strict mode; they decide the destination
 	// by the policy themselves.
 	Connect(proto config.Proto, addr netip.AddrPort) (*os.File, error)
@@ -78,6 +79,8 @@ func Serve(c *net.UnixConn, h Handler, log *slog.Logger) error {
 				f, err = h.Connect(req.Proto, req.Addr)
 			case OpPing:
 				f, err = h.Ping(req.Proto == ICMP6)
+			case OpResolv:
+				a.Servers, err = h.Resolv()
 			case OpUsage:
 				var u control.ProcessUsage
 				if u, err = h.Usage(); err == nil {
@@ -199,6 +202,15 @@ func (cl *Client) do(r Request) (*os.File, Answer, error) {
 	}
 	unix.CloseOnExec(fd)
 	return os.NewFile(uintptr(fd), "broker-"+r.Op), a, nil
+}
+
+// Resolv asks for the host's resolv.conf nameservers as they are now.
+func (cl *Client) Resolv() ([]netip.AddrPort, error) {
+	f, a, err := cl.do(Request{Op: OpResolv})
+	if f != nil {
+		f.Close()
+	}
+	return a.Servers, err
 }
 
 // Usage asks for the engine's own process figures.

@@ -31,6 +31,14 @@ type Rules struct {
 	// (169.254.0.0/16, cloud metadata among them, and fe80::/10).
 	AllowLinkLocal bool
 
+	// Deny are destinations refused (other than the gateways and aliases,
+	// which stand for the host).
+	Deny []netip.Prefix
+	// Aliases send flows to an address (the key) to another (the value)
+	// on the host: pasta's --map-guest-addr, which stands for the host at
+	// one of its own addresses.
+	Aliases map[netip.Addr]netip.Addr
+
 	// egress is the user's rule list, replaced whole, never changed in
 	// place.
 	egress atomic.Pointer[[]config.EgressRule]
@@ -71,6 +79,7 @@ const (
 	NoLoopback      Reason = "host loopback disabled"
 	NotRoutable     Reason = "destination not routable (broadcast, multicast, unspecified or loopback)"
 	InsideSubnet    Reason = "destination is inside the guest network"
+	Denied          Reason = "destination denied"
 	ServiceAddrPort Reason = "no service on this port of slipway's address"
 	LinkLocal       Reason = "link-local destination (cloud metadata); --allow-link-local permits it"
 	DeniedByRule    Reason = "denied by an egress rule"
@@ -109,6 +118,12 @@ func (r *Rules) Outbound(proto config.Proto, dst netip.AddrPort) Verdict {
 			return Verdict{Target: netip.AddrPortFrom(lo, dst.Port())}
 		}
 	}
+	if to, ok := r.Aliases[a]; ok {
+		if r.Restrict {
+			return Verdict{Reason: Restricted}
+		}
+		return Verdict{Target: netip.AddrPortFrom(to, dst.Port())}
+	}
 	for _, s := range r.Services {
 		if a == s {
 			return Verdict{Reason: ServiceAddrPort}
@@ -125,6 +140,11 @@ func (r *Rules) Outbound(proto config.Proto, dst netip.AddrPort) Verdict {
 	for _, p := range r.Subnets {
 		if p.Contains(a) {
 			return Verdict{Reason: InsideSubnet}
+		}
+	}
+	for _, p := range r.Deny {
+		if p.Contains(a) {
+			return Verdict{Reason: Denied}
 		}
 	}
 	// Link-local addresses are the host's own links: on a cloud VM,
@@ -152,6 +172,7 @@ func FromConfig(cfg config.Config) *Rules {
 		NoHostLoopback: cfg.NoHostLoopback,
 		Restrict:       cfg.Restrict,
 		AllowLinkLocal: cfg.AllowLinkLocal,
+		Deny:           cfg.Deny,
 	}
 	if !cfg.NoIPv6 {
 		r.Subnets = append(r.Subnets, cfg.IPv6Prefix)

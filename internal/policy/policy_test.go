@@ -38,6 +38,12 @@ func TestOutbound(t *testing.T) {
 	noLo := rules(func(r *Rules) { r.NoHostLoopback = true })
 	restrict := rules(func(r *Rules) { r.Restrict = true })
 	linkLocal := rules(func(r *Rules) { r.AllowLinkLocal = true })
+	aliasMap := map[netip.Addr]netip.Addr{netip.MustParseAddr("169.254.1.2"): netip.MustParseAddr("192.0.2.2")}
+	aliased := rules(func(r *Rules) { r.Aliases = aliasMap })
+	aliasedRestrict := rules(func(r *Rules) { r.Aliases, r.Restrict = aliasMap, true })
+	denyList := []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16")}
+	deny := rules(func(r *Rules) { r.Deny, r.AllowLinkLocal = denyList, true })
+	denyAliased := rules(func(r *Rules) { r.Deny, r.Aliases = denyList, aliasMap })
 	ruled := rules(egress(t,
 		"allow 192.0.2.0/24:443",
 		"deny 192.0.2.0/24",
@@ -85,6 +91,12 @@ func TestOutbound(t *testing.T) {
 		{"gateway other port", ruled, config.TCP, "10.0.2.2:80", "127.0.0.1:80", Allowed},
 		{"v6 rule", ruled, config.UDP, "[2001:db8::1]:53", "", DeniedByRule},
 		{"builtin before rules", ruled, config.TCP, "127.0.0.1:443", "", NotRoutable},
+		{"alias to the host's address", aliased, config.TCP, "169.254.1.2:8080", "192.0.2.2:8080", Allowed},
+		{"no alias without the map", base, config.TCP, "169.254.1.2:8080", "", LinkLocal},
+		{"restricted alias", aliasedRestrict, config.TCP, "169.254.1.2:8080", "", Restricted},
+		{"denied metadata", deny, config.TCP, "169.254.169.254:80", "", Denied},
+		{"outside the denied", deny, config.TCP, "192.0.2.10:80", "192.0.2.10:80", Allowed},
+		{"an alias over the denied", denyAliased, config.TCP, "169.254.1.2:8080", "192.0.2.2:8080", Allowed},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 )
 
@@ -91,11 +92,32 @@ func HostUID(keepUID string) (int, string) {
 	if keepUID != "" {
 		return 0, "root: " + keepUID
 	}
+	if !idMapped(nobody, "/proc/self/uid_map") || !idMapped(nobody, "/proc/self/gid_map") {
+		// Root of a user namespace with only itself mapped (rootless
+		// podman without subordinate ids).
+		return 0, "root: nobody has no uid in this user namespace"
+	}
 	self, err := os.Executable()
 	if err == nil && executableByOthers(self) {
 		return nobody, "nobody, not the launcher's root"
 	}
 	return 0, "root: nobody could not execute " + self + " (a directory or the file is not executable by others)"
+}
+
+// idMapped reports whether id is mapped in this process's user
+// namespace, by its uid_map or gid_map.
+func idMapped(id int, mapFile string) bool {
+	b, err := os.ReadFile(mapFile)
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var inside, outside, n int
+		if _, err := fmt.Sscan(line, &inside, &outside, &n); err == nil && id >= inside && id < inside+n {
+			return true
+		}
+	}
+	return false
 }
 
 // executableByOthers reports whether a uid with no other right than
