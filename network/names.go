@@ -76,6 +76,7 @@ func (n *Network) watchResolvConf() {
 	go func() {
 		defer n.wg.Done()
 		var last fileIdentity
+		var lastErr string
 		if n.host.ReadResolvers == nil {
 			last = fileID(hostResolvConf)
 		}
@@ -100,9 +101,15 @@ func (n *Network) watchResolvConf() {
 				servers, _, _, err = dns.ReadResolvConf(hostResolvConf)
 			}
 			if err != nil {
-				n.log.Warn("the host's resolv.conf went away; keeping the resolvers", "err", err)
+				// Asked each poll (ReadResolvers), the same failure
+				// is said once.
+				if why := err.Error(); why != lastErr {
+					n.log.Warn("the host's resolv.conf went away; keeping the resolvers", "err", err)
+					lastErr = why
+				}
 				continue
 			}
+			lastErr = ""
 			if slices.Equal(servers, n.svc.dns.Upstreams()) {
 				continue
 			}
