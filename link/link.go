@@ -96,6 +96,21 @@ type Counters struct {
 	// TxRefused: a frame the peer's kernel refused (a TAP device answers
 	// EINVAL for a frame it cannot take).
 	TxRefused atomic.Uint64 `counter:"tx_refused"`
+	// RxBadRing: a descriptor chain of the guest's transmit ring that
+	// breaks the virtqueue rules (a buffer outside the guest's memory, a
+	// loop, a nested indirect table, ...), given back unread; or the
+	// ring itself broken (its index jumped), after which it is not used
+	// until the VMM sets it up again (vhost-user).
+	RxBadRing atomic.Uint64 `counter:"rx_bad_ring"`
+	// RxBadHeader: a frame whose virtio-net header asks for an offload
+	// the guest did not negotiate, or points outside the frame.
+	RxBadHeader atomic.Uint64 `counter:"rx_bad_header"`
+	// TxBadRing: a receive buffer chain that breaks the virtqueue rules,
+	// given back empty; or the receive ring broken (vhost-user).
+	TxBadRing atomic.Uint64 `counter:"tx_bad_ring"`
+	// TxUnsupported: a frame with an offload the peer no longer takes
+	// (a guest that renegotiated while it was on its way).
+	TxUnsupported atomic.Uint64 `counter:"tx_unsupported"`
 }
 
 // ErrQueueFull reports frames dropped because the peer is not taking any
