@@ -37,6 +37,11 @@ Kinds:
   dgram:unix:PATH    one frame per datagram; each sender address is a VM
       (QEMU -netdev dgram, vfkit and krunkit unixgram, with or without VFKT)
   seqpacket:unix:PATH  one frame per message (User Mode Linux bess)
+  vhost-user:PATH    the VM's own virtqueues in its shared memory (QEMU,
+      cloud-hypervisor and crosvm -netdev vhost-user); offloads both ways.
+      --listen: slipway owns the socket, each connection is a VM (QEMU
+      -chardev socket,path=PATH,reconnect=1); --connect: the VMM owns it
+      (QEMU server=on); --fd N:vhost-user: a connected socket
 
 With only --fd endpoints, serve exits once every VM has gone.`,
 		Example: `  slipway serve --listen stream:unix:/tmp/vm.sock
@@ -47,7 +52,13 @@ With only --fd endpoints, serve exits once every VM has gone.`,
   slipway serve --listen dgram:unix:/tmp/vm.dgram
   qemu-system-x86_64 ... \
     -netdev dgram,id=n0,local.type=unix,local.path=/tmp/qemu.dgram,remote.type=unix,remote.path=/tmp/vm.dgram \
-    -device virtio-net-pci,netdev=n0`,
+    -device virtio-net-pci,netdev=n0
+
+  slipway serve --listen vhost-user:/tmp/vm.vhost
+  qemu-system-x86_64 -m 512M ... \
+    -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem \
+    -chardev socket,id=c0,path=/tmp/vm.vhost,reconnect=1 \
+    -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := nf.resolve(cmd.Flags())

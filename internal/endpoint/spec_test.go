@@ -16,6 +16,8 @@ func TestParse(t *testing.T) {
 		"stream:tcp:[::1]:5555":      {Stream, "tcp", "[::1]:5555"},
 		"dgram:unix:/tmp/a:b.sock":   {Dgram, "unix", "/tmp/a:b.sock"},
 		"seqpacket:unix:/tmp/uml.sk": {Seqpacket, "unix", "/tmp/uml.sk"},
+		"vhost-user:/run/vm1.sock":   {VhostUser, "unix", "/run/vm1.sock"},
+		"vhost-user:rel/a:b.sock":    {VhostUser, "unix", "rel/a:b.sock"},
 	}
 	for in, want := range good {
 		got, err := Parse(in)
@@ -26,6 +28,9 @@ func TestParse(t *testing.T) {
 			t.Errorf("String() = %q, want %q", got.String(), in)
 		}
 	}
+	if got, err := Parse("vhost-user:unix:/run/vm.sock"); err != nil || got != (Spec{VhostUser, "unix", "/run/vm.sock"}) {
+		t.Errorf("Parse(vhost-user:unix:...) = %+v, %v", got, err)
+	}
 	for in, wantMsg := range map[string]string{
 		"":                        "KIND:NETWORK:ADDRESS",
 		"stream:unix:":            "KIND:NETWORK:ADDRESS",
@@ -33,6 +38,8 @@ func TestParse(t *testing.T) {
 		"vhost:unix:/tmp/x":       "unknown kind",
 		"stream:udp:1.2.3.4:5":    "does not run over",
 		"dgram:tcp:127.0.0.1:999": "does not run over",
+		"vhost-user:":             "vhost-user:PATH",
+		"vhost-user:unix:":        "vhost-user:PATH",
 	} {
 		if _, err := Parse(in); err == nil || !strings.Contains(err.Error(), wantMsg) {
 			t.Errorf("Parse(%q) error %v, want one mentioning %q", in, err, wantMsg)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/slipway-net/slipway/internal/frame"
+	"github.com/slipway-net/slipway/internal/gso"
 	"github.com/slipway-net/slipway/internal/pcap"
 	"github.com/slipway-net/slipway/link"
 )
@@ -56,6 +57,8 @@ type Switch struct {
 	links  atomic.Pointer[[]*Port] // link ports, for flooding
 	stack  *Port
 	nextID int
+	// segmenters cut super-frames for links without offloads.
+	segmenters sync.Pool
 }
 
 // New returns an empty switch.
@@ -67,6 +70,7 @@ func New(o Options) *Switch {
 	if s.maxMAC <= 0 {
 		s.maxMAC = DefaultMaxMACsPerPort
 	}
+	s.segmenters.New = func() any { return gso.NewSegmenter() }
 	empty := map[MAC]*Port{}
 	s.macs.Store(&empty)
 	s.links.Store(&[]*Port{})
@@ -115,7 +119,7 @@ type PortStats struct {
 	DropRunt     atomic.Uint64 `counter:"runt"`     // shorter than an Ethernet header
 	DropBadSrc   atomic.Uint64 `counter:"bad_src"`  // source address multicast or the gateway's
 	DropHairpin  atomic.Uint64 `counter:"hairpin"`  // addressed to a MAC learned on the same port
-	DropNoGSO    atomic.Uint64 `counter:"no_gso"`   // GSO frame for a link without offloads
+	DropNoGSO    atomic.Uint64 `counter:"no_gso"`   // GSO frame for a link without offloads that could not be segmented
 	DropChecksum atomic.Uint64 `counter:"checksum"` // partial checksum with bad offsets
 	DropTxError  atomic.Uint64 `counter:"tx_error"` // the link failed to write
 	DropRouter   atomic.Uint64 `counter:"router"`   // router advertisement or redirect from a guest
@@ -442,31 +446,51 @@ func route(macs map[MAC]*Port, stack *Port, f *link.Frame) *Port {
 }
 
 // write sends frames out of a link port. Links without offloads get
-// complete checksums, and GSO frames (which only offloading peers segment)
-// are dropped and counted. It compacts frames in place (the caller's
+// complete checksums, and TCP super-frames (GSO) cut into segments, as the
+// host kernel would for a device that cannot take them (a guest that
+// offloads can talk to one that does not); a super-frame that cannot be
+// cut is dropped and counted. It compacts frames in place (the caller's
 // scratch).
 func (p *Port) write(frames []link.Frame) {
 	if p.closed.Load() {
 		return
 	}
-	if !p.link.Offloads() {
-		k := 0
-		for i := range frames {
-			f := &frames[i]
-			if f.GSO() {
-				p.Stats.DropNoGSO.Add(1)
-				continue
-			}
-			if err := f.FinishChecksum(); err != nil {
-				p.Stats.DropChecksum.Add(1)
-				continue
-			}
-			frames[k] = *f
-			k++
+	if p.link.Offloads() {
+		p.send(frames)
+		return
+	}
+	k := 0
+	for i := range frames {
+		f := &frames[i]
+		if f.GSO() {
+			p.send(frames[:k])
+			k = 0
+			p.segment(f)
+			continue
 		}
-		if frames = frames[:k]; k == 0 {
-			return
+		if err := f.FinishChecksum(); err != nil {
+			p.Stats.DropChecksum.Add(1)
+			continue
 		}
+		frames[k] = *f
+		k++
+	}
+	p.send(frames[:k])
+}
+
+// segment writes a super-frame as the segments it stands for.
+func (p *Port) segment(f *link.Frame) {
+	s := p.sw.segmenters.Get().(*gso.Segmenter)
+	defer p.sw.segmenters.Put(s)
+	if err := s.Segment(f, p.send); err != nil {
+		p.Stats.DropNoGSO.Add(1)
+	}
+}
+
+// send hands frames to the link and counts what it took.
+func (p *Port) send(frames []link.Frame) {
+	if len(frames) == 0 {
+		return
 	}
 	n, err := p.link.Write(frames)
 	var bytes uint64

@@ -75,8 +75,10 @@ type Options struct {
 	// from the back-end (crosvm, cloud-hypervisor); QEMU uses its own.
 	// A random locally administered one if nil.
 	MAC net.HardwareAddr
-	// MTU is the device's MTU as GET_CONFIG reports it (the network's,
-	// which DHCP advertises too); 1500 if 0.
+	// MTU, if set, is offered to the guest (VIRTIO_NET_F_MTU, and
+	// GET_CONFIG's mtu): the network's, which DHCP advertises too. Unset,
+	// the feature is not offered, since a guest takes the device's MTU
+	// as its largest.
 	MTU int
 }
 
@@ -171,15 +173,15 @@ func New(c *net.UnixConn, o Options) *Link {
 	if l.name == "" {
 		l.name = "vhost-user"
 	}
-	if l.mtu == 0 {
-		l.mtu = 1500
-	}
 	if len(l.mac) != 6 {
 		l.mac = make(net.HardwareAddr, 6)
 		rand.Read(l.mac)
 		l.mac[0] = l.mac[0]&^1 | 2 // unicast, locally administered
 	}
 	l.offered = offeredFeatures
+	if l.mtu > 0 {
+		l.offered |= fMTU
+	}
 	l.protoOffr = offeredProtocol
 	for i := 0; i < 2; i++ {
 		l.queues = append(l.queues, &queue{index: i, kickFD: -1, call: -1, errFD: -1})
@@ -192,7 +194,7 @@ func New(c *net.UnixConn, o Options) *Link {
 // the front-end pick from them.
 const (
 	offeredFeatures = fVersion1 | fProtoFeatures | fMrgRxbuf | fEventIdx | fIndirectDesc |
-		fCsum | fGuestCsum | fHostTSO4 | fHostTSO6 | fGuestTSO4 | fGuestTSO6 | fMTU | fMAC | fStatus
+		fCsum | fGuestCsum | fHostTSO4 | fHostTSO6 | fGuestTSO4 | fGuestTSO6 | fMAC | fStatus
 	offeredProtocol = pReplyAck | pNetMTU | pBackendReq | pConfig | pConfigureMemSlots | pStatus | pRARP
 )
 
