@@ -350,7 +350,11 @@ func (l *Link) fault(q *queue, p any) error {
 	if !inGuest {
 		panic(p)
 	}
-	l.counters.RxBadRing.Add(1)
+	if q.index%2 == 0 {
+		l.counters.TxBadRing.Add(1)
+	} else {
+		l.counters.RxBadRing.Add(1)
+	}
 	l.log.Warn("fault in guest memory; ring stopped", "link", l.name, "queue", q.index, "err", p)
 	return nil
 }

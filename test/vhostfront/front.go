@@ -39,10 +39,14 @@ type Options struct {
 	SplitHeader, Indirect bool
 	// RxSegs and RxSegSize shape each receive buffer: a chain of RxSegs
 	// descriptors of RxSegSize bytes. Default: one 4 KiB descriptor with
-	// MRG_RXBUF, else 17 of 4 KiB (Linux's "big packets").
+	// MRG_RXBUF, else 17 of 4 KiB (Linux's "big packets") for a guest
+	// that takes super-frames, one of 2 KiB for one that does not.
 	RxSegs, RxSegSize int
 	// NoEnable leaves the rings disabled (no SET_VRING_ENABLE).
 	NoEnable bool
+	// NoFill leaves the receive ring empty after SetupRings (the test
+	// calls RX.Fill when it wants).
+	NoFill bool
 	// MTU, when set, is sent with NET_SET_MTU.
 	MTU int
 }
@@ -63,6 +67,7 @@ type Frontend struct {
 
 	txMu     sync.Mutex
 	txFree   []uint16 // free transmit slots
+	txBusy   []bool   // by slot: on the ring
 	txBase   int      // offset of the transmit slots' buffers
 	txTables int      // offset of the slots' indirect tables
 	rxBase   int
@@ -114,9 +119,16 @@ func New(c *net.UnixConn, o Options) (*Frontend, error) {
 		o.Regions = 1
 	}
 	if o.RxSegs == 0 {
-		o.RxSegs, o.RxSegSize = 17, 4096
-		if o.Features&FMrgRxbuf != 0 {
-			o.RxSegs = 1
+		// As Linux sizes them: mergeable page-sized buffers; without
+		// MRG_RXBUF, chains that hold 64 KiB if the guest takes
+		// super-frames, else one small buffer per frame.
+		switch {
+		case o.Features&FMrgRxbuf != 0:
+			o.RxSegs, o.RxSegSize = 1, 4096
+		case o.Features&(FGuestTSO4|FGuestTSO6) != 0:
+			o.RxSegs, o.RxSegSize = 17, 4096
+		default:
+			o.RxSegs, o.RxSegSize = 1, 2048
 		}
 	}
 	if o.RxSegSize == 0 {
@@ -181,6 +193,7 @@ func New(c *net.UnixConn, o Options) (*Frontend, error) {
 	for s := n/2 - 1; s >= 0; s-- {
 		f.txFree = append(f.txFree, uint16(s))
 	}
+	f.txBusy = make([]bool, n/2)
 	for _, q := range []*Queue{f.RX, f.TX} {
 		for _, p := range []*int{&q.kickFD, &q.callFD} {
 			fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
@@ -332,7 +345,9 @@ func (f *Frontend) SetupRings() error {
 			return err
 		}
 	}
-	f.RX.fill()
+	if !f.o.NoFill {
+		f.RX.Fill()
+	}
 	if f.Acked&FProtoFeatures != 0 && !f.o.NoEnable {
 		for _, q := range []*Queue{f.RX, f.TX} {
 			if err := f.ack(SetVringEnable, State(uint32(q.Index), 1)); err != nil {
@@ -363,6 +378,11 @@ func (f *Frontend) SendOffload(hdr, frame []byte) error {
 	}
 	f.txMu.Lock()
 	defer f.txMu.Unlock()
+	select {
+	case <-f.closed:
+		return net.ErrClosed
+	default:
+	}
 	q := f.TX
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -371,7 +391,12 @@ func (f *Frontend) SendOffload(hdr, frame []byte) error {
 			if !ok {
 				break
 			}
-			f.txFree = append(f.txFree, id/2)
+			// Chains a test put on the ring by hand come back too;
+			// only the slots' own free their slot.
+			if s := int(id / 2); s < len(f.txBusy) && f.txBusy[s] {
+				f.txBusy[s] = false
+				f.txFree = append(f.txFree, uint16(s))
+			}
 		}
 		if len(f.txFree) > 0 {
 			break
@@ -385,6 +410,7 @@ func (f *Frontend) SendOffload(hdr, frame []byte) error {
 	}
 	s := f.txFree[len(f.txFree)-1]
 	f.txFree = f.txFree[:len(f.txFree)-1]
+	f.txBusy[s] = true
 	buf := f.txBase + int(s)*txSlot
 	var h [12]byte
 	copy(h[:], hdr)
@@ -419,6 +445,15 @@ func (f *Frontend) SendOffload(hdr, frame []byte) error {
 	}
 	q.Publish(head)
 	return nil
+}
+
+// RawTX runs fn with the transmit ring to itself: a test writes
+// descriptors and publishes heads of its own (descriptors of free slots,
+// say the last ones, are not in use). What comes back for them is ignored.
+func (f *Frontend) RawTX(fn func(q *Queue)) {
+	f.txMu.Lock()
+	defer f.txMu.Unlock()
+	fn(f.TX)
 }
 
 // Recv returns the next received frame without its header
@@ -475,6 +510,9 @@ func (f *Frontend) receive() {
 				return
 			}
 			continue
+		}
+		if int(id)%f.o.RxSegs != 0 || int(id)/f.o.RxSegs >= int(q.N)/f.o.RxSegs {
+			continue // a chain a test made by hand
 		}
 		var fr rxFrame
 		bufs := 1
@@ -541,9 +579,13 @@ func (f *Frontend) Close() error {
 			}
 		}
 		f.wg.Wait()
+		// A sender holds txMu while it touches the memory.
+		f.txMu.Lock()
 		if f.Mem != nil {
 			unix.Munmap(f.Mem)
+			f.Mem = nil
 		}
+		f.txMu.Unlock()
 		if f.memFD >= 0 {
 			unix.Close(f.memFD)
 		}
@@ -588,8 +630,8 @@ func (q *Queue) setup() error {
 func (q *Queue) KickFD() int { return q.kickFD }
 func (q *Queue) CallFD() int { return q.callFD }
 
-// fill gives the back-end every receive buffer.
-func (q *Queue) fill() {
+// Fill gives the back-end every receive buffer.
+func (q *Queue) Fill() {
 	for b := 0; b < int(q.N)/q.f.o.RxSegs; b++ {
 		q.post(uint16(b*q.f.o.RxSegs), false)
 	}
