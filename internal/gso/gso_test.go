@@ -173,6 +173,7 @@ func FuzzSegment(f *testing.F) {
 	f.Add(superFrame4(make([]byte, 3000), 1000, header.TCPFlagAck), 10)
 	f.Add(superFrame6(make([]byte, 3000), 700), 60)
 	f.Add(superFrame4(nil, 100, header.TCPFlagFin), 0)
+	seg := NewSegmenter() // once: each input's cost decides how far fuzzing gets
 	f.Fuzz(func(t *testing.T, b []byte, cut int) {
 		if len(b) < link.VnetHdrLen || len(b) > link.BufSize {
 			return
@@ -181,7 +182,7 @@ func FuzzSegment(f *testing.F) {
 		fr := link.Frame{Hdr: b[:link.VnetHdrLen], Segs: [][]byte{b[link.VnetHdrLen:cut], b[cut:]}}
 		orig := bytes.Clone(b)
 		var out [][]byte
-		err := NewSegmenter().Segment(&fr, func(frames []link.Frame) {
+		err := seg.Segment(&fr, func(frames []link.Frame) {
 			for i := range frames {
 				c := make([]byte, link.VnetHdrLen+frames[i].Len())
 				frames[i].CopyTo(c)

@@ -454,9 +454,12 @@ func (l *Link) readRing(bufs [][]byte, sizes []int) (n int, w waitFor, err error
 			break
 		}
 		if pending == 0 {
-			if n > 0 || took > 0 {
-				break
+			if n > 0 {
+				break // back soon for more: kicks can stay off
 			}
+			// About to wait (even if chains were taken: dropped
+			// ones return nothing): ask for a kick, then look once
+			// more for what came before the driver saw the ask.
 			again, perr := r.notifyOn()
 			if perr == nil && again {
 				continue
