@@ -224,3 +224,28 @@ func fetchSum(t *testing.T, url string) string {
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// QEMU owning the vhost-user socket (server=on): slipway --connect dials
+// it. (QEMU's socket chardev takes no inherited fd for vhost-user: "does
+// not support FD passing"; --fd N:vhost-user is tested with the Go
+// front-end.)
+func TestQEMUVhostUserConnect(t *testing.T) {
+	testenv.RequireTools(t, "qemu-system-x86_64")
+	guest := vmtest.Build(t)
+	web, sum := testenv.HTTPFile(t, 16<<20)
+	sock := filepath.Join(t.TempDir(), "qemu.vhost")
+	vm := vmtest.Start(t, guest, vmtest.Options{
+		Memory: "512M",
+		Netdev: []string{"-object", "memory-backend-memfd,id=mem,size=512M,share=on", "-numa", "node,memdev=mem",
+			"-chardev", "socket,id=c0,path=" + sock + ",server=on,wait=off",
+			"-netdev", "vhost-user,id=n0,chardev=c0", "-device", "virtio-net-pci,netdev=n0,vectors=0,mac=52:54:00:00:23:01"},
+		Script: downloadScript(int(web.Port())),
+	})
+	// QEMU listens first; slipway dials it (and would again).
+	testenv.Serve(t, "--connect", "vhost-user:"+sock)
+	res, err := vm.Wait()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, res.Console)
+	}
+	checkDownload(t, res, sum)
+}

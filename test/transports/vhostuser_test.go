@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -215,5 +216,29 @@ func TestVhostUserHostileNeighbours(t *testing.T) {
 	upload(t, good, blobSize)
 	if c := portCounters(t, n, linkName(r, 0)); c["rx_bad_ring"]+c["tx_bad_ring"]+c["rx_bad_header"] != 0 {
 		t.Errorf("the good guest's port counts drops: %v", c)
+	}
+}
+
+// slipway serve --fd N:vhost-user: the back-end end of a socketpair a
+// parent hands over (the front-end here is the Go one); serve exits once
+// the VM has gone.
+func TestVhostUserFD(t *testing.T) {
+	web, sum := testenv.HTTPFile(t, blobSize)
+	theirs, ours := guestpeer.Socketpair(t, unix.SOCK_STREAM)
+	srv := start(t, []*os.File{theirs}, "serve", "--fd", "3:vhost-user", "--mtu", "1500")
+	theirs.Close()
+	fe, err := vf.New(ours.(*net.UnixConn), vf.Options{Features: vf.Linux})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fe.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g := guestpeer.NewOffloading(t, fe, "52:54:00:00:24:01")
+	online(t, g)
+	download(t, g, web, sum)
+	g.Close()
+	if code := srv.wait(t, 60*time.Second); code != 0 {
+		t.Errorf("serve exited %d after the VM left, want 0:\n%s", code, srv.Output())
 	}
 }
