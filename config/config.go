@@ -93,12 +93,22 @@ type Limits struct {
 	ConnectTimeout time.Duration `yaml:"connect-timeout"`
 	// UDPIdleTimeout closes a UDP flow with no traffic either way.
 	UDPIdleTimeout time.Duration `yaml:"udp-idle-timeout"`
+	// UDPUnrepliedTimeout closes sooner a UDP flow the host never sent
+	// anything back on (as conntrack does): a guest spraying datagrams to
+	// many ports holds their sockets this long, not UDPIdleTimeout.
+	UDPUnrepliedTimeout time.Duration `yaml:"udp-unreplied-timeout"`
 	// DNSMaxInFlight bounds DNS queries being forwarded at once.
 	DNSMaxInFlight int `yaml:"dns-max-inflight"`
 	// DHCPMaxLeases bounds DHCP leases.
 	DHCPMaxLeases int `yaml:"dhcp-max-leases"`
 	// MaxICMPFlows bounds echo (ping) flows to the host.
 	MaxICMPFlows int `yaml:"max-icmp-flows"`
+	// MaxUDPFlowsPerGuest bounds the UDP flows one guest address opens,
+	// so one guest spraying datagrams cannot take the whole table.
+	MaxUDPFlowsPerGuest int `yaml:"max-udp-flows-per-guest"`
+	// MaxNewFlowsPerSecond bounds how fast one guest address opens
+	// flows (a second's worth may come at once).
+	MaxNewFlowsPerSecond int `yaml:"max-new-flows-per-second"`
 	// MaxPublishedPorts bounds host ports published at once (a range
 	// counts each of its ports): each one is a host listener.
 	MaxPublishedPorts int `yaml:"max-published-ports"`
@@ -106,20 +116,25 @@ type Limits struct {
 
 // Defaults users know from QEMU user networking and passt.
 const (
-	DefaultCIDR               = "10.0.2.0/24"
-	DefaultIPv6Prefix         = "fd00::/64"
-	DefaultMTU                = 65520
-	MinMTU                    = 576
-	MaxMTU                    = 65521
-	DefaultMaxFlows           = 16384
-	DefaultMaxPendingConnects = 1024
-	DefaultConnectTimeout     = 30 * time.Second
-	DefaultUDPIdleTimeout     = 60 * time.Second
-	DefaultDNSMaxInFlight     = 256
-	DefaultDHCPMaxLeases      = 256
-	DefaultMaxICMPFlows       = 256
-	DefaultMaxPublishedPorts  = 4096
-	DefaultLogLevel           = "info"
+	DefaultCIDR                = "10.0.2.0/24"
+	DefaultIPv6Prefix          = "fd00::/64"
+	DefaultMTU                 = 65520
+	MinMTU                     = 576
+	MaxMTU                     = 65521
+	DefaultMaxFlows            = 16384
+	DefaultMaxPendingConnects  = 1024
+	DefaultConnectTimeout      = 30 * time.Second
+	DefaultUDPIdleTimeout      = 60 * time.Second
+	DefaultUDPUnrepliedTimeout = 30 * time.Second
+	DefaultDNSMaxInFlight      = 256
+	DefaultDHCPMaxLeases       = 256
+	DefaultMaxICMPFlows        = 256
+	DefaultMaxUDPFlowsPerGuest = 4096
+	// DefaultMaxNewFlowsPerSecond is about three times the connection
+	// rate slipway sustains here, so only a flood meets it.
+	DefaultMaxNewFlowsPerSecond = 10000
+	DefaultMaxPublishedPorts    = 4096
+	DefaultLogLevel             = "info"
 )
 
 // Default returns a completed default configuration.
@@ -173,9 +188,12 @@ func (c *Config) Complete() error {
 	setDefault(&l.DNSMaxInFlight, DefaultDNSMaxInFlight)
 	setDefault(&l.DHCPMaxLeases, DefaultDHCPMaxLeases)
 	setDefault(&l.MaxICMPFlows, DefaultMaxICMPFlows)
+	setDefault(&l.MaxUDPFlowsPerGuest, DefaultMaxUDPFlowsPerGuest)
+	setDefault(&l.MaxNewFlowsPerSecond, DefaultMaxNewFlowsPerSecond)
 	setDefault(&l.MaxPublishedPorts, DefaultMaxPublishedPorts)
 	setDefault(&l.ConnectTimeout, DefaultConnectTimeout)
 	setDefault(&l.UDPIdleTimeout, DefaultUDPIdleTimeout)
+	setDefault(&l.UDPUnrepliedTimeout, DefaultUDPUnrepliedTimeout)
 	return nil
 }
 
@@ -290,6 +308,7 @@ func (c *Config) Validate() error {
 		{"max-flows", l.MaxFlows}, {"max-pending-connects", l.MaxPendingConnects},
 		{"dns-max-inflight", l.DNSMaxInFlight}, {"dhcp-max-leases", l.DHCPMaxLeases},
 		{"max-icmp-flows", l.MaxICMPFlows}, {"max-published-ports", l.MaxPublishedPorts},
+		{"max-udp-flows-per-guest", l.MaxUDPFlowsPerGuest}, {"max-new-flows-per-second", l.MaxNewFlowsPerSecond},
 	} {
 		if f.v < 1 {
 			return fieldErr(f.flag, f.v, "must be at least 1")
@@ -298,7 +317,7 @@ func (c *Config) Validate() error {
 	for _, f := range []struct {
 		flag string
 		v    time.Duration
-	}{{"connect-timeout", l.ConnectTimeout}, {"udp-idle-timeout", l.UDPIdleTimeout}} {
+	}{{"connect-timeout", l.ConnectTimeout}, {"udp-idle-timeout", l.UDPIdleTimeout}, {"udp-unreplied-timeout", l.UDPUnrepliedTimeout}} {
 		if f.v < time.Second {
 			return fieldErr(f.flag, f.v, "must be at least 1s")
 		}

@@ -139,20 +139,25 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 		rules.Services = append(rules.Services, cfg.IPv6DNS)
 		local = append(local, cfg.IPv6Gateway, cfg.IPv6DNS, ra.LinkLocal(n.gwMAC))
 	}
-	n.flows = flow.NewTable(cfg.Limits.MaxFlows)
+	n.flows = flow.NewTable(flow.Limits{
+		Max:          cfg.Limits.MaxFlows,
+		UDPPerGuest:  cfg.Limits.MaxUDPFlowsPerGuest,
+		NewPerSecond: cfg.Limits.MaxNewFlowsPerSecond,
+	})
 	fo := outbound.Options{
-		Stack:              st,
-		Policy:             rules,
-		Flows:              n.flows,
-		DialTCP:            sm.dialTCP,
-		MaxPendingConnects: cfg.Limits.MaxPendingConnects,
-		ConnectTimeout:     cfg.Limits.ConnectTimeout,
-		UDPIdleTimeout:     cfg.Limits.UDPIdleTimeout,
-		MaxICMPFlows:       cfg.Limits.MaxICMPFlows,
-		Inject:             n.sw.FromStack,
-		LocalAddrs:         local,
-		Gateway4:           cfg.Gateway,
-		Logger:             log,
+		Stack:               st,
+		Policy:              rules,
+		Flows:               n.flows,
+		DialTCP:             sm.dialTCP,
+		MaxPendingConnects:  cfg.Limits.MaxPendingConnects,
+		ConnectTimeout:      cfg.Limits.ConnectTimeout,
+		UDPIdleTimeout:      cfg.Limits.UDPIdleTimeout,
+		UDPUnrepliedTimeout: cfg.Limits.UDPUnrepliedTimeout,
+		MaxICMPFlows:        cfg.Limits.MaxICMPFlows,
+		Inject:              n.sw.FromStack,
+		LocalAddrs:          local,
+		Gateway4:            cfg.Gateway,
+		Logger:              log,
 	}
 	if !cfg.NoIPv6 {
 		fo.Gateway6 = cfg.IPv6Gateway

@@ -357,3 +357,88 @@ func TestFlowClosedDuringDialReleasesHostSocket(t *testing.T) {
 		t.Fatalf("%d flows left", n)
 	}
 }
+
+// udpDrains counts goroutines running a UDP flow's drain.
+func udpDrains() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	s := string(buf)
+	return strings.Count(s, "flow.(*udpPump).drainHost") + strings.Count(s, "flow.(*GuestSender).drain")
+}
+
+// A UDP flow in use answers every datagram, and once idle holds no
+// goroutine while it stays open.
+func TestUDPFlowIdleHoldsNoGoroutine(t *testing.T) {
+	h := newFlowHarness(t, seams{})
+	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := srv.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			srv.WriteTo(buf[:n], from)
+		}
+	}()
+	c, err := h.g.DialUDP(netip.AddrPortFrom(h.gw, uint16(srv.LocalAddr().(*net.UDPAddr).Port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	for i := 0; i < 3; i++ {
+		msg := []byte{'d', byte('0' + i)}
+		c.Write(msg)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := c.Read(buf); err != nil || string(buf[:n]) != string(msg) {
+			t.Fatalf("datagram %d: read %q, %v", i, buf[:n], err)
+		}
+		waitFor(t, "the UDP drains to go idle", func() bool { return udpDrains() == 0 })
+	}
+	if h.n.flows.Len() != 1 {
+		t.Fatalf("%d flows, want the one idle UDP flow", h.n.flows.Len())
+	}
+}
+
+// Datagrams to a host port where nothing listens: the host's ICMP port
+// unreachable closes the flow at once, long before any timeout (the
+// unreplied one is 30 s; the wait below gives up after 15). That the guest
+// hears of it is TestUDPPortChurnLeavesNoState's to show, with a Linux
+// guest: gVisor's UDP sockets do not report it on read.
+func TestUDPRefusedClosesFlow(t *testing.T) {
+	h := newFlowHarness(t, seams{})
+	closed, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := closed.LocalAddr().(*net.UDPAddr).Port
+	closed.Close() // nothing listens there now
+	c, err := h.g.DialUDP(netip.AddrPortFrom(h.gw, uint16(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// The default idle (60s) and unreplied (30s) timeouts are longer than
+	// waitFor's patience: only the refusal can close the flow in time.
+	if _, err := c.Write([]byte("anyone?")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the refused flow to close", func() bool { return h.n.flows.Len() == 0 })
+	// The guest hears of the refusal as a port unreachable: its socket
+	// reports ECONNREFUSED on the next operation.
+	// The guest stack's blocked Read is not woken by the error, so ask
+	// again until the ICMP error has arrived.
+	var rerr error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if _, rerr = c.Read(make([]byte, 16)); rerr != nil && strings.Contains(rerr.Error(), "refused") {
+			return
+		}
+	}
+	t.Fatalf("guest read after refusal: %v, want connection refused", rerr)
+}

@@ -11,6 +11,7 @@ packages=(
 	iperf3 sockperf wrk tcpdump                 # benchmark and debugging
 	slirp4netns passt                           # peers for the benchmark
 	isc-dhcp-client ndisc6                      # real DHCPv6 and RA clients for the IPv6 tests
+	python3 python3-scapy hping3                # hostile-guest tests (malformed frames, floods, port churn)
 )
 if [ "${1:-}" = "--list" ]; then
 	printf '%s\n' "${packages[@]}"

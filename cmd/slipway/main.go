@@ -194,9 +194,12 @@ func (nf *netFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&l.MaxPendingConnects, "max-pending-connects", config.DefaultMaxPendingConnects, "maximum outbound TCP connects in progress")
 	fs.DurationVar(&l.ConnectTimeout, "connect-timeout", config.DefaultConnectTimeout, "timeout of one outbound TCP connect")
 	fs.DurationVar(&l.UDPIdleTimeout, "udp-idle-timeout", config.DefaultUDPIdleTimeout, "close a UDP flow idle this long")
+	fs.DurationVar(&l.UDPUnrepliedTimeout, "udp-unreplied-timeout", config.DefaultUDPUnrepliedTimeout, "close sooner a UDP flow the host never answered")
 	fs.IntVar(&l.DNSMaxInFlight, "dns-max-inflight", config.DefaultDNSMaxInFlight, "maximum DNS queries being forwarded at once")
 	fs.IntVar(&l.DHCPMaxLeases, "dhcp-max-leases", config.DefaultDHCPMaxLeases, "maximum DHCP leases")
 	fs.IntVar(&l.MaxICMPFlows, "max-icmp-flows", config.DefaultMaxICMPFlows, "maximum concurrent ping sessions to the host")
+	fs.IntVar(&l.MaxUDPFlowsPerGuest, "max-udp-flows-per-guest", config.DefaultMaxUDPFlowsPerGuest, "maximum concurrent UDP flows one guest address opens")
+	fs.IntVar(&l.MaxNewFlowsPerSecond, "max-new-flows-per-second", config.DefaultMaxNewFlowsPerSecond, "maximum flows one guest address opens per second (a second's worth may come at once)")
 	fs.IntVar(&l.MaxPublishedPorts, "max-published-ports", config.DefaultMaxPublishedPorts, "maximum host ports published at once (a range counts each port)")
 }
 

@@ -23,6 +23,8 @@ type DatagramReader struct {
 	rc     syscall.RawConn
 	from   bool // recvfrom: keep each sender's address
 	readFn func(fd uintptr) bool
+	nowait bool // TryRead's: an empty socket ends the call
+	empty  bool // what a nowait read found
 
 	bp   *[]byte
 	n    int
@@ -50,16 +52,23 @@ func (r *DatagramReader) readOnce(fd uintptr) bool {
 		r.bp = datagrams.Get().(*[]byte)
 	}
 	var e error
-	if r.from {
-		r.n, r.addr, e = recvFrom(int(fd), *r.bp)
-	} else {
-		r.n, e = unix.Read(int(fd), *r.bp)
+	for {
+		if r.from {
+			r.n, r.addr, e = recvFrom(int(fd), *r.bp)
+		} else {
+			r.n, e = unix.Read(int(fd), *r.bp)
+		}
+		if e != unix.EINTR {
+			break
+		}
 	}
-	if e == unix.EAGAIN || e == unix.EINTR {
-		// Nothing yet: give the buffer back while waiting.
+	if e == unix.EAGAIN {
+		// Nothing yet: give the buffer back while waiting (or, for
+		// TryRead, report it).
 		datagrams.Put(r.bp)
 		r.bp = nil
-		return false
+		r.empty = true
+		return r.nowait
 	}
 	r.err = e
 	return true
@@ -81,6 +90,26 @@ func (r *DatagramReader) Read() ([]byte, netip.AddrPort, error) {
 		return nil, netip.AddrPort{}, r.err
 	}
 	return (*r.bp)[:r.n], r.addr, nil
+}
+
+// TryRead is Read without waiting: ok is false when the socket holds
+// nothing.
+func (r *DatagramReader) TryRead() (b []byte, ok bool, err error) {
+	r.Release()
+	r.err, r.empty, r.nowait = nil, false, true
+	err = r.rc.Read(r.readFn)
+	r.nowait = false
+	switch {
+	case err != nil:
+		r.Release()
+		return nil, false, err
+	case r.err != nil:
+		r.Release()
+		return nil, false, r.err
+	case r.empty:
+		return nil, false, nil
+	}
+	return (*r.bp)[:r.n], true, nil
 }
 
 // WriteTo writes the datagram in hand into ep as one datagram.

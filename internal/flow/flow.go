@@ -134,17 +134,24 @@ func (f *Flow) Closed() bool {
 // traffic costs an atomic store, not a timer reset. Stop the returned timer
 // when the flow is released.
 func (f *Flow) CloseWhenIdle(idle time.Duration) *time.Timer {
+	return f.closeWhenIdleFor(func() time.Duration { return idle })
+}
+
+// closeWhenIdleFor is CloseWhenIdle with a timeout that may change over
+// the flow's life (asked anew at every check).
+func (f *Flow) closeWhenIdleFor(idle func() time.Duration) *time.Timer {
 	var timer *time.Timer
 	check := func() {
+		limit := idle()
 		since := time.Since(f.LastActive())
-		if since >= idle {
+		if since >= limit {
 			f.Close()
 			return
 		}
-		timer.Reset(idle - since)
+		timer.Reset(limit - since)
 	}
 	// Armed only once timer is assigned: check reads it.
 	timer = time.AfterFunc(time.Duration(math.MaxInt64), check)
-	timer.Reset(idle)
+	timer.Reset(idle())
 	return timer
 }

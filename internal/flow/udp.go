@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -12,10 +13,14 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
-// A UDP flow has two goroutines: one hands the guest's datagrams to the
-// host (GuestDatagrams, woken by the stack), one the host's to the guest
-// (a DatagramReader loop). The flow closes after an idle timeout with no
-// datagram either way (Flow.CloseWhenIdle), or when its socket fails.
+// A UDP flow has, like a TCP one (see tcp.go), two directions that each
+// run a drain goroutine only while there is something to move, and none
+// while the flow is idle: the guest's datagrams are sent to the host when
+// the stack's waiter kicks (GuestSender), the host's reach the guest when
+// the table's poller kicks. The flow closes after an idle timeout with no
+// datagram either way (shorter while the host never answered), when the
+// host refuses the datagrams (ICMP port unreachable: ECONNREFUSED), or when
+// a socket fails.
 
 // UDPReceiveBuffer is what one UDP flow may hold of the guest's datagrams
 // that are not sent to the host yet: room for a burst while the previous
@@ -25,13 +30,25 @@ const UDPReceiveBuffer = 1 << 20
 // MaxDatagram is the largest UDP payload carried.
 const MaxDatagram = 65535
 
+// UDPOptions are the timeouts and hooks of a guest's UDP flow.
+type UDPOptions struct {
+	// Idle closes the flow after this long without a datagram either
+	// way; Unreplied instead while the host has sent nothing back yet.
+	Idle, Unreplied time.Duration
+	// Refused, if set, is called once when the host answered with ICMP
+	// port unreachable (the flow then closes): the guest should hear of
+	// it the same way.
+	Refused func()
+}
+
 // PumpUDP carries a guest's UDP flow between a stack endpoint and a
-// connected host socket, until it was idle (no datagram either way) for
-// idle or a socket failed. It takes ownership of ep and host: they are
-// released when the flow closes, also if it was closed already.
-func PumpUDP(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, host *net.UDPConn, idle time.Duration) {
+// connected host socket until it is closed (see UDPOptions). It takes
+// ownership of ep and host: they are released when the flow closes, also
+// if it was closed already.
+func PumpUDP(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, host *net.UDPConn, o UDPOptions) {
 	rc, err := host.SyscallConn()
-	if err != nil {
+	poll, perr := flow.table.poller()
+	if err != nil || perr != nil {
 		flow.Start(func() {
 			ep.Close()
 			host.Close()
@@ -39,33 +56,55 @@ func PumpUDP(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, host *net.UDPConn,
 		flow.Close()
 		return
 	}
-	p := &udpPump{flow: flow, ep: ep, host: host, rc: rc}
+	fd := -1
+	rc.Control(func(f uintptr) { fd = int(f) })
+	p := &udpPump{flow: flow, ep: ep, host: host, rc: rc, fd: fd, poll: poll, refused: o.Refused}
 	p.reader.init(rc, false)
-	var timer *time.Timer
-	release := func() {
-		timer.Stop()
-		ep.Close()
-		host.Close()
-	}
-	timer = flow.CloseWhenIdle(idle)
-	if !flow.Start(release) {
-		return
-	}
-	flow.SetState("active")
-	go GuestDatagrams(flow, ep, wq, func(b []byte) error {
+	p.toGuest.init(p.drainHost, p.hostPending)
+	p.guest = newGuestSender(flow, ep, wq, func(b []byte) error {
 		_, err := host.Write(b)
 		return err
 	}, p.runSender())
-	go p.hostToGuest()
+	timer := flow.closeWhenIdleFor(func() time.Duration {
+		if p.replied.Load() {
+			return o.Idle
+		}
+		return min(o.Unreplied, o.Idle)
+	})
+	release := func() {
+		timer.Stop()
+		p.guest.Stop()
+		poll.forget(fd) // before the descriptor can be reused
+		ep.Close()
+		host.Close()
+	}
+	// Registered before Start, so that release finds it all to undo.
+	werr := poll.watch(rc, fd, p.toGuest.kick)
+	if !flow.Start(release) {
+		return
+	}
+	if werr != nil {
+		flow.Close()
+		return
+	}
+	flow.SetState("active")
+	// The datagram that opened the flow waits in ep already.
+	p.guest.dir.kick()
 }
 
 // udpPump is one guest UDP flow with a connected host socket of its own.
 type udpPump struct {
-	flow   *Flow
-	ep     tcpip.Endpoint
-	host   *net.UDPConn
-	rc     syscall.RawConn
-	reader DatagramReader
+	flow    *Flow
+	ep      tcpip.Endpoint
+	host    *net.UDPConn
+	rc      syscall.RawConn
+	fd      int
+	poll    *poller
+	guest   *GuestSender
+	toGuest direction
+	reader  DatagramReader
+	replied atomic.Bool // the host has sent something back
+	refused func()
 
 	// One run send's argument and result, and the function making it,
 	// bound once (a closure per call would allocate per run).
@@ -100,21 +139,41 @@ func (p *udpPump) sendRun(b []byte, size int) error {
 	return p.runErr
 }
 
-// hostToGuest writes every datagram the host socket receives into the
-// stack endpoint, until the flow closes or the socket fails.
-func (p *udpPump) hostToGuest() {
+// drainHost writes what the host socket holds into the stack endpoint, a
+// datagram at a time, then re-arms the poller and lingers.
+func (p *udpPump) drainHost() {
+	var t lingerTimer
+	defer t.stop()
 	for {
-		b, _, err := p.reader.Read()
-		if err != nil {
-			if IsTransient(err) {
-				continue // e.g. ICMP port unreachable from a previous send
+		b, ok, err := p.reader.TryRead()
+		switch {
+		case errors.Is(err, unix.ECONNREFUSED):
+			// The host answered with ICMP port unreachable: nothing
+			// listens there, and nothing will be learnt by keeping the
+			// flow (and its socket) for the idle timeout.
+			if p.refused != nil && !p.flow.Closed() {
+				p.refused()
 			}
 			p.flow.Close()
 			return
+		case err != nil && IsTransient(err):
+			continue // an ICMP error for an earlier datagram
+		case err != nil:
+			p.flow.Close()
+			return
+		case !ok:
+			if p.poll.rearm(p.fd) != nil {
+				p.flow.Close()
+				return
+			}
+			if !p.toGuest.idle(&t, p.flow.Done()) {
+				return
+			}
+			continue
 		}
 		n := len(b)
-		terr := p.reader.WriteTo(p.ep)
-		if terr != nil {
+		p.replied.Store(true)
+		if terr := p.reader.WriteTo(p.ep); terr != nil {
 			if _, ok := terr.(*tcpip.ErrWouldBlock); !ok {
 				p.flow.Close()
 				return
@@ -126,32 +185,75 @@ func (p *udpPump) hostToGuest() {
 	}
 }
 
-// GuestDatagrams hands every datagram the guest sends on ep to the host,
-// counting it on flow, until the flow closes or ep fails; a send error
-// other than a transient one (an ICMP error for an earlier datagram) closes
-// the flow. When sendRun is not nil, what the guest queued leaves in runs
-// of equal-sized datagrams, one call each: a bulk sender's datagrams then
-// cross the host's stack once per run, not once each (UDP GSO); the
-// receiver still gets them one by one. Without sendRun every datagram is
-// sent on its own. Guests' flows and published ports share it.
-func GuestDatagrams(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, send func([]byte) error, sendRun func([]byte, int) error) {
-	entry, ready := waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr)
-	wq.EventRegister(&entry)
-	defer wq.EventUnregister(&entry)
-	runs := &datagramRuns{flow: flow, send: send, sendRun: sendRun, noRuns: sendRun == nil}
+// hostPending says whether the host socket holds a datagram or an error.
+// It runs after the drain cleared busy, so it polls on its own.
+func (p *udpPump) hostPending() bool {
+	pending := false
+	p.rc.Control(func(fd uintptr) {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, 0)
+		pending = err == nil && n > 0
+	})
+	return pending
+}
+
+// GuestSender hands every datagram the guest sends on an endpoint to the
+// host, counting it on the flow, until the flow closes or the endpoint
+// fails; a send error other than a transient one (an ICMP error for an
+// earlier datagram) closes the flow. When sendRun is not nil, what the
+// guest queued leaves in runs of equal-sized datagrams, one call each: a
+// bulk sender's datagrams then cross the host's stack once per run, not
+// once each (UDP GSO); the receiver still gets them one by one. Without
+// sendRun every datagram is sent on its own. Its drain runs only while
+// the guest sends (see direction). Guests' flows and published ports
+// share it.
+type GuestSender struct {
+	flow  *Flow
+	ep    tcpip.Endpoint
+	wq    *waiter.Queue
+	entry waiter.Entry
+	dir   direction
+	runs  datagramRuns
+}
+
+// SendGuestDatagrams starts a GuestSender; the flow's release must call
+// its Stop. The first datagrams are sent at once.
+func SendGuestDatagrams(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, send func([]byte) error, sendRun func([]byte, int) error) *GuestSender {
+	g := newGuestSender(flow, ep, wq, send, sendRun)
+	g.dir.kick()
+	return g
+}
+
+func newGuestSender(flow *Flow, ep tcpip.Endpoint, wq *waiter.Queue, send func([]byte) error, sendRun func([]byte, int) error) *GuestSender {
+	g := &GuestSender{flow: flow, ep: ep, wq: wq}
+	g.runs = datagramRuns{flow: flow, send: send, sendRun: sendRun, noRuns: sendRun == nil}
+	g.dir.init(g.drain, g.pending)
+	g.entry = waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr, func(waiter.EventMask) { g.dir.kick() })
+	wq.EventRegister(&g.entry)
+	return g
+}
+
+// Stop unregisters the sender from the endpoint's waiter queue.
+func (g *GuestSender) Stop() { g.wq.EventUnregister(&g.entry) }
+
+func (g *GuestSender) pending() bool {
+	return g.ep.Readiness(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr) != 0
+}
+
+func (g *GuestSender) drain() {
+	var t lingerTimer
+	defer t.stop()
 	for {
-		terr := runs.drain(ep)
-		if runs.failed {
-			flow.Close()
+		terr := g.runs.drain(g.ep)
+		if g.runs.failed {
+			g.flow.Close()
 			return
 		}
 		if _, ok := terr.(*tcpip.ErrWouldBlock); !ok {
-			flow.Close()
+			g.flow.Close()
 			return
 		}
-		select {
-		case <-ready:
-		case <-flow.Done():
+		if !g.dir.idle(&t, g.flow.Done()) {
 			return
 		}
 	}

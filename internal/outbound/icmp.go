@@ -175,14 +175,14 @@ func (x *icmpForwarder) flow(key icmpKey, remote netip.Addr, guestMAC, ourMAC [6
 		}
 		return nil
 	}
-	ff := x.f.flows.Reserve(flow.Ends{
+	ff, err := x.f.reserve(flow.Ends{
 		Proto: config.ICMP,
 		// The guest's echo id stands where a port would.
 		Guest:  netip.AddrPortFrom(key.guest, key.id),
 		Remote: netip.AddrPortFrom(remote, 0),
 		Host:   netip.AddrPortFrom(key.dst, 0),
 	})
-	if ff == nil {
+	if err != nil {
 		unix.Close(fd)
 		return nil
 	}
@@ -284,6 +284,34 @@ func (x *icmpForwarder) unreachable(guestMAC, ourMAC [6]byte, req *echoRequest, 
 		src = req.dst
 	}
 	x.send(guestMAC, ourMAC, src, req.src, msg)
+}
+
+// portUnreachable tells the guest at guest that nothing listens at remote
+// (where it sent UDP datagrams), with the ICMP error a host would send:
+// port unreachable, quoting the headers of such a datagram, which is what
+// the guest's stack matches its socket by.
+func (x *icmpForwarder) portUnreachable(guest, remote netip.AddrPort) {
+	guestMAC, ok := x.f.o.Stack.LinkAddressOf(guest.Addr())
+	if !ok {
+		return // the guest's address is not known on the link (any more)
+	}
+	ipLen := header.IPv4MinimumSize
+	typ, code := uint8(header.ICMPv4DstUnreachable), uint8(header.ICMPv4PortUnreachable)
+	if guest.Addr().Is6() {
+		ipLen = header.IPv6MinimumSize
+		typ, code = uint8(header.ICMPv6DstUnreachable), uint8(header.ICMPv6PortUnreachable)
+	}
+	msg := make([]byte, 8+ipLen+header.UDPMinimumSize)
+	msg[0], msg[1] = typ, code
+	quoted := msg[8:]
+	var udp []byte
+	if guest.Addr().Is6() {
+		udp = frame.PutIPv6(quoted, header.UDPProtocolNumber, 64, guest.Addr(), remote.Addr(), header.UDPMinimumSize)
+	} else {
+		udp = frame.PutIPv4(quoted, header.UDPProtocolNumber, 64, guest.Addr(), remote.Addr(), header.UDPMinimumSize)
+	}
+	header.UDP(udp).Encode(&header.UDPFields{SrcPort: guest.Port(), DstPort: remote.Port(), Length: header.UDPMinimumSize})
+	x.send(guestMAC, x.f.o.Stack.MAC(), remote.Addr(), guest.Addr(), msg)
 }
 
 // send builds an Ethernet+IP frame around an ICMP or ICMPv6 message

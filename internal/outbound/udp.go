@@ -20,9 +20,8 @@ func (f *Forwarder) handleUDP(r *udp.ForwarderRequest) bool {
 	if !v.Allowed() {
 		return false
 	}
-	fl := f.flows.Reserve(flow.Ends{Proto: config.UDP, Guest: guest, Remote: dst, Host: v.Target})
-	if fl == nil {
-		f.log.Warn("flow limit reached, dropping UDP flow", "guest", guest, "dst", dst, "max-flows", f.flows.Max())
+	fl, err := f.reserve(flow.Ends{Proto: config.UDP, Guest: guest, Remote: dst, Host: v.Target})
+	if err != nil {
 		return true // dropped, as a full NAT table would
 	}
 	var laddr *net.UDPAddr
@@ -46,6 +45,12 @@ func (f *Forwarder) handleUDP(r *udp.ForwarderRequest) bool {
 	// Room for a burst: the guest's datagrams wait here while the pump
 	// sends the previous run to the host.
 	ep.SocketOptions().SetReceiveBufferSize(flow.UDPReceiveBuffer, true)
-	flow.PumpUDP(fl, ep, &wq, host, f.o.UDPIdleTimeout)
+	flow.PumpUDP(fl, ep, &wq, host, flow.UDPOptions{
+		Idle:      f.o.UDPIdleTimeout,
+		Unreplied: f.o.UDPUnrepliedTimeout,
+		// Nothing listens there: the guest hears so, as from a real
+		// host, and its socket sees ECONNREFUSED.
+		Refused: func() { f.icmp.portUnreachable(guest, dst) },
+	})
 	return true
 }

@@ -31,12 +31,13 @@ type udpPort struct {
 // udpClient is one host client of a published UDP port: a flow whose
 // stack endpoint is connected to the guest.
 type udpClient struct {
-	port  *udpPort
-	addr  netip.AddrPort // the client on the host
-	flow  *flow.Flow
-	ep    tcpip.Endpoint
-	wq    waiter.Queue
-	timer *time.Timer
+	port   *udpPort
+	addr   netip.AddrPort // the client on the host
+	flow   *flow.Flow
+	ep     tcpip.Endpoint
+	wq     waiter.Queue
+	timer  *time.Timer
+	sender *flow.GuestSender
 }
 
 func newUDPPort(p *Publisher, fw *forward, c *net.UDPConn, guest netip.AddrPort) *udpPort {
@@ -100,10 +101,10 @@ func (u *udpPort) client(from netip.AddrPort) *udpClient {
 		return nil
 	}
 	c.ep = ep
-	c.flow = p.o.Flows.Reserve(flow.Ends{Proto: config.UDP, Guest: u.guest, Remote: local, Host: from, Forward: u.fw.ID})
-	if c.flow == nil {
+	c.flow, err = p.o.Flows.Reserve(flow.Ends{Proto: config.UDP, Guest: u.guest, Remote: local, Host: from, Forward: u.fw.ID})
+	if err != nil {
 		p.refused.Add(1)
-		p.log.Debug("flow limit reached, dropping datagrams to published port", "id", u.fw.ID, "client", from)
+		p.log.Debug("dropping datagrams to published port", "id", u.fw.ID, "client", from, "err", err)
 		ep.Close()
 		return nil
 	}
@@ -117,6 +118,12 @@ func (u *udpPort) client(from netip.AddrPort) *udpClient {
 	u.clients[from] = c
 	u.mu.Unlock()
 	c.timer = c.flow.CloseWhenIdle(p.o.UDPIdleTimeout)
+	// The guest's answers go back to this client from the published
+	// port's socket.
+	c.sender = flow.SendGuestDatagrams(c.flow, ep, &c.wq, func(b []byte) error {
+		_, err := u.conn.WriteToUDPAddrPort(b, from)
+		return err
+	}, nil)
 	if !c.flow.Start(c.release) {
 		return nil
 	}
@@ -128,12 +135,6 @@ func (u *udpPort) client(from netip.AddrPort) *udpClient {
 	}
 	c.flow.SetState("active")
 	u.fw.conns.Add(1)
-	// The guest's answers go back to this client from the published
-	// port's socket.
-	go flow.GuestDatagrams(c.flow, ep, &c.wq, func(b []byte) error {
-		_, err := u.conn.WriteToUDPAddrPort(b, from)
-		return err
-	}, nil)
 	return c
 }
 
@@ -146,6 +147,7 @@ func (c *udpClient) release() {
 	}
 	u.mu.Unlock()
 	c.timer.Stop()
+	c.sender.Stop()
 	c.ep.Close()
 }
 

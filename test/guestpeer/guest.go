@@ -353,6 +353,11 @@ func (g *Guest) Dial(ctx context.Context, to netip.AddrPort) (net.Conn, error) {
 	return gonet.DialContextTCP(ctx, g.st, fullAddr(to), ipv4.ProtocolNumber)
 }
 
+// DialUDP opens a connected UDP socket from the guest.
+func (g *Guest) DialUDP(to netip.AddrPort) (net.Conn, error) {
+	return gonet.DialUDP(g.st, nil, &tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(to.Addr().As4()), Port: to.Port()}, ipv4.ProtocolNumber)
+}
+
 // Listen accepts TCP connections on the guest's port.
 func (g *Guest) Listen(port uint16) (net.Listener, error) {
 	return gonet.ListenTCP(g.st, tcpip.FullAddress{NIC: 1, Port: port}, ipv4.ProtocolNumber)
