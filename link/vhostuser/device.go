@@ -57,7 +57,7 @@ func (l *Link) fail(h header) {
 func expectsReply(req uint32) bool {
 	switch req {
 	case reqGetFeatures, reqGetProtocolFeatures, reqGetVringBase, reqGetQueueNum,
-		reqGetConfig, reqGetMaxMemSlots, reqGetStatus:
+		reqGetConfig, reqGetMaxMemSlots, reqGetStatus, reqSetLogBase:
 		return true
 	}
 	return false
@@ -153,8 +153,24 @@ func (l *Link) handle(m *message) ([]byte, error) {
 	case reqGetMaxMemSlots:
 		return u64Reply(maxMemSlots), nil
 	case reqSetLogBase:
-		closeFDs(fds)
-		return nil, fmt.Errorf("%w: LOG_SHMFD not offered", ErrBadRequest)
+		defer closeFDs(fds)
+		if l.protocol&pLogShmFD == 0 {
+			return nil, fmt.Errorf("%w: LOG_SHMFD not negotiated", ErrBadRequest)
+		}
+		d, err := mapLog(fds[0], m.log[0], m.log[1])
+		if err != nil {
+			return nil, err
+		}
+		l.lockAll()
+		old := l.dlog
+		l.dlog = d
+		for _, q := range l.queues {
+			l.applyLog(q)
+		}
+		l.unlockAll()
+		old.unmap()
+		// With LOG_SHMFD QEMU waits for this answer.
+		return u64Reply(0), nil
 	case reqSetLogFD:
 		// Optional, and only a hint that the log changed: not used.
 		closeFDs(fds)
@@ -220,6 +236,7 @@ func (l *Link) setFeatures(v uint64) error {
 			q.ring.eventIdx = v&fEventIdx != 0
 			q.ring.indirect = v&fIndirectDesc != 0
 		}
+		l.applyLog(q)
 	}
 	l.unlockAll()
 	const guestOffloads = fGuestCsum | fGuestTSO4 | fGuestTSO6
@@ -246,6 +263,7 @@ func (l *Link) setMemory(mem *memory) {
 		}
 		l.carry(q.ring, r)
 		q.ring = r
+		l.applyLog(q)
 	}
 	if old != nil {
 		for _, r := range old.regions {
@@ -256,6 +274,20 @@ func (l *Link) setMemory(mem *memory) {
 	}
 	l.unlockAll()
 	l.wakeReader()
+}
+
+// applyLog points q's ring at the dirty log while logging is on: the
+// front-end gave a log and acknowledged LOG_ALL. The caller holds q's
+// mutex (or every queue's) and, for the features, l's configuration.
+func (l *Link) applyLog(q *queue) {
+	if q.ring == nil {
+		return
+	}
+	q.ring.dlog = nil
+	if l.features&fLogAll != 0 && l.dlog != nil {
+		q.ring.dlog = l.dlog
+	}
+	q.ring.usedLog, q.ring.logUsed = q.addr.Log, q.addr.Flags&vringFlagLog != 0
 }
 
 // carry moves a running ring's state onto its new view.
@@ -346,6 +378,7 @@ func (l *Link) setVringAddr(a vringAddr) error {
 		l.carry(q.ring, r)
 		q.ring = r
 	}
+	l.applyLog(q)
 	return nil
 }
 
@@ -396,6 +429,8 @@ func (l *Link) setVringFD(req uint32, v uint64, fds []int) error {
 			}
 			r.eventIdx = l.features&fEventIdx != 0
 			r.indirect = l.features&fIndirectDesc != 0
+			q.ring = r
+			l.applyLog(q)
 			r.start()
 			if q.index%2 == 0 && !r.eventIdx {
 				// Receive buffers are never waited for: the guest

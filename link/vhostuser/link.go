@@ -105,6 +105,7 @@ type Link struct {
 	features uint64
 	hdrLen   int // the virtio-net header's size: 12, or 10 for a legacy guest
 	mem      *memory
+	dlog     *dirtyLog // the front-end's dirty-page log, if it gave one
 
 	queues   []*queue // even indices receive (to the guest), odd transmit
 	offloads atomic.Bool
@@ -194,8 +195,8 @@ func New(c *net.UnixConn, o Options) *Link {
 // the front-end pick from them.
 const (
 	offeredFeatures = fVersion1 | fProtoFeatures | fMrgRxbuf | fEventIdx | fIndirectDesc |
-		fCsum | fGuestCsum | fHostTSO4 | fHostTSO6 | fGuestTSO4 | fGuestTSO6 | fMAC | fStatus
-	offeredProtocol = pReplyAck | pNetMTU | pBackendReq | pConfig | pConfigureMemSlots | pStatus | pRARP
+		fCsum | fGuestCsum | fHostTSO4 | fHostTSO6 | fGuestTSO4 | fGuestTSO6 | fMAC | fStatus | fLogAll
+	offeredProtocol = pReplyAck | pLogShmFD | pNetMTU | pBackendReq | pConfig | pConfigureMemSlots | pStatus | pRARP
 )
 
 func (l *Link) rxq() *queue { return l.queues[0] }
@@ -227,6 +228,13 @@ func (l *Link) end(err error) {
 		}
 		l.mem.unmapAll()
 		l.mem = nil
+		l.dlog.unmap()
+		l.dlog = nil
+		for _, q := range l.queues {
+			if q.ring != nil {
+				q.ring.dlog = nil
+			}
+		}
 		l.unlockAll()
 		l.wakeReader()
 		if l.backend != nil {
@@ -342,7 +350,7 @@ func (l *Link) fault(q *queue, p any) error {
 		panic(p)
 	}
 	q.mu.Lock()
-	inGuest := l.mem.holds(fa.Addr())
+	inGuest := l.mem.holds(fa.Addr()) || l.dlog.holds(fa.Addr())
 	if inGuest {
 		q.breakRing(errMemoryFault)
 	}

@@ -61,6 +61,13 @@ type ring struct {
 	eventIdx bool // VIRTIO_RING_F_EVENT_IDX
 	indirect bool // VIRTIO_RING_F_INDIRECT_DESC
 
+	// dlog, while the front-end logs dirty pages, gets every page the
+	// device writes; usedLog is the used ring's guest-physical address
+	// there (the vring address's log field), logged when logUsed.
+	dlog    *dirtyLog
+	usedLog uint64
+	logUsed bool
+
 	lastAvail uint16 // the next available entry to take
 	usedIdx   uint16 // the next used entry to fill
 	usedFlags uint16
@@ -121,10 +128,11 @@ func (r *ring) headAt(i uint16) uint16 {
 
 // chain is a descriptor chain's buffers in guest memory.
 type chain struct {
-	head uint16
-	bufs [][]byte
-	size int
-	err  error // why the chain is refused; nil if usable
+	head  uint16
+	bufs  [][]byte
+	addrs []uint64 // each buffer's guest-physical address
+	size  int
+	err   error // why the chain is refused; nil if usable
 	// written counts the bytes put into a receive chain.
 	written int
 }
@@ -135,7 +143,7 @@ type chain struct {
 // tables only when negotiated, never nested; no more than maxChainDescs
 // descriptors and, for a readable chain, no more than limit bytes.
 func (r *ring) walk(head uint16, c *chain, writable bool, limit int) {
-	c.head, c.bufs, c.size, c.err, c.written = head, c.bufs[:0], 0, nil, 0
+	c.head, c.bufs, c.addrs, c.size, c.err, c.written = head, c.bufs[:0], c.addrs[:0], 0, nil, 0
 	if head >= r.num {
 		c.err = errHeadRange
 		return
@@ -193,6 +201,7 @@ func (r *ring) walk(head uint16, c *chain, writable bool, limit int) {
 				return
 			}
 			c.bufs = append(c.bufs, b)
+			c.addrs = append(c.addrs, addr)
 			c.size += int(length)
 			if !writable && c.size > limit {
 				c.err = errChainTooLarge
@@ -226,6 +235,32 @@ func (r *ring) putUsed(head uint16, length uint32) {
 // publish makes the used entries put so far visible to the driver.
 func (r *ring) publish() {
 	store32(r.used, r.usedFlags, r.usedIdx)
+	r.markUsed()
+}
+
+// markUsed logs the used ring as written (all of it: a few pages, and
+// only while a migration runs).
+func (r *ring) markUsed() {
+	if r.dlog != nil && r.logUsed {
+		r.dlog.mark(r.usedLog, uint64(len(r.used)))
+	}
+}
+
+// markWritten logs the pages of the first c.written bytes of a receive
+// chain.
+func (r *ring) markWritten(c *chain) {
+	if r.dlog == nil {
+		return
+	}
+	left := c.written
+	for i, b := range c.bufs {
+		if left == 0 {
+			return
+		}
+		n := min(left, len(b))
+		r.dlog.mark(c.addrs[i], uint64(n))
+		left -= n
+	}
 }
 
 // needSignal reports whether the driver wants an interrupt for the used
@@ -264,6 +299,7 @@ func (r *ring) notifyOn() (bool, error) {
 		r.usedFlags &^= usedFNoNotify
 		store32(r.used, r.usedFlags, r.usedIdx)
 	}
+	r.markUsed()
 	fence()
 	n, err := r.pending()
 	return n > 0, err
@@ -276,6 +312,7 @@ func (r *ring) notifyOff() {
 	if !r.eventIdx && r.usedFlags&usedFNoNotify == 0 {
 		r.usedFlags |= usedFNoNotify
 		store32(r.used, r.usedFlags, r.usedIdx)
+		r.markUsed()
 	}
 }
 

@@ -210,6 +210,7 @@ func (l *Link) putFrame(q *queue, r *ring, f *link.Frame) putResult {
 	}
 	for i := range q.window {
 		if c := &q.window[i]; c.err == nil {
+			r.markWritten(c)
 			r.putUsed(c.head, uint32(c.written))
 		}
 	}

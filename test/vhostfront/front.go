@@ -358,6 +358,71 @@ func (f *Frontend) SetupRings() error {
 	return nil
 }
 
+// StartLog does what QEMU does when a migration starts: it hands the
+// back-end a dirty-page bitmap (a memfd, one bit per 4 KiB page of the
+// guest memory) with SET_LOG_BASE, acknowledges LOG_ALL (unless noLogAll)
+// and re-sends each ring's addresses with the used ring's logging on.
+// It returns the bitmap, mapped. LOG_SHMFD must have been acknowledged.
+func (f *Frontend) StartLog(noLogAll bool) ([]byte, error) {
+	var top uint64
+	for _, r := range f.regions {
+		top = max(top, r.GuestAddr+r.Size)
+	}
+	pages := (top + 4095) / 4096
+	size := (pages + 63) / 64 * 8
+	fd, err := unix.MemfdCreate("vhostfront-log", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	if err := unix.Ftruncate(fd, int64(size)); err != nil {
+		return nil, err
+	}
+	bitmap, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, err
+	}
+	payload := binary.NativeEndian.AppendUint64(U64(size), 0)
+	r, err := f.Call(SetLogBase, 0, payload, fd)
+	if err != nil {
+		return nil, err
+	}
+	if v, err := r.U64(); err != nil || v != 0 {
+		return nil, fmt.Errorf("SET_LOG_BASE failed: %d %v", v, err)
+	}
+	if !noLogAll {
+		f.Acked |= FLogAll
+		if err := f.ack(SetFeatures, U64(f.Acked)); err != nil {
+			return nil, err
+		}
+	}
+	for _, q := range []*Queue{f.RX, f.TX} {
+		a := Addr(uint32(q.Index), 1, f.UVA(q.descOff), f.UVA(q.usedOff), f.UVA(q.availOff), f.GPA(q.usedOff))
+		if err := f.ack(SetVringAddr, a); err != nil {
+			return nil, err
+		}
+	}
+	return bitmap, nil
+}
+
+// DriverPages are the pages the front-end itself writes (descriptor
+// tables, available rings, transmit buffers and their indirect tables),
+// by page index of its memory.
+func (f *Frontend) DriverPages() map[int]bool {
+	m := map[int]bool{}
+	n := int(f.TX.N)
+	areas := [][2]int{{f.txBase, n / 2 * txSlot}, {f.txTables, n / 2 * 64}}
+	for _, q := range []*Queue{f.RX, f.TX} {
+		areas = append(areas, [2]int{q.descOff, len(q.Desc)}, [2]int{q.availOff, len(q.Avail)})
+	}
+	for _, a := range areas {
+		for p := a[0] / 4096; p <= (a[0]+a[1]-1)/4096; p++ {
+			m[p] = true
+		}
+	}
+	return m
+}
+
 // Run starts taking received frames.
 func (f *Frontend) Run() {
 	f.wg.Add(1)

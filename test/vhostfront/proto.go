@@ -70,11 +70,13 @@ const (
 	FHostTSO6      = 1 << 12
 	FMrgRxbuf      = 1 << 15
 	FStatus        = 1 << 16
+	FLogAll        = 1 << 26
 	FIndirectDesc  = 1 << 28
 	FEventIdx      = 1 << 29
 	FProtoFeatures = 1 << 30
 	FVersion1      = 1 << 32
 
+	PLogShmFD          = 1 << 1
 	PReplyAck          = 1 << 3
 	PNetMTU            = 1 << 4
 	PBackendReq        = 1 << 5
