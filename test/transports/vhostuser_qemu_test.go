@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -329,5 +330,57 @@ sleep 600`, gport, web.Port())
 	m := testenv.Markers(dst.Console())
 	if m["gate"] != "ok" || m["sha"] != sum {
 		t.Errorf("on the destination: gate %q, download rc %s sha256 %q, want %s:\n%s", m["gate"], m["downrc"], m["sha"], sum, dst.Console())
+	}
+}
+
+// slipway restarted under a running QEMU guest on vhost-user: QEMU
+// (reconnect=1) connects to the new slipway, which takes the rings up
+// where they stood (GET/SET_VRING_BASE); the guest's next download
+// works, and a DHCP request gets it the same address again.
+func TestQEMUVhostUserRestart(t *testing.T) {
+	testenv.RequireTools(t, "qemu-system-x86_64")
+	guest := vmtest.Build(t)
+	web, sum := testenv.HTTPFile(t, 16<<20)
+	var restarted atomic.Bool
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	flagSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !restarted.Load() {
+			http.NotFound(w, r)
+		}
+	})}
+	go flagSrv.Serve(l)
+	t.Cleanup(func() { flagSrv.Close() })
+	flagPort := l.Addr().(*net.TCPAddr).Port
+	dir := t.TempDir()
+	vsock := filepath.Join(dir, "vm.vhost")
+	args := []string{"--listen", "vhost-user:" + vsock, "--mtu", "1500"}
+	srv := testenv.Serve(t, args...)
+	vm := vmtest.Start(t, guest, vmtest.Options{
+		Memory: "512M", Netdev: vhostNIC(vsock, "52:54:00:00:26:01", "512M"), Timeout: 10 * time.Minute,
+		Script: fmt.Sprintf(`echo "@first=$(wget -q -O - http://10.0.2.2:%[1]d/blob | sha256sum | cut -d' ' -f1)"
+until wget -q -O /dev/null http://10.0.2.2:%[2]d/restarted; do sleep 1; done
+echo "@second=$(wget -q -O - http://10.0.2.2:%[1]d/blob | sha256sum | cut -d' ' -f1)"
+echo "@lease=$(udhcpc -i eth0 -n -q -s /bin/true 2>&1 | grep -o 'lease of [0-9.]*' | cut -d' ' -f3)"
+echo "@addr=$(ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1)"`, web.Port(), flagPort),
+	})
+	if _, err := vm.WaitFor("@first=", 5*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	testenv.Serve(t, args...)
+	restarted.Store(true)
+	res, err := vm.Wait()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, res.Console)
+	}
+	m := testenv.Markers(res.Console)
+	if m["first"] != sum || m["second"] != sum {
+		t.Errorf("downloads before and after the restart: sha256 %q and %q, want %s", m["first"], m["second"], sum)
+	}
+	if m["lease"] == "" || m["lease"] != m["addr"] {
+		t.Errorf("after the restart DHCP offered %q, the guest has %q", m["lease"], m["addr"])
 	}
 }
