@@ -74,6 +74,17 @@ type Link interface {
 	String() string
 }
 
+// MultiQueue is a link with more than one transmit queue (vhost-user with
+// MQ): the switch reads each with ReadQueue on a goroutine of its own
+// instead of calling Read. Queue 0's ReadQueue is Read.
+type MultiQueue interface {
+	Link
+	// Queues is how many queues there are to read, 1 or more.
+	Queues() int
+	// ReadQueue is Read for queue i; each queue has one reader.
+	ReadQueue(i int, bufs [][]byte, sizes []int) (n int, err error)
+}
+
 // Counters are the drops a link sees itself, before the switch has a frame
 // or after the switch handed one over, which the switch's per-port counters
 // cannot see; the switch's ports expose them next to their own. (Frames a

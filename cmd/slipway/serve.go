@@ -6,12 +6,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/slipway-net/slipway/internal/endpoint"
 	"github.com/slipway-net/slipway/link"
+	"github.com/slipway-net/slipway/link/vhostuser"
 )
 
 func newServeCmd() *cobra.Command {
@@ -132,12 +134,29 @@ func serveUntil(log *slog.Logger, readyFD int, ended <-chan struct{}, endErr err
 // endpointFlags are serve's --listen, --connect and --fd.
 type endpointFlags struct {
 	listens, connects, fds []string
+	queues                 queueCount
 }
+
+// queueCount is --queues: 1..vhostuser.MaxQueues, 1 when not given.
+type queueCount int
+
+func (q *queueCount) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > vhostuser.MaxQueues {
+		return fmt.Errorf("want 1..%d", vhostuser.MaxQueues)
+	}
+	*q = queueCount(n)
+	return nil
+}
+
+func (q *queueCount) String() string { return strconv.Itoa(max(int(*q), 1)) }
+func (q *queueCount) Type() string   { return "int" }
 
 func (e *endpointFlags) register(cmd *cobra.Command) {
 	fs := cmd.Flags()
 	fs.StringArrayVar(&e.listens, "listen", nil, "accept VMs on KIND:NETWORK:ADDRESS (repeatable)")
 	fs.StringArrayVar(&e.connects, "connect", nil, "connect to a VMM listening on KIND:NETWORK:ADDRESS, again after it goes away (repeatable)")
+	fs.Var(&e.queues, "queues", fmt.Sprintf("queue pairs the device of each vhost-user VM offers (1..%d); a flow stays on one pair", vhostuser.MaxQueues))
 	fs.StringArrayVar(&e.fds, "fd", nil, "serve the VM on inherited connected socket N:KIND, e.g. 3:stream (repeatable)")
 }
 
@@ -181,6 +200,7 @@ func (f *endpointFlags) open(log *slog.Logger) (*vmEndpoints, error) {
 			if err != nil {
 				return fail(set.flag, s, err)
 			}
+			spec.Queues = int(f.queues)
 			l, err := set.start(spec, log)
 			if err != nil {
 				return fail(set.flag, s, err)
@@ -193,6 +213,7 @@ func (f *endpointFlags) open(log *slog.Logger) (*vmEndpoints, error) {
 		if err != nil {
 			return fail("fd", s, err)
 		}
+		spec.Queues = int(f.queues)
 		l, err := endpoint.AdoptFD(spec)
 		if err != nil {
 			return fail("fd", s, err)

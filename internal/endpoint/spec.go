@@ -30,6 +30,9 @@ type Spec struct {
 	Kind    Kind
 	Network string // "unix" or "tcp"
 	Address string // a path, or HOST:PORT
+	// Queues is how many queue pairs a vhost-user device offers (1 if
+	// 0); other kinds ignore it.
+	Queues int
 }
 
 func (s Spec) String() string {

@@ -11,13 +11,13 @@ import (
 
 func TestParse(t *testing.T) {
 	good := map[string]Spec{
-		"stream:unix:/run/vm.sock":   {Stream, "unix", "/run/vm.sock"},
-		"stream:tcp:127.0.0.1:5555":  {Stream, "tcp", "127.0.0.1:5555"},
-		"stream:tcp:[::1]:5555":      {Stream, "tcp", "[::1]:5555"},
-		"dgram:unix:/tmp/a:b.sock":   {Dgram, "unix", "/tmp/a:b.sock"},
-		"seqpacket:unix:/tmp/uml.sk": {Seqpacket, "unix", "/tmp/uml.sk"},
-		"vhost-user:/run/vm1.sock":   {VhostUser, "unix", "/run/vm1.sock"},
-		"vhost-user:rel/a:b.sock":    {VhostUser, "unix", "rel/a:b.sock"},
+		"stream:unix:/run/vm.sock":   {Kind: Stream, Network: "unix", Address: "/run/vm.sock"},
+		"stream:tcp:127.0.0.1:5555":  {Kind: Stream, Network: "tcp", Address: "127.0.0.1:5555"},
+		"stream:tcp:[::1]:5555":      {Kind: Stream, Network: "tcp", Address: "[::1]:5555"},
+		"dgram:unix:/tmp/a:b.sock":   {Kind: Dgram, Network: "unix", Address: "/tmp/a:b.sock"},
+		"seqpacket:unix:/tmp/uml.sk": {Kind: Seqpacket, Network: "unix", Address: "/tmp/uml.sk"},
+		"vhost-user:/run/vm1.sock":   {Kind: VhostUser, Network: "unix", Address: "/run/vm1.sock"},
+		"vhost-user:rel/a:b.sock":    {Kind: VhostUser, Network: "unix", Address: "rel/a:b.sock"},
 	}
 	for in, want := range good {
 		got, err := Parse(in)
@@ -28,7 +28,7 @@ func TestParse(t *testing.T) {
 			t.Errorf("String() = %q, want %q", got.String(), in)
 		}
 	}
-	if got, err := Parse("vhost-user:unix:/run/vm.sock"); err != nil || got != (Spec{VhostUser, "unix", "/run/vm.sock"}) {
+	if got, err := Parse("vhost-user:unix:/run/vm.sock"); err != nil || got != (Spec{Kind: VhostUser, Network: "unix", Address: "/run/vm.sock"}) {
 		t.Errorf("Parse(vhost-user:unix:...) = %+v, %v", got, err)
 	}
 	for in, wantMsg := range map[string]string{
@@ -57,19 +57,19 @@ func TestListenClaimsSocketPath(t *testing.T) {
 	}
 	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	l.Close()
-	ln, err := Listen(Spec{Stream, "unix", path})
+	ln, err := Listen(Spec{Kind: Stream, Network: "unix", Address: path})
 	if err != nil {
 		t.Fatalf("stale socket not replaced: %v", err)
 	}
 	defer ln.Close()
 	// A live one is refused.
-	if _, err := Listen(Spec{Stream, "unix", path}); !errors.Is(err, ErrSocketInUse) {
+	if _, err := Listen(Spec{Kind: Stream, Network: "unix", Address: path}); !errors.Is(err, ErrSocketInUse) {
 		t.Fatalf("second listener on a live socket: %v, want ErrSocketInUse", err)
 	}
 	// A regular file is never removed.
 	file := filepath.Join(dir, "file")
 	os.WriteFile(file, []byte("keep"), 0o600)
-	if _, err := Listen(Spec{Stream, "unix", file}); err == nil {
+	if _, err := Listen(Spec{Kind: Stream, Network: "unix", Address: file}); err == nil {
 		t.Fatal("listening over a regular file succeeded")
 	}
 	if b, _ := os.ReadFile(file); string(b) != "keep" {

@@ -11,7 +11,21 @@ import (
 // went away without polling the switch.
 func Watch(l link.Link) (link.Link, <-chan struct{}) {
 	w := &watchedLink{Link: l, done: make(chan struct{})}
+	if mq, ok := l.(link.MultiQueue); ok {
+		// The switch must still see the queues.
+		return watchedMultiQueue{w, mq}, w.done
+	}
 	return w, w.done
+}
+
+type watchedMultiQueue struct {
+	*watchedLink
+	mq link.MultiQueue
+}
+
+func (w watchedMultiQueue) Queues() int { return w.mq.Queues() }
+func (w watchedMultiQueue) ReadQueue(i int, bufs [][]byte, sizes []int) (int, error) {
+	return w.mq.ReadQueue(i, bufs, sizes)
 }
 
 type watchedLink struct {

@@ -166,19 +166,26 @@ func (s *Switch) Ports() []*Port { return *s.links.Load() }
 // Run reads frames from the port's link until it fails or is closed, then
 // detaches the port and closes the link. The returned error says why the
 // link ended (nil if it was closed by Remove).
+//
+// A multi-queue link (link.MultiQueue) gets a reader goroutine per queue;
+// the link ends when the first of them fails (the others fail with it:
+// a link's end ends all its queues).
 func (p *Port) Run() error {
-	bufs, sizes := link.NewBuffers(p.link.BatchSize())
-	b := newBatcher(len(bufs))
 	var err error
-	for {
-		var n int
-		n, err = p.link.Read(bufs, sizes)
-		if n > 0 {
-			p.sw.input(p, bufs[:n], sizes[:n], b)
+	if mq, ok := p.link.(link.MultiQueue); ok && mq.Queues() > 1 {
+		errs := make(chan error, mq.Queues())
+		for i := range mq.Queues() {
+			go func() {
+				errs <- p.read(func(bufs [][]byte, sizes []int) (int, error) { return mq.ReadQueue(i, bufs, sizes) })
+			}()
 		}
-		if err != nil {
-			break
+		err = <-errs
+		p.link.Close()
+		for range mq.Queues() - 1 {
+			<-errs
 		}
+	} else {
+		err = p.read(p.link.Read)
 	}
 	// A port closed by Remove (network shutdown) ends without error.
 	wasClosed := p.closed.Load()
@@ -187,6 +194,22 @@ func (p *Port) Run() error {
 		return nil
 	}
 	return err
+}
+
+// read passes frames from one of the link's queues to the switch until
+// the link fails.
+func (p *Port) read(readFn func(bufs [][]byte, sizes []int) (int, error)) error {
+	bufs, sizes := link.NewBuffers(p.link.BatchSize())
+	b := newBatcher(len(bufs))
+	for {
+		n, err := readFn(bufs, sizes)
+		if n > 0 {
+			p.sw.input(p, bufs[:n], sizes[:n], b)
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // Remove detaches a link port, forgets its MACs and closes its link.

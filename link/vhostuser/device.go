@@ -128,6 +128,12 @@ func (l *Link) handle(m *message) ([]byte, error) {
 		if l.protocol&pConfigureMemSlots == 0 {
 			return nil, fmt.Errorf("%w: CONFIGURE_MEM_SLOTS not negotiated", ErrBadRequest)
 		}
+		if x := l.mem.find(m.regions[0]); x != nil && x.MmapOffset == m.regions[0].MmapOffset {
+			// The same region again, from another queue pair's
+			// device: counted, not mapped twice.
+			x.adds++
+			return nil, nil
+		}
 		mr, err := mapRegion(m.regions[0], fds[0])
 		if err != nil {
 			return nil, err
@@ -143,6 +149,10 @@ func (l *Link) handle(m *message) ([]byte, error) {
 		closeFDs(fds)
 		if l.protocol&pConfigureMemSlots == 0 {
 			return nil, fmt.Errorf("%w: CONFIGURE_MEM_SLOTS not negotiated", ErrBadRequest)
+		}
+		if x := l.mem.find(m.regions[0]); x != nil && x.adds > 0 {
+			x.adds--
+			return nil, nil
 		}
 		mem, _, err := l.mem.without(m.regions[0])
 		if err != nil {
@@ -474,14 +484,7 @@ func (l *Link) announce(mac net.HardwareAddr) {
 		l.inject = append(l.inject, f)
 	}
 	l.injectMu.Unlock()
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
-	q := l.txq()
-	q.mu.Lock()
-	signal(q.kickFD)
-	q.mu.Unlock()
+	l.wakeQueue(l.txq(0))
 }
 
 // Virtio-net configuration space (virtio 1.x, 5.1.4), as GET_CONFIG reads

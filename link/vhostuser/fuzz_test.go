@@ -241,7 +241,7 @@ func fuzzLink(t *testing.T, m *memory, mem []byte, features uint64) *Link {
 	d := m.regions[0].data
 	clear(d[copy(d, mem):])
 	l := &Link{log: slog.New(slog.DiscardHandler), name: "fuzz", features: features, hdrLen: link.VnetHdrLen, mem: m,
-		wake: make(chan struct{}, 1), ended: make(chan struct{})}
+		ended: make(chan struct{})}
 	if features&(fVersion1|fMrgRxbuf) == 0 {
 		l.hdrLen = 10
 	}
@@ -252,7 +252,7 @@ func fuzzLink(t *testing.T, m *memory, mem []byte, features uint64) *Link {
 		}
 		r.eventIdx, r.indirect = features&fEventIdx != 0, features&fIndirectDesc != 0
 		r.start()
-		l.queues = append(l.queues, &queue{index: i, kickFD: -1, call: -1, errFD: -1, ring: r, enabled: true})
+		l.queues = append(l.queues, &queue{index: i, kickFD: -1, call: -1, errFD: -1, ring: r, enabled: true, wake: make(chan struct{}, 1)})
 	}
 	return l
 }
@@ -306,7 +306,7 @@ func FuzzRing(f *testing.F) {
 	f.Fuzz(func(t *testing.T, mem []byte, features uint64, frameLen uint16) {
 		features &= offeredFeatures
 		l := fuzzLink(t, m, mem, features)
-		tx := l.txq().ring
+		tx := l.txq(0).ring
 		pending, perr := tx.pending()
 		if perr == nil {
 			var c chain
@@ -323,7 +323,7 @@ func FuzzRing(f *testing.F) {
 			}
 		}
 		usedBefore := tx.usedIdx
-		n, _, err := l.readRing(bufs, sizes)
+		n, _, err := l.readRing(l.txq(0), bufs, sizes)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -340,7 +340,7 @@ func FuzzRing(f *testing.F) {
 			}
 		}
 
-		rx := l.rxq().ring
+		rx := l.rxq(0).ring
 		rxBefore := rx.usedIdx
 		frame := make([]byte, link.VnetHdrLen+int(frameLen))
 		wrote, err := l.Write(link.Frames(frame))

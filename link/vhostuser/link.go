@@ -47,7 +47,9 @@ package vhostuser
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -80,7 +82,15 @@ type Options struct {
 	// the feature is not offered, since a guest takes the device's MTU
 	// as its largest.
 	MTU int
+	// Queues is how many queue pairs the device offers (1 if 0, at most
+	// MaxQueues). With more than one it offers MQ; each pair's transmit
+	// ring is read by ReadQueue on a goroutine of its own, and Write
+	// keeps each flow on one pair's receive ring.
+	Queues int
 }
+
+// MaxQueues bounds the queue pairs of one device.
+const MaxQueues = 16
 
 // Link is one front-end connection's network device.
 type Link struct {
@@ -110,9 +120,6 @@ type Link struct {
 	queues   []*queue // even indices receive (to the guest), odd transmit
 	offloads atomic.Bool
 
-	// wake is signalled when the transmit ring changes, for a reader
-	// that has no kick eventfd to wait on.
-	wake chan struct{}
 	// inject holds frames slipway makes up on the guest's behalf (the
 	// RARP announcement after a migration), read before the ring.
 	injectMu sync.Mutex
@@ -146,6 +153,10 @@ type queue struct {
 	// can); it stays until the front-end sets the ring up again.
 	broken error
 
+	// wake (transmit queues) is signalled when the ring changes, for a
+	// reader that has no kick eventfd to wait on.
+	wake chan struct{}
+
 	// The data path's scratch.
 	chain  chain
 	window []chain
@@ -164,7 +175,6 @@ func New(c *net.UnixConn, o Options) *Link {
 		msgBuf:   make([]byte, maxPayload),
 		oob:      make([]byte, oobSize),
 		hdrLen:   link.VnetHdrLen,
-		wake:     make(chan struct{}, 1),
 		ended:    make(chan struct{}),
 		loopDone: make(chan struct{}),
 	}
@@ -184,8 +194,15 @@ func New(c *net.UnixConn, o Options) *Link {
 		l.offered |= fMTU
 	}
 	l.protoOffr = offeredProtocol
-	for i := 0; i < 2; i++ {
-		l.queues = append(l.queues, &queue{index: i, kickFD: -1, call: -1, errFD: -1})
+	pairs := min(max(o.Queues, 1), MaxQueues)
+	if pairs > 1 {
+		// With one pair MQ is not offered at all: cloud-hypervisor and
+		// crosvm read GET_QUEUE_NUM as virtqueues, QEMU as pairs.
+		l.offered |= fMQ
+		l.protoOffr |= pMQ
+	}
+	for i := 0; i < 2*pairs; i++ {
+		l.queues = append(l.queues, &queue{index: i, kickFD: -1, call: -1, errFD: -1, wake: make(chan struct{}, 1)})
 	}
 	go l.serve()
 	return l
@@ -199,8 +216,12 @@ const (
 	offeredProtocol = pReplyAck | pLogShmFD | pNetMTU | pBackendReq | pConfig | pConfigureMemSlots | pStatus | pRARP
 )
 
-func (l *Link) rxq() *queue { return l.queues[0] }
-func (l *Link) txq() *queue { return l.queues[1] }
+func (l *Link) rxq(pair int) *queue { return l.queues[2*pair] }
+func (l *Link) txq(pair int) *queue { return l.queues[2*pair+1] }
+
+// Queues is how many queue pairs the device has; ReadQueue reads pair i's
+// transmit ring.
+func (l *Link) Queues() int { return len(l.queues) / 2 }
 
 // lockAll takes every queue's mutex, for a change the data path shares.
 func (l *Link) lockAll() {
@@ -250,13 +271,18 @@ func (l *Link) end(err error) {
 // mutex (end sets endErr under all of them).
 func (l *Link) isEnded() bool { return l.endErr != nil }
 
-// wakeReader makes a waiting Read look at the transmit ring again.
+// wakeReader makes every waiting reader look at its transmit ring again.
 func (l *Link) wakeReader() {
+	for i := range l.Queues() {
+		l.wakeQueue(l.txq(i))
+	}
+}
+
+func (l *Link) wakeQueue(q *queue) {
 	select {
-	case l.wake <- struct{}{}:
+	case q.wake <- struct{}{}:
 	default:
 	}
-	q := l.txq()
 	q.mu.Lock()
 	if q.kickFD >= 0 {
 		signal(q.kickFD)
@@ -367,14 +393,24 @@ func (l *Link) fault(q *queue, p any) error {
 	return nil
 }
 
-// Read takes frames the guest transmitted: it blocks until there is at
-// least one (or the link ends), then takes up to len(bufs).
+// Read takes frames the guest transmitted on the first queue pair: it
+// blocks until there is at least one (or the link ends), then takes up
+// to len(bufs).
 func (l *Link) Read(bufs [][]byte, sizes []int) (n int, err error) {
+	return l.ReadQueue(0, bufs, sizes)
+}
+
+// ReadQueue is Read for queue pair i's transmit ring. Each pair has at
+// most one reader.
+func (l *Link) ReadQueue(i int, bufs [][]byte, sizes []int) (n int, err error) {
+	q := l.txq(i)
 	for {
-		if n := l.readInjected(bufs, sizes); n > 0 {
-			return n, nil
+		if i == 0 {
+			if n := l.readInjected(bufs, sizes); n > 0 {
+				return n, nil
+			}
 		}
-		n, wait, err := l.readRing(bufs, sizes)
+		n, wait, err := l.readRing(q, bufs, sizes)
 		if n > 0 || err != nil {
 			return n, err
 		}
@@ -386,6 +422,7 @@ func (l *Link) Read(bufs [][]byte, sizes []int) (n int, err error) {
 type waitFor struct {
 	kick *os.File
 	poll bool
+	wake chan struct{}
 }
 
 // waitKick waits for the guest's next kick, for a change by the message
@@ -407,13 +444,13 @@ func (l *Link) waitKick(w waitFor) {
 		})
 	case w.poll:
 		select {
-		case <-l.wake:
+		case <-w.wake:
 		case <-l.ended:
 		case <-time.After(time.Millisecond):
 		}
 	default:
 		select {
-		case <-l.wake:
+		case <-w.wake:
 		case <-l.ended:
 		}
 	}
@@ -434,15 +471,14 @@ func (l *Link) readInjected(bufs [][]byte, sizes []int) int {
 }
 
 // readRing takes what the transmit ring holds now.
-func (l *Link) readRing(bufs [][]byte, sizes []int) (n int, w waitFor, err error) {
-	q := l.txq()
+func (l *Link) readRing(q *queue, bufs [][]byte, sizes []int) (n int, w waitFor, err error) {
 	defer l.unguard(q, debug.SetPanicOnFault(true), &n, &err)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if l.isEnded() {
 		return 0, w, l.endErr
 	}
-	w = waitFor{kick: q.kick, poll: q.poll}
+	w = waitFor{kick: q.kick, poll: q.poll, wake: q.wake}
 	if !q.usable() {
 		w.poll = false // nothing to poll until the front-end acts
 		return 0, w, nil
@@ -511,7 +547,86 @@ func (l *Link) readRing(bufs [][]byte, sizes []int) (n int, w waitFor, err error
 // running) is dropped with the rest of the batch: ErrQueueFull, as a
 // full NIC ring drops. It never waits.
 func (l *Link) Write(frames []link.Frame) (n int, err error) {
-	q := l.rxq()
+	if l.Queues() == 1 {
+		n, err := l.writeQueue(l.rxq(0), frames)
+		if errors.Is(err, errRingOff) {
+			err = link.ErrQueueFull
+		}
+		return n, err
+	}
+	// Runs of frames bound for the same pair go in one call.
+	for len(frames) > 0 {
+		pair := l.steer(&frames[0])
+		run := 1
+		for run < len(frames) && l.steer(&frames[run]) == pair {
+			run++
+		}
+		sent, err := l.writeQueue(l.rxq(pair), frames[:run])
+		if errors.Is(err, errRingOff) && pair != 0 {
+			// The guest runs fewer pairs than offered (Linux
+			// enables one per CPU): its first pair takes the rest.
+			sent, err = l.writeQueue(l.rxq(0), frames[:run])
+		}
+		n += sent
+		if err != nil {
+			if errors.Is(err, errRingOff) {
+				err = link.ErrQueueFull
+			}
+			return n, err
+		}
+		frames = frames[run:]
+	}
+	return n, nil
+}
+
+// errRingOff is writeQueue's answer for a receive ring that is not
+// running or not enabled.
+var errRingOff = fmt.Errorf("receive ring not running: %w", link.ErrQueueFull)
+
+// steer picks the queue pair for a frame: a hash of its IP addresses and,
+// for TCP and UDP, ports, so that a flow stays on one pair (its frames
+// stay in order); frames that are not IP go to the first pair.
+func (l *Link) steer(f *link.Frame) int {
+	if len(f.Segs) == 0 {
+		return 0
+	}
+	b := f.Segs[0]
+	if len(b) < 14 {
+		return 0
+	}
+	var addrs []byte
+	var proto byte
+	var l4 int
+	switch binary.BigEndian.Uint16(b[12:]) {
+	case 0x0800:
+		if len(b) < 34 {
+			return 0
+		}
+		addrs, proto, l4 = b[26:34], b[23], 14+int(b[14]&0xf)*4
+	case 0x86dd:
+		if len(b) < 54 {
+			return 0
+		}
+		addrs, proto, l4 = b[22:54], b[20], 54
+	default:
+		return 0
+	}
+	// FNV-1a over the addresses and ports: cheap, and any spread does.
+	h := uint32(2166136261)
+	mix := func(p []byte) {
+		for _, c := range p {
+			h = (h ^ uint32(c)) * 16777619
+		}
+	}
+	mix(addrs)
+	if (proto == 6 || proto == 17) && len(b) >= l4+4 {
+		mix(b[l4 : l4+4])
+	}
+	return int(h % uint32(l.Queues()))
+}
+
+// writeQueue puts frames into one receive ring.
+func (l *Link) writeQueue(q *queue, frames []link.Frame) (n int, err error) {
 	defer l.unguard(q, debug.SetPanicOnFault(true), &n, &err)
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -519,7 +634,7 @@ func (l *Link) Write(frames []link.Frame) (n int, err error) {
 		return 0, net.ErrClosed
 	}
 	if !q.usable() || !l.enabledNow(q) {
-		return 0, link.ErrQueueFull
+		return 0, errRingOff
 	}
 	r := q.ring
 	before := r.usedIdx
@@ -550,6 +665,8 @@ func (l *Link) Write(frames []link.Frame) (n int, err error) {
 
 // BatchSize is how many frames a Read may return.
 func (l *Link) BatchSize() int { return batchSize }
+
+var _ link.MultiQueue = (*Link)(nil)
 
 // Offloads reports whether Write takes partial checksums and TCP
 // super-frames: whether the guest acknowledged GUEST_CSUM, GUEST_TSO4

@@ -24,6 +24,10 @@ type memRegion struct {
 	region
 	mapping []byte // the whole mapping, from offset 0 of the file
 	data    []byte // the region's bytes: mapping[MmapOffset:][:Size]
+	// adds counts the ADD_MEM_REGs that named this very region beyond
+	// the first: QEMU sends one per queue pair's vhost device (and a
+	// REM_MEM_REG from each). Only the message loop touches it.
+	adds int
 }
 
 // memory is a memory table. It is never changed once built: a new table
@@ -154,6 +158,19 @@ func (m *memory) with(add *memRegion) (*memory, error) {
 		return 0
 	})
 	return &memory{regions: regions, mapped: mapped + add.Size}, nil
+}
+
+// find returns m's region that is r (by guest address, user address and
+// size, as REM_MEM_REG identifies it), if there is one.
+func (m *memory) find(r region) *memRegion {
+	if m != nil {
+		for _, x := range m.regions {
+			if x.GuestAddr == r.GuestAddr && x.UserAddr == r.UserAddr && x.Size == r.Size {
+				return x
+			}
+		}
+	}
+	return nil
 }
 
 // without returns a table of m's regions but the one matching r (by guest

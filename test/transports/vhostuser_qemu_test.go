@@ -384,3 +384,39 @@ echo "@addr=$(ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1)"`, web.P
 		t.Errorf("after the restart DHCP offered %q, the guest has %q", m["lease"], m["addr"])
 	}
 }
+
+// A guest with two CPUs on a device with two queue pairs (--queues 2,
+// QEMU queues=2, mq=on): the guest runs both pairs, and downloads pinned
+// to each CPU (Linux transmits on the pair of the CPU it runs on) are
+// intact, so slipway serves both transmit rings.
+func TestQEMUVhostUserMultiQueue(t *testing.T) {
+	testenv.RequireTools(t, "qemu-system-x86_64")
+	guest := vmtest.Build(t)
+	web, sum := testenv.HTTPFile(t, 16<<20)
+	sock := filepath.Join(t.TempDir(), "vm.vhost")
+	testenv.Serve(t, "--listen", "vhost-user:"+sock, "--queues", "2", "--mtu", "1500")
+	vm := vmtest.Start(t, guest, vmtest.Options{
+		Memory: "512M", Timeout: 10 * time.Minute,
+		Netdev: []string{"-object", "memory-backend-memfd,id=mem,size=512M,share=on", "-numa", "node,memdev=mem",
+			"-chardev", "socket,id=c0,path=" + sock + ",reconnect=1",
+			"-netdev", "vhost-user,id=n0,chardev=c0,queues=2",
+			"-device", "virtio-net-pci,netdev=n0,mq=on,vectors=0,mac=52:54:00:00:27:01"},
+		ExtraQEMUArgs: []string{"-smp", "2"},
+		Script: fmt.Sprintf(`echo "@cpus=$(grep -c ^processor /proc/cpuinfo)"
+echo "@queues=$(ls -d /sys/class/net/eth0/queues/tx-* | wc -l)"
+for cpu in 1 2; do
+  echo "@sha$cpu=$(taskset $cpu wget -q -O - http://10.0.2.2:%[1]d/blob | sha256sum | cut -d' ' -f1)"
+done`, web.Port()),
+	})
+	res, err := vm.Wait()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, res.Console)
+	}
+	m := testenv.Markers(res.Console)
+	if m["cpus"] != "2" || m["queues"] != "2" {
+		t.Fatalf("guest has %q CPUs and %q transmit queues, want 2 and 2:\n%s", m["cpus"], m["queues"], res.Console)
+	}
+	if m["sha1"] != sum || m["sha2"] != sum {
+		t.Errorf("downloads on CPU 0 and 1: sha256 %q and %q, want %s", m["sha1"], m["sha2"], sum)
+	}
+}
