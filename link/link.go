@@ -85,6 +85,13 @@ type MultiQueue interface {
 	ReadQueue(i int, bufs [][]byte, sizes []int) (n int, err error)
 }
 
+// Carrier is a link that can tell its peer the link went down or came up
+// (vhost-user: the device's link status, and a configuration change
+// message to the VMM).
+type Carrier interface {
+	SetCarrier(up bool)
+}
+
 // Counters are the drops a link sees itself, before the switch has a frame
 // or after the switch handed one over, which the switch's per-port counters
 // cannot see; the switch's ports expose them next to their own. (Frames a

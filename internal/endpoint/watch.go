@@ -34,6 +34,13 @@ type watchedLink struct {
 	done chan struct{}
 }
 
+// SetCarrier passes the link's status on, if the link takes it.
+func (w *watchedLink) SetCarrier(up bool) {
+	if c, ok := w.Link.(link.Carrier); ok {
+		c.SetCarrier(up)
+	}
+}
+
 func (w *watchedLink) Close() error {
 	err := w.Link.Close()
 	w.once.Do(func() { close(w.done) })

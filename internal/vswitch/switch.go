@@ -87,6 +87,8 @@ type Port struct {
 	deliver func(views []frame.View)
 	nmacs   int // learned addresses; guarded by sw.mu
 	closed  atomic.Bool
+	// down is set while the link is administratively down (SetUp).
+	down atomic.Bool
 	// errLogged keeps a failing link from logging every frame.
 	errLogged atomic.Bool
 	Stats     PortStats
@@ -116,15 +118,29 @@ type PortStats struct {
 	TxFrames atomic.Uint64 `counter:"tx_frames"`
 	TxBytes  atomic.Uint64 `counter:"tx_bytes"`
 	// Drops by reason.
-	DropRunt     atomic.Uint64 `counter:"runt"`     // shorter than an Ethernet header
-	DropBadSrc   atomic.Uint64 `counter:"bad_src"`  // source address multicast or the gateway's
-	DropHairpin  atomic.Uint64 `counter:"hairpin"`  // addressed to a MAC learned on the same port
-	DropNoGSO    atomic.Uint64 `counter:"no_gso"`   // GSO frame for a link without offloads that could not be segmented
-	DropChecksum atomic.Uint64 `counter:"checksum"` // partial checksum with bad offsets
-	DropTxError  atomic.Uint64 `counter:"tx_error"` // the link failed to write
-	DropRouter   atomic.Uint64 `counter:"router"`   // router advertisement or redirect from a guest
-	DropTxFull   atomic.Uint64 `counter:"tx_full"`  // the peer was not reading (paused VM)
+	DropRunt     atomic.Uint64 `counter:"runt"`      // shorter than an Ethernet header
+	DropBadSrc   atomic.Uint64 `counter:"bad_src"`   // source address multicast or the gateway's
+	DropHairpin  atomic.Uint64 `counter:"hairpin"`   // addressed to a MAC learned on the same port
+	DropNoGSO    atomic.Uint64 `counter:"no_gso"`    // GSO frame for a link without offloads that could not be segmented
+	DropChecksum atomic.Uint64 `counter:"checksum"`  // partial checksum with bad offsets
+	DropTxError  atomic.Uint64 `counter:"tx_error"`  // the link failed to write
+	DropRouter   atomic.Uint64 `counter:"router"`    // router advertisement or redirect from a guest
+	DropTxFull   atomic.Uint64 `counter:"tx_full"`   // the peer was not reading (paused VM)
+	DropLinkDown atomic.Uint64 `counter:"link_down"` // the link was set down (control API), either way
 }
+
+// SetUp takes the link down (frames from it and to it are dropped and
+// counted) or up again, and tells the peer if the link can
+// (link.Carrier: a vhost-user device's status).
+func (p *Port) SetUp(up bool) {
+	p.down.Store(!up)
+	if c, ok := p.link.(link.Carrier); ok {
+		c.SetCarrier(up)
+	}
+}
+
+// Up reports whether the link is up (not set down by SetUp).
+func (p *Port) Up() bool { return !p.down.Load() }
 
 // SetStack attaches the stack as the port that owns mac and receives
 // broadcasts and frames for unknown destinations, as the views the switch
@@ -323,6 +339,10 @@ func (b *batcher) flush() {
 
 // input switches a batch of frames read from link port src.
 func (s *Switch) input(src *Port, bufs [][]byte, sizes []int, b *batcher) {
+	if src.down.Load() {
+		src.Stats.DropLinkDown.Add(uint64(len(sizes)))
+		return
+	}
 	macs := *s.macs.Load()
 	for i, size := range sizes {
 		if size < link.EthHdrLen {
@@ -476,6 +496,10 @@ func route(macs map[MAC]*Port, stack *Port, f *link.Frame) *Port {
 // scratch).
 func (p *Port) write(frames []link.Frame) {
 	if p.closed.Load() {
+		return
+	}
+	if p.down.Load() {
+		p.Stats.DropLinkDown.Add(uint64(len(frames)))
 		return
 	}
 	if p.link.Offloads() {

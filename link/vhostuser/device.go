@@ -208,10 +208,15 @@ func (l *Link) handle(m *message) ([]byte, error) {
 		l.guestMTU = int(m.u64)
 		return nil, nil
 	case reqSetBackendReqFD:
+		l.backendMu.Lock()
 		if l.backend != nil {
 			l.backend.Close()
 		}
 		l.backend = os.NewFile(uintptr(fds[0]), l.name+" back-end channel")
+		// Configuration changes go to front-ends that read the
+		// configuration from the back-end (CONFIG).
+		l.backendConfig = l.protocol&pConfig != 0
+		l.backendMu.Unlock()
 		return nil, nil
 	case reqGetConfig:
 		return l.getConfig(m.config.Offset, m.config.Size, m.config.Flags), nil
@@ -487,6 +492,33 @@ func (l *Link) announce(mac net.HardwareAddr) {
 	l.wakeQueue(l.txq(0))
 }
 
+// SetCarrier sets the link status the device reports (virtio-net's
+// status field) and tells the front-end through the back-end channel
+// (CONFIG_CHANGE_MSG), so the guest sees its link go down or up. A
+// front-end that does not read its channel does not hold the caller up:
+// the message is sent without waiting, or not at all.
+func (l *Link) SetCarrier(up bool) {
+	if l.carrierDown.Swap(!up) == !up {
+		return
+	}
+	l.backendMu.Lock()
+	defer l.backendMu.Unlock()
+	if l.backend == nil || !l.backendConfig {
+		return
+	}
+	var b [hdrSize]byte
+	header{Request: backendConfigChange, Flags: flagVersion}.encode(b[:])
+	rc, err := l.backend.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		if _, err := unix.SendmsgN(int(fd), b[:], nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL); err != nil {
+			l.log.Warn("configuration change not sent", "link", l.name, "err", err)
+		}
+	})
+}
+
 // Virtio-net configuration space (virtio 1.x, 5.1.4), as GET_CONFIG reads
 // it: mac[6], status, max_virtqueue_pairs, mtu.
 const (
@@ -497,7 +529,9 @@ const (
 func (l *Link) getConfig(offset, size, flags uint32) []byte {
 	var cfg [configLen]byte
 	copy(cfg[0:], l.mac)
-	binary.LittleEndian.PutUint16(cfg[6:], statusLinkUp)
+	if !l.carrierDown.Load() {
+		binary.LittleEndian.PutUint16(cfg[6:], statusLinkUp)
+	}
 	binary.LittleEndian.PutUint16(cfg[8:], uint16(len(l.queues)/2))
 	binary.LittleEndian.PutUint16(cfg[10:], uint16(l.mtu))
 	out := make([]byte, sizeConfigHdr+int(size))

@@ -103,7 +103,6 @@ type Link struct {
 	// The message loop's own state.
 	protocol  uint64 // acknowledged protocol features
 	status    uint8  // SET_STATUS's device status
-	backend   *os.File
 	owner     bool
 	guestMTU  int
 	msgBuf    []byte
@@ -131,6 +130,13 @@ type Link struct {
 	loopDone chan struct{}
 
 	counters link.Counters
+
+	// The back-end channel (SET_BACKEND_REQ_FD), written by the message
+	// loop and by SetCarrier.
+	backendMu     sync.Mutex
+	backend       *os.File
+	backendConfig bool // the front-end takes CONFIG_CHANGE_MSG
+	carrierDown   atomic.Bool
 }
 
 // queue is one virtqueue with what the front-end configured for it.
@@ -258,9 +264,12 @@ func (l *Link) end(err error) {
 		}
 		l.unlockAll()
 		l.wakeReader()
+		l.backendMu.Lock()
 		if l.backend != nil {
 			l.backend.Close()
+			l.backend = nil
 		}
+		l.backendMu.Unlock()
 		l.injectMu.Lock()
 		l.inject = nil
 		l.injectMu.Unlock()
@@ -666,7 +675,10 @@ func (l *Link) writeQueue(q *queue, frames []link.Frame) (n int, err error) {
 // BatchSize is how many frames a Read may return.
 func (l *Link) BatchSize() int { return batchSize }
 
-var _ link.MultiQueue = (*Link)(nil)
+var (
+	_ link.MultiQueue = (*Link)(nil)
+	_ link.Carrier    = (*Link)(nil)
+)
 
 // Offloads reports whether Write takes partial checksums and TCP
 // super-frames: whether the guest acknowledged GUEST_CSUM, GUEST_TSO4

@@ -99,6 +99,9 @@ const (
 	fVersion1      = 1 << 32
 )
 
+// Back-end → front-end requests (the back-end channel).
+const backendConfigChange = 2
+
 // Protocol feature bits.
 const (
 	pMQ                = 1 << 0

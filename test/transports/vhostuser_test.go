@@ -1,6 +1,7 @@
 package transports
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -19,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/control"
 	"github.com/slipway-net/slipway/internal/endpoint"
 	"github.com/slipway-net/slipway/network"
 	"github.com/slipway-net/slipway/test/guestpeer"
@@ -241,4 +244,55 @@ func TestVhostUserFD(t *testing.T) {
 	if code := srv.wait(t, 60*time.Second); code != 0 {
 		t.Errorf("serve exited %d after the VM left, want 0:\n%s", code, srv.Output())
 	}
+}
+
+// A VM's link taken down and up through the control API: the device's
+// status (GET_CONFIG, as crosvm reads it) follows, the front-end is told
+// each time with CONFIG_CHANGE_MSG on the back-end channel, frames are
+// dropped (and counted) while it is down, and a download works once it is
+// up again.
+func TestVhostUserLinkDownUp(t *testing.T) {
+	web, sum := testenv.HTTPFile(t, 1<<20)
+	dir := t.TempDir()
+	sock, api := filepath.Join(dir, "vm.vhost"), filepath.Join(dir, "api.sock")
+	testenv.Serve(t, "--listen", "vhost-user:"+sock, "--api-socket", api, "--mtu", "1500")
+	fe := frontend(t, sock, vf.Options{Features: vf.Linux})
+	g := guestpeer.NewOffloading(t, fe, "52:54:00:00:28:01")
+	online(t, g)
+	port := linkStats(t, api, "vhost-user:").Port
+	set := func(state string, want bool) {
+		t.Helper()
+		var l control.Link
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := control.NewClient(api).Do(ctx, http.MethodPost, fmt.Sprintf("/v1/links/%d/%s", port, state), nil, &l); err != nil {
+			t.Fatal(err)
+		}
+		if l.Up != want {
+			t.Fatalf("POST %s: the API says up=%v", state, l.Up)
+		}
+		req, err := fe.BackendRequest(10 * time.Second)
+		if err != nil || req != 2 {
+			t.Fatalf("after %s the back-end channel got request %d (%v), want CONFIG_CHANGE_MSG (2)", state, req, err)
+		}
+		if up, err := fe.LinkUp(); err != nil || up != want {
+			t.Fatalf("after %s the device's status says up=%v (%v)", state, up, err)
+		}
+	}
+	set("down", false)
+	// A frame from the guest while down goes nowhere, counted.
+	arp := append(bytes.Repeat([]byte{0xff}, 6), 0x52, 0x54, 0, 0, 0x28, 1, 0x08, 0x06)
+	arp = append(arp, make([]byte, 46)...)
+	deadline := time.Now().Add(20 * time.Second)
+	for linkStats(t, api, "vhost-user:").Drops["link_down"] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("frames from a link that is down are not counted as link_down")
+		}
+		if err := fe.Send(arp); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	set("up", true)
+	download(t, g, web, sum)
 }

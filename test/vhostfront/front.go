@@ -3,6 +3,7 @@ package vhostfront
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -64,6 +65,8 @@ type Frontend struct {
 	hdrLen                   int
 
 	RX, TX *Queue
+
+	backend *os.File // our end of the back-end channel, if negotiated
 
 	txMu     sync.Mutex
 	txFree   []uint16 // free transmit slots
@@ -300,10 +303,12 @@ func (f *Frontend) Negotiate() error {
 			}
 			err = f.ack(SetBackendReqFD, nil, fds[1])
 			unix.Close(fds[1])
-			unix.Close(fds[0])
 			if err != nil {
+				unix.Close(fds[0])
 				return err
 			}
+			unix.SetNonblock(fds[0], true) // for read deadlines
+			f.backend = os.NewFile(uintptr(fds[0]), "back-end channel")
 		}
 	}
 	if err := f.ack(SetOwner, nil); err != nil {
@@ -421,6 +426,40 @@ func (f *Frontend) DriverPages() map[int]bool {
 		}
 	}
 	return m
+}
+
+// BackendRequest waits up to d for the back-end's next request on the
+// back-end channel (CONFIG_CHANGE_MSG is 2) and returns its number.
+func (f *Frontend) BackendRequest(d time.Duration) (uint32, error) {
+	if f.backend == nil {
+		return 0, fmt.Errorf("vhostfront: no back-end channel (BACKEND_REQ not negotiated)")
+	}
+	f.backend.SetReadDeadline(time.Now().Add(d))
+	var h [12]byte
+	if _, err := io.ReadFull(f.backend, h[:]); err != nil {
+		return 0, err
+	}
+	if size := binary.NativeEndian.Uint32(h[8:]); size > 0 {
+		if _, err := io.CopyN(io.Discard, f.backend, int64(size)); err != nil {
+			return 0, err
+		}
+	}
+	return binary.NativeEndian.Uint32(h[0:]), nil
+}
+
+// LinkUp reads the device's link status from its configuration space
+// (GET_CONFIG), as crosvm does.
+func (f *Frontend) LinkUp() (bool, error) {
+	req := make([]byte, 12+12)
+	binary.NativeEndian.PutUint32(req[4:], 12) // offset 0, size 12, flags 0
+	r, err := f.Call(GetConfig, 0, req)
+	if err != nil {
+		return false, err
+	}
+	if len(r.Payload) < 12+8 {
+		return false, fmt.Errorf("vhostfront: GET_CONFIG answered %d bytes", len(r.Payload))
+	}
+	return binary.LittleEndian.Uint16(r.Payload[12+6:])&1 != 0, nil
 }
 
 // Run starts taking received frames.
@@ -631,6 +670,9 @@ func (f *Frontend) Close() error {
 		close(f.closed)
 		if f.C != nil {
 			err = f.C.Close()
+		}
+		if f.backend != nil {
+			f.backend.Close()
 		}
 		for _, q := range []*Queue{f.RX, f.TX} {
 			if q == nil {
