@@ -68,7 +68,7 @@ With only --fd endpoints, serve exits once every VM has gone.`,
 				return err
 			}
 			log := newLogger(cfg.LogLevel, cmd.ErrOrStderr())
-			eps, err := ep.open(log)
+			eps, err := ep.open(log, cfg.MTU)
 			if err != nil {
 				return err
 			}
@@ -178,7 +178,7 @@ func (e *vmEndpoints) close() {
 
 // open checks every endpoint and opens it, so that a bad path, address or
 // fd is reported, naming the flag and value, before anything runs.
-func (f *endpointFlags) open(log *slog.Logger) (*vmEndpoints, error) {
+func (f *endpointFlags) open(log *slog.Logger, mtu int) (*vmEndpoints, error) {
 	if len(f.listens)+len(f.connects)+len(f.fds) == 0 {
 		return nil, usageError{errors.New("give at least one endpoint: --listen, --connect or --fd (e.g. --listen stream:unix:/tmp/vm.sock)")}
 	}
@@ -200,7 +200,7 @@ func (f *endpointFlags) open(log *slog.Logger) (*vmEndpoints, error) {
 			if err != nil {
 				return fail(set.flag, s, err)
 			}
-			spec.Queues = int(f.queues)
+			spec.Queues, spec.MTU = int(f.queues), mtu
 			l, err := set.start(spec, log)
 			if err != nil {
 				return fail(set.flag, s, err)
@@ -213,7 +213,7 @@ func (f *endpointFlags) open(log *slog.Logger) (*vmEndpoints, error) {
 		if err != nil {
 			return fail("fd", s, err)
 		}
-		spec.Queues = int(f.queues)
+		spec.Queues, spec.MTU = int(f.queues), mtu
 		l, err := endpoint.AdoptFD(spec)
 		if err != nil {
 			return fail("fd", s, err)

@@ -111,7 +111,7 @@ func (d *dialer) dial() (link.Link, error) {
 		if err != nil {
 			return nil, err
 		}
-		return vhostuser.New(c.(*net.UnixConn), vhostuser.Options{Name: d.spec.String(), Logger: d.log, Queues: d.spec.Queues}), nil
+		return vhostuser.New(c.(*net.UnixConn), vhostuser.Options{Name: d.spec.String(), Logger: d.log, Queues: d.spec.Queues, MTU: d.spec.MTU}), nil
 	default: // Seqpacket, checked by Connect
 		c, err := nd.DialContext(ctx, "unixpacket", d.spec.Address)
 		if err != nil {

@@ -23,8 +23,8 @@ import (
 type FDSpec struct {
 	FD   int
 	Kind Kind
-	// Queues is Spec.Queues for a vhost-user fd.
-	Queues int
+	// Queues and MTU are Spec's, for a vhost-user fd.
+	Queues, MTU int
 }
 
 func (f FDSpec) String() string { return fmt.Sprintf("fd:%d:%s", f.FD, f.Kind) }
@@ -69,7 +69,7 @@ func AdoptFD(f FDSpec) (link.Link, error) {
 	case Stream:
 		return stream.New(c, f.String()), nil
 	case VhostUser:
-		return vhostuser.New(c.(*net.UnixConn), vhostuser.Options{Name: f.String(), Queues: f.Queues}), nil
+		return vhostuser.New(c.(*net.UnixConn), vhostuser.Options{Name: f.String(), Queues: f.Queues, MTU: f.MTU}), nil
 	}
 	l, err := dgram.NewConn(c.(*net.UnixConn), dgram.Options{
 		Name: f.String(),

@@ -33,6 +33,9 @@ type Spec struct {
 	// Queues is how many queue pairs a vhost-user device offers (1 if
 	// 0); other kinds ignore it.
 	Queues int
+	// MTU is the network's MTU, which a vhost-user device reports
+	// (VIRTIO_NET_F_MTU) if set; other kinds ignore it.
+	MTU int
 }
 
 func (s Spec) String() string {

@@ -31,7 +31,7 @@ func (v *vhostUserListener) Accept() (link.Link, error) {
 	if err != nil {
 		return nil, err
 	}
-	return vhostuser.New(c, vhostuser.Options{Name: v.spec.String(), Logger: v.log, Queues: v.spec.Queues}), nil
+	return vhostuser.New(c, vhostuser.Options{Name: v.spec.String(), Logger: v.log, Queues: v.spec.Queues, MTU: v.spec.MTU}), nil
 }
 
 func (v *vhostUserListener) Close() error { return v.l.Close() }

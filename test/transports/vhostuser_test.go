@@ -237,6 +237,10 @@ func TestVhostUserFD(t *testing.T) {
 	if err := fe.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// The device reports the network's MTU (crosvm reads it).
+	if _, mtu, err := fe.DeviceConfig(); err != nil || mtu != 1500 || fe.Acked&vf.FMTU == 0 {
+		t.Errorf("device MTU %d (%v), MTU feature acknowledged %v; want 1500", mtu, err, fe.Acked&vf.FMTU != 0)
+	}
 	g := guestpeer.NewOffloading(t, fe, "52:54:00:00:24:01")
 	online(t, g)
 	download(t, g, web, sum)
@@ -275,7 +279,7 @@ func TestVhostUserLinkDownUp(t *testing.T) {
 		if err != nil || req != 2 {
 			t.Fatalf("after %s the back-end channel got request %d (%v), want CONFIG_CHANGE_MSG (2)", state, req, err)
 		}
-		if up, err := fe.LinkUp(); err != nil || up != want {
+		if up, _, err := fe.DeviceConfig(); err != nil || up != want {
 			t.Fatalf("after %s the device's status says up=%v (%v)", state, up, err)
 		}
 	}

@@ -447,19 +447,20 @@ func (f *Frontend) BackendRequest(d time.Duration) (uint32, error) {
 	return binary.NativeEndian.Uint32(h[0:]), nil
 }
 
-// LinkUp reads the device's link status from its configuration space
-// (GET_CONFIG), as crosvm does.
-func (f *Frontend) LinkUp() (bool, error) {
+// DeviceConfig reads the device's link status and MTU from its
+// configuration space (GET_CONFIG), as crosvm does.
+func (f *Frontend) DeviceConfig() (up bool, mtu int, err error) {
 	req := make([]byte, 12+12)
 	binary.NativeEndian.PutUint32(req[4:], 12) // offset 0, size 12, flags 0
 	r, err := f.Call(GetConfig, 0, req)
 	if err != nil {
-		return false, err
+		return false, 0, err
 	}
-	if len(r.Payload) < 12+8 {
-		return false, fmt.Errorf("vhostfront: GET_CONFIG answered %d bytes", len(r.Payload))
+	if len(r.Payload) < 12+12 {
+		return false, 0, fmt.Errorf("vhostfront: GET_CONFIG answered %d bytes", len(r.Payload))
 	}
-	return binary.LittleEndian.Uint16(r.Payload[12+6:])&1 != 0, nil
+	cfg := r.Payload[12:]
+	return binary.LittleEndian.Uint16(cfg[6:])&1 != 0, int(binary.LittleEndian.Uint16(cfg[10:])), nil
 }
 
 // Run starts taking received frames.
