@@ -342,87 +342,108 @@ func TestHostileMessages(t *testing.T) {
 		send      func(t *testing.T, fe *vf.Frontend) error
 		// awaited: the request expects an answer, which must say failed
 		awaited bool
+		// logShm: negotiate LOG_SHMFD too
+		logShm bool
 	}{
 		{"unknown request", false, func(t *testing.T, fe *vf.Frontend) error {
 			return fe.Request(99, 0, nil)
-		}, false},
+		}, false, false},
 		{"version 2", false, func(t *testing.T, fe *vf.Frontend) error {
 			return fe.SendRaw(vf.GetFeatures, 2, 0, nil)
-		}, false},
+		}, false, false},
 		{"reply flag in a request", false, func(t *testing.T, fe *vf.Frontend) error {
 			return fe.Request(vf.GetFeatures, vf.FlagReply, nil)
-		}, false},
+		}, false, false},
 		{"payload larger than any", false, func(t *testing.T, fe *vf.Frontend) error {
 			return fe.SendRaw(vf.SetFeatures, 1, 1<<20, nil)
-		}, false},
+		}, false, false},
 		{"payload of the wrong size", true, func(t *testing.T, fe *vf.Frontend) error {
 			return fe.Request(vf.SetFeatures, vf.FlagNeedReply, []byte{1, 2, 3, 4})
-		}, true},
+		}, true, false},
 		{"truncated", false, func(t *testing.T, fe *vf.Frontend) error {
 			if err := fe.SendRaw(vf.SetVringAddr, 1, 40, make([]byte, 8)); err != nil {
 				return err
 			}
 			return fe.C.CloseWrite()
-		}, false},
+		}, false, false},
 		{"header cut short", false, func(t *testing.T, fe *vf.Frontend) error {
 			if _, err := fe.C.Write([]byte{1, 0, 0, 0, 1}); err != nil {
 				return err
 			}
 			return fe.C.CloseWrite()
-		}, false},
+		}, false, false},
 		{"descriptor where none belongs", false, func(t *testing.T, fe *vf.Frontend) error {
 			return fe.Request(vf.GetFeatures, 0, nil, evfd(t))
-		}, true},
+		}, true, false},
 		{"kick without its descriptor", true, func(t *testing.T, fe *vf.Frontend) error {
 			return fe.Request(vf.SetVringKick, vf.FlagNeedReply, vf.U64(0))
-		}, true},
+		}, true, false},
 		{"memory table with too few descriptors", true, func(t *testing.T, fe *vf.Frontend) error {
 			return fe.Request(vf.SetMemTable, vf.FlagNeedReply, vf.MemTable(region(0, 1<<20), region(2<<20, 1<<20)), memfd(t, 4<<20))
-		}, true},
+		}, true, false},
 		{"too many descriptors", false, func(t *testing.T, fe *vf.Frontend) error {
 			fds := make([]int, 12)
 			for i := range fds {
 				fds[i] = evfd(t)
 			}
 			return fe.Request(vf.SetMemTable, 0, vf.MemTable(region(0, 1<<20)), fds...)
-		}, false},
+		}, false, false},
 		{"overlapping regions", true, func(t *testing.T, fe *vf.Frontend) error {
 			m := memfd(t, 4<<20)
 			return fe.Request(vf.SetMemTable, vf.FlagNeedReply, vf.MemTable(region(0, 2<<20), region(1<<20, 2<<20)), m, m)
-		}, true},
+		}, true, false},
 		{"region larger than its file", true, func(t *testing.T, fe *vf.Frontend) error {
 			return fe.Request(vf.SetMemTable, vf.FlagNeedReply, vf.MemTable(region(0, 8<<20)), memfd(t, 1<<20))
-		}, true},
+		}, true, false},
 		{"region that wraps", true, func(t *testing.T, fe *vf.Frontend) error {
 			return fe.Request(vf.SetMemTable, vf.FlagNeedReply, vf.MemTable(region(^uint64(0)-4095, 1<<20)), memfd(t, 1<<20))
-		}, true},
+		}, true, false},
 		{"region not a file", true, func(t *testing.T, fe *vf.Frontend) error {
 			return fe.Request(vf.SetMemTable, vf.FlagNeedReply, vf.MemTable(region(0, 4096)), evfd(t))
-		}, true},
+		}, true, false},
 		{"ring addresses before the ring size", true, func(t *testing.T, fe *vf.Frontend) error {
 			return fe.Request(vf.SetVringAddr, vf.FlagNeedReply, vf.Addr(0, 0, 0x10000, 0x11000, 0x12000, 0))
-		}, true},
+		}, true, false},
 		{"ring outside memory", true, func(t *testing.T, fe *vf.Frontend) error {
 			if _, err := fe.Call(vf.SetVringNum, vf.FlagNeedReply, vf.State(0, 256)); err != nil {
 				return err
 			}
 			return fe.Request(vf.SetVringAddr, vf.FlagNeedReply, vf.Addr(0, 0, 0x10000, 0x11000, 0x12000, 0))
-		}, true},
+		}, true, false},
 		{"ring size not a power of two", true, func(t *testing.T, fe *vf.Frontend) error {
 			return fe.Request(vf.SetVringNum, vf.FlagNeedReply, vf.State(0, 300))
-		}, true},
+		}, true, false},
 		{"no such ring", true, func(t *testing.T, fe *vf.Frontend) error {
 			return fe.Request(vf.SetVringEnable, vf.FlagNeedReply, vf.State(7, 1))
-		}, true},
+		}, true, false},
 		{"features not offered", true, func(t *testing.T, fe *vf.Frontend) error {
 			return fe.Request(vf.SetFeatures, vf.FlagNeedReply, vf.U64(1<<62))
-		}, true},
+		}, true, false},
 		{"removing a region never added", true, func(t *testing.T, fe *vf.Frontend) error {
 			return fe.Request(vf.RemMemReg, vf.FlagNeedReply, vf.SingleRegion(region(0, 4096)))
-		}, true},
+		}, true, false},
+		{"dirty log without LOG_SHMFD", true, func(t *testing.T, fe *vf.Frontend) error {
+			return fe.Request(vf.SetLogBase, 0, logBase(4096, 0), memfd(t, 4096))
+		}, true, false},
+		{"dirty log larger than its file", true, func(t *testing.T, fe *vf.Frontend) error {
+			return fe.Request(vf.SetLogBase, 0, logBase(1<<20, 0), memfd(t, 4096))
+		}, true, true},
+		{"dirty log at an unaligned offset", true, func(t *testing.T, fe *vf.Frontend) error {
+			return fe.Request(vf.SetLogBase, 0, logBase(4096, 100), memfd(t, 8192))
+		}, true, true},
+		{"dirty log without its descriptor", true, func(t *testing.T, fe *vf.Frontend) error {
+			return fe.Request(vf.SetLogBase, 0, logBase(4096, 0))
+		}, true, true},
+		{"dirty log not a file", true, func(t *testing.T, fe *vf.Frontend) error {
+			return fe.Request(vf.SetLogBase, 0, logBase(8, 0), evfd(t))
+		}, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l, fe := pair(t, vf.Options{Features: vf.Linux})
+			o := vf.Options{Features: vf.Linux}
+			if tc.logShm {
+				o.Protocol = vf.PReplyAck | vf.PLogShmFD
+			}
+			l, fe := pair(t, o)
 			r := startReading(l)
 			if tc.negotiate {
 				if err := fe.Negotiate(); err != nil {
@@ -452,4 +473,9 @@ func TestHostileMessages(t *testing.T) {
 			}
 		})
 	}
+}
+
+// logBase is SET_LOG_BASE's payload: the log's size and offset in its file.
+func logBase(size, offset uint64) []byte {
+	return binary.NativeEndian.AppendUint64(vf.U64(size), offset)
 }
