@@ -300,3 +300,41 @@ func TestVhostUserLinkDownUp(t *testing.T) {
 	set("up", true)
 	download(t, g, web, sum)
 }
+
+// slipway --connect vhost-user: dials a VMM that listens (QEMU server=on,
+// cloud-hypervisor vhost_mode=server) and dials again when the VMM
+// restarts; the guest gets the same lease back.
+func TestVhostUserConnectRedials(t *testing.T) {
+	web, sum := testenv.HTTPFile(t, 1<<20)
+	sock := filepath.Join(t.TempDir(), "vmm.vhost")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	testenv.Serve(t, "--connect", "vhost-user:"+sock, "--mtu", "1500")
+	var first netip.Addr
+	for round := 0; round < 2; round++ {
+		ln.SetDeadline(time.Now().Add(30 * time.Second))
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			t.Fatalf("round %d: slipway did not connect: %v", round, err)
+		}
+		fe, err := vf.New(c, vf.Options{Features: vf.Linux})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fe.Start(); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		g := guestpeer.NewOffloading(t, fe, "52:54:00:00:29:01")
+		l := online(t, g)
+		download(t, g, web, sum)
+		if round == 0 {
+			first = l.IP
+		} else if l.IP != first {
+			t.Errorf("after the VMM restarted the guest got %v, before %v", l.IP, first)
+		}
+		g.Close() // the VMM exits
+	}
+}
