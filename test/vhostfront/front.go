@@ -396,8 +396,8 @@ func (f *Frontend) StartLog(noLogAll bool) ([]byte, error) {
 		return nil, fmt.Errorf("SET_LOG_BASE failed: %d %v", v, err)
 	}
 	if !noLogAll {
-		f.Acked |= FLogAll
-		if err := f.ack(SetFeatures, U64(f.Acked)); err != nil {
+		// Not recorded in Acked: the receiver reads that meanwhile.
+		if err := f.ack(SetFeatures, U64(f.Acked|FLogAll)); err != nil {
 			return nil, err
 		}
 	}
