@@ -50,6 +50,8 @@ type engineSpec struct {
 	// Connects are --connect endpoints, dialled by the launcher on
 	// request, by index.
 	Connects []string `json:"connects"`
+	// Queues is --queues: a vhost-user device's queue pairs.
+	Queues int `json:"queues,omitempty"`
 	// ExitWhenGone ends the engine once every link has gone (serve with
 	// only --fd endpoints, bhyve-helper); Hangup makes that bhyve's error.
 	ExitWhenGone bool `json:"exit_when_gone"`
@@ -135,7 +137,7 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 	}
 	var links []link.Link
 	for _, ls := range spec.Links {
-		l, err := takeLink(ls, next())
+		l, err := takeLink(ls, next(), endpoint.VhostOptions{Queues: spec.Queues, MTU: cfg.MTU, Log: log})
 		if err != nil {
 			return err
 		}
@@ -147,6 +149,7 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 		if err != nil {
 			return err
 		}
+		es.Queues, es.MTU = spec.Queues, cfg.MTU
 		l, err := endpoint.FromFile(es, next(), log)
 		if err != nil {
 			return err
@@ -158,6 +161,7 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 		if err != nil {
 			return err
 		}
+		es.Queues, es.MTU = spec.Queues, cfg.MTU
 		l, err := endpoint.ConnectThrough(es, log, func(ctx context.Context) (net.Conn, error) { return hs.Dial(ctx, i) })
 		if err != nil {
 			return err
@@ -231,7 +235,7 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 }
 
 // takeLink makes the link of a descriptor the launcher handed over.
-func takeLink(ls linkSpec, f *os.File) (link.Link, error) {
+func takeLink(ls linkSpec, f *os.File, vo endpoint.VhostOptions) (link.Link, error) {
 	switch ls.Kind {
 	case "tap":
 		fd, err := unix.Dup(int(f.Fd()))
@@ -253,7 +257,7 @@ func takeLink(ls linkSpec, f *os.File) (link.Link, error) {
 		}
 		return dgram.NewConn(uc, dgram.Options{Name: ls.Name, MaxFrame: ls.MaxFrame})
 	}
-	return endpoint.AdoptFile(endpoint.Kind(ls.Kind), f, ls.Name)
+	return endpoint.AdoptFile(endpoint.Kind(ls.Kind), f, ls.Name, vo)
 }
 
 // The engine process's descriptors: the spec, the broker's sockets, then

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/endpoint"
+	"github.com/slipway-net/slipway/link/vhostuser"
 )
 
 func newServeCmd() *cobra.Command {
@@ -34,6 +36,11 @@ Kinds:
   dgram:unix:PATH    one frame per datagram; each sender address is a VM
       (QEMU -netdev dgram, vfkit and krunkit unixgram, with or without VFKT)
   seqpacket:unix:PATH  one frame per message (User Mode Linux bess)
+  vhost-user:PATH    the VM's own virtqueues in its shared memory (QEMU,
+      cloud-hypervisor and crosvm -netdev vhost-user); offloads both ways.
+      --listen: slipway owns the socket, each connection is a VM (QEMU
+      -chardev socket,path=PATH,reconnect=1); --connect: the VMM owns it
+      (QEMU server=on); --fd N:vhost-user: a connected socket
 
 With only --fd endpoints, serve exits once every VM has gone.`,
 		Example: `  slipway serve --listen stream:unix:/tmp/vm.sock
@@ -44,7 +51,13 @@ With only --fd endpoints, serve exits once every VM has gone.`,
   slipway serve --listen dgram:unix:/tmp/vm.dgram
   qemu-system-x86_64 ... \
     -netdev dgram,id=n0,local.type=unix,local.path=/tmp/qemu.dgram,remote.type=unix,remote.path=/tmp/vm.dgram \
-    -device virtio-net-pci,netdev=n0`,
+    -device virtio-net-pci,netdev=n0
+
+  slipway serve --listen vhost-user:/tmp/vm.vhost
+  qemu-system-x86_64 -m 512M ... \
+    -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem \
+    -chardev socket,id=c0,path=/tmp/vm.vhost,reconnect=1 \
+    -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := nf.resolve(cmd.Flags())
@@ -70,12 +83,29 @@ With only --fd endpoints, serve exits once every VM has gone.`,
 // endpointFlags are serve's --listen, --connect and --fd.
 type endpointFlags struct {
 	listens, connects, fds []string
+	queues                 queueCount
 }
+
+// queueCount is --queues: 1..vhostuser.MaxQueues, 1 when not given.
+type queueCount int
+
+func (q *queueCount) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > vhostuser.MaxQueues {
+		return fmt.Errorf("want 1..%d", vhostuser.MaxQueues)
+	}
+	*q = queueCount(n)
+	return nil
+}
+
+func (q *queueCount) String() string { return strconv.Itoa(max(int(*q), 1)) }
+func (q *queueCount) Type() string   { return "int" }
 
 func (e *endpointFlags) register(cmd *cobra.Command) {
 	fs := cmd.Flags()
 	fs.StringArrayVar(&e.listens, "listen", nil, "accept VMs on KIND:NETWORK:ADDRESS (repeatable)")
 	fs.StringArrayVar(&e.connects, "connect", nil, "connect to a VMM listening on KIND:NETWORK:ADDRESS, again after it goes away (repeatable)")
+	fs.Var(&e.queues, "queues", fmt.Sprintf("queue pairs the device of each vhost-user VM offers (1..%d); a flow stays on one pair", vhostuser.MaxQueues))
 	fs.StringArrayVar(&e.fds, "fd", nil, "serve the VM on inherited connected socket N:KIND, e.g. 3:stream (repeatable)")
 }
 
@@ -91,6 +121,7 @@ func (f *endpointFlags) job(cfg config.Config) (*engineJob, error) {
 	if err != nil {
 		return nil, err
 	}
+	j.spec.Queues = int(f.queues)
 	var listenFiles []*os.File
 	fail := func(flag, value string, err error) (*engineJob, error) {
 		closeAll(listenFiles)

@@ -29,7 +29,7 @@ var ErrCannotConnect = errors.New("endpoint kind cannot be connected to; use --l
 // therefore outlives the VMM's restarts; leases and forwards stay.
 func Connect(spec Spec, log *slog.Logger) (Listener, error) {
 	switch spec.Kind {
-	case Stream, Seqpacket:
+	case Stream, Seqpacket, VhostUser:
 	default:
 		return nil, fmt.Errorf("%s: %w", spec, ErrCannotConnect)
 	}
@@ -104,7 +104,7 @@ func (d *dialer) dial() (link.Link, error) {
 	if err != nil {
 		return nil, err
 	}
-	return adopt(c, d.spec.Kind, d.spec.String())
+	return adopt(c, d.spec.Kind, d.spec.String(), VhostOptions{Queues: d.spec.Queues, MTU: d.spec.MTU, Log: d.log})
 }
 
 // Close stops dialing; a link already handed out is closed by its owner.

@@ -3,6 +3,7 @@ package endpoint
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -13,14 +14,18 @@ import (
 	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/link/dgram"
 	"github.com/slipway-net/slipway/link/stream"
+	"github.com/slipway-net/slipway/link/vhostuser"
 )
 
 // FDSpec names an inherited, connected socket: "3:stream" (QEMU
 // -netdev socket,fd= with a stream socket, a socketpair end from a VMM),
-// "3:dgram", "3:seqpacket".
+// "3:dgram", "3:seqpacket", "3:vhost-user" (the back-end end of a
+// vhost-user socket, as a VMM or libvirt hands one to its back-end).
 type FDSpec struct {
 	FD   int
 	Kind Kind
+	// Queues and MTU are Spec's, for a vhost-user fd.
+	Queues, MTU int
 }
 
 func (f FDSpec) String() string { return fmt.Sprintf("fd:%d:%s", f.FD, f.Kind) }
@@ -37,7 +42,7 @@ func ParseFD(s string) (FDSpec, error) {
 	}
 	k := Kind(kind)
 	if _, ok := kindNetworks[k]; !ok {
-		return FDSpec{}, fmt.Errorf("unknown kind %q (want stream, dgram or seqpacket)", kind)
+		return FDSpec{}, fmt.Errorf("unknown kind %q (want stream, dgram, seqpacket or vhost-user)", kind)
 	}
 	return FDSpec{FD: fd, Kind: k}, nil
 }
@@ -47,6 +52,7 @@ var socketTypes = map[Kind]int{
 	Stream:    unix.SOCK_STREAM,
 	Dgram:     unix.SOCK_DGRAM,
 	Seqpacket: unix.SOCK_SEQPACKET,
+	VhostUser: unix.SOCK_STREAM,
 }
 
 // ErrBadFD reports an inherited fd that cannot carry the kind asked for.
@@ -60,13 +66,27 @@ func AdoptFD(f FDSpec) (link.Link, error) {
 	if err != nil {
 		return nil, err
 	}
-	return adopt(c, f.Kind, f.String())
+	return adopt(c, f.Kind, f.String(), VhostOptions{Queues: f.Queues, MTU: f.MTU})
+}
+
+// VhostOptions are a vhost-user link's: its queue pairs, MTU and logger.
+type VhostOptions struct {
+	Queues, MTU int
+	Log         *slog.Logger
 }
 
 // adopt makes the link of a connected socket of kind, named name.
-func adopt(c net.Conn, kind Kind, name string) (link.Link, error) {
-	if kind == Stream {
+func adopt(c net.Conn, kind Kind, name string, vo VhostOptions) (link.Link, error) {
+	switch kind {
+	case Stream:
 		return stream.New(c, name), nil
+	case VhostUser:
+		uc, ok := c.(*net.UnixConn)
+		if !ok {
+			c.Close()
+			return nil, fmt.Errorf("%w: %s sockets must be unix sockets", ErrBadFD, kind)
+		}
+		return vhostuser.New(uc, vhostuser.Options{Name: name, Logger: vo.Log, Queues: vo.Queues, MTU: vo.MTU}), nil
 	}
 	uc, ok := c.(*net.UnixConn)
 	if !ok {

@@ -29,7 +29,7 @@ func Open(spec Spec) (f *os.File, remove func(), err error) {
 		Close() error
 	}
 	switch spec.Kind {
-	case Stream:
+	case Stream, VhostUser:
 		nl, err := hostnet.Listen(spec.Network, spec.Address)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", spec, err)
@@ -77,7 +77,7 @@ func Open(spec Spec) (f *os.File, remove func(), err error) {
 func FromFile(spec Spec, f *os.File, log *slog.Logger) (Listener, error) {
 	defer f.Close()
 	switch spec.Kind {
-	case Stream, Seqpacket:
+	case Stream, Seqpacket, VhostUser:
 		l, err := net.FileListener(f)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", spec, err)
@@ -89,6 +89,9 @@ func FromFile(spec Spec, f *os.File, log *slog.Logger) (Listener, error) {
 		if !ok {
 			l.Close()
 			return nil, fmt.Errorf("%s: not a unix socket", spec)
+		}
+		if spec.Kind == VhostUser {
+			return &vhostUserListener{spec: spec, l: ul, log: log}, nil
 		}
 		return &seqpacketListener{spec: spec, l: ul}, nil
 	case Dgram:
@@ -128,6 +131,8 @@ func Dial(ctx context.Context, spec Spec) (net.Conn, error) {
 		return nd.DialContext(ctx, spec.Network, spec.Address)
 	case Seqpacket:
 		return nd.DialContext(ctx, "unixpacket", spec.Address)
+	case VhostUser:
+		return nd.DialContext(ctx, "unix", spec.Address)
 	}
 	return nil, fmt.Errorf("%s: %w", spec, ErrCannotConnect)
 }
@@ -135,11 +140,11 @@ func Dial(ctx context.Context, spec Spec) (net.Conn, error) {
 // AdoptFile makes the link of a connected socket handed over as f, one
 // that OpenFD checked in the launcher; name is the link's name there
 // (fd:N:KIND with the launcher's N).
-func AdoptFile(kind Kind, f *os.File, name string) (link.Link, error) {
+func AdoptFile(kind Kind, f *os.File, name string, vo VhostOptions) (link.Link, error) {
 	c, err := net.FileConn(f)
 	f.Close()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	return adopt(c, kind, name)
+	return adopt(c, kind, name, vo)
 }
