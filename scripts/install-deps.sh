@@ -11,6 +11,7 @@ packages=(
 	iperf3 sockperf wrk tcpdump                 # benchmark and debugging
 	slirp4netns passt                           # peers for the benchmark
 	isc-dhcp-client ndisc6                      # real DHCPv6 and RA clients for the IPv6 tests
+	libslirp-dev gcc libc6-dev                  # the header and compiler of slipway's libslirp.so.0 (make libslirp)
 )
 if [ "${1:-}" = "--list" ]; then
 	printf '%s\n' "${packages[@]}"

@@ -38,6 +38,23 @@ func (e *End) Read(bufs [][]byte, sizes []int) (int, error) {
 	return e.in.get(bufs, sizes)
 }
 
+// TryRead is Read that does not block: it returns 0 frames at once when
+// none wait. A host that polls (the libslirp ABI, whose caller owns the
+// thread) reads this way, woken by OnReadable.
+func (e *End) TryRead(bufs [][]byte, sizes []int) (int, error) {
+	return e.in.tryGet(bufs, sizes)
+}
+
+// OnReadable sets fn, called when frames arrive for this end while none
+// were waiting (not for every frame): an edge, after which the reader
+// drains with TryRead until it gets 0. fn runs on the writer's goroutine,
+// outside the queue's lock, and must not block. nil removes it.
+func (e *End) OnReadable(fn func()) {
+	e.in.mu.Lock()
+	e.in.onReadable = fn
+	e.in.mu.Unlock()
+}
+
 // Write copies frames to the peer's queue. Frames that do not fit are
 // dropped, as a full NIC ring drops them, and reported with
 // link.ErrQueueFull (the switch counts them).
@@ -80,6 +97,8 @@ type queue struct {
 	head   int
 	count  int
 	closed bool
+	// onReadable is called when the queue goes from empty to non-empty.
+	onReadable func()
 }
 
 func newQueue(depth int) *queue {
@@ -95,10 +114,11 @@ var errClosed = net.ErrClosed
 // skipped.
 func (q *queue) put(frames []link.Frame) (n, tooLarge int, err error) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	if q.closed {
+		q.mu.Unlock()
 		return 0, 0, errClosed
 	}
+	wasEmpty := q.count == 0
 	for k := range frames {
 		f := &frames[k]
 		if q.count == len(q.slots) {
@@ -121,6 +141,14 @@ func (q *queue) put(frames []link.Frame) (n, tooLarge int, err error) {
 	if n > tooLarge {
 		q.cond.Broadcast()
 	}
+	notify := q.onReadable
+	if !wasEmpty || q.count == 0 {
+		notify = nil
+	}
+	q.mu.Unlock()
+	if notify != nil {
+		notify()
+	}
 	return n, tooLarge, nil
 }
 
@@ -130,6 +158,19 @@ func (q *queue) get(bufs [][]byte, sizes []int) (int, error) {
 	for q.count == 0 && !q.closed {
 		q.cond.Wait()
 	}
+	return q.takeLocked(bufs, sizes)
+}
+
+func (q *queue) tryGet(bufs [][]byte, sizes []int) (int, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.count == 0 && !q.closed {
+		return 0, nil
+	}
+	return q.takeLocked(bufs, sizes)
+}
+
+func (q *queue) takeLocked(bufs [][]byte, sizes []int) (int, error) {
 	if q.count == 0 {
 		return 0, errClosed
 	}

@@ -1,0 +1,141 @@
+package slirpabi
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"syscall"
+
+	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/network"
+)
+
+// Flags of slirp_add_hostxfwd.
+const (
+	FwdUDP    = 1
+	FwdV6Only = 2
+)
+
+// Address families as Linux numbers them in a struct sockaddr.
+const (
+	afUnix  = 1
+	afInet  = 2
+	afInet6 = 10
+)
+
+// ErrFamily is a socket address of a family slipway cannot forward (a
+// unix socket).
+var ErrFamily = errors.New("address family not supported")
+
+// ParseSockaddr reads a Linux struct sockaddr_in or sockaddr_in6 as the
+// host passed it (family in host byte order, port in network order).
+func ParseSockaddr(b []byte) (netip.AddrPort, error) {
+	if len(b) < 2 {
+		return netip.AddrPort{}, fmt.Errorf("socket address of %d bytes: %w", len(b), syscall.EINVAL)
+	}
+	switch fam := binary.NativeEndian.Uint16(b); fam {
+	case afInet:
+		if len(b) < 8 {
+			return netip.AddrPort{}, fmt.Errorf("sockaddr_in of %d bytes: %w", len(b), syscall.EINVAL)
+		}
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), binary.BigEndian.Uint16(b[2:])), nil
+	case afInet6:
+		if len(b) < 24 {
+			return netip.AddrPort{}, fmt.Errorf("sockaddr_in6 of %d bytes: %w", len(b), syscall.EINVAL)
+		}
+		a := netip.AddrFrom16([16]byte(b[8:24]))
+		return netip.AddrPortFrom(a, binary.BigEndian.Uint16(b[2:])), nil
+	case afUnix:
+		return netip.AddrPort{}, fmt.Errorf("unix socket forwards: %w", ErrFamily)
+	default:
+		return netip.AddrPort{}, fmt.Errorf("family %d: %w", fam, ErrFamily)
+	}
+}
+
+// forwardRule is the publish rule of a host forward: host address and
+// port to a guest address and port, the guest's zero address meaning the
+// first guest (libslirp's vdhcp_start).
+func forwardRule(flags int, host, guest netip.AddrPort) (config.PublishRule, error) {
+	r := config.PublishRule{Proto: config.TCP, HostAddr: host.Addr().Unmap(), HostPort: host.Port(),
+		GuestPort: guest.Port()}
+	if flags&FwdUDP != 0 {
+		r.Proto = config.UDP
+	}
+	if host.Port() == 0 {
+		return r, fmt.Errorf("host port 0 (an ephemeral port) is not supported: %w", syscall.EINVAL)
+	}
+	if g := guest.Addr().Unmap(); !g.IsUnspecified() {
+		r.GuestAddr = g
+	}
+	return r, nil
+}
+
+// AddForward publishes a host port into the guest (slirp_add_hostfwd and
+// slirp_add_hostxfwd): host and guest are the raw socket addresses.
+func (i *Instance) AddForward(flags int, host, guest []byte) error {
+	h, err := ParseSockaddr(host)
+	if err != nil {
+		return fmt.Errorf("host address: %w", err)
+	}
+	g, err := ParseSockaddr(guest)
+	if err != nil {
+		return fmt.Errorf("guest address: %w", err)
+	}
+	r, err := forwardRule(flags, h, g)
+	if err != nil {
+		return err
+	}
+	if _, err := i.net.Publish(r); err != nil {
+		return fmt.Errorf("hostfwd %s: %w", r, err)
+	}
+	return nil
+}
+
+// RemoveForward removes the forward of a host address and port.
+func (i *Instance) RemoveForward(flags int, host []byte) error {
+	h, err := ParseSockaddr(host)
+	if err != nil {
+		return fmt.Errorf("host address: %w", err)
+	}
+	proto := config.TCP
+	if flags&FwdUDP != 0 {
+		proto = config.UDP
+	}
+	for _, f := range i.net.Forwards() {
+		if f.Proto == proto && f.HostAddr.Unmap() == h.Addr().Unmap() && f.HostPort == h.Port() {
+			if _, err := i.net.Unpublish(f.ID); err != nil {
+				return fmt.Errorf("remove hostfwd %s: %w", f.PublishRule, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("no %s forward of %v: %w", proto, h, network.ErrNotFound)
+}
+
+// Errno is the errno a C caller gets for err: the system call's own when
+// there is one (a port in use), else one that fits the kind of failure.
+func Errno(err error) syscall.Errno {
+	var e syscall.Errno
+	var fe *config.FieldError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &e):
+		return e
+	case errors.Is(err, ErrFamily):
+		return syscall.EAFNOSUPPORT
+	case errors.Is(err, network.ErrConflict):
+		return syscall.EADDRINUSE
+	case errors.Is(err, network.ErrNotFound):
+		return syscall.ENOENT
+	case errors.Is(err, network.ErrLimit):
+		return syscall.ENOSPC
+	case errors.Is(err, network.ErrClosed):
+		return syscall.EBADF
+	case errors.As(err, &fe):
+		return syscall.EINVAL
+	default:
+		return syscall.EIO
+	}
+}
