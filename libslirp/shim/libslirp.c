@@ -140,7 +140,7 @@ static int load_core(void)
     } else {
         Dl_info info;
         const char *slash;
-        if (!dladdr((void *)slirp_new, &info) || !info.dli_fname ||
+        if (!dladdr((void *)load_core, &info) || !info.dli_fname ||
             !(slash = strrchr(info.dli_fname, '/'))) {
             snprintf(path, sizeof(path), "libslipway-slirp.so");
         } else {
