@@ -237,13 +237,20 @@ func noGuestQEMU(t *testing.T, dir string, daemonize bool, sandbox string) {
 
 func httpGet(t *testing.T, url string) string {
 	t.Helper()
+	body, err := tryGet(url)
+	if err != nil {
+		t.Errorf("GET %s: %v", url, err)
+	}
+	return body
+}
+
+func tryGet(url string) (string, error) {
 	c := http.Client{Timeout: 20 * time.Second}
 	resp, err := c.Get(url)
 	if err != nil {
-		t.Errorf("GET %s: %v", url, err)
-		return ""
+		return "", err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
