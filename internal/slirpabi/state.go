@@ -136,7 +136,10 @@ func skipSocket(rd *reader, version int) error {
 		rd.skip(int(n))
 	}
 	rd.skip(tcpcbLen)
-	return rd.err
+	if rd.err != nil {
+		return fmt.Errorf("%w: socket record: %v", ErrBadState, rd.err)
+	}
+	return nil
 }
 
 type reader struct {
