@@ -12,6 +12,11 @@ import (
 	"github.com/slipway-net/slipway/network"
 )
 
+// hostQueue is how many frames may wait for the host each way: the host
+// takes frames only on its main loop's turns, and a TCP window (2 MiB)
+// of MTU-sized frames must fit, or the stack's bursts are dropped.
+const hostQueue = 4096
+
 // Stats counts the host's frames that never reached the network.
 type Stats struct {
 	// InRunt: shorter than an Ethernet header.
@@ -64,7 +69,7 @@ func New(s Settings, base config.Config, notify func(), log *slog.Logger) (*Inst
 		mru = cfg.MTU
 	}
 	i := &Instance{cfg: n.Config(), net: n, log: log, maxFrame: link.EthHdrLen + mru}
-	vm, host := pipe.New("libslirp", false)
+	vm, host := pipe.NewDepth("libslirp", false, hostQueue)
 	host.OnReadable(notify)
 	i.host = host
 	n.Attach(vm)

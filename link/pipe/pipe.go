@@ -27,7 +27,14 @@ type End struct {
 // virtio-net header (partial checksums pass through); without, the switch
 // completes checksums before writing, as for a real peer without offloads.
 func New(name string, offloads bool) (a, b *End) {
-	qa, qb := newQueue(DefaultDepth), newQueue(DefaultDepth)
+	return NewDepth(name, offloads, DefaultDepth)
+}
+
+// NewDepth is New with depth frames of room each way (at least 1). A slot
+// holds memory only once a frame used it, as much as its largest frame.
+func NewDepth(name string, offloads bool, depth int) (a, b *End) {
+	depth = max(depth, 1)
+	qa, qb := newQueue(depth), newQueue(depth)
 	a = &End{name: name + "/a", in: qa, out: qb, offload: offloads}
 	b = &End{name: name + "/b", in: qb, out: qa, offload: offloads}
 	return a, b
@@ -132,7 +139,9 @@ func (q *queue) put(frames []link.Frame) (n, tooLarge int, err error) {
 			continue
 		}
 		if cap(q.slots[i]) < size {
-			q.slots[i] = make([]byte, link.BufSize)
+			// Rounded up, so a slot fits a few frame sizes before it
+			// grows again.
+			q.slots[i] = make([]byte, min((size+2047)&^2047, link.BufSize))
 		}
 		q.lens[i] = f.CopyTo(q.slots[i][:size])
 		q.count++
