@@ -84,8 +84,9 @@ func startSlipwayNS(ctx context.Context, b *bench) (*nsInstance, error) {
 		return nil, err
 	}
 	inst := &nsInstance{target: "10.0.2.2", bind: "127.0.0.1", owned: owned{procs: []*process{p}}}
-	// The command is slipway's only child; it was cloned into the new
-	// namespace before slipway said it was ready.
+	// The namespace's init (the command's parent) is slipway's only
+	// child; it was cloned into the new namespace before slipway said it
+	// was ready.
 	var kids []int
 	err = p.waitFor("its command", readyTimeout, func() bool {
 		kids, _ = proc.Children(p.pid())

@@ -103,6 +103,12 @@ type Limits struct {
 	DHCPMaxLeases int `yaml:"dhcp-max-leases"`
 	// MaxICMPFlows bounds echo (ping) flows to the host.
 	MaxICMPFlows int `yaml:"max-icmp-flows"`
+	// MaxUDPFlowsPerGuest bounds the UDP flows one guest address opens,
+	// so one guest spraying datagrams cannot take the whole table.
+	MaxUDPFlowsPerGuest int `yaml:"max-udp-flows-per-guest"`
+	// MaxNewFlowsPerSecond bounds how fast one guest address opens
+	// flows (a second's worth may come at once).
+	MaxNewFlowsPerSecond int `yaml:"max-new-flows-per-second"`
 	// MaxPublishedPorts bounds host ports published at once (a range
 	// counts each of its ports): each one is a host listener.
 	MaxPublishedPorts int `yaml:"max-published-ports"`
@@ -123,8 +129,12 @@ const (
 	DefaultDNSMaxInFlight      = 256
 	DefaultDHCPMaxLeases       = 256
 	DefaultMaxICMPFlows        = 256
-	DefaultMaxPublishedPorts   = 4096
-	DefaultLogLevel            = "info"
+	DefaultMaxUDPFlowsPerGuest = 4096
+	// DefaultMaxNewFlowsPerSecond is about three times the connection
+	// rate slipway sustains here, so only a flood meets it.
+	DefaultMaxNewFlowsPerSecond = 10000
+	DefaultMaxPublishedPorts    = 4096
+	DefaultLogLevel             = "info"
 )
 
 // Default returns a completed default configuration.
@@ -178,6 +188,8 @@ func (c *Config) Complete() error {
 	setDefault(&l.DNSMaxInFlight, DefaultDNSMaxInFlight)
 	setDefault(&l.DHCPMaxLeases, DefaultDHCPMaxLeases)
 	setDefault(&l.MaxICMPFlows, DefaultMaxICMPFlows)
+	setDefault(&l.MaxUDPFlowsPerGuest, DefaultMaxUDPFlowsPerGuest)
+	setDefault(&l.MaxNewFlowsPerSecond, DefaultMaxNewFlowsPerSecond)
 	setDefault(&l.MaxPublishedPorts, DefaultMaxPublishedPorts)
 	setDefault(&l.ConnectTimeout, DefaultConnectTimeout)
 	setDefault(&l.UDPIdleTimeout, DefaultUDPIdleTimeout)
@@ -296,6 +308,7 @@ func (c *Config) Validate() error {
 		{"max-flows", l.MaxFlows}, {"max-pending-connects", l.MaxPendingConnects},
 		{"dns-max-inflight", l.DNSMaxInFlight}, {"dhcp-max-leases", l.DHCPMaxLeases},
 		{"max-icmp-flows", l.MaxICMPFlows}, {"max-published-ports", l.MaxPublishedPorts},
+		{"max-udp-flows-per-guest", l.MaxUDPFlowsPerGuest}, {"max-new-flows-per-second", l.MaxNewFlowsPerSecond},
 	} {
 		if f.v < 1 {
 			return fieldErr(f.flag, f.v, "must be at least 1")

@@ -5,6 +5,7 @@ import (
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/counters"
+	"github.com/slipway-net/slipway/internal/flow"
 	"github.com/slipway-net/slipway/services/dhcp4"
 	"github.com/slipway-net/slipway/services/dhcp6"
 )
@@ -30,13 +31,13 @@ type Section struct {
 
 // flowCounts are the flow table's levels and its refusals.
 type flowCounts struct {
-	Total       int    `counter:"total,gauge"`
-	TCP         int    `counter:"tcp,gauge"`
-	UDP         int    `counter:"udp,gauge"`
-	ICMP        int    `counter:"icmp,gauge"`
-	Published   int    `counter:"published,gauge"`
-	Max         int    `counter:"max,gauge"`
-	RefusedFull uint64 `counter:"refused_full"`
+	Total     int `counter:"total,gauge"`
+	TCP       int `counter:"tcp,gauge"`
+	UDP       int `counter:"udp,gauge"`
+	ICMP      int `counter:"icmp,gauge"`
+	Published int `counter:"published,gauge"`
+	Max       int `counter:"max,gauge"`
+	flow.Refusals
 }
 
 // dhcpCounts are a DHCP server's counters and the leases it holds.
@@ -57,7 +58,7 @@ func (n *Network) Counters() []Section {
 	byProto, published := n.flows.Count()
 	fc := flowCounts{
 		Total: n.flows.Len(), TCP: byProto[config.TCP], UDP: byProto[config.UDP], ICMP: byProto[config.ICMP],
-		Published: published, Max: n.flows.Max(), RefusedFull: n.flows.Refused.Load(),
+		Published: published, Max: n.flows.Max(), Refusals: n.flows.Refusals(),
 	}
 	fwd, pub := n.fwd.Stats(), n.pub.Stats()
 	out := []Section{
@@ -66,6 +67,8 @@ func (n *Network) Counters() []Section {
 		section("publish", &pub),
 		section("stack_drops", n.st.Drops()),
 	}
+	sr := n.st.Refusals()
+	out = append(out, section("stack", &sr))
 	if r := n.svc.router; r != nil {
 		out = append(out, section("router", r.Stats()))
 	}

@@ -139,7 +139,11 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 		rules.Services = append(rules.Services, cfg.IPv6DNS)
 		local = append(local, cfg.IPv6Gateway, cfg.IPv6DNS, ra.LinkLocal(n.gwMAC))
 	}
-	n.flows = flow.NewTable(cfg.Limits.MaxFlows)
+	n.flows = flow.NewTable(flow.Limits{
+		Max:          cfg.Limits.MaxFlows,
+		UDPPerGuest:  cfg.Limits.MaxUDPFlowsPerGuest,
+		NewPerSecond: cfg.Limits.MaxNewFlowsPerSecond,
+	})
 	fo := outbound.Options{
 		Stack:               st,
 		Policy:              rules,

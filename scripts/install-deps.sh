@@ -12,6 +12,7 @@ packages=(
 	slirp4netns passt                           # peers for the benchmark
 	isc-dhcp-client ndisc6                      # real DHCPv6 and RA clients for the IPv6 tests
 	libslirp-dev gcc libc6-dev                  # the header and compiler of slipway's libslirp.so.0 (make libslirp)
+	python3 python3-scapy hping3                # hostile-guest tests (malformed frames, floods, port churn)
 )
 if [ "${1:-}" = "--list" ]; then
 	printf '%s\n' "${packages[@]}"

@@ -198,6 +198,8 @@ func (nf *netFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&l.DNSMaxInFlight, "dns-max-inflight", config.DefaultDNSMaxInFlight, "maximum DNS queries being forwarded at once")
 	fs.IntVar(&l.DHCPMaxLeases, "dhcp-max-leases", config.DefaultDHCPMaxLeases, "maximum DHCP leases")
 	fs.IntVar(&l.MaxICMPFlows, "max-icmp-flows", config.DefaultMaxICMPFlows, "maximum concurrent ping sessions to the host")
+	fs.IntVar(&l.MaxUDPFlowsPerGuest, "max-udp-flows-per-guest", config.DefaultMaxUDPFlowsPerGuest, "maximum concurrent UDP flows one guest address opens")
+	fs.IntVar(&l.MaxNewFlowsPerSecond, "max-new-flows-per-second", config.DefaultMaxNewFlowsPerSecond, "maximum flows one guest address opens per second (a second's worth may come at once)")
 	fs.IntVar(&l.MaxPublishedPorts, "max-published-ports", config.DefaultMaxPublishedPorts, "maximum host ports published at once (a range counts each port)")
 }
 

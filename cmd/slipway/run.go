@@ -20,6 +20,7 @@ import (
 
 func newRunCmd() *cobra.Command {
 	var nf netFlags
+	var keepChildren bool
 	cmd := &cobra.Command{
 		Use:   "run [flags] -- COMMAND [ARG...]",
 		Short: "Run a command in a network namespace networked by slipway",
@@ -27,6 +28,8 @@ func newRunCmd() *cobra.Command {
 namespace when not root). Its only interface, eth0, is served by slipway and
 already configured: the first guest address (--dhcp-start), a default route
 via the gateway, the MTU, and /etc/resolv.conf pointing at slipway's DNS.
+COMMAND also gets a PID namespace of its own: when it exits, whatever it
+left running in the background ends too (--keep-children keeps them).
 slipway exits with COMMAND's exit status.`,
 		Example: `  slipway run -- curl http://10.0.2.2:8080/   # a server on the host's loopback
   slipway run --restrict -- sh`,
@@ -37,12 +40,13 @@ slipway exits with COMMAND's exit status.`,
 				return err
 			}
 			log := newLogger(cfg.LogLevel, cmd.ErrOrStderr())
-			return runInNamespace(cfg, args, nf.readyFD, log)
+			return runInNamespace(cfg, args, runOptions{readyFD: nf.readyFD, keepChildren: keepChildren}, log)
 		},
 	}
 	// Everything after the command belongs to it, not to slipway.
 	cmd.Flags().SetInterspersed(false)
 	nf.register(cmd.Flags())
+	cmd.Flags().BoolVar(&keepChildren, "keep-children", false, "no PID namespace for COMMAND: processes it leaves in the background outlive it (in a namespace whose network is gone)")
 	// The command's own output matters more than slipway's chatter.
 	nf.cfg.LogLevel = "warn"
 	cmd.Flags().Lookup("log-level").DefValue = "warn"
@@ -65,7 +69,13 @@ func guestMAC(a netip.Addr) net.HardwareAddr {
 	return net.HardwareAddr{0x52, 0x54, b[0], b[1], b[2], b[3]}
 }
 
-func runInNamespace(cfg config.Config, command []string, readyFD int, log *slog.Logger) error {
+// runOptions are run's own flags.
+type runOptions struct {
+	readyFD      int
+	keepChildren bool
+}
+
+func runInNamespace(cfg config.Config, command []string, o runOptions, log *slog.Logger) error {
 	n, stop, err := startNetwork(cfg, log)
 	if err != nil {
 		return err
@@ -86,6 +96,8 @@ func runInNamespace(cfg config.Config, command []string, readyFD int, log *slog.
 		MTU:        cfg.MTU,
 		ResolvConf: resolv,
 		IPv6:       !cfg.NoIPv6,
+		// The command's background processes end with it.
+		KeepChildren: o.keepChildren,
 	})
 	if err != nil {
 		return err
@@ -94,7 +106,7 @@ func runInNamespace(cfg config.Config, command []string, readyFD int, log *slog.
 		log.Warn("could not reserve the namespace's DHCP address", "err", err)
 	}
 	n.Attach(child.Link)
-	if err := signalReady(readyFD); err != nil {
+	if err := signalReady(o.readyFD); err != nil {
 		child.Signal(syscall.SIGKILL)
 		child.Wait()
 		return err

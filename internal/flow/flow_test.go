@@ -16,16 +16,28 @@ var testEnds = Ends{
 	Host:  netip.MustParseAddrPort("127.0.0.1:80"),
 }
 
+// newTestTable is a table of max flows whose per-guest limits never bind.
+func newTestTable(max int) *Table {
+	return NewTable(Limits{Max: max, UDPPerGuest: max, NewPerSecond: 1 << 20})
+}
+
+// reserve is Reserve for a flow the test expects to be admitted.
+func reserve(t *testing.T, tab *Table, e Ends) *Flow {
+	t.Helper()
+	f, err := tab.Reserve(e)
+	if err != nil {
+		t.Fatalf("Reserve(%v): %v", e, err)
+	}
+	return f
+}
+
 // A close that lands while a flow is being set up (its host socket being
 // dialled) must not lose what the set-up then hands over: Start releases
 // it at once and says so.
 func TestCloseWhileOpeningReleasesAtStart(t *testing.T) {
-	tab := NewTable(10)
+	tab := newTestTable(10)
 	defer tab.Close()
-	f := tab.Reserve(testEnds)
-	if f == nil {
-		t.Fatal("Reserve refused an empty table")
-	}
+	f := reserve(t, tab, testEnds)
 	if tab.Len() != 1 {
 		t.Fatalf("an opening flow holds a slot: Len = %d, want 1", tab.Len())
 	}
@@ -50,10 +62,10 @@ func TestCloseWhileOpeningReleasesAtStart(t *testing.T) {
 // Close and Start racing from different goroutines: whichever wins,
 // release runs exactly once and the slot is freed.
 func TestStartAndCloseRaceReleaseOnce(t *testing.T) {
-	tab := NewTable(1000)
+	tab := newTestTable(1000)
 	defer tab.Close()
 	for i := 0; i < 500; i++ {
-		f := tab.Reserve(testEnds)
+		f := reserve(t, tab, testEnds)
 		var released atomic.Int32
 		var wg sync.WaitGroup
 		wg.Add(3)
@@ -72,9 +84,9 @@ func TestStartAndCloseRaceReleaseOnce(t *testing.T) {
 
 // A closed table opens nothing: no flow, no poller.
 func TestClosedTableRefuses(t *testing.T) {
-	tab := NewTable(10)
-	opening := tab.Reserve(testEnds)
-	running := tab.Reserve(testEnds)
+	tab := newTestTable(10)
+	opening := reserve(t, tab, testEnds)
+	running := reserve(t, tab, testEnds)
 	released := false
 	running.Start(func() { released = true })
 	tab.Close()
@@ -86,42 +98,38 @@ func TestClosedTableRefuses(t *testing.T) {
 	default:
 		t.Error("Close did not end an opening flow")
 	}
-	if f := tab.Reserve(testEnds); f != nil {
-		t.Error("Reserve succeeded on a closed table")
+	if f, err := tab.Reserve(testEnds); f != nil || err != ErrClosed {
+		t.Errorf("Reserve on a closed table = %v, %v; want ErrClosed", f, err)
 	}
 	if p, err := tab.poller(); err == nil || p != nil {
 		t.Errorf("poller() = %v, %v on a closed table, want ErrClosed", p, err)
 	}
-	if got := tab.Refused.Load(); got != 0 {
-		t.Errorf("refusals of a closed table counted as full: %d", got)
+	if got := tab.Refusals(); got != (Refusals{}) {
+		t.Errorf("refusals of a closed table counted as limits: %+v", got)
 	}
 }
 
 // A full table refuses and counts it; a closed flow's slot is reusable.
 func TestTableLimit(t *testing.T) {
-	tab := NewTable(2)
+	tab := newTestTable(2)
 	defer tab.Close()
-	a, b := tab.Reserve(testEnds), tab.Reserve(testEnds)
-	if a == nil || b == nil {
-		t.Fatal("two flows refused by a table of two")
+	a := reserve(t, tab, testEnds)
+	reserve(t, tab, testEnds)
+	if _, err := tab.Reserve(testEnds); err != ErrFull {
+		t.Fatalf("a third flow in a table of two: %v, want ErrFull", err)
 	}
-	if tab.Reserve(testEnds) != nil {
-		t.Fatal("a third flow fit a table of two")
-	}
-	if tab.Refused.Load() != 1 {
-		t.Fatalf("Refused = %d, want 1", tab.Refused.Load())
+	if got := tab.Refusals(); got != (Refusals{Full: 1}) {
+		t.Fatalf("Refusals = %+v, want Full 1", got)
 	}
 	a.Close()
-	if tab.Reserve(testEnds) == nil {
-		t.Fatal("a closed flow's slot was not freed")
-	}
+	reserve(t, tab, testEnds) // the closed flow's slot is free again
 }
 
 // An idle flow closes after its timeout, and activity postpones it.
 func TestCloseWhenIdle(t *testing.T) {
-	tab := NewTable(10)
+	tab := newTestTable(10)
 	defer tab.Close()
-	f := tab.Reserve(testEnds)
+	f := reserve(t, tab, testEnds)
 	f.Start(func() {})
 	// A wide margin: the loop touches every 10 ms, the timeout is a
 	// second, so only a stall of a second could close it.

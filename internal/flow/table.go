@@ -11,8 +11,30 @@ import (
 	"github.com/slipway-net/slipway/config"
 )
 
-// ErrClosed reports a table (or its poller) that was closed.
-var ErrClosed = errors.New("flow table closed")
+// Why Reserve refuses a flow.
+var (
+	// ErrClosed reports a table (or its poller) that was closed.
+	ErrClosed = errors.New("flow table closed")
+	// ErrFull: the table holds its maximum of flows.
+	ErrFull = errors.New("flow limit reached")
+	// ErrGuestUDPLimit: the guest has its maximum of UDP flows open.
+	ErrGuestUDPLimit = errors.New("the guest's UDP flow limit reached")
+	// ErrRate: the guest opens flows faster than its rate allows.
+	ErrRate = errors.New("the guest's new-flow rate limit reached")
+)
+
+// Limits are a table's bounds.
+type Limits struct {
+	// Max bounds every flow, published ones included.
+	Max int
+	// UDPPerGuest and NewPerSecond bound the flows each guest address
+	// opens itself (not those of published ports, which host clients
+	// open): UDP flows open at once, and new flows per second.
+	UDPPerGuest  int
+	NewPerSecond int
+	// Now is the clock of the rate limit; nil means time.Now.
+	Now func() time.Time
+}
 
 // Table holds every live flow and bounds how many there are.
 type Table struct {
@@ -25,35 +47,65 @@ type Table struct {
 	closed bool
 	nextID uint64
 	flows  map[uint64]*Flow
-	// Refused counts flows refused because the table was full.
-	Refused atomic.Uint64
+	guests guestLimits
+
+	refusedFull, refusedUDP, refusedRate atomic.Uint64
 
 	pollMu     sync.Mutex
 	poll       *poller
 	pollClosed bool // no poller from now on
 }
 
-// NewTable returns a table allowing up to max flows.
-func NewTable(max int) *Table {
+// NewTable returns a table with the given limits.
+func NewTable(l Limits) *Table {
+	now := l.Now
+	if now == nil {
+		now = time.Now
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Table{max: max, ctx: ctx, cancel: cancel, flows: make(map[uint64]*Flow)}
+	return &Table{
+		max: l.Max, ctx: ctx, cancel: cancel, flows: make(map[uint64]*Flow),
+		guests: newGuestLimits(l.UDPPerGuest, l.NewPerSecond, now),
+	}
+}
+
+// Refusals count the flows Reserve refused, by limit.
+type Refusals struct {
+	Full     uint64 `counter:"refused_full"`
+	GuestUDP uint64 `counter:"refused_guest_udp"`
+	Rate     uint64 `counter:"refused_rate"`
+}
+
+// Refusals returns the table's refusal counters.
+func (t *Table) Refusals() Refusals {
+	return Refusals{Full: t.refusedFull.Load(), GuestUDP: t.refusedUDP.Load(), Rate: t.refusedRate.Load()}
 }
 
 // Max is the table's limit.
 func (t *Table) Max() int { return t.max }
 
 // Reserve takes a slot for a new flow (see the package comment for what
-// follows). It returns nil when the table is full (counted in Refused) or
-// closed.
-func (t *Table) Reserve(e Ends) *Flow {
+// follows). It refuses with ErrClosed, or with the limit that was hit
+// (counted in Refusals).
+func (t *Table) Reserve(e Ends) (*Flow, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
-		return nil
+		return nil, ErrClosed
 	}
 	if len(t.flows) >= t.max {
-		t.Refused.Add(1)
-		return nil
+		t.refusedFull.Add(1)
+		return nil, ErrFull
+	}
+	if e.Forward == 0 {
+		if err := t.guests.admit(e.Guest.Addr(), e.Proto); err != nil {
+			if err == ErrRate {
+				t.refusedRate.Add(1)
+			} else {
+				t.refusedUDP.Add(1)
+			}
+			return nil, err
+		}
 	}
 	t.nextID++
 	f := &Flow{Ends: e, ID: t.nextID, Started: time.Now(), table: t}
@@ -61,12 +113,15 @@ func (t *Table) Reserve(e Ends) *Flow {
 	f.last.Store(f.Started.UnixNano())
 	f.SetState("connecting")
 	t.flows[f.ID] = f
-	return f
+	return f, nil
 }
 
 func (t *Table) remove(f *Flow) {
 	t.mu.Lock()
 	delete(t.flows, f.ID)
+	if f.Forward == 0 {
+		t.guests.release(f.Guest.Addr(), f.Proto)
+	}
 	t.mu.Unlock()
 }
 

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 
 	"github.com/slipway-net/slipway/internal/frame"
+	gvlog "gvisor.dev/gvisor/pkg/log"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -75,6 +76,12 @@ func New(o Options) (*Stack, error) {
 	if len(o.MAC) != 6 {
 		return nil, fmt.Errorf("netstack: MAC %v is not an Ethernet address", o.MAC)
 	}
+	// gVisor logs some guest-caused events itself, on stderr and at info
+	// level ("Martian packet dropped ..." for every forged source): a
+	// guest must not be able to write to the user's terminal. Its
+	// counters (Refusals) have them. The level is gVisor's one global
+	// setting; every stack wants the same.
+	gvlog.SetLevel(gvlog.Warning)
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -304,6 +311,48 @@ func (st *Stack) JoinGroup(group netip.Addr) error {
 
 // Drops returns the counters of frames dropped at the stack's input.
 func (st *Stack) Drops() *DropCounters { return &st.drops }
+
+// Refusals are gVisor's own counts of what it dropped or refused after
+// slipway's input checks let a frame through: what is malformed only in
+// context (fragments, ARP bodies, ICMP messages, segments of no
+// connection), and handshakes beyond the stack's bounds.
+type Refusals struct {
+	ARPMalformed         uint64 `counter:"arp_malformed"`
+	IPMalformed          uint64 `counter:"ip_malformed"`
+	FragmentsMalformed   uint64 `counter:"ip_fragments_malformed"`
+	InvalidDestination   uint64 `counter:"ip_invalid_destination"`
+	InvalidSource        uint64 `counter:"ip_invalid_source"`
+	ICMPv4Invalid        uint64 `counter:"icmp4_invalid"`
+	ICMPv6Invalid        uint64 `counter:"icmp6_invalid"`
+	TCPInvalidSegments   uint64 `counter:"tcp_invalid_segments"`
+	TCPChecksumErrors    uint64 `counter:"tcp_checksum_errors"`
+	TCPHandshakesDropped uint64 `counter:"tcp_handshakes_dropped"`
+	UDPMalformed         uint64 `counter:"udp_malformed"`
+	UDPChecksumErrors    uint64 `counter:"udp_checksum_errors"`
+	UDPReceiveBuffer     uint64 `counter:"udp_receive_buffer_full"`
+}
+
+// Refusals reads gVisor's counters.
+func (st *Stack) Refusals() Refusals {
+	s := st.s.Stats()
+	return Refusals{
+		ARPMalformed:       s.ARP.MalformedPacketsReceived.Value(),
+		IPMalformed:        s.IP.MalformedPacketsReceived.Value(),
+		FragmentsMalformed: s.IP.MalformedFragmentsReceived.Value(),
+		InvalidDestination: s.IP.InvalidDestinationAddressesReceived.Value(),
+		InvalidSource:      s.IP.InvalidSourceAddressesReceived.Value(),
+		ICMPv4Invalid:      s.ICMP.V4.PacketsReceived.Invalid.Value(),
+		ICMPv6Invalid:      s.ICMP.V6.PacketsReceived.Invalid.Value(),
+		TCPInvalidSegments: s.TCP.InvalidSegmentsReceived.Value(),
+		TCPChecksumErrors:  s.TCP.ChecksumErrors.Value(),
+		// SYNs beyond the forwarder's handshakes in progress
+		// (MaxPendingConnects) and beyond a listener's backlog.
+		TCPHandshakesDropped: s.TCP.ForwardMaxInFlightDrop.Value() + s.TCP.ListenOverflowSynDrop.Value(),
+		UDPMalformed:         s.UDP.MalformedPacketsReceived.Value(),
+		UDPChecksumErrors:    s.UDP.ChecksumErrors.Value(),
+		UDPReceiveBuffer:     s.UDP.ReceiveBufferErrors.Value(),
+	}
+}
 
 // NewTCPEndpoint opens a TCP endpoint of the stack, IPv4 or IPv6 as v6
 // says, for a connection slipway itself opens towards a guest.

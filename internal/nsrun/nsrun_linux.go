@@ -1,8 +1,10 @@
-// Package nsrun runs a command in new network and mount namespaces (and a
-// new user namespace when not root) whose only interface is a TAP device
-// served by slipway. The parent re-executes its own binary as a small init
-// that builds the namespace side, hands the TAP fd back over a socket, and
-// then becomes the command.
+// Package nsrun runs a command in new network, mount and PID namespaces
+// (and a new user namespace when not root) whose only interface is a TAP
+// device served by slipway. The parent re-executes its own binary as a
+// small init that builds the namespace side, hands the TAP fd back over a
+// socket, and then starts the command and stays as the PID namespace's
+// init until the command ends (or, with KeepChildren, becomes the
+// command).
 package nsrun
 
 import (
@@ -42,6 +44,12 @@ type Spec struct {
 	// IPv6 makes the init wait (briefly) for the interface's SLAAC
 	// address before starting the command.
 	IPv6 bool `json:"ipv6"`
+	// KeepChildren runs the command without a PID namespace of its own:
+	// what it starts in the background outlives it (reparented to the
+	// host's init, in a namespace whose network has gone). By default the
+	// init stays as the namespace's PID 1, and everything ends with the
+	// command.
+	KeepChildren bool `json:"keep_children,omitempty"`
 }
 
 // Child is the command running in its namespaces.
@@ -78,6 +86,9 @@ func Start(spec Spec) (*Child, error) {
 		Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWNS,
 		// If slipway dies the command goes with it.
 		Pdeathsig: syscall.SIGKILL,
+	}
+	if !spec.KeepChildren {
+		attr.Cloneflags |= syscall.CLONE_NEWPID
 	}
 	if os.Geteuid() != 0 {
 		attr.Cloneflags |= syscall.CLONE_NEWUSER
@@ -199,8 +210,9 @@ func recvTAP(ctl *os.File) (int, string, error) {
 	return fds[0], msg, nil
 }
 
-// ChildMain is the re-executed init. It never returns: it execs the
-// command or exits 125 after reporting what failed to the parent.
+// ChildMain is the re-executed init. It never returns: it runs the
+// command as the PID namespace's init (or execs it, with KeepChildren),
+// or exits 125 after reporting what failed to the parent.
 func ChildMain() {
 	var spec Spec
 	ctl := helperSpec(childEnv, "nsrun-ctl", &spec)
@@ -224,6 +236,9 @@ func ChildMain() {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "slipway: %v\n", err)
 		os.Exit(127)
+	}
+	if !spec.KeepChildren {
+		superviseCommand(path, spec.Command) // never returns
 	}
 	err = syscall.Exec(path, spec.Command, os.Environ())
 	fmt.Fprintf(os.Stderr, "slipway: exec %s: %v\n", path, err)

@@ -175,14 +175,14 @@ func (x *icmpForwarder) flow(key icmpKey, remote netip.Addr, guestMAC, ourMAC [6
 		}
 		return nil
 	}
-	ff := x.f.flows.Reserve(flow.Ends{
+	ff, err := x.f.reserve(flow.Ends{
 		Proto: config.ICMP,
 		// The guest's echo id stands where a port would.
 		Guest:  netip.AddrPortFrom(key.guest, key.id),
 		Remote: netip.AddrPortFrom(remote, 0),
 		Host:   netip.AddrPortFrom(key.dst, 0),
 	})
-	if ff == nil {
+	if err != nil {
 		unix.Close(fd)
 		return nil
 	}

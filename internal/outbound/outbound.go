@@ -69,6 +69,31 @@ type Forwarder struct {
 	refusedMu     sync.Mutex
 	refused       map[policy.Reason]uint64
 	connectFailed atomic.Uint64
+	// lastLimitWarn (unix nanoseconds) spaces the warnings of flows the
+	// table refused: a flood meets a limit thousands of times a second.
+	lastLimitWarn atomic.Int64
+}
+
+// limitWarnEvery is how often a refusal by a flow limit is logged at warn
+// level; the rest go to debug, and the table counts every one.
+const limitWarnEvery = 10 * time.Second
+
+// reserve takes a flow slot for a flow the guest opens, logging a refusal
+// by one of the table's limits.
+func (f *Forwarder) reserve(e flow.Ends) (*flow.Flow, error) {
+	fl, err := f.flows.Reserve(e)
+	if err == nil || err == flow.ErrClosed {
+		return fl, err
+	}
+	now := time.Now().UnixNano()
+	last := f.lastLimitWarn.Load()
+	if now-last >= int64(limitWarnEvery) && f.lastLimitWarn.CompareAndSwap(last, now) {
+		f.log.Warn("refusing flows", "proto", e.Proto, "guest", e.Guest, "dst", e.Remote, "reason", err,
+			"max-flows", f.flows.Max(), "next-warning-in", limitWarnEvery)
+	} else {
+		f.log.Debug("flow refused", "proto", e.Proto, "guest", e.Guest, "dst", e.Remote, "reason", err)
+	}
+	return nil, err
 }
 
 // New installs the forwarder's handlers in the stack.

@@ -30,9 +30,8 @@ func (f *Forwarder) handleTCP(r *tcp.ForwarderRequest) {
 		r.Complete(true)
 		return
 	}
-	fl := f.flows.Reserve(flow.Ends{Proto: config.TCP, Guest: guest, Remote: dst, Host: v.Target})
-	if fl == nil {
-		f.log.Warn("flow limit reached, refusing TCP connection", "guest", guest, "dst", dst, "max-flows", f.flows.Max())
+	fl, err := f.reserve(flow.Ends{Proto: config.TCP, Guest: guest, Remote: dst, Host: v.Target})
+	if err != nil {
 		r.Complete(true)
 		return
 	}

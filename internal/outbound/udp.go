@@ -20,9 +20,8 @@ func (f *Forwarder) handleUDP(r *udp.ForwarderRequest) bool {
 	if !v.Allowed() {
 		return false
 	}
-	fl := f.flows.Reserve(flow.Ends{Proto: config.UDP, Guest: guest, Remote: dst, Host: v.Target})
-	if fl == nil {
-		f.log.Warn("flow limit reached, dropping UDP flow", "guest", guest, "dst", dst, "max-flows", f.flows.Max())
+	fl, err := f.reserve(flow.Ends{Proto: config.UDP, Guest: guest, Remote: dst, Host: v.Target})
+	if err != nil {
 		return true // dropped, as a full NAT table would
 	}
 	var laddr *net.UDPAddr

@@ -59,10 +59,10 @@ func (p *Publisher) serveTCP(fw *forward, c *net.TCPConn, guest netip.AddrPort) 
 		resetConn(c)
 		return
 	}
-	fl := p.o.Flows.Reserve(flow.Ends{Proto: config.TCP, Guest: guest, Remote: local, Host: client, Forward: fw.ID})
-	if fl == nil {
+	fl, err := p.o.Flows.Reserve(flow.Ends{Proto: config.TCP, Guest: guest, Remote: local, Host: client, Forward: fw.ID})
+	if err != nil && err != flow.ErrClosed {
 		p.refused.Add(1)
-		p.log.Warn("flow limit reached, refusing connection to published port", "id", fw.ID, "client", client)
+		p.log.Warn("refusing connection to published port", "id", fw.ID, "client", client, "err", err)
 	}
 	// Remove marks the forward gone before it closes the forward's
 	// flows: a flow reserved after that sweep sees the mark here.

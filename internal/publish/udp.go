@@ -101,10 +101,10 @@ func (u *udpPort) client(from netip.AddrPort) *udpClient {
 		return nil
 	}
 	c.ep = ep
-	c.flow = p.o.Flows.Reserve(flow.Ends{Proto: config.UDP, Guest: u.guest, Remote: local, Host: from, Forward: u.fw.ID})
-	if c.flow == nil {
+	c.flow, err = p.o.Flows.Reserve(flow.Ends{Proto: config.UDP, Guest: u.guest, Remote: local, Host: from, Forward: u.fw.ID})
+	if err != nil {
 		p.refused.Add(1)
-		p.log.Debug("flow limit reached, dropping datagrams to published port", "id", u.fw.ID, "client", from)
+		p.log.Debug("dropping datagrams to published port", "id", u.fw.ID, "client", from, "err", err)
 		ep.Close()
 		return nil
 	}

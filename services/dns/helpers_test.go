@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -231,7 +232,9 @@ func fakeUpstream(t *testing.T, respond func(q []byte) [][]byte) netip.AddrPort 
 
 func newForwarder(t *testing.T, cfg Config) *Forwarder {
 	t.Helper()
-	f, err := New(cfg, nil)
+	// The forwarder's debug log goes to the test's output, shown when it
+	// fails: why an upstream attempt failed is there.
+	f, err := New(cfg, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})))
 	must(t, err)
 	return f
 }

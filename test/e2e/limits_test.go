@@ -309,6 +309,41 @@ func goroutineCount(t *testing.T, c *http.Client) float64 {
 	return 0
 }
 
+// metric is a shell expression for the value of one of slipway's metrics
+// (the whole sample name, labels included), read from its API socket api.
+func metric(api, name string) string {
+	return fmt.Sprintf(`$(curl -s --unix-socket %s http://slipway/metrics | awk '$1 == "%s" {print $2}')`, api, strings.ReplaceAll(name, `"`, `\"`))
+}
+
+// usage prints markers @fds_TAG and @goroutines_TAG: what slipway holds
+// now, for baseline to compare.
+func usage(api, tag string) string {
+	return fmt.Sprintf(`echo "@fds_%s=%s"; echo "@goroutines_%s=%s"`, tag, metric(api, "process_open_fds"), tag, metric(api, "go_goroutines"))
+}
+
+// markerNumber is the number a script printed as marker k.
+func markerNumber(t *testing.T, m map[string]string, k, output string) float64 {
+	t.Helper()
+	v, err := strconv.ParseFloat(m[k], 64)
+	if err != nil {
+		t.Fatalf("%s = %q: %v\n%s", k, m[k], err, output)
+	}
+	return v
+}
+
+// baseline fails the test unless slipway's descriptors and goroutines
+// (usage "after") are back near where they were (usage "before"): room
+// for the API's own connection and the timers of a moment.
+func baseline(t *testing.T, m map[string]string, output string) {
+	t.Helper()
+	if before, after := markerNumber(t, m, "fds_before", output), markerNumber(t, m, "fds_after", output); after > before+8 {
+		t.Errorf("slipway holds %v descriptors afterwards, %v before", after, before)
+	}
+	if before, after := markerNumber(t, m, "goroutines_before", output), markerNumber(t, m, "goroutines_after", output); after > before+20 {
+		t.Errorf("slipway has %v goroutines afterwards, %v before", after, before)
+	}
+}
+
 // TestUDPPortChurnLeavesNoState: a guest spraying datagrams from 2,000
 // source ports at a host port where nothing listens must not pin 2,000
 // host sockets and their goroutines for the idle timeout (before, 4,096
@@ -322,13 +357,9 @@ func TestUDPPortChurnLeavesNoState(t *testing.T) {
 	testenv.RequireTools(t, "python3", "curl")
 	closed := testenv.FreePort(t, "udp")
 	api := filepath.Join(t.TempDir(), "api.sock")
-	metric := func(name string) string {
-		return fmt.Sprintf(`$(curl -s --unix-socket %s http://slipway/metrics | awk '$1 == "%s" {print $2}')`, api, name)
-	}
 	res := runNS(t, []string{"--api-socket", api, "--udp-idle-timeout", "5m", "--udp-unreplied-timeout", "3s"}, script(
 		waitFlows(api),
-		`echo "@fds_before=`+metric("process_open_fds")+`"`,
-		`echo "@goroutines_before=`+metric("go_goroutines")+`"`,
+		usage(api, "before"),
 		fmt.Sprintf(`python3 -c '
 import socket
 for i in range(2000):
@@ -348,8 +379,7 @@ except socket.timeout:
     print("@refused=timeout")
 '`, closed, closed),
 		`waitflows 0 udp || echo "@closed=never"`,
-		`echo "@fds_after=`+metric("process_open_fds")+`"`,
-		`echo "@goroutines_after=`+metric("go_goroutines")+`"`,
+		usage(api, "after"),
 	))
 	m := testenv.Markers(res.Output)
 	if m["closed"] != "" {
@@ -358,18 +388,100 @@ except socket.timeout:
 	if m["refused"] != "yes" {
 		t.Errorf("the guest's socket saw %q, want the refusal (ICMP port unreachable)", m["refused"])
 	}
-	num := func(k string) float64 {
-		v, err := strconv.ParseFloat(m[k], 64)
-		if err != nil {
-			t.Fatalf("%s = %q: %v\n%s", k, m[k], err, res.Output)
-		}
-		return v
+	baseline(t, m, res.Output)
+}
+
+// TestTCPClosedPortsLeaveNoState sends SYNs to 2,000 ports of the host
+// where (almost) nothing listens: each is refused with a RST, and once
+// they are, slipway holds no flow, descriptor or goroutine for them.
+func TestTCPClosedPortsLeaveNoState(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "hping3", "curl")
+	api := filepath.Join(t.TempDir(), "api.sock")
+	res := runNS(t, []string{"--api-socket", api}, script(
+		waitFlows(api),
+		usage(api, "before"),
+		// -p ++N: a new destination port for each SYN.
+		`hping3 -q -S -c 2000 -i u300 -p ++20000 10.0.2.2 2>&1 | sed -n 's/.* \([0-9]*\) packets received.*/@answered=\1/p'`,
+		`waitflows 0 tcp || echo "@closed=never"`,
+		usage(api, "after"),
+	))
+	m := testenv.Markers(res.Output)
+	if m["closed"] != "" {
+		t.Fatalf("flows of the refused SYNs stayed open:\n%s", res.Output)
 	}
-	// Room for the API's own connection and the idle timers of a moment.
-	if before, after := num("fds_before"), num("fds_after"); after > before+8 {
-		t.Errorf("slipway holds %v descriptors after the burst, %v before", after, before)
+	// A SYN a loopback listener of another test accepted is answered
+	// with a SYN-ACK instead: either way, each SYN gets its answer.
+	if n := markerNumber(t, m, "answered", res.Output); n < 1990 {
+		t.Errorf("%v of 2000 SYNs answered, want every one (a RST for a closed port)", n)
 	}
-	if before, after := num("goroutines_before"), num("goroutines_after"); after > before+20 {
-		t.Errorf("slipway has %v goroutines after the burst, %v before", after, before)
+	baseline(t, m, res.Output)
+}
+
+// TestGuestFlowLimits: a guest opening more UDP flows than its limit, or
+// flows faster than its rate, is refused and the refusals are counted;
+// once it slows down it is served again.
+func TestGuestFlowLimits(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "python3", "curl")
+	echo := testenv.UDPServer(t, "127.0.0.1:0", func(pkt []byte, _ net.Addr) []byte { return pkt })
+	web, _ := testenv.HTTPFile(t, 1024)
+	api := filepath.Join(t.TempDir(), "api.sock")
+	res := runNS(t, []string{"--api-socket", api, "--max-udp-flows-per-guest", "20", "--max-new-flows-per-second", "100"}, script(
+		waitFlows(api),
+		// 50 UDP flows at once (each its own source port), echoed.
+		fmt.Sprintf(`python3 -c '
+import socket
+import select
+import time
+socks = []
+for i in range(50):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect(("10.0.2.2", %d))
+    s.send(b"x")
+    socks.append(s)
+answered = set()
+deadline = time.time() + 3
+while time.time() < deadline and len(answered) < len(socks):
+    ready, _, _ = select.select([s for s in socks if s not in answered], [], [], 0.2)
+    for s in ready:
+        s.recv(16)
+        answered.add(s)
+print("@udp_answered=%%d" %% len(answered))
+'`, echo.Port()),
+		`echo "@refused_udp=`+metric(api, `slipway_flows_total{key="",name="refused_guest_udp"}`)+`"`,
+		// 300 connects as fast as they go: beyond the burst of 100,
+		// the rate refuses them (a RST: connection refused).
+		fmt.Sprintf(`python3 -c '
+import socket
+refused = 0
+for i in range(300):
+    s = socket.socket()
+    try:
+        s.connect(("10.0.2.2", %d))
+    except ConnectionRefusedError:
+        refused += 1
+    s.close()
+print("@tcp_refused=%%d" %% refused)
+'`, web.Port()),
+		`echo "@refused_rate=`+metric(api, `slipway_flows_total{key="",name="refused_rate"}`)+`"`,
+		`sleep 1.5`,
+		fmt.Sprintf(`echo "@ok=$(curl -s -m 5 http://10.0.2.2:%d/)"`, web.Port()),
+	))
+	m := testenv.Markers(res.Output)
+	if n := markerNumber(t, m, "udp_answered", res.Output); n != 20 {
+		t.Errorf("%v of 50 UDP flows answered, want the limit of 20", n)
+	}
+	if n := markerNumber(t, m, "refused_udp", res.Output); n < 30 {
+		t.Errorf("refused_guest_udp = %v, want the 30 flows beyond the limit", n)
+	}
+	if n := markerNumber(t, m, "tcp_refused", res.Output); n < 100 {
+		t.Errorf("%v of 300 connects refused at 100/s, want most beyond the burst", n)
+	}
+	if markerNumber(t, m, "refused_rate", res.Output) < markerNumber(t, m, "tcp_refused", res.Output) {
+		t.Errorf("refused_rate = %s, below the %s refused connects", m["refused_rate"], m["tcp_refused"])
+	}
+	if m["ok"] != "hello from the host" {
+		t.Errorf("after the burst, a download got %q\n%s", m["ok"], res.Output)
 	}
 }

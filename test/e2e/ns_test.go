@@ -6,6 +6,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -446,5 +447,94 @@ func TestRunSmallMTUSuperFrames(t *testing.T) {
 	// counts a super-frame once.
 	if n, err := strconv.Atoi(m["rx_packets"]); err != nil || n > 20000 {
 		t.Fatalf("the namespace received %q frames for 60 MB at MTU 1500: no super-frames", m["rx_packets"])
+	}
+}
+
+// processesRunning lists the host's processes whose command line is argv.
+func processesRunning(t *testing.T, argv ...string) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && string(cmdline) == strings.Join(argv, "\x00")+"\x00" {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// TestRunLeavesNoProcessBehind: what the command starts in the background
+// ends when the command does (its own PID namespace), unless
+// --keep-children asks for the old behaviour.
+func TestRunLeavesNoProcessBehind(t *testing.T) {
+	testenv.RequireRoot(t)
+	// A sleep nobody else runs: its length names it on the host.
+	token := fmt.Sprintf("%d.%d", 7000+os.Getpid()%1000, time.Now().UnixNano()%1000000)
+	background := fmt.Sprintf(`(sleep %s </dev/null >/dev/null 2>&1 &); sleep %s </dev/null >/dev/null 2>&1 &`, token, token)
+	res := runNS(t, nil, script(
+		background,
+		`echo "@ps=$(ps -e -o comm= 2>/dev/null | grep -c sleep)"`,
+		`echo "@pid=$$"`,
+		`exit 7`,
+	))
+	if res.Code != 7 {
+		t.Fatalf("slipway run exited %d, want the command's 7:\n%s", res.Code, res.Output)
+	}
+	m := testenv.Markers(res.Output)
+	// The command sees its namespace's processes only: itself is not
+	// PID 1 (slipway's init is) and both sleeps are there.
+	if m["ps"] != "2" || m["pid"] == "1" {
+		t.Errorf("inside: %s sleeps listed, shell pid %s; want 2 and not 1\n%s", m["ps"], m["pid"], res.Output)
+	}
+	if left := processesRunning(t, "sleep", token); len(left) > 0 {
+		for _, pid := range left {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		t.Fatalf("%d background processes outlived slipway run: pids %v", len(left), left)
+	}
+
+	keep := runNS(t, []string{"--keep-children"}, script(background, `exit 0`))
+	left := processesRunning(t, "sleep", token)
+	for _, pid := range left {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if keep.Code != 0 || len(left) != 2 {
+		t.Fatalf("--keep-children: exit %d, %d background processes left, want 0 and 2\n%s", keep.Code, len(left), keep.Output)
+	}
+}
+
+// TestRunPassesSignals: a signal to slipway run reaches the command
+// (through the namespace's init), and slipway exits as the command did.
+func TestRunPassesSignals(t *testing.T) {
+	testenv.RequireRoot(t)
+	p := testenv.StartProcess(t, "slipway run", exec.Command(testenv.Slipway(t), "run", "--", "sh", "-c",
+		`trap 'echo "@got=TERM"; exit 42' TERM; echo "@ready=1"; while :; do sleep 0.05; done`))
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(p.Output(), "@ready=1") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the command never started:\n%s", p.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatalf("slipway run still running 30s after SIGTERM:\n%s", p.Output())
+	}
+	var ee *exec.ExitError
+	if !errors.As(p.Err(), &ee) || ee.ExitCode() != 42 {
+		t.Fatalf("slipway run ended with %v, want the trap's exit 42:\n%s", p.Err(), p.Output())
+	}
+	if !strings.Contains(p.Output(), "@got=TERM") {
+		t.Fatalf("the command's trap did not run:\n%s", p.Output())
 	}
 }
