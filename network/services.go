@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -234,3 +235,45 @@ func (n *Network) DHCP6() *dhcp6.Server { return n.svc.dhcp6 }
 
 // DNS is the network's DNS forwarder (statistics).
 func (n *Network) DNS() *dns.Forwarder { return n.svc.dns }
+
+// ListenTCP listens on addr inside the network for a service of the
+// embedder's own (libslirp's guestfwd=): guests' connections to addr reach
+// the listener instead of the host. addr must be in the network's IPv4
+// range (or its IPv6 prefix) and be neither the network's nor its
+// broadcast address; from then on the network answers ARP (or neighbour
+// solicitations) for it. The listener is the caller's to close; Close of
+// the network closes it too.
+func (n *Network) ListenTCP(addr netip.AddrPort) (net.Listener, error) {
+	a := addr.Addr().Unmap()
+	in4 := a.Is4() && n.cfg.CIDR.Contains(a) && a != n.cfg.CIDR.Masked().Addr() && a != broadcast(n.cfg.CIDR)
+	in6 := a.Is6() && !n.cfg.NoIPv6 && n.cfg.IPv6Prefix.Contains(a)
+	if !in4 && !in6 || addr.Port() == 0 {
+		return nil, fmt.Errorf("listen %s: not an address and port inside the network (%s): %w", addr, n.cfg.CIDR, ErrNotInNetwork)
+	}
+	n.mu.Lock()
+	closed := n.closed
+	n.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	if err := n.st.AddAddress(a); err != nil {
+		return nil, err
+	}
+	l, err := n.st.ListenTCP(netip.AddrPortFrom(a, addr.Port()))
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// ErrNotInNetwork is an address ListenTCP cannot serve.
+var ErrNotInNetwork = errors.New("address not inside the network")
+
+func broadcast(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := ^uint32(0) >> p.Bits()
+	for i := range 4 {
+		b[i] |= byte(host >> (24 - 8*i))
+	}
+	return netip.AddrFrom4(b)
+}

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 
 	"github.com/slipway-net/slipway/internal/frame"
 	gvlog "gvisor.dev/gvisor/pkg/log"
@@ -62,9 +64,11 @@ type Stack struct {
 	drops        DropCounters
 	// own holds the stack's addresses (as 4- or 16-byte strings): the
 	// only targets of ARP requests and neighbour solicitations it may
-	// answer (see ownsTarget).
-	own map[string]bool
-	log *slog.Logger
+	// answer (see ownsTarget). Replaced whole by AddAddress, never
+	// changed in place, so Deliver reads it without a lock.
+	own   atomic.Pointer[map[string]bool]
+	ownMu sync.Mutex // serialises AddAddress
+	log   *slog.Logger
 }
 
 // New creates the stack, its NIC, addresses and routes, tuned for bulk
@@ -108,7 +112,8 @@ func New(o Options) (*Stack, error) {
 		TransportProtocols: transProtos,
 		HandleLocal:        false,
 	})
-	st := &Stack{s: s, interceptors: o.Interceptors, log: log, own: map[string]bool{}}
+	st := &Stack{s: s, interceptors: o.Interceptors, log: log}
+	own := map[string]bool{}
 	st.ep = newEndpoint(uint32(o.MTU), tcpip.LinkAddress(o.MAC), o.Output, &st.drops)
 	if err := tune(s); err != nil {
 		s.Destroy()
@@ -128,6 +133,7 @@ func New(o Options) (*Stack, error) {
 		s.Destroy()
 		return nil, fmt.Errorf("netstack: spoofing: %s", terr)
 	}
+	st.own.Store(&own)
 	var routes []tcpip.Route
 	for _, p := range o.Addresses {
 		proto := ipv4.ProtocolNumber
@@ -139,7 +145,7 @@ func New(o Options) (*Stack, error) {
 			AddressWithPrefix: tcpip.AddrFromSlice(p.Addr().AsSlice()).WithPrefix(),
 		}
 		pa.AddressWithPrefix.PrefixLen = p.Bits()
-		st.own[string(p.Addr().AsSlice())] = true
+		own[string(p.Addr().AsSlice())] = true
 		if terr := s.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); terr != nil {
 			s.Destroy()
 			return nil, fmt.Errorf("netstack: add address %s: %s", p, terr)
@@ -280,7 +286,7 @@ func (st *Stack) ownsTarget(v *frame.View) bool {
 		if a.Op() != header.ARPRequest {
 			return true
 		}
-		return st.own[string(a.ProtocolAddressTarget())]
+		return (*st.own.Load())[string(a.ProtocolAddressTarget())]
 	case header.IPv6ProtocolNumber:
 		t, ok := v.ICMPType()
 		if !ok || t != uint8(header.ICMPv6NeighborSolicit) {
@@ -291,7 +297,7 @@ func (st *Stack) ownsTarget(v *frame.View) bool {
 			return false // too short to say whom it asks for: not ours
 		}
 		target := header.NDPNeighborSolicit(icmp.MessageBody()).TargetAddress()
-		return st.own[string(target.AsSlice())]
+		return (*st.own.Load())[string(target.AsSlice())]
 	}
 	return true
 }
@@ -471,6 +477,34 @@ func (st *Stack) ListenUDP(addr netip.AddrPort) (*gonet.UDPConn, error) {
 		return nil, fmt.Errorf("netstack: bind UDP %s: %s", addr, terr)
 	}
 	return gonet.NewUDPConn(&wq, ep), nil
+}
+
+// AddAddress makes addr one of the stack's own addresses while it runs:
+// it answers ARP and neighbour solicitations for it, and endpoints bound
+// to it (a service of the embedder's) receive what guests send there.
+func (st *Stack) AddAddress(addr netip.Addr) error {
+	st.ownMu.Lock()
+	defer st.ownMu.Unlock()
+	old := *st.own.Load()
+	key := string(addr.AsSlice())
+	if old[key] {
+		return nil
+	}
+	proto := ipv4.ProtocolNumber
+	if addr.Is6() {
+		proto = ipv6.ProtocolNumber
+	}
+	pa := tcpip.ProtocolAddress{Protocol: proto, AddressWithPrefix: tcpip.AddrFromSlice(addr.AsSlice()).WithPrefix()}
+	if terr := st.s.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); terr != nil {
+		return fmt.Errorf("netstack: add address %s: %s", addr, terr)
+	}
+	own := make(map[string]bool, len(old)+1)
+	for k := range old {
+		own[k] = true
+	}
+	own[key] = true
+	st.own.Store(&own)
+	return nil
 }
 
 // ListenTCP listens on a TCP address in the stack.

@@ -131,6 +131,8 @@ func Errno(err error) syscall.Errno {
 		return syscall.ENOENT
 	case errors.Is(err, network.ErrLimit):
 		return syscall.ENOSPC
+	case errors.Is(err, network.ErrNotInNetwork):
+		return syscall.EINVAL
 	case errors.Is(err, network.ErrClosed):
 		return syscall.EBADF
 	case errors.As(err, &fe):

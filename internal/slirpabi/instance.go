@@ -27,6 +27,9 @@ type Stats struct {
 	InQueueFull atomic.Uint64 `counter:"in_queue_full"`
 	// InClosed: input after the instance was closed.
 	InClosed atomic.Uint64 `counter:"in_closed"`
+	// GuestFwdDropped: bytes the host gave a guest forward beyond the
+	// room it was told of, or with no guest connected.
+	GuestFwdDropped atomic.Uint64 `counter:"guestfwd_dropped"`
 }
 
 // Instance is one libslirp instance (one Slirp*): a slipway network with
@@ -39,6 +42,8 @@ type Instance struct {
 
 	maxFrame int
 	stats    Stats
+	notify   func()
+	gfwd     guestFwds
 
 	mu    sync.Mutex // input: the frame slot below
 	hdr   [link.VnetHdrLen]byte
@@ -48,7 +53,8 @@ type Instance struct {
 
 // New starts an instance on the host's settings over base. notify is
 // called (on one of the network's goroutines, never on the host's thread)
-// when frames start waiting for Take; it must not block.
+// when frames start waiting for Take, or guest-forward bytes for
+// TakeGuestForward; it must not block.
 func New(s Settings, base config.Config, notify func(), log *slog.Logger) (*Instance, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -68,7 +74,7 @@ func New(s Settings, base config.Config, notify func(), log *slog.Logger) (*Inst
 	if mru < cfg.MTU {
 		mru = cfg.MTU
 	}
-	i := &Instance{cfg: n.Config(), net: n, log: log, maxFrame: link.EthHdrLen + mru}
+	i := &Instance{cfg: n.Config(), net: n, log: log, maxFrame: link.EthHdrLen + mru, notify: notify}
 	vm, host := pipe.NewDepth("libslirp", false, hostQueue)
 	host.OnReadable(notify)
 	i.host = host
@@ -119,6 +125,7 @@ func (i *Instance) Take(bufs [][]byte, sizes []int) int {
 // Close stops the network and every goroutine of the instance; notify is
 // not called after Close returns.
 func (i *Instance) Close() {
+	i.closeGuestForwards()
 	i.host.OnReadable(nil)
 	i.host.Close()
 	i.net.Close()

@@ -18,6 +18,7 @@ import "C"
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -272,6 +273,73 @@ func slipway_core_state_load(h C.int, version C.int, cb C.slipway_read_cb, opaqu
 		return C.int(slirpabi.StateErrno(err))
 	}
 	return 0
+}
+
+// gfwdAddr is a guest forward's address as the shim passes it.
+func gfwdAddr(addr *C.uint8_t, port C.int) (netip.AddrPort, bool) {
+	if addr == nil || port <= 0 || port > 65535 {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(netip.AddrFrom4(*(*[4]byte)(unsafe.Pointer(addr))), uint16(port)), true
+}
+
+//export slipway_core_gfwd_add
+func slipway_core_gfwd_add(h C.int, addr *C.uint8_t, port C.int) C.int {
+	e := handles.get(h)
+	a, ok := gfwdAddr(addr, port)
+	if e == nil || !ok {
+		return -C.int(unix.EINVAL)
+	}
+	id, err := e.inst.AddGuestForward(a)
+	if err != nil {
+		e.inst.Logger().Warn("guest forward", "err", err)
+		return -C.int(slirpabi.Errno(err))
+	}
+	return C.int(id)
+}
+
+//export slipway_core_gfwd_remove
+func slipway_core_gfwd_remove(h C.int, addr *C.uint8_t, port C.int) C.int {
+	e := handles.get(h)
+	a, ok := gfwdAddr(addr, port)
+	if e == nil || !ok {
+		return -C.int(unix.EINVAL)
+	}
+	if err := e.inst.RemoveGuestForward(a); err != nil {
+		return -C.int(slirpabi.Errno(err))
+	}
+	return 0
+}
+
+//export slipway_core_gfwd_take
+func slipway_core_gfwd_take(h C.int, buf *C.uint8_t, n C.int, id *C.int) C.int {
+	e := handles.get(h)
+	if e == nil || buf == nil || n <= 0 || id == nil {
+		return 0
+	}
+	fid, got := e.inst.TakeGuestForward(unsafe.Slice((*byte)(unsafe.Pointer(buf)), int(n)))
+	*id = C.int(fid)
+	return C.int(got)
+}
+
+//export slipway_core_gfwd_room
+func slipway_core_gfwd_room(h C.int, addr *C.uint8_t, port C.int) C.int {
+	e := handles.get(h)
+	a, ok := gfwdAddr(addr, port)
+	if e == nil || !ok {
+		return 0
+	}
+	return C.int(e.inst.GuestForwardRoom(a))
+}
+
+//export slipway_core_gfwd_input
+func slipway_core_gfwd_input(h C.int, addr *C.uint8_t, port C.int, buf *C.uint8_t, n C.int) {
+	e := handles.get(h)
+	a, ok := gfwdAddr(addr, port)
+	if e == nil || !ok || buf == nil || n <= 0 {
+		return
+	}
+	e.inst.GuestForwardInput(a, unsafe.Slice((*byte)(unsafe.Pointer(buf)), int(n)))
 }
 
 func main() {}

@@ -15,7 +15,7 @@
 
 /* Bumped whenever this struct or a core function changes, so a shim never
  * runs against a core of another build. */
-#define SLIPWAY_CORE_ABI 1
+#define SLIPWAY_CORE_ABI 2
 
 struct slipway_cfg {
     int restricted;
@@ -64,5 +64,15 @@ typedef int (*slipway_core_hostfwd_fn)(int h, int add, int flags, const void *ha
 typedef char *(*slipway_core_info_fn)(int h);
 typedef int (*slipway_core_state_save_fn)(int h, slipway_write_cb cb, void *opaque);
 typedef int (*slipway_core_state_load_fn)(int h, int version, slipway_read_cb cb, void *opaque);
+/* Guest forwards (guestfwd=): addr is 4 bytes in network order, port in
+ * host order. add returns the forward's id (> 0); take fills buf with
+ * bytes the guest sent on some forward, sets *id to it and returns how
+ * many (0: none wait); room is slirp_socket_can_recv's answer. */
+typedef int (*slipway_core_gfwd_add_fn)(int h, const uint8_t *addr, int port);
+typedef int (*slipway_core_gfwd_remove_fn)(int h, const uint8_t *addr, int port);
+typedef int (*slipway_core_gfwd_take_fn)(int h, uint8_t *buf, int cap, int *id);
+typedef int (*slipway_core_gfwd_room_fn)(int h, const uint8_t *addr, int port);
+typedef void (*slipway_core_gfwd_input_fn)(int h, const uint8_t *addr, int port, const uint8_t *buf,
+                                           int len);
 
 #endif

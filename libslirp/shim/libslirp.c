@@ -42,6 +42,22 @@
  * for the next main-loop iteration (with a zero timeout). */
 #define MAX_FRAMES_PER_POLL 256
 
+/* The most guest-forward chunks one slirp_pollfds_poll hands the host,
+ * and how large one is. */
+#define MAX_GFWD_PER_POLL 16
+#define GFWD_CHUNK 65536
+
+/* Guest forwards one instance holds (the core's bound too). */
+#define MAX_GFWD 64
+
+struct gfwd {
+    int id; /* the core's; 0: a free entry */
+    struct in_addr addr;
+    int port;
+    SlirpWriteCb write_cb;
+    void *opaque;
+};
+
 struct Slirp {
     uint32_t magic;
     int handle;
@@ -53,6 +69,8 @@ struct Slirp {
     int more;    /* frames left waiting by the last poll */
     uint8_t *slots;
     int sizes[SLIPWAY_SLOTS];
+    struct in_addr vnetwork;
+    struct gfwd gfwd[MAX_GFWD];
 };
 
 static struct {
@@ -65,6 +83,11 @@ static struct {
     slipway_core_info_fn neighbor_info;
     slipway_core_state_save_fn state_save;
     slipway_core_state_load_fn state_load;
+    slipway_core_gfwd_add_fn gfwd_add;
+    slipway_core_gfwd_remove_fn gfwd_remove;
+    slipway_core_gfwd_take_fn gfwd_take;
+    slipway_core_gfwd_room_fn gfwd_room;
+    slipway_core_gfwd_input_fn gfwd_input;
 } core;
 
 static pthread_mutex_t core_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -166,9 +189,16 @@ static int load_core(void)
     SYM(neighbor_info, "slipway_core_neighbor_info");
     SYM(state_save, "slipway_core_state_save");
     SYM(state_load, "slipway_core_state_load");
+    SYM(gfwd_add, "slipway_core_gfwd_add");
+    SYM(gfwd_remove, "slipway_core_gfwd_remove");
+    SYM(gfwd_take, "slipway_core_gfwd_take");
+    SYM(gfwd_room, "slipway_core_gfwd_room");
+    SYM(gfwd_input, "slipway_core_gfwd_input");
 #undef SYM
     int ok = abi && core.new_ && core.input && core.take && core.cleanup && core.hostfwd &&
-             core.connection_info && core.neighbor_info && core.state_save && core.state_load;
+             core.connection_info && core.neighbor_info && core.state_save && core.state_load &&
+             core.gfwd_add && core.gfwd_remove && core.gfwd_take && core.gfwd_room &&
+             core.gfwd_input;
     int version = 0;
     if (ok)
         CORE_CALL(version = abi());
@@ -295,6 +325,7 @@ EXPORT Slirp *slirp_new(const SlirpConfig *cfg, const SlirpCb *callbacks, void *
     s->version = (int)cfg->version;
     s->opaque = opaque;
     s->efd_idx = -1;
+    s->vnetwork = cfg->vnetwork;
     /* The fields a version-1..3 caller's SlirpCb has end before
      * init_completed: its struct may be that much shorter. */
     memcpy(&s->cb, callbacks,
@@ -378,7 +409,22 @@ static void drain(Slirp *s)
         }
         sent += n;
         if (n < SLIPWAY_SLOTS)
+            break;
+    }
+    if (sent >= MAX_FRAMES_PER_POLL)
+        s->more = 1;
+    /* Then the bytes guests sent on guest forwards, to their write_cb. */
+    for (int k = 0; k < MAX_GFWD_PER_POLL; k++) {
+        int id = 0, n;
+        CORE_CALL(n = core.gfwd_take(s->handle, s->slots, GFWD_CHUNK, &id));
+        if (n <= 0)
             return;
+        for (int i = 0; i < MAX_GFWD; i++) {
+            if (s->gfwd[i].id == id) {
+                s->gfwd[i].write_cb(s->slots, (size_t)n, s->gfwd[i].opaque);
+                break;
+            }
+        }
     }
     s->more = 1;
 }
@@ -481,7 +527,8 @@ EXPORT int slirp_remove_hostxfwd(Slirp *s, const struct sockaddr *haddr, socklen
 }
 
 /*
- * Guest forwards (guestfwd=, smb=) are not carried by slipway yet: each is
+ * Commands run for a guest's connection (guestfwd=...-cmd:, smb=) need
+ * the library to fork and exec, which slipway does not do: each is
  * refused with ENOTSUP and a line naming it, so the host reports the
  * option as invalid instead of running without it.
  */
@@ -508,44 +555,91 @@ EXPORT int slirp_add_unix(Slirp *s, const char *unixsock, struct in_addr *guest_
     return ret_errno(-ENOTSUP);
 }
 
+/* libslirp's default guest-forward address: host 4 of the network. */
+static struct in_addr gfwd_addr(const Slirp *s, const struct in_addr *a)
+{
+    struct in_addr r = s->vnetwork;
+    if (a && a->s_addr)
+        return *a;
+    r.s_addr |= htonl(4);
+    return r;
+}
+
+static struct gfwd *find_gfwd(Slirp *s, struct in_addr a, int port)
+{
+    for (int i = 0; i < MAX_GFWD; i++)
+        if (s->gfwd[i].id && s->gfwd[i].addr.s_addr == a.s_addr && s->gfwd[i].port == port)
+            return &s->gfwd[i];
+    return NULL;
+}
+
+/*
+ * guestfwd= to a chardev (QEMU connects the chardev: a host socket, a
+ * unix socket, a file): the guest's TCP connections to guest_addr:port
+ * are served inside slipway, one at a time; what the guest sends goes to
+ * write_cb from slirp_pollfds_poll, what the host has for it comes in
+ * through slirp_socket_recv, as much as slirp_socket_can_recv allows.
+ * guest_addr is updated to the address used, as libslirp does.
+ */
 EXPORT int slirp_add_guestfwd(Slirp *s, SlirpWriteCb write_cb, void *opaque,
                               struct in_addr *guest_addr, int guest_port)
 {
-    (void)write_cb;
-    (void)opaque;
-    (void)guest_addr;
-    (void)guest_port;
-    if (!valid(s))
+    struct gfwd *free_ = NULL;
+    struct in_addr a;
+    int id;
+    if (!valid(s) || !write_cb || guest_port < 1 || guest_port > 65535)
         return ret_errno(-EINVAL);
-    say("%s", "guestfwd= is not supported");
-    return ret_errno(-ENOTSUP);
+    a = gfwd_addr(s, guest_addr);
+    if (find_gfwd(s, a, guest_port))
+        return ret_errno(-EADDRINUSE);
+    for (int i = 0; i < MAX_GFWD && !free_; i++)
+        if (!s->gfwd[i].id)
+            free_ = &s->gfwd[i];
+    if (!free_)
+        return ret_errno(-ENOSPC);
+    CORE_CALL(id = core.gfwd_add(s->handle, (const uint8_t *)&a.s_addr, guest_port));
+    if (id <= 0)
+        return ret_errno(id < 0 ? id : -EIO);
+    free_->id = id;
+    free_->addr = a;
+    free_->port = guest_port;
+    free_->write_cb = write_cb;
+    free_->opaque = opaque;
+    if (guest_addr)
+        *guest_addr = a;
+    return 0;
 }
 
 EXPORT int slirp_remove_guestfwd(Slirp *s, struct in_addr guest_addr, int guest_port)
 {
-    (void)guest_addr;
-    (void)guest_port;
+    struct gfwd *g;
+    int r;
     if (!valid(s))
         return ret_errno(-EINVAL);
-    return ret_errno(-ENOENT);
+    g = find_gfwd(s, gfwd_addr(s, &guest_addr), guest_port);
+    if (!g)
+        return ret_errno(-ENOENT);
+    CORE_CALL(r = core.gfwd_remove(s->handle, (const uint8_t *)&g->addr.s_addr, g->port));
+    memset(g, 0, sizeof(*g));
+    return ret_errno(r);
 }
 
 EXPORT size_t slirp_socket_can_recv(Slirp *s, struct in_addr guest_addr, int guest_port)
 {
-    (void)s;
-    (void)guest_addr;
-    (void)guest_port;
-    return 0;
+    int r;
+    if (!valid(s) || guest_port < 1 || guest_port > 65535)
+        return 0;
+    CORE_CALL(r = core.gfwd_room(s->handle, (const uint8_t *)&guest_addr.s_addr, guest_port));
+    return r > 0 ? (size_t)r : 0;
 }
 
 EXPORT void slirp_socket_recv(Slirp *s, struct in_addr guest_addr, int guest_port,
                               const uint8_t *buf, int size)
 {
-    (void)s;
-    (void)guest_addr;
-    (void)guest_port;
-    (void)buf;
-    (void)size;
+    if (!valid(s) || !buf || size <= 0 || guest_port < 1 || guest_port > 65535)
+        return;
+    CORE_CALL(core.gfwd_input(s->handle, (const uint8_t *)&guest_addr.s_addr, guest_port, buf,
+                              size));
 }
 
 EXPORT char *slirp_connection_info(Slirp *s)

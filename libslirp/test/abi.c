@@ -71,6 +71,9 @@ struct lib {
     int (*remove_hostxfwd)(Slirp *, const struct sockaddr *, socklen_t, int);
     int (*add_exec)(Slirp *, const char *, struct in_addr *, int);
     int (*add_guestfwd)(Slirp *, SlirpWriteCb, void *, struct in_addr *, int);
+    int (*remove_guestfwd)(Slirp *, struct in_addr, int);
+    size_t (*socket_can_recv)(Slirp *, struct in_addr, int);
+    void (*socket_recv)(Slirp *, struct in_addr, int, const uint8_t *, int);
     char *(*connection_info)(Slirp *);
     char *(*neighbor_info)(Slirp *);
     void (*state_save)(Slirp *, SlirpWriteCb, void *);
@@ -114,9 +117,9 @@ static void load(struct lib *l, const char *path)
     l->handle_timer = sym(l, "slirp_handle_timer", "SLIRP_4.7");
     sym(l, "slirp_init", "SLIRP_4.0");
     sym(l, "slirp_add_unix", "SLIRP_4.2");
-    sym(l, "slirp_remove_guestfwd", "SLIRP_4.2");
-    sym(l, "slirp_socket_recv", "SLIRP_4.0");
-    sym(l, "slirp_socket_can_recv", "SLIRP_4.0");
+    l->remove_guestfwd = sym(l, "slirp_remove_guestfwd", "SLIRP_4.2");
+    l->socket_recv = sym(l, "slirp_socket_recv", "SLIRP_4.0");
+    l->socket_can_recv = sym(l, "slirp_socket_can_recv", "SLIRP_4.0");
 }
 
 /* --- a host: callbacks and a poll loop ----------------------------------- */
@@ -643,9 +646,38 @@ static void forwards(struct lib *l, Slirp *s)
     errno = 0;
     CHECK("guestfwd", l->add_exec(s, "smbd", &lo, 445) == -1 && errno == ENOTSUP,
           "add_exec: errno %d", errno);
-    CHECK("guestfwd", l->add_guestfwd(s, stream_write, NULL, &lo, 1) == -1 && errno == ENOTSUP,
-          "add_guestfwd: errno %d", errno);
-    ok("exec and guestfwd refused");
+    ok("exec refused");
+
+    {
+        struct in_addr g = {0}, in_net;
+        in_net.s_addr = htonl(0x0a000264); /* 10.0.2.100 */
+        errno = 0;
+        CHECK("guestfwd", l->add_guestfwd(s, stream_write, NULL, &lo, 1) == -1 && errno == EINVAL,
+              "a guestfwd outside the network: errno %d", errno);
+        CHECK("guestfwd", l->add_guestfwd(s, NULL, NULL, &in_net, 1) == -1 && errno == EINVAL,
+              "a guestfwd with no write_cb accepted");
+        CHECK("guestfwd", l->add_guestfwd(s, stream_write, NULL, &in_net, 0) == -1,
+              "a guestfwd to port 0 accepted");
+        CHECK("guestfwd", l->add_guestfwd(s, stream_write, NULL, &in_net, 4321) == 0, "add: %s",
+              strerror(errno));
+        CHECK("guestfwd", l->add_guestfwd(s, stream_write, NULL, &in_net, 4321) == -1 &&
+                              errno == EADDRINUSE,
+              "the same guestfwd twice: errno %d", errno);
+        /* Address 0 is libslirp's default, host 4 of the network. */
+        CHECK("guestfwd", l->add_guestfwd(s, stream_write, NULL, &g, 4322) == 0 &&
+                              g.s_addr == htonl(0x0a000204),
+              "the default address: %s", inet_ntoa(g));
+        CHECK("guestfwd", l->socket_can_recv(s, in_net, 4321) == 0,
+              "room for bytes with no guest connected");
+        l->socket_recv(s, in_net, 4321, (const uint8_t *)"x", 1); /* dropped, counted */
+        l->socket_recv(s, in_net, 4321, NULL, 5);
+        CHECK("guestfwd", l->remove_guestfwd(s, in_net, 4321) == 0, "remove: %s", strerror(errno));
+        CHECK("guestfwd", l->remove_guestfwd(s, in_net, 4321) == -1 && errno == ENOENT,
+              "removed twice: errno %d", errno);
+        CHECK("guestfwd", l->remove_guestfwd(s, g, 4322) == 0, "remove the default: %s",
+              strerror(errno));
+        ok("guestfwd");
+    }
 }
 
 static void states(struct lib *l, Slirp *s)
