@@ -16,6 +16,7 @@ import (
 	"github.com/slipway-net/slipway/services/dhcp6"
 	"github.com/slipway-net/slipway/services/dns"
 	"github.com/slipway-net/slipway/services/ra"
+	"github.com/slipway-net/slipway/services/tftp"
 )
 
 // HostName is the DNS name under which guests find the host (its
@@ -32,6 +33,7 @@ type services struct {
 	dhcp6  *dhcp6.Server // nil with IPv6 off
 	router *ra.Router    // nil with IPv6 off
 	dns    *dns.Forwarder
+	tftp   *tftp.Server // nil without TFTPRoot
 	search []string
 	cancel context.CancelFunc
 	closer []interface{ Close() error }
@@ -73,6 +75,9 @@ func startServices(n *Network) (*services, error) {
 		Domain:     domain,
 		Search:     search,
 		Hostname:   cfg.Hostname,
+		BootFile:   cfg.BootFile,
+		// Option 66 is sent only when named: PXE firmware uses siaddr.
+		TFTPServerName: cfg.TFTPServerName,
 	}, n.log.With("service", "dhcp"))
 	if err != nil {
 		return nil, fmt.Errorf("dhcp: %w", err)
@@ -91,6 +96,19 @@ func startServices(n *Network) (*services, error) {
 		udpService("dhcp", netip.AddrPortFrom(netip.IPv4Unspecified(), 67), dhcp.Serve),
 		udpService("dns/udp", netip.AddrPortFrom(cfg.DNSAddress, 53), fwd.ServeUDP),
 		tcpService("dns/tcp", netip.AddrPortFrom(cfg.DNSAddress, 53), fwd.ServeTCP),
+	}
+	if cfg.TFTPRoot != "" {
+		srv, err := tftp.New(tftp.Config{Root: cfg.TFTPRoot, MaxBlockSize: cfg.MTU - tftpOverhead}, n.log.With("service", "tftp"))
+		if err != nil {
+			return nil, err
+		}
+		s.tftp = srv
+		// Each transfer gets a port of its own on the gateway (its TID).
+		transferConn := func() (net.PacketConn, error) {
+			return n.st.ListenUDP(netip.AddrPortFrom(cfg.Gateway, 0))
+		}
+		list = append(list, udpService("tftp", netip.AddrPortFrom(cfg.Gateway, 69),
+			func(ctx context.Context, pc net.PacketConn) error { return srv.Serve(ctx, pc, transferConn) }))
 	}
 	if !cfg.NoIPv6 {
 		d6, err := s.startIPv6(n, search)
@@ -141,6 +159,9 @@ func newService[C io.Closer](name string, listen func(*netstack.Stack) (C, error
 		return c, func(ctx context.Context) error { return serve(ctx, c) }, nil
 	}}
 }
+
+// tftpOverhead is what the IPv4, UDP and TFTP headers take of the MTU.
+const tftpOverhead = 20 + 8 + 4
 
 // dhcp6Start is the first DHCPv6 address (::100 of the prefix), clear of
 // the gateway, DNS and SLAAC's EUI-64 addresses.

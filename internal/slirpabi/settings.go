@@ -44,8 +44,8 @@ type Settings struct {
 	Nameserver6 netip.Addr
 	// Hostname is vhostname, given to the guest by DHCP.
 	Hostname string
-	// TFTPServerName, TFTPPath and Bootfile are libslirp's TFTP server,
-	// which slipway does not have.
+	// TFTPServerName, TFTPPath and Bootfile are libslirp's TFTP server
+	// (DHCP option 66, the directory served, the boot file DHCP names).
 	TFTPServerName, TFTPPath, Bootfile string
 	Domain                             string
 	DNSSearch                          []string
@@ -112,8 +112,14 @@ func (s Settings) Config(base config.Config) (config.Config, []string, error) {
 	case s.OutboundAddr6.IsValid():
 		c.OutboundAddr = s.OutboundAddr6
 	}
-	if s.TFTPPath != "" || s.Bootfile != "" || s.TFTPServerName != "" {
-		note("tftp=, bootfile= and tftp-server-name= are not supported: no TFTP server runs")
+	if s.TFTPPath != "" {
+		c.TFTPRoot = s.TFTPPath
+	}
+	if s.Bootfile != "" {
+		c.BootFile = s.Bootfile
+	}
+	if s.TFTPServerName != "" {
+		c.TFTPServerName = s.TFTPServerName
 	}
 	if s.EnableEmu {
 		note("enable_emu is ignored: slipway emulates no protocols")

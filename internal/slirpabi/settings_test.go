@@ -43,16 +43,17 @@ func TestSettingsOptions(t *testing.T) {
 	s.Restricted, s.DisableHostLoopback, s.IPv6 = true, true, false
 	s.Hostname, s.Domain, s.DNSSearch, s.MTU = "vm1", "lab.example", []string{"a.example", "b.example"}, 65520
 	s.OutboundAddr = netip.MustParseAddr("127.0.0.1")
-	s.TFTPPath, s.DisableDNS = "/srv/tftp", true
+	s.TFTPPath, s.Bootfile, s.TFTPServerName, s.DisableDNS = "/srv/tftp", "boot.ipxe", "tftp.lab", true
 	c, notes, err := s.Config(config.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !c.Restrict || !c.NoHostLoopback || !c.NoIPv6 || c.Hostname != "vm1" || c.Domain != "lab.example" ||
-		strings.Join(c.DNSSearch, ",") != "a.example,b.example" || c.MTU != 65520 || c.OutboundAddr != s.OutboundAddr {
+		strings.Join(c.DNSSearch, ",") != "a.example,b.example" || c.MTU != 65520 || c.OutboundAddr != s.OutboundAddr ||
+		c.TFTPRoot != "/srv/tftp" || c.BootFile != "boot.ipxe" || c.TFTPServerName != "tftp.lab" {
 		t.Errorf("config %+v", c)
 	}
-	if len(notes) != 2 || !strings.Contains(notes[0], "tftp") || !strings.Contains(notes[1], "disable_dns") {
+	if len(notes) != 1 || !strings.Contains(notes[0], "disable_dns") {
 		t.Errorf("notes %q", notes)
 	}
 }

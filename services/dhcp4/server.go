@@ -368,7 +368,11 @@ func (s *Server) reply(m *message, mtype byte, yiaddr netip.Addr, withLease bool
 		rb.add(optInterfaceMTU, binary.BigEndian.AppendUint16(nil, uint16(s.cfg.MTU)))
 	}
 
-	extra := []byte{optDomainName, optDomainSearch, optHostname, optBroadcast}
+	if s.cfg.BootFile != "" {
+		putAddr(rb.buf, offSiaddr, s.cfg.ServerIP)
+		copy(rb.buf[offFile:offFile+127], s.cfg.BootFile)
+	}
+	extra := []byte{optDomainName, optDomainSearch, optHostname, optBroadcast, optTFTPServerName, optBootFileName}
 	if prl, ok := m.opts[optParamRequest]; ok {
 		extra = slices.DeleteFunc(slices.Clone(prl), func(c byte) bool { return !slices.Contains(extra, c) })
 	}
@@ -403,6 +407,14 @@ func (s *Server) optional(code byte) []byte {
 		}
 	case optBroadcast:
 		return uintToAddr(s.plan.broadcast).AsSlice()
+	case optTFTPServerName:
+		if s.cfg.TFTPServerName != "" {
+			return []byte(s.cfg.TFTPServerName)
+		}
+	case optBootFileName:
+		if s.cfg.BootFile != "" {
+			return []byte(s.cfg.BootFile)
+		}
 	}
 	return nil
 }
