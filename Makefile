@@ -25,6 +25,7 @@ libslirp:
 	$(CC) -O2 -g -Wall -Wextra -Werror -fPIC -fvisibility=hidden -shared \
 		-Wl,-soname,libslirp.so.0 -Wl,--version-script=libslirp/shim/libslirp.map \
 		-o $(LIBSLIRP_DIR)/libslirp.so.0 libslirp/shim/libslirp.c -ldl -lpthread
+	$(GO) build -o $(LIBSLIRP_DIR)/slipway-slirp-server ./libslirp/server
 	ln -sf libslirp.so.0 $(LIBSLIRP_DIR)/libslirp.so
 
 demo: deps

@@ -18,17 +18,26 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <slirp/libslirp.h>
 
 #include "core.h"
+#include "proc.h"
+
+extern char **environ;
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -71,6 +80,12 @@ struct Slirp {
     int sizes[SLIPWAY_SLOTS];
     struct in_addr vnetwork;
     struct gfwd gfwd[MAX_GFWD];
+    /* The process shape: the server's pid and sockets (see proc.h);
+     * ctl_mu keeps one request and its reply together. */
+    int proc;
+    pid_t pid;
+    int ctl, data;
+    pthread_mutex_t ctl_mu;
 };
 
 static struct {
@@ -215,12 +230,391 @@ static int load_core(void)
 
 static int valid(const Slirp *s)
 {
-    return s && s->magic == SLIRP_MAGIC && core_loaded;
+    return s && s->magic == SLIRP_MAGIC && (s->proc || core_loaded);
 }
 
 static void copy4(uint8_t dst[4], struct in_addr a)
 {
     memcpy(dst, &a.s_addr, 4);
+}
+
+/* ---- The process shape (proc.h) ------------------------------------- */
+
+/* The directory this library was loaded from, for its companions. */
+static void beside_library(char *path, size_t n, const char *name)
+{
+    Dl_info info;
+    const char *slash;
+    if (!dladdr((void *)beside_library, &info) || !info.dli_fname ||
+        !(slash = strrchr(info.dli_fname, '/')))
+        snprintf(path, n, "%s", name);
+    else
+        snprintf(path, n, "%.*s/%s", (int)(slash - info.dli_fname), info.dli_fname, name);
+}
+
+/* Sends a request and receives its reply (at most cap bytes); returns
+ * the reply's length, or -1 when the server is gone. ctl_mu held. */
+static ssize_t rpc_locked(Slirp *s, const struct iovec *iov, int iovcnt, uint8_t *rep, size_t cap)
+{
+    struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+    ssize_t n;
+    if (sendmsg(s->ctl, &m, MSG_NOSIGNAL) < 0)
+        return -1;
+    do
+        n = recv(s->ctl, rep, cap, 0);
+    while (n < 0 && errno == EINTR);
+    return n > 0 ? n : -1;
+}
+
+/* A request whose reply is 'R' i32; a dead server is -EIO. */
+static int rpc_int(Slirp *s, const struct iovec *iov, int iovcnt)
+{
+    uint8_t rep[8];
+    int32_t r = -EIO;
+    pthread_mutex_lock(&s->ctl_mu);
+    ssize_t n = rpc_locked(s, iov, iovcnt, rep, sizeof(rep));
+    pthread_mutex_unlock(&s->ctl_mu);
+    if (n == 5 && rep[0] == 'R')
+        memcpy(&r, rep + 1, 4);
+    return r;
+}
+
+/* A request whose reply is 'S' bytes, returned malloc()ed and
+ * NUL-terminated (*len without the NUL), or NULL. */
+static char *rpc_bytes(Slirp *s, const struct iovec *iov, int iovcnt, size_t *len)
+{
+    uint8_t *rep = malloc(SLIPWAY_PROC_MAX_MSG + 1);
+    char *out = NULL;
+    if (!rep)
+        return NULL;
+    pthread_mutex_lock(&s->ctl_mu);
+    ssize_t n = rpc_locked(s, iov, iovcnt, rep, SLIPWAY_PROC_MAX_MSG);
+    pthread_mutex_unlock(&s->ctl_mu);
+    if (n >= 1 && rep[0] == 'S' && (out = malloc((size_t)n))) {
+        memcpy(out, rep + 1, (size_t)n - 1);
+        out[n - 1] = 0;
+        if (len)
+            *len = (size_t)n - 1;
+    }
+    free(rep);
+    return out;
+}
+
+static int put_addr(FILE *f, const char *key, int family, const void *a)
+{
+    char buf[INET6_ADDRSTRLEN];
+    if (!inet_ntop(family, a, buf, sizeof(buf)))
+        return -1;
+    return fprintf(f, "%s=%s\n", key, buf) < 0 ? -1 : 0;
+}
+
+static int put_str(FILE *f, const char *key, const char *v)
+{
+    if (!v)
+        return 0;
+    if (strchr(v, '\n')) {
+        say("slirp_new: %s holds a newline", key);
+        return -1;
+    }
+    return fprintf(f, "%s=%s\n", key, v) < 0 ? -1 : 0;
+}
+
+/* The config as the server reads it: "key=value" lines. */
+static char *config_text(const struct slipway_cfg *c, size_t *len)
+{
+    char *text = NULL;
+    FILE *f = open_memstream(&text, len);
+    int bad = 0;
+    if (!f)
+        return NULL;
+    fprintf(f, "version=%d\nrestricted=%d\nin_enabled=%d\nin6_enabled=%d\nvprefix_len=%d\n"
+               "if_mtu=%zu\nif_mru=%zu\ndisable_host_loopback=%d\nenable_emu=%d\n"
+               "disable_dns=%d\ndisable_dhcp=%d\n",
+            c->version, c->restricted, c->in_enabled, c->in6_enabled, c->vprefix_len, c->if_mtu,
+            c->if_mru, c->disable_host_loopback, c->enable_emu, c->disable_dns, c->disable_dhcp);
+    bad |= put_addr(f, "vnetwork", AF_INET, c->vnetwork);
+    bad |= put_addr(f, "vnetmask", AF_INET, c->vnetmask);
+    bad |= put_addr(f, "vhost", AF_INET, c->vhost);
+    bad |= put_addr(f, "vdhcp_start", AF_INET, c->vdhcp_start);
+    bad |= put_addr(f, "vnameserver", AF_INET, c->vnameserver);
+    bad |= put_addr(f, "vprefix_addr6", AF_INET6, c->vprefix_addr6);
+    bad |= put_addr(f, "vhost6", AF_INET6, c->vhost6);
+    bad |= put_addr(f, "vnameserver6", AF_INET6, c->vnameserver6);
+    if (c->has_outbound_addr)
+        bad |= put_addr(f, "outbound_addr", AF_INET, c->outbound_addr);
+    if (c->has_outbound_addr6)
+        bad |= put_addr(f, "outbound_addr6", AF_INET6, c->outbound_addr6);
+    bad |= put_str(f, "vhostname", c->vhostname);
+    bad |= put_str(f, "tftp_server_name", c->tftp_server_name);
+    bad |= put_str(f, "tftp_path", c->tftp_path);
+    bad |= put_str(f, "bootfile", c->bootfile);
+    bad |= put_str(f, "vdomainname", c->vdomainname);
+    for (int i = 0; c->vdnssearch && c->vdnssearch[i] && i < 64; i++)
+        bad |= put_str(f, "vdnssearch", c->vdnssearch[i]);
+    if (fclose(f) != 0 || bad) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+/* Moves fd to target without O_CLOEXEC (in the child, before exec). */
+static int place_fd(int fd, int target)
+{
+    if (fd == target)
+        return fcntl(fd, F_SETFD, 0);
+    return dup2(fd, target) < 0 ? -1 : 0;
+}
+
+/*
+ * Starts slipway-slirp-server (SLIPWAY_LIBSLIRP_SERVER, else the one
+ * beside this library) and hands it the config. The child is killed when
+ * the thread that made it ends (PR_SET_PDEATHSIG: QEMU creates netdevs on
+ * its main thread), starts with no signal blocked, and holds only its two
+ * sockets beside stdin, stdout and stderr.
+ */
+static int proc_start(Slirp *s, const struct slipway_cfg *c)
+{
+    char path[4096], err[512];
+    const char *env = getenv("SLIPWAY_LIBSLIRP_SERVER");
+    int ctl[2] = {-1, -1}, data[2] = {-1, -1};
+    size_t len = 0;
+    char *text = config_text(c, &len);
+    if (!text)
+        return -1;
+    if (env && *env)
+        snprintf(path, sizeof(path), "%s", env);
+    else
+        beside_library(path, sizeof(path), SLIPWAY_SERVER_NAME);
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) < 0 ||
+        socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, data) < 0) {
+        say("slirp_new: socketpair: %s", strerror(errno));
+        goto fail;
+    }
+    /* Everything the child needs is made before fork: after it, only
+     * async-signal-safe calls. */
+    char *argv[] = {path, NULL};
+    sigset_t none;
+    sigemptyset(&none);
+    pid_t pid = fork();
+    if (pid < 0) {
+        say("slirp_new: fork (is QEMU's -sandbox spawn=deny on?): %s", strerror(errno));
+        goto fail;
+    }
+    if (pid == 0) {
+        /* High numbers first, so that neither lands on the other. */
+        int c1 = fcntl(ctl[1], F_DUPFD_CLOEXEC, 10), d1 = fcntl(data[1], F_DUPFD_CLOEXEC, 10);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (c1 < 0 || d1 < 0 || place_fd(c1, 3) < 0 || place_fd(d1, 4) < 0)
+            _exit(126);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execve(path, argv, environ);
+        _exit(127);
+    }
+    close(ctl[1]);
+    close(data[1]);
+    s->pid = pid;
+    s->ctl = ctl[0];
+    s->data = data[0];
+    pthread_mutex_init(&s->ctl_mu, NULL);
+    s->proc = 1;
+    {
+        uint8_t rep[1 + 4 + sizeof(err)];
+        struct iovec iov[2] = {{(void *)"c", 1}, {text, len}};
+        int32_t r = -1;
+        pthread_mutex_lock(&s->ctl_mu);
+        ssize_t n = rpc_locked(s, iov, 2, rep, sizeof(rep) - 1);
+        pthread_mutex_unlock(&s->ctl_mu);
+        free(text);
+        text = NULL;
+        if (n >= 5 && rep[0] == 'R')
+            memcpy(&r, rep + 1, 4);
+        if (r != 0) {
+            rep[n > 5 ? n : 5] = 0;
+            say("slirp_new: %s", n > 5 ? (char *)rep + 5 : "the slipway server did not start");
+            return -1; /* proc_stop reaps it */
+        }
+    }
+    return 0;
+fail:
+    free(text);
+    for (int i = 0; i < 2; i++) {
+        if (ctl[i] >= 0)
+            close(ctl[i]);
+        if (data[i] >= 0)
+            close(data[i]);
+    }
+    return -1;
+}
+
+/* Closes the sockets, which ends the server, and reaps it: SIGKILL if it
+ * has not gone within two seconds. */
+static void proc_stop(Slirp *s)
+{
+    struct timespec tick = {0, 10 * 1000 * 1000};
+    close(s->ctl);
+    close(s->data);
+    for (int i = 0; i < 200; i++) {
+        if (waitpid(s->pid, NULL, WNOHANG) != 0)
+            goto done;
+        nanosleep(&tick, NULL);
+    }
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, NULL, 0);
+done:
+    pthread_mutex_destroy(&s->ctl_mu);
+}
+
+/* Hands the host what the server sent on the data socket: frames to
+ * send_packet, guest-forward bytes to their write_cb. */
+static void proc_drain(Slirp *s)
+{
+    int k;
+    s->more = 0;
+    for (k = 0; k < MAX_FRAMES_PER_POLL; k++) {
+        ssize_t n = recv(s->data, s->slots, SLIPWAY_PROC_MAX_MSG, MSG_DONTWAIT);
+        if (n <= 0)
+            return;
+        if (s->slots[0] == 'f' && n > 1) {
+            s->cb.send_packet(s->slots + 1, (size_t)n - 1, s->opaque);
+        } else if (s->slots[0] == 'g' && n > 5) {
+            int32_t id;
+            memcpy(&id, s->slots + 1, 4);
+            for (int i = 0; i < MAX_GFWD; i++)
+                if (s->gfwd[i].id == id)
+                    s->gfwd[i].write_cb(s->slots + 5, (size_t)n - 5, s->gfwd[i].opaque);
+        }
+    }
+    s->more = 1;
+}
+
+/* ---- One call per core function, to whichever shape runs ------------- */
+
+static int be_hostfwd(Slirp *s, int add, int flags, const void *h, int hlen, const void *g,
+                      int glen)
+{
+    int r;
+    if (!s->proc) {
+        CORE_CALL(r = core.hostfwd(s->handle, add, flags, h, hlen, g, glen));
+        return r;
+    }
+    int32_t a = add, f = flags;
+    uint16_t hl = (uint16_t)hlen, gl = (uint16_t)(g ? glen : 0);
+    struct iovec iov[] = {{(void *)"h", 1}, {&a, 4}, {&f, 4}, {&hl, 2}, {(void *)h, hl},
+                          {&gl, 2}, {(void *)g, gl}};
+    return rpc_int(s, iov, 7);
+}
+
+static char *be_info(Slirp *s, int neighbors)
+{
+    char *r;
+    if (!s->proc) {
+        CORE_CALL(r = neighbors ? core.neighbor_info(s->handle) : core.connection_info(s->handle));
+        return r;
+    }
+    struct iovec iov[] = {{neighbors ? (void *)"n" : (void *)"i", 1}};
+    return rpc_bytes(s, iov, 1, NULL);
+}
+
+/* op: 'a' add, 'd' remove, 'o' room. */
+static int be_gfwd(Slirp *s, char op, struct in_addr a, int port)
+{
+    int r;
+    const uint8_t *addr = (const uint8_t *)&a.s_addr;
+    if (!s->proc) {
+        switch (op) {
+        case 'a':
+            CORE_CALL(r = core.gfwd_add(s->handle, addr, port));
+            break;
+        case 'd':
+            CORE_CALL(r = core.gfwd_remove(s->handle, addr, port));
+            break;
+        default:
+            CORE_CALL(r = core.gfwd_room(s->handle, addr, port));
+        }
+        return r;
+    }
+    int32_t p = port;
+    char o[1] = {op};
+    struct iovec iov[] = {{o, 1}, {(void *)addr, 4}, {&p, 4}};
+    return rpc_int(s, iov, 3);
+}
+
+static void be_gfwd_input(Slirp *s, struct in_addr a, int port, const uint8_t *buf, int size)
+{
+    const uint8_t *addr = (const uint8_t *)&a.s_addr;
+    if (!s->proc) {
+        CORE_CALL(core.gfwd_input(s->handle, addr, port, buf, size));
+        return;
+    }
+    int32_t p = port;
+    struct iovec iov[] = {{(void *)"g", 1}, {(void *)addr, 4}, {&p, 4}, {(void *)buf, (size_t)size}};
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 4};
+    /* The server reads as fast as the guest's window allows: a full
+     * socket drops, as a full guest window would have. */
+    sendmsg(s->data, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+static void be_input(Slirp *s, const uint8_t *pkt, int len)
+{
+    if (!s->proc) {
+        CORE_CALL(core.input(s->handle, pkt, len));
+        return;
+    }
+    if (len > SLIPWAY_PROC_MAX_MSG - 1)
+        return;
+    struct iovec iov[] = {{(void *)"f", 1}, {(void *)pkt, (size_t)len}};
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+    sendmsg(s->data, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+static void be_state_save(Slirp *s, SlirpWriteCb write_cb, void *opaque)
+{
+    if (!s->proc) {
+        CORE_CALL(core.state_save(s->handle, (slipway_write_cb)write_cb, opaque));
+        return;
+    }
+    size_t len = 0;
+    struct iovec iov[] = {{(void *)"s", 1}};
+    char *b = rpc_bytes(s, iov, 1, &len);
+    if (b && len > 0)
+        write_cb(b, len, opaque);
+    free(b);
+}
+
+static int be_state_load(Slirp *s, int version, SlirpReadCb read_cb, void *opaque)
+{
+    int r;
+    if (!s->proc) {
+        CORE_CALL(r = core.state_load(s->handle, version, (slipway_read_cb)read_cb, opaque));
+        return r;
+    }
+    int32_t v = version;
+    uint8_t rep[8];
+    uint8_t *buf = malloc(65536 + 1);
+    struct iovec req[] = {{(void *)"l", 1}, {&v, 4}};
+    r = -EIO;
+    if (!buf)
+        return -ENOMEM;
+    pthread_mutex_lock(&s->ctl_mu);
+    ssize_t n = rpc_locked(s, req, 2, rep, sizeof(rep));
+    /* The server asks for bytes until it has the whole stream. */
+    while (n == 5 && rep[0] == 'r') {
+        uint32_t want;
+        ssize_t got;
+        memcpy(&want, rep + 1, 4);
+        if (want > 65536)
+            want = 65536;
+        buf[0] = 'S';
+        got = read_cb(buf + 1, want, opaque);
+        struct iovec iov[] = {{buf, 1 + (size_t)(got > 0 ? got : 0)}};
+        n = rpc_locked(s, iov, 1, rep, sizeof(rep));
+    }
+    pthread_mutex_unlock(&s->ctl_mu);
+    if (n == 5 && rep[0] == 'R')
+        memcpy(&r, rep + 1, 4);
+    free(buf);
+    return r;
 }
 
 EXPORT Slirp *slirp_new(const SlirpConfig *cfg, const SlirpCb *callbacks, void *opaque)
@@ -241,12 +635,18 @@ EXPORT Slirp *slirp_new(const SlirpConfig *cfg, const SlirpCb *callbacks, void *
         say("slirp_new: unknown SlirpConfig version %s", v);
         return NULL;
     }
-    if (shape && *shape && strcmp(shape, "inproc") != 0) {
-        say("SLIPWAY_LIBSLIRP=%s: only \"inproc\" is built (the core runs inside this process)",
-            shape);
-        return NULL;
+    /* The shape: the core in this process (the default), or in a
+     * separate slipway process (README, "Two shapes"). */
+    int proc = 0;
+    if (shape && *shape) {
+        if (strcmp(shape, "process") == 0) {
+            proc = 1;
+        } else if (strcmp(shape, "inproc") != 0) {
+            say("SLIPWAY_LIBSLIRP=%s: not a shape (inproc or process)", shape);
+            return NULL;
+        }
     }
-    if (load_core() < 0)
+    if (!proc && load_core() < 0)
         return NULL;
 
     memset(&c, 0, sizeof(c));
@@ -312,9 +712,19 @@ EXPORT Slirp *slirp_new(const SlirpConfig *cfg, const SlirpCb *callbacks, void *
         return NULL;
     }
     c.notify_fd = s->efd;
-    CORE_CALL(h = core.new_(&c, err, sizeof(err)));
+    if (proc) {
+        h = 1;
+        if (proc_start(s, &c) < 0) {
+            if (s->proc)
+                proc_stop(s);
+            h = 0;
+        }
+    } else {
+        CORE_CALL(h = core.new_(&c, err, sizeof(err)));
+        if (h <= 0)
+            say("%s", err[0] ? err : "slirp_new failed");
+    }
     if (h <= 0) {
-        say("%s", err[0] ? err : "slirp_new failed");
         close(s->efd);
         free(s->slots);
         free(s);
@@ -375,7 +785,10 @@ EXPORT void slirp_cleanup(Slirp *s)
         return;
     /* The core stops every goroutine of this instance before it returns;
      * nothing is called back after this. */
-    CORE_CALL(core.cleanup(s->handle));
+    if (s->proc)
+        proc_stop(s);
+    else
+        CORE_CALL(core.cleanup(s->handle));
     s->magic = 0;
     close(s->efd);
     free(s->slots);
@@ -386,7 +799,7 @@ EXPORT void slirp_pollfds_fill(Slirp *s, uint32_t *timeout, SlirpAddPollCb add_p
 {
     if (!valid(s) || !add_poll)
         return;
-    s->efd_idx = add_poll(s->efd, SLIRP_POLL_IN, opaque);
+    s->efd_idx = add_poll(s->proc ? s->data : s->efd, SLIRP_POLL_IN, opaque);
     if (s->more && timeout)
         *timeout = 0;
 }
@@ -438,6 +851,11 @@ EXPORT void slirp_pollfds_poll(Slirp *s, int select_error, SlirpGetREventsCb get
     if (s->efd_idx >= 0 && !select_error && get_revents)
         ready = get_revents(s->efd_idx, opaque) & SLIRP_POLL_IN;
     s->efd_idx = -1;
+    if (s->proc) {
+        if (ready || s->more)
+            proc_drain(s);
+        return;
+    }
     if (ready) {
         uint64_t v;
         /* Read before draining: a frame queued after the drain looked
@@ -453,7 +871,7 @@ EXPORT void slirp_input(Slirp *s, const uint8_t *pkt, int pkt_len)
 {
     if (!valid(s) || !pkt || pkt_len <= 0)
         return;
-    CORE_CALL(core.input(s->handle, pkt, pkt_len));
+    be_input(s, pkt, pkt_len);
 }
 
 EXPORT void slirp_handle_timer(Slirp *s, SlirpTimerId id, void *cb_opaque)
@@ -487,8 +905,7 @@ EXPORT int slirp_add_hostfwd(Slirp *s, int is_udp, struct in_addr host_addr, int
     h.sin_port = htons((uint16_t)host_port);
     g.sin_addr = guest_addr;
     g.sin_port = htons((uint16_t)guest_port);
-    CORE_CALL(r = core.hostfwd(s->handle, 1, is_udp ? SLIRP_HOSTFWD_UDP : 0, &h, sizeof(h), &g,
-                               sizeof(g)));
+    r = be_hostfwd(s, 1, is_udp ? SLIRP_HOSTFWD_UDP : 0, &h, sizeof(h), &g, sizeof(g));
     return ret_errno(r);
 }
 
@@ -500,8 +917,7 @@ EXPORT int slirp_remove_hostfwd(Slirp *s, int is_udp, struct in_addr host_addr, 
         return ret_errno(-EINVAL);
     h.sin_addr = host_addr;
     h.sin_port = htons((uint16_t)host_port);
-    CORE_CALL(r = core.hostfwd(s->handle, 0, is_udp ? SLIRP_HOSTFWD_UDP : 0, &h, sizeof(h), NULL,
-                               0));
+    r = be_hostfwd(s, 0, is_udp ? SLIRP_HOSTFWD_UDP : 0, &h, sizeof(h), NULL, 0);
     return ret_errno(r);
 }
 
@@ -512,7 +928,7 @@ EXPORT int slirp_add_hostxfwd(Slirp *s, const struct sockaddr *haddr, socklen_t 
     if (!valid(s) || !haddr || !gaddr || haddrlen == 0 || gaddrlen == 0 ||
         haddrlen > sizeof(struct sockaddr_storage) || gaddrlen > sizeof(struct sockaddr_storage))
         return ret_errno(-EINVAL);
-    CORE_CALL(r = core.hostfwd(s->handle, 1, flags, haddr, (int)haddrlen, gaddr, (int)gaddrlen));
+    r = be_hostfwd(s, 1, flags, haddr, (int)haddrlen, gaddr, (int)gaddrlen);
     return ret_errno(r);
 }
 
@@ -522,7 +938,7 @@ EXPORT int slirp_remove_hostxfwd(Slirp *s, const struct sockaddr *haddr, socklen
     int r;
     if (!valid(s) || !haddr || haddrlen == 0 || haddrlen > sizeof(struct sockaddr_storage))
         return ret_errno(-EINVAL);
-    CORE_CALL(r = core.hostfwd(s->handle, 0, flags, haddr, (int)haddrlen, NULL, 0));
+    r = be_hostfwd(s, 0, flags, haddr, (int)haddrlen, NULL, 0);
     return ret_errno(r);
 }
 
@@ -597,7 +1013,7 @@ EXPORT int slirp_add_guestfwd(Slirp *s, SlirpWriteCb write_cb, void *opaque,
             free_ = &s->gfwd[i];
     if (!free_)
         return ret_errno(-ENOSPC);
-    CORE_CALL(id = core.gfwd_add(s->handle, (const uint8_t *)&a.s_addr, guest_port));
+    id = be_gfwd(s, 'a', a, guest_port);
     if (id <= 0)
         return ret_errno(id < 0 ? id : -EIO);
     free_->id = id;
@@ -619,7 +1035,7 @@ EXPORT int slirp_remove_guestfwd(Slirp *s, struct in_addr guest_addr, int guest_
     g = find_gfwd(s, gfwd_addr(s, &guest_addr), guest_port);
     if (!g)
         return ret_errno(-ENOENT);
-    CORE_CALL(r = core.gfwd_remove(s->handle, (const uint8_t *)&g->addr.s_addr, g->port));
+    r = be_gfwd(s, 'd', g->addr, g->port);
     memset(g, 0, sizeof(*g));
     return ret_errno(r);
 }
@@ -629,7 +1045,7 @@ EXPORT size_t slirp_socket_can_recv(Slirp *s, struct in_addr guest_addr, int gue
     int r;
     if (!valid(s) || guest_port < 1 || guest_port > 65535)
         return 0;
-    CORE_CALL(r = core.gfwd_room(s->handle, (const uint8_t *)&guest_addr.s_addr, guest_port));
+    r = be_gfwd(s, 'o', guest_addr, guest_port);
     return r > 0 ? (size_t)r : 0;
 }
 
@@ -638,8 +1054,7 @@ EXPORT void slirp_socket_recv(Slirp *s, struct in_addr guest_addr, int guest_por
 {
     if (!valid(s) || !buf || size <= 0 || guest_port < 1 || guest_port > 65535)
         return;
-    CORE_CALL(core.gfwd_input(s->handle, (const uint8_t *)&guest_addr.s_addr, guest_port, buf,
-                              size));
+    be_gfwd_input(s, guest_addr, guest_port, buf, size);
 }
 
 EXPORT char *slirp_connection_info(Slirp *s)
@@ -647,7 +1062,7 @@ EXPORT char *slirp_connection_info(Slirp *s)
     char *r;
     if (!valid(s))
         return NULL;
-    CORE_CALL(r = core.connection_info(s->handle));
+    r = be_info(s, 0);
     return r;
 }
 
@@ -656,7 +1071,7 @@ EXPORT char *slirp_neighbor_info(Slirp *s)
     char *r;
     if (!valid(s))
         return NULL;
-    CORE_CALL(r = core.neighbor_info(s->handle));
+    r = be_info(s, 1);
     return r;
 }
 
@@ -664,7 +1079,7 @@ EXPORT void slirp_state_save(Slirp *s, SlirpWriteCb write_cb, void *opaque)
 {
     if (!valid(s) || !write_cb)
         return;
-    CORE_CALL(core.state_save(s->handle, write_cb, opaque));
+    be_state_save(s, write_cb, opaque);
 }
 
 EXPORT int slirp_state_version(void)
@@ -677,7 +1092,7 @@ EXPORT int slirp_state_load(Slirp *s, int version_id, SlirpReadCb read_cb, void 
     int r;
     if (!valid(s) || !read_cb || version_id < 1 || version_id > 4)
         return -EINVAL;
-    CORE_CALL(r = core.state_load(s->handle, version_id, read_cb, opaque));
+    r = be_state_load(s, version_id, read_cb, opaque);
     return r;
 }
 

@@ -1,6 +1,7 @@
 package libslirp
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -10,9 +11,13 @@ import (
 	"github.com/slipway-net/slipway/test/testenv"
 )
 
-// TestCABI builds libslirp/test/abi.c and runs it against the library:
-// the ABI's edge cases, the host's signal mask, and a DHCP table migrated
-// both ways with Debian's libslirp.
+// shapes are the library's two shapes (SLIPWAY_LIBSLIRP): the core in
+// the host's process, and in a slipway-slirp-server process of its own.
+var shapes = []string{"inproc", "process"}
+
+// TestCABI builds libslirp/test/abi.c and runs it against the library in
+// each shape: the ABI's edge cases, the host's signal mask, and a DHCP
+// table migrated both ways with Debian's libslirp.
 func TestCABI(t *testing.T) {
 	dir := libDir(t)
 	root, err := moduleRoot()
@@ -25,10 +30,16 @@ func TestCABI(t *testing.T) {
 	if out, err := cc.CombinedOutput(); err != nil {
 		t.Fatalf("cc abi.c: %v\n%s", err, out)
 	}
-	out, err := exec.Command(bin, filepath.Join(dir, "libslirp.so.0"), debianLibslirp).CombinedOutput()
-	t.Logf("abi:\n%s", out)
-	if err != nil || !strings.Contains(string(out), "\nPASS\n") {
-		t.Fatalf("abi: %v", err)
+	for _, shape := range shapes {
+		t.Run(shape, func(t *testing.T) {
+			cmd := exec.Command(bin, filepath.Join(dir, "libslirp.so.0"), debianLibslirp)
+			cmd.Env = append(os.Environ(), "SLIPWAY_LIBSLIRP="+shape)
+			out, err := cmd.CombinedOutput()
+			t.Logf("abi:\n%s", out)
+			if err != nil || !strings.Contains(string(out), "\nPASS\n") {
+				t.Fatalf("abi: %v", err)
+			}
+		})
 	}
 }
 

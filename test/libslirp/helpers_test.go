@@ -156,3 +156,35 @@ func usesSlipway(t testing.TB, pid int) bool {
 	}
 	return strings.Contains(string(maps), "libslipway-slirp.so")
 }
+
+// onSlipway reports whether QEMU (pid) runs on slipway in the given
+// shape: its core mapped into QEMU (inproc), or QEMU free of Go with a
+// slipway-slirp-server child (process).
+func onSlipway(t testing.TB, pid int, shape string) bool {
+	t.Helper()
+	if shape != "process" {
+		return usesSlipway(t, pid)
+	}
+	if usesSlipway(t, pid) {
+		return false
+	}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 || !strings.Contains(s[:i], "(slipway-slirp-s") {
+			continue
+		}
+		var state string
+		var ppid int
+		if _, err := fmt.Sscan(s[i+1:], &state, &ppid); err == nil && ppid == pid {
+			return true
+		}
+	}
+	return false
+}

@@ -24,13 +24,19 @@ import (
 var usernetForward = regexp.MustCompile(`TCP.HOST_FORWARD.*127\.0\.0\.1\s+(\d+)\s+10\.`)
 
 // TestQEMUUserNetdev boots a QEMU 7.2 guest on -netdev user with
-// LD_LIBRARY_PATH at slipway's libslirp.so.0: DHCP lease with the
+// LD_LIBRARY_PATH at slipway's libslirp.so.0, in each shape: DHCP lease with the
 // netdev's options, DNS, a 50 MB download with its sha256, ping, IPv6 by
 // SLAAC on QEMU's fec0::/64 to the host's ::1, a hostfwd from the command
 // line and one added from the monitor, hostfwd_remove, info usernet, and
 // SIGIO/SIGALRM sent to QEMU, which it survives.
 func TestQEMUUserNetdev(t *testing.T) {
 	testenv.RequireTools(t, "qemu-system-x86_64")
+	for _, shape := range shapes {
+		t.Run(shape, func(t *testing.T) { qemuUserNetdev(t, shape) })
+	}
+}
+
+func qemuUserNetdev(t *testing.T, shape string) {
 	dir := libDir(t)
 	guest := vmtest.Build(t)
 	dns := testenv.Dnsmasq(t)
@@ -62,7 +68,7 @@ func TestQEMUUserNetdev(t *testing.T) {
 			"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56",
 		},
 		ExtraQEMUArgs: []string{"-qmp", "unix:" + qmpPath + ",server=on,wait=off"},
-		Env:           []string{"LD_LIBRARY_PATH=" + dir, "SLIPWAY_DNS_UPSTREAM=" + dns.String()},
+		Env:           []string{"LD_LIBRARY_PATH=" + dir, "SLIPWAY_DNS_UPSTREAM=" + dns.String(), "SLIPWAY_LIBSLIRP=" + shape},
 		Timeout:       240 * time.Second,
 		Script: strings.Join([]string{
 			`echo "@dns=$(nslookup a.` + testenv.TestDomain + ` 2>/dev/null | awk '/^Address/ && !/#53/ {print $NF}' | tail -1)"`,
@@ -80,8 +86,8 @@ func TestQEMUUserNetdev(t *testing.T) {
 	if _, err := vm.WaitFor("@serving", 200*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if !usesSlipway(t, vm.Pid()) {
-		t.Fatal("QEMU did not load slipway's core: LD_LIBRARY_PATH was not honoured")
+	if !onSlipway(t, vm.Pid(), shape) {
+		t.Fatalf("QEMU does not run on slipway's library in the %s shape", shape)
 	}
 	q := dialQMP(t, qmpPath)
 
