@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"syscall"
 
@@ -62,9 +63,6 @@ func forwardRule(flags int, host, guest netip.AddrPort) (config.PublishRule, err
 	if flags&FwdUDP != 0 {
 		r.Proto = config.UDP
 	}
-	if host.Port() == 0 {
-		return r, fmt.Errorf("host port 0 (an ephemeral port) is not supported: %w", syscall.EINVAL)
-	}
 	if g := guest.Addr().Unmap(); !g.IsUnspecified() {
 		r.GuestAddr = g
 	}
@@ -86,10 +84,51 @@ func (i *Instance) AddForward(flags int, host, guest []byte) error {
 	if err != nil {
 		return err
 	}
-	if _, err := i.net.Publish(r); err != nil {
+	if r.HostPort != 0 {
+		if _, err := i.net.Publish(r); err != nil {
+			return fmt.Errorf("hostfwd %s: %w", r, err)
+		}
+		return nil
+	}
+	// Host port 0: a port the kernel picks, as libslirp's bind does (the
+	// host learns it from info usernet). The port is found by binding
+	// one and published at once; another program may take it in
+	// between, so a few are tried.
+	for range ephemeralTries {
+		r.HostPort, err = ephemeralPort(r.Proto, r.HostAddr)
+		if err != nil {
+			return fmt.Errorf("hostfwd to an ephemeral port: %w", err)
+		}
+		if _, err = i.net.Publish(r); err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+			break
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("hostfwd %s: %w", r, err)
 	}
 	return nil
+}
+
+// ephemeralTries bounds the ports tried for a host port 0.
+const ephemeralTries = 8
+
+// ephemeralPort is a port of proto on addr the kernel has just handed out.
+func ephemeralPort(proto config.Proto, addr netip.Addr) (uint16, error) {
+	ap := netip.AddrPortFrom(addr, 0).String()
+	if proto == config.UDP {
+		c, err := net.ListenPacket("udp", ap)
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		return uint16(c.LocalAddr().(*net.UDPAddr).Port), nil
+	}
+	l, err := net.Listen("tcp", ap)
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return uint16(l.Addr().(*net.TCPAddr).Port), nil
 }
 
 // RemoveForward removes the forward of a host address and port.

@@ -108,6 +108,20 @@ func TestForwardsAndConnectionInfo(t *testing.T) {
 	if err := i.RemoveForward(0, host); Errno(err).Error() != "no such file or directory" {
 		t.Errorf("second remove: %v", err)
 	}
+
+	// Host port 0 is a port the kernel picks, which the table shows and
+	// which is bound.
+	if err := i.AddForward(0, sockaddr4("127.0.0.1", 0), guest); err != nil {
+		t.Fatalf("host port 0: %v", err)
+	}
+	m = regexp.MustCompile(`TCP.HOST_FORWARD.*127\.0\.0\.1\s+(\d+)\s+10\.`).FindStringSubmatch(i.ConnectionInfo())
+	if m == nil || m[1] == "0" {
+		t.Fatalf("no ephemeral forward in:\n%s", i.ConnectionInfo())
+	}
+	if l, err := net.Listen("tcp4", "127.0.0.1:"+m[1]); err == nil {
+		l.Close()
+		t.Errorf("the ephemeral port %s is not bound", m[1])
+	}
 }
 
 func TestConnectionTableRows(t *testing.T) {

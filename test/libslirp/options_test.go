@@ -199,3 +199,21 @@ func bareQEMU(t *testing.T, libdir, netdev string) *qmp {
 	}
 	return q
 }
+
+// TestQEMUEphemeralHostfwd: hostfwd with host port 0 gets a port the
+// kernel picks, which `info usernet` shows where QEMU's own tooling looks
+// for it, and which is bound (as Debian's libslirp does).
+func TestQEMUEphemeralHostfwd(t *testing.T) {
+	testenv.RequireTools(t, "qemu-system-x86_64")
+	dir := libDir(t)
+	q := bareQEMU(t, dir, "user,id=n0,hostfwd=tcp:127.0.0.1:0-:22")
+	info := q.hmp(t, "info usernet")
+	m := usernetForward.FindStringSubmatch(info)
+	if m == nil || m[1] == "0" {
+		t.Fatalf("no forward with a picked port in info usernet:\n%s", info)
+	}
+	if l, err := net.Listen("tcp4", "127.0.0.1:"+m[1]); err == nil {
+		l.Close()
+		t.Errorf("port %s shown in info usernet is not bound", m[1])
+	}
+}
