@@ -122,6 +122,19 @@ func TestForwardsAndConnectionInfo(t *testing.T) {
 		l.Close()
 		t.Errorf("the ephemeral port %s is not bound", m[1])
 	}
+
+	// An IPv6 host address (slirp_add_hostxfwd, V6ONLY) binds on it.
+	p6 := freePort(t)
+	if err := i.AddForward(FwdV6Only, sockaddr6("::1", p6), guest); err != nil {
+		t.Fatalf("IPv6 host forward: %v", err)
+	}
+	if l, err := net.Listen("tcp6", fmt.Sprintf("[::1]:%d", p6)); err == nil {
+		l.Close()
+		t.Errorf("[::1]:%d is not bound by the IPv6 forward", p6)
+	}
+	if err := i.RemoveForward(FwdV6Only, sockaddr6("::1", p6)); err != nil {
+		t.Errorf("remove the IPv6 forward: %v", err)
+	}
 }
 
 func TestConnectionTableRows(t *testing.T) {

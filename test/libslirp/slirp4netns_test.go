@@ -19,12 +19,18 @@ import (
 // namespace downloads 50 MB with the right sha256, pings the gateway,
 // resolves through 10.0.2.3, and a port published through slirp4netns's
 // own API (add_hostfwd, which calls slirp_add_hostfwd) reaches a server
-// in the namespace.
+// in the namespace; in each shape.
 func TestSlirp4netns(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireTools(t, "slirp4netns", "ip", "curl", "dig", "busybox")
+	for _, shape := range shapes {
+		t.Run(shape, func(t *testing.T) { slirp4netnsOn(t, shape) })
+	}
+}
+
+func slirp4netnsOn(t *testing.T, shape string) {
 	dir := libDir(t)
-	env := append(os.Environ(), "LD_LIBRARY_PATH="+dir)
+	env := append(os.Environ(), "LD_LIBRARY_PATH="+dir, "SLIPWAY_LIBSLIRP="+shape)
 
 	ver := exec.Command("slirp4netns", "--version")
 	ver.Env = env
@@ -34,7 +40,7 @@ func TestSlirp4netns(t *testing.T) {
 
 	dns := testenv.Dnsmasq(t)
 	web, sum := testenv.HTTPFile(t, 50<<20)
-	ns := fmt.Sprintf("slw-libslirp-%d", os.Getpid())
+	ns := fmt.Sprintf("slw-libslirp-%d-%s", os.Getpid(), shape)
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v\n%s", err, out)
 	}
@@ -65,6 +71,9 @@ func TestSlirp4netns(t *testing.T) {
 		}
 	}
 
+	if !onSlipway(t, cmd.Process.Pid, shape) {
+		t.Fatalf("slirp4netns does not run on slipway's library in the %s shape", shape)
+	}
 	if out, err := in("sh", "-c", fmt.Sprintf("curl -sf -m 120 http://10.0.2.2:%d/blob | sha256sum", web.Port())); err != nil || !strings.HasPrefix(out, sum) {
 		t.Errorf("download in the namespace: %v, %q, want sha256 %s", err, out, sum)
 	}
