@@ -132,7 +132,7 @@ func toHost(inst *Instance, data net.Conn, wake <-chan struct{}, done <-chan str
 	}
 }
 
-// fromHost reads the host's frames and guest-forward bytes.
+// fromHost reads the host's frames.
 func fromHost(inst *Instance, data net.Conn) {
 	buf := make([]byte, maxMsg)
 	for {
@@ -143,9 +143,6 @@ func fromHost(inst *Instance, data net.Conn) {
 		switch {
 		case n > 1 && buf[0] == 'f':
 			inst.Input(buf[1:n])
-		case n > 9 && buf[0] == 'g':
-			a, port := gfwdTarget(buf[1:9])
-			inst.GuestForwardInput(netip.AddrPortFrom(a, port), buf[9:n])
 		default:
 			inst.stats.InRunt.Add(1)
 		}
@@ -207,6 +204,13 @@ func request(inst *Instance, ctl net.Conn, m []byte) ([]byte, error) {
 			return errnoReply(inst.AddForward(flags, host, body[12+hl:12+hl+gl])), nil
 		}
 		return errnoReply(inst.RemoveForward(flags, host)), nil
+	case 'G':
+		if len(body) < 8 {
+			return intReply(-int(syscall.EINVAL)), nil
+		}
+		a, port := gfwdTarget(body)
+		inst.GuestForwardInput(netip.AddrPortFrom(a, port), body[8:])
+		return intReply(0), nil
 	case 'i':
 		return bytesReply([]byte(inst.ConnectionInfo())), nil
 	case 'n':

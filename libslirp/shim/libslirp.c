@@ -373,6 +373,26 @@ static int place_fd(int fd, int target)
  * its main thread), starts with no signal blocked, and holds only its two
  * sockets beside stdin, stdout and stderr.
  */
+/* proc_start's failures: the server refused the settings (inproc would
+ * too), or it never ran. */
+#define PROC_REFUSED (-1)
+#define PROC_NOT_STARTED (-2)
+
+/* Whether a seccomp filter confines this process (/proc/self/status). */
+static int under_seccomp(void)
+{
+    char line[256];
+    int mode = 0;
+    FILE *f = fopen("/proc/self/status", "re");
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "Seccomp: %d", &mode) == 1)
+            break;
+    fclose(f);
+    return mode != 0;
+}
+
 static int proc_start(Slirp *s, const struct slipway_cfg *c)
 {
     char path[4096], err[512];
@@ -381,7 +401,7 @@ static int proc_start(Slirp *s, const struct slipway_cfg *c)
     size_t len = 0;
     char *text = config_text(c, &len);
     if (!text)
-        return -1;
+        return PROC_REFUSED;
     if (env && *env)
         snprintf(path, sizeof(path), "%s", env);
     else
@@ -396,9 +416,21 @@ static int proc_start(Slirp *s, const struct slipway_cfg *c)
     char *argv[] = {path, NULL};
     sigset_t none;
     sigemptyset(&none);
+    /* The server's standard descriptors are /dev/null, its standard error
+     * the host's only when SLIPWAY_LOG_LEVEL asks for its log: a caller
+     * waiting for the host's output to end (QEMU -daemonize's parent
+     * piped) must not wait for the server. Refusals reach the host's
+     * standard error through the shim anyway. */
+    int keep_stderr = getenv("SLIPWAY_LOG_LEVEL") != NULL;
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull < 0) {
+        say("slirp_new: /dev/null: %s", strerror(errno));
+        goto fail;
+    }
     pid_t pid = fork();
     if (pid < 0) {
         say("slirp_new: fork (is QEMU's -sandbox spawn=deny on?): %s", strerror(errno));
+        close(devnull);
         goto fail;
     }
     if (pid == 0) {
@@ -407,10 +439,13 @@ static int proc_start(Slirp *s, const struct slipway_cfg *c)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (c1 < 0 || d1 < 0 || place_fd(c1, 3) < 0 || place_fd(d1, 4) < 0)
             _exit(126);
+        if (dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || (!keep_stderr && dup2(devnull, 2) < 0))
+            _exit(126);
         sigprocmask(SIG_SETMASK, &none, NULL);
         execve(path, argv, environ);
         _exit(127);
     }
+    close(devnull);
     close(ctl[1]);
     close(data[1]);
     s->pid = pid;
@@ -427,12 +462,15 @@ static int proc_start(Slirp *s, const struct slipway_cfg *c)
         pthread_mutex_unlock(&s->ctl_mu);
         free(text);
         text = NULL;
-        if (n >= 5 && rep[0] == 'R')
-            memcpy(&r, rep + 1, 4);
+        if (n < 5 || rep[0] != 'R') {
+            say("slirp_new: %s did not start", path);
+            return PROC_NOT_STARTED; /* proc_stop reaps it */
+        }
+        memcpy(&r, rep + 1, 4);
         if (r != 0) {
             rep[n > 5 ? n : 5] = 0;
-            say("slirp_new: %s", n > 5 ? (char *)rep + 5 : "the slipway server did not start");
-            return -1; /* proc_stop reaps it */
+            say("slirp_new: %s", n > 5 ? (char *)rep + 5 : "settings refused");
+            return PROC_REFUSED;
         }
     }
     return 0;
@@ -444,7 +482,7 @@ fail:
         if (data[i] >= 0)
             close(data[i]);
     }
-    return -1;
+    return PROC_NOT_STARTED;
 }
 
 /* Closes the sockets, which ends the server, and reaps it: SIGKILL if it
@@ -548,11 +586,11 @@ static void be_gfwd_input(Slirp *s, struct in_addr a, int port, const uint8_t *b
         return;
     }
     int32_t p = port;
-    struct iovec iov[] = {{(void *)"g", 1}, {(void *)addr, 4}, {&p, 4}, {(void *)buf, (size_t)size}};
-    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 4};
-    /* The server reads as fast as the guest's window allows: a full
-     * socket drops, as a full guest window would have. */
-    sendmsg(s->data, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+    /* On the control socket, answered: a byte stream may lose nothing,
+     * and the room the next slirp_socket_can_recv reports must count
+     * these bytes. */
+    struct iovec iov[] = {{(void *)"G", 1}, {(void *)addr, 4}, {&p, 4}, {(void *)buf, (size_t)size}};
+    rpc_int(s, iov, 4);
 }
 
 static void be_input(Slirp *s, const uint8_t *pkt, int len)
@@ -635,16 +673,21 @@ EXPORT Slirp *slirp_new(const SlirpConfig *cfg, const SlirpCb *callbacks, void *
         say("slirp_new: unknown SlirpConfig version %s", v);
         return NULL;
     }
-    /* The shape: the core in this process (the default), or in a
-     * separate slipway process (README, "Two shapes"). */
-    int proc = 0;
+    /* The shape (README, "Two shapes"): by default the core runs in a
+     * slipway process of its own, unless this process is under a seccomp
+     * filter (QEMU's -sandbox, which may forbid fork) or the server cannot
+     * be started; then, as with SLIPWAY_LIBSLIRP=inproc, inside it. */
+    int proc = 1, chosen = 0;
     if (shape && *shape) {
-        if (strcmp(shape, "process") == 0) {
-            proc = 1;
-        } else if (strcmp(shape, "inproc") != 0) {
+        chosen = 1;
+        if (strcmp(shape, "inproc") == 0) {
+            proc = 0;
+        } else if (strcmp(shape, "process") != 0) {
             say("SLIPWAY_LIBSLIRP=%s: not a shape (inproc or process)", shape);
             return NULL;
         }
+    } else if (under_seccomp()) {
+        proc = 0;
     }
     if (!proc && load_core() < 0)
         return NULL;
@@ -714,12 +757,25 @@ EXPORT Slirp *slirp_new(const SlirpConfig *cfg, const SlirpCb *callbacks, void *
     c.notify_fd = s->efd;
     if (proc) {
         h = 1;
-        if (proc_start(s, &c) < 0) {
+        int r = proc_start(s, &c);
+        if (r < 0) {
             if (s->proc)
                 proc_stop(s);
+            s->proc = 0;
             h = 0;
         }
-    } else {
+        if (r == PROC_NOT_STARTED && !chosen) {
+            say("%s", "the slipway server could not be started; the core runs in this process");
+            proc = 0;
+            if (load_core() < 0) {
+                close(s->efd);
+                free(s->slots);
+                free(s);
+                return NULL;
+            }
+        }
+    }
+    if (!proc) {
         CORE_CALL(h = core.new_(&c, err, sizeof(err)));
         if (h <= 0)
             say("%s", err[0] ? err : "slirp_new failed");

@@ -15,6 +15,10 @@ import (
 // the host's process, and in a slipway-slirp-server process of its own.
 var shapes = []string{"inproc", "process"}
 
+// defaultShape is the shape with SLIPWAY_LIBSLIRP unset, outside a
+// seccomp sandbox (under one, it is inproc).
+const defaultShape = "process"
+
 // TestCABI builds libslirp/test/abi.c and runs it against the library in
 // each shape: the ABI's edge cases, the host's signal mask, and a DHCP
 // table migrated both ways with Debian's libslirp.

@@ -20,9 +20,16 @@ import (
 // chardev. The guest's connection to 10.0.2.100:4321 reaches a host
 // server that answers a line; 2 MiB the host writes into the unix socket
 // reach the guest's connection to 10.0.2.101:4322 intact (its sha256),
-// though QEMU connected the chardev long before the guest connected.
+// though QEMU connected the chardev long before the guest connected. In
+// both shapes.
 func TestQEMUGuestfwd(t *testing.T) {
 	testenv.RequireTools(t, "qemu-system-x86_64")
+	for _, shape := range shapes {
+		t.Run(shape, func(t *testing.T) { guestfwd(t, shape) })
+	}
+}
+
+func guestfwd(t *testing.T, shape string) {
 	dir := libDir(t)
 	guest := vmtest.Build(t)
 
@@ -70,7 +77,7 @@ func TestQEMUGuestfwd(t *testing.T) {
 				tcpLn.Addr(), sock),
 			"-device", "virtio-net-pci,netdev=n0",
 		},
-		Env:     []string{"LD_LIBRARY_PATH=" + dir},
+		Env:     []string{"LD_LIBRARY_PATH=" + dir, "SLIPWAY_LIBSLIRP=" + shape},
 		Timeout: 180 * time.Second,
 		Script: strings.Join([]string{
 			`echo "@reply=$( (echo hello-gfwd; sleep 3) | timeout 10 nc 10.0.2.100 4321)"`,

@@ -60,8 +60,8 @@ func TestQEMUMigration(t *testing.T) {
 		}
 		vm := vmtest.Start(t, guest, o)
 		q := dialQMP(t, qmpPath)
-		if got := usesSlipway(t, vm.Pid()); got != slipway {
-			t.Fatalf("%s: slipway's core loaded: %v, want %v", name, got, slipway)
+		if got := onSlipway(t, vm.Pid(), defaultShape); got != slipway {
+			t.Fatalf("%s: on slipway's library: %v, want %v", name, got, slipway)
 		}
 		return vm, q
 	}

@@ -194,8 +194,8 @@ func bareQEMU(t *testing.T, libdir, netdev string) *qmp {
 		<-done
 	})
 	q := dialQMP(t, qmpPath)
-	if got := usesSlipway(t, cmd.Process.Pid); got != (libdir != "") {
-		t.Fatalf("QEMU uses slipway's core: %v, want %v (%s)", got, libdir != "", out.String())
+	if got := onSlipway(t, cmd.Process.Pid, defaultShape); got != (libdir != "") {
+		t.Fatalf("QEMU on slipway's library: %v, want %v (%s)", got, libdir != "", out.String())
 	}
 	return q
 }

@@ -168,6 +168,11 @@ func TestQEMUDaemonizeSandbox(t *testing.T) {
 	t.Run("daemonize", func(t *testing.T) {
 		noGuestQEMU(t, dir, true, "on,obsolete=deny,resourcecontrol=deny")
 	})
+	// Without -sandbox the default shape runs: the server is the
+	// daemon's child.
+	t.Run("daemonize-process", func(t *testing.T) {
+		noGuestQEMU(t, dir, true, "off")
+	})
 	t.Run("sandbox", func(t *testing.T) {
 		noGuestQEMU(t, dir, false, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")
 	})
@@ -176,7 +181,8 @@ func TestQEMUDaemonizeSandbox(t *testing.T) {
 func noGuestQEMU(t *testing.T, dir string, daemonize bool, sandbox string) {
 	tmp := t.TempDir()
 	qmpPath, pidFile := filepath.Join(tmp, "qmp.sock"), filepath.Join(tmp, "qemu.pid")
-	port := testenv.FreePort(t, "tcp")
+	// Two ports found free now: port+1 may be any socket's local port.
+	port, port2 := testenv.FreePort(t, "tcp"), testenv.FreePort(t, "tcp")
 	args := []string{"-accel", "tcg", "-nodefaults", "-no-user-config", "-display", "none", "-S",
 		"-pidfile", pidFile, "-sandbox", sandbox,
 		"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:22", port),
@@ -219,14 +225,19 @@ func noGuestQEMU(t *testing.T, dir string, daemonize bool, sandbox string) {
 		pid = cmd.Process.Pid
 	}
 	q := dialQMP(t, qmpPath)
-	if !usesSlipway(t, pid) {
-		t.Fatal("QEMU did not load slipway's core")
+	// Under -sandbox (a seccomp filter) the default shape is inproc.
+	shape := "inproc"
+	if sandbox == "off" {
+		shape = defaultShape
 	}
-	if out := q.hmp(t, fmt.Sprintf("hostfwd_add tcp:127.0.0.1:%d-:80", port+1)); strings.TrimSpace(out) != "" {
+	if !onSlipway(t, pid, shape) {
+		t.Fatalf("QEMU (-sandbox %s) does not run on slipway's library in the %s shape", sandbox, shape)
+	}
+	if out := q.hmp(t, fmt.Sprintf("hostfwd_add tcp:127.0.0.1:%d-:80", port2)); strings.TrimSpace(out) != "" {
 		t.Errorf("hostfwd_add: %q", out)
 	}
 	info := q.hmp(t, "info usernet")
-	if !strings.Contains(info, fmt.Sprintf("127.0.0.1 %5d", port)) || !strings.Contains(info, fmt.Sprintf("127.0.0.1 %5d", port+1)) {
+	if !strings.Contains(info, fmt.Sprintf("127.0.0.1 %5d", port)) || !strings.Contains(info, fmt.Sprintf("127.0.0.1 %5d", port2)) {
 		t.Errorf("info usernet lacks the forwards:\n%s", info)
 	}
 	for _, sig := range []syscall.Signal{syscall.SIGIO, syscall.SIGALRM, syscall.SIGIO, syscall.SIGALRM, syscall.SIGIO, syscall.SIGALRM} {
