@@ -3,6 +3,7 @@ package control
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/slipway-net/slipway/config"
@@ -34,6 +35,7 @@ type Link struct {
 	Port     int               `json:"port"`
 	Name     string            `json:"name"`
 	Since    time.Time         `json:"since"`
+	Up       bool              `json:"up"`
 	RxFrames uint64            `json:"rx_frames"`
 	RxBytes  uint64            `json:"rx_bytes"`
 	TxFrames uint64            `json:"tx_frames"`
@@ -134,6 +136,15 @@ func (s Stats) Counter(section, name string, reason ...string) uint64 {
 type Health struct {
 	Status        string  `json:"status"`
 	UptimeSeconds float64 `json:"uptime_seconds"`
+}
+
+// DNSRecord is a name slipway's DNS answers itself and its addresses (A
+// for IPv4, AAAA for IPv6): an entry of GET /v1/dns/records, the body
+// and answer of POST /v1/dns/records (the addresses are added to the
+// name's). --host-name and --dns-record names are among them.
+type DNSRecord struct {
+	Name string       `json:"name"`
+	IPs  []netip.Addr `json:"ips"`
 }
 
 // GvproxyExpose is the body of POST /services/forwarder/expose.

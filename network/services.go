@@ -9,8 +9,8 @@ import (
 	"net/netip"
 	"sync"
 
-	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/netstack"
+	"github.com/slipway-net/slipway/internal/vswitch"
 	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/services/dhcp4"
 	"github.com/slipway-net/slipway/services/dhcp6"
@@ -35,9 +35,11 @@ type services struct {
 	dns    *dns.Forwarder
 	tftp   *tftp.Server // nil without TFTPRoot
 	search []string
-	cancel context.CancelFunc
-	closer []interface{ Close() error }
-	wg     sync.WaitGroup
+	// hostResolvers says the upstreams are the host's, to be followed.
+	hostResolvers bool
+	cancel        context.CancelFunc
+	closer        []interface{ Close() error }
+	wg            sync.WaitGroup
 }
 
 func startServices(n *Network) (*services, error) {
@@ -78,6 +80,10 @@ func startServices(n *Network) (*services, error) {
 		BootFile:   cfg.BootFile,
 		// Option 66 is sent only when named: PXE firmware uses siaddr.
 		TFTPServerName: cfg.TFTPServerName,
+		Reserved:       reservedV4(cfg),
+		// Only MACs the switch has learned (at most 64 per link) get a
+		// lease, so one guest inventing MACs cannot empty the pool.
+		Known: func(mac net.HardwareAddr) bool { return len(mac) == 6 && n.sw.Has(vswitch.MAC(mac)) },
 	}, n.log.With("service", "dhcp"))
 	if err != nil {
 		return nil, fmt.Errorf("dhcp: %w", err)
@@ -85,13 +91,13 @@ func startServices(n *Network) (*services, error) {
 	fwd, err := dns.New(dns.Config{
 		Upstreams:   upstreams,
 		MaxInFlight: cfg.Limits.DNSMaxInFlight,
-		Local:       map[string][]netip.Addr{HostName: hostAddrs(cfg)},
+		Local:       localNames(cfg),
 	}, n.log.With("service", "dns"))
 	if err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
 	}
 	ctx, cancel := context.WithCancel(n.ctx)
-	s := &services{dhcp: dhcp, dns: fwd, search: search, cancel: cancel}
+	s := &services{dhcp: dhcp, dns: fwd, search: search, cancel: cancel, hostResolvers: len(cfg.DNSUpstreams) == 0}
 	list := []service{
 		udpService("dhcp", netip.AddrPortFrom(netip.IPv4Unspecified(), 67), dhcp.Serve),
 		udpService("dns/udp", netip.AddrPortFrom(cfg.DNSAddress, 53), fwd.ServeUDP),
@@ -120,6 +126,11 @@ func startServices(n *Network) (*services, error) {
 			udpService("dhcp6", netip.AddrPortFrom(netip.IPv6Unspecified(), 547), d6.Serve),
 			udpService("dns/udp6", netip.AddrPortFrom(cfg.IPv6DNS, 53), fwd.ServeUDP),
 			tcpService("dns/tcp6", netip.AddrPortFrom(cfg.IPv6DNS, 53), fwd.ServeTCP))
+	}
+	for _, a := range extraDNS(cfg) {
+		list = append(list,
+			udpService("dns/udp "+a.String(), netip.AddrPortFrom(a, 53), fwd.ServeUDP),
+			tcpService("dns/tcp "+a.String(), netip.AddrPortFrom(a, 53), fwd.ServeTCP))
 	}
 	for _, svc := range list {
 		c, serve, err := svc.open(n.st)
@@ -208,14 +219,6 @@ func (s *services) startIPv6(n *Network, search []string) (*dhcp6.Server, error)
 	return d6, nil
 }
 
-// hostAddrs are the addresses HostName resolves to: the gateways.
-func hostAddrs(cfg config.Config) []netip.Addr {
-	if cfg.NoIPv6 {
-		return []netip.Addr{cfg.Gateway}
-	}
-	return []netip.Addr{cfg.Gateway, cfg.IPv6Gateway}
-}
-
 func (s *services) run(f func() error, n *Network, name string) {
 	s.wg.Add(1)
 	go func() {
@@ -258,8 +261,9 @@ func (n *Network) DHCP6() *dhcp6.Server { return n.svc.dhcp6 }
 func (n *Network) DNS() *dns.Forwarder { return n.svc.dns }
 
 // ListenTCP listens on addr inside the network for a service of the
-// embedder's own (libslirp's guestfwd=): guests' connections to addr reach
-// the listener instead of the host. addr must be in the network's IPv4
+// embedder's own (gvproxy's forwarder API on gateway:80, libslirp's
+// guestfwd=): guests' connections to addr reach the listener instead of
+// the host. addr must be in the network's IPv4
 // range (or its IPv6 prefix) and be neither the network's nor its
 // broadcast address; from then on the network answers ARP (or neighbour
 // solicitations) for it. The listener is the caller's to close; Close of

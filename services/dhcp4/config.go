@@ -3,6 +3,7 @@ package dhcp4
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"time"
@@ -48,6 +49,12 @@ type Config struct {
 	TFTPServerName string
 	// Reserved addresses are never handed out dynamically.
 	Reserved []netip.Addr
+	// Known, if set, says whether a client (by its hardware address) is
+	// one the network has seen: only those get a new lease. slipway's
+	// switch learns a bounded number of MACs per link, so a guest
+	// inventing MACs (a DHCP exhaustion attack) gets at most that many
+	// leases and cannot starve the other guests, nor its own first MAC.
+	Known func(mac net.HardwareAddr) bool
 	// Now is the clock; nil means time.Now. Tests replace it.
 	Now func() time.Time
 }

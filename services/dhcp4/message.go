@@ -90,6 +90,7 @@ const (
 	dropOtherServer   = "other-server"
 	dropMissingAddr   = "missing-address"
 	dropPoolExhausted = "pool-exhausted"
+	dropUnknownClient = "unknown-client"
 	dropNoReply       = "no-reply-needed"
 )
 

@@ -220,6 +220,10 @@ func (s *Server) discover(m *message, now time.Time) ([]byte, netip.AddrPort, *L
 	hint, _ := m.optAddr(optRequestedIP)
 	e := s.table.Get(mac)
 	if e == nil {
+		if !s.known(m) {
+			s.dropLocked(dropUnknownClient, m)
+			return nil, netip.AddrPort{}, nil, false
+		}
 		var ok bool
 		if e, ok = s.table.Allocate(mac, []netip.Addr{hint}, now, offerHold); !ok {
 			// Warn once per episode: a guest cycling MAC addresses must
@@ -271,6 +275,9 @@ func (s *Server) request(m *message, now time.Time) ([]byte, netip.AddrPort, *Le
 		return s.nak(m, "requested address is not on this network")
 	case !s.table.FreeFor(mac, want, now):
 		return s.nak(m, "requested address is not available")
+	case !s.known(m):
+		s.dropLocked(dropUnknownClient, m)
+		return nil, netip.AddrPort{}, nil, false
 	default:
 		// INIT-REBOOT or renewal from a client we have no record of (say,
 		// slipway restarted): let it keep a free address.
@@ -294,6 +301,12 @@ func (s *Server) request(m *message, now time.Time) ([]byte, netip.AddrPort, *Le
 	}
 	s.log.Log(context.Background(), level, "dhcp4: lease granted", "mac", mac, "addr", e.Addr, "hostname", e.Hostname, "renewal", renewal)
 	return s.reply(m, msgAck, e.Addr, true), s.dst(m), &l, true
+}
+
+// known applies Config.Known to the client of m, which the table has no
+// entry for.
+func (s *Server) known(m *message) bool {
+	return s.cfg.Known == nil || s.cfg.Known(net.HardwareAddr(m.chaddr[:hlenEthernet]))
 }
 
 func (s *Server) nak(m *message, why string) ([]byte, netip.AddrPort, *Lease, bool) {

@@ -548,3 +548,27 @@ func TestBootFile(t *testing.T) {
 		t.Error("a 128-byte boot file accepted")
 	}
 }
+
+// Config.Known gates new leases: a client the network has not seen gets
+// no offer and no ACK, while clients with a lease keep renewing even if
+// Known would now say no.
+func TestUnknownClientsGetNoLease(t *testing.T) {
+	known := map[string]bool{mac(1).String(): true}
+	s, _ := newTestServer(t, func(c *Config) {
+		c.Known = func(m net.HardwareAddr) bool { return known[m.String()] }
+	})
+	addr := lease(t, s, mac(1))
+	expectNoReply(t, s, req{mtype: msgDiscover, mac: mac(2), xid: 1})
+	expectNoReply(t, s, req{mtype: msgRequest, mac: mac(2), xid: 2, opts: []opt{withRequested(second)}})
+	if got := s.Stats().Dropped[dropUnknownClient]; got != 2 {
+		t.Fatalf("unknown-client drops %d, want 2", got)
+	}
+	if l := s.Leases(); len(l) != 1 {
+		t.Fatalf("leases %+v, want only the known client's", l)
+	}
+	delete(known, mac(1).String())
+	ack, _ := exchange(t, s, req{mtype: msgRequest, mac: mac(1), xid: 3, ciaddr: addr})
+	if ack.mtype != msgAck || ack.yiaddr != addr {
+		t.Fatalf("renewal of a held lease: type %d addr %v, want ACK of %v", ack.mtype, ack.yiaddr, addr)
+	}
+}

@@ -52,6 +52,9 @@ type Stats struct {
 	// ("other-server", "relay-message") or missing what RFC 8415 section 16
 	// requires ("no-client-id", "no-server-id", ...).
 	Dropped map[string]uint64 `counter:"dropped"`
+	// Evicted counts IA_NAs dropped because their client address made
+	// more than maxPerSource of them (the message itself was answered).
+	Evicted uint64 `counter:"evicted"`
 }
 
 // Server is a DHCPv6 server for one prefix. It is safe for concurrent use.
@@ -69,7 +72,17 @@ type Server struct {
 	poolFullLogged bool
 	onLease        func(Lease)
 	granted        []Lease // by the message being handled, for onLease
+	// bySource lists, oldest first, the IA_NAs each client source address
+	// made entries for. A client is one address sending from one DUID, so
+	// a guest cycling DUIDs and IAIDs from one address (fuzz_dhcps6,
+	// dhcpig -6) replaces its own entries instead of filling the pool.
+	// Keys whose entry is gone are pruned lazily.
+	bySource map[netip.Addr][]key
 }
+
+// maxPerSource bounds the IA_NAs one client address holds: enough for a
+// host with a few interfaces' worth of IA_NAs and a changed DUID or two.
+const maxPerSource = 8
 
 // OnLease sets a function called each time a lease is granted or renewed.
 // It runs outside the server's lock but on the serving goroutine, so it
@@ -95,6 +108,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		table:  newTable(cfg),
 		stats:  Stats{Dropped: make(map[string]uint64)},
 		search: dnsname.Encode(cfg.Search),
+
+		bySource: make(map[netip.Addr][]key),
 	}
 	for _, a := range cfg.DNS {
 		s.dns = append(s.dns, a.AsSlice()...)
@@ -332,6 +347,7 @@ func (s *Server) bind(duid []byte, a ia, commit bool, from netip.AddrPort, now t
 	k := key{duid: string(duid), iaid: a.iaid}
 	e := s.table.Get(k)
 	if e == nil {
+		s.makeRoomFor(from.Addr().WithZone(""))
 		var ok bool
 		if e, ok = s.table.Allocate(k, a.addrs, now, advertiseHold); !ok {
 			// Warn once per episode: a guest cycling DUIDs must not be
@@ -343,6 +359,8 @@ func (s *Server) bind(duid []byte, a ia, commit bool, from netip.AddrPort, now t
 			return nil
 		}
 		s.poolFullLogged = false
+		src := from.Addr().WithZone("")
+		s.bySource[src] = append(s.bySource[src], k)
 	}
 	if !commit {
 		e.Reoffer(now, advertiseHold)
@@ -357,6 +375,39 @@ func (s *Server) bind(duid []byte, a ia, commit bool, from netip.AddrPort, now t
 	}
 	s.log.Log(context.Background(), level, "dhcp6: lease granted", "duid", hex.EncodeToString(duid), "iaid", a.iaid, "addr", e.Addr, "from", from, "renewal", renewal)
 	return e
+}
+
+// makeRoomFor keeps src below maxPerSource entries, dropping its oldest,
+// and keeps bySource itself bounded by the table's size.
+func (s *Server) makeRoomFor(src netip.Addr) {
+	live := func(ks []key) []key {
+		out := ks[:0]
+		for _, k := range ks {
+			if s.table.Get(k) != nil {
+				out = append(out, k)
+			}
+		}
+		return out
+	}
+	if len(s.bySource) > 2*s.cfg.MaxLeases {
+		for a, ks := range s.bySource {
+			if ks = live(ks); len(ks) == 0 {
+				delete(s.bySource, a)
+			} else {
+				s.bySource[a] = ks
+			}
+		}
+	}
+	ks := live(s.bySource[src])
+	for len(ks) >= maxPerSource {
+		if e := s.table.Get(ks[0]); e != nil {
+			s.table.Remove(e)
+			s.stats.Evicted++
+			s.log.Debug("dhcp6: client address holds too many IA_NAs: its oldest is dropped", "from", src, "addr", e.Addr)
+		}
+		ks = ks[1:]
+	}
+	s.bySource[src] = ks
 }
 
 // grantIA appends an IA_NA holding addr with the configured lifetimes,

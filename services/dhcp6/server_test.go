@@ -417,3 +417,35 @@ func TestDrops(t *testing.T) {
 		t.Fatal("a dropped message changed the lease table")
 	}
 }
+
+// One client address cycling DUIDs (fuzz_dhcps6, dhcpig -6) holds at most
+// maxPerSource IA_NAs, its oldest going first, so a pool with room for
+// more still serves a client at another address.
+func TestOneSourceCannotFillPool(t *testing.T) {
+	s, _ := newTestServer(t, func(c *Config) { c.MaxLeases = maxPerSource + 2 })
+	for i := range byte(3 * maxPerSource) {
+		lease(t, s, duidEN(i), 1)
+	}
+	if n := len(s.Leases()); n != maxPerSource {
+		t.Fatalf("one address holds %d leases, want %d", n, maxPerSource)
+	}
+	if got := s.Stats().Evicted; got != 2*maxPerSource {
+		t.Fatalf("evicted %d, want %d", got, 2*maxPerSource)
+	}
+	// The newest survive: the last DUID renews its own address.
+	held := map[string]bool{}
+	for _, l := range s.Leases() {
+		held[l.DUID] = true
+	}
+	if !held[hex.EncodeToString(duidEN(3*maxPerSource-1))] || held[hex.EncodeToString(duidEN(0))] {
+		t.Fatalf("leases held %v: want the newest DUIDs, not the first", held)
+	}
+	other := netip.AddrPortFrom(netip.MustParseAddr("fe80::99").WithZone("eth0"), 546)
+	out, ok := s.Handle(msg(msgSolicit, 7, clientIDOpt(duidLL(99)), rapidOpt(), iaNAOpt(1, 0, 0)), other)
+	if !ok {
+		t.Fatal("no reply to a second client")
+	}
+	if ia := decode(t, out).ias(t, optIANA); len(ia) != 1 || len(ia[0].addrs) != 1 {
+		t.Fatalf("second client's IA_NA %+v, want an address", ia)
+	}
+}

@@ -198,3 +198,69 @@ func TestFloods(t *testing.T) {
 		t.Logf("output:\n%s", res.Output)
 	}
 }
+
+// TestDHCPExhaustion plays dhcpig's attacks (Debian 12's dhcpig crashes in
+// its own scapy calls, so testdata/hostile.py sends the same frames):
+// hundreds of invented client MACs asking for DHCPv4 leases, hundreds of
+// DUIDs soliciting DHCPv6 addresses with rapid commit from one address,
+// and the fuzz mode of each. The pools must hold: a link gets at most the
+// 64 MACs its switch port learns, one client address at most 8 IA_NAs.
+// Afterwards real clients (busybox udhcpc, ISC dhclient -6) get leases.
+func TestDHCPExhaustion(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "/usr/bin/python3", "busybox", "dhclient", "ip")
+	hostile, err := filepath.Abs("testdata/hostile.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	api := filepath.Join(dir, "api.sock")
+	res := runNS(t, []string{"--api-socket", api}, script(
+		waitFlows(api),
+		usage(api, "before"),
+		`busybox ping -c1 -W3 10.0.2.2 >/dev/null`,
+		`gw=$(ip neigh show 10.0.2.2 | awk '{print $5}')`,
+		fmt.Sprintf(`/usr/bin/python3 %s %s "$gw" dhcp_exhaustion dhcp6_exhaustion dhcp_fuzz dhcp6_fuzz`, hostile, api),
+		`echo "@leases4=`+metric(api, `slipway_dhcp{key="",name="leases"}`)+`"`,
+		`echo "@leases6=`+metric(api, `slipway_dhcp6{key="",name="leases"}`)+`"`,
+		`busybox udhcpc -i eth0 -n -q -f -t 3 -s /bin/true >/dev/null 2>&1 && echo "@dhcp=ok"`,
+		fmt.Sprintf(`timeout 30 dhclient -6 -1 -lf %s/d6.leases -pf %s/d6.pid -sf /bin/true eth0 >/dev/null 2>&1 && grep -q iaaddr %s/d6.leases && echo "@dhcp6=ok"`, dir, dir, dir),
+		`dhclient -6 -x -pf `+dir+`/d6.pid eth0 >/dev/null 2>&1 || true`,
+		usage(api, "after"),
+	))
+	m := testenv.Markers(res.Output)
+	deltas := func(name string) map[string]float64 {
+		var rec struct {
+			Sent   int
+			Deltas map[string]float64
+		}
+		if err := json.Unmarshal([]byte(m["case_"+name]), &rec); err != nil || rec.Sent == 0 {
+			t.Errorf("%s: not run (%v)\n%s", name, err, res.Output)
+		}
+		return rec.Deltas
+	}
+	if d := deltas("dhcp_exhaustion"); d["dhcp.dropped.unknown-client"] < 300 {
+		t.Errorf("dhcp_exhaustion: %v unknown clients refused, want most of 600: %v", d["dhcp.dropped.unknown-client"], d)
+	}
+	if d := deltas("dhcp6_exhaustion"); d["dhcp6.evicted"] < 500 {
+		t.Errorf("dhcp6_exhaustion: %v IA_NAs evicted, want all but 8 of 600: %v", d["dhcp6.evicted"], d)
+	}
+	for _, name := range []string{"dhcp_fuzz", "dhcp6_fuzz"} {
+		if d := deltas(name); d[strings.SplitN(name, "_", 2)[0]+".received"] < 300 {
+			t.Errorf("%s: the server saw %v of 300 messages: %v", name, d, d)
+		}
+	}
+	// 64 learned MACs per link (one of them the namespace's own, whose
+	// lease `run` pins), and dhclient's own address's 8.
+	if n := markerNumber(t, m, "leases4", res.Output); n > 65 {
+		t.Errorf("%v DHCPv4 leases after the exhaustion, want at most 65", n)
+	}
+	if n := markerNumber(t, m, "leases6", res.Output); n > 8 {
+		t.Errorf("%v DHCPv6 leases after the exhaustion, want at most 8", n)
+	}
+	checkMarkers(t, m, map[string]string{"dhcp": "ok", "dhcp6": "ok"}, "afterwards: ")
+	baseline(t, m, res.Output)
+	if t.Failed() {
+		t.Logf("output:\n%s", res.Output)
+	}
+}

