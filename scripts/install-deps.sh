@@ -12,6 +12,10 @@ packages=(
 	slirp4netns passt                           # peers for the benchmark
 	isc-dhcp-client ndisc6                      # real DHCPv6 and RA clients for the IPv6 tests
 	python3 python3-scapy hping3                # hostile-guest tests (malformed frames, floods, port churn)
+	dhcpcd-base procps                          # real clients: dhcpcd (v4 and v6); pkill
+	nmap                                        # nping, for the differential probes
+	thc-ipv6                                    # IPv6 attacks (atk6-*)
+	dnsperf knot-dnsutils                       # DNS load and conformance (dnsperf, kdig)
 )
 if [ "${1:-}" = "--list" ]; then
 	printf '%s\n' "${packages[@]}"
