@@ -218,6 +218,33 @@ func checkClient(t *testing.T, c realClient, m map[string]string, pool netip.Pre
 	}
 }
 
+// runClients runs the life of every real client of one family (v6 or
+// not) in one `slipway run`, then the shell lines of more, and checks each
+// client's; it returns the markers and the output.
+func runClients(t *testing.T, v6 bool, more ...string) (map[string]string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	api := filepath.Join(dir, "api.sock")
+	lines := append([]string{waitFlows(api)}, clientPrelude(api, dir)...)
+	var run []realClient
+	for _, c := range realClients {
+		if c.v6 == v6 {
+			run = append(run, c)
+			lines = append(lines, clientLife(c)...)
+		}
+	}
+	res := runNS(t, []string{"--api-socket", api}, script(append(lines, more...)...))
+	m := testenv.Markers(res.Output)
+	pool := netip.MustParsePrefix("10.0.2.0/24")
+	if v6 {
+		pool = netip.MustParsePrefix("fd00::/64")
+	}
+	for _, c := range run {
+		checkClient(t, c, m, pool)
+	}
+	return m, res.Output
+}
+
 // TestRealDHCPClients: busybox udhcpc, ISC dhclient and dhcpcd each get a
 // DHCPv4 lease, renew it and release it, as /v1/leases shows; and
 // dhclient on the namespace's own interface, whose address is a static
@@ -225,28 +252,12 @@ func checkClient(t *testing.T, c realClient, m map[string]string, pool netip.Pre
 func TestRealDHCPClients(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireTools(t, "busybox", "dhclient", "dhcpcd", "curl", "ip", "pkill")
-	dir := t.TempDir()
-	api := filepath.Join(dir, "api.sock")
-	lines := append([]string{waitFlows(api)}, clientPrelude(api, dir)...)
-	var v4 []realClient
-	for _, c := range realClients {
-		if !c.v6 {
-			v4 = append(v4, c)
-			lines = append(lines, clientLife(c)...)
-		}
-	}
-	lines = append(lines,
+	m, output := runClients(t, false,
 		`timeout 30 dhclient -4 -1 -lf $dir/eth0.leases -pf $dir/eth0.pid -sf /bin/true eth0 >/dev/null 2>&1`,
 		`echo "@static_got=$(lease 52:54:0a:00:02:0f)"`,
 		`timeout 30 dhclient -4 -r -lf $dir/eth0.leases -pf $dir/eth0.pid -sf /bin/true eth0 >/dev/null 2>&1`,
 		`await '! lease 52:54:0a:00:02:0f | grep -q expires'; echo "@static_released=$(lease 52:54:0a:00:02:0f)"`,
 	)
-	res := runNS(t, []string{"--api-socket", api}, script(lines...))
-	m := testenv.Markers(res.Output)
-	pool := netip.MustParsePrefix("10.0.2.0/24")
-	for _, c := range v4 {
-		checkClient(t, c, m, pool)
-	}
 	var st, rel leaseRecord
 	if err := json.Unmarshal([]byte(m["static_got"]), &st); err != nil || !st.Static || st.Expires.IsZero() {
 		t.Errorf("the namespace's own lease after dhclient: %q (%v), want static with an expiry", m["static_got"], err)
@@ -255,7 +266,7 @@ func TestRealDHCPClients(t *testing.T) {
 		t.Errorf("the namespace's own lease after dhclient -r: %q (%v), want the static binding of 10.0.2.15 without an expiry", m["static_released"], err)
 	}
 	if t.Failed() {
-		t.Logf("output:\n%s", res.Output)
+		t.Logf("output:\n%s", output)
 	}
 }
 
@@ -265,17 +276,7 @@ func TestRealDHCPClients(t *testing.T) {
 func TestRealDHCPv6Clients(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireTools(t, "dhclient", "dhcpcd", "rdisc6", "curl", "ip", "pkill")
-	dir := t.TempDir()
-	api := filepath.Join(dir, "api.sock")
-	lines := append([]string{waitFlows(api)}, clientPrelude(api, dir)...)
-	var v6 []realClient
-	for _, c := range realClients {
-		if c.v6 {
-			v6 = append(v6, c)
-			lines = append(lines, clientLife(c)...)
-		}
-	}
-	lines = append(lines,
+	m, output := runClients(t, true,
 		`mkclient rdisc 52:54:00:c1:00:06`,
 		// rdisc6 cannot solicit from a tentative address.
 		`await '[ -z "$(ip -n rdisc -6 addr show tentative)" ]'`,
@@ -283,12 +284,6 @@ func TestRealDHCPv6Clients(t *testing.T) {
 		`for f in "Stateful address conf" "Stateful other conf" "Router lifetime" "MTU" "Prefix" "On-link" "Autonomous address conf" "Recursive DNS server"; do echo "@ra_$(echo $f | tr ' .' '__')=$(grep -m1 "^ *$f" $dir/rdisc6.out | sed 's/^[^:]*: *//; s/ *(.*//; s/ *seconds//; s/ *bytes.*//')"; done`,
 		`await '[ -n "$(ip -n rdisc -6 -o addr show dev rdisc scope global | grep -v tentative)" ]'; echo "@slaac=$(ip -n rdisc -6 -o addr show dev rdisc scope global | awk '{print $4}')"`,
 	)
-	res := runNS(t, []string{"--api-socket", api}, script(lines...))
-	m := testenv.Markers(res.Output)
-	pool := netip.MustParsePrefix("fd00::/64")
-	for _, c := range v6 {
-		checkClient(t, c, m, pool)
-	}
 	checkMarkers(t, m, map[string]string{
 		"rdisc6_exit":                "0",
 		"ra_Stateful_address_conf":   "Yes",
@@ -302,6 +297,6 @@ func TestRealDHCPv6Clients(t *testing.T) {
 		"slaac":                      "fd00::5054:ff:fec1:6/64",
 	}, "rdisc6: ")
 	if t.Failed() {
-		t.Logf("output:\n%s", res.Output)
+		t.Logf("output:\n%s", output)
 	}
 }
