@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
@@ -11,10 +12,11 @@ import (
 	"github.com/slipway-net/slipway/internal/flow"
 )
 
-// handleUDP opens a flow for the first datagram of a new 4-tuple: a
-// connected host socket to the policy's target, idle-timed. Returning false
-// makes the stack answer with ICMP port unreachable.
-func (f *Forwarder) handleUDP(r *udp.ForwarderRequest) bool {
+// handleUDP opens a flow for the first datagram of a new 4-tuple (first
+// is its UDP header): a connected host socket to the policy's target,
+// idle-timed. Returning false makes the stack answer with ICMP port
+// unreachable.
+func (f *Forwarder) handleUDP(r *udp.ForwarderRequest, first [header.UDPMinimumSize]byte) bool {
 	guest, dst := idEnds(r.ID())
 	v := f.decide(config.UDP, dst)
 	if !v.Allowed() {
@@ -50,7 +52,7 @@ func (f *Forwarder) handleUDP(r *udp.ForwarderRequest) bool {
 		Unreplied: f.o.UDPUnrepliedTimeout,
 		// Nothing listens there: the guest hears so, as from a real
 		// host, and its socket sees ECONNREFUSED.
-		Refused: func() { f.icmp.portUnreachable(guest, dst) },
+		Refused: func() { f.icmp.portUnreachable(guest, dst, first) },
 	})
 	return true
 }
