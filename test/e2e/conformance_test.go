@@ -5,6 +5,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,16 +28,10 @@ type diffRow struct {
 
 // diffRows: the answers as they are. A row whose slipway answer changes
 // fails the test; a difference not listed here fails it too.
-var diffRows = []diffRow{
+var diffRows = slices.Concat([]diffRow{
 	{probe: "tcp_syn_closed", slipway: "RA"},
 	{probe: "tcp_syn_open", slipway: "SA"},
-	{probe: "tcp_syn_open_mss", slipway: "1460"},
-	{probe: "tcp_syn_open_wscale", slipway: "present"},
-	{probe: "tcp_syn_open_wscale_value", info: true},
-	{probe: "tcp_syn_open_sack", slipway: "present"},
-	{probe: "tcp_syn_open_timestamps", slipway: "present"},
-	{probe: "tcp_syn_open_window", info: true},
-	{probe: "tcp_syn_open_ttl", slipway: "64"},
+}, synAck("tcp_syn_open", "1460"), []diffRow{
 	{probe: "tcp_syn_open_no_options", slipway: "SA"},
 	{probe: "tcp_ack_closed", slipway: "R"},
 	{probe: "tcp_ack_open", slipway: "R"},
@@ -58,13 +53,7 @@ var diffRows = []diffRow{
 		why: "slipway is not a router: it ends every flow and opens its own host socket, so a TTL of 1 is no hop (no Time Exceeded; traceroute sees the destination at once), and the answer is the destination's"},
 	{probe: "tcp6_syn_closed", slipway: "RA"},
 	{probe: "tcp6_syn_open", slipway: "SA"},
-	{probe: "tcp6_syn_open_mss", slipway: "1440"},
-	{probe: "tcp6_syn_open_wscale", slipway: "present"},
-	{probe: "tcp6_syn_open_wscale_value", info: true},
-	{probe: "tcp6_syn_open_sack", slipway: "present"},
-	{probe: "tcp6_syn_open_timestamps", slipway: "present"},
-	{probe: "tcp6_syn_open_window", info: true},
-	{probe: "tcp6_syn_open_ttl", slipway: "64"},
+}, synAck("tcp6_syn_open", "1440"), []diffRow{
 	// Fixed: the quote was rebuilt as an empty datagram, which scapy did
 	// not take for an answer.
 	{probe: "udp6_closed", slipway: "icmp6 1/4"},
@@ -74,6 +63,21 @@ var diffRows = []diffRow{
 	{probe: "nping_tcp_open", slipway: "SA"},
 	{probe: "nping_udp_closed", slipway: "icmp 3/3"},
 	{probe: "nping_icmp_echo", slipway: "icmp 0/0"},
+})
+
+// synAck is the rows of a SYN-ACK's details (probe's): the options a stack
+// must advertise, the MSS of a 1500-byte MTU, the TTL, and the values
+// each stack picks.
+func synAck(probe, mss string) []diffRow {
+	return []diffRow{
+		{probe: probe + "_mss", slipway: mss},
+		{probe: probe + "_wscale", slipway: "present"},
+		{probe: probe + "_wscale_value", info: true},
+		{probe: probe + "_sack", slipway: "present"},
+		{probe: probe + "_timestamps", slipway: "present"},
+		{probe: probe + "_window", info: true},
+		{probe: probe + "_ttl", slipway: "64"},
+	}
 }
 
 // closedPort is a port of the host's loopback closed for both TCP and UDP.
