@@ -80,6 +80,57 @@ func synAck(probe, mss string) []diffRow {
 	}
 }
 
+// probeAnswers are the answers among a probe run's markers (p_NAME), by
+// probe name.
+func probeAnswers(m map[string]string) map[string]string {
+	a := map[string]string{}
+	for k, v := range m {
+		if name, ok := strings.CutPrefix(k, "p_"); ok {
+			a[name] = v
+		}
+	}
+	return a
+}
+
+// sideBySide logs rows with slipway's and the Linux peer's answers (ours,
+// linux: by probe) as a table titled title, and fails the test for each
+// answer that is not the row's: slipway's own, and Linux's (the same
+// unless the row says otherwise, when a change of the probe or the
+// kernel shows). Info rows must only have a value.
+func sideBySide(t *testing.T, title string, rows []diffRow, ours, linux map[string]string) {
+	t.Helper()
+	var table strings.Builder
+	fmt.Fprintf(&table, "%-28s %-14s %-14s %s\n", "probe", "slipway", "linux", "")
+	for _, r := range rows {
+		got, peer := ours[r.probe], linux[r.probe]
+		mark := ""
+		switch {
+		case r.info:
+			mark = "(each stack's own)"
+		case got != peer:
+			mark = "differs: " + r.why
+		}
+		fmt.Fprintf(&table, "%-28s %-14s %-14s %s\n", r.probe, got, peer, mark)
+		if r.info {
+			if got == "" || got == "none" {
+				t.Errorf("%s: slipway gave no value", r.probe)
+			}
+			continue
+		}
+		if got != r.slipway {
+			t.Errorf("%s: slipway answered %q, want %q", r.probe, got, r.slipway)
+		}
+		want := r.linux
+		if want == "" {
+			want = r.slipway
+		}
+		if peer != want {
+			t.Errorf("%s: the Linux peer answered %q, want %q (the probe or the kernel changed)", r.probe, peer, want)
+		}
+	}
+	t.Logf("%s:\n%s", title, table.String())
+}
+
 // closedPort is a port of the host's loopback closed for both TCP and UDP.
 func closedPort(t *testing.T) int {
 	t.Helper()
@@ -97,8 +148,8 @@ func closedPort(t *testing.T) int {
 // linuxPeer makes two network namespaces joined by a veth pair: the
 // prober (10.9.0.1, fd09::1) and a Linux host (10.9.0.2, fd09::2) whose
 // TCP port listens (v4 and v6), which routes 10.9.2.0/24 on (so a TTL of
-// 1 expires there). It returns the prober's namespace.
-func linuxPeer(t *testing.T, port int) string {
+// 1 expires there). It returns the prober's namespace and interface.
+func linuxPeer(t *testing.T, port int) (ns, iface string) {
 	t.Helper()
 	id := fmt.Sprintf("%d", time.Now().UnixNano()%1000000)
 	a, b := "slwprobe"+id, "slwpeer"+id
@@ -136,7 +187,7 @@ func linuxPeer(t *testing.T, port int) string {
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		out, err := exec.Command("ip", "netns", "exec", b, "ss", "-Hltn", fmt.Sprintf("sport = :%d", port)).Output()
 		if err == nil && len(out) > 0 {
-			return a
+			return a, "va" + id
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("socat never listened in %s: %v", b, err)
@@ -168,7 +219,7 @@ func TestDifferentialProbes(t *testing.T) {
 	ours := testenv.Markers(res.Output)
 
 	peerPort := 18080
-	ns := linuxPeer(t, peerPort)
+	ns, _ := linuxPeer(t, peerPort)
 	out, err := exec.Command("ip", "netns", "exec", ns, "/usr/bin/python3", probes,
 		"10.9.0.2", "fd09::2", fmt.Sprint(peerPort), fmt.Sprint(peerPort), fmt.Sprint(closed), "10.9.2.1").CombinedOutput()
 	if err != nil {
@@ -176,36 +227,7 @@ func TestDifferentialProbes(t *testing.T) {
 	}
 	linux := testenv.Markers(string(out))
 
-	var table strings.Builder
-	fmt.Fprintf(&table, "%-28s %-14s %-14s %s\n", "probe", "slipway", "linux", "")
-	for _, r := range diffRows {
-		got, peer := ours["p_"+r.probe], linux["p_"+r.probe]
-		mark := ""
-		switch {
-		case r.info:
-			mark = "(each stack's own)"
-		case got != peer:
-			mark = "differs: " + r.why
-		}
-		fmt.Fprintf(&table, "%-28s %-14s %-14s %s\n", r.probe, got, peer, mark)
-		if r.info {
-			if got == "" || got == "none" {
-				t.Errorf("%s: slipway gave no value", r.probe)
-			}
-			continue
-		}
-		if got != r.slipway {
-			t.Errorf("%s: slipway answered %q, want %q", r.probe, got, r.slipway)
-		}
-		want := r.linux
-		if want == "" {
-			want = r.slipway
-		}
-		if peer != want {
-			t.Errorf("%s: the Linux peer answered %q, want %q (the probe or the kernel changed)", r.probe, peer, want)
-		}
-	}
-	t.Logf("answers to the same probes:\n%s", table.String())
+	sideBySide(t, "answers to the same probes", diffRows, probeAnswers(ours), probeAnswers(linux))
 	if t.Failed() {
 		t.Logf("slipway's side:\n%s\nthe Linux peer's:\n%s", res.Output, out)
 	}
