@@ -183,7 +183,7 @@ func (f *Forwarder) release() {
 func (f *Forwarder) overloaded(q *query) []byte {
 	f.stats.overload.Add(1)
 	f.log.Debug("dns: too many queries in flight, answering SERVFAIL", "max", f.cfg.MaxInFlight)
-	return errorReply(q.header, &q.q, dnsmessage.RCodeServerFailure)
+	return errorReply(q.header, &q.q, dnsmessage.RCodeServerFailure, q.edns)
 }
 
 // forward tries the upstreams in order within the query's budget and
@@ -204,7 +204,7 @@ func (f *Forwarder) forward(ctx context.Context, q *query, network string) []byt
 		f.log.Debug("dns: upstream attempt failed", "upstream", up, "network", network, "name", q.q.Name.String(), "err", err)
 	}
 	f.stats.servFail.Add(1)
-	return errorReply(q.header, &q.q, dnsmessage.RCodeServerFailure)
+	return errorReply(q.header, &q.q, dnsmessage.RCodeServerFailure, q.edns)
 }
 
 // attempt sends q to one upstream on a fresh socket and waits at most

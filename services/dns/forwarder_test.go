@@ -182,6 +182,13 @@ func TestUnreachableUpstreamGivesServfail(t *testing.T) {
 		expectRcode(t, f.Exchange(context.Background(), makeQuery(t, 44, "test.example.", dnsmessage.TypeA, false)),
 			44, "test.example.", dnsmessage.RCodeServerFailure)
 	})
+	t.Run("edns", func(t *testing.T) {
+		f := newForwarder(t, Config{})
+		if a := expectRcode(t, f.Exchange(context.Background(), makeQuery(t, 45, "test.example.", dnsmessage.TypeA, true)),
+			45, "test.example.", dnsmessage.RCodeServerFailure); !a.opt {
+			t.Errorf("no OPT record in the SERVFAIL for an EDNS query")
+		}
+	})
 }
 
 func TestFailoverToSecondUpstream(t *testing.T) {
@@ -281,8 +288,17 @@ func TestLocalNames(t *testing.T) {
 		if !a.h.Authoritative || !a.h.RecursionDesired {
 			t.Errorf("%s %v: header %+v", tc.name, tc.typ, a.h)
 		}
+		// RFC 6891: the query had an OPT record, so must the reply
+		// (kdig +bufsize found it missing).
+		if !a.opt {
+			t.Errorf("%s %v: no OPT record in the reply to an EDNS query", tc.name, tc.typ)
+		}
 	}
-	if st := f.Stats(); st.Local != uint64(len(cases)) || st.Forwarded != 0 {
+	// And none without EDNS.
+	if a := expectRcode(t, f.Exchange(context.Background(), makeQuery(t, 999, "host.slipway.internal.", dnsmessage.TypeA, false)), 999, "host.slipway.internal.", dnsmessage.RCodeSuccess); a.opt {
+		t.Errorf("an OPT record in the reply to a query without one")
+	}
+	if st := f.Stats(); st.Local != uint64(len(cases))+1 || st.Forwarded != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }

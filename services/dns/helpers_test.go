@@ -66,6 +66,7 @@ type answer struct {
 	h         dnsmessage.Header
 	questions []dnsmessage.Question
 	addrs     []netip.Addr
+	opt       bool // an OPT record among the additional records
 }
 
 func parseReply(t testing.TB, b []byte) answer {
@@ -81,6 +82,12 @@ func parseReply(t testing.TB, b []byte) answer {
 	rrs, err := p.AllAnswers()
 	must(t, err)
 	a := answer{h: h, questions: qs}
+	must(t, p.SkipAllAuthorities())
+	extra, err := p.AllAdditionals()
+	must(t, err)
+	for _, rr := range extra {
+		a.opt = a.opt || rr.Header.Type == dnsmessage.TypeOPT
+	}
 	for _, rr := range rrs {
 		switch r := rr.Body.(type) {
 		case *dnsmessage.AResource:
