@@ -58,8 +58,11 @@ func (f *Forwarder) inspect(raw []byte) (q *query, reply []byte, why string) {
 	}
 	edns := hasOPT(&p)
 	if question.Class == dnsmessage.ClassINET || question.Class == dnsmessage.ClassANY {
-		if addrs, ok := f.local[lowerASCII(question.Name.String())]; ok {
+		if addrs, nx, ok := f.names.Load().lookup(lowerASCII(question.Name.String())); ok {
 			f.stats.local.Add(1)
+			if nx {
+				return nil, errorReply(h, &question, dnsmessage.RCodeNameError, edns), ""
+			}
 			return nil, localReply(h, question, addrs, edns), ""
 		}
 	}
