@@ -84,7 +84,7 @@ func TestDNSLoad(t *testing.T) {
 		usage(api, "before"),
 		dnsperf("udp", q, "-l 4 -c 8 -q 200 -Q 4000"),
 		waitDNSIdle(api, "udp"),
-		dnsperf("tcp", q, "-m tcp -l 3 -c 8 -q 50"),
+		dnsperf("tcp", q, "-m tcp -l 3 -c 8 -q 16"),
 		waitDNSIdle(api, "tcp"),
 		usage(api, "after"),
 	))
@@ -93,7 +93,8 @@ func TestDNSLoad(t *testing.T) {
 	// Each TCP query goes upstream on a TCP connection of its own, and
 	// dnsmasq serves 20 at a time: with its listen backlog full, a
 	// connect can outlast the upstream timeout, and that query gets
-	// SERVFAIL (an answer, not a hang).
+	// SERVFAIL (an answer, not a hang). At 50 queries outstanding that
+	// was 11 of 6,000; the run keeps 16 outstanding, and allows a few.
 	checkDNSPerf(t, m, "tcp", "noerror", true, res.Output)
 	baseline(t, m, res.Output)
 	if t.Failed() {
