@@ -139,8 +139,20 @@ func TestForwardTCPToDnsmasq(t *testing.T) {
 	if !slices.Equal(got, ids) {
 		t.Fatalf("answered ids %v, want %v", got, ids)
 	}
-	if used := rec.used(); !slices.Equal(used, []string{"tcp", "tcp", "tcp"}) {
-		t.Fatalf("upstream networks %v, want tcp for queries that came over tcp", used)
+	// Small answers came over UDP: no TCP connection upstream per query.
+	if used := rec.used(); !slices.Equal(used, []string{"udp", "udp", "udp"}) {
+		t.Fatalf("upstream networks %v, want udp first for queries that came over tcp", used)
+	}
+	// An answer too big for UDP comes truncated; the forwarder asks again
+	// over TCP and the guest gets it whole.
+	must(t, writeFramed(c, makeQuery(t, 103, "big.test.example.", dnsmessage.TypeTXT, false)))
+	raw, err := readFramed(c)
+	must(t, err)
+	if r := parseReply(t, raw); r.h.ID != 103 || r.h.Truncated || r.h.RCode != dnsmessage.RCodeSuccess || len(raw) < 2000 {
+		t.Fatalf("big answer: id %d truncated %v rcode %v, %d bytes", r.h.ID, r.h.Truncated, r.h.RCode, len(raw))
+	}
+	if used := rec.used(); !slices.Equal(used, []string{"udp", "udp", "udp", "udp", "tcp"}) {
+		t.Fatalf("upstream networks %v, want udp then tcp for the truncated answer", used)
 	}
 }
 

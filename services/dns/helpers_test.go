@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,6 +139,10 @@ func freePort(t *testing.T, ip string) int {
 // names below it) as 192.0.2.55 and refuses everything else. Not in
 // -short mode, where unit tests start no real programs (fakeUpstream
 // stands in for a server there).
+// bigTXT is a dnsmasq record whose answer (about 2 KB) is truncated over
+// UDP without EDNS, so a client must ask again over TCP.
+var bigTXT = "--txt-record=big.test.example" + strings.Repeat(","+strings.Repeat("x", 250), 8)
+
 func startDnsmasq(t *testing.T, ip string) netip.AddrPort {
 	t.Helper()
 	if testing.Short() {
@@ -152,7 +157,7 @@ func startDnsmasq(t *testing.T, ip string) netip.AddrPort {
 		var out bytes.Buffer
 		cmd := exec.Command(bin, "--no-daemon", "--no-resolv", "--no-hosts", "--pid-file=",
 			"--listen-address="+ip, fmt.Sprintf("--port=%d", port), "--bind-interfaces",
-			"--address=/test.example/192.0.2.55")
+			"--address=/test.example/192.0.2.55", bigTXT)
 		cmd.Stdout, cmd.Stderr = &out, &out
 		must(t, cmd.Start())
 		exited := make(chan struct{})

@@ -47,22 +47,14 @@ func waitDNSIdle(api, tag string) string {
 
 // checkDNSPerf asserts one dnsperf run's markers: it sent queries, every
 // one was answered (none lost: no hang), all with rcode (noerror or
-// servfail), or for servfailOK with NOERROR but for a few SERVFAILs.
-func checkDNSPerf(t *testing.T, m map[string]string, tag, rcode string, servfailOK bool, output string) {
+// servfail).
+func checkDNSPerf(t *testing.T, m map[string]string, tag, rcode string, output string) {
 	t.Helper()
 	sent, completed := markerNumber(t, m, tag+"_sent", output), markerNumber(t, m, tag+"_completed", output)
 	if sent < 1000 || completed != sent || m[tag+"_lost"] != "0" {
 		t.Errorf("%s: %v queries sent, %v answered, %s lost; want thousands, all answered", tag, sent, completed, m[tag+"_lost"])
 	}
-	got := m[tag+"_"+rcode]
-	if servfailOK {
-		var ok, fail float64
-		fmt.Sscan(got, &ok)
-		fmt.Sscan(m[tag+"_servfail"], &fail)
-		if ok+fail != completed || ok < completed*0.99 {
-			t.Errorf("%s: %v NOERROR and %v SERVFAIL of %v answers, want (nearly) all NOERROR", tag, ok, fail, completed)
-		}
-	} else if got != fmt.Sprint(completed) {
+	if got := m[tag+"_"+rcode]; got != fmt.Sprint(completed) {
 		t.Errorf("%s: %s answers %q of %v", tag, rcode, got, completed)
 	}
 	if m[tag+"_busy"] != "" {
@@ -84,18 +76,16 @@ func TestDNSLoad(t *testing.T) {
 		usage(api, "before"),
 		dnsperf("udp", q, "-l 4 -c 8 -q 200 -Q 4000"),
 		waitDNSIdle(api, "udp"),
-		dnsperf("tcp", q, "-m tcp -l 3 -c 8 -q 16"),
+		dnsperf("tcp", q, "-m tcp -l 3 -c 8 -q 50"),
 		waitDNSIdle(api, "tcp"),
 		usage(api, "after"),
 	))
 	m := testenv.Markers(res.Output)
-	checkDNSPerf(t, m, "udp", "noerror", false, res.Output)
-	// Each TCP query goes upstream on a TCP connection of its own, and
-	// dnsmasq serves 20 at a time: with its listen backlog full, a
-	// connect can outlast the upstream timeout, and that query gets
-	// SERVFAIL (an answer, not a hang). At 50 queries outstanding that
-	// was 11 of 6,000; the run keeps 16 outstanding, and allows a few.
-	checkDNSPerf(t, m, "tcp", "noerror", true, res.Output)
+	checkDNSPerf(t, m, "udp", "noerror", res.Output)
+	// Queries over TCP go upstream over UDP unless the answer is
+	// truncated: a TCP connection upstream for each overflowed dnsmasq's
+	// listen backlog (11 SERVFAILs in 6,000 at 50 outstanding).
+	checkDNSPerf(t, m, "tcp", "noerror", res.Output)
 	baseline(t, m, res.Output)
 	if t.Failed() {
 		t.Logf("output:\n%s", res.Output)
@@ -136,7 +126,7 @@ func TestDNSOverload(t *testing.T) {
 		usage(api, "after"),
 	))
 	m := testenv.Markers(res.Output)
-	checkDNSPerf(t, m, "over", "servfail", false, res.Output)
+	checkDNSPerf(t, m, "over", "servfail", res.Output)
 	if n := markerNumber(t, m, "overload", res.Output); n < 1000 {
 		t.Errorf("%v queries answered SERVFAIL at once for the in-flight limit, want most of them", n)
 	}
