@@ -15,6 +15,10 @@ packages=(
 	libslirp-dev gcc libc6-dev                  # the header and compiler of slipway's libslirp.so.0 (make libslirp)
 	openssh-server                              # a real sshd for gvproxy's -forward-sock
 	python3 python3-scapy hping3                # hostile-guest tests (malformed frames, floods, port churn)
+	dhcpcd-base procps                          # real clients: dhcpcd (v4 and v6); pkill
+	nmap                                        # nping, for the differential probes
+	thc-ipv6                                    # IPv6 attacks (atk6-*)
+	dnsperf knot-dnsutils                       # DNS load and conformance (dnsperf, kdig)
 )
 if [ "${1:-}" = "--list" ]; then
 	printf '%s\n' "${packages[@]}"

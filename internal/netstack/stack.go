@@ -485,11 +485,15 @@ func (st *Stack) SetTCPForwarder(maxInFlight int, accept func(stack.TransportEnd
 	})
 }
 
-// SetUDPForwarder routes every UDP datagram with no bound endpoint to h;
+// SetUDPForwarder routes every UDP datagram with no bound endpoint to h,
+// with the datagram's UDP header (an ICMP error about the flow quotes it);
 // when h returns false the stack answers with ICMP port unreachable.
-func (st *Stack) SetUDPForwarder(h func(*udp.ForwarderRequest) bool) {
-	fwd := udp.NewForwarder(st.s, h)
-	st.s.SetTransportProtocolHandler(udp.ProtocolNumber, fwd.HandlePacket)
+func (st *Stack) SetUDPForwarder(h func(r *udp.ForwarderRequest, first [header.UDPMinimumSize]byte) bool) {
+	st.s.SetTransportProtocolHandler(udp.ProtocolNumber, func(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
+		var first [header.UDPMinimumSize]byte
+		copy(first[:], pkt.TransportHeader().Slice())
+		return h(udp.NewForwarderRequest(st.s, id, pkt.Clone()), first)
+	})
 }
 
 // ListenUDP binds a UDP endpoint in the stack. An unspecified address binds

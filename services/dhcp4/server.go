@@ -322,7 +322,16 @@ func (s *Server) release(m *message, now time.Time) {
 	if !s.ourServerID(m) {
 		return
 	}
-	if e := s.table.Get(m.mac()); e != nil && !e.Static && e.Addr == m.ciaddr {
+	e := s.table.Get(m.mac())
+	switch {
+	case e == nil || e.Addr != m.ciaddr:
+	case e.Static:
+		// The binding stays, but the client no longer holds it: the
+		// lease list must not go on showing the expiry of a lease
+		// given back.
+		e.Expires = time.Time{}
+		e.Bound = false
+	default:
 		e.Release(now)
 	}
 }

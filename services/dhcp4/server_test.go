@@ -434,10 +434,18 @@ func TestReserve(t *testing.T) {
 	if len(l) != 1 || !l[0].Static || l[0].Addr != static {
 		t.Fatalf("leases %+v", l)
 	}
-	// Release does not undo a static binding.
+	if l[0].Expires.IsZero() {
+		t.Fatalf("a static binding a client asked for shows no expiry: %+v", l)
+	}
+	// Release does not undo a static binding, but it ends the client's
+	// lease of it (dhclient -r on slipway run's own address showed the
+	// expiry of the lease it had given back).
 	expectNoReply(t, s, req{mtype: msgRelease, mac: m, xid: 3, ciaddr: static})
-	if len(s.Leases()) != 1 {
-		t.Fatalf("static lease released")
+	if l := s.Leases(); len(l) != 1 || !l[0].Static || !l[0].Expires.IsZero() {
+		t.Fatalf("leases after the static client's release: %+v, want the binding without an expiry", l)
+	}
+	if got := lease(t, s, m); got != static {
+		t.Fatalf("static client got %v after its release, want %v", got, static)
 	}
 
 	dyn := lease(t, s, mac(2))
