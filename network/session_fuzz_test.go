@@ -287,6 +287,7 @@ type session struct {
 	// connTarget is where each guest port's last SYN went (only step
 	// touches it).
 	connTarget [4]netip.AddrPort
+	waited     time.Duration // of waitBudget (only step touches it)
 	problems   []string
 	arpReply   int // ARP replies to the guest seen
 	done       chan struct{}
@@ -299,6 +300,12 @@ func runSession(t *testing.T, host *hostSide, script []byte) *session {
 	goroutines, fds := runtime.NumGoroutine(), openFDs()
 
 	s := &session{t: t, host: host, done: make(chan struct{})}
+	watchdog := time.AfterFunc(20*time.Second, func() {
+		buf := make([]byte, 4<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		os.WriteFile(fmt.Sprintf("/tmp/relfuzz-hang-%d.txt", os.Getpid()), append([]byte(fmt.Sprintf("%x\n", script)), buf...), 0o644)
+	})
+	defer watchdog.Stop()
 	s.clock.Store(time.Now().UnixNano())
 	cfg := config.Default()
 	dns, _ := config.ParseDNSServer(fmt.Sprintf("127.0.0.1:%d", host.dns))
@@ -559,19 +566,35 @@ func (s *session) sync() {
 	s.t.Fatal("the gateway stopped answering ARP")
 }
 
+// pause sleeps for d out of the input's budget of waiting, and says
+// whether any was left. The budget keeps every input well under a second
+// of waiting: the fuzzer's worker must answer its coordinator, and a slow
+// input makes few executions.
+func (s *session) pause(d time.Duration) bool {
+	if s.waited >= waitBudget {
+		return false
+	}
+	d = min(d, waitBudget-s.waited)
+	s.waited += d
+	time.Sleep(d)
+	return true
+}
+
+// waitBudget is how long one input may spend in pacing waits.
+const waitBudget = 300 * time.Millisecond
+
 // waitSegment waits, within a bound, for slipway to send port p a segment
 // after its seen count was before: the answer to a SYN is a SYN-ACK once
 // the host dial succeeded, or a RST. Pacing only: nothing fails if none
 // comes.
 func (s *session) waitSegment(p, before int) {
-	for i := 0; i < 40; i++ {
+	for s.pause(5 * time.Millisecond) {
 		s.mu.Lock()
 		seen := s.tcp[p].seen
 		s.mu.Unlock()
 		if seen > before {
 			return
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -658,7 +681,7 @@ func (s *session) step(b []byte) {
 		s.clock.Add(int64(a) * int64(20*time.Millisecond))
 	case opSync:
 		s.sync()
-		time.Sleep(time.Duration(a%8) * 5 * time.Millisecond)
+		s.pause(time.Duration(a%8) * 5 * time.Millisecond)
 	}
 }
 
