@@ -31,7 +31,8 @@ import (
 // hands memory back to the system lazily).
 const relMargin = 0.10
 
-var absMargin = map[string]float64{"rss_mib": 8, "fds": 16, "goroutines": 16, "flows": 32}
+var absMargin = map[string]float64{"rss_mib": 8, "fds": 16, "goroutines": 16, "flows": 32,
+	"vm_rss_mib": 8, "vm_fds": 16, "vm_goroutines": 16, "vm_flows": 32}
 
 // verdict is the trend test's finding for one metric.
 type verdict struct {
@@ -53,7 +54,10 @@ func mean(ss []sample, m string) float64 {
 	return t / float64(len(ss))
 }
 
-func judge(samples []sample) []verdict {
+// judge applies the trend test to every metric, the VM's slipway's too if
+// withVM. The after-the-load checks are the namespace's slipway's only:
+// the VM's last boot may still hold its link then.
+func judge(samples []sample, withVM bool) []verdict {
 	var load []sample
 	var last sample
 	for _, s := range samples {
@@ -64,7 +68,11 @@ func judge(samples []sample) []verdict {
 	}
 	third := len(load) / 3
 	var out []verdict
-	for _, m := range metrics {
+	ms := metrics
+	if withVM {
+		ms = append(append([]string(nil), metrics...), vmMetrics...)
+	}
+	for _, m := range ms {
 		v := verdict{Metric: m, OK: true}
 		if third < 3 {
 			v.OK, v.Why = false, fmt.Sprintf("only %d samples under load", len(load))
@@ -115,6 +123,8 @@ type report struct {
 	Samples                    []sample
 	Guest                      guestReport
 	PublishedOK, PublishedFail int64
+	VMBoots, VMFails           int64
+	VMError                    string
 	Verdicts                   []verdict
 }
 
@@ -128,7 +138,8 @@ func (r *report) table() string {
 	fmt.Fprintf(&b, "| UDP flows (new source port each) | %d | %d |\n", g.UDPFlows, g.UDPFails)
 	fmt.Fprintf(&b, "| bulk downloads, sha256 checked | %d (%d MiB) | %d |\n", g.Bulk, g.BulkBytes>>20, g.BulkFails)
 	fmt.Fprintf(&b, "| DNS queries via dnsmasq | %d | %d |\n", g.DNS, g.DNSFails)
-	fmt.Fprintf(&b, "| published-port clients | %d | %d |\n\n", r.PublishedOK, r.PublishedFail)
+	fmt.Fprintf(&b, "| published-port clients | %d | %d |\n", r.PublishedOK, r.PublishedFail)
+	fmt.Fprintf(&b, "| QEMU guest boots (reconnects), lease and sha256 checked | %d | %d |\n\n", r.VMBoots, r.VMFails)
 	fmt.Fprintf(&b, "| metric | middle third | last third | fewest under load | after the load | verdict |\n|---|---:|---:|---:|---:|---|\n")
 	for _, v := range r.Verdicts {
 		verdict := "ok"
@@ -137,11 +148,12 @@ func (r *report) table() string {
 		}
 		fmt.Fprintf(&b, "| %s | %.1f | %.1f | %.1f | %.1f | %s |\n", v.Metric, v.Middle, v.Last, v.LoadMin, v.Quiet, verdict)
 	}
-	fmt.Fprintf(&b, "\n| t | rss MiB | fds | goroutines | flows |\n|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&b, "\n| t | rss MiB | fds | goroutines | flows | VM's slipway: rss MiB | fds | goroutines | flows |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	step := max(1, len(r.Samples)/30) // the table shows about 30 rows; the plot all
 	for i, s := range r.Samples {
 		if i%step == 0 || i == len(r.Samples)-1 {
-			fmt.Fprintf(&b, "| %v | %.1f | %.0f | %.0f | %.0f |\n", s.At.Round(time.Second), s.RSSMiB, s.FDs, s.Goroutines, s.Flows)
+			fmt.Fprintf(&b, "| %v | %.1f | %.0f | %.0f | %.0f | %.1f | %.0f | %.0f | %.0f |\n", s.At.Round(time.Second),
+				s.RSSMiB, s.FDs, s.Goroutines, s.Flows, s.VMRSSMiB, s.VMFDs, s.VMGoroutines, s.VMFlows)
 		}
 	}
 	return b.String()
@@ -164,10 +176,13 @@ func (r *report) write(dir string) error {
 // warm-up and the load end.
 func (r *report) plot(f *os.File) error {
 	const w, h = 900 * vg.Inch / 96, 220 * vg.Inch / 96
-	titles := map[string]string{"rss_mib": "resident memory (MiB)", "fds": "open descriptors", "goroutines": "goroutines", "flows": "flows open"}
+	titles := map[string]string{"rss_mib": "resident memory (MiB)", "fds": "open descriptors", "goroutines": "goroutines", "flows": "flows open",
+		"vm_rss_mib": "the VM's slipway: resident memory (MiB)", "vm_fds": "the VM's slipway: open descriptors",
+		"vm_goroutines": "the VM's slipway: goroutines", "vm_flows": "the VM's slipway: flows open"}
 	var rows [][]*plot.Plot
 	warm := r.Duration.Minutes() / 3
-	for _, m := range metrics {
+	for _, v := range r.Verdicts {
+		m := v.Metric
 		p := plot.New()
 		p.Title.Text = titles[m]
 		p.X.Label.Text = "minutes"
@@ -231,7 +246,7 @@ func TestJudge(t *testing.T) {
 			s.Flows, s.FDs, s.Goroutines = 0, 30, 50
 		}
 		return s
-	})) {
+	}), false) {
 		if !v.OK {
 			t.Errorf("a flat run fails: %s: %s", v.Metric, v.Why)
 		}
@@ -243,7 +258,7 @@ func TestJudge(t *testing.T) {
 			s.Flows = 3
 		}
 		return s
-	}))
+	}), false)
 	failed := map[string]bool{}
 	for _, v := range leak {
 		failed[v.Metric] = !v.OK

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/slipway-net/slipway/test/testenv"
+	"github.com/slipway-net/slipway/test/vmtest"
 )
 
 var (
@@ -37,6 +38,7 @@ var (
 	soakFlows = flag.Int("soak.flows", 10000, "short flows to open and close over the run")
 	soakOut   = flag.String("soak.out", "", "directory for soak.md and soak.png (default: the test's temporary directory)")
 	soakEvery = flag.Duration("soak.every", 0, "sampling interval (default: the run's length / 150, 2 s at least)")
+	soakVM    = flag.Bool("soak.vm", true, "boot a QEMU guest again and again on a stream socket beside the namespace")
 )
 
 func TestMain(m *testing.M) {
@@ -85,7 +87,7 @@ func TestSoak(t *testing.T) {
 	}
 	// Two thirds of the short flows are TCP, a third UDP.
 	rate := float64(flows) / d.Seconds()
-	cmd := exec.Command(buildSlipway(t), "run", "--api-socket", api, "--dns-upstream", dns.String(),
+	cmd := exec.Command(testenv.Slipway(t), "run", "--api-socket", api, "--dns-upstream", dns.String(),
 		"--udp-idle-timeout", "5s", "--log-level", "warn",
 		"-p", fmt.Sprintf("127.0.0.1:%d:7000", hostPort), "--", self)
 	cmd.Env = append(os.Environ(), "SOAK_GUEST=1", "SOAK_DURATION="+d.String(), "SOAK_GUEST_PORT=7000",
@@ -129,12 +131,18 @@ func TestSoak(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var pubOK, pubFail atomic.Int64
-	go publishedClients(ctx, fmt.Sprintf("127.0.0.1:%d", hostPort), &pubOK, &pubFail)
+	var pubErr atomic.Value
+	// They stop a little before the guest's server does (its clock
+	// started before @ready), so no client meets it closed.
+	pubCtx, pubCancel := context.WithTimeout(ctx, d-3*time.Second)
+	defer pubCancel()
+	go publishedClients(pubCtx, fmt.Sprintf("127.0.0.1:%d", hostPort), &pubOK, &pubFail, &pubErr)
+	var vm *vmLoad
+	if *soakVM {
+		vm = startVMLoad(ctx, t, dns.String(), web.Port(), sum, d)
+	}
 
-	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", api)
-	}}, Timeout: 10 * time.Second}
+	client := unixClient(api)
 	start := time.Now()
 	var samples []sample
 	var tally string
@@ -155,6 +163,11 @@ func TestSoak(t *testing.T) {
 		case <-tick.C:
 		}
 		s, err := scrape(client)
+		if err == nil && vm != nil {
+			var v sample
+			v, err = scrape(vm.api)
+			s.VMRSSMiB, s.VMFDs, s.VMGoroutines, s.VMFlows = v.RSSMiB, v.FDs, v.Goroutines, v.Flows
+		}
 		if err != nil {
 			t.Fatalf("sampling slipway at %v: %v\n%s", time.Since(start).Round(time.Second), err, stderr.String())
 		}
@@ -179,7 +192,11 @@ func TestSoak(t *testing.T) {
 	if err := json.Unmarshal([]byte(tally), &rep.Guest); err != nil {
 		t.Errorf("no tally from the guest (%v): %q\n%s", err, tally, stderr.String())
 	}
-	rep.Verdicts = judge(samples)
+	if vm != nil {
+		vm.wait()
+		rep.VMBoots, rep.VMFails, rep.VMError = vm.ok.Load(), vm.fail.Load(), vm.firstError()
+	}
+	rep.Verdicts = judge(samples, vm != nil)
 	if err := rep.write(out); err != nil {
 		t.Error(err)
 	}
@@ -193,34 +210,31 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	g := rep.Guest
+	pubFirst, _ := pubErr.Load().(string)
 	opened := g.TCPFlows + g.UDPFlows
 	if opened < int64(flows)*9/10 {
 		t.Errorf("the guest completed %d short flows, want about %d", opened, flows)
 	}
 	if fails := g.TCPFails + g.UDPFails + g.BulkFails + g.DNSFails + rep.PublishedFail; fails > 0 {
 		t.Errorf("%d failures under load (tcp %d, udp %d, bulk %d, dns %d, published %d); the first: %s",
-			fails, g.TCPFails, g.UDPFails, g.BulkFails, g.DNSFails, rep.PublishedFail, g.FirstError)
+			fails, g.TCPFails, g.UDPFails, g.BulkFails, g.DNSFails, rep.PublishedFail, g.FirstError+" "+pubFirst)
+	}
+	if vm != nil && (rep.VMFails > 0 || rep.VMBoots < 2) {
+		t.Errorf("the VM booted and passed %d times, failed %d times: %s", rep.VMBoots, rep.VMFails, rep.VMError)
 	}
 	if g.Bulk == 0 || g.DNS == 0 || rep.PublishedOK == 0 {
 		t.Errorf("a load did not run: %d downloads, %d DNS answers, %d published-port exchanges", g.Bulk, g.DNS, rep.PublishedOK)
 	}
 }
 
-// buildSlipway builds the slipway of the tree around this module
-// (testenv.Slipway would look for it in the benchmark's module).
-func buildSlipway(t *testing.T) string {
-	bin := filepath.Join(t.TempDir(), "slipway")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/slipway")
-	cmd.Dir = "../.."
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // publishedClients connects to the published port 10 times a second,
 // exchanges a line with the guest's echo server and closes.
-func publishedClients(ctx context.Context, addr string, ok, fail *atomic.Int64) {
+func publishedClients(ctx context.Context, addr string, ok, fail *atomic.Int64, firstErr *atomic.Value) {
+	start := time.Now()
+	failed := func(err error) {
+		fail.Add(1)
+		firstErr.CompareAndSwap(nil, fmt.Sprintf("at %v: %v", time.Since(start).Round(time.Second), err))
+	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	msg := []byte("published port ping\n")
@@ -232,7 +246,9 @@ func publishedClients(ctx context.Context, addr string, ok, fail *atomic.Int64) 
 		}
 		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 		if err != nil {
-			fail.Add(1)
+			if ctx.Err() == nil {
+				failed(err)
+			}
 			continue
 		}
 		c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -244,7 +260,7 @@ func publishedClients(ctx context.Context, addr string, ok, fail *atomic.Int64) 
 		c.Close()
 		if err != nil || string(buf) != string(msg) {
 			if ctx.Err() == nil {
-				fail.Add(1)
+				failed(fmt.Errorf("echo %q: %v", buf, err))
 			}
 			continue
 		}
@@ -252,18 +268,24 @@ func publishedClients(ctx context.Context, addr string, ok, fail *atomic.Int64) 
 	}
 }
 
-// sample is one reading of slipway's resources.
+// sample is one reading of slipway's resources, and of the VM's slipway.
 type sample struct {
-	At         time.Duration
-	Load       bool // the load was running
-	RSSMiB     float64
-	FDs        float64
-	Goroutines float64
-	Flows      float64
+	At                                     time.Duration
+	Load                                   bool // the load was running
+	RSSMiB, FDs, Goroutines, Flows         float64
+	VMRSSMiB, VMFDs, VMGoroutines, VMFlows float64
 }
 
 func (s sample) value(m string) float64 {
 	switch m {
+	case "vm_rss_mib":
+		return s.VMRSSMiB
+	case "vm_fds":
+		return s.VMFDs
+	case "vm_goroutines":
+		return s.VMGoroutines
+	case "vm_flows":
+		return s.VMFlows
 	case "rss_mib":
 		return s.RSSMiB
 	case "fds":
@@ -275,7 +297,10 @@ func (s sample) value(m string) float64 {
 	}
 }
 
-var metrics = []string{"rss_mib", "fds", "goroutines", "flows"}
+var (
+	metrics   = []string{"rss_mib", "fds", "goroutines", "flows"}
+	vmMetrics = []string{"vm_rss_mib", "vm_fds", "vm_goroutines", "vm_flows"}
+)
 
 // scrape reads one sample from slipway's /metrics.
 func scrape(c *http.Client) (sample, error) {
@@ -314,4 +339,76 @@ func scrape(c *http.Client) (sample, error) {
 		return s, fmt.Errorf("%d of the 4 metrics found", found)
 	}
 	return s, sc.Err()
+}
+
+// vmLoad is the QEMU guest's part of the soak: `slipway serve` on a
+// stream socket (`slipway run` serves no VM endpoint), and the test guest
+// booted on it again and again with the same MAC, so every boot after the
+// first is a VMM reconnecting: it must get its lease again, reach the
+// host and download a file with the right sha256.
+type vmLoad struct {
+	api      *http.Client
+	ok, fail atomic.Int64
+	firstErr atomic.Value
+	done     chan struct{}
+}
+
+func (v *vmLoad) firstError() string { s, _ := v.firstErr.Load().(string); return s }
+
+func (v *vmLoad) wait() { <-v.done }
+
+func startVMLoad(ctx context.Context, t *testing.T, dns string, webPort uint16, sum string, d time.Duration) *vmLoad {
+	testenv.RequireTools(t, "qemu-system-x86_64")
+	guest := vmtest.Build(t)
+	dir := t.TempDir()
+	sock, api := filepath.Join(dir, "vm.sock"), filepath.Join(dir, "vm-api.sock")
+	testenv.Serve(t, "--listen", "stream:unix:"+sock, "--dns-upstream", dns, "--api-socket", api, "--log-level", "warn")
+	v := &vmLoad{api: unixClient(api), done: make(chan struct{})}
+	// A boot every few minutes in a long run, four or so in a short one.
+	every := min(3*time.Minute, max(d/4, 30*time.Second))
+	opts := vmtest.Options{
+		Netdev: []string{"-netdev", "stream,id=n0,server=off,addr.type=unix,addr.path=" + sock,
+			"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:50:4b:01"},
+		Script: fmt.Sprintf(`echo "@sha=$(wget -q -O - http://10.0.2.2:%d/blob | sha256sum | cut -d' ' -f1)"`, webPort),
+	}
+	go func() {
+		defer close(v.done)
+		for {
+			next := time.Now().Add(every)
+			vm, err := vmtest.Boot(guest, opts, dir)
+			var res vmtest.Result
+			if err == nil {
+				res, err = vm.Wait()
+			}
+			switch got := testenv.Markers(res.Console)["sha"]; {
+			case err != nil:
+				v.failed(fmt.Errorf("boot: %w", err))
+			case res.Lease["ip"] != "10.0.2.15":
+				v.failed(fmt.Errorf("lease %v", res.Lease))
+			case got != sum:
+				v.failed(fmt.Errorf("download sha256 %q, want %s", got, sum))
+			default:
+				v.ok.Add(1)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Until(next)):
+			}
+		}
+	}()
+	return v
+}
+
+func (v *vmLoad) failed(err error) {
+	v.fail.Add(1)
+	v.firstErr.CompareAndSwap(nil, err.Error())
+}
+
+// unixClient is an HTTP client of the API socket at path.
+func unixClient(path string) *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}, Timeout: 10 * time.Second}
 }
