@@ -22,8 +22,8 @@ demo: deps
 # as a separate process, which the detector does not see into); then the
 # benchmark's own module (bench/go.mod), which ./... does not reach: its
 # tests include a 3-minute soak (bench/soak, see `make soak`); last, every
-# fuzz target fuzzed for FUZZTIME_TEST (about two minutes in all).
-FUZZTIME_TEST ?= 2s
+# fuzz target fuzzed for FUZZTIME_TEST (one to two minutes in all).
+FUZZTIME_TEST ?= 1s
 test: deps
 	$(GO) vet ./...
 	$(GO) -C bench vet ./...
