@@ -300,12 +300,6 @@ func runSession(t *testing.T, host *hostSide, script []byte) *session {
 	goroutines, fds := runtime.NumGoroutine(), openFDs()
 
 	s := &session{t: t, host: host, done: make(chan struct{})}
-	watchdog := time.AfterFunc(20*time.Second, func() {
-		buf := make([]byte, 4<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		os.WriteFile(fmt.Sprintf("/tmp/relfuzz-hang-%d.txt", os.Getpid()), append([]byte(fmt.Sprintf("%x\n", script)), buf...), 0o644)
-	})
-	defer watchdog.Stop()
 	s.clock.Store(time.Now().UnixNano())
 	cfg := config.Default()
 	dns, _ := config.ParseDNSServer(fmt.Sprintf("127.0.0.1:%d", host.dns))
