@@ -39,6 +39,8 @@ func (s *Server) handler() http.Handler {
 		writeJSON(w, http.StatusOK, stats(s.n))
 	})
 	mux.HandleFunc("GET /v1/events", s.events)
+	mux.HandleFunc("GET /v1/dns/records", s.listDNSRecords)
+	mux.HandleFunc("POST /v1/dns/records", s.addDNSRecord)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newCollector(s.n), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{s}}))

@@ -442,3 +442,13 @@ func TestUDPRefusedClosesFlow(t *testing.T) {
 	}
 	t.Fatalf("guest read after refusal: %v, want connection refused", rerr)
 }
+
+// The DHCP server's broadcast replies loop back into the stack; they are
+// its own, so the forwarder must not count them as refused flows (a user
+// reading "refused" would look for a guest being turned away).
+func TestOwnBroadcastsNotRefused(t *testing.T) {
+	h := newFlowHarness(t, seams{})
+	if st := h.n.fwd.Stats(); len(st.Refused) != 0 {
+		t.Fatalf("after a DHCP exchange the forwarder counts refusals: %v", st.Refused)
+	}
+}

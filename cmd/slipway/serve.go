@@ -54,7 +54,10 @@ With only --fd endpoints, serve exits once every VM has gone.`,
 			if err != nil {
 				return err
 			}
-			log := newLogger(cfg.LogLevel, cmd.ErrOrStderr())
+			log, err := configLogger(cfg, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
 			eps, err := ep.open(log)
 			if err != nil {
 				return err

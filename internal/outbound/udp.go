@@ -3,6 +3,7 @@ package outbound
 import (
 	"net"
 	"net/netip"
+	"slices"
 
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -16,6 +17,11 @@ import (
 // makes the stack answer with ICMP port unreachable.
 func (f *Forwarder) handleUDP(r *udp.ForwarderRequest) bool {
 	guest, dst := idEnds(r.ID())
+	if slices.Contains(f.o.LocalAddrs, guest.Addr()) {
+		// The stack's own broadcast (a DHCP reply to 255.255.255.255)
+		// looped back to it: no guest sent it, so nothing is refused.
+		return false
+	}
 	v := f.decide(config.UDP, dst)
 	if !v.Allowed() {
 		return false

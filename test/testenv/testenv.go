@@ -195,37 +195,89 @@ func dnsmasqAddr(t testing.TB) (netip.Addr, int) {
 
 // Dnsmasq starts a real dnsmasq on the host's loopback as a DNS upstream
 // and returns its address once it answers.
-func Dnsmasq(t testing.TB) netip.AddrPort {
+func Dnsmasq(t testing.TB) netip.AddrPort { return StartDnsmasq(t).Addr }
+
+// DNSServer is a dnsmasq a test can stop and start again on the same
+// address, to play an upstream that goes away and comes back.
+type DNSServer struct {
+	Addr  netip.AddrPort
+	t     testing.TB
+	extra []string
+	cmd   *exec.Cmd
+	out   bytes.Buffer
+}
+
+// StartDnsmasq is Dnsmasq with a handle on the server.
+func StartDnsmasq(t testing.TB) *DNSServer {
 	t.Helper()
 	RequireTools(t, "dnsmasq")
 	ip, port := dnsmasqAddr(t)
-	cmd := exec.Command("dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--listen-address="+ip.String(),
-		"--port="+strconv.Itoa(port), "--bind-interfaces", "--address=/"+TestDomain+"/"+TestDomainAddr,
-		"--address=/v6."+TestDomain+"/2001:db8::55", "--pid-file=")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start dnsmasq: %v", err)
+	return startDnsmasqAt(t, netip.AddrPortFrom(ip, uint16(port)))
+}
+
+// Dnsmasq53 is Dnsmasq on port 53 of a loopback address of its own, so it
+// can stand in /etc/resolv.conf (which names no ports); extra are more
+// dnsmasq options (--address=/NAME/IP).
+func Dnsmasq53(t testing.TB, extra ...string) netip.AddrPort {
+	t.Helper()
+	RequireTools(t, "dnsmasq")
+	for range 20 {
+		var b [2]byte
+		rand.Read(b[:])
+		ip := netip.AddrFrom4([4]byte{127, 54, 1 + b[0]%253, 1 + b[1]%253})
+		if u, err := net.ListenPacket("udp4", netip.AddrPortFrom(ip, 53).String()); err == nil {
+			u.Close()
+			return startDnsmasqAt(t, netip.AddrPortFrom(ip, 53), extra...).Addr
+		}
 	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	ap := netip.AddrPortFrom(ip, uint16(port))
+	t.Fatal("no loopback address free on port 53 for dnsmasq")
+	return netip.AddrPort{}
+}
+
+func startDnsmasqAt(t testing.TB, ap netip.AddrPort, extra ...string) *DNSServer {
+	t.Helper()
+	d := &DNSServer{Addr: ap, t: t, extra: extra}
+	t.Cleanup(d.Stop)
+	d.Start()
+	return d
+}
+
+// Start runs dnsmasq (again) and returns once it answers.
+func (d *DNSServer) Start() {
+	d.t.Helper()
+	ip, port := d.Addr.Addr(), d.Addr.Port()
+	d.out.Reset()
+	d.cmd = exec.Command("dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--listen-address="+ip.String(),
+		"--port="+strconv.Itoa(int(port)), "--bind-interfaces", "--address=/"+TestDomain+"/"+TestDomainAddr,
+		"--address=/v6."+TestDomain+"/2001:db8::55", "--pid-file=")
+	d.cmd.Args = append(d.cmd.Args, d.extra...)
+	d.cmd.Stdout, d.cmd.Stderr = &d.out, &d.out
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatalf("start dnsmasq: %v", err)
+	}
 	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return net.Dial("udp", ap.String())
+		return net.Dial("udp", d.Addr.String())
 	}}
 	for i := 0; i < 100; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		_, err := r.LookupHost(ctx, "probe."+TestDomain)
 		cancel()
 		if err == nil {
-			return ap
+			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("dnsmasq did not answer on %v:\n%s", ap, out.String())
-	return ap
+	d.t.Fatalf("dnsmasq did not answer on %v:\n%s", d.Addr, d.out.String())
+}
+
+// Stop kills dnsmasq and waits for it; its port is then closed.
+func (d *DNSServer) Stop() {
+	if d.cmd == nil {
+		return
+	}
+	d.cmd.Process.Kill() // SIGKILL ends a stopped process too
+	d.cmd.Wait()
+	d.cmd = nil
 }
 
 // HTTPFile serves size random bytes at /blob on the host's loopback and
@@ -450,4 +502,11 @@ func (l *Output) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// Signal sends sig to dnsmasq (SIGSTOP makes an upstream that hangs).
+func (d *DNSServer) Signal(sig os.Signal) {
+	if d.cmd != nil {
+		d.cmd.Process.Signal(sig)
+	}
 }
