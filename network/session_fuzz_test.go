@@ -1,6 +1,7 @@
 package network
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -123,13 +125,20 @@ type hostSide struct {
 
 func newHostSide(tb testing.TB) *hostSide {
 	h := &hostSide{}
+	// The servers' sockets get small receive buffers (accepted ones
+	// inherit them), so a few steps of a guest's data fill a connection
+	// the hold server never reads: slipway's writes to it come out short,
+	// then would block.
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 2048) })
+	}}
 	listen := func() *net.TCPListener {
-		l, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		l, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
 		if err != nil {
 			tb.Fatal(err)
 		}
 		tb.Cleanup(func() { l.Close() })
-		return l
+		return l.(*net.TCPListener)
 	}
 	serve := func(i int, each func(c *net.TCPConn)) {
 		l := listen()
