@@ -35,6 +35,7 @@ type Link struct {
 	Port     int               `json:"port"`
 	Name     string            `json:"name"`
 	Since    time.Time         `json:"since"`
+	Up       bool              `json:"up"`
 	RxFrames uint64            `json:"rx_frames"`
 	RxBytes  uint64            `json:"rx_bytes"`
 	TxFrames uint64            `json:"tx_frames"`

@@ -1,6 +1,7 @@
 package network
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -18,6 +19,8 @@ type LinkInfo struct {
 	Port  int
 	Name  string
 	Since time.Time
+	// Up is false while the link is set down (SetLinkUp).
+	Up bool
 	// Counters are the link's traffic (rx_frames, rx_bytes, tx_frames,
 	// tx_bytes; rx is from the guest) and its drops by reason, the
 	// switch's and the link's own.
@@ -33,9 +36,23 @@ func (n *Network) Links() []LinkInfo {
 		if c := p.LinkCounters(); c != nil {
 			cs = append(cs, fromValues(counters.Walk(c))...)
 		}
-		out = append(out, LinkInfo{Port: p.ID(), Name: p.Name(), Since: p.Since, Counters: cs})
+		out = append(out, LinkInfo{Port: p.ID(), Name: p.Name(), Since: p.Since, Up: p.Up(), Counters: cs})
 	}
 	return out
+}
+
+// SetLinkUp takes the link on port down or up again, as unplugging and
+// plugging a cable would: while down, frames from it and to it are
+// dropped (counted as link_down), and a link that can tell its VM (a
+// vhost-user device) reports the status change to it.
+func (n *Network) SetLinkUp(port int, up bool) error {
+	for _, p := range n.sw.Ports() {
+		if p.ID() == port {
+			p.SetUp(up)
+			return nil
+		}
+	}
+	return fmt.Errorf("link on port %d: %w", port, ErrNotFound)
 }
 
 // FlowInfo is one flow between a guest and the host.

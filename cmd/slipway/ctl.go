@@ -225,6 +225,25 @@ statistics. Output is a table, or the API's JSON with -o json.`,
 	cmd.AddCommand(dns)
 	cmd.AddCommand(listCmd(&o, &cobra.Command{Use: "leases", Short: "List DHCP leases"}, "/v1/leases", leaseTable()))
 	cmd.AddCommand(listCmd(&o, &cobra.Command{Use: "links", Short: "List guest links and their counters"}, "/v1/links", linkTable()))
+	linkCmd := &cobra.Command{Use: "link", Short: "Take a guest link down or up", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }}
+	for _, state := range []string{"down", "up"} {
+		linkCmd.AddCommand(&cobra.Command{
+			Use:   state + " PORT",
+			Short: "Set the link on PORT (see links) " + state,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				if _, err := strconv.Atoi(args[0]); err != nil {
+					return usageError{fmt.Errorf("invalid link port %q", args[0])}
+				}
+				var l control.Link
+				return o.call(cmd, http.MethodPost, "/v1/links/"+args[0]+"/"+state, nil, &l, func(w io.Writer) {
+					linkTable().write(w, []control.Link{l})
+				})
+			},
+		})
+	}
+	cmd.AddCommand(linkCmd)
 	cmd.AddCommand(listCmd(&o, &cobra.Command{Use: "flows", Short: "List flows between guests and the host"}, "/v1/flows", flowTable()))
 	cmd.AddCommand(&cobra.Command{
 		Use: "stats", Short: "Show the network's statistics", Args: cobra.NoArgs,
