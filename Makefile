@@ -38,7 +38,7 @@ demo: deps
 # as a separate process, which the detector does not see into); then the
 # benchmark's own module (bench/go.mod), which ./... does not reach: its
 # tests include a 3-minute soak (bench/soak, see `make soak`); last, every
-# fuzz target fuzzed for FUZZTIME_TEST (about two minutes for 40 targets).
+# fuzz target fuzzed for FUZZTIME_TEST (2-3 minutes for 40 targets, mostly their builds).
 FUZZTIME_TEST ?= 1s
 test: deps
 	$(GO) vet ./...
