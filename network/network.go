@@ -45,6 +45,9 @@ type seams struct {
 	dialTCP func(ctx context.Context, target netip.AddrPort) (flow.HostConn, error)
 	// guestGoneGrace replaces guestGoneGrace when not zero.
 	guestGoneGrace time.Duration
+	// now replaces the flow table's clock (its new-flow rate limit) when
+	// not nil, so a test can move time on without waiting for it.
+	now func() time.Time
 }
 
 // Network is one running virtual network.
@@ -209,6 +212,7 @@ func build(cfg config.Config, log *slog.Logger, host Host, sm seams) (*Network, 
 		Max:          cfg.Limits.MaxFlows,
 		UDPPerGuest:  cfg.Limits.MaxUDPFlowsPerGuest,
 		NewPerSecond: cfg.Limits.MaxNewFlowsPerSecond,
+		Now:          sm.now,
 	})
 	fo := outbound.Options{
 		Stack:               st,

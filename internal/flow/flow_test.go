@@ -149,3 +149,28 @@ func TestCloseWhenIdle(t *testing.T) {
 		t.Fatal("an idle flow never closed")
 	}
 }
+
+// A table's Close that meets a flow already closing on another goroutine
+// (a UDP flow refused by its host, say) returns only once that flow is
+// gone: its release has run and its slot is free. It used to return while
+// the other Close was still releasing, leaving a flow listed, and its
+// socket open, after the network's Close (found by FuzzGuestSession).
+func TestTableCloseWaitsForClosingFlows(t *testing.T) {
+	tab := newTestTable(10)
+	f := reserve(t, tab, testEnds)
+	inRelease, unblock := make(chan struct{}), make(chan struct{})
+	var released atomic.Bool
+	f.Start(func() {
+		close(inRelease)
+		<-unblock
+		released.Store(true)
+	})
+	go f.Close()
+	<-inRelease
+	// Let the release go on a moment after the table's Close has begun.
+	time.AfterFunc(50*time.Millisecond, func() { close(unblock) })
+	tab.Close()
+	if !released.Load() || tab.Len() != 0 {
+		t.Fatalf("Close returned with the flow's release done = %v and %d flows listed", released.Load(), tab.Len())
+	}
+}

@@ -31,14 +31,22 @@ import (
 //
 // mu guards kicks and closed, and is held across every epoll_ctl, so that
 // no call reaches the epoll descriptor once close has begun to release it.
+//
+// wake, an eventfd in the set, is how close ends a blocking epoll_wait at
+// once; without it a table's Close (and so a network's) waited out the
+// wait's timeout, half a second, whenever it had had a flow. The blocking
+// waiter is woken and has returned before the epoll descriptor closes, so
+// it never waits on a descriptor number that another poller reused.
 type poller struct {
-	epfd   int
-	ep     *os.File // epfd, registered with Go's poller
-	rc     syscall.RawConn
-	mu     sync.Mutex
-	kicks  map[int32]func()
-	closed bool
-	done   chan struct{}
+	epfd     int
+	ep       *os.File // epfd, registered with Go's poller
+	rc       syscall.RawConn
+	wake     int  // eventfd, written once by close
+	blocking bool // run waits in epoll_wait itself
+	mu       sync.Mutex
+	kicks    map[int32]func()
+	closed   bool
+	done     chan struct{}
 }
 
 func newPoller() (*poller, error) {
@@ -57,7 +65,19 @@ func newPoller() (*poller, error) {
 		ep.Close()
 		return nil, err
 	}
-	p := &poller{epfd: epfd, ep: ep, rc: rc, kicks: map[int32]func(){}, done: make(chan struct{})}
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		ep.Close()
+		return nil, err
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wake)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
+		unix.Close(wake)
+		ep.Close()
+		return nil, err
+	}
+	p := &poller{epfd: epfd, ep: ep, rc: rc, wake: wake, blocking: runtime.GOMAXPROCS(0) > 1,
+		kicks: map[int32]func(){}, done: make(chan struct{})}
 	go p.run()
 	return p, nil
 }
@@ -117,15 +137,15 @@ func (p *poller) forget(fd int) {
 // waits in Go's poller instead.
 func (p *poller) run() {
 	defer close(p.done)
-	if runtime.GOMAXPROCS(0) > 1 {
+	if p.blocking {
 		p.waitBlocking()
 		return
 	}
 	p.waitInGoPoller()
 }
 
-// waitBlocking waits in epoll_wait itself, with a timeout so that close
-// is seen.
+// waitBlocking waits in epoll_wait itself; close wakes it through wake
+// (the timeout is only a backstop).
 func (p *poller) waitBlocking() {
 	events := make([]unix.EpollEvent, 128)
 	for !p.isClosed() {
@@ -191,9 +211,9 @@ func (p *poller) waitInGoPoller() {
 	}
 }
 
-// close stops the poller: no epoll_ctl from now on; closing the
-// descriptor ends a wait in Go's poller at once, a blocking wait within
-// its timeout.
+// close stops the poller: no epoll_ctl from now on. A blocking wait ends
+// on wake, and only then does the epoll descriptor close; a wait in Go's
+// poller ends when the descriptor closes.
 func (p *poller) close() {
 	p.mu.Lock()
 	if p.closed {
@@ -202,6 +222,14 @@ func (p *poller) close() {
 	}
 	p.closed = true
 	p.mu.Unlock()
-	p.ep.Close()
-	<-p.done
+	if p.blocking {
+		one := [8]byte{1}
+		unix.Write(p.wake, one[:])
+		<-p.done
+		p.ep.Close()
+	} else {
+		p.ep.Close()
+		<-p.done
+	}
+	unix.Close(p.wake)
 }

@@ -48,6 +48,9 @@ type Table struct {
 	nextID uint64
 	flows  map[uint64]*Flow
 	guests guestLimits
+	// drained, made by Close when flows are still being closed by other
+	// goroutines, is closed by the remove that empties the table.
+	drained chan struct{}
 
 	refusedFull, refusedUDP, refusedRate atomic.Uint64
 
@@ -122,8 +125,16 @@ func (t *Table) remove(f *Flow) {
 	if f.Forward == 0 {
 		t.guests.release(f.Guest.Addr(), f.Proto)
 	}
+	if t.drained != nil && len(t.flows) == 0 {
+		close(t.drained)
+		t.drained = nil
+	}
 	t.mu.Unlock()
 }
+
+// closeWait bounds how long Close waits for flows other goroutines are
+// closing: a release that never returned must not hang a shutdown.
+const closeWait = 5 * time.Second
 
 // Len is the number of live flows.
 func (t *Table) Len() int {
@@ -173,13 +184,31 @@ func (t *Table) CloseWhere(match func(*Flow) bool) int {
 }
 
 // Close ends every flow, including those still opening, and the poller.
-// Afterwards Reserve refuses and the poller is gone.
+// Afterwards Reserve refuses and the poller is gone. A flow that another
+// goroutine had begun to close is waited for (within closeWait): its
+// Flow.Close returns at once to everyone but the first caller, so without
+// the wait Close could return with that flow still releasing.
 func (t *Table) Close() {
 	t.mu.Lock()
 	t.closed = true
 	t.mu.Unlock()
 	t.cancel()
 	t.CloseWhere(func(*Flow) bool { return true })
+	t.mu.Lock()
+	var drained chan struct{}
+	if len(t.flows) > 0 {
+		if t.drained == nil {
+			t.drained = make(chan struct{})
+		}
+		drained = t.drained
+	}
+	t.mu.Unlock()
+	if drained != nil {
+		select {
+		case <-drained:
+		case <-time.After(closeWait):
+		}
+	}
 	t.pollMu.Lock()
 	p := t.poll
 	t.pollClosed = true

@@ -93,14 +93,28 @@ func Eth(dst, src net.HardwareAddr, etherType uint16, payload []byte) []byte {
 
 // ARPRequest asks who has target.
 func ARPRequest(srcMAC net.HardwareAddr, src, target netip.Addr) []byte {
+	return arp(header.ARPRequest, srcMAC, src, nil, target)
+}
+
+// ARPReply tells dstMAC (who asked for src) that src is at srcMAC.
+func ARPReply(srcMAC net.HardwareAddr, src netip.Addr, dstMAC net.HardwareAddr, dst netip.Addr) []byte {
+	return arp(header.ARPReply, srcMAC, src, dstMAC, dst)
+}
+
+func arp(op header.ARPOp, srcMAC net.HardwareAddr, src netip.Addr, dstMAC net.HardwareAddr, dst netip.Addr) []byte {
 	p := make([]byte, header.ARPSize)
 	a := header.ARP(p)
 	a.SetIPv4OverEthernet()
-	a.SetOp(header.ARPRequest)
+	a.SetOp(op)
 	copy(a.HardwareAddressSender(), srcMAC)
 	copy(a.ProtocolAddressSender(), src.AsSlice())
-	copy(a.ProtocolAddressTarget(), target.AsSlice())
-	return Eth(Broadcast(), srcMAC, uint16(header.ARPProtocolNumber), p)
+	copy(a.HardwareAddressTarget(), dstMAC)
+	copy(a.ProtocolAddressTarget(), dst.AsSlice())
+	to := dstMAC
+	if to == nil {
+		to = Broadcast()
+	}
+	return Eth(to, srcMAC, uint16(header.ARPProtocolNumber), p)
 }
 
 // IPv4 wraps an L4 payload in a valid IPv4 header.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -50,7 +52,7 @@ func (f *Forwarder) handleTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	var wq waiter.Queue
-	ep, terr := r.CreateEndpoint(&wq)
+	ep, terr := f.createEndpoint(fl.Context(), r, &wq)
 	if terr != nil {
 		// The guest gave up (or the handshake failed) while we dialled.
 		r.Complete(true)
@@ -60,6 +62,34 @@ func (f *Forwarder) handleTCP(r *tcp.ForwarderRequest) {
 	}
 	r.Complete(false)
 	flow.PumpTCP(fl, ep, &wq, host)
+}
+
+// createEndpoint is r.CreateEndpoint, which blocks until the guest
+// completes the handshake or gVisor gives up on it (a minute of SYN-ACK
+// retransmits), ended as soon as ctx (the flow's) is: a network closing,
+// or the guest's flows released, must not wait for a guest that never
+// answers, holding this goroutine and the host socket already dialled.
+// After a stack's Close nothing else would end the wait at all: a
+// handshake started then was left for good (found by FuzzGuestSession).
+// gVisor waits for a writable event on wq and then looks whether the
+// endpoint connected, so waking it aborts the handshake. The wake repeats
+// until CreateEndpoint returns, because one sent before gVisor registered
+// its waiter would be lost.
+func (f *Forwarder) createEndpoint(ctx context.Context, r *tcp.ForwarderRequest, wq *waiter.Queue) (tcpip.Endpoint, tcpip.Error) {
+	created := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		for {
+			wq.Notify(waiter.WritableEvents)
+			select {
+			case <-created:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	})
+	defer stop()
+	defer close(created)
+	return r.CreateEndpoint(wq)
 }
 
 // dialTCP opens the host socket of a TCP flow: through Options.DialTCP if

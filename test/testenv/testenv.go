@@ -142,18 +142,23 @@ func SlipwayProbe(t testing.TB) string {
 	return bin
 }
 
+// moduleRoot is slipway's module root: the nearest ancestor with a go.mod
+// and cmd/slipway, so that tests of a nested module (bench/, whose soak
+// runs slipway too) find it as well.
 func moduleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+		_, errMod := os.Stat(filepath.Join(dir, "go.mod"))
+		_, errCmd := os.Stat(filepath.Join(dir, "cmd", "slipway"))
+		if errMod == nil && errCmd == nil {
 			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", errors.New("go.mod not found above the test's directory")
+			return "", errors.New("slipway's go.mod not found above the test's directory")
 		}
 		dir = parent
 	}
