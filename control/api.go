@@ -32,6 +32,10 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("GET /v1/links", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, links(s.n))
 	})
+	mux.HandleFunc("POST /v1/links", s.addLink)
+	mux.HandleFunc("DELETE /v1/links/{port}", s.removeLink)
+	mux.HandleFunc("POST /v1/links/{port}/down", s.setLinkState(true))
+	mux.HandleFunc("POST /v1/links/{port}/up", s.setLinkState(false))
 	mux.HandleFunc("GET /v1/flows", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, flows(s.n))
 	})
@@ -44,6 +48,10 @@ func (s *Server) handler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{s}}))
 	s.gvproxyRoutes(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Descriptors the request did not take are closed when it ends.
+		if fc := connFDs(r.Context()); fc != nil {
+			defer fc.discard()
+		}
 		if h, pattern := mux.Handler(r); pattern == "" {
 			// The router's own 404/405 answer is plain text; keep its
 			// status and headers (Allow), answer in JSON.
@@ -147,7 +155,7 @@ func statusOf(err error) int {
 	switch {
 	case errors.As(err, &fe), errors.Is(err, syscall.EADDRNOTAVAIL):
 		return http.StatusBadRequest
-	case errors.Is(err, network.ErrNotFound):
+	case errors.Is(err, network.ErrNotFound), errors.Is(err, network.ErrNoLink):
 		return http.StatusNotFound
 	case errors.Is(err, network.ErrConflict), errors.Is(err, syscall.EADDRINUSE):
 		return http.StatusConflict

@@ -8,6 +8,7 @@ import (
 	"github.com/slipway-net/slipway/internal/counters"
 	"github.com/slipway-net/slipway/internal/flow"
 	"github.com/slipway-net/slipway/internal/publish"
+	"github.com/slipway-net/slipway/internal/vswitch"
 )
 
 // What the network shows of itself: its links, flows and published ports
@@ -18,6 +19,9 @@ type LinkInfo struct {
 	Port  int
 	Name  string
 	Since time.Time
+	// Down is set while the link was set down (SetLinkDown): attached,
+	// carrying nothing.
+	Down bool
 	// Counters are the link's traffic (rx_frames, rx_bytes, tx_frames,
 	// tx_bytes; rx is from the guest) and its drops by reason, the
 	// switch's and the link's own.
@@ -29,13 +33,17 @@ func (n *Network) Links() []LinkInfo {
 	ports := n.sw.Ports()
 	out := make([]LinkInfo, 0, len(ports))
 	for _, p := range ports {
-		cs := fromValues(counters.Walk(&p.Stats))
-		if c := p.LinkCounters(); c != nil {
-			cs = append(cs, fromValues(counters.Walk(c))...)
-		}
-		out = append(out, LinkInfo{Port: p.ID(), Name: p.Name(), Since: p.Since, Counters: cs})
+		out = append(out, linkInfo(p))
 	}
 	return out
+}
+
+func linkInfo(p *vswitch.Port) LinkInfo {
+	cs := fromValues(counters.Walk(&p.Stats))
+	if c := p.LinkCounters(); c != nil {
+		cs = append(cs, fromValues(counters.Walk(c))...)
+	}
+	return LinkInfo{Port: p.ID(), Name: p.Name(), Since: p.Since, Down: p.Down(), Counters: cs}
 }
 
 // FlowInfo is one flow between a guest and the host.

@@ -55,16 +55,30 @@ var ErrBadFD = errors.New("unusable file descriptor")
 // AdoptFD takes over an inherited connected socket as a link. The fd is
 // checked first, so a wrong number or kind is one clear error, not a
 // link that fails later.
-func AdoptFD(f FDSpec) (link.Link, error) {
+func AdoptFD(f FDSpec) (link.Link, error) { return adopt(f, f.String()) }
+
+// AdoptFDNamed is AdoptFD for a link shown as name (a socket received at
+// run time is known by the name its VMM gave it, not by a number). It owns
+// the fd: the fd is closed whether or not the link is made.
+func AdoptFDNamed(f FDSpec, name string) (link.Link, error) {
+	if err := checkFD(f); err != nil {
+		unix.Close(f.FD)
+		return nil, err
+	}
+	// From here on every path closes the fd (OpenFD works on a dup).
+	return adopt(f, name)
+}
+
+func adopt(f FDSpec, name string) (link.Link, error) {
 	c, err := OpenFD(f)
 	if err != nil {
 		return nil, err
 	}
 	if f.Kind == Stream {
-		return stream.New(c, f.String()), nil
+		return stream.New(c, name), nil
 	}
 	l, err := dgram.NewConn(c.(*net.UnixConn), dgram.Options{
-		Name: f.String(),
+		Name: name,
 		// A datagram fd may come from krunkit (type=unixgram,fd=N)
 		// with offloading on: partial checksums without a header.
 		TrustChecksums: f.Kind == Dgram,
@@ -113,6 +127,14 @@ func checkFD(f FDSpec) error {
 	}
 	if _, err := unix.Getpeername(f.FD); err != nil {
 		return fmt.Errorf("%w: fd %d is not connected to a peer (%v)", ErrBadFD, f.FD, err)
+	}
+	if f.Kind != Dgram {
+		// A connected stream whose peer closed its end still has a peer
+		// name; only poll tells. A datagram peer's death shows on send.
+		pfd := []unix.PollFd{{Fd: int32(f.FD), Events: unix.POLLRDHUP}}
+		if n, err := unix.Poll(pfd, 0); err == nil && n > 0 && pfd[0].Revents&(unix.POLLHUP|unix.POLLRDHUP) != 0 {
+			return fmt.Errorf("%w: fd %d: its peer has closed its end", ErrBadFD, f.FD)
+		}
 	}
 	return nil
 }

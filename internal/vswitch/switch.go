@@ -83,6 +83,10 @@ type Port struct {
 	deliver func(views []frame.View)
 	nmacs   int // learned addresses; guarded by sw.mu
 	closed  atomic.Bool
+	// down is the link's administrative state (POST /v1/links/{port}/down):
+	// a down port stays attached and keeps its MACs but carries no frames
+	// either way, as a NIC whose cable is pulled.
+	down atomic.Bool
 	// errLogged keeps a failing link from logging every frame.
 	errLogged atomic.Bool
 	Stats     PortStats
@@ -112,15 +116,23 @@ type PortStats struct {
 	TxFrames atomic.Uint64 `counter:"tx_frames"`
 	TxBytes  atomic.Uint64 `counter:"tx_bytes"`
 	// Drops by reason.
-	DropRunt     atomic.Uint64 `counter:"runt"`     // shorter than an Ethernet header
-	DropBadSrc   atomic.Uint64 `counter:"bad_src"`  // source address multicast or the gateway's
-	DropHairpin  atomic.Uint64 `counter:"hairpin"`  // addressed to a MAC learned on the same port
-	DropNoGSO    atomic.Uint64 `counter:"no_gso"`   // GSO frame for a link without offloads
-	DropChecksum atomic.Uint64 `counter:"checksum"` // partial checksum with bad offsets
-	DropTxError  atomic.Uint64 `counter:"tx_error"` // the link failed to write
-	DropRouter   atomic.Uint64 `counter:"router"`   // router advertisement or redirect from a guest
-	DropTxFull   atomic.Uint64 `counter:"tx_full"`  // the peer was not reading (paused VM)
+	DropRunt     atomic.Uint64 `counter:"runt"`      // shorter than an Ethernet header
+	DropBadSrc   atomic.Uint64 `counter:"bad_src"`   // source address multicast or the gateway's
+	DropHairpin  atomic.Uint64 `counter:"hairpin"`   // addressed to a MAC learned on the same port
+	DropNoGSO    atomic.Uint64 `counter:"no_gso"`    // GSO frame for a link without offloads
+	DropChecksum atomic.Uint64 `counter:"checksum"`  // partial checksum with bad offsets
+	DropTxError  atomic.Uint64 `counter:"tx_error"`  // the link failed to write
+	DropRouter   atomic.Uint64 `counter:"router"`    // router advertisement or redirect from a guest
+	DropTxFull   atomic.Uint64 `counter:"tx_full"`   // the peer was not reading (paused VM)
+	DropLinkDown atomic.Uint64 `counter:"link_down"` // either way while the port was set down
 }
+
+// SetDown sets the port's administrative state; a down port drops what
+// its guest sends and what is sent to it.
+func (p *Port) SetDown(down bool) { p.down.Store(down) }
+
+// Down reports whether the port was set down.
+func (p *Port) Down() bool { return p.down.Load() }
 
 // SetStack attaches the stack as the port that owns mac and receives
 // broadcasts and frames for unknown destinations, as the views the switch
@@ -296,6 +308,10 @@ func (b *batcher) flush() {
 
 // input switches a batch of frames read from link port src.
 func (s *Switch) input(src *Port, bufs [][]byte, sizes []int, b *batcher) {
+	if src.down.Load() {
+		src.Stats.DropLinkDown.Add(uint64(len(sizes)))
+		return
+	}
 	macs := *s.macs.Load()
 	for i, size := range sizes {
 		if size < link.EthHdrLen {
@@ -447,6 +463,10 @@ func route(macs map[MAC]*Port, stack *Port, f *link.Frame) *Port {
 // scratch).
 func (p *Port) write(frames []link.Frame) {
 	if p.closed.Load() {
+		return
+	}
+	if p.down.Load() {
+		p.Stats.DropLinkDown.Add(uint64(len(frames)))
 		return
 	}
 	if !p.link.Offloads() {

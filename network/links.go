@@ -1,0 +1,55 @@
+package network
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/slipway-net/slipway/internal/vswitch"
+)
+
+// ErrNoLink is returned for a port number no link has.
+var ErrNoLink = errors.New("no such link")
+
+// port finds the link port numbered id.
+func (n *Network) port(id int) (*vswitch.Port, error) {
+	for _, p := range n.sw.Ports() {
+		if p.ID() == id {
+			return p, nil
+		}
+	}
+	return nil, fmt.Errorf("link %d: %w", id, ErrNoLink)
+}
+
+// Link describes the link on port id.
+func (n *Network) Link(id int) (LinkInfo, error) {
+	p, err := n.port(id)
+	if err != nil {
+		return LinkInfo{}, err
+	}
+	return linkInfo(p), nil
+}
+
+// Detach removes the link on port id and closes it, as if its VM had gone:
+// the guest's flows end after the reconnect grace unless its MAC shows up
+// again on another link. It returns the link as it was.
+func (n *Network) Detach(id int) (LinkInfo, error) {
+	p, err := n.port(id)
+	if err != nil {
+		return LinkInfo{}, err
+	}
+	li := linkInfo(p)
+	n.sw.Remove(p)
+	return li, nil
+}
+
+// SetLinkDown sets the link on port id down (it carries no frames either
+// way, counted as link_down drops) or up again.
+func (n *Network) SetLinkDown(id int, down bool) (LinkInfo, error) {
+	p, err := n.port(id)
+	if err != nil {
+		return LinkInfo{}, err
+	}
+	p.SetDown(down)
+	n.log.Info("link state set", "port", id, "link", p.Name(), "down", down)
+	return linkInfo(p), nil
+}
