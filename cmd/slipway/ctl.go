@@ -186,6 +186,7 @@ statistics. Output is a table, or the API's JSON with -o json.`,
 	})
 	cmd.AddCommand(forward)
 
+	cmd.AddCommand(newCtlLinkCmd(&o))
 	cmd.AddCommand(listCmd(&o, &cobra.Command{Use: "leases", Short: "List DHCP leases"}, "/v1/leases", leaseTable()))
 	cmd.AddCommand(listCmd(&o, &cobra.Command{Use: "links", Short: "List guest links and their counters"}, "/v1/links", linkTable()))
 	cmd.AddCommand(listCmd(&o, &cobra.Command{Use: "flows", Short: "List flows between guests and the host"}, "/v1/flows", flowTable()))
