@@ -71,6 +71,9 @@ type Config struct {
 	PublishSource string `yaml:"publish-source"`
 	// APISocket, if set, is the path of the control API's unix socket.
 	APISocket string `yaml:"api-socket"`
+	// StateFile, if set, keeps leases and run-time forwards across
+	// restarts (loaded at start, written on every change).
+	StateFile string `yaml:"state-file"`
 
 	// PCAP, if set, is a file every frame on the guest side is written to.
 	PCAP string `yaml:"pcap"`

@@ -43,6 +43,10 @@ func (s *Server) handler() http.Handler {
 		writeJSON(w, http.StatusOK, stats(s.n))
 	})
 	mux.HandleFunc("GET /v1/events", s.events)
+	mux.HandleFunc("GET /v1/state", s.getState)
+	mux.HandleFunc("PUT /v1/state", s.putState)
+	mux.HandleFunc("GET /v1/config", s.getConfig)
+	mux.HandleFunc("POST /v1/shutdown", s.shutdown)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newCollector(s.n), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{s}}))
@@ -153,11 +157,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 func statusOf(err error) int {
 	var fe *config.FieldError
 	switch {
-	case errors.As(err, &fe), errors.Is(err, syscall.EADDRNOTAVAIL):
+	case errors.As(err, &fe), errors.Is(err, syscall.EADDRNOTAVAIL),
+		errors.Is(err, network.ErrStateCorrupt), errors.Is(err, network.ErrStateVersion):
 		return http.StatusBadRequest
 	case errors.Is(err, network.ErrNotFound), errors.Is(err, network.ErrNoLink):
 		return http.StatusNotFound
-	case errors.Is(err, network.ErrConflict), errors.Is(err, syscall.EADDRINUSE):
+	case errors.Is(err, network.ErrConflict), errors.Is(err, syscall.EADDRINUSE), errors.Is(err, network.ErrRestoreConflict):
 		return http.StatusConflict
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
 		return http.StatusForbidden

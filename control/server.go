@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/slipway-net/slipway/internal/accept"
@@ -46,6 +47,10 @@ type Server struct {
 	slots     chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+	// onShutdown ends the process after POST /v1/shutdown (OnShutdown);
+	// shuttingDown is set once one was accepted.
+	onShutdown   atomic.Pointer[func()]
+	shuttingDown atomic.Bool
 }
 
 // Listen creates the API socket at path, mode 0600, and returns a server

@@ -1,8 +1,10 @@
 package network
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/slipway-net/slipway/internal/vswitch"
 )
@@ -52,4 +54,30 @@ func (n *Network) SetLinkDown(id int, down bool) (LinkInfo, error) {
 	p.SetDown(down)
 	n.log.Info("link state set", "port", id, "link", p.Name(), "down", down)
 	return linkInfo(p), nil
+}
+
+// Drain prepares a graceful stop: from now on no new link is attached
+// (a VM that connects is closed at once), and Drain waits for the open
+// flows to end, until ctx is done. It returns how many flows were still
+// open. The listeners stay bound, so a front-end serving them does not
+// take their end for the end of the network; Close ends everything.
+func (n *Network) Drain(ctx context.Context) int {
+	n.mu.Lock()
+	n.draining = true
+	n.mu.Unlock()
+	// Flows end at their own pace (a download finishing); looking four
+	// times a second is cheap and bounded by ctx.
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		left := n.flows.Len()
+		if left == 0 {
+			return 0
+		}
+		select {
+		case <-ctx.Done():
+			return left
+		case <-t.C:
+		}
+	}
 }

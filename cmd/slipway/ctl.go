@@ -8,9 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -27,12 +29,18 @@ func startNetwork(cfg config.Config, log *slog.Logger) (n *network.Network, stop
 	if n, err = network.New(cfg, log); err != nil {
 		return nil, nil, err
 	}
-	stopAPI, err := serveAPI(n, log)
+	stopState, err := keepState(n, log)
 	if err != nil {
 		n.Close()
 		return nil, nil, err
 	}
-	return n, func() { stopAPI(); n.Close() }, nil
+	stopAPI, err := serveAPI(n, log)
+	if err != nil {
+		stopState()
+		n.Close()
+		return nil, nil, err
+	}
+	return n, func() { stopAPI(); stopState(); n.Close() }, nil
 }
 
 // serveAPI starts the control API when --api-socket is set; stop closes
@@ -51,6 +59,9 @@ func serveAPI(n *network.Network, log *slog.Logger) (stop func(), err error) {
 			log.Error("control API stopped", "socket", path, "err", err)
 		}
 	}()
+	// A shutdown through the API ends slipway the way SIGTERM does, on
+	// the one path every front-end already has.
+	srv.OnShutdown(func() { syscall.Kill(os.Getpid(), syscall.SIGTERM) })
 	log.Info("control API listening", "socket", path)
 	return func() { srv.Close() }, nil
 }

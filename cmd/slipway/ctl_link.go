@@ -78,7 +78,9 @@ func newCtlLinkCmd(o *ctlOptions) *cobra.Command {
 		}
 	}
 	rm := perPort("rm", "Detach a link (its VM's flows end after the reconnect grace)",
-		func(c *control.Client, ctx context.Context, port int) (control.Link, error) { return c.RemoveLink(ctx, port) })
+		func(c *control.Client, ctx context.Context, port int) (control.Link, error) {
+			return c.RemoveLink(ctx, port)
+		})
 	rm.Aliases = []string{"remove"}
 	cmd.AddCommand(rm,
 		perPort("down", "Set a link down: it stays attached and carries nothing",

@@ -186,6 +186,7 @@ func (nf *netFlags) register(fs *pflag.FlagSet) {
 	fs.VarP(&listValue[config.PublishRule]{p: &c.Publish, parse: config.ParsePublish, typ: "rule"}, "publish", "p", "publish host ports into the guest: [HOSTIP:]HOSTPORT[-END]:[GUESTIP:]GUESTPORT[-END][/tcp|/udp], repeatable; HOSTIP defaults to 0.0.0.0 (all of the host's addresses), IPv6 in brackets ([::1]:8080:80); GUESTIP defaults to the first guest address (--dhcp-start)")
 	fs.StringVar(&c.PublishSource, "publish-source", config.PublishSourceClient, "address the guest sees connections to published ports come from: client (the real client's where the guest can answer it: loopback clients, and clients of the other IP family, come from the gateway) or gateway")
 	fs.StringVar(&c.APISocket, "api-socket", "", "serve the control API (HTTP/JSON, slirp4netns and gvproxy compatible) on this unix socket, created mode 0600")
+	fs.StringVar(&c.StateFile, "state-file", "", "keep DHCP leases and the ports published at run time in this file: loaded at start, rewritten atomically on every change")
 	fs.StringVar(&c.PCAP, "pcap", "", "write every frame on the guest side to this pcap file")
 	fs.StringVar(&c.LogLevel, "log-level", config.DefaultLogLevel, "log level: debug, info, warn, error")
 	fs.IntVar(&nf.readyFD, "ready-fd", -1, `write "1" to this file descriptor once serving`)
