@@ -149,7 +149,8 @@ func (st State) Encode() ([]byte, error) {
 
 // State returns what the network would need to start again as it is.
 func (n *Network) State() State {
-	st := State{Version: StateVersion, Saved: time.Now().UTC()}
+	st := State{Version: StateVersion, Saved: time.Now().UTC(),
+		DHCP4: []StateLease4{}, DHCP6: []StateLease6{}, Forwards: []config.PublishRule{}}
 	for _, l := range n.svc.dhcp.Saved() {
 		st.DHCP4 = append(st.DHCP4, StateLease4{MAC: l.MAC, Addr: l.Addr, Hostname: l.Hostname, Expires: l.Expires, Static: l.Static})
 	}
