@@ -107,7 +107,7 @@ func linkKind(k string) (endpoint.Kind, error) {
 	case KindSeqpacket:
 		return endpoint.Seqpacket, nil
 	case KindVhostUser:
-		return "", fmt.Errorf("link kind vhost-user: %w into this slipway", errNotBuiltIn)
+		return "", fmt.Errorf("link kind vhost-user: %w (this slipway has no vhost-user transport)", errNotBuiltIn)
 	case "":
 		return "", errors.New("missing kind: want stream, dgram, seqpacket or vhost-user")
 	}

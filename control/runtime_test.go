@@ -52,6 +52,9 @@ func TestStateExportImport(t *testing.T) {
 		{``, 400, "corrupt"},
 		{`{"version":1,"dhcp4_leases":[{"mac":"52:54:00:00:50:02","addr":"10.0.2.40"}]}`, 409, "held by another client"},
 		{`{"version":1,"forwards":[{"proto":"tcp","host_addr":"127.0.0.1","host_port":` + itoa(freePort(t)) + `,"guest_addr":"10.0.2.15","guest_port":81}],"dhcp4_leases":[{"mac":"52:54:00:00:50:02","addr":"10.0.2.40"}]}`, 409, "held by another client"},
+		{`{"version":1,"dhcp4_leases":[{"mac":"52:54:00:00:50:03","addr":"192.168.9.9"}]}`, 409, "cannot restore lease"},
+		{`{"version":1,"dhcp4_leases":[{"mac":"52:54:00:00:50:03","addr":"10.0.2.2"}]}`, 409, "cannot restore lease"},
+		{`{"version":1,"dhcp6_leases":[{"duid":"zz","addr":"fd00::200"}]}`, 409, "cannot restore lease"},
 		{strings.Repeat(" ", network.MaxStateBytes+1), 413, "larger than"},
 	} {
 		status, body := b.do(t, "PUT", "/v1/state", c.body)

@@ -26,10 +26,10 @@ func (s *Server) Restore(ls []Lease, apply bool) error {
 	for _, l := range ls {
 		mac, err := net.ParseMAC(l.MAC)
 		if err != nil || len(mac) != hlenEthernet {
-			return fmt.Errorf("dhcp4: restore: %q is not an Ethernet MAC address", l.MAC)
+			return fmt.Errorf("dhcp4: %w: %q is not an Ethernet MAC address", ErrRestore, l.MAC)
 		}
 		if l.Static && (!s.plan.isHost(l.Addr) || s.table.IsReserved(l.Addr)) {
-			return fmt.Errorf("dhcp4: restore %v for %v: %w", l.Addr, mac, errNotInSubnet)
+			return fmt.Errorf("dhcp4: %w %v for %v: %w", ErrRestore, l.Addr, mac, errNotInSubnet)
 		}
 		es = append(es, entry{Key: mac.String(), Addr: l.Addr, Hostname: l.Hostname, Expires: l.Expires, Static: l.Static})
 	}

@@ -38,7 +38,7 @@ func entries(ls []Lease) ([]entry, error) {
 	for _, l := range ls {
 		duid, err := hex.DecodeString(l.DUID)
 		if err != nil || len(duid) < minDUIDLen || len(duid) > maxDUIDLen {
-			return nil, fmt.Errorf("dhcp6: restore %v: DUID %q is not %d to %d bytes of hex", l.Addr, l.DUID, minDUIDLen, maxDUIDLen)
+			return nil, fmt.Errorf("dhcp6: %w %v: DUID %q is not %d to %d bytes of hex", leases.ErrRestore, l.Addr, l.DUID, minDUIDLen, maxDUIDLen)
 		}
 		es = append(es, entry{Key: key{duid: string(duid), iaid: l.IAID}, Addr: l.Addr, Expires: l.Expires})
 	}
