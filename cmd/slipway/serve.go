@@ -38,7 +38,9 @@ Kinds:
       (QEMU -netdev dgram, vfkit and krunkit unixgram, with or without VFKT)
   seqpacket:unix:PATH  one frame per message (User Mode Linux bess)
 
-With only --fd endpoints, serve exits once every VM has gone.`,
+With only --fd endpoints, serve exits once every VM has gone. With
+--api-socket and no endpoint at all, VMs come only through the API
+(POST /v1/links, slipway ctl link add) and serve runs until stopped.`,
 		Example: `  slipway serve --listen stream:unix:/tmp/vm.sock
   qemu-system-x86_64 ... \
     -netdev stream,id=n0,server=off,addr.type=unix,addr.path=/tmp/vm.sock \
@@ -55,6 +57,7 @@ With only --fd endpoints, serve exits once every VM has gone.`,
 				return err
 			}
 			log := newLogger(cfg.LogLevel, cmd.ErrOrStderr())
+			ep.withAPI = cfg.APISocket != ""
 			eps, err := ep.open(log)
 			if err != nil {
 				return err
@@ -80,7 +83,7 @@ With only --fd endpoints, serve exits once every VM has gone.`,
 				n.Attach(w)
 				log.Info("serving", "endpoint", l.String())
 			}
-			if len(eps.listeners) == 0 {
+			if len(eps.listeners) == 0 && len(eps.fdLinks) > 0 {
 				go func() {
 					for _, g := range gone {
 						<-g
@@ -121,6 +124,8 @@ func serveUntil(log *slog.Logger, readyFD int, ended <-chan struct{}, endErr err
 // endpointFlags are serve's --listen, --connect and --fd.
 type endpointFlags struct {
 	listens, connects, fds []string
+	// withAPI allows no endpoint at all: VMs come through POST /v1/links.
+	withAPI bool
 }
 
 func (e *endpointFlags) register(cmd *cobra.Command) {
@@ -149,8 +154,8 @@ func (e *vmEndpoints) close() {
 // open checks every endpoint and opens it, so that a bad path, address or
 // fd is reported, naming the flag and value, before anything runs.
 func (f *endpointFlags) open(log *slog.Logger) (*vmEndpoints, error) {
-	if len(f.listens)+len(f.connects)+len(f.fds) == 0 {
-		return nil, usageError{errors.New("give at least one endpoint: --listen, --connect or --fd (e.g. --listen stream:unix:/tmp/vm.sock)")}
+	if len(f.listens)+len(f.connects)+len(f.fds) == 0 && !f.withAPI {
+		return nil, usageError{errors.New("give at least one endpoint: --listen, --connect or --fd (e.g. --listen stream:unix:/tmp/vm.sock), or --api-socket to take links through POST /v1/links")}
 	}
 	eps := &vmEndpoints{}
 	fail := func(flag, value string, err error) (*vmEndpoints, error) {

@@ -99,8 +99,8 @@ func TestQEMUHotplugLink(t *testing.T) {
 	web, sum := testenv.HTTPFile(t, 4<<20)
 	dir := t.TempDir()
 	api := filepath.Join(dir, "api.sock")
-	// No VM endpoint is used: the link comes through the API.
-	testenv.Serve(t, "--listen", "stream:unix:"+filepath.Join(dir, "unused.sock"), "--api-socket", api)
+	// No VM endpoint: the link comes through the API.
+	testenv.Serve(t, "--api-socket", api)
 	qmpPath := filepath.Join(dir, "qmp.sock")
 	const mac = "52:54:00:00:13:01"
 	vm := vmtest.Start(t, guest, vmtest.Options{
