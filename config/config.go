@@ -51,6 +51,10 @@ type Config struct {
 	NoHostLoopback bool `yaml:"no-host-loopback"`
 	// Restrict blocks every outbound flow; DHCP and DNS are still served.
 	Restrict bool `yaml:"restrict"`
+	// Deny are destinations guests' flows may not reach (the gvproxy
+	// personality's link-local block, which keeps a cloud host's metadata
+	// service at 169.254.169.254 from its VMs).
+	Deny []netip.Prefix `yaml:"-"`
 	// OutboundAddr, if valid, is the local address outbound host sockets
 	// bind to.
 	OutboundAddr netip.Addr `yaml:"outbound-addr"`
@@ -81,6 +85,26 @@ type Config struct {
 	LogLevel string `yaml:"log-level"`
 
 	Limits Limits `yaml:"limits"`
+
+	// Map lists addresses beyond the network's own (see AddrMap).
+	Map AddrMap `yaml:"map"`
+	// HostNames resolve to the host (the gateways, or the addresses Map
+	// gives the host); empty means DefaultHostNames. host.slipway.internal
+	// always does.
+	HostNames []string `yaml:"host-name"`
+	// DNSRecords are further names the DNS answers itself.
+	DNSRecords []DNSRecord `yaml:"dns-record"`
+	// DHCPStatic pins DHCP addresses to MACs.
+	DHCPStatic []StaticLease `yaml:"dhcp-static"`
+	// GatewayMAC, if set, is the gateway's Ethernet address (default
+	// 52:55 and the gateway's IPv4 address).
+	GatewayMAC string `yaml:"gateway-mac"`
+	// PIDFile, if set, is written with slipway's pid once it serves.
+	PIDFile string `yaml:"pid-file"`
+	// LogFile, if set, receives the log instead of stderr.
+	LogFile string `yaml:"log-file"`
+	// LogFormat is text (the default) or json.
+	LogFormat string `yaml:"log-format"`
 }
 
 // Limits bounds every resource a guest can grow.
@@ -296,6 +320,12 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.validatePublish(); err != nil {
+		return err
+	}
+	if err := c.validateMap(); err != nil {
+		return err
+	}
+	if err := c.validateNames(); err != nil {
 		return err
 	}
 	switch c.LogLevel {

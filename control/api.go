@@ -47,6 +47,8 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("PUT /v1/state", s.putState)
 	mux.HandleFunc("GET /v1/config", s.getConfig)
 	mux.HandleFunc("POST /v1/shutdown", s.shutdown)
+	mux.HandleFunc("GET /v1/dns/records", s.listDNSRecords)
+	mux.HandleFunc("POST /v1/dns/records", s.addDNSRecord)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newCollector(s.n), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{s}}))

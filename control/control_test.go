@@ -31,7 +31,7 @@ type fixture struct {
 	c    *Client
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	cfg := config.Default()
 	cfg.DNSUpstreams = []config.DNSServer{{AddrPort: mustAddrPort("127.0.0.1:53")}}
@@ -77,7 +77,7 @@ func mustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
 
 // do sends a raw request and returns status and body.
-func (f *fixture) do(t *testing.T, method, path, body string) (int, string) {
+func (f *fixture) do(t testing.TB, method, path, body string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, "http://slipway"+path, strings.NewReader(body))
 	if err != nil {

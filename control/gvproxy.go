@@ -3,12 +3,11 @@ package control
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 
 	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/internal/gvproxy"
 	"github.com/slipway-net/slipway/network"
 )
 
@@ -63,58 +62,15 @@ func (s *Server) gvproxyRoutes(mux *http.ServeMux) {
 	})
 }
 
-// gvproxyRule builds a rule from gvproxy's "local" ([HOST]:PORT, an empty
-// host meaning all addresses) and "remote" (GUEST:PORT; empty when
-// unexposing). The protocol defaults to tcp, as in gvproxy.
+// gvproxyRule builds a rule from gvproxy's "local" and "remote" (see
+// gvproxy.Rule); on this socket the remote must name the guest's address
+// (there is no caller inside the guests' network to take it from).
 func gvproxyRule(local, remote, proto string) (config.PublishRule, error) {
-	var r config.PublishRule
-	switch proto {
-	case "", "tcp":
-		r.Proto = config.TCP
-	case "udp":
-		r.Proto = config.UDP
-	default:
-		return r, fmt.Errorf("protocol %q: want tcp or udp", proto)
+	r, err := gvproxy.Rule(local, remote, proto)
+	if err == nil && remote != "" && !r.GuestAddr.IsValid() {
+		err = fmt.Errorf("invalid remote %q: %w", remote, errors.New("want GUESTIP:PORT"))
 	}
-	host, port, err := splitHostPort(local)
-	if err != nil {
-		return r, fmt.Errorf("invalid local %q: %w", local, err)
-	}
-	if host.IsValid() {
-		r.HostAddr = host
-	}
-	r.HostPort = port
-	if remote == "" {
-		return r, nil
-	}
-	guest, gport, err := splitHostPort(remote)
-	if err != nil || !guest.IsValid() {
-		if err == nil {
-			err = errors.New("want GUESTIP:PORT")
-		}
-		return r, fmt.Errorf("invalid remote %q: %w", remote, err)
-	}
-	r.GuestAddr, r.GuestPort = guest, gport
-	return r, nil
-}
-
-// splitHostPort parses [HOST]:PORT; an empty host is the zero Addr.
-func splitHostPort(s string) (netip.Addr, uint16, error) {
-	h, p, err := net.SplitHostPort(s)
-	if err != nil {
-		return netip.Addr{}, 0, err
-	}
-	port, err := strconv.ParseUint(p, 10, 16)
-	if err != nil || port == 0 {
-		return netip.Addr{}, 0, fmt.Errorf("port %q is not 1-65535", p)
-	}
-	var a netip.Addr
-	if h != "" {
-		if a, err = netip.ParseAddr(h); err != nil {
-			return netip.Addr{}, 0, err
-		}
-	}
-	return a, uint16(port), nil
+	return r, err
 }
 
 // gvproxyList shows every published port as gvproxy lists its proxies,

@@ -3,6 +3,7 @@ package control
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/slipway-net/slipway/config"
@@ -145,6 +146,15 @@ func (s Stats) Counter(section, name string, reason ...string) uint64 {
 type Health struct {
 	Status        string  `json:"status"`
 	UptimeSeconds float64 `json:"uptime_seconds"`
+}
+
+// DNSRecord is a name slipway's DNS answers itself and its addresses (A
+// for IPv4, AAAA for IPv6): an entry of GET /v1/dns/records, the body
+// and answer of POST /v1/dns/records (the addresses are added to the
+// name's). --host-name and --dns-record names are among them.
+type DNSRecord struct {
+	Name string       `json:"name"`
+	IPs  []netip.Addr `json:"ips"`
 }
 
 // GvproxyExpose is the body of POST /services/forwarder/expose.

@@ -97,6 +97,9 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Network{cfg: cfg, log: log, gwMAC: GatewayMAC(cfg.Gateway), events: newEvents(), started: time.Now(), seams: sm}
+	if cfg.GatewayMAC != "" {
+		n.gwMAC, _ = net.ParseMAC(cfg.GatewayMAC) // validated
+	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if cfg.PCAP != "" {
 		f, err := os.OpenFile(cfg.PCAP, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
@@ -110,19 +113,29 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 	}
 	n.sw = vswitch.New(vswitch.Options{Logger: log, PCAP: n.pcap, OnPort: n.onPort})
 	bits := cfg.CIDR.Bits()
-	addrs := []netip.Prefix{netip.PrefixFrom(cfg.Gateway, bits), netip.PrefixFrom(cfg.DNSAddress, bits)}
+	addrs := []netip.Prefix{netip.PrefixFrom(cfg.Gateway, bits)}
+	if cfg.DNSAddress != cfg.Gateway { // gvproxy serves DNS at its gateway
+		addrs = append(addrs, netip.PrefixFrom(cfg.DNSAddress, bits))
+	}
 	if !cfg.NoIPv6 {
 		addrs = append(addrs, netip.PrefixFrom(cfg.IPv6Gateway, 64), netip.PrefixFrom(cfg.IPv6DNS, 64),
 			netip.PrefixFrom(ra.LinkLocal(n.gwMAC), 64))
 	}
-	st, err := netstack.New(netstack.Options{
+	for _, a := range ownedMapAddrs(cfg) {
+		addrs = append(addrs, netip.PrefixFrom(a, a.BitLen()))
+	}
+	so := netstack.Options{
 		MTU:       cfg.MTU,
 		MAC:       n.gwMAC,
 		Addresses: addrs,
 		Output:    n.sw,
 		IPv6:      !cfg.NoIPv6,
 		Logger:    log,
-	})
+	}
+	if cfg.Map.Routed {
+		so.ProxyNeighbors, so.NotProxied = routedNeighbors(cfg)
+	}
+	st, err := netstack.New(so)
 	if err != nil {
 		n.closePCAP()
 		return nil, err
@@ -135,6 +148,7 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 		Services:       []netip.Addr{cfg.DNSAddress},
 		NoHostLoopback: cfg.NoHostLoopback,
 		Restrict:       cfg.Restrict,
+		Deny:           cfg.Deny,
 	}
 	local := []netip.Addr{cfg.Gateway, cfg.DNSAddress}
 	if !cfg.NoIPv6 {
@@ -143,6 +157,7 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 		rules.Services = append(rules.Services, cfg.IPv6DNS)
 		local = append(local, cfg.IPv6Gateway, cfg.IPv6DNS, ra.LinkLocal(n.gwMAC))
 	}
+	local = applyMap(cfg, rules, local)
 	n.flows = flow.NewTable(flow.Limits{
 		Max:          cfg.Limits.MaxFlows,
 		UDPPerGuest:  cfg.Limits.MaxUDPFlowsPerGuest,
@@ -204,6 +219,13 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 		n.Close()
 		return nil, err
 	}
+	for _, l := range cfg.DHCPStatic {
+		if err := n.Reserve(l.MAC, l.IP); err != nil {
+			n.Close()
+			return nil, fmt.Errorf("--dhcp-static %s: %w", l, err)
+		}
+	}
+	n.watchResolvConf()
 	return n, nil
 }
 

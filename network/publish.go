@@ -1,6 +1,10 @@
 package network
 
 import (
+	"errors"
+	"net/netip"
+	"syscall"
+
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/publish"
 )
@@ -33,11 +37,35 @@ func (n *Network) startPublish() error {
 		Logger: n.log.With("service", "publish"),
 	})
 	for _, r := range cfg.Publish {
-		if _, err := n.Publish(r); err != nil {
+		if _, err := n.PublishAll(r); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// PublishAll is Publish, except that a rule without a host address is
+// published on all of the host's IPv4 addresses and all of its IPv6 ones
+// (where the host has IPv6), as docker's -p 8080:80 is, so that
+// localhost:8080 works whether localhost is 127.0.0.1 or ::1. A rule
+// with 0.0.0.0 stays IPv4 only. On failure nothing stays published.
+func (n *Network) PublishAll(r config.PublishRule) ([]Forward, error) {
+	f, err := n.Publish(r)
+	if err != nil || r.HostAddr.IsValid() {
+		return []Forward{f}, err
+	}
+	r6 := r
+	r6.HostAddr = netip.IPv6Unspecified()
+	f6, err := n.Publish(r6)
+	switch {
+	case err == nil:
+		return []Forward{f, f6}, nil
+	case errors.Is(err, syscall.EAFNOSUPPORT) || errors.Is(err, syscall.EADDRNOTAVAIL):
+		n.log.Debug("no IPv6 on the host: published on IPv4 only", "rule", r.String())
+		return []Forward{f}, nil
+	}
+	n.Unpublish(f.ID)
+	return nil, err
 }
 
 // Publish publishes host ports into a guest at run time. The rule is

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"sync"
 
-	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/netstack"
 	"github.com/slipway-net/slipway/internal/vswitch"
 	"github.com/slipway-net/slipway/link"
@@ -33,9 +32,11 @@ type services struct {
 	router *ra.Router    // nil with IPv6 off
 	dns    *dns.Forwarder
 	search []string
-	cancel context.CancelFunc
-	closer []interface{ Close() error }
-	wg     sync.WaitGroup
+	// hostResolvers says the upstreams are the host's, to be followed.
+	hostResolvers bool
+	cancel        context.CancelFunc
+	closer        []interface{ Close() error }
+	wg            sync.WaitGroup
 }
 
 func startServices(n *Network) (*services, error) {
@@ -73,6 +74,7 @@ func startServices(n *Network) (*services, error) {
 		Domain:     domain,
 		Search:     search,
 		Hostname:   cfg.Hostname,
+		Reserved:   reservedV4(cfg),
 		// Only MACs the switch has learned (at most 64 per link) get a
 		// lease, so one guest inventing MACs cannot empty the pool.
 		Known: func(mac net.HardwareAddr) bool { return len(mac) == 6 && n.sw.Has(vswitch.MAC(mac)) },
@@ -83,13 +85,13 @@ func startServices(n *Network) (*services, error) {
 	fwd, err := dns.New(dns.Config{
 		Upstreams:   upstreams,
 		MaxInFlight: cfg.Limits.DNSMaxInFlight,
-		Local:       map[string][]netip.Addr{HostName: hostAddrs(cfg)},
+		Local:       localNames(cfg),
 	}, n.log.With("service", "dns"))
 	if err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
 	}
 	ctx, cancel := context.WithCancel(n.ctx)
-	s := &services{dhcp: dhcp, dns: fwd, search: search, cancel: cancel}
+	s := &services{dhcp: dhcp, dns: fwd, search: search, cancel: cancel, hostResolvers: len(cfg.DNSUpstreams) == 0}
 	list := []service{
 		udpService("dhcp", netip.AddrPortFrom(netip.IPv4Unspecified(), 67), dhcp.Serve),
 		udpService("dns/udp", netip.AddrPortFrom(cfg.DNSAddress, 53), fwd.ServeUDP),
@@ -105,6 +107,11 @@ func startServices(n *Network) (*services, error) {
 			udpService("dhcp6", netip.AddrPortFrom(netip.IPv6Unspecified(), 547), d6.Serve),
 			udpService("dns/udp6", netip.AddrPortFrom(cfg.IPv6DNS, 53), fwd.ServeUDP),
 			tcpService("dns/tcp6", netip.AddrPortFrom(cfg.IPv6DNS, 53), fwd.ServeTCP))
+	}
+	for _, a := range extraDNS(cfg) {
+		list = append(list,
+			udpService("dns/udp "+a.String(), netip.AddrPortFrom(a, 53), fwd.ServeUDP),
+			tcpService("dns/tcp "+a.String(), netip.AddrPortFrom(a, 53), fwd.ServeTCP))
 	}
 	for _, svc := range list {
 		c, serve, err := svc.open(n.st)
@@ -188,14 +195,6 @@ func (s *services) startIPv6(n *Network, search []string) (*dhcp6.Server, error)
 		return nil, fmt.Errorf("dhcpv6: %w", err)
 	}
 	return d6, nil
-}
-
-// hostAddrs are the addresses HostName resolves to: the gateways.
-func hostAddrs(cfg config.Config) []netip.Addr {
-	if cfg.NoIPv6 {
-		return []netip.Addr{cfg.Gateway}
-	}
-	return []netip.Addr{cfg.Gateway, cfg.IPv6Gateway}
 }
 
 func (s *services) run(f func() error, n *Network, name string) {

@@ -8,9 +8,11 @@ packages=(
 	dnsmasq-base                                 # a real DNS upstream
 	iproute2 curl socat dnsutils util-linux     # namespace tests (ip, curl, socat, dig, setpriv, nsenter)
 	rootlesskit uidmap passwd                   # slipway as rootlesskit's slirp4netns
+	podman runc                                 # slipway as podman 4.3's slirp4netns (runc: crun cannot set rlimits here)
 	iperf3 sockperf wrk tcpdump                 # benchmark and debugging
 	slirp4netns passt                           # peers for the benchmark
 	isc-dhcp-client ndisc6                      # real DHCPv6 and RA clients for the IPv6 tests
+	openssh-server                              # a real sshd for gvproxy's -forward-sock
 	python3 python3-scapy hping3                # hostile-guest tests (malformed frames, floods, port churn)
 )
 if [ "${1:-}" = "--list" ]; then

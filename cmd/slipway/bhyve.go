@@ -54,7 +54,10 @@ Install it in place of bhyve's helper (slipway answers to that name):
 			if err != nil {
 				return err
 			}
-			log := newLogger(cfg.LogLevel, cmd.ErrOrStderr())
+			log, err := configLogger(cfg, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
 			c, err := endpoint.OpenFD(endpoint.FDSpec{FD: fd, Kind: endpoint.Seqpacket})
 			if err != nil {
 				return fmt.Errorf("invalid socket %d: %w", fd, err)

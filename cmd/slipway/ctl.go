@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"sort"
 	"strconv"
@@ -40,7 +41,14 @@ func startNetwork(cfg config.Config, log *slog.Logger) (n *network.Network, stop
 		n.Close()
 		return nil, nil, err
 	}
-	return n, func() { stopAPI(); stopState(); n.Close() }, nil
+	removePID, err := writePIDFile(cfg.PIDFile)
+	if err != nil {
+		stopAPI()
+		stopState()
+		n.Close()
+		return nil, nil, err
+	}
+	return n, func() { removePID(); stopAPI(); stopState(); n.Close() }, nil
 }
 
 // serveAPI starts the control API when --api-socket is set; stop closes
@@ -129,6 +137,7 @@ statistics. Output is a table, or the API's JSON with -o json.`,
 		Example: `  slipway ctl --api-socket /run/slipway.sock forward add 8080:80 127.0.0.1:5353:53/udp
   slipway ctl --api-socket /run/slipway.sock forward ls
   slipway ctl --api-socket /run/slipway.sock forward rm 1
+  slipway ctl --api-socket /run/slipway.sock dns add db.internal=10.0.2.50
   slipway ctl --api-socket /run/slipway.sock -o json flows`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
@@ -198,6 +207,35 @@ statistics. Output is a table, or the API's JSON with -o json.`,
 	cmd.AddCommand(forward)
 
 	cmd.AddCommand(newCtlLinkCmd(&o))
+	dns := &cobra.Command{Use: "dns", Short: "Names slipway's DNS answers itself", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() }}
+	dns.AddCommand(listCmd(&o, &cobra.Command{Use: "ls", Aliases: []string{"list"}, Short: "List the names and their addresses"},
+		"/v1/dns/records", dnsTable()))
+	dns.AddCommand(&cobra.Command{
+		Use:   "add NAME=IP...",
+		Short: "Add addresses to names (A for IPv4, AAAA for IPv6); guests resolve them at once",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var recs []config.DNSRecord
+			for _, a := range args {
+				r, err := config.ParseDNSRecord(a)
+				if err != nil {
+					return usageError{fmt.Errorf("invalid record %q: %w", a, err)}
+				}
+				recs = append(recs, r)
+			}
+			var added []control.DNSRecord
+			for _, r := range recs {
+				var rec control.DNSRecord
+				if err := o.do(cmd, http.MethodPost, "/v1/dns/records", control.DNSRecord{Name: r.Name, IPs: []netip.Addr{r.IP}}, &rec); err != nil {
+					return fmt.Errorf("%s: %w", r, err)
+				}
+				added = append(added, rec)
+			}
+			return o.print(cmd, added, func(w io.Writer) { dnsTable().write(w, added) })
+		},
+	})
+	cmd.AddCommand(dns)
 	cmd.AddCommand(listCmd(&o, &cobra.Command{Use: "leases", Short: "List DHCP leases"}, "/v1/leases", leaseTable()))
 	cmd.AddCommand(listCmd(&o, &cobra.Command{Use: "links", Short: "List guest links and their counters"}, "/v1/links", linkTable()))
 	cmd.AddCommand(listCmd(&o, &cobra.Command{Use: "flows", Short: "List flows between guests and the host"}, "/v1/flows", flowTable()))
@@ -253,6 +291,19 @@ func forwardTable() table[control.Forward] {
 		row: func(f control.Forward) []any {
 			return []any{f.ID, f.Proto, endpoints(f.HostAddr.String(), f.HostPort, f.HostPorts()),
 				endpoints(f.GuestAddr.String(), f.GuestPort, f.GuestPorts()), f.Connections}
+		},
+	}
+}
+
+func dnsTable() table[control.DNSRecord] {
+	return table[control.DNSRecord]{
+		header: []any{"NAME", "ADDRESSES"},
+		row: func(r control.DNSRecord) []any {
+			ips := make([]string, len(r.IPs))
+			for i, a := range r.IPs {
+				ips[i] = a.String()
+			}
+			return []any{r.Name, strings.Join(ips, ",")}
 		},
 	}
 }

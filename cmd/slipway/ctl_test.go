@@ -11,6 +11,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/control"
+	"github.com/slipway-net/slipway/network"
 )
 
 func TestCtlClientOptions(t *testing.T) {
@@ -178,4 +182,33 @@ func TestCtlJSON(t *testing.T) {
 	if !strings.HasPrefix(got, "[\n  {\n    \"id\": 1,") {
 		t.Fatalf("ctl -o json forward ls printed %s", got)
 	}
+}
+
+// ctl dns against a real network's API: add a name, see it listed, and a
+// bad record is a usage error naming it.
+func TestCtlDNS(t *testing.T) {
+	n, err := network.New(config.Default(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	socket := filepath.Join(t.TempDir(), "api.sock")
+	srv, err := control.Listen(socket, n, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	defer srv.Close()
+	out := runCtl(t, socket, "dns", "add", "db.internal=10.0.2.50", "db.internal=fd00::50")
+	if !strings.Contains(out, "db.internal") || !strings.Contains(out, "10.0.2.50,fd00::50") {
+		t.Errorf("add:\n%s", out)
+	}
+	out = runCtl(t, socket, "dns", "ls")
+	if !strings.Contains(out, "NAME") || !strings.Contains(out, "host.containers.internal") || !strings.Contains(out, "10.0.2.50,fd00::50") {
+		t.Errorf("ls:\n%s", out)
+	}
+	if got := n.DNS().Records()["db.internal."]; len(got) != 2 {
+		t.Errorf("the network's records: %v", got)
+	}
+	wantUsage(t, []string{"ctl", "--api-socket", socket, "dns", "add", "db.internal"}, `invalid record "db.internal"`)
 }

@@ -51,6 +51,8 @@ func main() {
 var personalities = map[string]string{
 	bhyveHelperName: "bhyve-helper",
 	"slirp4netns":   "slirp4netns",
+	"pasta":         "pasta",
+	"gvproxy":       "gvproxy",
 }
 
 // programArgs is the command line to run: os.Args without the program
@@ -133,7 +135,7 @@ and serves namespaces through a TAP device.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRunCmd(), newServeCmd(), newBhyveHelperCmd(), newSlirp4netnsCmd(), newCtlCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newServeCmd(), newBhyveHelperCmd(), newSlirp4netnsCmd(), newPastaCmd(), newGvproxyCmd(), newCtlCmd(), newVersionCmd())
 	return root
 }
 
@@ -190,6 +192,12 @@ func (nf *netFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.PCAP, "pcap", "", "write every frame on the guest side to this pcap file")
 	fs.StringVar(&c.LogLevel, "log-level", config.DefaultLogLevel, "log level: debug, info, warn, error")
 	fs.IntVar(&nf.readyFD, "ready-fd", -1, `write "1" to this file descriptor once serving`)
+	fs.StringVar(&c.PIDFile, "pid-file", "", "write slipway's pid to this file once serving (removed on exit)")
+	fs.StringVar(&c.LogFile, "log-file", "", "log to this file (appended) instead of stderr")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+	fs.StringArrayVar(&c.HostNames, "host-name", nil, "a name guests find the host under, repeatable (default: host.containers.internal, host.docker.internal, gateway.containers.internal, host.lima.internal; host.slipway.internal always)")
+	fs.Var(&listValue[config.DNSRecord]{p: &c.DNSRecords, parse: config.ParseDNSRecord, typ: "name=ip"}, "dns-record", "a name slipway's DNS answers itself, NAME=IP (A or AAAA), repeatable")
+	fs.Var(&listValue[config.StaticLease]{p: &c.DHCPStatic, parse: config.ParseStaticLease, typ: "mac=ip"}, "dhcp-static", "pin a DHCP address to a MAC, MAC=IP, repeatable")
 	l := &c.Limits
 	fs.IntVar(&l.MaxFlows, "max-flows", config.DefaultMaxFlows, "maximum concurrent flows to the host (TCP, UDP, ping sessions)")
 	fs.IntVar(&l.MaxPendingConnects, "max-pending-connects", config.DefaultMaxPendingConnects, "maximum outbound TCP connects in progress")
@@ -235,11 +243,7 @@ func mergeFlags(base, flags config.Config, fs *pflag.FlagSet) config.Config {
 	return out
 }
 
-func newLogger(level string, w io.Writer) *slog.Logger {
-	var l slog.Level
-	l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
-}
+func newLogger(level string, w io.Writer) *slog.Logger { return formatLogger(level, "text", w) }
 
 // signalReady writes "1" to the ready fd, as slirp4netns does.
 func signalReady(fd int) error {

@@ -39,7 +39,10 @@ slipway exits with COMMAND's exit status.`,
 			if err != nil {
 				return err
 			}
-			log := newLogger(cfg.LogLevel, cmd.ErrOrStderr())
+			log, err := configLogger(cfg, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
 			return runInNamespace(cfg, args, runOptions{readyFD: nf.readyFD, keepChildren: keepChildren}, log)
 		},
 	}

@@ -56,7 +56,10 @@ With only --fd endpoints, serve exits once every VM has gone. With
 			if err != nil {
 				return err
 			}
-			log := newLogger(cfg.LogLevel, cmd.ErrOrStderr())
+			log, err := configLogger(cfg, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
 			ep.withAPI = cfg.APISocket != ""
 			eps, err := ep.open(log)
 			if err != nil {

@@ -5,6 +5,7 @@
 package netstack
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,8 +46,15 @@ type Options struct {
 	// sees it). They must not keep the view's slices.
 	Interceptors []Interceptor
 	// IPv6 enables the IPv6 protocol.
-	IPv6   bool
-	Logger *slog.Logger
+	IPv6 bool
+	// ProxyNeighbors are prefixes whose every address the stack answers
+	// ARP requests and neighbour solicitations for, but NotProxied: where
+	// the guest's network is the host's (pasta's model), its neighbours
+	// are reached through slipway, which must stand in for each of them.
+	ProxyNeighbors []netip.Prefix
+	// NotProxied are the guests' own addresses inside ProxyNeighbors.
+	NotProxied []netip.Addr
+	Logger     *slog.Logger
 }
 
 // Interceptor takes inbound frames meant for something other than the
@@ -64,7 +72,10 @@ type Stack struct {
 	// only targets of ARP requests and neighbour solicitations it may
 	// answer (see ownsTarget).
 	own map[string]bool
-	log *slog.Logger
+	// proxy and notProxied are Options.ProxyNeighbors and NotProxied.
+	proxy      []netip.Prefix
+	notProxied []netip.Addr
+	log        *slog.Logger
 }
 
 // New creates the stack, its NIC, addresses and routes, tuned for bulk
@@ -108,7 +119,7 @@ func New(o Options) (*Stack, error) {
 		TransportProtocols: transProtos,
 		HandleLocal:        false,
 	})
-	st := &Stack{s: s, interceptors: o.Interceptors, log: log, own: map[string]bool{}}
+	st := &Stack{s: s, interceptors: o.Interceptors, log: log, own: map[string]bool{}, proxy: o.ProxyNeighbors, notProxied: o.NotProxied}
 	st.ep = newEndpoint(uint32(o.MTU), tcpip.LinkAddress(o.MAC), o.Output, &st.drops)
 	if err := tune(s); err != nil {
 		s.Destroy()
@@ -280,7 +291,7 @@ func (st *Stack) ownsTarget(v *frame.View) bool {
 		if a.Op() != header.ARPRequest {
 			return true
 		}
-		return st.own[string(a.ProtocolAddressTarget())]
+		return st.answers(a.ProtocolAddressTarget())
 	case header.IPv6ProtocolNumber:
 		t, ok := v.ICMPType()
 		if !ok || t != uint8(header.ICMPv6NeighborSolicit) {
@@ -291,9 +302,35 @@ func (st *Stack) ownsTarget(v *frame.View) bool {
 			return false // too short to say whom it asks for: not ours
 		}
 		target := header.NDPNeighborSolicit(icmp.MessageBody()).TargetAddress()
-		return st.own[string(target.AsSlice())]
+		return st.answers(target.AsSlice())
 	}
 	return true
+}
+
+// answers reports whether the stack answers address resolution for the
+// address in b: its own, and those it stands in for.
+func (st *Stack) answers(b []byte) bool {
+	if st.own[string(b)] {
+		return true
+	}
+	if len(st.proxy) == 0 {
+		return false
+	}
+	a, ok := netip.AddrFromSlice(b)
+	if !ok {
+		return false
+	}
+	for _, g := range st.notProxied {
+		if a == g {
+			return false
+		}
+	}
+	for _, p := range st.proxy {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // JoinGroup makes the stack accept a multicast group (DHCPv6's
@@ -484,6 +521,20 @@ func (st *Stack) ListenTCP(addr netip.AddrPort) (*gonet.TCPListener, error) {
 		return nil, fmt.Errorf("netstack: listen TCP %s: %w", addr, err)
 	}
 	return l, nil
+}
+
+// DialTCP connects from the stack (the gateway's address of the family)
+// to a guest's TCP port: gvproxy's /tunnel and SSH to the guest.
+func (st *Stack) DialTCP(ctx context.Context, to netip.AddrPort) (*gonet.TCPConn, error) {
+	proto := ipv4.ProtocolNumber
+	if to.Addr().Is6() {
+		proto = ipv6.ProtocolNumber
+	}
+	c, err := gonet.DialContextTCP(ctx, st.s, tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFromSlice(to.Addr().AsSlice()), Port: to.Port()}, proto)
+	if err != nil {
+		return nil, fmt.Errorf("netstack: dial %s: %w", to, err)
+	}
+	return c, nil
 }
 
 // Close tears the stack down, closing every endpoint, and logs the stack's

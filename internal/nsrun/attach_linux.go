@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -32,6 +33,39 @@ type AttachSpec struct {
 	Addr      netip.Prefix `json:"addr"`
 	Gateway   netip.Addr   `json:"gateway"`
 	MTU       int          `json:"mtu"`
+	// Addr6 and Gateway6, if valid, are a static IPv6 address (without
+	// duplicate address detection) and default route, as pasta sets them.
+	Addr6    netip.Prefix `json:"addr6"`
+	Gateway6 netip.Addr   `json:"gateway6"`
+	// ProcNet asks for the namespace's /proc/net/{tcp,tcp6,udp,udp6},
+	// opened inside it, so its listening sockets can be watched from
+	// outside (pasta's automatic port forwarding).
+	ProcNet bool `json:"procnet,omitempty"`
+	// ListenTCP are TCP listeners to open inside the namespace (pasta's
+	// -T: namespace ports forwarded to the host).
+	ListenTCP []netip.AddrPort `json:"listen_tcp,omitempty"`
+	// ListenUDP are UDP sockets to bind inside the namespace (pasta's -U).
+	ListenUDP []netip.AddrPort `json:"listen_udp,omitempty"`
+}
+
+// ProcNetFiles are the /proc/net tables Attached.ProcNet holds, in order.
+var ProcNetFiles = []string{"tcp", "tcp6", "udp", "udp6"}
+
+// Attached is what AttachNS opened in the namespace.
+type Attached struct {
+	Link *tap.Link
+	// ProcNet are the namespace's ProcNetFiles (with AttachSpec.ProcNet).
+	ProcNet []*os.File
+	// Listeners are AttachSpec.ListenTCP's, then its ListenUDP's, in
+	// order.
+	Listeners []*os.File
+}
+
+// Close closes what the namespace gave but the link.
+func (a *Attached) Close() {
+	for _, f := range append(a.ProcNet, a.Listeners...) {
+		f.Close()
+	}
 }
 
 // IsAttachHelper reports whether this process is the attach helper.
@@ -49,6 +83,17 @@ func SameUserNS(path string) bool {
 // the work is done by this binary re-executed under nsenter(1), which
 // joins the namespaces before exec and hands the TAP fd back over a socket.
 func Attach(spec AttachSpec) (*tap.Link, error) {
+	a, err := AttachNS(spec)
+	if err != nil {
+		return nil, err
+	}
+	a.Close()
+	return a.Link, nil
+}
+
+// AttachNS is Attach that also returns the other files the spec asks the
+// namespace for.
+func AttachNS(spec AttachSpec) (*Attached, error) {
 	nsenter, err := exec.LookPath("nsenter")
 	if err != nil {
 		return nil, fmt.Errorf("attaching to a namespace needs nsenter (util-linux): %w", err)
@@ -71,7 +116,11 @@ func Attach(spec AttachSpec) (*tap.Link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start nsenter: %w", err)
 	}
-	l, rerr := recvLink(h.parent)
+	want := 1 + len(spec.ListenTCP) + len(spec.ListenUDP)
+	if spec.ProcNet {
+		want += len(ProcNetFiles)
+	}
+	fds, name, rerr := recvFDs(h.parent, want)
 	werr := cmd.Wait()
 	if rerr != nil {
 		if werr != nil {
@@ -79,7 +128,26 @@ func Attach(spec AttachSpec) (*tap.Link, error) {
 		}
 		return nil, fmt.Errorf("entering %s: %w", spec.NetNS, rerr)
 	}
-	return l, nil
+	l, err := tap.FromFD(fds[0], name, true)
+	if err != nil {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return nil, err
+	}
+	a := &Attached{Link: l}
+	rest := fds[1:]
+	if spec.ProcNet {
+		for i, n := range ProcNetFiles {
+			a.ProcNet = append(a.ProcNet, os.NewFile(uintptr(rest[i]), "/proc/net/"+n))
+		}
+		rest = rest[len(ProcNetFiles):]
+	}
+	names := append(slices.Clone(spec.ListenTCP), spec.ListenUDP...)
+	for i, fd := range rest {
+		a.Listeners = append(a.Listeners, os.NewFile(uintptr(fd), "listen:"+names[i].String()))
+	}
+	return a, nil
 }
 
 // AttachMain is the attach helper, running inside the namespaces: it
@@ -99,7 +167,65 @@ func AttachMain() {
 		if err := configure(Spec{IfName: spec.IfName, MAC: spec.MAC, Addr: spec.Addr, Gateway: spec.Gateway, MTU: spec.MTU}); err != nil {
 			fail(ctl, err)
 		}
+		if err := configure6(spec.IfName, spec.Addr6, spec.Gateway6); err != nil {
+			fail(ctl, err)
+		}
 	}
-	sendTAP(ctl, spec.IfName, int(t.File().Fd()))
+	fds := []int{int(t.File().Fd())}
+	if spec.ProcNet {
+		for _, n := range ProcNetFiles {
+			f, err := os.Open("/proc/net/" + n)
+			if err != nil {
+				fail(ctl, err)
+			}
+			fds = append(fds, int(f.Fd()))
+		}
+	}
+	for _, ap := range spec.ListenTCP {
+		fd, err := listenIn(ap, unix.SOCK_STREAM)
+		if err != nil {
+			fail(ctl, fmt.Errorf("listen on %s in the namespace: %w", ap, err))
+		}
+		fds = append(fds, fd)
+	}
+	for _, ap := range spec.ListenUDP {
+		fd, err := listenIn(ap, unix.SOCK_DGRAM)
+		if err != nil {
+			fail(ctl, fmt.Errorf("bind udp %s in the namespace: %w", ap, err))
+		}
+		fds = append(fds, fd)
+	}
+	sendTAP(ctl, spec.IfName, fds...)
 	os.Exit(0)
+}
+
+// listenIn opens a listening TCP (SOCK_STREAM) or bound UDP (SOCK_DGRAM)
+// socket on ap, IPv6 ones IPv6 only.
+func listenIn(ap netip.AddrPort, typ int) (int, error) {
+	family := unix.AF_INET
+	if ap.Addr().Is6() {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	var sa unix.Sockaddr = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	if family == unix.AF_INET6 {
+		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
+		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if typ == unix.SOCK_DGRAM {
+		return fd, nil
+	}
+	if err := unix.Listen(fd, unix.SOMAXCONN); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
 }

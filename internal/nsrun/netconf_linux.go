@@ -3,10 +3,12 @@ package nsrun
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // configure sets up lo and the TAP interface in the current namespace.
@@ -38,9 +40,11 @@ func configure(spec Spec) error {
 	if err := netlink.LinkSetMTU(eth, spec.MTU); err != nil {
 		return fmt.Errorf("set %s MTU %d: %w", spec.IfName, spec.MTU, err)
 	}
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: spec.Addr.Addr().AsSlice(), Mask: net.CIDRMask(spec.Addr.Bits(), 32)}}
-	if err := netlink.AddrAdd(eth, addr); err != nil {
-		return fmt.Errorf("add address %s: %w", spec.Addr, err)
+	if spec.Addr.IsValid() {
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: spec.Addr.Addr().AsSlice(), Mask: net.CIDRMask(spec.Addr.Bits(), 32)}}
+		if err := netlink.AddrAdd(eth, addr); err != nil {
+			return fmt.Errorf("add address %s: %w", spec.Addr, err)
+		}
 	}
 	// slipway is the only other node on this link: duplicate address
 	// detection would only delay the SLAAC address by a second or two.
@@ -50,9 +54,40 @@ func configure(spec Spec) error {
 	if err := netlink.LinkSetUp(eth); err != nil {
 		return fmt.Errorf("bring %s up: %w", spec.IfName, err)
 	}
+	if !spec.Addr.IsValid() {
+		return nil
+	}
 	route := &netlink.Route{LinkIndex: eth.Attrs().Index, Gw: spec.Gateway.AsSlice()}
 	if err := netlink.RouteAdd(route); err != nil {
 		return fmt.Errorf("default route via %s: %w", spec.Gateway, err)
+	}
+	return nil
+}
+
+// configure6 gives the (configured, up) interface a static IPv6 address
+// without duplicate address detection and a default route via gw, as
+// pasta copies the host's; an invalid addr does nothing.
+func configure6(ifname string, addr netip.Prefix, gw netip.Addr) error {
+	if !addr.IsValid() {
+		return nil
+	}
+	eth, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return fmt.Errorf("find %s: %w", ifname, err)
+	}
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), 128)}, Flags: unix.IFA_F_NODAD}
+	if err := netlink.AddrAdd(eth, a); err != nil {
+		return fmt.Errorf("add address %s: %w", addr, err)
+	}
+	// The address and route are static, as pasta's: slipway's router
+	// advertisements must not add a second address and default route.
+	os.WriteFile("/proc/sys/net/ipv6/conf/"+ifname+"/accept_ra", []byte("0"), 0o644)
+	if !gw.IsValid() {
+		return nil
+	}
+	route := &netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw.AsSlice()}
+	if err := netlink.RouteAdd(route); err != nil {
+		return fmt.Errorf("default route via %s: %w", gw, err)
 	}
 	return nil
 }

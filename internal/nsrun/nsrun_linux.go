@@ -186,28 +186,41 @@ func recvLink(ctl *os.File) (*tap.Link, error) {
 
 // recvTAP reads a helper's report: the TAP fd and its name, or an error.
 func recvTAP(ctl *os.File) (int, string, error) {
-	buf := make([]byte, 4096)
-	oob := make([]byte, unix.CmsgSpace(4))
-	n, oobn, _, _, err := unix.Recvmsg(int(ctl.Fd()), buf, oob, 0)
+	fds, msg, err := recvFDs(ctl, 1)
 	if err != nil {
 		return -1, "", err
 	}
+	return fds[0], msg, nil
+}
+
+// recvFDs reads a helper's report: want fds (the TAP's first) and the
+// TAP's name, or an error.
+func recvFDs(ctl *os.File, want int) ([]int, string, error) {
+	buf := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(4*want))
+	n, oobn, _, _, err := unix.Recvmsg(int(ctl.Fd()), buf, oob, 0)
+	if err != nil {
+		return nil, "", err
+	}
 	if n == 0 {
-		return -1, "", errors.New("namespace init exited before reporting")
+		return nil, "", errors.New("namespace init exited before reporting")
 	}
 	msg := string(buf[:n])
 	if oobn == 0 {
-		return -1, "", errors.New(msg)
+		return nil, "", errors.New(msg)
 	}
 	scms, err := unix.ParseSocketControlMessage(oob[:oobn])
 	if err != nil || len(scms) != 1 {
-		return -1, "", fmt.Errorf("bad control message from namespace init: %w", err)
+		return nil, "", fmt.Errorf("bad control message from namespace init: %w", err)
 	}
 	fds, err := unix.ParseUnixRights(&scms[0])
-	if err != nil || len(fds) != 1 {
-		return -1, "", fmt.Errorf("bad fd from namespace init: %w", err)
+	if err != nil || len(fds) != want {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return nil, "", fmt.Errorf("bad fds from namespace init (%d, want %d): %w", len(fds), want, err)
 	}
-	return fds[0], msg, nil
+	return fds, msg, nil
 }
 
 // ChildMain is the re-executed init. It never returns: it runs the
@@ -298,8 +311,8 @@ func helperSpec(env, name string, spec any) *os.File {
 
 // sendTAP reports success to the parent: the TAP's name and fd. On failure
 // it reports that and exits.
-func sendTAP(ctl *os.File, name string, fd int) {
-	if err := unix.Sendmsg(int(ctl.Fd()), []byte(name), unix.UnixRights(fd), nil, 0); err != nil {
+func sendTAP(ctl *os.File, name string, fd ...int) {
+	if err := unix.Sendmsg(int(ctl.Fd()), []byte(name), unix.UnixRights(fd...), nil, 0); err != nil {
 		fail(ctl, fmt.Errorf("send TAP fd: %w", err))
 	}
 }

@@ -23,6 +23,13 @@ type Rules struct {
 	NoHostLoopback bool
 	// Restrict refuses every outbound flow.
 	Restrict bool
+	// Deny are destinations refused (other than the gateways and aliases,
+	// which stand for the host).
+	Deny []netip.Prefix
+	// Aliases send flows to an address (the key) to another (the value)
+	// on the host: pasta's --map-guest-addr, which stands for the host at
+	// one of its own addresses.
+	Aliases map[netip.Addr]netip.Addr
 }
 
 // Reason says why a flow was refused; the empty Reason means allowed.
@@ -35,6 +42,7 @@ const (
 	NoLoopback      Reason = "host loopback disabled"
 	NotRoutable     Reason = "destination not routable (broadcast, multicast, unspecified or loopback)"
 	InsideSubnet    Reason = "destination is inside the guest network"
+	Denied          Reason = "destination denied"
 	ServiceAddrPort Reason = "no service on this port of slipway's address"
 )
 
@@ -67,6 +75,12 @@ func (r *Rules) Outbound(proto config.Proto, dst netip.AddrPort) Verdict {
 			return Verdict{Target: netip.AddrPortFrom(lo, dst.Port())}
 		}
 	}
+	if to, ok := r.Aliases[a]; ok {
+		if r.Restrict {
+			return Verdict{Reason: Restricted}
+		}
+		return Verdict{Target: netip.AddrPortFrom(to, dst.Port())}
+	}
 	for _, s := range r.Services {
 		if a == s {
 			return Verdict{Reason: ServiceAddrPort}
@@ -83,6 +97,11 @@ func (r *Rules) Outbound(proto config.Proto, dst netip.AddrPort) Verdict {
 	for _, p := range r.Subnets {
 		if p.Contains(a) {
 			return Verdict{Reason: InsideSubnet}
+		}
+	}
+	for _, p := range r.Deny {
+		if p.Contains(a) {
+			return Verdict{Reason: Denied}
 		}
 	}
 	return Verdict{Target: netip.AddrPortFrom(a, dst.Port())}

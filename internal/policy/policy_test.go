@@ -17,6 +17,14 @@ func TestOutbound(t *testing.T) {
 	noLo.NoHostLoopback = true
 	restrict := base
 	restrict.Restrict = true
+	aliased := base
+	aliased.Aliases = map[netip.Addr]netip.Addr{netip.MustParseAddr("169.254.1.2"): netip.MustParseAddr("192.0.2.2")}
+	aliasedRestrict := aliased
+	aliasedRestrict.Restrict = true
+	deny := base
+	deny.Deny = []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16")}
+	denyAliased := aliased
+	denyAliased.Deny = deny.Deny
 	ap := netip.MustParseAddrPort
 	cases := []struct {
 		name   string
@@ -40,6 +48,12 @@ func TestOutbound(t *testing.T) {
 		{"unspecified", base, "0.0.0.0:80", "", NotRoutable},
 		{"other guest", base, "10.0.2.16:80", "", InsideSubnet},
 		{"dns other port", base, "10.0.2.3:80", "", ServiceAddrPort},
+		{"alias to the host's address", aliased, "169.254.1.2:8080", "192.0.2.2:8080", Allowed},
+		{"no alias without the map", base, "169.254.1.2:8080", "169.254.1.2:8080", Allowed},
+		{"restricted alias", aliasedRestrict, "169.254.1.2:8080", "", Restricted},
+		{"denied metadata", deny, "169.254.169.254:80", "", Denied},
+		{"outside the denied", deny, "192.0.2.10:80", "192.0.2.10:80", Allowed},
+		{"an alias over the denied", denyAliased, "169.254.1.2:8080", "192.0.2.2:8080", Allowed},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

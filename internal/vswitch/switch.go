@@ -168,6 +168,16 @@ func (s *Switch) Has(mac MAC) bool {
 	return ok
 }
 
+// MACTable is the learned addresses and the port each is on.
+func (s *Switch) MACTable() map[MAC]int {
+	m := *s.macs.Load()
+	out := make(map[MAC]int, len(m))
+	for mac, p := range m {
+		out[mac] = p.id
+	}
+	return out
+}
+
 // Ports returns the link ports attached now.
 func (s *Switch) Ports() []*Port { return *s.links.Load() }
 

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,10 +60,13 @@ type counters struct {
 
 // Forwarder is a DNS forwarder. It is safe for concurrent use.
 type Forwarder struct {
-	cfg    Config
-	log    *slog.Logger
-	local  map[string][]netip.Addr
-	budget time.Duration
+	cfg Config
+	log *slog.Logger
+	// names is what the forwarder answers itself, replaced whole under
+	// namesMu on a change; upstreams likewise (SetUpstreams).
+	names     atomic.Pointer[names]
+	namesMu   sync.Mutex
+	upstreams atomic.Pointer[[]netip.AddrPort]
 	// slots holds one token per query allowed to wait on an upstream.
 	slots chan struct{}
 	stats counters
@@ -86,12 +90,13 @@ func New(cfg Config, log *slog.Logger) (*Forwarder, error) {
 	f := &Forwarder{
 		cfg:         cfg,
 		log:         log,
-		local:       local,
-		budget:      forwardBudget(cfg.Timeout, len(cfg.Upstreams)),
 		slots:       make(chan struct{}, cfg.MaxInFlight),
 		maxTCPConns: defaultMaxTCPConns,
 		tcpIdle:     defaultTCPIdle,
 	}
+	f.names.Store(&names{local: local})
+	ups := slices.Clone(cfg.Upstreams)
+	f.upstreams.Store(&ups)
 	f.stats.dropped = make(map[string]uint64)
 	f.bufs.New = func() any { b := make([]byte, 65535); return &b }
 	return f, nil
@@ -189,9 +194,10 @@ func (f *Forwarder) overloaded(q *query) []byte {
 // forward tries the upstreams in order within the query's budget and
 // returns the first matching answer, or SERVFAIL.
 func (f *Forwarder) forward(ctx context.Context, q *query, network string) []byte {
-	ctx, cancel := context.WithTimeout(ctx, f.budget)
+	ups := *f.upstreams.Load()
+	ctx, cancel := context.WithTimeout(ctx, forwardBudget(f.cfg.Timeout, len(ups)))
 	defer cancel()
-	for _, up := range f.cfg.Upstreams {
+	for _, up := range ups {
 		if ctx.Err() != nil {
 			break
 		}

@@ -50,8 +50,11 @@ func (f *Forwarder) inspect(raw []byte) (q *query, reply []byte, why string) {
 		return nil, errorReply(h, nil, dnsmessage.RCodeFormatError), ""
 	}
 	if question.Class == dnsmessage.ClassINET || question.Class == dnsmessage.ClassANY {
-		if addrs, ok := f.local[lowerASCII(question.Name.String())]; ok {
+		if addrs, nx, ok := f.names.Load().lookup(lowerASCII(question.Name.String())); ok {
 			f.stats.local.Add(1)
+			if nx {
+				return nil, errorReply(h, &question, dnsmessage.RCodeNameError), ""
+			}
 			return nil, localReply(h, question, addrs), ""
 		}
 	}

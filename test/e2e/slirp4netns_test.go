@@ -72,24 +72,7 @@ func TestSlirp4netnsCommandLine(t *testing.T) {
 	openTun(t)
 	s4 := publicCopy(t, "slirp4netns")
 	web, _ := testenv.HTTPFile(t, 1024)
-	nobody := []string{"--reuid=65534", "--regid=65534", "--clear-groups"}
-
-	holder := exec.Command("setpriv", append(nobody, "unshare", "--user", "--map-root-user", "--net", "sleep", "600")...)
-	if err := holder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
-	// unshare replaces itself with sleep: its pid is the namespace's.
-	pid := strconv.Itoa(holder.Process.Pid)
-	waitNS := time.Now().Add(10 * time.Second)
-	for time.Now().Before(waitNS) {
-		a, _ := os.Readlink("/proc/" + pid + "/ns/net")
-		b, _ := os.Readlink("/proc/self/ns/net")
-		if a != "" && a != b {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	pid := userNSHolder(t)
 
 	api := filepath.Join(publicDir(t), "api.sock")
 	readyR, readyW, _ := os.Pipe()
@@ -113,15 +96,7 @@ func TestSlirp4netnsCommandLine(t *testing.T) {
 		t.Fatalf("no ready signal (%v):\n%s", <-exited, out.String())
 	}
 
-	inNS := func(script string) string {
-		t.Helper()
-		o, err := exec.Command("nsenter", "--target", pid, "--net", "--user", "--preserve-credentials", "sh", "-c", script).CombinedOutput()
-		if err != nil {
-			t.Logf("in namespace: %v\n%s", err, o)
-		}
-		return string(o)
-	}
-	m := testenv.Markers(inNS(script(
+	m := testenv.Markers(inUserNS(t, pid, script(
 		`echo "@addr=$(ip -4 -o addr show tap0 | awk '{print $4}')"`,
 		`echo "@route=$(ip -4 route show default | awk '{print $3}')"`,
 		`echo "@mtu=$(ip -o link show tap0 | sed 's/.*mtu \([0-9]*\).*/\1/')"`,
@@ -160,6 +135,44 @@ func TestSlirp4netnsCommandLine(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("slipway did not exit after its exit fd closed")
 	}
+}
+
+// nobody are setpriv's options that run a program as user nobody.
+var nobody = []string{"--reuid=65534", "--regid=65534", "--clear-groups"}
+
+// userNSHolder starts, as nobody, a process in new user and network
+// namespaces (as rootlesskit and podman make theirs) and returns its pid
+// once it is in them; it is killed when the test ends.
+func userNSHolder(t *testing.T) string {
+	t.Helper()
+	holder := exec.Command("setpriv", append(nobody, "unshare", "--user", "--map-root-user", "--net", "sleep", "600")...)
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+	// unshare replaces itself with sleep: its pid is the namespace's.
+	pid := strconv.Itoa(holder.Process.Pid)
+	waitNS := time.Now().Add(10 * time.Second)
+	for time.Now().Before(waitNS) {
+		a, _ := os.Readlink("/proc/" + pid + "/ns/net")
+		b, _ := os.Readlink("/proc/self/ns/net")
+		if a != "" && a != b {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return pid
+}
+
+// inUserNS runs a shell script in the user and network namespaces of pid
+// (a userNSHolder's).
+func inUserNS(t *testing.T, pid, script string) string {
+	t.Helper()
+	o, err := exec.Command("nsenter", "--target", pid, "--net", "--user", "--preserve-credentials", "sh", "-c", script).CombinedOutput()
+	if err != nil {
+		t.Logf("in namespace: %v\n%s", err, o)
+	}
+	return string(o)
 }
 
 // slirpAPI sends one slirp4netns API request and returns the answer.

@@ -193,6 +193,17 @@ func (g *Guest) rxError() error {
 	return g.rxErr
 }
 
+// Online takes a lease within 30 seconds and brings the stack up on it.
+func (g *Guest) Online() (Lease, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := g.DHCP(ctx)
+	if err != nil {
+		return l, fmt.Errorf("guest %s: DHCP: %w", g.MAC, err)
+	}
+	return l, g.Up(l)
+}
+
 // Up starts the guest's TCP/IP stack on the leased address, with a
 // default route through the lease's router and the lease's MTU.
 func (g *Guest) Up(l Lease) error {

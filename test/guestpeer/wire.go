@@ -115,34 +115,57 @@ func (p *Packet) Recv(buf []byte) (int, error) {
 
 func (p *Packet) Close() error { return p.Conn.Close() }
 
-// Stream frames each Ethernet frame with its length as a big-endian u32
-// (QEMU -netdev stream and socket, socket_vmnet clients).
+// Stream frames each Ethernet frame with its length: a big-endian u32
+// (QEMU -netdev stream and socket, socket_vmnet clients) or, with LE16, a
+// little-endian u16 (gvproxy's -listen-stdio and /connect, hyperkit's
+// framing).
 type Stream struct {
-	Conn net.Conn
 	r    *bufio.Reader
+	w    io.Writer
+	c    io.Closer
+	le16 bool
 	mu   sync.Mutex
 	hdr  [4]byte
 }
 
-// NewStream frames over c.
+// NewStream frames over c with QEMU's u32 lengths.
 func NewStream(c net.Conn) *Stream {
-	return &Stream{Conn: c, r: bufio.NewReaderSize(c, 256<<10)}
+	return &Stream{r: bufio.NewReaderSize(c, 256<<10), w: c, c: c}
+}
+
+// NewLE16 frames over r and w with u16 lengths; Close closes c.
+func NewLE16(r io.Reader, w io.Writer, c io.Closer) *Stream {
+	return &Stream{r: bufio.NewReaderSize(r, 256<<10), w: w, c: c, le16: true}
 }
 
 func (s *Stream) Send(frame []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	binary.BigEndian.PutUint32(s.hdr[:], uint32(len(frame)))
-	_, err := (&net.Buffers{s.hdr[:], frame}).WriteTo(s.Conn)
+	hdr := s.hdr[:4]
+	if s.le16 {
+		hdr = s.hdr[:2]
+		binary.LittleEndian.PutUint16(hdr, uint16(len(frame)))
+	} else {
+		binary.BigEndian.PutUint32(hdr, uint32(len(frame)))
+	}
+	_, err := (&net.Buffers{hdr, frame}).WriteTo(s.w)
 	return err
 }
 
 func (s *Stream) Recv(buf []byte) (int, error) {
 	var hdr [4]byte
-	if _, err := io.ReadFull(s.r, hdr[:]); err != nil {
-		return 0, err
+	var n int
+	if s.le16 {
+		if _, err := io.ReadFull(s.r, hdr[:2]); err != nil {
+			return 0, err
+		}
+		n = int(binary.LittleEndian.Uint16(hdr[:2]))
+	} else {
+		if _, err := io.ReadFull(s.r, hdr[:]); err != nil {
+			return 0, err
+		}
+		n = int(binary.BigEndian.Uint32(hdr[:]))
 	}
-	n := int(binary.BigEndian.Uint32(hdr[:]))
 	if n > len(buf) {
 		return 0, fmt.Errorf("stream frame of %d bytes", n)
 	}
@@ -150,7 +173,7 @@ func (s *Stream) Recv(buf []byte) (int, error) {
 	return n, err
 }
 
-func (s *Stream) Close() error { return s.Conn.Close() }
+func (s *Stream) Close() error { return s.c.Close() }
 
 // Socketpair returns two connected unix sockets of type typ (for example
 // unix.SOCK_SEQPACKET): one end as an *os.File to hand a child process,

@@ -195,10 +195,11 @@ func Dnsmasq(t testing.TB) netip.AddrPort { return StartDnsmasq(t).Addr }
 // DNSServer is a dnsmasq a test can stop and start again on the same
 // address, to play an upstream that goes away and comes back.
 type DNSServer struct {
-	Addr netip.AddrPort
-	t    testing.TB
-	cmd  *exec.Cmd
-	out  bytes.Buffer
+	Addr  netip.AddrPort
+	t     testing.TB
+	extra []string
+	cmd   *exec.Cmd
+	out   bytes.Buffer
 }
 
 // StartDnsmasq is Dnsmasq with a handle on the server.
@@ -206,7 +207,31 @@ func StartDnsmasq(t testing.TB) *DNSServer {
 	t.Helper()
 	RequireTools(t, "dnsmasq")
 	ip, port := dnsmasqAddr(t)
-	d := &DNSServer{Addr: netip.AddrPortFrom(ip, uint16(port)), t: t}
+	return startDnsmasqAt(t, netip.AddrPortFrom(ip, uint16(port)))
+}
+
+// Dnsmasq53 is Dnsmasq on port 53 of a loopback address of its own, so it
+// can stand in /etc/resolv.conf (which names no ports); extra are more
+// dnsmasq options (--address=/NAME/IP).
+func Dnsmasq53(t testing.TB, extra ...string) netip.AddrPort {
+	t.Helper()
+	RequireTools(t, "dnsmasq")
+	for range 20 {
+		var b [2]byte
+		rand.Read(b[:])
+		ip := netip.AddrFrom4([4]byte{127, 54, 1 + b[0]%253, 1 + b[1]%253})
+		if u, err := net.ListenPacket("udp4", netip.AddrPortFrom(ip, 53).String()); err == nil {
+			u.Close()
+			return startDnsmasqAt(t, netip.AddrPortFrom(ip, 53), extra...).Addr
+		}
+	}
+	t.Fatal("no loopback address free on port 53 for dnsmasq")
+	return netip.AddrPort{}
+}
+
+func startDnsmasqAt(t testing.TB, ap netip.AddrPort, extra ...string) *DNSServer {
+	t.Helper()
+	d := &DNSServer{Addr: ap, t: t, extra: extra}
 	t.Cleanup(d.Stop)
 	d.Start()
 	return d
@@ -220,6 +245,7 @@ func (d *DNSServer) Start() {
 	d.cmd = exec.Command("dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--listen-address="+ip.String(),
 		"--port="+strconv.Itoa(int(port)), "--bind-interfaces", "--address=/"+TestDomain+"/"+TestDomainAddr,
 		"--address=/v6."+TestDomain+"/2001:db8::55", "--pid-file=")
+	d.cmd.Args = append(d.cmd.Args, d.extra...)
 	d.cmd.Stdout, d.cmd.Stderr = &d.out, &d.out
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatalf("start dnsmasq: %v", err)

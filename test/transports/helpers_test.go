@@ -27,17 +27,12 @@ const blobSize = 8 << 20
 // online takes a lease for g and brings its stack up.
 func online(t *testing.T, g *guestpeer.Guest) guestpeer.Lease {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	l, err := g.DHCP(ctx)
+	l, err := g.Online()
 	if err != nil {
-		t.Fatalf("guest %s: DHCP: %v", g.MAC, err)
+		t.Fatal(err)
 	}
 	if l.Router != netip.MustParseAddr("10.0.2.2") || l.Prefix != 24 {
 		t.Errorf("guest %s: lease %+v, want router 10.0.2.2 on a /24", g.MAC, l)
-	}
-	if err := g.Up(l); err != nil {
-		t.Fatal(err)
 	}
 	return l
 }

@@ -1,0 +1,124 @@
+package pasta
+
+import (
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/slipway-net/slipway/config"
+)
+
+var testHost = HostNet{
+	IfName: "eth0",
+	Addr4:  netip.MustParsePrefix("192.0.2.2/24"), Gw4: netip.MustParseAddr("192.0.2.1"),
+	Addr6: netip.MustParsePrefix("2001:db8::2/64"), Gw6: netip.MustParseAddr("2001:db8::1"),
+}
+
+func plan(t *testing.T, line string) *Plan {
+	t.Helper()
+	o, err := Parse(strings.Fields(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := o.Plan(testHost, 32768)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Config.Validate(); err != nil {
+		t.Fatalf("plan's config: %v", err)
+	}
+	return p
+}
+
+// podman 5's command line: the namespace is the host, the gateway a real
+// router, 169.254.1.1 the DNS and 169.254.1.2 the host.
+func TestPlanPodman(t *testing.T) {
+	p := plan(t, "--config-net -t 8080-8080:80-80 --dns-forward 169.254.1.1 -u none -T none -U none --no-map-gw --quiet --netns /x --map-guest-addr 169.254.1.2")
+	ip := netip.MustParseAddr
+	c := p.Config
+	if p.IfName != "eth0" || p.Addr4 != testHost.Addr4 || p.Gw4 != testHost.Gw4 || p.Addr6 != testHost.Addr6 || p.Gw6 != testHost.Gw6 {
+		t.Errorf("namespace: %+v", p)
+	}
+	if c.CIDR != netip.MustParsePrefix("192.0.2.0/24") || c.Gateway != ip("192.0.2.1") || c.DHCPStart != ip("192.0.2.2") || c.NoIPv6 {
+		t.Errorf("network: %+v", c)
+	}
+	if !c.Map.Routed || !c.Map.GatewayIsRouter || !reflect.DeepEqual(c.Map.Guest, []netip.Addr{ip("169.254.1.2")}) ||
+		!reflect.DeepEqual(c.Map.DNS, []netip.Addr{ip("169.254.1.1")}) || c.Map.GuestIPv6 != ip("2001:db8::2") {
+		t.Errorf("map: %+v", c.Map)
+	}
+	if c.DNSAddress == c.Gateway || c.DNSAddress == c.DHCPStart || !c.CIDR.Contains(c.DNSAddress) {
+		t.Errorf("DNS address %s", c.DNSAddress)
+	}
+	want := []config.PublishRule{
+		{Proto: config.TCP, HostAddr: netip.IPv4Unspecified(), HostPort: 8080, GuestAddr: ip("192.0.2.2"), GuestPort: 80},
+		{Proto: config.TCP, HostAddr: netip.IPv6Unspecified(), HostPort: 8080, GuestAddr: ip("2001:db8::2"), GuestPort: 80},
+	}
+	if !reflect.DeepEqual(c.Publish, want) {
+		t.Errorf("publish %v, want %v", c.Publish, want)
+	}
+	if c.LogLevel != "warn" {
+		t.Errorf("--quiet: log level %s", c.LogLevel)
+	}
+}
+
+// The newest podman maps the same address to the host's loopback too:
+// loopback wins.
+func TestPlanHostLoopback(t *testing.T) {
+	p := plan(t, "--config-net --no-map-gw --netns /x --map-guest-addr 169.254.1.2 --map-host-loopback 169.254.1.2")
+	if len(p.Config.Map.Guest) != 0 || !reflect.DeepEqual(p.Config.Map.HostLoopback, []netip.Addr{netip.MustParseAddr("169.254.1.2")}) {
+		t.Errorf("map %+v", p.Config.Map)
+	}
+}
+
+// rootlesskit's pasta driver gives the addresses itself: slirp4netns's.
+func TestPlanRootlesskit(t *testing.T) {
+	p := plan(t, "--stderr --ns-ifname=tap0 --mtu=65520 --config-net --address=10.0.2.100 --netmask=24 --gateway=10.0.2.2 --dns-forward=10.0.2.3 --ipv4-only --tcp-ports=auto --udp-ports=auto 4242")
+	c := p.Config
+	ip := netip.MustParseAddr
+	if p.IfName != "tap0" || p.Addr4 != netip.MustParsePrefix("10.0.2.100/24") || p.Addr6.IsValid() || !c.NoIPv6 {
+		t.Errorf("namespace %+v", p)
+	}
+	if c.CIDR != netip.MustParsePrefix("10.0.2.0/24") || c.Gateway != ip("10.0.2.2") || c.DNSAddress != ip("10.0.2.3") || c.DHCPStart != ip("10.0.2.100") || c.Map.GatewayIsRouter {
+		t.Errorf("network %+v", c)
+	}
+	if len(p.Auto) != 2 || p.Auto[0].Proto != config.TCP || p.Auto[1].Proto != config.UDP || !reflect.DeepEqual(p.Auto[0].HostAddrs, []netip.Addr{netip.IPv4Unspecified()}) {
+		t.Errorf("auto %+v", p.Auto)
+	}
+	if len(c.Publish) != 0 {
+		t.Errorf("auto published at once: %v", c.Publish)
+	}
+}
+
+func TestPlanNSForwards(t *testing.T) {
+	p := plan(t, "--config-net -T 5432,6000:7000 -U 53 -4 --netns /x")
+	want := []NSForward{
+		{config.TCP, netip.MustParseAddrPort("127.0.0.1:5432"), netip.MustParseAddrPort("127.0.0.1:5432")},
+		{config.TCP, netip.MustParseAddrPort("127.0.0.1:6000"), netip.MustParseAddrPort("127.0.0.1:7000")},
+		{config.UDP, netip.MustParseAddrPort("127.0.0.1:53"), netip.MustParseAddrPort("127.0.0.1:53")},
+	}
+	if !reflect.DeepEqual(p.NSForwards, want) {
+		t.Errorf("%v, want %v", p.NSForwards, want)
+	}
+}
+
+func TestPlanErrors(t *testing.T) {
+	for _, c := range []struct{ line, want string }{
+		{"-t all --netns /x", "-t all"},
+		{"-t ~22 --netns /x", "-t all"},
+		{"-U all --netns /x", "-U all"},
+		{"-a 192.0.2.9 -g 192.0.2.9 -4 --netns /x", "own address"},
+	} {
+		o, err := Parse(strings.Fields(c.line))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := o.Plan(testHost, 32768); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.line, err, c.want)
+		}
+	}
+	o, _ := Parse([]string{"--netns", "/x"})
+	if _, err := o.Plan(HostNet{}, 32768); err == nil || !strings.Contains(err.Error(), "no address") {
+		t.Errorf("no host network: %v", err)
+	}
+}
