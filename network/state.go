@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +44,16 @@ type State struct {
 	DHCP6 []StateLease6 `json:"dhcp6_leases"`
 	// Forwards are the rules published at run time (the APIs).
 	Forwards []config.PublishRule `json:"forwards"`
+	// DNSRecords are the names and addresses added at run time (POST
+	// /v1/dns/records); those of the configuration are not in it.
+	DNSRecords []StateDNSRecord `json:"dns_records,omitempty"`
+}
+
+// StateDNSRecord is a name slipway's DNS answers and the addresses added
+// to it at run time.
+type StateDNSRecord struct {
+	Name string       `json:"name"`
+	IPs  []netip.Addr `json:"ips"`
 }
 
 // StateLease4 is a saved DHCPv4 lease.
@@ -107,7 +119,7 @@ func DecodeState(b []byte) (State, error) {
 
 // check validates what decoding cannot: counts and address families.
 func (st *State) check() error {
-	if len(st.DHCP4)+len(st.DHCP6)+len(st.Forwards) > maxStateItems {
+	if len(st.DHCP4)+len(st.DHCP6)+len(st.Forwards)+len(st.DNSRecords) > maxStateItems {
 		return fmt.Errorf("more than %d entries", maxStateItems)
 	}
 	for _, l := range st.DHCP4 {
@@ -126,6 +138,18 @@ func (st *State) check() error {
 	for _, r := range st.Forwards {
 		if _, err := config.ParsePublish(r.String()); err != nil {
 			return fmt.Errorf("forward %s: %v", r, err)
+		}
+	}
+	for _, r := range st.DNSRecords {
+		if len(r.IPs) == 0 {
+			return fmt.Errorf("dns record %q: no addresses", r.Name)
+		}
+		for _, a := range r.IPs {
+			// The rules of --dns-record, so a restore cannot fail on a
+			// name half-way through.
+			if _, err := config.ParseDNSRecord(r.Name + "=" + a.String()); err != nil || a.Zone() != "" {
+				return fmt.Errorf("dns record %q: %v: %v", r.Name, a, err)
+			}
 		}
 	}
 	return nil
@@ -165,7 +189,38 @@ func (n *Network) State() State {
 			st.Forwards = append(st.Forwards, f.PublishRule)
 		}
 	}
+	st.DNSRecords = n.addedRecords()
 	return st
+}
+
+// addedRecords are the DNS names and addresses beyond those of the
+// configuration, sorted by name.
+func (n *Network) addedRecords() []StateDNSRecord {
+	own := localNames(n.cfg)
+	var out []StateDNSRecord
+	for name, ips := range n.svc.dns.Records() {
+		var added []netip.Addr
+		for _, a := range ips {
+			if !slices.Contains(own[name], a) {
+				added = append(added, a)
+			}
+		}
+		if len(added) > 0 {
+			out = append(out, StateDNSRecord{Name: strings.TrimSuffix(name, "."), IPs: added})
+		}
+	}
+	slices.SortFunc(out, func(a, b StateDNSRecord) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// AddDNSRecord adds addresses to a name slipway's DNS answers (see
+// dns.Forwarder.AddRecord), a change of State.
+func (n *Network) AddDNSRecord(name string, ips ...netip.Addr) error {
+	if err := n.svc.dns.AddRecord(name, ips...); err != nil {
+		return err
+	}
+	n.stateChanged()
+	return nil
 }
 
 // configuredRules are the --publish rules, completed as Publish does.
@@ -242,6 +297,12 @@ func (n *Network) Restore(st State) error {
 	if err := n.svc.dhcp.Restore(l4, true); err != nil {
 		undo()
 		return fmt.Errorf("restore: %w", err)
+	}
+	// Last: a name is only ever added to, and merging is idempotent.
+	for _, r := range st.DNSRecords {
+		if err := n.svc.dns.AddRecord(r.Name, r.IPs...); err != nil {
+			return fmt.Errorf("restore dns record %q: %w", r.Name, err)
+		}
 	}
 	n.stateChanged()
 	return nil

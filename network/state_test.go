@@ -62,6 +62,10 @@ func TestStateRestoreRoundTrip(t *testing.T) {
 	}
 	changed := make(chan struct{}, 8)
 	a.OnStateChange(func() { changed <- struct{}{} })
+	if err := a.AddDNSRecord("db.internal", netip.MustParseAddr("10.0.2.16"), netip.MustParseAddr("fd00::16")); err != nil {
+		t.Fatal(err)
+	}
+	<-changed
 	if _, err := a.Unpublish(fw.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +76,8 @@ func TestStateRestoreRoundTrip(t *testing.T) {
 	}
 	<-changed
 	exported := a.State()
-	if len(exported.DHCP4) != 3 || len(exported.DHCP6) != 1 || len(exported.Forwards) != 1 {
+	if len(exported.DHCP4) != 3 || len(exported.DHCP6) != 1 || len(exported.Forwards) != 1 ||
+		len(exported.DNSRecords) != 1 || exported.DNSRecords[0].Name != "db.internal" || len(exported.DNSRecords[0].IPs) != 2 {
 		t.Fatalf("exported %+v", exported)
 	}
 	enc, err := exported.Encode()
@@ -151,6 +156,8 @@ func TestDecodeStateRefuses(t *testing.T) {
 		{`{"version":1,"dhcp4_leases":[{"mac":"52:54:00:00:00:01","addr":"fd00::1"}]}`, "not an IPv4"},
 		{`{"version":1,"dhcp6_leases":[{"duid":"0001","addr":"10.0.2.1"}]}`, "not an IPv6"},
 		{`{"version":1,"forwards":[{"proto":"tcp","host_port":70000}]}`, "corrupt"},
+		{`{"version":1,"dns_records":[{"name":"a b","ips":["10.0.2.9"]}]}`, "dns record"},
+		{`{"version":1,"dns_records":[{"name":"db","ips":[]}]}`, "no addresses"},
 	} {
 		_, err := DecodeState([]byte(c.in))
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -3,6 +3,7 @@ package transports
 import (
 	"context"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -55,6 +56,10 @@ func TestStateFileRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkForward(t, b, hostPort)
+	var rec control.DNSRecord
+	if err := control.NewClient(api).Do(ctx, "POST", "/v1/dns/records", control.DNSRecord{Name: "b.internal", IPs: []netip.Addr{leaseB.IP}}, &rec); err != nil {
+		t.Fatal(err)
+	}
 	a.Close()
 	b.Close()
 	first.Stop()
@@ -81,6 +86,17 @@ func TestStateFileRestart(t *testing.T) {
 		t.Fatalf("forwards after the restart: %+v, want %s", fws, fw.PublishRule)
 	}
 	checkForward(t, b2, hostPort)
+	var recs []control.DNSRecord
+	if err := control.NewClient(api).Do(ctx, "GET", "/v1/dns/records", nil, &recs); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range recs {
+		found = found || r.Name == "b.internal" && len(r.IPs) == 1 && r.IPs[0] == leaseB.IP
+	}
+	if !found {
+		t.Errorf("DNS records after the restart: %+v, want b.internal at %v", recs, leaseB.IP)
+	}
 	second.Stop()
 
 	// A corrupt file, a newer format: refused, named, left as it was.
@@ -100,5 +116,11 @@ func TestStateFileRestart(t *testing.T) {
 		if got, _ := os.ReadFile(state); string(got) != bad.content {
 			t.Errorf("%s state file was changed to %q", bad.name, got)
 		}
+	}
+	// A place the file cannot be written (even by root): refused at start.
+	unwritable := "/proc/slipway-state.json"
+	res := testenv.Run(t, 30*time.Second, "serve", "--listen", "stream:unix:"+sock, "--state-file", unwritable)
+	if res.Code == 0 || !strings.Contains(res.Output, unwritable) {
+		t.Errorf("unwritable state file: exit %d:\n%s", res.Code, res.Output)
 	}
 }
