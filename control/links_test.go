@@ -124,8 +124,10 @@ func TestAddLinkCarriesFrames(t *testing.T) {
 		t.Fatalf("down: %+v %v", l, err)
 	}
 	guest.Write(arpRequest())
-	for f.links(t)[0].Drops["link_down"] == 0 {
-		time.Sleep(10 * time.Millisecond)
+	for deadline := time.Now().Add(20 * time.Second); f.links(t)[0].Drops["link_down"] == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a frame from a link set down was not counted as link_down")
+		}
 	}
 	if l, err = f.c.SetLinkDown(context.Background(), l.Port, false); err != nil || !l.Up {
 		t.Fatalf("up: %+v %v", l, err)

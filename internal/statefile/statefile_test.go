@@ -127,7 +127,10 @@ func TestSaverWritesOnChange(t *testing.T) {
 	if _, err := n.Publish(config.PublishRule{Proto: config.TCP, HostAddr: netip.MustParseAddr("127.0.0.1"), HostPort: port, GuestPort: 80}); err != nil {
 		t.Fatal(err)
 	}
-	for {
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the file never showed the forward")
+		}
 		st, ok, err := store.Load()
 		if err != nil {
 			t.Fatal(err)
@@ -135,6 +138,5 @@ func TestSaverWritesOnChange(t *testing.T) {
 		if ok && len(st.Forwards) == 1 && st.Forwards[0].HostPort == port {
 			break
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
