@@ -207,6 +207,7 @@ statistics. Output is a table, or the API's JSON with -o json.`,
 	cmd.AddCommand(forward)
 
 	cmd.AddCommand(newCtlLinkCmd(&o))
+	cmd.AddCommand(newCtlRuntimeCmds(&o)...)
 	dns := &cobra.Command{Use: "dns", Short: "Names slipway's DNS answers itself", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() }}
 	dns.AddCommand(listCmd(&o, &cobra.Command{Use: "ls", Aliases: []string{"list"}, Short: "List the names and their addresses"},

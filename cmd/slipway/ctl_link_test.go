@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"net/netip"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -23,21 +25,27 @@ func TestCtlLinkCommandLine(t *testing.T) {
 	wantUsage(t, []string{"ctl", "--api-socket", sock, "link", "down"}, "accepts 1 arg")
 }
 
-// ctl link add hands a real socket to a real slipway; rm takes it away.
-func TestCtlLinkAddRemove(t *testing.T) {
-	cfg := config.Default()
-	n, err := network.New(cfg, nil)
+// apiServer runs a real network and its API for ctl to talk to.
+func apiServer(t *testing.T) (*network.Network, *control.Server, string) {
+	t.Helper()
+	n, err := network.New(config.Default(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer n.Close()
+	t.Cleanup(func() { n.Close() })
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	srv, err := control.Listen(sock, n, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	go srv.Serve()
-	defer srv.Close()
+	t.Cleanup(func() { srv.Close() })
+	return n, srv, sock
+}
+
+// ctl link add hands a real socket to a real slipway; rm takes it away.
+func TestCtlLinkAddRemove(t *testing.T) {
+	n, _, sock := apiServer(t)
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -80,4 +88,40 @@ func TestCtlLinkAddRemove(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "HTTP 400") {
 		t.Errorf("add of stdin: %d %q", code, stderr)
 	}
+}
+
+// ctl state from one slipway, ctl state import into another; ctl config;
+// ctl shutdown.
+func TestCtlStateConfigShutdown(t *testing.T) {
+	a, _, sockA := apiServer(t)
+	if err := a.AddDNSRecord("db.internal", netip.MustParseAddr("10.0.2.50")); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := cli(t, "ctl", "--api-socket", sockA, "state")
+	if code != 0 {
+		t.Fatalf("state: %d %s", code, stderr)
+	}
+	file := filepath.Join(t.TempDir(), "state.json")
+	os.WriteFile(file, []byte(out), 0o600)
+	b, srvB, sockB := apiServer(t)
+	if code, _, stderr := cli(t, "ctl", "--api-socket", sockB, "state", "import", file); code != 0 {
+		t.Fatalf("state import: %d %s", code, stderr)
+	}
+	if st := b.State(); len(st.DNSRecords) != 1 || st.DNSRecords[0].Name != "db.internal" {
+		t.Errorf("state after import: %+v", st)
+	}
+	os.WriteFile(file, []byte(`{"version":9}`), 0o600)
+	wantUsage(t, []string{"ctl", "--api-socket", sockB, "state", "import", file}, file, "newer slipway")
+	wantUsage(t, []string{"ctl", "--api-socket", sockB, "state", "import", "/nonexistent/s.json"}, "/nonexistent/s.json")
+	code, out, _ = cli(t, "ctl", "--api-socket", sockB, "config")
+	if code != 0 || !strings.Contains(out, `"cidr": "10.0.2.0/24"`) {
+		t.Errorf("config: %d %s", code, out)
+	}
+	wantUsage(t, []string{"ctl", "--api-socket", sockB, "shutdown", "--timeout", "-1s"}, "--timeout")
+	done := make(chan struct{})
+	srvB.OnShutdown(func() { close(done) })
+	if code, out, stderr := cli(t, "ctl", "--api-socket", sockB, "shutdown", "--timeout", "2s"); code != 0 || !strings.Contains(out, "shutting down") {
+		t.Fatalf("shutdown: %d %q %s", code, out, stderr)
+	}
+	<-done
 }
