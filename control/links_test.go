@@ -119,9 +119,23 @@ func TestAddLinkCarriesFrames(t *testing.T) {
 	guest.Write(arpRequest())
 	readARPReply(t, guest)
 
-	// Down: what the guest sends is dropped and counted.
+	// Down: what the guest sends is dropped and counted, and the event
+	// stream says so.
+	sub, err := f.n.Subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
 	if l, err = f.c.SetLinkDown(context.Background(), l.Port, true); err != nil || l.Up {
 		t.Fatalf("down: %+v %v", l, err)
+	}
+	for ev := range sub.C {
+		if ev.Type == "link-state" {
+			if ev.Port != l.Port || ev.Up == nil || *ev.Up {
+				t.Errorf("event %+v, want port %d down", ev, l.Port)
+			}
+			break
+		}
 	}
 	guest.Write(arpRequest())
 	for deadline := time.Now().Add(20 * time.Second); f.links(t)[0].Drops["link_down"] == 0; time.Sleep(10 * time.Millisecond) {

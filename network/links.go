@@ -53,6 +53,8 @@ func (n *Network) SetLinkDown(id int, down bool) (LinkInfo, error) {
 	}
 	p.SetDown(down)
 	n.log.Info("link state set", "port", id, "link", p.Name(), "down", down)
+	up := !down
+	n.events.emit(Event{Type: EventLinkState, Port: id, Link: p.Name(), Up: &up})
 	return linkInfo(p), nil
 }
 

@@ -132,8 +132,10 @@ func newCtlCmd() *cobra.Command {
 		Use:   "ctl --api-socket PATH COMMAND",
 		Short: "Control a running slipway through its API socket",
 		Long: `ctl talks to the control API of a slipway started with --api-socket:
-published ports (forward add|ls|rm), DHCP leases, links, flows and
-statistics. Output is a table, or the API's JSON with -o json.`,
+published ports (forward add|ls|rm), DHCP leases, links and links handed
+over at run time (link add|rm|down|up), flows, statistics, the state to
+keep over a restart (state), the configuration and a graceful stop.
+Output is a table, or the API's JSON with -o json.`,
 		Example: `  slipway ctl --api-socket /run/slipway.sock forward add 8080:80 127.0.0.1:5353:53/udp
   slipway ctl --api-socket /run/slipway.sock forward ls
   slipway ctl --api-socket /run/slipway.sock forward rm 1
