@@ -34,8 +34,13 @@ func (s *Server) getState(w http.ResponseWriter, r *http.Request) {
 // putState imports a State, as GET /v1/state gave it, into this network.
 func (s *Server) putState(w http.ResponseWriter, r *http.Request) {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, network.MaxStateBytes))
-	if err != nil {
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("state larger than %d bytes", network.MaxStateBytes))
+		return
+	case err != nil:
+		writeError(w, http.StatusBadRequest, fmt.Errorf("reading the state: %w", err))
 		return
 	}
 	st, err := network.DecodeState(b)

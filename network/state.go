@@ -244,7 +244,7 @@ func (n *Network) Restore(st State) error {
 		return fmt.Errorf("%w: %v", ErrStateCorrupt, err)
 	}
 	if len(st.DHCP6) > 0 && n.svc.dhcp6 == nil {
-		return errors.New("restore: the state has DHCPv6 leases and IPv6 is off")
+		return fmt.Errorf("restore: %w: the state has DHCPv6 leases and IPv6 is off", ErrRestoreConflict)
 	}
 	// Forwards first: they are the part that can be undone.
 	published := map[config.PublishRule]bool{}
