@@ -1,7 +1,10 @@
 package control
 
 import (
+	"bytes"
+	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -33,6 +36,38 @@ func FuzzParseRights(f *testing.F) {
 			if err != nil || !slices.Equal(again, fds) {
 				t.Fatalf("round trip %v: %v %v", fds, again, err)
 			}
+		}
+	})
+}
+
+// FuzzLinkRequest: a POST /v1/links body is accepted only with a kind
+// slipway has a transport for and a name that prints on one line;
+// vhost-user is the one kind known but refused as not built in.
+func FuzzLinkRequest(f *testing.F) {
+	for _, s := range []string{`{"kind":"stream","name":"vm1-net0"}`, `{"kind":"dgram"}`, `{"kind":"seqpacket","name":""}`,
+		`{"kind":"vhost-user"}`, `{"kind":"tap"}`, `{}`, `{"kind":"stream","name":"a\u0000b"}`, `{"kind":"stream","fd":3}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var req LinkRequest
+		if decodeJSON(bytes.NewReader(b), &req) != nil {
+			return
+		}
+		kind, err := linkKind(req.Kind)
+		if err != nil {
+			if req.Kind == KindStream || req.Kind == KindDgram || req.Kind == KindSeqpacket {
+				t.Fatalf("kind %q refused: %v", req.Kind, err)
+			}
+			if errors.Is(err, errNotBuiltIn) != (req.Kind == KindVhostUser) {
+				t.Fatalf("kind %q: %v", req.Kind, err)
+			}
+			return
+		}
+		if string(kind) != req.Kind {
+			t.Fatalf("kind %q became %q", req.Kind, kind)
+		}
+		if checkLinkName(req.Name) == nil && (len(req.Name) > maxLinkName || strings.ContainsAny(req.Name, " \n\r\t\x00")) {
+			t.Fatalf("name %q accepted", req.Name)
 		}
 	})
 }
