@@ -268,7 +268,63 @@ func vmBackends() []vmBackend {
 		{report.Slipway, "serve, -netdev stream", startSlipwayServe},
 		{report.Passt, "-netdev stream, MTU 65520", startPasst},
 		{report.QEMUUser, "libslirp, MTU 1500", startQEMUUser},
+		{report.SlipwayVhost, "serve --listen vhost-user:, guest memory a shared memfd", startSlipwayVhost},
+		{report.PasstVhost, "--vhost-user, MTU 65520, guest memory a shared memfd", startPasstVhost},
 	}
+}
+
+// vhostNetdev connects QEMU to a vhost-user back-end the way a user
+// does: guest memory in a shared memfd of -m's size, INTx interrupts
+// (QEMU 7.2 under TCG crashes setting up MSI-X for vhost-user).
+func vhostNetdev(sock string) []string {
+	return []string{
+		"-object", "memory-backend-memfd,id=mem,size=" + vmMemory + ",share=on", "-numa", "node,memdev=mem",
+		"-chardev", "socket,id=c0,path=" + sock,
+		"-netdev", "vhost-user,id=n0,chardev=c0",
+		"-device", "virtio-net-pci,netdev=n0,vectors=0,rx_queue_size=1024,tx_queue_size=1024",
+	}
+}
+
+func startSlipwayVhost(ctx context.Context, b *bench, dir string) (*vmInstance, error) {
+	sock := filepath.Join(dir, "slipway.vhost")
+	p, err := startProcess(b.logDir, "slipway-vhost", []string{b.slipway, "serve", "--ready-fd", "3", "--log-level", "warn",
+		"--listen", "vhost-user:" + sock}, processOpts{readyFD: true})
+	if err != nil {
+		return nil, err
+	}
+	return &vmInstance{netdev: vhostNetdev(sock), owned: owned{procs: []*process{p}}}, nil
+}
+
+// startPasstVhost runs the passt binary -passt names (Debian 12's has no
+// vhost-user) as a vhost-user back-end.
+func startPasstVhost(ctx context.Context, b *bench, dir string) (*vmInstance, error) {
+	sock, err := passtSocket(dir)
+	if err != nil {
+		return nil, err
+	}
+	p, err := startProcess(b.logDir, "passt-vhost", []string{b.opts.passt, "-f", "-q", "--vhost-user", "-s", sock}, processOpts{})
+	if err != nil {
+		return nil, err
+	}
+	inst := &vmInstance{netdev: vhostNetdev(sock), owned: owned{procs: []*process{p}}}
+	if err := p.waitFor("its socket", readyTimeout, func() bool { return fileExists(sock) }); err != nil {
+		inst.close()
+		return nil, err
+	}
+	return inst, nil
+}
+
+// passtSocket makes a directory passt can bind its socket in after it
+// dropped to nobody.
+func passtSocket(dir string) (string, error) {
+	sockDir := filepath.Join(dir, "passt")
+	if err := os.MkdirAll(sockDir, 0o777); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(sockDir, 0o777); err != nil { // despite the umask
+		return "", err
+	}
+	return filepath.Join(sockDir, "passt.sock"), nil
 }
 
 // streamNetdev is how a user connects QEMU to a stream socket.
@@ -294,15 +350,11 @@ func startSlipwayServe(ctx context.Context, b *bench, dir string) (*vmInstance, 
 // to nobody before it binds its socket, so the socket's directory is
 // world-writable.
 func startPasst(ctx context.Context, b *bench, dir string) (*vmInstance, error) {
-	sockDir := filepath.Join(dir, "passt")
-	if err := os.MkdirAll(sockDir, 0o777); err != nil {
+	sock, err := passtSocket(dir)
+	if err != nil {
 		return nil, err
 	}
-	if err := os.Chmod(sockDir, 0o777); err != nil { // despite the umask
-		return nil, err
-	}
-	sock := filepath.Join(sockDir, "passt.sock")
-	p, err := startProcess(b.logDir, "passt", []string{"passt", "-f", "-q", "--mtu", "65520", "-s", sock}, processOpts{})
+	p, err := startProcess(b.logDir, "passt", []string{b.opts.passt, "-f", "-q", "--mtu", "65520", "-s", sock}, processOpts{})
 	if err != nil {
 		return nil, err
 	}

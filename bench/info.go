@@ -58,7 +58,7 @@ func firstField(path, key, sep string) string {
 
 // versions names what was measured: slipway's commit and the peers' and
 // tools' versions.
-func versions(ctx context.Context, root string) []string {
+func versions(ctx context.Context, root, passt string) []string {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	first := func(args ...string) string {
@@ -81,8 +81,18 @@ func versions(ctx context.Context, root string) []string {
 	}
 	add("slipway", commit)
 	add("slirp4netns", strings.TrimPrefix(first("slirp4netns", "--version"), "slirp4netns version "))
-	// passt and pasta print no version; Debian's package has one.
-	add("passt/pasta", first("dpkg-query", "-W", "-f", "${Version}", "passt"))
+	// Debian 12's passt and pasta print no version; its package has one.
+	// Newer builds print "passt VERSION" (after a line about AVX2).
+	add("pasta", first("dpkg-query", "-W", "-f", "${Version}", "passt"))
+	if out, err := exec.CommandContext(ctx, passt, "--version").CombinedOutput(); err == nil {
+		for line := range strings.Lines(string(out)) {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "passt "); ok {
+				add("passt ("+passt+")", v)
+			}
+		}
+	} else {
+		add("passt ("+passt+")", first("dpkg-query", "-W", "-f", "${Version}", "passt"))
+	}
 	add("QEMU", strings.TrimPrefix(first("qemu-system-x86_64", "--version"), "QEMU emulator version "))
 	add("iperf3", strings.TrimPrefix(first("iperf3", "--version"), "iperf "))
 	add("sockperf", first("dpkg-query", "-W", "-f", "${Version}", "sockperf"))

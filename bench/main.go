@@ -48,6 +48,7 @@ type options struct {
 	command       string
 	render        string
 	keepWork      bool
+	passt         string // the passt binary
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -57,7 +58,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var only, backends, tests, flows string
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; every backend runs once per round, interleaved")
 	fs.StringVar(&only, "only", "ns,vm,scale", "parts to run: ns (namespaces), vm (QEMU guests), scale (many flows)")
-	fs.StringVar(&backends, "backends", "", "backends to run (default all): slipway,slirp4netns,pasta,veth,passt,qemu-user")
+	fs.StringVar(&backends, "backends", "", "backends to run (default all): slipway,slirp4netns,pasta,veth,passt,qemu-user,slipway-vhost,passt-vhost")
 	fs.StringVar(&tests, "tests", "", "tests to run (default all): tcp_out,tcp_in,latency,conn_rate,udp")
 	fs.DurationVar(&o.settings.duration, "duration", 5*time.Second, "duration of each timed test")
 	fs.StringVar(&o.settings.udpRate, "udp-rate", "1G", "offered rate of the UDP test (iperf3 -b; 0 is as fast as the sender can)")
@@ -68,6 +69,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.out, "out", "", "directory for latest.md, latest.json and latest.png (default: results/ in the bench module)")
 	fs.StringVar(&o.command, "command", "", "the command line to name in the report (default: this one)")
 	fs.StringVar(&o.render, "render", "", "only re-render the report from this results JSON")
+	fs.StringVar(&o.passt, "passt", envOr("PASST", "passt"), "the passt binary ($PASST; passt-vhost needs one with --vhost-user, newer than Debian 12's)")
 	fs.BoolVar(&o.keepWork, "keep", false, "keep the work directory (logs of every helper process)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -137,6 +139,14 @@ func splitList(s string) []string {
 }
 
 // want reports whether a list option selects item; empty selects all.
+// envOr is the environment variable's value, or def.
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
 func want(list []string, item string) bool { return len(list) == 0 || slices.Contains(list, item) }
 
 // bench is one benchmark run.
@@ -224,7 +234,7 @@ func benchmark(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	}
 	b.res = &report.Results{
 		Date: time.Now(), Machine: machine(), Command: o.command, Rounds: o.rounds,
-		TestSeconds: o.settings.duration.Seconds(), Versions: versions(ctx, root),
+		TestSeconds: o.settings.duration.Seconds(), Versions: versions(ctx, root, o.passt),
 	}
 
 	if want(o.only, "ns") {
@@ -376,8 +386,8 @@ func missingTools(o options) []string {
 	}
 	if want(o.only, "vm") {
 		tools = append(tools, "qemu-system-x86_64")
-		if want(o.backends, report.Passt) {
-			tools = append(tools, "passt")
+		if want(o.backends, report.Passt) || want(o.backends, report.PasstVhost) {
+			tools = append(tools, o.passt)
 		}
 	}
 	var missing []string

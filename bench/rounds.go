@@ -198,6 +198,9 @@ func (m *meter) finish() {
 	}
 }
 
+// vmMemory is the guest's memory (-m, and the vhost-user rows' memfd).
+const vmMemory = "512M"
+
 // vmTimeout bounds one VM run: boot (about 5 to 10 s under TCG on a busy
 // machine) plus every test with its start-up.
 func (b *bench) vmTimeout() time.Duration {
@@ -250,7 +253,7 @@ func (b *bench) vmRound(ctx context.Context, round int, be vmBackend, guest vmte
 		Netdev:  inst.netdev,
 		Script:  guestScript(tests, srv.ports, b.opts.settings),
 		Files:   files,
-		Memory:  "512M",
+		Memory:  vmMemory,
 		Timeout: b.vmTimeout(),
 	}, dir)
 	if err != nil {

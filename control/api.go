@@ -34,8 +34,8 @@ func (s *Server) handler() http.Handler {
 	})
 	mux.HandleFunc("POST /v1/links", s.addLink)
 	mux.HandleFunc("DELETE /v1/links/{port}", s.removeLink)
-	mux.HandleFunc("POST /v1/links/{port}/down", s.setLinkState(true))
-	mux.HandleFunc("POST /v1/links/{port}/up", s.setLinkState(false))
+	mux.HandleFunc("POST /v1/links/{port}/down", func(w http.ResponseWriter, r *http.Request) { s.setLinkUp(w, r, false) })
+	mux.HandleFunc("POST /v1/links/{port}/up", func(w http.ResponseWriter, r *http.Request) { s.setLinkUp(w, r, true) })
 	mux.HandleFunc("GET /v1/flows", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, flows(s.n))
 	})
@@ -124,6 +124,27 @@ func (s *Server) removeForward(w http.ResponseWriter, r *http.Request) {
 	}
 	fw, err := s.n.Unpublish(id)
 	writeResult(w, http.StatusOK, fw, err)
+}
+
+// setLinkUp takes a link down or up and answers with the link as it is
+// now.
+func (s *Server) setLinkUp(w http.ResponseWriter, r *http.Request, up bool) {
+	port, err := strconv.Atoi(r.PathValue("port"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("link port %q is not a number", r.PathValue("port")))
+		return
+	}
+	if err := s.n.SetLinkUp(port, up); err != nil {
+		writeError(w, statusOf(err), err)
+		return
+	}
+	for _, l := range links(s.n) {
+		if l.Port == port {
+			writeJSON(w, http.StatusOK, l)
+			return
+		}
+	}
+	writeError(w, http.StatusNotFound, fmt.Errorf("link on port %d: %w", port, network.ErrNotFound))
 }
 
 // events streams the network's events as JSON lines until the client

@@ -2,7 +2,6 @@ package control
 
 import (
 	"bytes"
-	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -41,8 +40,8 @@ func FuzzParseRights(f *testing.F) {
 }
 
 // FuzzLinkRequest: a POST /v1/links body is accepted only with a kind
-// slipway has a transport for and a name that prints on one line;
-// vhost-user is the one kind known but refused as not built in.
+// slipway has a transport for, a name that prints on one line, and queues
+// for vhost-user alone.
 func FuzzLinkRequest(f *testing.F) {
 	for _, s := range []string{`{"kind":"stream","name":"vm1-net0"}`, `{"kind":"dgram"}`, `{"kind":"seqpacket","name":""}`,
 		`{"kind":"vhost-user"}`, `{"kind":"tap"}`, `{}`, `{"kind":"stream","name":"a\u0000b"}`, `{"kind":"stream","fd":3}`} {
@@ -54,17 +53,18 @@ func FuzzLinkRequest(f *testing.F) {
 			return
 		}
 		kind, err := linkKind(req.Kind)
+		known := req.Kind == KindStream || req.Kind == KindDgram || req.Kind == KindSeqpacket || req.Kind == KindVhostUser
+		if (err == nil) != known {
+			t.Fatalf("kind %q: %v", req.Kind, err)
+		}
 		if err != nil {
-			if req.Kind == KindStream || req.Kind == KindDgram || req.Kind == KindSeqpacket {
-				t.Fatalf("kind %q refused: %v", req.Kind, err)
-			}
-			if errors.Is(err, errNotBuiltIn) != (req.Kind == KindVhostUser) {
-				t.Fatalf("kind %q: %v", req.Kind, err)
-			}
 			return
 		}
 		if string(kind) != req.Kind {
 			t.Fatalf("kind %q became %q", req.Kind, kind)
+		}
+		if checkQueues(kind, req.Queues) == nil && req.Queues != 0 && (req.Kind != KindVhostUser || req.Queues < 1 || req.Queues > 16) {
+			t.Fatalf("queues %d accepted for %s", req.Queues, req.Kind)
 		}
 		if checkLinkName(req.Name) == nil && (len(req.Name) > maxLinkName || strings.ContainsAny(req.Name, " \n\r\t\x00")) {
 			t.Fatalf("name %q accepted", req.Name)

@@ -8,6 +8,7 @@ import (
 	"unicode"
 
 	"github.com/slipway-net/slipway/internal/endpoint"
+	"github.com/slipway-net/slipway/link/vhostuser"
 	"github.com/slipway-net/slipway/network"
 )
 
@@ -21,10 +22,6 @@ const (
 
 // maxLinkName bounds a link's name, which shows in logs and listings.
 const maxLinkName = 64
-
-// errNotBuiltIn answers a link kind this build of slipway has no
-// transport for.
-var errNotBuiltIn = errors.New("not built in")
 
 // addLink attaches the socket that came with the request (SCM_RIGHTS) as a
 // new link. Every refusal closes what was received and changes nothing.
@@ -52,11 +49,11 @@ func (s *Server) addLink(w http.ResponseWriter, r *http.Request) {
 // it returns the new port, or an HTTP status and error. It owns fds.
 func (s *Server) attachFDs(req LinkRequest, fds []int, fdErr error) (port, status int, err error) {
 	kind, err := linkKind(req.Kind)
+	if err == nil {
+		err = checkQueues(kind, req.Queues)
+	}
 	if err != nil {
 		closeFDs(fds)
-		if errors.Is(err, errNotBuiltIn) {
-			return 0, http.StatusNotImplemented, err
-		}
 		return 0, http.StatusBadRequest, err
 	}
 	if err := checkLinkName(req.Name); err != nil {
@@ -77,7 +74,11 @@ func (s *Server) attachFDs(req LinkRequest, fds []int, fdErr error) (port, statu
 	if name == "" {
 		name = "api:" + req.Kind
 	}
-	l, err := endpoint.AdoptFDNamed(endpoint.FDSpec{FD: fds[0], Kind: kind}, name)
+	spec := endpoint.FDSpec{FD: fds[0], Kind: kind}
+	if kind == endpoint.VhostUser {
+		spec.Queues, spec.MTU = max(req.Queues, 1), s.n.Config().MTU
+	}
+	l, err := endpoint.AdoptFDNamed(spec, name)
 	if err != nil {
 		return 0, http.StatusBadRequest, fmt.Errorf("the descriptor sent: %w", err)
 	}
@@ -107,11 +108,25 @@ func linkKind(k string) (endpoint.Kind, error) {
 	case KindSeqpacket:
 		return endpoint.Seqpacket, nil
 	case KindVhostUser:
-		return "", fmt.Errorf("link kind vhost-user: %w (this slipway has no vhost-user transport)", errNotBuiltIn)
+		return endpoint.VhostUser, nil
 	case "":
 		return "", errors.New("missing kind: want stream, dgram, seqpacket or vhost-user")
 	}
 	return "", fmt.Errorf("unknown link kind %q: want stream, dgram, seqpacket or vhost-user", k)
+}
+
+// checkQueues allows queues for a vhost-user link only, within the
+// device's bound.
+func checkQueues(kind endpoint.Kind, queues int) error {
+	switch {
+	case queues == 0:
+		return nil
+	case kind != endpoint.VhostUser:
+		return fmt.Errorf("queues is for vhost-user links, not %s", kind)
+	case queues < 1 || queues > vhostuser.MaxQueues:
+		return fmt.Errorf("queues %d: want 1 to %d", queues, vhostuser.MaxQueues)
+	}
+	return nil
 }
 
 func checkLinkName(name string) error {
@@ -133,17 +148,6 @@ func (s *Server) removeLink(w http.ResponseWriter, r *http.Request) {
 	}
 	li, err := s.n.Detach(port)
 	writeResult(w, http.StatusOK, linkView(li), err)
-}
-
-func (s *Server) setLinkState(down bool) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		port, ok := linkPort(w, r)
-		if !ok {
-			return
-		}
-		li, err := s.n.SetLinkDown(port, down)
-		writeResult(w, http.StatusOK, linkView(li), err)
-	}
 }
 
 func linkPort(w http.ResponseWriter, r *http.Request) (int, bool) {

@@ -177,7 +177,7 @@ func TestAddLinkKinds(t *testing.T) {
 	for _, k := range []struct {
 		kind string
 		typ  int
-	}{{KindDgram, unix.SOCK_DGRAM}, {KindSeqpacket, unix.SOCK_SEQPACKET}} {
+	}{{KindDgram, unix.SOCK_DGRAM}, {KindSeqpacket, unix.SOCK_SEQPACKET}, {KindVhostUser, unix.SOCK_STREAM}} {
 		_, theirs := socketpair(t, k.typ)
 		l, err := f.c.AddLink(context.Background(), theirs, k.kind, "")
 		if err != nil {
@@ -187,8 +187,8 @@ func TestAddLinkKinds(t *testing.T) {
 			t.Errorf("%s: name %q", k.kind, l.Name)
 		}
 	}
-	if n := len(f.links(t)); n != 2 {
-		t.Errorf("%d links, want 2", n)
+	if n := len(f.links(t)); n != 3 {
+		t.Errorf("%d links, want 3", n)
 	}
 }
 
@@ -231,7 +231,9 @@ func TestAddLinkBadInput(t *testing.T) {
 		{"no kind", `{}`, []int{stream1}, 400, "missing kind"},
 		{"peer closed", `{"kind":"stream"}`, []int{hungUp}, 400, "closed its end"},
 		{"listening socket", `{"kind":"stream"}`, []int{int(lf.Fd())}, 400, "listening socket"},
-		{"vhost-user", `{"kind":"vhost-user"}`, []int{stream1}, 501, "not built in"},
+		{"vhost-user on a datagram socket", `{"kind":"vhost-user"}`, []int{dgram}, 400, "is a dgram socket, not vhost-user"},
+		{"vhost-user queues", `{"kind":"vhost-user","queues":17}`, []int{stream1}, 400, "queues 17"},
+		{"queues for stream", `{"kind":"stream","queues":2}`, []int{stream1}, 400, "queues is for vhost-user"},
 		{"bad name", `{"kind":"stream","name":"a b"}`, []int{stream1}, 400, "link name"},
 		{"unknown field", `{"kind":"stream","fd":3}`, []int{stream1}, 400, "unknown field"},
 		{"not json", `stream`, []int{stream1}, 400, "malformed"},
@@ -271,6 +273,9 @@ func TestAddLinkBadInput(t *testing.T) {
 		}
 		if status != want {
 			t.Errorf("DELETE %s: %d %s, want %d", p, status, body, want)
+		}
+		if p == "/v1/links/0" {
+			want = 404 // a number, and no link has it
 		}
 		if status, _ := f.do(t, "POST", p+"/down", ""); status != want {
 			t.Errorf("POST %s/down: %d, want %d", p, status, want)

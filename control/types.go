@@ -37,6 +37,9 @@ type LinkRequest struct {
 	Kind string `json:"kind"`
 	// Name shows in listings and logs (default "api:KIND").
 	Name string `json:"name,omitempty"`
+	// Queues is how many queue pairs a vhost-user device offers
+	// (1..16, default 1); only for vhost-user.
+	Queues int `json:"queues,omitempty"`
 }
 
 // Link is one guest link and its counters (rx is from the guest).

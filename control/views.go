@@ -25,7 +25,7 @@ func (l *Link) traffic(name string) *uint64 {
 }
 
 func linkView(li network.LinkInfo) Link {
-	l := Link{Port: li.Port, Name: li.Name, Since: li.Since, Up: !li.Down, Drops: map[string]uint64{}}
+	l := Link{Port: li.Port, Name: li.Name, Since: li.Since, Up: li.Up, Drops: map[string]uint64{}}
 	for _, c := range li.Counters {
 		if field := l.traffic(c.Name); field != nil {
 			*field = c.Value

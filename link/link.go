@@ -74,6 +74,24 @@ type Link interface {
 	String() string
 }
 
+// MultiQueue is a link with more than one transmit queue (vhost-user with
+// MQ): the switch reads each with ReadQueue on a goroutine of its own
+// instead of calling Read. Queue 0's ReadQueue is Read.
+type MultiQueue interface {
+	Link
+	// Queues is how many queues there are to read, 1 or more.
+	Queues() int
+	// ReadQueue is Read for queue i; each queue has one reader.
+	ReadQueue(i int, bufs [][]byte, sizes []int) (n int, err error)
+}
+
+// Carrier is a link that can tell its peer the link went down or came up
+// (vhost-user: the device's link status, and a configuration change
+// message to the VMM).
+type Carrier interface {
+	SetCarrier(up bool)
+}
+
 // Counters are the drops a link sees itself, before the switch has a frame
 // or after the switch handed one over, which the switch's per-port counters
 // cannot see; the switch's ports expose them next to their own. (Frames a
@@ -96,6 +114,21 @@ type Counters struct {
 	// TxRefused: a frame the peer's kernel refused (a TAP device answers
 	// EINVAL for a frame it cannot take).
 	TxRefused atomic.Uint64 `counter:"tx_refused"`
+	// RxBadRing: a descriptor chain of the guest's transmit ring that
+	// breaks the virtqueue rules (a buffer outside the guest's memory, a
+	// loop, a nested indirect table, ...), given back unread; or the
+	// ring itself broken (its index jumped), after which it is not used
+	// until the VMM sets it up again (vhost-user).
+	RxBadRing atomic.Uint64 `counter:"rx_bad_ring"`
+	// RxBadHeader: a frame whose virtio-net header asks for an offload
+	// the guest did not negotiate, or points outside the frame.
+	RxBadHeader atomic.Uint64 `counter:"rx_bad_header"`
+	// TxBadRing: a receive buffer chain that breaks the virtqueue rules,
+	// given back empty; or the receive ring broken (vhost-user).
+	TxBadRing atomic.Uint64 `counter:"tx_bad_ring"`
+	// TxUnsupported: a frame with an offload the peer no longer takes
+	// (a guest that renegotiated while it was on its way).
+	TxUnsupported atomic.Uint64 `counter:"tx_unsupported"`
 }
 
 // ErrQueueFull reports frames dropped because the peer is not taking any

@@ -5,10 +5,8 @@ import (
 	"time"
 
 	"github.com/slipway-net/slipway/config"
-	"github.com/slipway-net/slipway/internal/counters"
 	"github.com/slipway-net/slipway/internal/flow"
 	"github.com/slipway-net/slipway/internal/publish"
-	"github.com/slipway-net/slipway/internal/vswitch"
 )
 
 // What the network shows of itself: its links, flows and published ports
@@ -19,9 +17,8 @@ type LinkInfo struct {
 	Port  int
 	Name  string
 	Since time.Time
-	// Down is set while the link was set down (SetLinkDown): attached,
-	// carrying nothing.
-	Down bool
+	// Up is false while the link is set down (SetLinkUp).
+	Up bool
 	// Counters are the link's traffic (rx_frames, rx_bytes, tx_frames,
 	// tx_bytes; rx is from the guest) and its drops by reason, the
 	// switch's and the link's own.
@@ -38,12 +35,19 @@ func (n *Network) Links() []LinkInfo {
 	return out
 }
 
-func linkInfo(p *vswitch.Port) LinkInfo {
-	cs := fromValues(counters.Walk(&p.Stats))
-	if c := p.LinkCounters(); c != nil {
-		cs = append(cs, fromValues(counters.Walk(c))...)
+// SetLinkUp takes the link on port down or up again, as unplugging and
+// plugging a cable would: while down, frames from it and to it are
+// dropped (counted as link_down), and a link that can tell its VM (a
+// vhost-user device) reports the status change to it.
+func (n *Network) SetLinkUp(port int, up bool) error {
+	p, err := n.port(port)
+	if err != nil {
+		return err
 	}
-	return LinkInfo{Port: p.ID(), Name: p.Name(), Since: p.Since, Down: p.Down(), Counters: cs}
+	p.SetUp(up)
+	n.log.Info("link state set", "port", port, "link", p.Name(), "up", up)
+	n.events.emit(Event{Type: EventLinkState, Port: port, Link: p.Name(), Up: &up})
+	return nil
 }
 
 // FlowInfo is one flow between a guest and the host.

@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/slipway-net/slipway/internal/counters"
 	"github.com/slipway-net/slipway/internal/vswitch"
 )
 
 // ErrNoLink is returned for a port number no link has.
 var ErrNoLink = errors.New("no such link")
 
-// port finds the link port numbered id.
+// port finds the link port numbered id (ErrNoLink: none).
 func (n *Network) port(id int) (*vswitch.Port, error) {
 	for _, p := range n.sw.Ports() {
 		if p.ID() == id {
@@ -44,18 +45,12 @@ func (n *Network) Detach(id int) (LinkInfo, error) {
 	return li, nil
 }
 
-// SetLinkDown sets the link on port id down (it carries no frames either
-// way, counted as link_down drops) or up again.
-func (n *Network) SetLinkDown(id int, down bool) (LinkInfo, error) {
-	p, err := n.port(id)
-	if err != nil {
-		return LinkInfo{}, err
+func linkInfo(p *vswitch.Port) LinkInfo {
+	cs := fromValues(counters.Walk(&p.Stats))
+	if c := p.LinkCounters(); c != nil {
+		cs = append(cs, fromValues(counters.Walk(c))...)
 	}
-	p.SetDown(down)
-	n.log.Info("link state set", "port", id, "link", p.Name(), "down", down)
-	up := !down
-	n.events.emit(Event{Type: EventLinkState, Port: id, Link: p.Name(), Up: &up})
-	return linkInfo(p), nil
+	return LinkInfo{Port: p.ID(), Name: p.Name(), Since: p.Since, Up: p.Up(), Counters: cs}
 }
 
 // Drain prepares a graceful stop: from now on no new link is attached

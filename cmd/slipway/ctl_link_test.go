@@ -67,10 +67,10 @@ func TestCtlLinkAddRemove(t *testing.T) {
 	if code, out, _ := cli(t, "ctl", "--api-socket", sock, "link", "down", p); code != 0 || !strings.Contains(out, "uml0") {
 		t.Errorf("link down: %d %q", code, out)
 	}
-	if !n.Links()[0].Down {
+	if n.Links()[0].Up {
 		t.Error("link not down")
 	}
-	if code, _, _ := cli(t, "ctl", "--api-socket", sock, "link", "up", p); code != 0 || n.Links()[0].Down {
+	if code, _, _ := cli(t, "ctl", "--api-socket", sock, "link", "up", p); code != 0 || !n.Links()[0].Up {
 		t.Errorf("link up: exit %d", code)
 	}
 	if code, _, stderr := cli(t, "ctl", "--api-socket", sock, "link", "rm", p); code != 0 {

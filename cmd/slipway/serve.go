@@ -6,12 +6,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/slipway-net/slipway/internal/endpoint"
 	"github.com/slipway-net/slipway/link"
+	"github.com/slipway-net/slipway/link/vhostuser"
 )
 
 func newServeCmd() *cobra.Command {
@@ -37,6 +39,11 @@ Kinds:
   dgram:unix:PATH    one frame per datagram; each sender address is a VM
       (QEMU -netdev dgram, vfkit and krunkit unixgram, with or without VFKT)
   seqpacket:unix:PATH  one frame per message (User Mode Linux bess)
+  vhost-user:PATH    the VM's own virtqueues in its shared memory (QEMU,
+      cloud-hypervisor and crosvm -netdev vhost-user); offloads both ways.
+      --listen: slipway owns the socket, each connection is a VM (QEMU
+      -chardev socket,path=PATH,reconnect=1); --connect: the VMM owns it
+      (QEMU server=on); --fd N:vhost-user: a connected socket
 
 With only --fd endpoints, serve exits once every VM has gone. With
 --api-socket and no endpoint at all, VMs come only through the API
@@ -49,7 +56,13 @@ With only --fd endpoints, serve exits once every VM has gone. With
   slipway serve --listen dgram:unix:/tmp/vm.dgram
   qemu-system-x86_64 ... \
     -netdev dgram,id=n0,local.type=unix,local.path=/tmp/qemu.dgram,remote.type=unix,remote.path=/tmp/vm.dgram \
-    -device virtio-net-pci,netdev=n0`,
+    -device virtio-net-pci,netdev=n0
+
+  slipway serve --listen vhost-user:/tmp/vm.vhost
+  qemu-system-x86_64 -m 512M ... \
+    -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem \
+    -chardev socket,id=c0,path=/tmp/vm.vhost,reconnect=1 \
+    -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := nf.resolve(cmd.Flags())
@@ -61,7 +74,7 @@ With only --fd endpoints, serve exits once every VM has gone. With
 				return err
 			}
 			ep.withAPI = cfg.APISocket != ""
-			eps, err := ep.open(log)
+			eps, err := ep.open(log, cfg.MTU)
 			if err != nil {
 				return err
 			}
@@ -127,14 +140,31 @@ func serveUntil(log *slog.Logger, readyFD int, ended <-chan struct{}, endErr err
 // endpointFlags are serve's --listen, --connect and --fd.
 type endpointFlags struct {
 	listens, connects, fds []string
+	queues                 queueCount
 	// withAPI allows no endpoint at all: VMs come through POST /v1/links.
 	withAPI bool
 }
+
+// queueCount is --queues: 1..vhostuser.MaxQueues, 1 when not given.
+type queueCount int
+
+func (q *queueCount) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > vhostuser.MaxQueues {
+		return fmt.Errorf("want 1..%d", vhostuser.MaxQueues)
+	}
+	*q = queueCount(n)
+	return nil
+}
+
+func (q *queueCount) String() string { return strconv.Itoa(max(int(*q), 1)) }
+func (q *queueCount) Type() string   { return "int" }
 
 func (e *endpointFlags) register(cmd *cobra.Command) {
 	fs := cmd.Flags()
 	fs.StringArrayVar(&e.listens, "listen", nil, "accept VMs on KIND:NETWORK:ADDRESS (repeatable)")
 	fs.StringArrayVar(&e.connects, "connect", nil, "connect to a VMM listening on KIND:NETWORK:ADDRESS, again after it goes away (repeatable)")
+	fs.Var(&e.queues, "queues", fmt.Sprintf("queue pairs the device of each vhost-user VM offers (1..%d); a flow stays on one pair", vhostuser.MaxQueues))
 	fs.StringArrayVar(&e.fds, "fd", nil, "serve the VM on inherited connected socket N:KIND, e.g. 3:stream (repeatable)")
 }
 
@@ -156,7 +186,7 @@ func (e *vmEndpoints) close() {
 
 // open checks every endpoint and opens it, so that a bad path, address or
 // fd is reported, naming the flag and value, before anything runs.
-func (f *endpointFlags) open(log *slog.Logger) (*vmEndpoints, error) {
+func (f *endpointFlags) open(log *slog.Logger, mtu int) (*vmEndpoints, error) {
 	if len(f.listens)+len(f.connects)+len(f.fds) == 0 && !f.withAPI {
 		return nil, usageError{errors.New("give at least one endpoint: --listen, --connect or --fd (e.g. --listen stream:unix:/tmp/vm.sock), or --api-socket to take links through POST /v1/links")}
 	}
@@ -178,6 +208,7 @@ func (f *endpointFlags) open(log *slog.Logger) (*vmEndpoints, error) {
 			if err != nil {
 				return fail(set.flag, s, err)
 			}
+			spec.Queues, spec.MTU = int(f.queues), mtu
 			l, err := set.start(spec, log)
 			if err != nil {
 				return fail(set.flag, s, err)
@@ -190,6 +221,7 @@ func (f *endpointFlags) open(log *slog.Logger) (*vmEndpoints, error) {
 		if err != nil {
 			return fail("fd", s, err)
 		}
+		spec.Queues, spec.MTU = int(f.queues), mtu
 		l, err := endpoint.AdoptFD(spec)
 		if err != nil {
 			return fail("fd", s, err)

@@ -27,7 +27,7 @@ func TestEndpointFlagsRejected(t *testing.T) {
 		{endpointFlags{listens: []string{good}, fds: []string{"three:stream"}}, `"three:stream" for --fd`},
 		{endpointFlags{fds: []string{"3"}}, `"3" for --fd`},
 	} {
-		eps, err := c.f.open(log)
+		eps, err := c.f.open(log, 1500)
 		if err == nil {
 			eps.close()
 			t.Errorf("%+v accepted", c.f)
@@ -39,7 +39,7 @@ func TestEndpointFlagsRejected(t *testing.T) {
 	}
 	// The good listener's socket was closed after each failure above:
 	// it can be listened on again.
-	eps, err := (&endpointFlags{listens: []string{good}}).open(log)
+	eps, err := (&endpointFlags{listens: []string{good}}).open(log, 1500)
 	if err != nil {
 		t.Fatalf("listening again on %s: %v", good, err)
 	}

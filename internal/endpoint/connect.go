@@ -12,6 +12,7 @@ import (
 	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/link/dgram"
 	"github.com/slipway-net/slipway/link/stream"
+	"github.com/slipway-net/slipway/link/vhostuser"
 )
 
 // Redial timing: the first attempt after a link ends is immediate, then
@@ -31,7 +32,7 @@ var ErrCannotConnect = errors.New("endpoint kind cannot be connected to; use --l
 // therefore outlives the VMM's restarts; leases and forwards stay.
 func Connect(spec Spec, log *slog.Logger) (Listener, error) {
 	switch spec.Kind {
-	case Stream, Seqpacket:
+	case Stream, Seqpacket, VhostUser:
 	default:
 		return nil, fmt.Errorf("%s: %w", spec, ErrCannotConnect)
 	}
@@ -105,6 +106,12 @@ func (d *dialer) dial() (link.Link, error) {
 			return nil, err
 		}
 		return stream.New(c, d.spec.String()), nil
+	case VhostUser:
+		c, err := nd.DialContext(ctx, "unix", d.spec.Address)
+		if err != nil {
+			return nil, err
+		}
+		return vhostuser.New(c.(*net.UnixConn), vhostuser.Options{Name: d.spec.String(), Logger: d.log, Queues: d.spec.Queues, MTU: d.spec.MTU}), nil
 	default: // Seqpacket, checked by Connect
 		c, err := nd.DialContext(ctx, "unixpacket", d.spec.Address)
 		if err != nil {

@@ -15,9 +15,9 @@ import (
 
 func TestParseFD(t *testing.T) {
 	for in, want := range map[string]FDSpec{
-		"3:stream":     {3, Stream},
-		"0:dgram":      {0, Dgram},
-		"10:seqpacket": {10, Seqpacket},
+		"3:stream":     {FD: 3, Kind: Stream},
+		"0:dgram":      {FD: 0, Kind: Dgram},
+		"10:seqpacket": {FD: 10, Kind: Seqpacket},
 	} {
 		got, err := ParseFD(in)
 		if err != nil || got != want {
@@ -63,11 +63,11 @@ func TestAdoptFDChecks(t *testing.T) {
 		name string
 		spec FDSpec
 	}{
-		{"not open", FDSpec{999, Stream}},
-		{"not a socket", FDSpec{int(file.Fd()), Stream}},
-		{"wrong type", FDSpec{dgram, Stream}},
-		{"listening", FDSpec{int(lf.Fd()), Stream}},
-		{"not connected", FDSpec{unbound, Dgram}},
+		{"not open", FDSpec{FD: 999, Kind: Stream}},
+		{"not a socket", FDSpec{FD: int(file.Fd()), Kind: Stream}},
+		{"wrong type", FDSpec{FD: dgram, Kind: Stream}},
+		{"listening", FDSpec{FD: int(lf.Fd()), Kind: Stream}},
+		{"not connected", FDSpec{FD: unbound, Kind: Dgram}},
 	} {
 		if _, err := AdoptFD(tc.spec); !errors.Is(err, ErrBadFD) {
 			t.Errorf("%s: AdoptFD = %v, want ErrBadFD", tc.name, err)
@@ -83,7 +83,7 @@ func TestAdoptFD(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer unix.Close(fds[1])
-		l, err := AdoptFD(FDSpec{fds[0], kind})
+		l, err := AdoptFD(FDSpec{FD: fds[0], Kind: kind})
 		if err != nil {
 			t.Fatalf("%s: %v", kind, err)
 		}
@@ -239,7 +239,7 @@ func TestWatchSeesClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(fds[1])
-	l, err := AdoptFD(FDSpec{fds[0], Seqpacket})
+	l, err := AdoptFD(FDSpec{FD: fds[0], Kind: Seqpacket})
 	if err != nil {
 		t.Fatal(err)
 	}

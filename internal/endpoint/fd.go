@@ -13,14 +13,18 @@ import (
 	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/link/dgram"
 	"github.com/slipway-net/slipway/link/stream"
+	"github.com/slipway-net/slipway/link/vhostuser"
 )
 
 // FDSpec names an inherited, connected socket: "3:stream" (QEMU
 // -netdev socket,fd= with a stream socket, a socketpair end from a VMM),
-// "3:dgram", "3:seqpacket".
+// "3:dgram", "3:seqpacket", "3:vhost-user" (the back-end end of a
+// vhost-user socket, as a VMM or libvirt hands one to its back-end).
 type FDSpec struct {
 	FD   int
 	Kind Kind
+	// Queues and MTU are Spec's, for a vhost-user fd.
+	Queues, MTU int
 }
 
 func (f FDSpec) String() string { return fmt.Sprintf("fd:%d:%s", f.FD, f.Kind) }
@@ -37,7 +41,7 @@ func ParseFD(s string) (FDSpec, error) {
 	}
 	k := Kind(kind)
 	if _, ok := kindNetworks[k]; !ok {
-		return FDSpec{}, fmt.Errorf("unknown kind %q (want stream, dgram or seqpacket)", kind)
+		return FDSpec{}, fmt.Errorf("unknown kind %q (want stream, dgram, seqpacket or vhost-user)", kind)
 	}
 	return FDSpec{FD: fd, Kind: k}, nil
 }
@@ -47,6 +51,7 @@ var socketTypes = map[Kind]int{
 	Stream:    unix.SOCK_STREAM,
 	Dgram:     unix.SOCK_DGRAM,
 	Seqpacket: unix.SOCK_SEQPACKET,
+	VhostUser: unix.SOCK_STREAM,
 }
 
 // ErrBadFD reports an inherited fd that cannot carry the kind asked for.
@@ -74,8 +79,11 @@ func adopt(f FDSpec, name string) (link.Link, error) {
 	if err != nil {
 		return nil, err
 	}
-	if f.Kind == Stream {
+	switch f.Kind {
+	case Stream:
 		return stream.New(c, name), nil
+	case VhostUser:
+		return vhostuser.New(c.(*net.UnixConn), vhostuser.Options{Name: name, Queues: f.Queues, MTU: f.MTU}), nil
 	}
 	l, err := dgram.NewConn(c.(*net.UnixConn), dgram.Options{
 		Name: name,
@@ -139,11 +147,16 @@ func checkFD(f FDSpec) error {
 	return nil
 }
 
+// typeName names a socket type (not a kind: vhost-user rides on stream
+// sockets too).
 func typeName(typ int) string {
-	for k, t := range socketTypes {
-		if t == typ {
-			return string(k)
-		}
+	switch typ {
+	case unix.SOCK_STREAM:
+		return "stream"
+	case unix.SOCK_DGRAM:
+		return "dgram"
+	case unix.SOCK_SEQPACKET:
+		return "seqpacket"
 	}
 	return "type-" + strconv.Itoa(typ)
 }

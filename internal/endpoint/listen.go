@@ -40,6 +40,8 @@ func ListenLogged(spec Spec, log *slog.Logger) (Listener, error) {
 		return listenDgram(spec, log)
 	case Seqpacket:
 		return listenSeqpacket(spec)
+	case VhostUser:
+		return listenVhostUser(spec, log)
 	default:
 		return nil, fmt.Errorf("%s: %w", spec, ErrNotImplemented)
 	}

@@ -17,15 +17,25 @@ type seqpacketListener struct {
 }
 
 func listenSeqpacket(spec Spec) (Listener, error) {
+	l, err := listenUnix(spec, "unixpacket")
+	if err != nil {
+		return nil, err
+	}
+	return &seqpacketListener{spec: spec, l: l}, nil
+}
+
+// listenUnix listens on spec's path (taking over a stale socket file),
+// removing the file again on Close.
+func listenUnix(spec Spec, network string) (*net.UnixListener, error) {
 	if err := claimSocketPath(spec.Address); err != nil {
 		return nil, fmt.Errorf("%s: %w", spec, err)
 	}
-	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: spec.Address, Net: "unixpacket"})
+	l, err := net.ListenUnix(network, &net.UnixAddr{Name: spec.Address, Net: network})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", spec, err)
 	}
 	l.SetUnlinkOnClose(true)
-	return &seqpacketListener{spec: spec, l: l}, nil
+	return l, nil
 }
 
 func (s *seqpacketListener) Accept() (link.Link, error) {

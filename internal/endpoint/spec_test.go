@@ -11,11 +11,13 @@ import (
 
 func TestParse(t *testing.T) {
 	good := map[string]Spec{
-		"stream:unix:/run/vm.sock":   {Stream, "unix", "/run/vm.sock"},
-		"stream:tcp:127.0.0.1:5555":  {Stream, "tcp", "127.0.0.1:5555"},
-		"stream:tcp:[::1]:5555":      {Stream, "tcp", "[::1]:5555"},
-		"dgram:unix:/tmp/a:b.sock":   {Dgram, "unix", "/tmp/a:b.sock"},
-		"seqpacket:unix:/tmp/uml.sk": {Seqpacket, "unix", "/tmp/uml.sk"},
+		"stream:unix:/run/vm.sock":   {Kind: Stream, Network: "unix", Address: "/run/vm.sock"},
+		"stream:tcp:127.0.0.1:5555":  {Kind: Stream, Network: "tcp", Address: "127.0.0.1:5555"},
+		"stream:tcp:[::1]:5555":      {Kind: Stream, Network: "tcp", Address: "[::1]:5555"},
+		"dgram:unix:/tmp/a:b.sock":   {Kind: Dgram, Network: "unix", Address: "/tmp/a:b.sock"},
+		"seqpacket:unix:/tmp/uml.sk": {Kind: Seqpacket, Network: "unix", Address: "/tmp/uml.sk"},
+		"vhost-user:/run/vm1.sock":   {Kind: VhostUser, Network: "unix", Address: "/run/vm1.sock"},
+		"vhost-user:rel/a:b.sock":    {Kind: VhostUser, Network: "unix", Address: "rel/a:b.sock"},
 	}
 	for in, want := range good {
 		got, err := Parse(in)
@@ -26,6 +28,9 @@ func TestParse(t *testing.T) {
 			t.Errorf("String() = %q, want %q", got.String(), in)
 		}
 	}
+	if got, err := Parse("vhost-user:unix:/run/vm.sock"); err != nil || got != (Spec{Kind: VhostUser, Network: "unix", Address: "/run/vm.sock"}) {
+		t.Errorf("Parse(vhost-user:unix:...) = %+v, %v", got, err)
+	}
 	for in, wantMsg := range map[string]string{
 		"":                        "KIND:NETWORK:ADDRESS",
 		"stream:unix:":            "KIND:NETWORK:ADDRESS",
@@ -33,6 +38,8 @@ func TestParse(t *testing.T) {
 		"vhost:unix:/tmp/x":       "unknown kind",
 		"stream:udp:1.2.3.4:5":    "does not run over",
 		"dgram:tcp:127.0.0.1:999": "does not run over",
+		"vhost-user:":             "vhost-user:PATH",
+		"vhost-user:unix:":        "vhost-user:PATH",
 	} {
 		if _, err := Parse(in); err == nil || !strings.Contains(err.Error(), wantMsg) {
 			t.Errorf("Parse(%q) error %v, want one mentioning %q", in, err, wantMsg)
@@ -50,19 +57,19 @@ func TestListenClaimsSocketPath(t *testing.T) {
 	}
 	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	l.Close()
-	ln, err := Listen(Spec{Stream, "unix", path})
+	ln, err := Listen(Spec{Kind: Stream, Network: "unix", Address: path})
 	if err != nil {
 		t.Fatalf("stale socket not replaced: %v", err)
 	}
 	defer ln.Close()
 	// A live one is refused.
-	if _, err := Listen(Spec{Stream, "unix", path}); !errors.Is(err, ErrSocketInUse) {
+	if _, err := Listen(Spec{Kind: Stream, Network: "unix", Address: path}); !errors.Is(err, ErrSocketInUse) {
 		t.Fatalf("second listener on a live socket: %v, want ErrSocketInUse", err)
 	}
 	// A regular file is never removed.
 	file := filepath.Join(dir, "file")
 	os.WriteFile(file, []byte("keep"), 0o600)
-	if _, err := Listen(Spec{Stream, "unix", file}); err == nil {
+	if _, err := Listen(Spec{Kind: Stream, Network: "unix", Address: file}); err == nil {
 		t.Fatal("listening over a regular file succeeded")
 	}
 	if b, _ := os.ReadFile(file); string(b) != "keep" {

@@ -11,13 +11,34 @@ import (
 // went away without polling the switch.
 func Watch(l link.Link) (link.Link, <-chan struct{}) {
 	w := &watchedLink{Link: l, done: make(chan struct{})}
+	if mq, ok := l.(link.MultiQueue); ok {
+		// The switch must still see the queues.
+		return watchedMultiQueue{w, mq}, w.done
+	}
 	return w, w.done
+}
+
+type watchedMultiQueue struct {
+	*watchedLink
+	mq link.MultiQueue
+}
+
+func (w watchedMultiQueue) Queues() int { return w.mq.Queues() }
+func (w watchedMultiQueue) ReadQueue(i int, bufs [][]byte, sizes []int) (int, error) {
+	return w.mq.ReadQueue(i, bufs, sizes)
 }
 
 type watchedLink struct {
 	link.Link
 	once sync.Once
 	done chan struct{}
+}
+
+// SetCarrier passes the link's status on, if the link takes it.
+func (w *watchedLink) SetCarrier(up bool) {
+	if c, ok := w.Link.(link.Carrier); ok {
+		c.SetCarrier(up)
+	}
 }
 
 func (w *watchedLink) Close() error {

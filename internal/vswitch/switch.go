@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/slipway-net/slipway/internal/frame"
+	"github.com/slipway-net/slipway/internal/gso"
 	"github.com/slipway-net/slipway/internal/pcap"
 	"github.com/slipway-net/slipway/link"
 )
@@ -56,6 +57,8 @@ type Switch struct {
 	links  atomic.Pointer[[]*Port] // link ports, for flooding
 	stack  *Port
 	nextID int
+	// segmenters cut super-frames for links without offloads.
+	segmenters sync.Pool
 }
 
 // New returns an empty switch.
@@ -67,6 +70,7 @@ func New(o Options) *Switch {
 	if s.maxMAC <= 0 {
 		s.maxMAC = DefaultMaxMACsPerPort
 	}
+	s.segmenters.New = func() any { return gso.NewSegmenter() }
 	empty := map[MAC]*Port{}
 	s.macs.Store(&empty)
 	s.links.Store(&[]*Port{})
@@ -83,9 +87,7 @@ type Port struct {
 	deliver func(views []frame.View)
 	nmacs   int // learned addresses; guarded by sw.mu
 	closed  atomic.Bool
-	// down is the link's administrative state (POST /v1/links/{port}/down):
-	// a down port stays attached and keeps its MACs but carries no frames
-	// either way, as a NIC whose cable is pulled.
+	// down is set while the link is administratively down (SetUp).
 	down atomic.Bool
 	// errLogged keeps a failing link from logging every frame.
 	errLogged atomic.Bool
@@ -119,20 +121,26 @@ type PortStats struct {
 	DropRunt     atomic.Uint64 `counter:"runt"`      // shorter than an Ethernet header
 	DropBadSrc   atomic.Uint64 `counter:"bad_src"`   // source address multicast or the gateway's
 	DropHairpin  atomic.Uint64 `counter:"hairpin"`   // addressed to a MAC learned on the same port
-	DropNoGSO    atomic.Uint64 `counter:"no_gso"`    // GSO frame for a link without offloads
+	DropNoGSO    atomic.Uint64 `counter:"no_gso"`    // GSO frame for a link without offloads that could not be segmented
 	DropChecksum atomic.Uint64 `counter:"checksum"`  // partial checksum with bad offsets
 	DropTxError  atomic.Uint64 `counter:"tx_error"`  // the link failed to write
 	DropRouter   atomic.Uint64 `counter:"router"`    // router advertisement or redirect from a guest
 	DropTxFull   atomic.Uint64 `counter:"tx_full"`   // the peer was not reading (paused VM)
-	DropLinkDown atomic.Uint64 `counter:"link_down"` // either way while the port was set down
+	DropLinkDown atomic.Uint64 `counter:"link_down"` // the link was set down (control API), either way
 }
 
-// SetDown sets the port's administrative state; a down port drops what
-// its guest sends and what is sent to it.
-func (p *Port) SetDown(down bool) { p.down.Store(down) }
+// SetUp takes the link down (frames from it and to it are dropped and
+// counted) or up again, and tells the peer if the link can
+// (link.Carrier: a vhost-user device's status).
+func (p *Port) SetUp(up bool) {
+	p.down.Store(!up)
+	if c, ok := p.link.(link.Carrier); ok {
+		c.SetCarrier(up)
+	}
+}
 
-// Down reports whether the port was set down.
-func (p *Port) Down() bool { return p.down.Load() }
+// Up reports whether the link is up (not set down by SetUp).
+func (p *Port) Up() bool { return !p.down.Load() }
 
 // SetStack attaches the stack as the port that owns mac and receives
 // broadcasts and frames for unknown destinations, as the views the switch
@@ -184,19 +192,26 @@ func (s *Switch) Ports() []*Port { return *s.links.Load() }
 // Run reads frames from the port's link until it fails or is closed, then
 // detaches the port and closes the link. The returned error says why the
 // link ended (nil if it was closed by Remove).
+//
+// A multi-queue link (link.MultiQueue) gets a reader goroutine per queue;
+// the link ends when the first of them fails (the others fail with it:
+// a link's end ends all its queues).
 func (p *Port) Run() error {
-	bufs, sizes := link.NewBuffers(p.link.BatchSize())
-	b := newBatcher(len(bufs))
 	var err error
-	for {
-		var n int
-		n, err = p.link.Read(bufs, sizes)
-		if n > 0 {
-			p.sw.input(p, bufs[:n], sizes[:n], b)
+	if mq, ok := p.link.(link.MultiQueue); ok && mq.Queues() > 1 {
+		errs := make(chan error, mq.Queues())
+		for i := range mq.Queues() {
+			go func() {
+				errs <- p.read(func(bufs [][]byte, sizes []int) (int, error) { return mq.ReadQueue(i, bufs, sizes) })
+			}()
 		}
-		if err != nil {
-			break
+		err = <-errs
+		p.link.Close()
+		for range mq.Queues() - 1 {
+			<-errs
 		}
+	} else {
+		err = p.read(p.link.Read)
 	}
 	// A port closed by Remove (network shutdown) ends without error.
 	wasClosed := p.closed.Load()
@@ -205,6 +220,22 @@ func (p *Port) Run() error {
 		return nil
 	}
 	return err
+}
+
+// read passes frames from one of the link's queues to the switch until
+// the link fails.
+func (p *Port) read(readFn func(bufs [][]byte, sizes []int) (int, error)) error {
+	bufs, sizes := link.NewBuffers(p.link.BatchSize())
+	b := newBatcher(len(bufs))
+	for {
+		n, err := readFn(bufs, sizes)
+		if n > 0 {
+			p.sw.input(p, bufs[:n], sizes[:n], b)
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // Remove detaches a link port, forgets its MACs and closes its link.
@@ -468,8 +499,10 @@ func route(macs map[MAC]*Port, stack *Port, f *link.Frame) *Port {
 }
 
 // write sends frames out of a link port. Links without offloads get
-// complete checksums, and GSO frames (which only offloading peers segment)
-// are dropped and counted. It compacts frames in place (the caller's
+// complete checksums, and TCP super-frames (GSO) cut into segments, as the
+// host kernel would for a device that cannot take them (a guest that
+// offloads can talk to one that does not); a super-frame that cannot be
+// cut is dropped and counted. It compacts frames in place (the caller's
 // scratch).
 func (p *Port) write(frames []link.Frame) {
 	if p.closed.Load() {
@@ -479,24 +512,42 @@ func (p *Port) write(frames []link.Frame) {
 		p.Stats.DropLinkDown.Add(uint64(len(frames)))
 		return
 	}
-	if !p.link.Offloads() {
-		k := 0
-		for i := range frames {
-			f := &frames[i]
-			if f.GSO() {
-				p.Stats.DropNoGSO.Add(1)
-				continue
-			}
-			if err := f.FinishChecksum(); err != nil {
-				p.Stats.DropChecksum.Add(1)
-				continue
-			}
-			frames[k] = *f
-			k++
+	if p.link.Offloads() {
+		p.send(frames)
+		return
+	}
+	k := 0
+	for i := range frames {
+		f := &frames[i]
+		if f.GSO() {
+			p.send(frames[:k])
+			k = 0
+			p.segment(f)
+			continue
 		}
-		if frames = frames[:k]; k == 0 {
-			return
+		if err := f.FinishChecksum(); err != nil {
+			p.Stats.DropChecksum.Add(1)
+			continue
 		}
+		frames[k] = *f
+		k++
+	}
+	p.send(frames[:k])
+}
+
+// segment writes a super-frame as the segments it stands for.
+func (p *Port) segment(f *link.Frame) {
+	s := p.sw.segmenters.Get().(*gso.Segmenter)
+	defer p.sw.segmenters.Put(s)
+	if err := s.Segment(f, p.send); err != nil {
+		p.Stats.DropNoGSO.Add(1)
+	}
+}
+
+// send hands frames to the link and counts what it took.
+func (p *Port) send(frames []link.Frame) {
+	if len(frames) == 0 {
+		return
 	}
 	n, err := p.link.Write(frames)
 	var bytes uint64

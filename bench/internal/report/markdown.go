@@ -212,6 +212,25 @@ func targets(r *Results) []target {
 	ratioGoal("latency ≤ 1.1× veth", GroupNS, Latency, Veth, 1.1, true)
 	ratioGoal("VM guest→host ≥ 1× passt (stream)", GroupVM, TCPOut, Passt, 1, false)
 	ratioGoal("VM host→guest ≥ 1× passt (stream)", GroupVM, TCPIn, Passt, 1, false)
+	// vhost-user (issue 11): slipway's vhost-user row against passt's
+	// and against slipway's own stream transport.
+	pairGoal := func(text, metric, a, b string, bound float64, atMost bool) {
+		s, p := r.Median(GroupVM, a, metric), r.Median(GroupVM, b, metric)
+		if v, ok := stats.Ratio(s, p); ok {
+			met := v >= bound
+			if atMost {
+				met = v <= bound
+			}
+			out = append(out, target{text, fmt.Sprintf("%s (%s vs %s)", ratio(v), num(s), num(p)), met})
+		}
+	}
+	pairGoal("VM vhost-user guest→host ≥ 1.5× passt vhost-user", TCPOut, SlipwayVhost, PasstVhost, 1.5, false)
+	pairGoal("VM vhost-user host→guest ≥ 1.5× passt vhost-user", TCPIn, SlipwayVhost, PasstVhost, 1.5, false)
+	pairGoal("VM vhost-user guest→host ≥ 2× slipway stream", TCPOut, SlipwayVhost, Slipway, 2, false)
+	pairGoal("VM vhost-user host→guest ≥ 2× slipway stream", TCPIn, SlipwayVhost, Slipway, 2, false)
+	pairGoal("VM vhost-user latency ≤ passt vhost-user", Latency, SlipwayVhost, PasstVhost, 1, true)
+	pairGoal("VM vhost-user CPU s/GB ≤ passt vhost-user (guest→host)", CPUOut, SlipwayVhost, PasstVhost, 1, true)
+	pairGoal("VM vhost-user CPU s/GB ≤ passt vhost-user (host→guest)", CPUIn, SlipwayVhost, PasstVhost, 1, true)
 	if s, ok := r.Summary(GroupNS, Slipway, RSSIdle); ok {
 		out = append(out, target{"idle RSS ≤ 20 MB (namespace)", num(s.Median) + " MiB", s.Median*1.048576 <= 20})
 	}

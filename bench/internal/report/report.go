@@ -40,6 +40,10 @@ const (
 	Slirp4netns = "slirp4netns"
 	Passt       = "passt"
 	QEMUUser    = "qemu-user"
+	// The VM group's vhost-user rows: the guest's rings in shared
+	// memory instead of a socket QEMU copies frames through.
+	SlipwayVhost = "slipway-vhost"
+	PasstVhost   = "passt-vhost"
 )
 
 // Sample is one measurement.
