@@ -20,7 +20,13 @@ import (
 // (see "Passing a file descriptor" in docs/api.md); fd stays the caller's
 // to close, slipway holds its own copy.
 func (c *Client) AddLink(ctx context.Context, fd int, kind, name string) (Link, error) {
-	body, err := json.Marshal(LinkRequest{Kind: kind, Name: name})
+	return c.AddLinkWith(ctx, fd, LinkRequest{Kind: kind, Name: name})
+}
+
+// AddLinkWith is AddLink with every field of the request (a vhost-user
+// link's queues).
+func (c *Client) AddLinkWith(ctx context.Context, fd int, req LinkRequest) (Link, error) {
+	body, err := json.Marshal(req)
 	if err != nil {
 		return Link{}, err
 	}
@@ -37,14 +43,14 @@ func (c *Client) AddLink(ctx context.Context, fd int, kind, name string) (Link, 
 	// Close the connection if ctx ends first, so the read returns.
 	stop := context.AfterFunc(ctx, func() { uc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	req := linkRequestBytes(body)
-	n, _, err := uc.WriteMsgUnix(req, unix.UnixRights(fd), nil)
+	raw := linkRequestBytes(body)
+	n, _, err := uc.WriteMsgUnix(raw, unix.UnixRights(fd), nil)
 	if err != nil {
 		return Link{}, fmt.Errorf("POST /v1/links: send: %w", err)
 	}
-	if n < len(req) {
+	if n < len(raw) {
 		// The rest of the request, without a descriptor.
-		if _, err := uc.Write(req[n:]); err != nil {
+		if _, err := uc.Write(raw[n:]); err != nil {
 			return Link{}, fmt.Errorf("POST /v1/links: send: %w", err)
 		}
 	}

@@ -18,10 +18,10 @@ import (
 func newCtlLinkCmd(o *ctlOptions) *cobra.Command {
 	cmd := &cobra.Command{Use: "link", Short: "Attach, detach and set the state of guest links", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() }}
-	var fd int
+	var fd, queues int
 	var kind, name string
 	add := &cobra.Command{
-		Use:   "add --fd N --kind stream|dgram|seqpacket [--name NAME]",
+		Use:   "add --fd N --kind stream|dgram|seqpacket|vhost-user [--name NAME] [--queues N]",
 		Short: "Hand the connected socket inherited as fd N to slipway as a new link",
 		Example: `  # a socketpair end a VMM gave us as fd 3
   slipway ctl --api-socket /run/slipway.sock link add --fd 3 --kind stream --name vm1-net1`,
@@ -44,7 +44,7 @@ func newCtlLinkCmd(o *ctlOptions) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), ctlTimeout)
 			defer cancel()
-			l, err := c.AddLink(ctx, fd, kind, name)
+			l, err := c.AddLinkWith(ctx, fd, control.LinkRequest{Kind: kind, Name: name, Queues: queues})
 			if err != nil {
 				return err
 			}
@@ -52,7 +52,8 @@ func newCtlLinkCmd(o *ctlOptions) *cobra.Command {
 		},
 	}
 	add.Flags().IntVar(&fd, "fd", -1, "the inherited connected socket to hand over")
-	add.Flags().StringVar(&kind, "kind", "", "its transport: stream, dgram, seqpacket (vhost-user where built in)")
+	add.Flags().StringVar(&kind, "kind", "", "its transport: stream, dgram, seqpacket or vhost-user")
+	add.Flags().IntVar(&queues, "queues", 0, "vhost-user only: queue pairs the device offers (1..16, default 1)")
 	add.Flags().StringVar(&name, "name", "", "the link's name in listings (default api:KIND)")
 	cmd.AddCommand(add)
 	perPort := func(use, short string, do func(c *control.Client, ctx context.Context, port int) (control.Link, error)) *cobra.Command {
