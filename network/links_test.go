@@ -12,15 +12,9 @@ import (
 // with them.
 func TestDetachEndsFlowsAfterTheGrace(t *testing.T) {
 	h := newFlowHarness(t, seams{guestGoneGrace: 200 * time.Millisecond})
+	// Detached at once: often while slipway is still completing its side
+	// of the handshake, which then waits for an ACK that cannot come.
 	_, host := h.connect(t)
-	// Detached once the flow is set up. (Detached while slipway is still
-	// between the guest's handshake and the pump, the flow ends but its
-	// host socket has been seen to stay open: a race of the flow set-up
-	// that a VM vanishing at that moment hits too, not of Detach.)
-	waitFor(t, "the flow to be established", func() bool {
-		fs := h.n.Flows()
-		return len(fs) == 1 && fs[0].State == "established"
-	})
 	links := h.n.Links()
 	if len(links) != 1 {
 		t.Fatalf("links %+v", links)
