@@ -4,13 +4,29 @@
 GO ?= go
 TEST_TIMEOUT ?= 60m
 
-.PHONY: build demo test test-unit deps fuzz bench clean
+.PHONY: build libslirp demo test test-unit deps fuzz bench clean
 
 build:
 	$(GO) build -o bin/slipway ./cmd/slipway
 
 deps:
 	scripts/install-deps.sh
+
+# libslirp.so.0 backed by slipway (README, "QEMU -netdev user and
+# slirp4netns on slipway"): the C shim with libslirp 4.7's ABI and symbol
+# versions, and the Go core it loads from the same directory. Needs
+# Debian's libslirp-dev for the header (make deps installs it).
+LIBSLIRP_DIR ?= bin/libslirp
+CC ?= cc
+libslirp:
+	@mkdir -p $(LIBSLIRP_DIR)
+	$(GO) build -buildmode=c-shared -o $(LIBSLIRP_DIR)/libslipway-slirp.so ./libslirp/core
+	@rm -f $(LIBSLIRP_DIR)/libslipway-slirp.h
+	$(CC) -O2 -g -Wall -Wextra -Werror -fPIC -fvisibility=hidden -shared \
+		-Wl,-soname,libslirp.so.0 -Wl,--version-script=libslirp/shim/libslirp.map \
+		-o $(LIBSLIRP_DIR)/libslirp.so.0 libslirp/shim/libslirp.c -ldl -lpthread
+	$(GO) build -o $(LIBSLIRP_DIR)/slipway-slirp-server ./libslirp/server
+	ln -sf libslirp.so.0 $(LIBSLIRP_DIR)/libslirp.so
 
 demo: deps
 	scripts/demo.sh

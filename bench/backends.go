@@ -254,6 +254,7 @@ func parseDefaultGateway(out string) (string, error) {
 // guest to it.
 type vmInstance struct {
 	netdev []string
+	env    []string // for QEMU, beside the benchmark's own
 	owned
 }
 
@@ -268,6 +269,8 @@ func vmBackends() []vmBackend {
 		{report.Slipway, "serve, -netdev stream", startSlipwayServe},
 		{report.Passt, "-netdev stream, MTU 65520", startPasst},
 		{report.QEMUUser, "libslirp, MTU 1500", startQEMUUser},
+		{report.QEMUUserSlipway, "slipway's libslirp.so.0, core in QEMU (SLIPWAY_LIBSLIRP=inproc), MTU 1500", startQEMUUserSlipway("inproc")},
+		{report.QEMUUserSlipwayProcess, "slipway's libslirp.so.0, core in its own process (SLIPWAY_LIBSLIRP=process), MTU 1500", startQEMUUserSlipway("process")},
 		{report.SlipwayVhost, "serve --listen vhost-user:, guest memory a shared memfd", startSlipwayVhost},
 		{report.PasstVhost, "--vhost-user, MTU 65520, guest memory a shared memfd", startPasstVhost},
 	}
@@ -370,6 +373,16 @@ func startPasst(ctx context.Context, b *bench, dir string) (*vmInstance, error) 
 // cost is inside QEMU, so it reports no resources.
 func startQEMUUser(ctx context.Context, b *bench, dir string) (*vmInstance, error) {
 	return &vmInstance{netdev: []string{"-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"}}, nil
+}
+
+// startQEMUUserSlipway is QEMU's -netdev user with LD_LIBRARY_PATH at
+// slipway's libslirp.so.0 in one shape. Its cost is inside QEMU (or a
+// child of it), so it reports no resources.
+func startQEMUUserSlipway(shape string) func(ctx context.Context, b *bench, dir string) (*vmInstance, error) {
+	return func(ctx context.Context, b *bench, dir string) (*vmInstance, error) {
+		return &vmInstance{netdev: []string{"-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"},
+			env: []string{"LD_LIBRARY_PATH=" + b.libslirp, "SLIPWAY_LIBSLIRP=" + shape}}, nil
+	}
 }
 
 func fileExists(path string) bool {

@@ -58,7 +58,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var only, backends, tests, flows string
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; every backend runs once per round, interleaved")
 	fs.StringVar(&only, "only", "ns,vm,scale", "parts to run: ns (namespaces), vm (QEMU guests), scale (many flows)")
-	fs.StringVar(&backends, "backends", "", "backends to run (default all): slipway,slirp4netns,pasta,veth,passt,qemu-user,slipway-vhost,passt-vhost")
+	fs.StringVar(&backends, "backends", "", "backends to run (default all): slipway,slirp4netns,pasta,veth,passt,qemu-user,slipway-vhost,passt-vhost,qemu-user-slipway,qemu-user-slipway-process")
 	fs.StringVar(&tests, "tests", "", "tests to run (default all): tcp_out,tcp_in,latency,conn_rate,udp")
 	fs.DurationVar(&o.settings.duration, "duration", 5*time.Second, "duration of each timed test")
 	fs.StringVar(&o.settings.udpRate, "udp-rate", "1G", "offered rate of the UDP test (iperf3 -b; 0 is as fast as the sender can)")
@@ -158,6 +158,7 @@ type bench struct {
 	logDir   string
 	slipway  string // binaries built from this tree
 	flowld   string
+	libslirp string // the directory of slipway's libslirp.so.0
 	res      *report.Results
 	log      io.Writer
 	started  time.Time
@@ -321,6 +322,13 @@ func (b *bench) build(ctx context.Context) error {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("go build %s in %s: %w\n%s", t[2], t[1], err, out)
 		}
+	}
+	// slipway's libslirp.so.0 and what it loads, for the qemu-user-slipway rows.
+	b.libslirp = filepath.Join(b.work, "libslirp")
+	cmd := exec.CommandContext(ctx, "make", "-s", "libslirp", "LIBSLIRP_DIR="+b.libslirp)
+	cmd.Dir = b.root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("make libslirp in %s: %w\n%s", b.root, err, out)
 	}
 	return nil
 }

@@ -251,6 +251,7 @@ func (b *bench) vmRound(ctx context.Context, round int, be vmBackend, guest vmte
 	tests := b.selectedTests()
 	vm, err := vmtest.Boot(guest, vmtest.Options{
 		Netdev:  inst.netdev,
+		Env:     inst.env,
 		Script:  guestScript(tests, srv.ports, b.opts.settings),
 		Files:   files,
 		Memory:  vmMemory,

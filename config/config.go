@@ -66,6 +66,15 @@ type Config struct {
 	// DNSSearch is the search list given to DHCP clients (option 119);
 	// empty means the host's.
 	DNSSearch []string `yaml:"dns-search"`
+	// TFTPRoot, if set, is the directory a read-only TFTP server on the
+	// gateway's port 69 serves, for network boot (libslirp's tftp=).
+	TFTPRoot string `yaml:"tftp-root"`
+	// BootFile is the network boot file DHCP names, with the gateway as
+	// its server (libslirp's bootfile=).
+	BootFile string `yaml:"boot-file"`
+	// TFTPServerName is sent as DHCP option 66 (libslirp's
+	// tftp-server-name=).
+	TFTPServerName string `yaml:"tftp-server-name"`
 
 	// Publish lists host ports published into guests.
 	Publish []PublishRule `yaml:"publish"`

@@ -125,13 +125,6 @@ func fileID(path string) fileIdentity {
 	return id
 }
 
-// ListenTCP listens on the stack (a service of the gateway's, such as
-// gvproxy's forwarder API on gateway:80); the listener closes with the
-// network.
-func (n *Network) ListenTCP(addr netip.AddrPort) (net.Listener, error) {
-	return n.st.ListenTCP(addr)
-}
-
 // DialGuest connects from the gateway to a guest's TCP port.
 func (n *Network) DialGuest(ctx context.Context, to netip.AddrPort) (net.Conn, error) {
 	return n.st.DialTCP(ctx, to)

@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"github.com/slipway-net/slipway/services/dhcp6"
 	"github.com/slipway-net/slipway/services/dns"
 	"github.com/slipway-net/slipway/services/ra"
+	"github.com/slipway-net/slipway/services/tftp"
 )
 
 // HostName is the DNS name under which guests find the host (its
@@ -31,6 +33,7 @@ type services struct {
 	dhcp6  *dhcp6.Server // nil with IPv6 off
 	router *ra.Router    // nil with IPv6 off
 	dns    *dns.Forwarder
+	tftp   *tftp.Server // nil without TFTPRoot
 	search []string
 	// hostResolvers says the upstreams are the host's, to be followed.
 	hostResolvers bool
@@ -74,7 +77,10 @@ func startServices(n *Network) (*services, error) {
 		Domain:     domain,
 		Search:     search,
 		Hostname:   cfg.Hostname,
-		Reserved:   reservedV4(cfg),
+		BootFile:   cfg.BootFile,
+		// Option 66 is sent only when named: PXE firmware uses siaddr.
+		TFTPServerName: cfg.TFTPServerName,
+		Reserved:       reservedV4(cfg),
 		// Only MACs the switch has learned (at most 64 per link) get a
 		// lease, so one guest inventing MACs cannot empty the pool.
 		Known: func(mac net.HardwareAddr) bool { return len(mac) == 6 && n.sw.Has(vswitch.MAC(mac)) },
@@ -96,6 +102,19 @@ func startServices(n *Network) (*services, error) {
 		udpService("dhcp", netip.AddrPortFrom(netip.IPv4Unspecified(), 67), dhcp.Serve),
 		udpService("dns/udp", netip.AddrPortFrom(cfg.DNSAddress, 53), fwd.ServeUDP),
 		tcpService("dns/tcp", netip.AddrPortFrom(cfg.DNSAddress, 53), fwd.ServeTCP),
+	}
+	if cfg.TFTPRoot != "" {
+		srv, err := tftp.New(tftp.Config{Root: cfg.TFTPRoot, MaxBlockSize: cfg.MTU - tftpOverhead}, n.log.With("service", "tftp"))
+		if err != nil {
+			return nil, err
+		}
+		s.tftp = srv
+		// Each transfer gets a port of its own on the gateway (its TID).
+		transferConn := func() (net.PacketConn, error) {
+			return n.st.ListenUDP(netip.AddrPortFrom(cfg.Gateway, 0))
+		}
+		list = append(list, udpService("tftp", netip.AddrPortFrom(cfg.Gateway, 69),
+			func(ctx context.Context, pc net.PacketConn) error { return srv.Serve(ctx, pc, transferConn) }))
 	}
 	if !cfg.NoIPv6 {
 		d6, err := s.startIPv6(n, search)
@@ -151,6 +170,9 @@ func newService[C io.Closer](name string, listen func(*netstack.Stack) (C, error
 		return c, func(ctx context.Context) error { return serve(ctx, c) }, nil
 	}}
 }
+
+// tftpOverhead is what the IPv4, UDP and TFTP headers take of the MTU.
+const tftpOverhead = 20 + 8 + 4
 
 // dhcp6Start is the first DHCPv6 address (::100 of the prefix), clear of
 // the gateway, DNS and SLAAC's EUI-64 addresses.
@@ -237,3 +259,46 @@ func (n *Network) DHCP6() *dhcp6.Server { return n.svc.dhcp6 }
 
 // DNS is the network's DNS forwarder (statistics).
 func (n *Network) DNS() *dns.Forwarder { return n.svc.dns }
+
+// ListenTCP listens on addr inside the network for a service of the
+// embedder's own (gvproxy's forwarder API on gateway:80, libslirp's
+// guestfwd=): guests' connections to addr reach the listener instead of
+// the host. addr must be in the network's IPv4
+// range (or its IPv6 prefix) and be neither the network's nor its
+// broadcast address; from then on the network answers ARP (or neighbour
+// solicitations) for it. The listener is the caller's to close; Close of
+// the network closes it too.
+func (n *Network) ListenTCP(addr netip.AddrPort) (net.Listener, error) {
+	a := addr.Addr().Unmap()
+	in4 := a.Is4() && n.cfg.CIDR.Contains(a) && a != n.cfg.CIDR.Masked().Addr() && a != broadcast(n.cfg.CIDR)
+	in6 := a.Is6() && !n.cfg.NoIPv6 && n.cfg.IPv6Prefix.Contains(a)
+	if !in4 && !in6 || addr.Port() == 0 {
+		return nil, fmt.Errorf("listen %s: not an address and port inside the network (%s): %w", addr, n.cfg.CIDR, ErrNotInNetwork)
+	}
+	n.mu.Lock()
+	closed := n.closed
+	n.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	if err := n.st.AddAddress(a); err != nil {
+		return nil, err
+	}
+	l, err := n.st.ListenTCP(netip.AddrPortFrom(a, addr.Port()))
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// ErrNotInNetwork is an address ListenTCP cannot serve.
+var ErrNotInNetwork = errors.New("address not inside the network")
+
+func broadcast(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := ^uint32(0) >> p.Bits()
+	for i := range 4 {
+		b[i] |= byte(host >> (24 - 8*i))
+	}
+	return netip.AddrFrom4(b)
+}

@@ -12,8 +12,13 @@ packages=(
 	iperf3 sockperf wrk tcpdump                 # benchmark and debugging
 	slirp4netns passt                           # peers for the benchmark
 	isc-dhcp-client ndisc6                      # real DHCPv6 and RA clients for the IPv6 tests
+	libslirp-dev gcc libc6-dev                  # the header and compiler of slipway's libslirp.so.0 (make libslirp)
 	openssh-server                              # a real sshd for gvproxy's -forward-sock
 	python3 python3-scapy hping3                # hostile-guest tests (malformed frames, floods, port churn)
+	dhcpcd-base procps                          # real clients: dhcpcd (v4 and v6); pkill
+	nmap                                        # nping, for the differential probes
+	thc-ipv6                                    # IPv6 attacks (atk6-*)
+	dnsperf knot-dnsutils                       # DNS load and conformance (dnsperf, kdig)
 )
 if [ "${1:-}" = "--list" ]; then
 	printf '%s\n' "${packages[@]}"

@@ -123,14 +123,24 @@ func l4Sum(proto tcpip.TransportProtocolNumber, src, dst netip.Addr, l4 []byte) 
 	return ^checksum.Checksum(l4, sum)
 }
 
-// UDP4 is a complete UDP/IPv4 frame with a valid checksum.
-func UDP4(dstMAC, srcMAC net.HardwareAddr, src, dst netip.AddrPort, payload []byte) []byte {
+// udp is a UDP datagram from src to dst with a valid checksum.
+func udp(src, dst netip.AddrPort, payload []byte) []byte {
 	l4 := make([]byte, header.UDPMinimumSize+len(payload))
 	u := header.UDP(l4)
 	u.Encode(&header.UDPFields{SrcPort: src.Port(), DstPort: dst.Port(), Length: uint16(len(l4))})
 	copy(l4[header.UDPMinimumSize:], payload)
 	u.SetChecksum(l4Sum(header.UDPProtocolNumber, src.Addr(), dst.Addr(), l4))
-	return Eth(dstMAC, srcMAC, uint16(header.IPv4ProtocolNumber), IPv4(uint8(header.UDPProtocolNumber), src.Addr(), dst.Addr(), l4))
+	return l4
+}
+
+// UDP4 is a complete UDP/IPv4 frame with a valid checksum.
+func UDP4(dstMAC, srcMAC net.HardwareAddr, src, dst netip.AddrPort, payload []byte) []byte {
+	return Eth(dstMAC, srcMAC, uint16(header.IPv4ProtocolNumber), IPv4(uint8(header.UDPProtocolNumber), src.Addr(), dst.Addr(), udp(src, dst, payload)))
+}
+
+// UDP6 is a complete UDP/IPv6 frame with a valid checksum.
+func UDP6(dstMAC, srcMAC net.HardwareAddr, src, dst netip.AddrPort, payload []byte) []byte {
+	return Eth(dstMAC, srcMAC, uint16(header.IPv6ProtocolNumber), IPv6(uint8(header.UDPProtocolNumber), src.Addr(), dst.Addr(), udp(src, dst, payload)))
 }
 
 // TCP4 is a TCP/IPv4 segment with the given flags and a valid checksum.

@@ -27,6 +27,10 @@ const (
 	UnknownType         // not IPv4, IPv6 or ARP
 	BadIPHeader         // truncated or inconsistent IP (or ARP) header
 	BadL4Header         // truncated or inconsistent TCP or UDP header
+	// BadTCPFlags: a SYN with FIN or RST. No stack sends one; scanners
+	// and evasion tricks do, and Linux drops them. gVisor took a SYN-FIN
+	// for a SYN and slipway dialled the host for it.
+	BadTCPFlags
 )
 
 // maxExtHeaders bounds the IPv6 extension headers walked: a longer chain
@@ -194,6 +198,10 @@ func (v *View) checkL4() {
 		}
 		if off := int(header.TCP(l4).DataOffset()); off < header.TCPMinimumSize || off > len(l4) {
 			v.Bad = BadL4Header
+			return
+		}
+		if f := header.TCP(l4).Flags(); f&header.TCPFlagSyn != 0 && f&(header.TCPFlagFin|header.TCPFlagRst) != 0 {
+			v.Bad = BadTCPFlags
 		}
 	case header.UDPProtocolNumber:
 		if len(l4) < header.UDPMinimumSize {

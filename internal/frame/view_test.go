@@ -103,6 +103,9 @@ func TestParseProblems(t *testing.T) {
 		{"ihl past the packet", ihl, BadIPHeader},
 		{"tcp header cut", short, BadL4Header},
 		{"udp length", udp, BadL4Header},
+		{"syn-fin", TCP4(Broadcast(), Broadcast(), g, gw, header.TCPFlagSyn|header.TCPFlagFin, 1, nil)[link.VnetHdrLen:], BadTCPFlags},
+		{"syn-rst", TCP4(Broadcast(), Broadcast(), g, gw, header.TCPFlagSyn|header.TCPFlagRst, 1, nil)[link.VnetHdrLen:], BadTCPFlags},
+		{"fin-ack", TCP4(Broadcast(), Broadcast(), g, gw, header.TCPFlagFin|header.TCPFlagAck, 1, nil)[link.VnetHdrLen:], OK},
 		{"ipv6 payload length", v6, BadIPHeader},
 		{"bad arp", Eth(Broadcast(), Broadcast(), 0x0806, make([]byte, 28))[link.VnetHdrLen:], BadIPHeader},
 		{"arp", ARPRequest(Broadcast(), g.Addr(), gw.Addr())[link.VnetHdrLen:], OK},
@@ -177,7 +180,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(ARPRequest(Broadcast(), g.Addr(), gw.Addr())[link.VnetHdrLen:])
 	f.Fuzz(func(t *testing.T, eth []byte) {
 		v := parse(eth)
-		if v.Bad != OK && v.Bad != BadL4Header {
+		if v.Bad != OK && v.Bad != BadL4Header && v.Bad != BadTCPFlags {
 			return
 		}
 		if len(v.L3) > len(eth)-header.EthernetMinimumSize {

@@ -350,6 +350,7 @@ type DropCounters struct {
 	BadIPHeader atomic.Uint64 `counter:"bad_ip_header"` // truncated or inconsistent IP header
 	BadChecksum atomic.Uint64 `counter:"bad_checksum"`  // IP, TCP or UDP checksum wrong
 	BadL4Header atomic.Uint64 `counter:"bad_l4_header"` // truncated TCP/UDP header
+	BadTCPFlags atomic.Uint64 `counter:"bad_tcp_flags"` // a SYN with FIN or RST
 	TxTooLarge  atomic.Uint64 `counter:"tx_too_large"`  // stack produced a frame larger than any link carries
 	Intercepted atomic.Uint64 `counter:"intercepted"`   // frames taken by an interceptor (router solicitations, echo requests to the outside)
 	NotOurs     atomic.Uint64 `counter:"not_ours"`      // ARP/NDP asking for an address the stack does not own

@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 
 	"github.com/slipway-net/slipway/internal/frame"
 	gvlog "gvisor.dev/gvisor/pkg/log"
@@ -70,8 +72,10 @@ type Stack struct {
 	drops        DropCounters
 	// own holds the stack's addresses (as 4- or 16-byte strings): the
 	// only targets of ARP requests and neighbour solicitations it may
-	// answer (see ownsTarget).
-	own map[string]bool
+	// answer (see ownsTarget). Replaced whole by AddAddress, never
+	// changed in place, so Deliver reads it without a lock.
+	own   atomic.Pointer[map[string]bool]
+	ownMu sync.Mutex // serialises AddAddress
 	// proxy and notProxied are Options.ProxyNeighbors and NotProxied.
 	proxy      []netip.Prefix
 	notProxied []netip.Addr
@@ -119,7 +123,8 @@ func New(o Options) (*Stack, error) {
 		TransportProtocols: transProtos,
 		HandleLocal:        false,
 	})
-	st := &Stack{s: s, interceptors: o.Interceptors, log: log, own: map[string]bool{}, proxy: o.ProxyNeighbors, notProxied: o.NotProxied}
+	st := &Stack{s: s, interceptors: o.Interceptors, log: log, proxy: o.ProxyNeighbors, notProxied: o.NotProxied}
+	own := map[string]bool{}
 	st.ep = newEndpoint(uint32(o.MTU), tcpip.LinkAddress(o.MAC), o.Output, &st.drops)
 	if err := tune(s); err != nil {
 		s.Destroy()
@@ -139,6 +144,7 @@ func New(o Options) (*Stack, error) {
 		s.Destroy()
 		return nil, fmt.Errorf("netstack: spoofing: %s", terr)
 	}
+	st.own.Store(&own)
 	var routes []tcpip.Route
 	for _, p := range o.Addresses {
 		proto := ipv4.ProtocolNumber
@@ -150,7 +156,7 @@ func New(o Options) (*Stack, error) {
 			AddressWithPrefix: tcpip.AddrFromSlice(p.Addr().AsSlice()).WithPrefix(),
 		}
 		pa.AddressWithPrefix.PrefixLen = p.Bits()
-		st.own[string(p.Addr().AsSlice())] = true
+		own[string(p.Addr().AsSlice())] = true
 		if terr := s.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); terr != nil {
 			s.Destroy()
 			return nil, fmt.Errorf("netstack: add address %s: %s", p, terr)
@@ -310,7 +316,7 @@ func (st *Stack) ownsTarget(v *frame.View) bool {
 // answers reports whether the stack answers address resolution for the
 // address in b: its own, and those it stands in for.
 func (st *Stack) answers(b []byte) bool {
-	if st.own[string(b)] {
+	if (*st.own.Load())[string(b)] {
 		return true
 	}
 	if len(st.proxy) == 0 {
@@ -479,11 +485,15 @@ func (st *Stack) SetTCPForwarder(maxInFlight int, accept func(stack.TransportEnd
 	})
 }
 
-// SetUDPForwarder routes every UDP datagram with no bound endpoint to h;
+// SetUDPForwarder routes every UDP datagram with no bound endpoint to h,
+// with the datagram's UDP header (an ICMP error about the flow quotes it);
 // when h returns false the stack answers with ICMP port unreachable.
-func (st *Stack) SetUDPForwarder(h func(*udp.ForwarderRequest) bool) {
-	fwd := udp.NewForwarder(st.s, h)
-	st.s.SetTransportProtocolHandler(udp.ProtocolNumber, fwd.HandlePacket)
+func (st *Stack) SetUDPForwarder(h func(r *udp.ForwarderRequest, first [header.UDPMinimumSize]byte) bool) {
+	st.s.SetTransportProtocolHandler(udp.ProtocolNumber, func(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
+		var first [header.UDPMinimumSize]byte
+		copy(first[:], pkt.TransportHeader().Slice())
+		return h(udp.NewForwarderRequest(st.s, id, pkt.Clone()), first)
+	})
 }
 
 // ListenUDP binds a UDP endpoint in the stack. An unspecified address binds
@@ -508,6 +518,34 @@ func (st *Stack) ListenUDP(addr netip.AddrPort) (*gonet.UDPConn, error) {
 		return nil, fmt.Errorf("netstack: bind UDP %s: %s", addr, terr)
 	}
 	return gonet.NewUDPConn(&wq, ep), nil
+}
+
+// AddAddress makes addr one of the stack's own addresses while it runs:
+// it answers ARP and neighbour solicitations for it, and endpoints bound
+// to it (a service of the embedder's) receive what guests send there.
+func (st *Stack) AddAddress(addr netip.Addr) error {
+	st.ownMu.Lock()
+	defer st.ownMu.Unlock()
+	old := *st.own.Load()
+	key := string(addr.AsSlice())
+	if old[key] {
+		return nil
+	}
+	proto := ipv4.ProtocolNumber
+	if addr.Is6() {
+		proto = ipv6.ProtocolNumber
+	}
+	pa := tcpip.ProtocolAddress{Protocol: proto, AddressWithPrefix: tcpip.AddrFromSlice(addr.AsSlice()).WithPrefix()}
+	if terr := st.s.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); terr != nil {
+		return fmt.Errorf("netstack: add address %s: %s", addr, terr)
+	}
+	own := make(map[string]bool, len(old)+1)
+	for k := range old {
+		own[k] = true
+	}
+	own[key] = true
+	st.own.Store(&own)
+	return nil
 }
 
 // ListenTCP listens on a TCP address in the stack.

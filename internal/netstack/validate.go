@@ -32,6 +32,9 @@ func (c *DropCounters) validate(v *frame.View) bool {
 	case frame.BadL4Header:
 		c.BadL4Header.Add(1)
 		return false
+	case frame.BadTCPFlags:
+		c.BadTCPFlags.Add(1)
+		return false
 	}
 	if v.EtherType == header.IPv4ProtocolNumber && !header.IPv4(v.L3).IsChecksumValid() {
 		c.BadChecksum.Add(1)

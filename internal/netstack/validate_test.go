@@ -46,6 +46,7 @@ func TestValidateFrame(t *testing.T) {
 		{"partial checksum trusted", partial, true, nil},
 		{"truncated ip", truncated, false, func(c *DropCounters) uint64 { return c.BadIPHeader.Load() }},
 		{"udp length", badUDPLen, false, func(c *DropCounters) uint64 { return c.BadL4Header.Load() }},
+		{"syn-fin", frame.TCP4(gwMAC, guestMAC, guest, remote, header.TCPFlagSyn|header.TCPFlagFin, 1, nil), false, func(c *DropCounters) uint64 { return c.BadTCPFlags.Load() }},
 		{"runt", make([]byte, link.VnetHdrLen+6), false, func(c *DropCounters) uint64 { return c.Runt.Load() }},
 		{"vlan", frame.Eth(gwMAC, guestMAC, 0x8100, make([]byte, 40)), false, func(c *DropCounters) uint64 { return c.UnknownType.Load() }},
 		{"bad arp", frame.Eth(gwMAC, guestMAC, 0x0806, make([]byte, 28)), false, func(c *DropCounters) uint64 { return c.BadIPHeader.Load() }},

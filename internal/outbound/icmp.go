@@ -288,9 +288,11 @@ func (x *icmpForwarder) unreachable(guestMAC, ourMAC [6]byte, req *echoRequest, 
 
 // portUnreachable tells the guest at guest that nothing listens at remote
 // (where it sent UDP datagrams), with the ICMP error a host would send:
-// port unreachable, quoting the headers of such a datagram, which is what
-// the guest's stack matches its socket by.
-func (x *icmpForwarder) portUnreachable(guest, remote netip.AddrPort) {
+// port unreachable, quoting the IP header of the flow's first datagram and
+// its UDP header udp as the guest sent it. The guest's stack matches its
+// socket by the ports; tools such as scapy match the quote byte for byte
+// (with a rebuilt length and checksum they took it for someone else's).
+func (x *icmpForwarder) portUnreachable(guest, remote netip.AddrPort, udp [header.UDPMinimumSize]byte) {
 	guestMAC, ok := x.f.o.Stack.LinkAddressOf(guest.Addr())
 	if !ok {
 		return // the guest's address is not known on the link (any more)
@@ -304,13 +306,16 @@ func (x *icmpForwarder) portUnreachable(guest, remote netip.AddrPort) {
 	msg := make([]byte, 8+ipLen+header.UDPMinimumSize)
 	msg[0], msg[1] = typ, code
 	quoted := msg[8:]
-	var udp []byte
+	// The IP header tells the datagram's whole length; the quote holds
+	// its first 8 bytes, as RFC 792 asks.
+	length := int(header.UDP(udp[:]).Length())
+	var l4 []byte
 	if guest.Addr().Is6() {
-		udp = frame.PutIPv6(quoted, header.UDPProtocolNumber, 64, guest.Addr(), remote.Addr(), header.UDPMinimumSize)
+		l4 = frame.PutIPv6(quoted, header.UDPProtocolNumber, 64, guest.Addr(), remote.Addr(), length)
 	} else {
-		udp = frame.PutIPv4(quoted, header.UDPProtocolNumber, 64, guest.Addr(), remote.Addr(), header.UDPMinimumSize)
+		l4 = frame.PutIPv4(quoted, header.UDPProtocolNumber, 64, guest.Addr(), remote.Addr(), length)
 	}
-	header.UDP(udp).Encode(&header.UDPFields{SrcPort: guest.Port(), DstPort: remote.Port(), Length: header.UDPMinimumSize})
+	copy(l4, udp[:])
 	x.send(guestMAC, x.f.o.Stack.MAC(), remote.Addr(), guest.Addr(), msg)
 }
 

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
@@ -12,10 +13,11 @@ import (
 	"github.com/slipway-net/slipway/internal/flow"
 )
 
-// handleUDP opens a flow for the first datagram of a new 4-tuple: a
-// connected host socket to the policy's target, idle-timed. Returning false
-// makes the stack answer with ICMP port unreachable.
-func (f *Forwarder) handleUDP(r *udp.ForwarderRequest) bool {
+// handleUDP opens a flow for the first datagram of a new 4-tuple (first
+// is its UDP header): a connected host socket to the policy's target,
+// idle-timed. Returning false makes the stack answer with ICMP port
+// unreachable.
+func (f *Forwarder) handleUDP(r *udp.ForwarderRequest, first [header.UDPMinimumSize]byte) bool {
 	guest, dst := idEnds(r.ID())
 	if slices.Contains(f.o.LocalAddrs, guest.Addr()) {
 		// The stack's own broadcast (a DHCP reply to 255.255.255.255)
@@ -56,7 +58,7 @@ func (f *Forwarder) handleUDP(r *udp.ForwarderRequest) bool {
 		Unreplied: f.o.UDPUnrepliedTimeout,
 		// Nothing listens there: the guest hears so, as from a real
 		// host, and its socket sees ECONNREFUSED.
-		Refused: func() { f.icmp.portUnreachable(guest, dst) },
+		Refused: func() { f.icmp.portUnreachable(guest, dst, first) },
 	})
 	return true
 }

@@ -27,7 +27,14 @@ type End struct {
 // virtio-net header (partial checksums pass through); without, the switch
 // completes checksums before writing, as for a real peer without offloads.
 func New(name string, offloads bool) (a, b *End) {
-	qa, qb := newQueue(DefaultDepth), newQueue(DefaultDepth)
+	return NewDepth(name, offloads, DefaultDepth)
+}
+
+// NewDepth is New with depth frames of room each way (at least 1). A slot
+// holds memory only once a frame used it, as much as its largest frame.
+func NewDepth(name string, offloads bool, depth int) (a, b *End) {
+	depth = max(depth, 1)
+	qa, qb := newQueue(depth), newQueue(depth)
 	a = &End{name: name + "/a", in: qa, out: qb, offload: offloads}
 	b = &End{name: name + "/b", in: qb, out: qa, offload: offloads}
 	return a, b
@@ -36,6 +43,23 @@ func New(name string, offloads bool) (a, b *End) {
 // Read returns queued frames, blocking for the first.
 func (e *End) Read(bufs [][]byte, sizes []int) (int, error) {
 	return e.in.get(bufs, sizes)
+}
+
+// TryRead is Read that does not block: it returns 0 frames at once when
+// none wait. A host that polls (the libslirp ABI, whose caller owns the
+// thread) reads this way, woken by OnReadable.
+func (e *End) TryRead(bufs [][]byte, sizes []int) (int, error) {
+	return e.in.tryGet(bufs, sizes)
+}
+
+// OnReadable sets fn, called when frames arrive for this end while none
+// were waiting (not for every frame): an edge, after which the reader
+// drains with TryRead until it gets 0. fn runs on the writer's goroutine,
+// outside the queue's lock, and must not block. nil removes it.
+func (e *End) OnReadable(fn func()) {
+	e.in.mu.Lock()
+	e.in.onReadable = fn
+	e.in.mu.Unlock()
 }
 
 // Write copies frames to the peer's queue. Frames that do not fit are
@@ -80,6 +104,8 @@ type queue struct {
 	head   int
 	count  int
 	closed bool
+	// onReadable is called when the queue goes from empty to non-empty.
+	onReadable func()
 }
 
 func newQueue(depth int) *queue {
@@ -95,10 +121,11 @@ var errClosed = net.ErrClosed
 // skipped.
 func (q *queue) put(frames []link.Frame) (n, tooLarge int, err error) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	if q.closed {
+		q.mu.Unlock()
 		return 0, 0, errClosed
 	}
+	wasEmpty := q.count == 0
 	for k := range frames {
 		f := &frames[k]
 		if q.count == len(q.slots) {
@@ -112,7 +139,9 @@ func (q *queue) put(frames []link.Frame) (n, tooLarge int, err error) {
 			continue
 		}
 		if cap(q.slots[i]) < size {
-			q.slots[i] = make([]byte, link.BufSize)
+			// Rounded up, so a slot fits a few frame sizes before it
+			// grows again.
+			q.slots[i] = make([]byte, min((size+2047)&^2047, link.BufSize))
 		}
 		q.lens[i] = f.CopyTo(q.slots[i][:size])
 		q.count++
@@ -120,6 +149,14 @@ func (q *queue) put(frames []link.Frame) (n, tooLarge int, err error) {
 	}
 	if n > tooLarge {
 		q.cond.Broadcast()
+	}
+	notify := q.onReadable
+	if !wasEmpty || q.count == 0 {
+		notify = nil
+	}
+	q.mu.Unlock()
+	if notify != nil {
+		notify()
 	}
 	return n, tooLarge, nil
 }
@@ -130,6 +167,19 @@ func (q *queue) get(bufs [][]byte, sizes []int) (int, error) {
 	for q.count == 0 && !q.closed {
 		q.cond.Wait()
 	}
+	return q.takeLocked(bufs, sizes)
+}
+
+func (q *queue) tryGet(bufs [][]byte, sizes []int) (int, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.count == 0 && !q.closed {
+		return 0, nil
+	}
+	return q.takeLocked(bufs, sizes)
+}
+
+func (q *queue) takeLocked(bufs [][]byte, sizes []int) (int, error) {
 	if q.count == 0 {
 		return 0, errClosed
 	}

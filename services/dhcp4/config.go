@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/slipway-net/slipway/services/internal/cfgcheck"
@@ -40,6 +41,12 @@ type Config struct {
 	Search []string
 	// Hostname is sent as option 12 when non-empty.
 	Hostname string
+	// BootFile, when non-empty, is the network boot file: sent in the
+	// BOOTP file field and as option 67, with ServerIP as the next server
+	// (siaddr), as PXE firmware expects. At most 127 bytes.
+	BootFile string
+	// TFTPServerName is sent as option 66 when non-empty.
+	TFTPServerName string
 	// Reserved addresses are never handed out dynamically.
 	Reserved []netip.Addr
 	// Known, if set, says whether a client (by its hardware address) is
@@ -127,6 +134,12 @@ func (cfg Config) validate() (Config, error) {
 		if err := dnsname.Check(cfg.Hostname); err != nil {
 			return cfg, fmt.Errorf("dhcp4: Hostname: %w", err)
 		}
+	}
+	if len(cfg.BootFile) > 127 || strings.IndexByte(cfg.BootFile, 0) >= 0 {
+		return cfg, fmt.Errorf("dhcp4: BootFile %q is longer than the 127 bytes of the BOOTP file field or holds a NUL", cfg.BootFile)
+	}
+	if len(cfg.TFTPServerName) > 255 || strings.IndexByte(cfg.TFTPServerName, 0) >= 0 {
+		return cfg, fmt.Errorf("dhcp4: TFTPServerName %q is longer than one option or holds a NUL", cfg.TFTPServerName)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

@@ -22,6 +22,7 @@ const (
 	offFlags  = 10
 	offCiaddr = 12
 	offYiaddr = 16
+	offSiaddr = 20
 	offGiaddr = 24
 	offChaddr = 28
 	offSname  = 44
@@ -55,6 +56,8 @@ const (
 	optRouter          = 3
 	optDNS             = 6
 	optHostname        = 12
+	optTFTPServerName  = 66
+	optBootFileName    = 67
 	optDomainName      = 15
 	optInterfaceMTU    = 26
 	optBroadcast       = 28

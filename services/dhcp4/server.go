@@ -322,7 +322,16 @@ func (s *Server) release(m *message, now time.Time) {
 	if !s.ourServerID(m) {
 		return
 	}
-	if e := s.table.Get(m.mac()); e != nil && !e.Static && e.Addr == m.ciaddr {
+	e := s.table.Get(m.mac())
+	switch {
+	case e == nil || e.Addr != m.ciaddr:
+	case e.Static:
+		// The binding stays, but the client no longer holds it: the
+		// lease list must not go on showing the expiry of a lease
+		// given back.
+		e.Expires = time.Time{}
+		e.Bound = false
+	default:
 		e.Release(now)
 	}
 }
@@ -381,7 +390,11 @@ func (s *Server) reply(m *message, mtype byte, yiaddr netip.Addr, withLease bool
 		rb.add(optInterfaceMTU, binary.BigEndian.AppendUint16(nil, uint16(s.cfg.MTU)))
 	}
 
-	extra := []byte{optDomainName, optDomainSearch, optHostname, optBroadcast}
+	if s.cfg.BootFile != "" {
+		putAddr(rb.buf, offSiaddr, s.cfg.ServerIP)
+		copy(rb.buf[offFile:offFile+127], s.cfg.BootFile)
+	}
+	extra := []byte{optDomainName, optDomainSearch, optHostname, optBroadcast, optTFTPServerName, optBootFileName}
 	if prl, ok := m.opts[optParamRequest]; ok {
 		extra = slices.DeleteFunc(slices.Clone(prl), func(c byte) bool { return !slices.Contains(extra, c) })
 	}
@@ -416,6 +429,14 @@ func (s *Server) optional(code byte) []byte {
 		}
 	case optBroadcast:
 		return uintToAddr(s.plan.broadcast).AsSlice()
+	case optTFTPServerName:
+		if s.cfg.TFTPServerName != "" {
+			return []byte(s.cfg.TFTPServerName)
+		}
+	case optBootFileName:
+		if s.cfg.BootFile != "" {
+			return []byte(s.cfg.BootFile)
+		}
 	}
 	return nil
 }

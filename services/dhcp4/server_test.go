@@ -434,10 +434,18 @@ func TestReserve(t *testing.T) {
 	if len(l) != 1 || !l[0].Static || l[0].Addr != static {
 		t.Fatalf("leases %+v", l)
 	}
-	// Release does not undo a static binding.
+	if l[0].Expires.IsZero() {
+		t.Fatalf("a static binding a client asked for shows no expiry: %+v", l)
+	}
+	// Release does not undo a static binding, but it ends the client's
+	// lease of it (dhclient -r on slipway run's own address showed the
+	// expiry of the lease it had given back).
 	expectNoReply(t, s, req{mtype: msgRelease, mac: m, xid: 3, ciaddr: static})
-	if len(s.Leases()) != 1 {
-		t.Fatalf("static lease released")
+	if l := s.Leases(); len(l) != 1 || !l[0].Static || !l[0].Expires.IsZero() {
+		t.Fatalf("leases after the static client's release: %+v, want the binding without an expiry", l)
+	}
+	if got := lease(t, s, m); got != static {
+		t.Fatalf("static client got %v after its release, want %v", got, static)
 	}
 
 	dyn := lease(t, s, mac(2))
@@ -513,6 +521,39 @@ func TestOverloadedOptionsRead(t *testing.T) {
 	}
 	if got := decode(t, reply).yiaddr; got != netip.MustParseAddr("10.0.2.50") {
 		t.Fatalf("offered %v, want the address requested in the file field", got)
+	}
+}
+
+// TestBootFile: with a boot file the reply names it in the BOOTP file
+// field with the server as next server (what PXE firmware reads), and as
+// options 66/67 to a client asking for them; without one, none of it.
+func TestBootFile(t *testing.T) {
+	s, _ := newTestServer(t, func(c *Config) { c.BootFile, c.TFTPServerName = "boot.ipxe", "tftp.lab" })
+	r := req{mtype: msgDiscover, mac: mac(1), xid: 1, opts: []opt{withPRL(1, 3, 66, 67)}}
+	raw, _, ok := s.Handle(r.build())
+	if !ok {
+		t.Fatal("no offer")
+	}
+	if got := addrAt(raw, offSiaddr); got.String() != "10.0.2.2" {
+		t.Errorf("siaddr %v", got)
+	}
+	if got := string(bytes.TrimRight(raw[offFile:offFile+128], "\x00")); got != "boot.ipxe" {
+		t.Errorf("file field %q", got)
+	}
+	p := decode(t, raw)
+	if string(p.opts[optBootFileName]) != "boot.ipxe" || string(p.opts[optTFTPServerName]) != "tftp.lab" {
+		t.Errorf("options 66/67: %q %q", p.opts[optTFTPServerName], p.opts[optBootFileName])
+	}
+
+	plain, _ := newTestServer(t, nil)
+	raw, _, _ = plain.Handle(r.build())
+	if addrAt(raw, offSiaddr).IsValid() && !addrAt(raw, offSiaddr).IsUnspecified() || raw[offFile] != 0 {
+		t.Errorf("a server without a boot file sent siaddr %v, file % x", addrAt(raw, offSiaddr), raw[offFile:offFile+8])
+	}
+	long := testConfig(servicetest.NewClock())
+	long.BootFile = strings.Repeat("x", 128)
+	if _, err := New(long, nil); err == nil {
+		t.Error("a 128-byte boot file accepted")
 	}
 }
 

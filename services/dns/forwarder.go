@@ -188,7 +188,7 @@ func (f *Forwarder) release() {
 func (f *Forwarder) overloaded(q *query) []byte {
 	f.stats.overload.Add(1)
 	f.log.Debug("dns: too many queries in flight, answering SERVFAIL", "max", f.cfg.MaxInFlight)
-	return errorReply(q.header, &q.q, dnsmessage.RCodeServerFailure)
+	return errorReply(q.header, &q.q, dnsmessage.RCodeServerFailure, q.edns)
 }
 
 // forward tries the upstreams in order within the query's budget and
@@ -201,7 +201,7 @@ func (f *Forwarder) forward(ctx context.Context, q *query, network string) []byt
 		if ctx.Err() != nil {
 			break
 		}
-		ans, err := f.attempt(ctx, up, q, network)
+		ans, err := f.attemptOver(ctx, up, q, network)
 		if err == nil {
 			f.stats.forwarded.Add(1)
 			return ans
@@ -210,8 +210,25 @@ func (f *Forwarder) forward(ctx context.Context, q *query, network string) []byt
 		f.log.Debug("dns: upstream attempt failed", "upstream", up, "network", network, "name", q.q.Name.String(), "err", err)
 	}
 	f.stats.servFail.Add(1)
-	return errorReply(q.header, &q.q, dnsmessage.RCodeServerFailure)
+	return errorReply(q.header, &q.q, dnsmessage.RCodeServerFailure, q.edns)
 }
+
+// attemptOver asks one upstream. A query that came over TCP goes over UDP
+// first and over TCP only when that answer is truncated: a TCP connection
+// upstream per guest query exhausts the upstream's listen backlog under
+// load (dnsmasq serves 20 TCP connections at a time), where UDP costs it
+// nothing.
+func (f *Forwarder) attemptOver(ctx context.Context, up netip.AddrPort, q *query, network string) ([]byte, error) {
+	if network == "tcp" {
+		if ans, err := f.attempt(ctx, up, q, "udp"); err == nil && !truncated(ans) {
+			return ans, nil
+		}
+	}
+	return f.attempt(ctx, up, q, network)
+}
+
+// truncated reports whether a DNS message has the TC bit set.
+func truncated(msg []byte) bool { return len(msg) > 2 && msg[2]&0x02 != 0 }
 
 // attempt sends q to one upstream on a fresh socket and waits at most
 // Timeout for its answer. The socket is closed on return, answer or not:

@@ -139,8 +139,20 @@ func TestForwardTCPToDnsmasq(t *testing.T) {
 	if !slices.Equal(got, ids) {
 		t.Fatalf("answered ids %v, want %v", got, ids)
 	}
-	if used := rec.used(); !slices.Equal(used, []string{"tcp", "tcp", "tcp"}) {
-		t.Fatalf("upstream networks %v, want tcp for queries that came over tcp", used)
+	// Small answers came over UDP: no TCP connection upstream per query.
+	if used := rec.used(); !slices.Equal(used, []string{"udp", "udp", "udp"}) {
+		t.Fatalf("upstream networks %v, want udp first for queries that came over tcp", used)
+	}
+	// An answer too big for UDP comes truncated; the forwarder asks again
+	// over TCP and the guest gets it whole.
+	must(t, writeFramed(c, makeQuery(t, 103, "big.test.example.", dnsmessage.TypeTXT, false)))
+	raw, err := readFramed(c)
+	must(t, err)
+	if r := parseReply(t, raw); r.h.ID != 103 || r.h.Truncated || r.h.RCode != dnsmessage.RCodeSuccess || len(raw) < 2000 {
+		t.Fatalf("big answer: id %d truncated %v rcode %v, %d bytes", r.h.ID, r.h.Truncated, r.h.RCode, len(raw))
+	}
+	if used := rec.used(); !slices.Equal(used, []string{"udp", "udp", "udp", "udp", "tcp"}) {
+		t.Fatalf("upstream networks %v, want udp then tcp for the truncated answer", used)
 	}
 }
 
@@ -181,6 +193,13 @@ func TestUnreachableUpstreamGivesServfail(t *testing.T) {
 		f := newForwarder(t, Config{})
 		expectRcode(t, f.Exchange(context.Background(), makeQuery(t, 44, "test.example.", dnsmessage.TypeA, false)),
 			44, "test.example.", dnsmessage.RCodeServerFailure)
+	})
+	t.Run("edns", func(t *testing.T) {
+		f := newForwarder(t, Config{})
+		if a := expectRcode(t, f.Exchange(context.Background(), makeQuery(t, 45, "test.example.", dnsmessage.TypeA, true)),
+			45, "test.example.", dnsmessage.RCodeServerFailure); !a.opt {
+			t.Errorf("no OPT record in the SERVFAIL for an EDNS query")
+		}
 	})
 }
 
@@ -281,8 +300,17 @@ func TestLocalNames(t *testing.T) {
 		if !a.h.Authoritative || !a.h.RecursionDesired {
 			t.Errorf("%s %v: header %+v", tc.name, tc.typ, a.h)
 		}
+		// RFC 6891: the query had an OPT record, so must the reply
+		// (kdig +bufsize found it missing).
+		if !a.opt {
+			t.Errorf("%s %v: no OPT record in the reply to an EDNS query", tc.name, tc.typ)
+		}
 	}
-	if st := f.Stats(); st.Local != uint64(len(cases)) || st.Forwarded != 0 {
+	// And none without EDNS.
+	if a := expectRcode(t, f.Exchange(context.Background(), makeQuery(t, 999, "host.slipway.internal.", dnsmessage.TypeA, false)), 999, "host.slipway.internal.", dnsmessage.RCodeSuccess); a.opt {
+		t.Errorf("an OPT record in the reply to a query without one")
+	}
+	if st := f.Stats(); st.Local != uint64(len(cases))+1 || st.Forwarded != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }

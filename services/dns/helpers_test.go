@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,6 +67,7 @@ type answer struct {
 	h         dnsmessage.Header
 	questions []dnsmessage.Question
 	addrs     []netip.Addr
+	opt       bool // an OPT record among the additional records
 }
 
 func parseReply(t testing.TB, b []byte) answer {
@@ -81,6 +83,12 @@ func parseReply(t testing.TB, b []byte) answer {
 	rrs, err := p.AllAnswers()
 	must(t, err)
 	a := answer{h: h, questions: qs}
+	must(t, p.SkipAllAuthorities())
+	extra, err := p.AllAdditionals()
+	must(t, err)
+	for _, rr := range extra {
+		a.opt = a.opt || rr.Header.Type == dnsmessage.TypeOPT
+	}
 	for _, rr := range rrs {
 		switch r := rr.Body.(type) {
 		case *dnsmessage.AResource:
@@ -131,6 +139,10 @@ func freePort(t *testing.T, ip string) int {
 // names below it) as 192.0.2.55 and refuses everything else. Not in
 // -short mode, where unit tests start no real programs (fakeUpstream
 // stands in for a server there).
+// bigTXT is a dnsmasq record whose answer (about 2 KB) is truncated over
+// UDP without EDNS, so a client must ask again over TCP.
+var bigTXT = "--txt-record=big.test.example" + strings.Repeat(","+strings.Repeat("x", 250), 8)
+
 func startDnsmasq(t *testing.T, ip string) netip.AddrPort {
 	t.Helper()
 	if testing.Short() {
@@ -145,7 +157,7 @@ func startDnsmasq(t *testing.T, ip string) netip.AddrPort {
 		var out bytes.Buffer
 		cmd := exec.Command(bin, "--no-daemon", "--no-resolv", "--no-hosts", "--pid-file=",
 			"--listen-address="+ip, fmt.Sprintf("--port=%d", port), "--bind-interfaces",
-			"--address=/test.example/192.0.2.55")
+			"--address=/test.example/192.0.2.55", bigTXT)
 		cmd.Stdout, cmd.Stderr = &out, &out
 		must(t, cmd.Start())
 		exited := make(chan struct{})

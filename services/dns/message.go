@@ -12,7 +12,14 @@ type query struct {
 	raw    []byte // exactly as the guest sent it, forwarded unchanged
 	header dnsmessage.Header
 	q      dnsmessage.Question
+	// edns: the query carries an OPT record, so a reply built here must
+	// carry one too (RFC 6891, section 7).
+	edns bool
 }
+
+// ednsUDPSize is the UDP payload size slipway's own replies advertise:
+// the size that avoids fragmentation on any path (DNS flag day 2020).
+const ednsUDPSize = 1232
 
 // Reasons a query is not answered at all.
 const (
@@ -36,29 +43,63 @@ func (f *Forwarder) inspect(raw []byte) (q *query, reply []byte, why string) {
 	}
 	if h.OpCode != 0 {
 		f.stats.notImp.Add(1)
-		return nil, errorReply(h, nil, dnsmessage.RCodeNotImplemented), ""
+		return nil, errorReply(h, nil, dnsmessage.RCodeNotImplemented, false), ""
 	}
 	question, err := p.Question()
 	if err != nil {
 		f.stats.formErr.Add(1)
-		return nil, errorReply(h, nil, dnsmessage.RCodeFormatError), ""
+		return nil, errorReply(h, nil, dnsmessage.RCodeFormatError, false), ""
 	}
 	// Exactly one question: that is all the DNS defines an answer for, and
 	// what the upstream's answer is checked against.
 	if _, err := p.Question(); !errors.Is(err, dnsmessage.ErrSectionDone) {
 		f.stats.formErr.Add(1)
-		return nil, errorReply(h, nil, dnsmessage.RCodeFormatError), ""
+		return nil, errorReply(h, nil, dnsmessage.RCodeFormatError, false), ""
 	}
+	edns := hasOPT(&p)
 	if question.Class == dnsmessage.ClassINET || question.Class == dnsmessage.ClassANY {
 		if addrs, nx, ok := f.names.Load().lookup(lowerASCII(question.Name.String())); ok {
 			f.stats.local.Add(1)
 			if nx {
-				return nil, errorReply(h, &question, dnsmessage.RCodeNameError), ""
+				return nil, errorReply(h, &question, dnsmessage.RCodeNameError, edns), ""
 			}
-			return nil, localReply(h, question, addrs), ""
+			return nil, localReply(h, question, addrs, edns), ""
 		}
 	}
-	return &query{raw: append([]byte(nil), raw...), header: h, q: question}, nil, ""
+	return &query{raw: append([]byte(nil), raw...), header: h, q: question, edns: edns}, nil, ""
+}
+
+// hasOPT reports whether the rest of the message p reads (past its
+// question) has an OPT record among its additional records. A message
+// that does not parse that far has none.
+func hasOPT(p *dnsmessage.Parser) bool {
+	if p.SkipAllAnswers() != nil || p.SkipAllAuthorities() != nil {
+		return false
+	}
+	for {
+		rh, err := p.AdditionalHeader()
+		if err != nil {
+			return false
+		}
+		if rh.Type == dnsmessage.TypeOPT {
+			return true
+		}
+		if p.SkipAdditional() != nil {
+			return false
+		}
+	}
+}
+
+// addOPT ends a reply under construction with an OPT record.
+func addOPT(b *dnsmessage.Builder) error {
+	if err := b.StartAdditionals(); err != nil {
+		return err
+	}
+	var rh dnsmessage.ResourceHeader
+	if err := rh.SetEDNS0(ednsUDPSize, dnsmessage.RCodeSuccess, false); err != nil {
+		return err
+	}
+	return b.OPTResource(rh, dnsmessage.OPTResource{})
 }
 
 // replyHeader starts a reply to h: same ID, opcode and RD bit. Recursion
@@ -75,10 +116,10 @@ func replyHeader(h dnsmessage.Header, rcode dnsmessage.RCode) dnsmessage.Header 
 }
 
 // errorReply builds a reply carrying only an rcode, echoing the question
-// when there is one. Building it cannot fail for a question that was
-// parsed; if it did, an empty reply (dropped by the callers) is better
-// than a panic.
-func errorReply(h dnsmessage.Header, q *dnsmessage.Question, rcode dnsmessage.RCode) []byte {
+// when there is one, with an OPT record if edns. Building it cannot fail
+// for a question that was parsed; if it did, an empty reply (dropped by
+// the callers) is better than a panic.
+func errorReply(h dnsmessage.Header, q *dnsmessage.Question, rcode dnsmessage.RCode, edns bool) []byte {
 	b := dnsmessage.NewBuilder(make([]byte, 0, 512), replyHeader(h, rcode))
 	if q != nil {
 		if err := b.StartQuestions(); err != nil {
@@ -87,6 +128,9 @@ func errorReply(h dnsmessage.Header, q *dnsmessage.Question, rcode dnsmessage.RC
 		if err := b.Question(*q); err != nil {
 			return nil
 		}
+	}
+	if edns && addOPT(&b) != nil {
+		return nil
 	}
 	out, err := b.Finish()
 	if err != nil {
@@ -97,8 +141,8 @@ func errorReply(h dnsmessage.Header, q *dnsmessage.Question, rcode dnsmessage.RC
 
 // localReply answers a question about a local name: its A or AAAA
 // records, or no records (NODATA) for other types, so such queries never
-// leak to the upstream.
-func localReply(h dnsmessage.Header, q dnsmessage.Question, addrs []netip.Addr) []byte {
+// leak to the upstream; with an OPT record if edns (the query had one).
+func localReply(h dnsmessage.Header, q dnsmessage.Question, addrs []netip.Addr, edns bool) []byte {
 	rh := replyHeader(h, dnsmessage.RCodeSuccess)
 	rh.Authoritative = true
 	b := dnsmessage.NewBuilder(make([]byte, 0, 512), rh)
@@ -124,6 +168,9 @@ func localReply(h dnsmessage.Header, q dnsmessage.Question, addrs []netip.Addr) 
 		if err != nil {
 			return nil
 		}
+	}
+	if edns && addOPT(&b) != nil {
+		return nil
 	}
 	out, err := b.Finish()
 	if err != nil {

@@ -7,6 +7,7 @@
 # lines on stdout are
 #   KERNEL=/abs/path/kernel   (ELF vmlinux for PVH boot, or the bzImage)
 #   INITRD=/abs/path/initrd.gz
+#   BZIMAGE=/abs/path/bzImage (the kernel as Debian ships it, for iPXE)
 #   KVER=<kernel release>
 #
 # The result is cached outside the repository, keyed on this script's
@@ -104,6 +105,7 @@ out=$cache_root/$key
 emit() {
 	echo "KERNEL=$out/kernel"
 	echo "INITRD=$out/initrd.gz"
+	echo "BZIMAGE=$out/bzImage"
 	echo "KVER=$(cat "$out/kver")"
 }
 
@@ -376,6 +378,9 @@ else
 	log "kernel: bzImage (no PVH, or its payload could not be unpacked)"
 	cp "$vmlinuz" "$work/out/kernel"
 fi
+# The bzImage as Debian ships it, for boot loaders that need one (the PXE
+# test's iPXE cannot boot a bare vmlinux).
+cp "$vmlinuz" "$work/out/bzImage"
 mv "$work/initrd.gz" "$work/out/initrd.gz"
 echo "$kver" >"$work/out/kver"
 touch "$work/out/ok"

@@ -161,6 +161,30 @@ const (
 	TestDomainAddr = "192.0.2.55"
 )
 
+// Dnsmasq also serves answers too large for a plain UDP reply (512
+// bytes), to test truncation and the fallback to TCP: BigTXTName has one
+// TXT record of BigTXTStrings strings of 200 bytes each, ManyAName
+// ManyACount A records (198.51.100.1 and on).
+const (
+	BigTXTName    = "big.example"
+	BigTXTStrings = 10
+	ManyAName     = "many.example"
+	ManyACount    = 60
+)
+
+// bigRecords are dnsmasq's flags for BigTXTName and ManyAName.
+func bigRecords() []string {
+	txt := BigTXTName
+	for range BigTXTStrings {
+		txt += "," + strings.Repeat("a", 200)
+	}
+	flags := []string{"--txt-record=" + txt}
+	for i := 1; i <= ManyACount; i++ {
+		flags = append(flags, fmt.Sprintf("--host-record=%s,198.51.100.%d", ManyAName, i))
+	}
+	return flags
+}
+
 // dnsmasqAddr picks where a test's dnsmasq listens: a loopback address of
 // its own (all of 127.0.0.0/8 is on lo), on which nothing else of this
 // machine has sockets, and a port free there for both UDP and TCP, which
@@ -245,7 +269,7 @@ func (d *DNSServer) Start() {
 	d.cmd = exec.Command("dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--listen-address="+ip.String(),
 		"--port="+strconv.Itoa(int(port)), "--bind-interfaces", "--address=/"+TestDomain+"/"+TestDomainAddr,
 		"--address=/v6."+TestDomain+"/2001:db8::55", "--pid-file=")
-	d.cmd.Args = append(d.cmd.Args, d.extra...)
+	d.cmd.Args = append(append(d.cmd.Args, bigRecords()...), d.extra...)
 	d.cmd.Stdout, d.cmd.Stderr = &d.out, &d.out
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatalf("start dnsmasq: %v", err)

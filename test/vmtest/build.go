@@ -38,6 +38,9 @@ import (
 type Guest struct {
 	Kernel string
 	Initrd string
+	// BzImage is the same kernel as a bzImage (Kernel may be the bare
+	// vmlinux QEMU boots fastest), for boot loaders such as iPXE.
+	BzImage string
 }
 
 // buildTimeout bounds build.sh, which downloads a ~70 MB kernel package on
@@ -145,8 +148,8 @@ func runBuildScript(script string) (buildOutput, error) {
 			vars[k] = v
 		}
 	}
-	g := Guest{Kernel: vars["KERNEL"], Initrd: vars["INITRD"]}
-	for _, p := range []string{g.Kernel, g.Initrd} {
+	g := Guest{Kernel: vars["KERNEL"], Initrd: vars["INITRD"], BzImage: vars["BZIMAGE"]}
+	for _, p := range []string{g.Kernel, g.Initrd, g.BzImage} {
 		if _, err := os.Stat(p); err != nil {
 			return buildOutput{}, fmt.Errorf("%s reported no usable guest (%q): %w\n%s", script, p, err, stderr.String())
 		}

@@ -76,6 +76,9 @@ type Options struct {
 	// ExtraFiles are inherited by QEMU as fds 3, 4, ... (for
 	// -netdev socket,fd=3).
 	ExtraFiles []*os.File
+	// Env is added to QEMU's environment (LD_LIBRARY_PATH=... to run it
+	// on another libslirp.so.0).
+	Env []string
 }
 
 // Result is what a finished guest reported.
@@ -156,6 +159,9 @@ func Boot(g Guest, o Options, dir string) (*VM, error) {
 	v.cmd.Stdout = consoleWriter{v}
 	v.cmd.Stderr = stderrWriter{v}
 	v.cmd.ExtraFiles = o.ExtraFiles
+	if len(o.Env) > 0 {
+		v.cmd.Env = append(os.Environ(), o.Env...)
+	}
 	v.cmd.WaitDelay = ioGrace
 	// If the test binary dies (a panic, go test's -timeout), QEMU must
 	// not outlive it.
@@ -426,6 +432,9 @@ func (v *VM) Kill() {
 	_ = v.cmd.Process.Kill()
 	<-v.exited
 }
+
+// Pid is QEMU's process ID.
+func (v *VM) Pid() int { return v.cmd.Process.Pid }
 
 // Console returns the console so far, lines joined with "\n".
 func (v *VM) Console() string {

@@ -40,6 +40,9 @@ const (
 	Slirp4netns = "slirp4netns"
 	Passt       = "passt"
 	QEMUUser    = "qemu-user"
+	// QEMU's -netdev user on slipway's libslirp.so.0, in its two shapes.
+	QEMUUserSlipway        = "qemu-user-slipway"
+	QEMUUserSlipwayProcess = "qemu-user-slipway-process"
 	// The VM group's vhost-user rows: the guest's rings in shared
 	// memory instead of a socket QEMU copies frames through.
 	SlipwayVhost = "slipway-vhost"

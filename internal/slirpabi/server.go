@@ -1,0 +1,289 @@
+package slirpabi
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"syscall"
+
+	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/link"
+)
+
+// The process shape (libslirp/shim/proc.h has the protocol): one
+// Instance in a process of its own, driven by the shim in the host over a
+// control socket (requests, each answered) and a data socket (frames and
+// guest-forward bytes, either way, never answered).
+
+// ErrRefused wraps Serve's error when the host's settings were refused
+// (and the shim told).
+var ErrRefused = errors.New("settings refused")
+
+// maxMsg is the largest message either socket carries.
+const maxMsg = 1 + 8 + 65535 + 14
+
+// Serve runs one instance for the shim at the other end of ctl and data
+// (SOCK_SEQPACKET connections) until the shim closes ctl. base is the
+// configuration the host's settings are laid over.
+//
+// Goroutines: this one answers ctl; one reads data into the instance;
+// one moves what the instance has for the host onto data, woken by the
+// instance's notify. Both end when Serve closes the instance and the
+// sockets.
+func Serve(ctl, data net.Conn, base config.Config, log *slog.Logger) error {
+	buf := make([]byte, maxMsg)
+	n, err := ctl.Read(buf)
+	if err != nil {
+		return fmt.Errorf("reading the settings: %w", err)
+	}
+	if n < 1 || buf[0] != 'c' {
+		return errors.New("the shim's first message is not its settings")
+	}
+	wake := make(chan struct{}, 1)
+	notify := func() {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+	var inst *Instance
+	s, err := ParseSettings(string(buf[1:n]))
+	if err == nil {
+		inst, err = New(s, base, notify, log)
+	}
+	if err != nil {
+		// The shim prints it: this is the host's error to report.
+		ctl.Write(append(intReply(-1), err.Error()...))
+		return fmt.Errorf("%w: %w", ErrRefused, err)
+	}
+	ctl.Write(intReply(0))
+	done := make(chan struct{})
+	outDone := make(chan struct{})
+	go func() {
+		defer close(outDone)
+		toHost(inst, data, wake, done)
+	}()
+	inDone := make(chan struct{})
+	go func() {
+		defer close(inDone)
+		fromHost(inst, data)
+	}()
+	err = answer(inst, ctl, buf)
+	close(done)
+	inst.Close()
+	data.Close()
+	<-outDone
+	<-inDone
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}
+
+func intReply(r int) []byte {
+	return binary.NativeEndian.AppendUint32([]byte{'R'}, uint32(int32(r)))
+}
+
+// toHost sends frames and guest-forward bytes for the host until done.
+func toHost(inst *Instance, data net.Conn, wake <-chan struct{}, done <-chan struct{}) {
+	const batch = 32
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, link.VnetHdrLen+65535+14)
+	}
+	sizes := make([]int, batch)
+	gbuf := make([]byte, 5+maxGuestFwdBuffer)
+	for {
+		select {
+		case <-done:
+			return
+		case <-wake:
+		}
+		for {
+			moved := false
+			n := inst.Take(bufs, sizes)
+			for i := range n {
+				// Take lays a frame out after the virtio-net header; the
+				// byte before the frame becomes the message's tag.
+				msg := bufs[i][link.VnetHdrLen-1 : link.VnetHdrLen+sizes[i]]
+				msg[0] = 'f'
+				if _, err := data.Write(msg); err != nil {
+					return
+				}
+				moved = true
+			}
+			if id, m := inst.TakeGuestForward(gbuf[5:min(len(gbuf), maxMsg)]); m > 0 {
+				gbuf[0] = 'g'
+				binary.NativeEndian.PutUint32(gbuf[1:], uint32(int32(id)))
+				if _, err := data.Write(gbuf[:5+m]); err != nil {
+					return
+				}
+				moved = true
+			}
+			if !moved {
+				break
+			}
+		}
+	}
+}
+
+// fromHost reads the host's frames.
+func fromHost(inst *Instance, data net.Conn) {
+	buf := make([]byte, maxMsg)
+	for {
+		n, err := data.Read(buf)
+		if err != nil {
+			return
+		}
+		switch {
+		case n > 1 && buf[0] == 'f':
+			inst.Input(buf[1:n])
+		default:
+			inst.stats.InRunt.Add(1)
+		}
+	}
+}
+
+func gfwdTarget(b []byte) (netip.Addr, uint16) {
+	return netip.AddrFrom4([4]byte(b[:4])), uint16(binary.NativeEndian.Uint32(b[4:8]))
+}
+
+// answer serves control requests until the shim closes ctl.
+func answer(inst *Instance, ctl net.Conn, buf []byte) error {
+	for {
+		n, err := ctl.Read(buf)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.EOF
+		}
+		rep, err := request(inst, ctl, buf[:n])
+		if err != nil {
+			return err
+		}
+		if _, err := ctl.Write(rep); err != nil {
+			return err
+		}
+	}
+}
+
+func errnoReply(err error) []byte {
+	if err == nil {
+		return intReply(0)
+	}
+	return intReply(-int(Errno(err)))
+}
+
+func bytesReply(b []byte) []byte { return append([]byte{'S'}, b[:min(len(b), maxMsg-1)]...) }
+
+// request answers one control message; an error ends the server.
+func request(inst *Instance, ctl net.Conn, m []byte) ([]byte, error) {
+	body := m[1:]
+	switch m[0] {
+	case 'h':
+		if len(body) < 10 {
+			return intReply(-int(syscall.EINVAL)), nil
+		}
+		add, flags := int32(binary.NativeEndian.Uint32(body)), int(int32(binary.NativeEndian.Uint32(body[4:])))
+		hl := int(binary.NativeEndian.Uint16(body[8:]))
+		if len(body) < 10+hl+2 {
+			return intReply(-int(syscall.EINVAL)), nil
+		}
+		host := body[10 : 10+hl]
+		gl := int(binary.NativeEndian.Uint16(body[10+hl:]))
+		if len(body) < 12+hl+gl {
+			return intReply(-int(syscall.EINVAL)), nil
+		}
+		if add != 0 {
+			return errnoReply(inst.AddForward(flags, host, body[12+hl:12+hl+gl])), nil
+		}
+		return errnoReply(inst.RemoveForward(flags, host)), nil
+	case 'G':
+		if len(body) < 8 {
+			return intReply(-int(syscall.EINVAL)), nil
+		}
+		a, port := gfwdTarget(body)
+		inst.GuestForwardInput(netip.AddrPortFrom(a, port), body[8:])
+		return intReply(0), nil
+	case 'i':
+		return bytesReply([]byte(inst.ConnectionInfo())), nil
+	case 'n':
+		return bytesReply([]byte(inst.NeighborInfo())), nil
+	case 'a', 'd', 'o':
+		if len(body) != 8 {
+			return intReply(-int(syscall.EINVAL)), nil
+		}
+		a, port := gfwdTarget(body)
+		target := netip.AddrPortFrom(a, port)
+		switch m[0] {
+		case 'a':
+			id, err := inst.AddGuestForward(target)
+			if err != nil {
+				return errnoReply(err), nil
+			}
+			return intReply(id), nil
+		case 'd':
+			return errnoReply(inst.RemoveGuestForward(target)), nil
+		default:
+			return intReply(inst.GuestForwardRoom(target)), nil
+		}
+	case 's':
+		var b bytes.Buffer
+		if err := inst.SaveState(&b); err != nil {
+			inst.Logger().Error("slirp_state_save", "err", err)
+		}
+		return bytesReply(b.Bytes()), nil
+	case 'l':
+		if len(body) != 4 {
+			return intReply(-int(syscall.EINVAL)), nil
+		}
+		r := &shimReader{ctl: ctl}
+		if err := inst.LoadState(int(int32(binary.NativeEndian.Uint32(body))), r); err != nil {
+			if r.err != nil {
+				return nil, r.err
+			}
+			inst.Logger().Error("slirp_state_load", "err", err)
+			return intReply(StateErrno(err)), nil
+		}
+		return intReply(0), nil
+	}
+	return intReply(-int(syscall.ENOSYS)), nil
+}
+
+// shimReader reads the host's migration stream through the shim: each
+// Read asks for up to len(p) bytes and gets what the host's read_cb gave.
+type shimReader struct {
+	ctl net.Conn
+	err error // the control socket failed
+}
+
+func (r *shimReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	want := min(len(p), 65536)
+	if _, err := r.ctl.Write(binary.NativeEndian.AppendUint32([]byte{'r'}, uint32(want))); err != nil {
+		r.err = err
+		return 0, err
+	}
+	buf := make([]byte, 1+want)
+	n, err := r.ctl.Read(buf)
+	if err != nil {
+		r.err = err
+		return 0, err
+	}
+	if n < 1 || buf[0] != 'S' {
+		r.err = errors.New("the shim answered a read with something else")
+		return 0, r.err
+	}
+	if n == 1 {
+		return 0, io.EOF
+	}
+	return copy(p, buf[1:n]), nil
+}

@@ -1,0 +1,1158 @@
+/*
+ * libslirp.so.0 backed by slipway.
+ *
+ * This file is the whole C side: it exports libslirp 4.7's functions under
+ * libslirp's symbol versions (libslirp.map), checks every argument, reads
+ * the caller's SlirpConfig and SlirpCb only as far as the caller's config
+ * version reaches, and translates each call onto slipway's Go core, a
+ * separate shared library (libslipway-slirp.so) that it dlopen()s on the
+ * first slirp_new. Loading the core late is deliberate: the Go runtime
+ * starts then, after a QEMU -daemonize fork, on a thread whose signal mask
+ * the host has already set up (QEMU blocks SIGIO and SIGALRM and reads them
+ * from a signalfd), so every Go thread inherits that mask.
+ *
+ * Frames reach the host only through send_packet, from slirp_pollfds_poll,
+ * on the host's thread: the core queues what its stack sends and writes to
+ * an eventfd that the shim registers in every slirp_pollfds_fill.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <slirp/libslirp.h>
+
+#include "core.h"
+#include "proc.h"
+
+extern char **environ;
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* Config versions accepted: 1-4 are 4.7's; 5 and 6 (libslirp 4.8, 4.9)
+ * only append fields, which are not read. */
+#define ACCEPTED_CONFIG_VERSION_MAX 6
+
+#define SLIRP_MAGIC 0x736c7077u /* "slpw" */
+
+/* The most frames one slirp_pollfds_poll hands the host; the rest wait
+ * for the next main-loop iteration (with a zero timeout). */
+#define MAX_FRAMES_PER_POLL 256
+
+/* The most guest-forward chunks one slirp_pollfds_poll hands the host,
+ * and how large one is. */
+#define MAX_GFWD_PER_POLL 16
+#define GFWD_CHUNK 65536
+
+/* Guest forwards one instance holds (the core's bound too). */
+#define MAX_GFWD 64
+
+struct gfwd {
+    int id; /* the core's; 0: a free entry */
+    struct in_addr addr;
+    int port;
+    SlirpWriteCb write_cb;
+    void *opaque;
+};
+
+struct Slirp {
+    uint32_t magic;
+    int handle;
+    int version;
+    SlirpCb cb; /* the caller's, zero beyond its version */
+    void *opaque;
+    int efd;
+    int efd_idx; /* add_poll's index of efd in this iteration, or -1 */
+    int more;    /* frames left waiting by the last poll */
+    uint8_t *slots;
+    int sizes[SLIPWAY_SLOTS];
+    struct in_addr vnetwork;
+    struct gfwd gfwd[MAX_GFWD];
+    /* The process shape: the server's pid and sockets (see proc.h);
+     * ctl_mu keeps one request and its reply together. */
+    int proc;
+    pid_t pid;
+    int ctl, data;
+    pthread_mutex_t ctl_mu;
+};
+
+static struct {
+    slipway_core_new_fn new_;
+    slipway_core_input_fn input;
+    slipway_core_take_fn take;
+    slipway_core_cleanup_fn cleanup;
+    slipway_core_hostfwd_fn hostfwd;
+    slipway_core_info_fn connection_info;
+    slipway_core_info_fn neighbor_info;
+    slipway_core_state_save_fn state_save;
+    slipway_core_state_load_fn state_load;
+    slipway_core_gfwd_add_fn gfwd_add;
+    slipway_core_gfwd_remove_fn gfwd_remove;
+    slipway_core_gfwd_take_fn gfwd_take;
+    slipway_core_gfwd_room_fn gfwd_room;
+    slipway_core_gfwd_input_fn gfwd_input;
+} core;
+
+static pthread_mutex_t core_mu = PTHREAD_MUTEX_INITIALIZER;
+static int core_loaded;
+
+static void say(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "libslirp (slipway): ");
+    fprintf(stderr, fmt, arg);
+    fputc('\n', stderr);
+}
+
+/*
+ * Go's runtime unblocks a few signals (SIGBUS, SIGURG) on a host thread the
+ * first time that thread calls into Go. The host's mask is the host's:
+ * each thread's first call is wrapped so its mask is put back afterwards
+ * (later calls do not touch it; the C test checks that).
+ */
+static __thread int thread_mask_kept;
+
+#define CORE_CALL(stmt)                                    \
+    do {                                                   \
+        sigset_t saved_mask_;                              \
+        int first_ = !thread_mask_kept;                    \
+        if (first_)                                        \
+            pthread_sigmask(SIG_SETMASK, NULL, &saved_mask_); \
+        stmt;                                              \
+        if (first_) {                                      \
+            pthread_sigmask(SIG_SETMASK, &saved_mask_, NULL); \
+            thread_mask_kept = 1;                          \
+        }                                                  \
+    } while (0)
+
+/*
+ * A signal the host handles may land on one of Go's threads, whose
+ * goroutine stacks are small. Go gives every thread it runs an alternate
+ * signal stack; handlers installed with SA_ONSTACK use it. Before the
+ * runtime starts, add SA_ONSTACK to the host's handlers that lack it (on
+ * the host's own threads, which have no alternate stack, nothing changes).
+ */
+static void handlers_onstack(void)
+{
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction sa;
+        if (sig == SIGKILL || sig == SIGSTOP)
+            continue;
+        if (sigaction(sig, NULL, &sa) != 0)
+            continue;
+        if (!(sa.sa_flags & SA_SIGINFO) &&
+            (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN))
+            continue;
+        if (sa.sa_flags & SA_ONSTACK)
+            continue;
+        sa.sa_flags |= SA_ONSTACK;
+        sigaction(sig, &sa, NULL);
+    }
+}
+
+static int load_core(void)
+{
+    char path[4096];
+    const char *env = getenv("SLIPWAY_LIBSLIRP_CORE");
+    void *h;
+    slipway_core_abi_fn abi;
+
+    pthread_mutex_lock(&core_mu);
+    if (core_loaded) {
+        pthread_mutex_unlock(&core_mu);
+        return 0;
+    }
+    if (env && *env) {
+        snprintf(path, sizeof(path), "%s", env);
+    } else {
+        Dl_info info;
+        const char *slash;
+        if (!dladdr((void *)load_core, &info) || !info.dli_fname ||
+            !(slash = strrchr(info.dli_fname, '/'))) {
+            snprintf(path, sizeof(path), "libslipway-slirp.so");
+        } else {
+            snprintf(path, sizeof(path), "%.*s/libslipway-slirp.so",
+                     (int)(slash - info.dli_fname), info.dli_fname);
+        }
+    }
+    handlers_onstack();
+    h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        say("cannot load the core: %s", dlerror());
+        pthread_mutex_unlock(&core_mu);
+        return -1;
+    }
+    abi = (slipway_core_abi_fn)dlsym(h, "slipway_core_abi");
+#define SYM(field, name) core.field = dlsym(h, name)
+    SYM(new_, "slipway_core_new");
+    SYM(input, "slipway_core_input");
+    SYM(take, "slipway_core_take");
+    SYM(cleanup, "slipway_core_cleanup");
+    SYM(hostfwd, "slipway_core_hostfwd");
+    SYM(connection_info, "slipway_core_connection_info");
+    SYM(neighbor_info, "slipway_core_neighbor_info");
+    SYM(state_save, "slipway_core_state_save");
+    SYM(state_load, "slipway_core_state_load");
+    SYM(gfwd_add, "slipway_core_gfwd_add");
+    SYM(gfwd_remove, "slipway_core_gfwd_remove");
+    SYM(gfwd_take, "slipway_core_gfwd_take");
+    SYM(gfwd_room, "slipway_core_gfwd_room");
+    SYM(gfwd_input, "slipway_core_gfwd_input");
+#undef SYM
+    int ok = abi && core.new_ && core.input && core.take && core.cleanup && core.hostfwd &&
+             core.connection_info && core.neighbor_info && core.state_save && core.state_load &&
+             core.gfwd_add && core.gfwd_remove && core.gfwd_take && core.gfwd_room &&
+             core.gfwd_input;
+    int version = 0;
+    if (ok)
+        CORE_CALL(version = abi());
+    if (!ok || version != SLIPWAY_CORE_ABI) {
+        say("%s is not the core this libslirp.so.0 was built with", path);
+        memset(&core, 0, sizeof(core));
+        pthread_mutex_unlock(&core_mu);
+        return -1;
+    }
+    core_loaded = 1;
+    pthread_mutex_unlock(&core_mu);
+    return 0;
+}
+
+static int valid(const Slirp *s)
+{
+    return s && s->magic == SLIRP_MAGIC && (s->proc || core_loaded);
+}
+
+static void copy4(uint8_t dst[4], struct in_addr a)
+{
+    memcpy(dst, &a.s_addr, 4);
+}
+
+/* ---- The process shape (proc.h) ------------------------------------- */
+
+/* The directory this library was loaded from, for its companions. */
+static void beside_library(char *path, size_t n, const char *name)
+{
+    Dl_info info;
+    const char *slash;
+    if (!dladdr((void *)beside_library, &info) || !info.dli_fname ||
+        !(slash = strrchr(info.dli_fname, '/')))
+        snprintf(path, n, "%s", name);
+    else
+        snprintf(path, n, "%.*s/%s", (int)(slash - info.dli_fname), info.dli_fname, name);
+}
+
+/* Sends a request and receives its reply (at most cap bytes); returns
+ * the reply's length, or -1 when the server is gone. ctl_mu held. */
+static ssize_t rpc_locked(Slirp *s, const struct iovec *iov, int iovcnt, uint8_t *rep, size_t cap)
+{
+    struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+    ssize_t n;
+    if (sendmsg(s->ctl, &m, MSG_NOSIGNAL) < 0)
+        return -1;
+    do
+        n = recv(s->ctl, rep, cap, 0);
+    while (n < 0 && errno == EINTR);
+    return n > 0 ? n : -1;
+}
+
+/* A request whose reply is 'R' i32; a dead server is -EIO. */
+static int rpc_int(Slirp *s, const struct iovec *iov, int iovcnt)
+{
+    uint8_t rep[8];
+    int32_t r = -EIO;
+    pthread_mutex_lock(&s->ctl_mu);
+    ssize_t n = rpc_locked(s, iov, iovcnt, rep, sizeof(rep));
+    pthread_mutex_unlock(&s->ctl_mu);
+    if (n == 5 && rep[0] == 'R')
+        memcpy(&r, rep + 1, 4);
+    return r;
+}
+
+/* A request whose reply is 'S' bytes, returned malloc()ed and
+ * NUL-terminated (*len without the NUL), or NULL. */
+static char *rpc_bytes(Slirp *s, const struct iovec *iov, int iovcnt, size_t *len)
+{
+    uint8_t *rep = malloc(SLIPWAY_PROC_MAX_MSG + 1);
+    char *out = NULL;
+    if (!rep)
+        return NULL;
+    pthread_mutex_lock(&s->ctl_mu);
+    ssize_t n = rpc_locked(s, iov, iovcnt, rep, SLIPWAY_PROC_MAX_MSG);
+    pthread_mutex_unlock(&s->ctl_mu);
+    if (n >= 1 && rep[0] == 'S' && (out = malloc((size_t)n))) {
+        memcpy(out, rep + 1, (size_t)n - 1);
+        out[n - 1] = 0;
+        if (len)
+            *len = (size_t)n - 1;
+    }
+    free(rep);
+    return out;
+}
+
+static int put_addr(FILE *f, const char *key, int family, const void *a)
+{
+    char buf[INET6_ADDRSTRLEN];
+    if (!inet_ntop(family, a, buf, sizeof(buf)))
+        return -1;
+    return fprintf(f, "%s=%s\n", key, buf) < 0 ? -1 : 0;
+}
+
+static int put_str(FILE *f, const char *key, const char *v)
+{
+    if (!v)
+        return 0;
+    if (strchr(v, '\n')) {
+        say("slirp_new: %s holds a newline", key);
+        return -1;
+    }
+    return fprintf(f, "%s=%s\n", key, v) < 0 ? -1 : 0;
+}
+
+/* The config as the server reads it: "key=value" lines. */
+static char *config_text(const struct slipway_cfg *c, size_t *len)
+{
+    char *text = NULL;
+    FILE *f = open_memstream(&text, len);
+    int bad = 0;
+    if (!f)
+        return NULL;
+    fprintf(f, "version=%d\nrestricted=%d\nin_enabled=%d\nin6_enabled=%d\nvprefix_len=%d\n"
+               "if_mtu=%zu\nif_mru=%zu\ndisable_host_loopback=%d\nenable_emu=%d\n"
+               "disable_dns=%d\ndisable_dhcp=%d\n",
+            c->version, c->restricted, c->in_enabled, c->in6_enabled, c->vprefix_len, c->if_mtu,
+            c->if_mru, c->disable_host_loopback, c->enable_emu, c->disable_dns, c->disable_dhcp);
+    bad |= put_addr(f, "vnetwork", AF_INET, c->vnetwork);
+    bad |= put_addr(f, "vnetmask", AF_INET, c->vnetmask);
+    bad |= put_addr(f, "vhost", AF_INET, c->vhost);
+    bad |= put_addr(f, "vdhcp_start", AF_INET, c->vdhcp_start);
+    bad |= put_addr(f, "vnameserver", AF_INET, c->vnameserver);
+    bad |= put_addr(f, "vprefix_addr6", AF_INET6, c->vprefix_addr6);
+    bad |= put_addr(f, "vhost6", AF_INET6, c->vhost6);
+    bad |= put_addr(f, "vnameserver6", AF_INET6, c->vnameserver6);
+    if (c->has_outbound_addr)
+        bad |= put_addr(f, "outbound_addr", AF_INET, c->outbound_addr);
+    if (c->has_outbound_addr6)
+        bad |= put_addr(f, "outbound_addr6", AF_INET6, c->outbound_addr6);
+    bad |= put_str(f, "vhostname", c->vhostname);
+    bad |= put_str(f, "tftp_server_name", c->tftp_server_name);
+    bad |= put_str(f, "tftp_path", c->tftp_path);
+    bad |= put_str(f, "bootfile", c->bootfile);
+    bad |= put_str(f, "vdomainname", c->vdomainname);
+    for (int i = 0; c->vdnssearch && c->vdnssearch[i] && i < 64; i++)
+        bad |= put_str(f, "vdnssearch", c->vdnssearch[i]);
+    if (fclose(f) != 0 || bad) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+/* Moves fd to target without O_CLOEXEC (in the child, before exec). */
+static int place_fd(int fd, int target)
+{
+    if (fd == target)
+        return fcntl(fd, F_SETFD, 0);
+    return dup2(fd, target) < 0 ? -1 : 0;
+}
+
+/*
+ * Starts slipway-slirp-server (SLIPWAY_LIBSLIRP_SERVER, else the one
+ * beside this library) and hands it the config. The child is killed when
+ * the thread that made it ends (PR_SET_PDEATHSIG: QEMU creates netdevs on
+ * its main thread), starts with no signal blocked, and holds only its two
+ * sockets beside stdin, stdout and stderr.
+ */
+/* proc_start's failures: the server refused the settings (inproc would
+ * too), or it never ran. */
+#define PROC_REFUSED (-1)
+#define PROC_NOT_STARTED (-2)
+
+/* Whether a seccomp filter confines this process (/proc/self/status). */
+static int under_seccomp(void)
+{
+    char line[256];
+    int mode = 0;
+    FILE *f = fopen("/proc/self/status", "re");
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "Seccomp: %d", &mode) == 1)
+            break;
+    fclose(f);
+    return mode != 0;
+}
+
+static int proc_start(Slirp *s, const struct slipway_cfg *c)
+{
+    char path[4096], err[512];
+    const char *env = getenv("SLIPWAY_LIBSLIRP_SERVER");
+    int ctl[2] = {-1, -1}, data[2] = {-1, -1};
+    size_t len = 0;
+    char *text = config_text(c, &len);
+    if (!text)
+        return PROC_REFUSED;
+    if (env && *env)
+        snprintf(path, sizeof(path), "%s", env);
+    else
+        beside_library(path, sizeof(path), SLIPWAY_SERVER_NAME);
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) < 0 ||
+        socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, data) < 0) {
+        say("slirp_new: socketpair: %s", strerror(errno));
+        goto fail;
+    }
+    /* Everything the child needs is made before fork: after it, only
+     * async-signal-safe calls. */
+    char *argv[] = {path, NULL};
+    sigset_t none;
+    sigemptyset(&none);
+    /* The server's standard descriptors are /dev/null, its standard error
+     * the host's only when SLIPWAY_LOG_LEVEL asks for its log: a caller
+     * waiting for the host's output to end (QEMU -daemonize's parent
+     * piped) must not wait for the server. Refusals reach the host's
+     * standard error through the shim anyway. */
+    int keep_stderr = getenv("SLIPWAY_LOG_LEVEL") != NULL;
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull < 0) {
+        say("slirp_new: /dev/null: %s", strerror(errno));
+        goto fail;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        say("slirp_new: fork (is QEMU's -sandbox spawn=deny on?): %s", strerror(errno));
+        close(devnull);
+        goto fail;
+    }
+    if (pid == 0) {
+        /* High numbers first, so that neither lands on the other. */
+        int c1 = fcntl(ctl[1], F_DUPFD_CLOEXEC, 10), d1 = fcntl(data[1], F_DUPFD_CLOEXEC, 10);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (c1 < 0 || d1 < 0 || place_fd(c1, 3) < 0 || place_fd(d1, 4) < 0)
+            _exit(126);
+        if (dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || (!keep_stderr && dup2(devnull, 2) < 0))
+            _exit(126);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execve(path, argv, environ);
+        _exit(127);
+    }
+    close(devnull);
+    close(ctl[1]);
+    close(data[1]);
+    s->pid = pid;
+    s->ctl = ctl[0];
+    s->data = data[0];
+    pthread_mutex_init(&s->ctl_mu, NULL);
+    s->proc = 1;
+    {
+        uint8_t rep[1 + 4 + sizeof(err)];
+        struct iovec iov[2] = {{(void *)"c", 1}, {text, len}};
+        int32_t r = -1;
+        pthread_mutex_lock(&s->ctl_mu);
+        ssize_t n = rpc_locked(s, iov, 2, rep, sizeof(rep) - 1);
+        pthread_mutex_unlock(&s->ctl_mu);
+        free(text);
+        text = NULL;
+        if (n < 5 || rep[0] != 'R') {
+            say("slirp_new: %s did not start", path);
+            return PROC_NOT_STARTED; /* proc_stop reaps it */
+        }
+        memcpy(&r, rep + 1, 4);
+        if (r != 0) {
+            rep[n > 5 ? n : 5] = 0;
+            say("slirp_new: %s", n > 5 ? (char *)rep + 5 : "settings refused");
+            return PROC_REFUSED;
+        }
+    }
+    return 0;
+fail:
+    free(text);
+    for (int i = 0; i < 2; i++) {
+        if (ctl[i] >= 0)
+            close(ctl[i]);
+        if (data[i] >= 0)
+            close(data[i]);
+    }
+    return PROC_NOT_STARTED;
+}
+
+/* Closes the sockets, which ends the server, and reaps it: SIGKILL if it
+ * has not gone within two seconds. */
+static void proc_stop(Slirp *s)
+{
+    struct timespec tick = {0, 10 * 1000 * 1000};
+    close(s->ctl);
+    close(s->data);
+    for (int i = 0; i < 200; i++) {
+        if (waitpid(s->pid, NULL, WNOHANG) != 0)
+            goto done;
+        nanosleep(&tick, NULL);
+    }
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, NULL, 0);
+done:
+    pthread_mutex_destroy(&s->ctl_mu);
+}
+
+/* Hands the host what the server sent on the data socket: frames to
+ * send_packet, guest-forward bytes to their write_cb. */
+static void proc_drain(Slirp *s)
+{
+    int k;
+    s->more = 0;
+    for (k = 0; k < MAX_FRAMES_PER_POLL; k++) {
+        ssize_t n = recv(s->data, s->slots, SLIPWAY_PROC_MAX_MSG, MSG_DONTWAIT);
+        if (n <= 0)
+            return;
+        if (s->slots[0] == 'f' && n > 1) {
+            s->cb.send_packet(s->slots + 1, (size_t)n - 1, s->opaque);
+        } else if (s->slots[0] == 'g' && n > 5) {
+            int32_t id;
+            memcpy(&id, s->slots + 1, 4);
+            for (int i = 0; i < MAX_GFWD; i++)
+                if (s->gfwd[i].id == id)
+                    s->gfwd[i].write_cb(s->slots + 5, (size_t)n - 5, s->gfwd[i].opaque);
+        }
+    }
+    s->more = 1;
+}
+
+/* ---- One call per core function, to whichever shape runs ------------- */
+
+static int be_hostfwd(Slirp *s, int add, int flags, const void *h, int hlen, const void *g,
+                      int glen)
+{
+    int r;
+    if (!s->proc) {
+        CORE_CALL(r = core.hostfwd(s->handle, add, flags, h, hlen, g, glen));
+        return r;
+    }
+    int32_t a = add, f = flags;
+    uint16_t hl = (uint16_t)hlen, gl = (uint16_t)(g ? glen : 0);
+    struct iovec iov[] = {{(void *)"h", 1}, {&a, 4}, {&f, 4}, {&hl, 2}, {(void *)h, hl},
+                          {&gl, 2}, {(void *)g, gl}};
+    return rpc_int(s, iov, 7);
+}
+
+static char *be_info(Slirp *s, int neighbors)
+{
+    char *r;
+    if (!s->proc) {
+        CORE_CALL(r = neighbors ? core.neighbor_info(s->handle) : core.connection_info(s->handle));
+        return r;
+    }
+    struct iovec iov[] = {{neighbors ? (void *)"n" : (void *)"i", 1}};
+    return rpc_bytes(s, iov, 1, NULL);
+}
+
+/* op: 'a' add, 'd' remove, 'o' room. */
+static int be_gfwd(Slirp *s, char op, struct in_addr a, int port)
+{
+    int r;
+    const uint8_t *addr = (const uint8_t *)&a.s_addr;
+    if (!s->proc) {
+        switch (op) {
+        case 'a':
+            CORE_CALL(r = core.gfwd_add(s->handle, addr, port));
+            break;
+        case 'd':
+            CORE_CALL(r = core.gfwd_remove(s->handle, addr, port));
+            break;
+        default:
+            CORE_CALL(r = core.gfwd_room(s->handle, addr, port));
+        }
+        return r;
+    }
+    int32_t p = port;
+    char o[1] = {op};
+    struct iovec iov[] = {{o, 1}, {(void *)addr, 4}, {&p, 4}};
+    return rpc_int(s, iov, 3);
+}
+
+static void be_gfwd_input(Slirp *s, struct in_addr a, int port, const uint8_t *buf, int size)
+{
+    const uint8_t *addr = (const uint8_t *)&a.s_addr;
+    if (!s->proc) {
+        CORE_CALL(core.gfwd_input(s->handle, addr, port, buf, size));
+        return;
+    }
+    int32_t p = port;
+    /* On the control socket, answered: a byte stream may lose nothing,
+     * and the room the next slirp_socket_can_recv reports must count
+     * these bytes. */
+    struct iovec iov[] = {{(void *)"G", 1}, {(void *)addr, 4}, {&p, 4}, {(void *)buf, (size_t)size}};
+    rpc_int(s, iov, 4);
+}
+
+static void be_input(Slirp *s, const uint8_t *pkt, int len)
+{
+    if (!s->proc) {
+        CORE_CALL(core.input(s->handle, pkt, len));
+        return;
+    }
+    if (len > SLIPWAY_PROC_MAX_MSG - 1)
+        return;
+    struct iovec iov[] = {{(void *)"f", 1}, {(void *)pkt, (size_t)len}};
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+    sendmsg(s->data, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+static void be_state_save(Slirp *s, SlirpWriteCb write_cb, void *opaque)
+{
+    if (!s->proc) {
+        CORE_CALL(core.state_save(s->handle, (slipway_write_cb)write_cb, opaque));
+        return;
+    }
+    size_t len = 0;
+    struct iovec iov[] = {{(void *)"s", 1}};
+    char *b = rpc_bytes(s, iov, 1, &len);
+    if (b && len > 0)
+        write_cb(b, len, opaque);
+    free(b);
+}
+
+static int be_state_load(Slirp *s, int version, SlirpReadCb read_cb, void *opaque)
+{
+    int r;
+    if (!s->proc) {
+        CORE_CALL(r = core.state_load(s->handle, version, (slipway_read_cb)read_cb, opaque));
+        return r;
+    }
+    int32_t v = version;
+    uint8_t rep[8];
+    uint8_t *buf = malloc(65536 + 1);
+    struct iovec req[] = {{(void *)"l", 1}, {&v, 4}};
+    r = -EIO;
+    if (!buf)
+        return -ENOMEM;
+    pthread_mutex_lock(&s->ctl_mu);
+    ssize_t n = rpc_locked(s, req, 2, rep, sizeof(rep));
+    /* The server asks for bytes until it has the whole stream. */
+    while (n == 5 && rep[0] == 'r') {
+        uint32_t want;
+        ssize_t got;
+        memcpy(&want, rep + 1, 4);
+        if (want > 65536)
+            want = 65536;
+        buf[0] = 'S';
+        got = read_cb(buf + 1, want, opaque);
+        struct iovec iov[] = {{buf, 1 + (size_t)(got > 0 ? got : 0)}};
+        n = rpc_locked(s, iov, 1, rep, sizeof(rep));
+    }
+    pthread_mutex_unlock(&s->ctl_mu);
+    if (n == 5 && rep[0] == 'R')
+        memcpy(&r, rep + 1, 4);
+    free(buf);
+    return r;
+}
+
+EXPORT Slirp *slirp_new(const SlirpConfig *cfg, const SlirpCb *callbacks, void *opaque)
+{
+    struct slipway_cfg c;
+    char err[512] = "";
+    const char *shape = getenv("SLIPWAY_LIBSLIRP");
+    Slirp *s;
+    int h;
+
+    if (!cfg || !callbacks || !callbacks->send_packet) {
+        say("%s", "slirp_new: no config, no callbacks or no send_packet");
+        return NULL;
+    }
+    if (cfg->version < SLIRP_CONFIG_VERSION_MIN || cfg->version > ACCEPTED_CONFIG_VERSION_MAX) {
+        char v[16];
+        snprintf(v, sizeof(v), "%u", cfg->version);
+        say("slirp_new: unknown SlirpConfig version %s", v);
+        return NULL;
+    }
+    /* The shape (README, "Two shapes"): by default the core runs in a
+     * slipway process of its own, unless this process is under a seccomp
+     * filter (QEMU's -sandbox, which may forbid fork) or the server cannot
+     * be started; then, as with SLIPWAY_LIBSLIRP=inproc, inside it. */
+    int proc = 1, chosen = 0;
+    if (shape && *shape) {
+        chosen = 1;
+        if (strcmp(shape, "inproc") == 0) {
+            proc = 0;
+        } else if (strcmp(shape, "process") != 0) {
+            say("SLIPWAY_LIBSLIRP=%s: not a shape (inproc or process)", shape);
+            return NULL;
+        }
+    } else if (under_seccomp()) {
+        proc = 0;
+    }
+    if (!proc && load_core() < 0)
+        return NULL;
+
+    memset(&c, 0, sizeof(c));
+    c.version = (int)cfg->version;
+    c.restricted = cfg->restricted;
+    c.in_enabled = cfg->in_enabled;
+    copy4(c.vnetwork, cfg->vnetwork);
+    copy4(c.vnetmask, cfg->vnetmask);
+    copy4(c.vhost, cfg->vhost);
+    copy4(c.vdhcp_start, cfg->vdhcp_start);
+    copy4(c.vnameserver, cfg->vnameserver);
+    c.in6_enabled = cfg->in6_enabled;
+    memcpy(c.vprefix_addr6, &cfg->vprefix_addr6, 16);
+    c.vprefix_len = cfg->vprefix_len;
+    memcpy(c.vhost6, &cfg->vhost6, 16);
+    memcpy(c.vnameserver6, &cfg->vnameserver6, 16);
+    c.vhostname = cfg->vhostname;
+    c.tftp_server_name = cfg->tftp_server_name;
+    c.tftp_path = cfg->tftp_path;
+    c.bootfile = cfg->bootfile;
+    c.vdomainname = cfg->vdomainname;
+    c.vdnssearch = (const char *const *)cfg->vdnssearch;
+    c.if_mtu = cfg->if_mtu;
+    c.if_mru = cfg->if_mru;
+    c.disable_host_loopback = cfg->disable_host_loopback;
+    c.enable_emu = cfg->enable_emu;
+    if (cfg->version >= 2) {
+        if (cfg->outbound_addr) {
+            if (cfg->outbound_addr->sin_family != AF_INET) {
+                say("%s", "slirp_new: outbound_addr is not an AF_INET address");
+                return NULL;
+            }
+            c.has_outbound_addr = 1;
+            copy4(c.outbound_addr, cfg->outbound_addr->sin_addr);
+        }
+        if (cfg->outbound_addr6) {
+            if (cfg->outbound_addr6->sin6_family != AF_INET6) {
+                say("%s", "slirp_new: outbound_addr6 is not an AF_INET6 address");
+                return NULL;
+            }
+            c.has_outbound_addr6 = 1;
+            memcpy(c.outbound_addr6, &cfg->outbound_addr6->sin6_addr, 16);
+        }
+    }
+    if (cfg->version >= 3)
+        c.disable_dns = cfg->disable_dns;
+    if (cfg->version >= 4)
+        c.disable_dhcp = cfg->disable_dhcp;
+
+    s = calloc(1, sizeof(*s));
+    if (!s) {
+        say("%s", "slirp_new: out of memory");
+        return NULL;
+    }
+    s->slots = malloc((size_t)SLIPWAY_SLOTS * SLIPWAY_SLOT_SIZE);
+    s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (!s->slots || s->efd < 0) {
+        say("slirp_new: %s", strerror(errno));
+        if (s->efd >= 0)
+            close(s->efd);
+        free(s->slots);
+        free(s);
+        return NULL;
+    }
+    c.notify_fd = s->efd;
+    if (proc) {
+        h = 1;
+        int r = proc_start(s, &c);
+        if (r < 0) {
+            if (s->proc)
+                proc_stop(s);
+            s->proc = 0;
+            h = 0;
+        }
+        if (r == PROC_NOT_STARTED && !chosen) {
+            say("%s", "the slipway server could not be started; the core runs in this process");
+            proc = 0;
+            if (load_core() < 0) {
+                close(s->efd);
+                free(s->slots);
+                free(s);
+                return NULL;
+            }
+        }
+    }
+    if (!proc) {
+        CORE_CALL(h = core.new_(&c, err, sizeof(err)));
+        if (h <= 0)
+            say("%s", err[0] ? err : "slirp_new failed");
+    }
+    if (h <= 0) {
+        close(s->efd);
+        free(s->slots);
+        free(s);
+        return NULL;
+    }
+    s->magic = SLIRP_MAGIC;
+    s->handle = h;
+    s->version = (int)cfg->version;
+    s->opaque = opaque;
+    s->efd_idx = -1;
+    s->vnetwork = cfg->vnetwork;
+    /* The fields a version-1..3 caller's SlirpCb has end before
+     * init_completed: its struct may be that much shorter. */
+    memcpy(&s->cb, callbacks,
+           cfg->version >= 4 ? sizeof(SlirpCb) : offsetof(SlirpCb, init_completed));
+    if (cfg->version >= 4 && s->cb.init_completed)
+        s->cb.init_completed(s, opaque);
+    return s;
+}
+
+EXPORT Slirp *slirp_init(int restricted, bool in_enabled, struct in_addr vnetwork,
+                         struct in_addr vnetmask, struct in_addr vhost, bool in6_enabled,
+                         struct in6_addr vprefix_addr6, uint8_t vprefix_len,
+                         struct in6_addr vhost6, const char *vhostname,
+                         const char *tftp_server_name, const char *tftp_path,
+                         const char *bootfile, struct in_addr vdhcp_start,
+                         struct in_addr vnameserver, struct in6_addr vnameserver6,
+                         const char **vdnssearch, const char *vdomainname,
+                         const SlirpCb *callbacks, void *opaque)
+{
+    SlirpConfig cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.version = 1;
+    cfg.restricted = restricted;
+    cfg.in_enabled = in_enabled;
+    cfg.vnetwork = vnetwork;
+    cfg.vnetmask = vnetmask;
+    cfg.vhost = vhost;
+    cfg.in6_enabled = in6_enabled;
+    cfg.vprefix_addr6 = vprefix_addr6;
+    cfg.vprefix_len = vprefix_len;
+    cfg.vhost6 = vhost6;
+    cfg.vhostname = vhostname;
+    cfg.tftp_server_name = tftp_server_name;
+    cfg.tftp_path = tftp_path;
+    cfg.bootfile = bootfile;
+    cfg.vdhcp_start = vdhcp_start;
+    cfg.vnameserver = vnameserver;
+    cfg.vnameserver6 = vnameserver6;
+    cfg.vdnssearch = vdnssearch;
+    cfg.vdomainname = vdomainname;
+    return slirp_new(&cfg, callbacks, opaque);
+}
+
+EXPORT void slirp_cleanup(Slirp *s)
+{
+    if (!valid(s))
+        return;
+    /* The core stops every goroutine of this instance before it returns;
+     * nothing is called back after this. */
+    if (s->proc)
+        proc_stop(s);
+    else
+        CORE_CALL(core.cleanup(s->handle));
+    s->magic = 0;
+    close(s->efd);
+    free(s->slots);
+    free(s);
+}
+
+EXPORT void slirp_pollfds_fill(Slirp *s, uint32_t *timeout, SlirpAddPollCb add_poll, void *opaque)
+{
+    if (!valid(s) || !add_poll)
+        return;
+    s->efd_idx = add_poll(s->proc ? s->data : s->efd, SLIRP_POLL_IN, opaque);
+    if (s->more && timeout)
+        *timeout = 0;
+}
+
+/* Hands queued frames to the host, at most MAX_FRAMES_PER_POLL. */
+static void drain(Slirp *s)
+{
+    int sent = 0;
+    s->more = 0;
+    while (sent < MAX_FRAMES_PER_POLL) {
+        int n;
+        CORE_CALL(n = core.take(s->handle, s->slots, s->sizes));
+        if (n <= 0)
+            return;
+        for (int i = 0; i < n; i++) {
+            const uint8_t *f = s->slots + (size_t)i * SLIPWAY_SLOT_SIZE + 12;
+            /* The host may drop a frame (its guest is not ready); TCP
+             * retransmits, as with libslirp. */
+            s->cb.send_packet(f, (size_t)s->sizes[i], s->opaque);
+        }
+        sent += n;
+        if (n < SLIPWAY_SLOTS)
+            break;
+    }
+    if (sent >= MAX_FRAMES_PER_POLL)
+        s->more = 1;
+    /* Then the bytes guests sent on guest forwards, to their write_cb. */
+    for (int k = 0; k < MAX_GFWD_PER_POLL; k++) {
+        int id = 0, n;
+        CORE_CALL(n = core.gfwd_take(s->handle, s->slots, GFWD_CHUNK, &id));
+        if (n <= 0)
+            return;
+        for (int i = 0; i < MAX_GFWD; i++) {
+            if (s->gfwd[i].id == id) {
+                s->gfwd[i].write_cb(s->slots, (size_t)n, s->gfwd[i].opaque);
+                break;
+            }
+        }
+    }
+    s->more = 1;
+}
+
+EXPORT void slirp_pollfds_poll(Slirp *s, int select_error, SlirpGetREventsCb get_revents,
+                               void *opaque)
+{
+    int ready = 0;
+    if (!valid(s))
+        return;
+    if (s->efd_idx >= 0 && !select_error && get_revents)
+        ready = get_revents(s->efd_idx, opaque) & SLIRP_POLL_IN;
+    s->efd_idx = -1;
+    if (s->proc) {
+        if (ready || s->more)
+            proc_drain(s);
+        return;
+    }
+    if (ready) {
+        uint64_t v;
+        /* Read before draining: a frame queued after the drain looked
+         * makes the eventfd readable again. */
+        if (read(s->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+            say("eventfd: %s", strerror(errno));
+    }
+    if (ready || s->more)
+        drain(s);
+}
+
+EXPORT void slirp_input(Slirp *s, const uint8_t *pkt, int pkt_len)
+{
+    if (!valid(s) || !pkt || pkt_len <= 0)
+        return;
+    be_input(s, pkt, pkt_len);
+}
+
+EXPORT void slirp_handle_timer(Slirp *s, SlirpTimerId id, void *cb_opaque)
+{
+    /* slipway keeps its own timers (router advertisements are sent by the
+     * core); no timer is ever created through the host. */
+    (void)s;
+    (void)id;
+    (void)cb_opaque;
+}
+
+static int ret_errno(int r)
+{
+    if (r < 0) {
+        errno = -r;
+        return -1;
+    }
+    return r;
+}
+
+EXPORT int slirp_add_hostfwd(Slirp *s, int is_udp, struct in_addr host_addr, int host_port,
+                             struct in_addr guest_addr, int guest_port)
+{
+    struct sockaddr_in h = {.sin_family = AF_INET}, g = {.sin_family = AF_INET};
+    int r;
+    if (!valid(s))
+        return ret_errno(-EINVAL);
+    if (host_port < 0 || host_port > 65535 || guest_port < 1 || guest_port > 65535)
+        return ret_errno(-EINVAL);
+    h.sin_addr = host_addr;
+    h.sin_port = htons((uint16_t)host_port);
+    g.sin_addr = guest_addr;
+    g.sin_port = htons((uint16_t)guest_port);
+    r = be_hostfwd(s, 1, is_udp ? SLIRP_HOSTFWD_UDP : 0, &h, sizeof(h), &g, sizeof(g));
+    return ret_errno(r);
+}
+
+EXPORT int slirp_remove_hostfwd(Slirp *s, int is_udp, struct in_addr host_addr, int host_port)
+{
+    struct sockaddr_in h = {.sin_family = AF_INET};
+    int r;
+    if (!valid(s) || host_port < 0 || host_port > 65535)
+        return ret_errno(-EINVAL);
+    h.sin_addr = host_addr;
+    h.sin_port = htons((uint16_t)host_port);
+    r = be_hostfwd(s, 0, is_udp ? SLIRP_HOSTFWD_UDP : 0, &h, sizeof(h), NULL, 0);
+    return ret_errno(r);
+}
+
+EXPORT int slirp_add_hostxfwd(Slirp *s, const struct sockaddr *haddr, socklen_t haddrlen,
+                              const struct sockaddr *gaddr, socklen_t gaddrlen, int flags)
+{
+    int r;
+    if (!valid(s) || !haddr || !gaddr || haddrlen == 0 || gaddrlen == 0 ||
+        haddrlen > sizeof(struct sockaddr_storage) || gaddrlen > sizeof(struct sockaddr_storage))
+        return ret_errno(-EINVAL);
+    r = be_hostfwd(s, 1, flags, haddr, (int)haddrlen, gaddr, (int)gaddrlen);
+    return ret_errno(r);
+}
+
+EXPORT int slirp_remove_hostxfwd(Slirp *s, const struct sockaddr *haddr, socklen_t haddrlen,
+                                 int flags)
+{
+    int r;
+    if (!valid(s) || !haddr || haddrlen == 0 || haddrlen > sizeof(struct sockaddr_storage))
+        return ret_errno(-EINVAL);
+    r = be_hostfwd(s, 0, flags, haddr, (int)haddrlen, NULL, 0);
+    return ret_errno(r);
+}
+
+/*
+ * Commands run for a guest's connection (guestfwd=...-cmd:, smb=) need
+ * the library to fork and exec, which slipway does not do: each is
+ * refused with ENOTSUP and a line naming it, so the host reports the
+ * option as invalid instead of running without it.
+ */
+EXPORT int slirp_add_exec(Slirp *s, const char *cmdline, struct in_addr *guest_addr,
+                          int guest_port)
+{
+    (void)guest_addr;
+    (void)guest_port;
+    if (!valid(s))
+        return ret_errno(-EINVAL);
+    say("running a command for a guest connection is not supported (%s)",
+        cmdline ? cmdline : "");
+    return ret_errno(-ENOTSUP);
+}
+
+EXPORT int slirp_add_unix(Slirp *s, const char *unixsock, struct in_addr *guest_addr,
+                          int guest_port)
+{
+    (void)guest_addr;
+    (void)guest_port;
+    if (!valid(s))
+        return ret_errno(-EINVAL);
+    say("guest forwarding to a unix socket is not supported (%s)", unixsock ? unixsock : "");
+    return ret_errno(-ENOTSUP);
+}
+
+/* libslirp's default guest-forward address: host 4 of the network. */
+static struct in_addr gfwd_addr(const Slirp *s, const struct in_addr *a)
+{
+    struct in_addr r = s->vnetwork;
+    if (a && a->s_addr)
+        return *a;
+    r.s_addr |= htonl(4);
+    return r;
+}
+
+static struct gfwd *find_gfwd(Slirp *s, struct in_addr a, int port)
+{
+    for (int i = 0; i < MAX_GFWD; i++)
+        if (s->gfwd[i].id && s->gfwd[i].addr.s_addr == a.s_addr && s->gfwd[i].port == port)
+            return &s->gfwd[i];
+    return NULL;
+}
+
+/*
+ * guestfwd= to a chardev (QEMU connects the chardev: a host socket, a
+ * unix socket, a file): the guest's TCP connections to guest_addr:port
+ * are served inside slipway, one at a time; what the guest sends goes to
+ * write_cb from slirp_pollfds_poll, what the host has for it comes in
+ * through slirp_socket_recv, as much as slirp_socket_can_recv allows.
+ * guest_addr is updated to the address used, as libslirp does.
+ */
+EXPORT int slirp_add_guestfwd(Slirp *s, SlirpWriteCb write_cb, void *opaque,
+                              struct in_addr *guest_addr, int guest_port)
+{
+    struct gfwd *free_ = NULL;
+    struct in_addr a;
+    int id;
+    if (!valid(s) || !write_cb || guest_port < 1 || guest_port > 65535)
+        return ret_errno(-EINVAL);
+    a = gfwd_addr(s, guest_addr);
+    if (find_gfwd(s, a, guest_port))
+        return ret_errno(-EADDRINUSE);
+    for (int i = 0; i < MAX_GFWD && !free_; i++)
+        if (!s->gfwd[i].id)
+            free_ = &s->gfwd[i];
+    if (!free_)
+        return ret_errno(-ENOSPC);
+    id = be_gfwd(s, 'a', a, guest_port);
+    if (id <= 0)
+        return ret_errno(id < 0 ? id : -EIO);
+    free_->id = id;
+    free_->addr = a;
+    free_->port = guest_port;
+    free_->write_cb = write_cb;
+    free_->opaque = opaque;
+    if (guest_addr)
+        *guest_addr = a;
+    return 0;
+}
+
+EXPORT int slirp_remove_guestfwd(Slirp *s, struct in_addr guest_addr, int guest_port)
+{
+    struct gfwd *g;
+    int r;
+    if (!valid(s))
+        return ret_errno(-EINVAL);
+    g = find_gfwd(s, gfwd_addr(s, &guest_addr), guest_port);
+    if (!g)
+        return ret_errno(-ENOENT);
+    r = be_gfwd(s, 'd', g->addr, g->port);
+    memset(g, 0, sizeof(*g));
+    return ret_errno(r);
+}
+
+EXPORT size_t slirp_socket_can_recv(Slirp *s, struct in_addr guest_addr, int guest_port)
+{
+    int r;
+    if (!valid(s) || guest_port < 1 || guest_port > 65535)
+        return 0;
+    r = be_gfwd(s, 'o', guest_addr, guest_port);
+    return r > 0 ? (size_t)r : 0;
+}
+
+EXPORT void slirp_socket_recv(Slirp *s, struct in_addr guest_addr, int guest_port,
+                              const uint8_t *buf, int size)
+{
+    if (!valid(s) || !buf || size <= 0 || guest_port < 1 || guest_port > 65535)
+        return;
+    be_gfwd_input(s, guest_addr, guest_port, buf, size);
+}
+
+EXPORT char *slirp_connection_info(Slirp *s)
+{
+    char *r;
+    if (!valid(s))
+        return NULL;
+    r = be_info(s, 0);
+    return r;
+}
+
+EXPORT char *slirp_neighbor_info(Slirp *s)
+{
+    char *r;
+    if (!valid(s))
+        return NULL;
+    r = be_info(s, 1);
+    return r;
+}
+
+EXPORT void slirp_state_save(Slirp *s, SlirpWriteCb write_cb, void *opaque)
+{
+    if (!valid(s) || !write_cb)
+        return;
+    be_state_save(s, write_cb, opaque);
+}
+
+EXPORT int slirp_state_version(void)
+{
+    return 4;
+}
+
+EXPORT int slirp_state_load(Slirp *s, int version_id, SlirpReadCb read_cb, void *opaque)
+{
+    int r;
+    if (!valid(s) || !read_cb || version_id < 1 || version_id > 4)
+        return -EINVAL;
+    r = be_state_load(s, version_id, read_cb, opaque);
+    return r;
+}
+
+EXPORT const char *slirp_version_string(void)
+{
+    return "4.7.0-slipway";
+}

@@ -1,0 +1,28 @@
+/*
+ * The process shape (SLIPWAY_LIBSLIRP=process): the shim runs slipway's
+ * core in a separate process, slipway-slirp-server beside the library,
+ * and talks to it over two SOCK_SEQPACKET sockets (one message each):
+ *
+ * control (fd 3 in the server), one reply per request:
+ *   'c' config text, "key=value\n" lines     -> 'R' i32 (0 ok), then text
+ *   'h' i32 add, i32 flags, u16 hlen, haddr, u16 glen, gaddr -> 'R' i32 (-errno)
+ *   'i' / 'n' connection / neighbour table  -> 'S' text
+ *   'a' / 'd' / 'o' guest forward add / remove / room: u8 addr[4], i32 port -> 'R' i32
+ *   'G' u8 addr[4], i32 port, bytes for the guest (slirp_socket_recv) -> 'R' 0
+ *   's' state save                           -> 'S' the stream
+ *   'l' i32 version: the server asks 'r' u32 n, the shim answers with up
+ *       to n bytes read from the host ('S', empty at the end or on
+ *       failure), until the server's 'R' i32 result
+ * data (fd 4), either way, never answered (a full socket drops a frame,
+ * as a full link would):
+ *   'f' an Ethernet frame
+ *   'g' from the server: i32 forward id, bytes (for the forward's write_cb)
+ * Integers are in the machine's byte order: both ends run on one host.
+ */
+#ifndef SLIPWAY_PROC_H
+#define SLIPWAY_PROC_H
+
+#define SLIPWAY_PROC_MAX_MSG (1 + 8 + 65535 + 14)
+#define SLIPWAY_SERVER_NAME "slipway-slirp-server"
+
+#endif
