@@ -36,6 +36,8 @@ type nsInstance struct {
 type owned struct {
 	// procs are the backend's own processes, charged for RSS and CPU.
 	procs []*process
+	// extra are processes they started, charged too (slipway's engine).
+	extra []int
 	// cleanup undoes the setup, last step first.
 	cleanup []func()
 }
@@ -56,7 +58,7 @@ func (o *owned) pids() []int {
 	for _, p := range o.procs {
 		pids = append(pids, p.pid())
 	}
-	return pids
+	return append(pids, o.extra...)
 }
 
 // nsBackend starts one kind of namespace networking.
@@ -69,6 +71,12 @@ type nsBackend struct {
 func nsBackends() []nsBackend {
 	return []nsBackend{
 		{report.Slipway, "", startSlipwayNS},
+		{report.SlipwayNoSandbox, "--sandbox=off", func(ctx context.Context, b *bench) (*nsInstance, error) {
+			return startSlipwayRun(ctx, b, "off")
+		}},
+		{report.SlipwayStrict, "--sandbox=strict", func(ctx context.Context, b *bench) (*nsInstance, error) {
+			return startSlipwayRun(ctx, b, "strict")
+		}},
 		{report.Slirp4netns, "MTU 65520", startSlirp4netns},
 		{report.Pasta, "", startPasta},
 		{report.Veth, "veth pair, MTU 65520: the kernel's own limit", startVeth},
@@ -78,26 +86,58 @@ func nsBackends() []nsBackend {
 // startSlipwayNS runs `slipway run -- sleep infinity` and uses the
 // command's namespace.
 func startSlipwayNS(ctx context.Context, b *bench) (*nsInstance, error) {
-	p, err := startProcess(b.logDir, "slipway-run", []string{b.slipway, "run", "--ready-fd", "3", "--", "sleep", "infinity"},
+	return startSlipwayRun(ctx, b, "on")
+}
+
+// startSlipwayRun is startSlipwayNS with --sandbox=mode.
+func startSlipwayRun(ctx context.Context, b *bench, mode string) (*nsInstance, error) {
+	p, err := startProcess(b.logDir, "slipway-run", []string{b.slipway, "run", "--sandbox=" + mode, "--ready-fd", "3", "--", "sleep", "infinity"},
 		processOpts{readyFD: true})
 	if err != nil {
 		return nil, err
 	}
 	inst := &nsInstance{target: "10.0.2.2", bind: "127.0.0.1", owned: owned{procs: []*process{p}}}
-	// The namespace's init (the command's parent) is slipway's only
-	// child; it was cloned into the new namespace before slipway said it
-	// was ready.
+	// The namespace's init (the command's parent) is slipway's child,
+	// and so is its engine unless the sandbox is off; both were started
+	// before slipway said it was ready.
+	want := 2
+	if mode == "off" {
+		want = 1
+	}
 	var kids []int
 	err = p.waitFor("its command", readyTimeout, func() bool {
 		kids, _ = proc.Children(p.pid())
-		return len(kids) == 1
+		return len(kids) == want
 	})
 	if err != nil {
 		inst.close()
 		return nil, err
 	}
-	inst.netns = fmt.Sprintf("/proc/%d/ns/net", kids[0])
+	for _, k := range kids {
+		if isEngine(k) {
+			inst.extra = append(inst.extra, k)
+		} else {
+			inst.netns = fmt.Sprintf("/proc/%d/ns/net", k)
+		}
+	}
 	return inst, nil
+}
+
+// isEngine reports whether pid is a sandboxed slipway engine, which does
+// the work its launcher's numbers would leave out.
+func isEngine(pid int) bool {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return strings.HasPrefix(string(b), "slipway-engine\x00")
+}
+
+// addEngine charges p's engine, if it has one, to o.
+func (o *owned) addEngine(p *process) {
+	kids, _ := proc.Children(p.pid())
+	for _, k := range kids {
+		if isEngine(k) {
+			o.extra = append(o.extra, k)
+		}
+	}
 }
 
 // startSlirp4netns runs slirp4netns as testing.md says users do, with
@@ -295,7 +335,9 @@ func startSlipwayVhost(ctx context.Context, b *bench, dir string) (*vmInstance, 
 	if err != nil {
 		return nil, err
 	}
-	return &vmInstance{netdev: vhostNetdev(sock), owned: owned{procs: []*process{p}}}, nil
+	inst := &vmInstance{netdev: vhostNetdev(sock), owned: owned{procs: []*process{p}}}
+	inst.addEngine(p)
+	return inst, nil
 }
 
 // startPasstVhost runs the passt binary -passt names (Debian 12's has no
@@ -345,7 +387,9 @@ func startSlipwayServe(ctx context.Context, b *bench, dir string) (*vmInstance, 
 	if err != nil {
 		return nil, err
 	}
-	return &vmInstance{netdev: streamNetdev(sock), owned: owned{procs: []*process{p}}}, nil
+	inst := &vmInstance{netdev: streamNetdev(sock), owned: owned{procs: []*process{p}}}
+	inst.addEngine(p)
+	return inst, nil
 }
 
 // startPasst runs passt in the foreground with the large MTU current

@@ -58,7 +58,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var only, backends, tests, flows string
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; every backend runs once per round, interleaved")
 	fs.StringVar(&only, "only", "ns,vm,scale", "parts to run: ns (namespaces), vm (QEMU guests), scale (many flows)")
-	fs.StringVar(&backends, "backends", "", "backends to run (default all): slipway,slirp4netns,pasta,veth,passt,qemu-user,slipway-vhost,passt-vhost,qemu-user-slipway,qemu-user-slipway-process")
+	fs.StringVar(&backends, "backends", "", "backends to run (default all): slipway,slipway-nosandbox,slipway-strict,slirp4netns,pasta,veth,passt,qemu-user,slipway-vhost,passt-vhost,qemu-user-slipway,qemu-user-slipway-process")
 	fs.StringVar(&tests, "tests", "", "tests to run (default all): tcp_out,tcp_in,latency,conn_rate,udp")
 	fs.DurationVar(&o.settings.duration, "duration", 5*time.Second, "duration of each timed test")
 	fs.StringVar(&o.settings.udpRate, "udp-rate", "1G", "offered rate of the UDP test (iperf3 -b; 0 is as fast as the sender can)")
@@ -318,6 +318,8 @@ func (b *bench) build(ctx context.Context) error {
 	b.flowld = filepath.Join(b.work, "flowload")
 	for _, t := range [][3]string{{b.slipway, b.root, "./cmd/slipway"}, {b.flowld, b.benchDir, "./flowload"}} {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", t[0], t[2])
+		// slipway as shipped: without cgo (its sandbox needs that).
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		cmd.Dir = t[1]
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("go build %s in %s: %w\n%s", t[2], t[1], err, out)

@@ -47,7 +47,10 @@ func (b *bench) scaleRun(ctx context.Context, n int) (report.ScalePoint, error) 
 		return pt, err
 	}
 	defer inst.close()
-	pid := inst.pids()[0]
+	// The engine holds the flows (the launcher, with the sandbox on,
+	// only waits).
+	pids := inst.pids()
+	pid := pids[len(pids)-1]
 
 	srvOut, srvOutW, err := os.Pipe()
 	if err != nil {

@@ -51,6 +51,15 @@ type Config struct {
 	NoHostLoopback bool `yaml:"no-host-loopback"`
 	// Restrict blocks every outbound flow; DHCP and DNS are still served.
 	Restrict bool `yaml:"restrict"`
+	// Egress are the user's allow and deny rules for guests' outbound
+	// flows, tried in order, the first match winning; a flow no rule
+	// matches is allowed. Flags: --deny and --allow, which add to one
+	// list in the order given.
+	Egress []EgressRule `yaml:"egress"`
+	// AllowLinkLocal lets guests reach link-local destinations
+	// (169.254.0.0/16, where clouds serve instance metadata, and
+	// fe80::/10), refused by default.
+	AllowLinkLocal bool `yaml:"allow-link-local"`
 	// Deny are destinations guests' flows may not reach (the gvproxy
 	// personality's link-local block, which keeps a cloud host's metadata
 	// service at 169.254.169.254 from its VMs).
@@ -92,6 +101,12 @@ type Config struct {
 	PCAP string `yaml:"pcap"`
 	// LogLevel is one of debug, info, warn, error.
 	LogLevel string `yaml:"log-level"`
+	// Sandbox is how the engine (what reads guest and API input) is
+	// confined: "on" (the default: namespaces, empty root, no
+	// capabilities, Landlock, seccomp), "strict" (also an empty network
+	// namespace: every host socket comes from the launcher, which checks
+	// the policy again) or "off" (one unconfined process, for debugging).
+	Sandbox string `yaml:"sandbox"`
 
 	Limits Limits `yaml:"limits"`
 
@@ -171,6 +186,12 @@ const (
 	DefaultMaxNewFlowsPerSecond = 10000
 	DefaultMaxPublishedPorts    = 4096
 	DefaultLogLevel             = "info"
+	SandboxOn                   = "on"
+	SandboxOff                  = "off"
+	// SandboxStrict adds an empty network namespace for the engine,
+	// which then opens no socket itself: the launcher opens each on
+	// request, checking the policy again.
+	SandboxStrict = "strict"
 )
 
 // Default returns a completed default configuration.
@@ -214,6 +235,9 @@ func (c *Config) Complete() error {
 	}
 	if c.LogLevel == "" {
 		c.LogLevel = DefaultLogLevel
+	}
+	if c.Sandbox == "" {
+		c.Sandbox = SandboxOn
 	}
 	if c.PublishSource == "" {
 		c.PublishSource = PublishSourceClient
@@ -336,6 +360,19 @@ func (c *Config) Validate() error {
 	}
 	if err := c.validateNames(); err != nil {
 		return err
+	}
+	if err := c.validateEgress(); err != nil {
+		return err
+	}
+	// The confined engine opens no file; the state file's writes have no
+	// launcher side yet.
+	if c.StateFile != "" && c.Sandbox != SandboxOff {
+		return fieldErr("state-file", c.StateFile, "needs --sandbox off: the confined engine cannot write files")
+	}
+	switch c.Sandbox {
+	case SandboxOn, SandboxOff, SandboxStrict:
+	default:
+		return fieldErr("sandbox", c.Sandbox, "must be on, strict or off")
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -488,6 +525,10 @@ func (d DNSServer) MarshalText() ([]byte, error) { return []byte(d.String()), ni
 // to dst, looking into Limits too. It reports whether such a field exists.
 // The command line uses it to lay flags over a config file.
 func CopyField(dst, src *Config, key string) bool {
+	// --deny and --allow both add to the one ordered egress list.
+	if key == "deny" || key == "allow" {
+		key = "egress"
+	}
 	return copyField(reflect.ValueOf(dst).Elem(), reflect.ValueOf(src).Elem(), key)
 }
 

@@ -26,6 +26,12 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("GET /v1/forwards", s.listForwards)
 	mux.HandleFunc("POST /v1/forwards", s.addForward)
 	mux.HandleFunc("DELETE /v1/forwards/{id}", s.removeForward)
+	mux.HandleFunc("GET /v1/rules", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.n.EgressRules())
+	})
+	mux.HandleFunc("POST /v1/rules", s.addRule)
+	mux.HandleFunc("PUT /v1/rules", s.replaceRules)
+	mux.HandleFunc("DELETE /v1/rules/{id}", s.removeRule)
 	mux.HandleFunc("GET /v1/leases", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.n.LeaseInfos())
 	})
@@ -50,7 +56,12 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("GET /v1/dns/records", s.listDNSRecords)
 	mux.HandleFunc("POST /v1/dns/records", s.addDNSRecord)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newCollector(s.n), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(newCollector(s.n), collectors.NewGoCollector())
+	if s.usage != nil {
+		reg.MustRegister(newProcessCollector(s.usage))
+	} else {
+		reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{s}}))
 	s.gvproxyRoutes(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -124,6 +135,52 @@ func (s *Server) removeForward(w http.ResponseWriter, r *http.Request) {
 	}
 	fw, err := s.n.Unpublish(id)
 	writeResult(w, http.StatusOK, fw, err)
+}
+
+func (s *Server) addRule(w http.ResponseWriter, r *http.Request) {
+	var req RuleRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	rule, err := config.ParseEgressRule(req.Rule)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("invalid value %q for rule: %w", req.Rule, err))
+		return
+	}
+	index := -1
+	if req.Index != nil {
+		index = *req.Index
+	}
+	added, err := s.n.AddEgressRule(rule, index)
+	writeResult(w, http.StatusCreated, added, err)
+}
+
+func (s *Server) replaceRules(w http.ResponseWriter, r *http.Request) {
+	var req RulesRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	rules := make([]config.EgressRule, 0, len(req.Rules))
+	for _, text := range req.Rules {
+		rule, err := config.ParseEgressRule(text)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("invalid value %q for rules: %w", text, err))
+			return
+		}
+		rules = append(rules, rule)
+	}
+	list, err := s.n.SetEgressRules(rules)
+	writeResult(w, http.StatusOK, list, err)
+}
+
+func (s *Server) removeRule(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("rule id %q is not a number", r.PathValue("id")))
+		return
+	}
+	rule, err := s.n.RemoveEgressRule(id)
+	writeResult(w, http.StatusOK, rule, err)
 }
 
 // setLinkUp takes a link down or up and answers with the link as it is

@@ -40,8 +40,13 @@ type Server struct {
 	n    *network.Network
 	log  *slog.Logger
 	path string
-	ln   *net.UnixListener
-	http *http.Server
+	// remove: Close removes the socket file (Listen made it).
+	remove bool
+	// usage, if set, answers /metrics' process_* metrics instead of
+	// this process's /proc.
+	usage ProcessUsageFunc
+	ln    *net.UnixListener
+	http  *http.Server
 	// httpConns carries the connections that speak HTTP to http.
 	httpConns *connQueue
 	slots     chan struct{}
@@ -57,15 +62,35 @@ type Server struct {
 // for n; Serve runs it. A stale socket left by a dead process is replaced;
 // one that a live process answers on is an error.
 func Listen(path string, n *network.Network, log *slog.Logger) (*Server, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	ln, err := ListenSocket(path)
+	if err != nil {
+		return nil, err
 	}
+	s := NewServer(ln, path, n, log, nil)
+	s.remove = true
+	return s, nil
+}
+
+// ListenSocket creates the API socket at path as Listen does, for a
+// launcher that hands it to a sandboxed engine (NewServer); the launcher
+// removes the file.
+func ListenSocket(path string) (*net.UnixListener, error) {
 	ln, err := listenPrivate(path)
 	if err != nil {
 		return nil, fmt.Errorf("--api-socket %s: %w", path, err)
 	}
+	return ln, nil
+}
+
+// NewServer serves n's API on ln, the socket ListenSocket made at path;
+// Close leaves its file alone. usage, if not nil, answers the process_*
+// metrics: a sandboxed engine has no /proc to read them from.
+func NewServer(ln *net.UnixListener, path string, n *network.Network, log *slog.Logger, usage ProcessUsageFunc) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	s := &Server{
-		n: n, log: log, path: path, ln: ln,
+		n: n, log: log, path: path, ln: ln, usage: usage,
 		httpConns: newConnQueue(ln.Addr()),
 		slots:     make(chan struct{}, MaxConns),
 	}
@@ -82,7 +107,7 @@ func Listen(path string, n *network.Network, log *slog.Logger) (*Server, error) 
 			return ctx
 		},
 	}
-	return s, nil
+	return s
 }
 
 // listenPrivate binds the socket where nobody else can reach it yet (a
@@ -185,7 +210,9 @@ func (s *Server) Close() error {
 		s.ln.Close()
 		s.http.Close()
 		s.httpConns.Close()
-		os.Remove(s.path)
+		if s.remove {
+			os.Remove(s.path)
+		}
 	})
 	s.wg.Wait()
 	return nil

@@ -42,6 +42,23 @@ type LinkRequest struct {
 	Queues int `json:"queues,omitempty"`
 }
 
+// RuleRequest is the body of POST /v1/rules: a rule in the syntax of
+// --deny and --allow with the action in front ("deny 10.0.0.0/8:22"),
+// inserted before the rule now at Index (0 is first; left out, last).
+type RuleRequest struct {
+	Rule  string `json:"rule"`
+	Index *int   `json:"index,omitempty"`
+}
+
+// RulesRequest is the body of PUT /v1/rules: the whole new list, in order.
+type RulesRequest struct {
+	Rules []string `json:"rules"`
+}
+
+// EgressRule is an egress rule with its ID: an entry of GET /v1/rules,
+// the answer of POST and DELETE.
+type EgressRule = network.EgressRule
+
 // Link is one guest link and its counters (rx is from the guest).
 type Link struct {
 	Port  int       `json:"port"`

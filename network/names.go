@@ -75,7 +75,11 @@ func (n *Network) watchResolvConf() {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		last := fileID(hostResolvConf)
+		var last fileIdentity
+		var lastErr string
+		if n.host.ReadResolvers == nil {
+			last = fileID(hostResolvConf)
+		}
 		t := time.NewTicker(resolvConfPoll)
 		defer t.Stop()
 		for {
@@ -84,16 +88,28 @@ func (n *Network) watchResolvConf() {
 				return
 			case <-t.C:
 			}
-			id := fileID(hostResolvConf)
-			if id == last {
-				continue
+			var servers []netip.AddrPort
+			var err error
+			if read := n.host.ReadResolvers; read != nil {
+				servers, err = read()
+			} else {
+				id := fileID(hostResolvConf)
+				if id == last {
+					continue
+				}
+				last = id
+				servers, _, _, err = dns.ReadResolvConf(hostResolvConf)
 			}
-			last = id
-			servers, _, _, err := dns.ReadResolvConf(hostResolvConf)
 			if err != nil {
-				n.log.Warn("the host's resolv.conf went away; keeping the resolvers", "err", err)
+				// Asked each poll (ReadResolvers), the same failure
+				// is said once.
+				if why := err.Error(); why != lastErr {
+					n.log.Warn("the host's resolv.conf went away; keeping the resolvers", "err", err)
+					lastErr = why
+				}
 				continue
 			}
+			lastErr = ""
 			if slices.Equal(servers, n.svc.dns.Upstreams()) {
 				continue
 			}

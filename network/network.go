@@ -29,6 +29,7 @@ import (
 	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/services/dhcp4"
 	"github.com/slipway-net/slipway/services/dhcp6"
+	"github.com/slipway-net/slipway/services/dns"
 	"github.com/slipway-net/slipway/services/ra"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
@@ -60,11 +61,14 @@ type Network struct {
 	pcap  *pcap.Writer
 	gwMAC net.HardwareAddr
 
-	events *events
+	rules   *policy.Rules
+	egress  egressRules
+	events  *events
+	started time.Time
+	seams   seams
+	host    Host
 	// stateHook is told when State changed (OnStateChange).
 	stateHook stateHook
-	started   time.Time
-	seams     seams
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -80,10 +84,61 @@ type Network struct {
 // New builds a network from cfg (completed and validated here) and starts
 // its services. Close releases everything.
 func New(cfg config.Config, log *slog.Logger) (*Network, error) {
-	return build(cfg, log, seams{})
+	return build(cfg, log, Host{}, seams{})
 }
 
-func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
+// Host is what a network otherwise opens or reads on the host itself. A
+// launcher that runs the network in a sandbox, where no file can be
+// opened and no port below 1024 bound, provides it.
+type Host struct {
+	// Resolv, if set, stands for the host's /etc/resolv.conf.
+	Resolv *Resolv
+	// PCAP, if set, is the open --pcap file.
+	PCAP *os.File
+	// ListenTCP and ListenUDP, if set, open published ports' host
+	// sockets.
+	ListenTCP func(netip.AddrPort) (*net.TCPListener, error)
+	ListenUDP func(netip.AddrPort) (*net.UDPConn, error)
+	// DialTCP, DialUDP and PingSocket, if set, open the host sockets of
+	// guests' outbound flows, and DialDNS the DNS forwarder's upstream
+	// sockets: a strict sandbox's engine, in an empty network namespace,
+	// can open none itself.
+	DialTCP    func(ctx context.Context, target netip.AddrPort) (*net.TCPConn, error)
+	DialUDP    func(target netip.AddrPort) (*net.UDPConn, error)
+	PingSocket func(v6 bool) (int, error)
+	DialDNS    func(ctx context.Context, network, addr string) (net.Conn, error)
+	// ReadResolvers, if set, reads the host's resolv.conf nameservers
+	// each time the network looks whether they changed (a sandboxed
+	// engine cannot read the file).
+	ReadResolvers func() ([]netip.AddrPort, error)
+}
+
+// Resolv is the host's resolver configuration, as read from
+// /etc/resolv.conf (Err says why it could not be).
+type Resolv struct {
+	Servers []netip.AddrPort `json:"servers"`
+	Search  []string         `json:"search"`
+	Domain  string           `json:"domain"`
+	Err     string           `json:"err,omitempty"`
+}
+
+// ReadResolv reads the host's resolver configuration.
+func ReadResolv() *Resolv {
+	servers, search, domain, err := dns.ReadResolvConf(hostResolvConf)
+	r := &Resolv{Servers: servers, Search: search, Domain: domain}
+	if err != nil {
+		r.Err = err.Error()
+	}
+	return r
+}
+
+// NewWithHost is New with what host provides in place of the host's own
+// files and sockets.
+func NewWithHost(cfg config.Config, log *slog.Logger, host Host) (*Network, error) {
+	return build(cfg, log, host, seams{})
+}
+
+func build(cfg config.Config, log *slog.Logger, host Host, sm seams) (*Network, error) {
 	if sm.guestGoneGrace == 0 {
 		sm.guestGoneGrace = guestGoneGrace
 	}
@@ -96,16 +151,20 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Network{cfg: cfg, log: log, gwMAC: GatewayMAC(cfg.Gateway), events: newEvents(), started: time.Now(), seams: sm}
+	n := &Network{cfg: cfg, log: log, gwMAC: GatewayMAC(cfg.Gateway), events: newEvents(), started: time.Now(), seams: sm, host: host}
 	if cfg.GatewayMAC != "" {
 		n.gwMAC, _ = net.ParseMAC(cfg.GatewayMAC) // validated
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	if cfg.PCAP != "" {
-		f, err := os.OpenFile(cfg.PCAP, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("--pcap: %w", err)
+	if cfg.PCAP != "" || host.PCAP != nil {
+		f := host.PCAP
+		if f == nil {
+			var err error
+			if f, err = os.OpenFile(cfg.PCAP, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600); err != nil {
+				return nil, fmt.Errorf("--pcap: %w", err)
+			}
 		}
+		var err error
 		if n.pcap, err = pcap.NewWriter(f); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("--pcap: %w", err)
@@ -142,19 +201,11 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 	}
 	n.st = st
 	n.sw.SetStack(n.gwMAC, st.Deliver)
-	rules := &policy.Rules{
-		Subnets:        []netip.Prefix{cfg.CIDR},
-		Gateways:       []netip.Addr{cfg.Gateway},
-		Services:       []netip.Addr{cfg.DNSAddress},
-		NoHostLoopback: cfg.NoHostLoopback,
-		Restrict:       cfg.Restrict,
-		Deny:           cfg.Deny,
-	}
+	rules := policy.FromConfig(cfg)
+	n.rules = rules
+	n.setEgress(cfg.Egress)
 	local := []netip.Addr{cfg.Gateway, cfg.DNSAddress}
 	if !cfg.NoIPv6 {
-		rules.Subnets = append(rules.Subnets, cfg.IPv6Prefix)
-		rules.Gateways = append(rules.Gateways, cfg.IPv6Gateway)
-		rules.Services = append(rules.Services, cfg.IPv6DNS)
 		local = append(local, cfg.IPv6Gateway, cfg.IPv6DNS, ra.LinkLocal(n.gwMAC))
 	}
 	local = applyMap(cfg, rules, local)
@@ -168,6 +219,8 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 		Policy:              rules,
 		Flows:               n.flows,
 		DialTCP:             sm.dialTCP,
+		DialUDP:             n.host.DialUDP,
+		PingSocket:          n.host.PingSocket,
 		MaxPendingConnects:  cfg.Limits.MaxPendingConnects,
 		ConnectTimeout:      cfg.Limits.ConnectTimeout,
 		UDPIdleTimeout:      cfg.Limits.UDPIdleTimeout,
@@ -180,6 +233,13 @@ func build(cfg config.Config, log *slog.Logger, sm seams) (*Network, error) {
 	}
 	if !cfg.NoIPv6 {
 		fo.Gateway6 = cfg.IPv6Gateway
+	}
+	if d := n.host.DialTCP; d != nil && fo.DialTCP == nil {
+		fo.DialTCP = func(ctx context.Context, target netip.AddrPort) (flow.HostConn, error) {
+			ctx, cancel := context.WithTimeout(ctx, cfg.Limits.ConnectTimeout)
+			defer cancel()
+			return d(ctx, target)
+		}
 	}
 	if cfg.OutboundAddr.Is4() {
 		fo.OutboundAddr4 = cfg.OutboundAddr

@@ -25,6 +25,8 @@ func (n *Network) startPublish() error {
 		MaxPendingConnects: cfg.Limits.MaxPendingConnects,
 		ConnectTimeout:     cfg.Limits.ConnectTimeout,
 		UDPIdleTimeout:     cfg.Limits.UDPIdleTimeout,
+		ListenTCP:          n.host.ListenTCP,
+		ListenUDP:          n.host.ListenUDP,
 		OnChange: func(f publish.Forward, added bool) {
 			typ := EventForwardRemoved
 			if added {

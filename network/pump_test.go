@@ -40,7 +40,7 @@ func newFlowHarness(t *testing.T, sm seams) *flowHarness {
 	cfg := config.Default()
 	dns, _ := config.ParseDNSServer("127.0.0.1:1")
 	cfg.DNSUpstreams = []config.DNSServer{dns}
-	n, err := build(cfg, nil, sm)
+	n, err := build(cfg, nil, Host{}, sm)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,16 +47,19 @@ func startServices(n *Network) (*services, error) {
 	var hostServers []netip.AddrPort
 	search, domain := cfg.DNSSearch, cfg.Domain
 	if len(cfg.DNSUpstreams) == 0 || len(search) == 0 || domain == "" {
-		servers, hs, hd, err := dns.ReadResolvConf(hostResolvConf)
-		if err != nil && len(cfg.DNSUpstreams) == 0 {
-			n.log.Warn("cannot read the host's resolvers; DNS answers SERVFAIL until --dns-upstream is given", "err", err)
+		hr := n.host.Resolv
+		if hr == nil {
+			hr = ReadResolv()
 		}
-		hostServers = servers
+		if hr.Err != "" && len(cfg.DNSUpstreams) == 0 {
+			n.log.Warn("cannot read the host's resolvers; DNS answers SERVFAIL until --dns-upstream is given", "err", hr.Err)
+		}
+		hostServers = hr.Servers
 		if len(search) == 0 {
-			search = hs
+			search = hr.Search
 		}
 		if domain == "" {
-			domain = hd
+			domain = hr.Domain
 		}
 	}
 	upstreams := hostServers
@@ -92,6 +95,7 @@ func startServices(n *Network) (*services, error) {
 		Upstreams:   upstreams,
 		MaxInFlight: cfg.Limits.DNSMaxInFlight,
 		Local:       localNames(cfg),
+		Dial:        n.host.DialDNS,
 	}, n.log.With("service", "dns"))
 	if err != nil {
 		return nil, fmt.Errorf("dns: %w", err)

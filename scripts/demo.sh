@@ -4,7 +4,7 @@
 # the host), resolves a name and pings the gateway.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-go build -o bin/slipway ./cmd/slipway
+CGO_ENABLED=0 go build -o bin/slipway ./cmd/slipway
 
 dir=$(mktemp -d)
 trap 'kill $httpd 2>/dev/null || true; rm -rf "$dir"' EXIT

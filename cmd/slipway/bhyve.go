@@ -11,7 +11,6 @@ import (
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/bhyve"
 	"github.com/slipway-net/slipway/internal/endpoint"
-	"github.com/slipway-net/slipway/link/dgram"
 )
 
 // bhyveHelperName is the program bhyve runs for its slirp backend; slipway
@@ -76,19 +75,19 @@ Install it in place of bhyve's helper (slipway answers to that name):
 				name += ":" + bc.VMName
 				log = log.With("vm", bc.VMName)
 			}
-			l, err := dgram.NewConn(conn, dgram.Options{Name: name, MaxFrame: max(bhyveMaxFrame, cfg.MTU+14)})
+			f, err := conn.File()
 			if err != nil {
+				return fmt.Errorf("invalid socket %d: %w", fd, err)
+			}
+			j, err := newJob(cfg)
+			if err != nil {
+				f.Close()
 				return err
 			}
-			n, stop, err := startNetwork(cfg, log)
-			if err != nil {
-				return err
-			}
-			defer stop()
-			w, gone := endpoint.Watch(l)
-			n.Attach(w)
+			j.addLink(linkSpec{Kind: "bhyve", Name: name, MaxFrame: max(bhyveMaxFrame, cfg.MTU+14)}, f)
+			j.spec.ExitWhenGone, j.spec.Hangup = true, true
 			log.Info("serving bhyve", "restricted", cfg.Restrict, "mtu", cfg.MTU, "forwards", len(bc.Forwards))
-			return serveUntil(log, nf.readyFD, gone, bhyve.ErrHangup, nil)
+			return serveEngine(j, nf.readyFD, log)
 		},
 	}
 	nf.register(cmd.Flags())

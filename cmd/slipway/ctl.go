@@ -6,14 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/netip"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -23,56 +20,6 @@ import (
 	"github.com/slipway-net/slipway/control"
 	"github.com/slipway-net/slipway/network"
 )
-
-// startNetwork builds the network of cfg and serves its control API when
-// --api-socket is set; stop closes both.
-func startNetwork(cfg config.Config, log *slog.Logger) (n *network.Network, stop func(), err error) {
-	if n, err = network.New(cfg, log); err != nil {
-		return nil, nil, err
-	}
-	stopState, err := keepState(n, log)
-	if err != nil {
-		n.Close()
-		return nil, nil, err
-	}
-	stopAPI, err := serveAPI(n, log)
-	if err != nil {
-		stopState()
-		n.Close()
-		return nil, nil, err
-	}
-	removePID, err := writePIDFile(cfg.PIDFile)
-	if err != nil {
-		stopAPI()
-		stopState()
-		n.Close()
-		return nil, nil, err
-	}
-	return n, func() { removePID(); stopAPI(); stopState(); n.Close() }, nil
-}
-
-// serveAPI starts the control API when --api-socket is set; stop closes
-// it (and removes the socket).
-func serveAPI(n *network.Network, log *slog.Logger) (stop func(), err error) {
-	path := n.Config().APISocket
-	if path == "" {
-		return func() {}, nil
-	}
-	srv, err := control.Listen(path, n, log)
-	if err != nil {
-		return nil, err
-	}
-	go func() {
-		if err := srv.Serve(); err != nil {
-			log.Error("control API stopped", "socket", path, "err", err)
-		}
-	}()
-	// A shutdown through the API ends slipway the way SIGTERM does, on
-	// the one path every front-end already has.
-	srv.OnShutdown(func() { syscall.Kill(os.Getpid(), syscall.SIGTERM) })
-	log.Info("control API listening", "socket", path)
-	return func() { srv.Close() }, nil
-}
 
 // ctlTimeout bounds one API call of `slipway ctl`.
 const ctlTimeout = 30 * time.Second

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/slipway-net/slipway/config"
 )
 
 // pflag.Value adapters for the config's types, so a bad value is reported
@@ -73,3 +75,32 @@ func (v *listValue[T]) Set(s string) error {
 	return nil
 }
 func (v *listValue[T]) Type() string { return v.typ }
+
+// egressValue is --deny or --allow: each use appends a rule of its action
+// to the one egress list both share, so the order of the flags is the
+// order the rules are tried in.
+type egressValue struct {
+	p      *[]config.EgressRule
+	action string
+}
+
+func (v egressValue) String() string {
+	var out []string
+	for _, r := range *v.p {
+		if r.Action == v.action {
+			out = append(out, r.Dest())
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+func (v egressValue) Set(s string) error {
+	r, err := config.ParseEgressDest(v.action, s)
+	if err != nil {
+		return err
+	}
+	*v.p = append(*v.p, r)
+	return nil
+}
+
+func (v egressValue) Type() string { return "cidr[:ports]" }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/nsrun"
+	"github.com/slipway-net/slipway/internal/sandbox"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -35,6 +36,9 @@ type exitError struct{ code int }
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
 func main() {
+	if sandbox.IsEngine() {
+		os.Exit(engineMain())
+	}
 	if nsrun.IsChild() {
 		nsrun.ChildMain()
 		return
@@ -181,6 +185,9 @@ func (nf *netFlags) register(fs *pflag.FlagSet) {
 	fs.Var(&listValue[config.DNSServer]{p: &c.DNSUpstreams, parse: config.ParseDNSServer, typ: "addr[:port]"}, "dns-upstream", "upstream DNS server ADDR[:PORT], repeatable (default: the host's /etc/resolv.conf nameservers)")
 	fs.BoolVar(&c.NoHostLoopback, "no-host-loopback", false, "refuse flows to the gateway address instead of reaching the host's loopback")
 	fs.BoolVar(&c.Restrict, "restrict", false, "block every outbound flow (DHCP and DNS are still served)")
+	fs.Var(egressValue{&c.Egress, config.EgressDeny}, "deny", "refuse guests' flows to CIDR[:PORTS] (PORTS: 22,80,8000-8099; IPv6 in brackets with ports: [fd00::/8]:53), repeatable; --deny and --allow are tried in the order given, the first match wins, and a flow no rule matches is allowed")
+	fs.Var(egressValue{&c.Egress, config.EgressAllow}, "allow", "allow guests' flows to CIDR[:PORTS], repeatable (see --deny): --allow 10.1.0.0/16:443 --deny 0.0.0.0/0 allows only that")
+	fs.BoolVar(&c.AllowLinkLocal, "allow-link-local", false, "let guests reach link-local destinations (169.254.0.0/16, where clouds serve instance metadata and credentials, and fe80::/10), refused by default")
 	fs.Var(addrValue(&c.OutboundAddr), "outbound-addr", "bind outbound host sockets to this local address")
 	fs.StringVar(&c.Hostname, "hostname", "", "host name given to DHCP clients (option 12)")
 	fs.StringVar(&c.Domain, "domain", "", "domain name given to DHCP clients (default: the host's)")
@@ -191,6 +198,7 @@ func (nf *netFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.StateFile, "state-file", "", "keep DHCP leases and the ports published at run time in this file: loaded at start, rewritten atomically on every change")
 	fs.StringVar(&c.PCAP, "pcap", "", "write every frame on the guest side to this pcap file")
 	fs.StringVar(&c.LogLevel, "log-level", config.DefaultLogLevel, "log level: debug, info, warn, error")
+	fs.StringVar(&c.Sandbox, "sandbox", config.SandboxOn, "confine the engine (everything that reads guest and API input): on (namespaces, an empty root, no capabilities, Landlock, a seccomp allow-list), strict (also an empty network namespace and no socket, connect or bind: the launcher opens each host socket, checking the policy again) or off (one unconfined process, for debugging)")
 	fs.IntVar(&nf.readyFD, "ready-fd", -1, `write "1" to this file descriptor once serving`)
 	fs.StringVar(&c.PIDFile, "pid-file", "", "write slipway's pid to this file once serving (removed on exit)")
 	fs.StringVar(&c.LogFile, "log-file", "", "log to this file (appended) instead of stderr")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,10 +13,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/nsrun"
-	"github.com/slipway-net/slipway/network"
 )
 
 func newRunCmd() *cobra.Command {
@@ -79,12 +80,16 @@ type runOptions struct {
 }
 
 func runInNamespace(cfg config.Config, command []string, o runOptions, log *slog.Logger) error {
-	n, stop, err := startNetwork(cfg, log)
+	j, err := newJob(cfg)
 	if err != nil {
 		return err
 	}
-	defer stop()
-	resolv, err := writeResolvConf(n)
+	defer j.close()
+	search := cfg.DNSSearch
+	if len(search) == 0 {
+		search = j.spec.Resolv.Search
+	}
+	resolv, err := writeResolvConf(cfg, search)
 	if err != nil {
 		return err
 	}
@@ -105,19 +110,42 @@ func runInNamespace(cfg config.Config, command []string, o runOptions, log *slog
 	if err != nil {
 		return err
 	}
-	if err := n.Reserve(mac, cfg.DHCPStart); err != nil {
-		log.Warn("could not reserve the namespace's DHCP address", "err", err)
-	}
-	n.Attach(child.Link)
-	if err := signalReady(o.readyFD); err != nil {
+	kill := func() {
 		child.Signal(syscall.SIGKILL)
 		child.Wait()
+	}
+	tapFile, err := handOver(child.Link.File())
+	child.Link.Close()
+	if err != nil {
+		kill()
 		return err
 	}
+	j.addLink(linkSpec{Kind: "tap", Name: "eth0"}, tapFile)
+	j.spec.Reserve = &reservation{MAC: mac.String(), Addr: cfg.DHCPStart}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	e, err := startEngine(j, log)
+	if err != nil {
+		kill()
+		return err
+	}
+	stopEngine := func() error {
+		e.stop()
+		return <-e.done
+	}
+	if err := e.awaitReady(); err != nil {
+		kill()
+		return err
+	}
+	if err := signalReady(o.readyFD); err != nil {
+		kill()
+		stopEngine()
+		return err
+	}
 	if err := child.Release(); err != nil {
+		kill()
+		stopEngine()
 		return err
 	}
 	done := make(chan int, 1)
@@ -128,10 +156,21 @@ func runInNamespace(cfg config.Config, command []string, o runOptions, log *slog
 	for {
 		select {
 		case code := <-done:
+			if err := stopEngine(); err != nil {
+				log.Warn("engine", "err", err)
+			}
 			if code != 0 {
 				return exitError{code}
 			}
 			return nil
+		case err := <-e.done:
+			// The network is gone: so is the command's.
+			child.Signal(syscall.SIGKILL)
+			<-done
+			if err == nil {
+				err = errors.New("the engine exited")
+			}
+			return err
 		case sig := <-sigs:
 			// Pass the signal on; if the command ignores it, end it.
 			child.Signal(sig)
@@ -143,20 +182,31 @@ func runInNamespace(cfg config.Config, command []string, o runOptions, log *slog
 	}
 }
 
+// handOver duplicates f's descriptor into a file of its own for the
+// engine, so that the original can close.
+func handOver(f *os.File) (*os.File, error) {
+	fd, err := unix.Dup(int(f.Fd()))
+	if err != nil {
+		return nil, fmt.Errorf("hand over %s: %w", f.Name(), err)
+	}
+	unix.CloseOnExec(fd)
+	return os.NewFile(uintptr(fd), f.Name()), nil
+}
+
 // writeResolvConf writes the namespace's resolv.conf: slipway's DNS
 // address and the search list DHCP would give.
-func writeResolvConf(n *network.Network) (string, error) {
+func writeResolvConf(cfg config.Config, search []string) (string, error) {
 	f, err := os.CreateTemp("", "slipway-resolv-*.conf")
 	if err != nil {
 		return "", fmt.Errorf("resolv.conf: %w", err)
 	}
 	defer f.Close()
 	var b strings.Builder
-	fmt.Fprintf(&b, "nameserver %s\n", n.Config().DNSAddress)
-	if !n.Config().NoIPv6 {
-		fmt.Fprintf(&b, "nameserver %s\n", n.Config().IPv6DNS)
+	fmt.Fprintf(&b, "nameserver %s\n", cfg.DNSAddress)
+	if !cfg.NoIPv6 {
+		fmt.Fprintf(&b, "nameserver %s\n", cfg.IPv6DNS)
 	}
-	if search := n.SearchDomains(); len(search) > 0 {
+	if len(search) > 0 {
 		fmt.Fprintf(&b, "search %s\n", strings.Join(search, " "))
 	}
 	if _, err := f.WriteString(b.String()); err != nil {

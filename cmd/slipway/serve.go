@@ -3,16 +3,13 @@ package main
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
+	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/endpoint"
-	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/link/vhostuser"
 )
 
@@ -73,42 +70,11 @@ With only --fd endpoints, serve exits once every VM has gone. With
 			if err != nil {
 				return err
 			}
-			ep.withAPI = cfg.APISocket != ""
-			eps, err := ep.open(log, cfg.MTU)
+			j, err := ep.job(cfg)
 			if err != nil {
 				return err
 			}
-			n, stop, err := startNetwork(cfg, log)
-			if err != nil {
-				eps.close()
-				return err
-			}
-			defer stop()
-			errs := make(chan error, len(eps.listeners))
-			for _, l := range eps.listeners {
-				go func() { errs <- n.Serve(l) }()
-				log.Info("serving", "endpoint", l.Spec().String())
-			}
-			// Inherited sockets are one VM each; serve ends when the
-			// last of them has gone, unless it also listens.
-			allGone := make(chan struct{})
-			var gone []<-chan struct{}
-			for _, l := range eps.fdLinks {
-				w, done := endpoint.Watch(l)
-				gone = append(gone, done)
-				n.Attach(w)
-				log.Info("serving", "endpoint", l.String())
-			}
-			if len(eps.listeners) == 0 && len(eps.fdLinks) > 0 {
-				go func() {
-					for _, g := range gone {
-						<-g
-					}
-					log.Info("every VM has disconnected, exiting")
-					close(allGone)
-				}()
-			}
-			return serveUntil(log, nf.readyFD, allGone, nil, errs)
+			return serveEngine(j, nf.readyFD, log)
 		},
 	}
 	nf.register(cmd.Flags())
@@ -116,33 +82,10 @@ With only --fd endpoints, serve exits once every VM has gone. With
 	return cmd
 }
 
-// serveUntil tells the parent it is serving (--ready-fd), then runs until
-// a signal (a clean exit), until ended is closed (returning endErr), or
-// until errs yields an error.
-func serveUntil(log *slog.Logger, readyFD int, ended <-chan struct{}, endErr error, errs <-chan error) error {
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	if err := signalReady(readyFD); err != nil {
-		return err
-	}
-	select {
-	case sig := <-sigs:
-		log.Info("shutting down", "signal", sig.String())
-		return nil
-	case <-ended:
-		return endErr
-	case err := <-errs:
-		return err
-	}
-}
-
 // endpointFlags are serve's --listen, --connect and --fd.
 type endpointFlags struct {
 	listens, connects, fds []string
 	queues                 queueCount
-	// withAPI allows no endpoint at all: VMs come through POST /v1/links.
-	withAPI bool
 }
 
 // queueCount is --queues: 1..vhostuser.MaxQueues, 1 when not given.
@@ -168,65 +111,72 @@ func (e *endpointFlags) register(cmd *cobra.Command) {
 	fs.StringArrayVar(&e.fds, "fd", nil, "serve the VM on inherited connected socket N:KIND, e.g. 3:stream (repeatable)")
 }
 
-// vmEndpoints are opened endpoints: listeners (--listen and --connect, both
-// yield links through Accept) and links adopted from inherited fds.
-type vmEndpoints struct {
-	listeners []endpoint.Listener
-	fdLinks   []link.Link
-}
-
-func (e *vmEndpoints) close() {
-	for _, l := range e.listeners {
-		l.Close()
-	}
-	for _, l := range e.fdLinks {
-		l.Close()
-	}
-}
-
-// open checks every endpoint and opens it, so that a bad path, address or
-// fd is reported, naming the flag and value, before anything runs.
-func (f *endpointFlags) open(log *slog.Logger, mtu int) (*vmEndpoints, error) {
-	if len(f.listens)+len(f.connects)+len(f.fds) == 0 && !f.withAPI {
+// job checks every endpoint and opens it for the engine, so that a bad
+// path, address or fd is reported, naming the flag and value, before
+// anything runs: --listen sockets are bound here, --fd sockets checked,
+// --connect endpoints dialled later, on the engine's request.
+func (f *endpointFlags) job(cfg config.Config) (*engineJob, error) {
+	// With the API and no endpoint, VMs come through POST /v1/links.
+	if len(f.listens)+len(f.connects)+len(f.fds) == 0 && cfg.APISocket == "" {
 		return nil, usageError{errors.New("give at least one endpoint: --listen, --connect or --fd (e.g. --listen stream:unix:/tmp/vm.sock), or --api-socket to take links through POST /v1/links")}
 	}
-	eps := &vmEndpoints{}
-	fail := func(flag, value string, err error) (*vmEndpoints, error) {
-		eps.close()
+	j, err := newJob(cfg)
+	if err != nil {
+		return nil, err
+	}
+	j.spec.Queues = int(f.queues)
+	var listenFiles []*os.File
+	fail := func(flag, value string, err error) (*engineJob, error) {
+		closeAll(listenFiles)
+		j.close()
 		return nil, usageError{fmt.Errorf("invalid value %q for --%s: %w", value, flag, err)}
 	}
-	for _, set := range []struct {
-		flag   string
-		values []string
-		start  func(endpoint.Spec, *slog.Logger) (endpoint.Listener, error)
-	}{
-		{"listen", f.listens, endpoint.ListenLogged},
-		{"connect", f.connects, endpoint.Connect},
-	} {
-		for _, s := range set.values {
-			spec, err := endpoint.Parse(s)
-			if err != nil {
-				return fail(set.flag, s, err)
-			}
-			spec.Queues, spec.MTU = int(f.queues), mtu
-			l, err := set.start(spec, log)
-			if err != nil {
-				return fail(set.flag, s, err)
-			}
-			eps.listeners = append(eps.listeners, l)
+	for _, s := range f.listens {
+		spec, err := endpoint.Parse(s)
+		if err != nil {
+			return fail("listen", s, err)
 		}
+		file, remove, err := endpoint.Open(spec)
+		if err != nil {
+			return fail("listen", s, err)
+		}
+		j.cleanup = append(j.cleanup, remove)
+		listenFiles = append(listenFiles, file)
+		j.spec.Listeners = append(j.spec.Listeners, spec.String())
+		if spec.Kind == endpoint.Dgram {
+			j.spec.KeepRoot = fmt.Sprintf("--listen %s answers its VMs at their socket paths", s)
+		}
+	}
+	for _, s := range f.connects {
+		spec, err := endpoint.Parse(s)
+		if err != nil {
+			return fail("connect", s, err)
+		}
+		if _, err := endpoint.Connect(spec, nil); err != nil {
+			return fail("connect", s, err)
+		}
+		j.connects = append(j.connects, spec)
+		j.spec.Connects = append(j.spec.Connects, spec.String())
 	}
 	for _, s := range f.fds {
 		spec, err := endpoint.ParseFD(s)
 		if err != nil {
 			return fail("fd", s, err)
 		}
-		spec.Queues, spec.MTU = int(f.queues), mtu
-		l, err := endpoint.AdoptFD(spec)
+		c, err := endpoint.OpenFD(spec)
 		if err != nil {
 			return fail("fd", s, err)
 		}
-		eps.fdLinks = append(eps.fdLinks, l)
+		file, err := c.(interface{ File() (*os.File, error) }).File()
+		c.Close()
+		if err != nil {
+			return fail("fd", s, err)
+		}
+		j.addLink(linkSpec{Kind: string(spec.Kind), Name: spec.String()}, file)
 	}
-	return eps, nil
+	j.files = append(j.files, listenFiles...)
+	// Inherited sockets are one VM each; serve ends when the last of
+	// them has gone, unless it also listens.
+	j.spec.ExitWhenGone = len(f.listens)+len(f.connects) == 0 && len(f.fds) > 0
+	return j, nil
 }

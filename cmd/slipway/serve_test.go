@@ -2,18 +2,18 @@ package main
 
 import (
 	"errors"
-	"io"
-	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/slipway-net/slipway/config"
 )
 
 // Every endpoint is checked before anything is served; a bad one is a
 // usage error naming its flag and value, and what was opened before it is
 // closed again.
 func TestEndpointFlagsRejected(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := config.Default()
 	good := "stream:unix:" + filepath.Join(t.TempDir(), "vm.sock")
 	for _, c := range []struct {
 		f    endpointFlags
@@ -27,9 +27,9 @@ func TestEndpointFlagsRejected(t *testing.T) {
 		{endpointFlags{listens: []string{good}, fds: []string{"three:stream"}}, `"three:stream" for --fd`},
 		{endpointFlags{fds: []string{"3"}}, `"3" for --fd`},
 	} {
-		eps, err := c.f.open(log, 1500)
+		j, err := c.f.job(cfg)
 		if err == nil {
-			eps.close()
+			j.close()
 			t.Errorf("%+v accepted", c.f)
 			continue
 		}
@@ -39,14 +39,14 @@ func TestEndpointFlagsRejected(t *testing.T) {
 	}
 	// The good listener's socket was closed after each failure above:
 	// it can be listened on again.
-	eps, err := (&endpointFlags{listens: []string{good}}).open(log, 1500)
+	j, err := (&endpointFlags{listens: []string{good}}).job(cfg)
 	if err != nil {
 		t.Fatalf("listening again on %s: %v", good, err)
 	}
-	if len(eps.listeners) != 1 || len(eps.fdLinks) != 0 || eps.listeners[0].Spec().String() != good {
-		t.Errorf("opened %+v for --listen %s", eps, good)
+	if len(j.spec.Listeners) != 1 || len(j.spec.Links) != 0 || j.spec.Listeners[0] != good || len(j.files) != 1 {
+		t.Errorf("opened %+v for --listen %s", j.spec, good)
 	}
-	eps.close()
+	j.close()
 }
 
 func TestServeCommandLine(t *testing.T) {

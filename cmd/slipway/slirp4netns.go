@@ -15,7 +15,6 @@ import (
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/nsrun"
-	"github.com/slipway-net/slipway/network"
 )
 
 // slirp4netnsVersion is what `slipway slirp4netns --version` claims, for
@@ -28,6 +27,7 @@ type slirp4netnsOptions struct {
 	sandbox, seccomp, version                   bool
 	exitFD, readyFD, mtu                        int
 	apiSocket, cidr, netnsType, usernsPath      string
+	sandboxLevel                                string
 	outbound4, outbound6, mac, targetType       string
 }
 
@@ -43,8 +43,9 @@ func newSlirp4netnsCmd() *cobra.Command {
 of PID (or at PATH) through a TAP device created in it (default tap0). Run it as
 "slipway slirp4netns ..." or through a symlink named slirp4netns. Defaults are
 slirp4netns's: MTU 1500, the namespace at 10.0.2.100 (with --configure), IPv6
-only with --enable-ipv6. --enable-sandbox and --enable-seccomp are accepted
-and not applied.`,
+only with --enable-ipv6. The sandbox (see --sandbox) is on by default, so
+--enable-sandbox and --enable-seccomp, which podman always passes, are
+honoured whether given or not; --sandbox=off turns it off.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if o.version {
 				return nil
@@ -70,8 +71,9 @@ and not applied.`,
 	f.BoolVar(&o.noHostLoopback, "disable-host-loopback", false, "prohibit connecting to 127.0.0.1:* on the host namespace")
 	f.StringVar(&o.netnsType, "netns-type", "pid", "specify network namespace type ([path|pid])")
 	f.StringVar(&o.usernsPath, "userns-path", "", "specify user namespace path")
-	f.BoolVar(&o.sandbox, "enable-sandbox", false, "accepted for compatibility; not applied")
-	f.BoolVar(&o.seccomp, "enable-seccomp", false, "accepted for compatibility; not applied")
+	f.BoolVar(&o.sandbox, "enable-sandbox", false, "confine the engine: namespaces, an empty root, no capabilities, Landlock (on by default)")
+	f.BoolVar(&o.seccomp, "enable-seccomp", false, "a seccomp allow-list that kills any other system call (on by default)")
+	f.StringVar(&o.sandboxLevel, "sandbox", config.SandboxOn, "on (the default, with --enable-sandbox and --enable-seccomp or without), strict (an empty network namespace too: see slipway serve --help) or off (debugging)")
 	f.StringVar(&o.outbound4, "outbound-addr", "", "sets outbound ipv4 address to bound to")
 	f.StringVar(&o.outbound6, "outbound-addr6", "", "sets outbound ipv6 address to bound to")
 	f.BoolVar(&o.disableDNS, "disable-dns", false, "accepted for compatibility; DNS is still served")
@@ -97,6 +99,7 @@ func slirp4netnsConfig(o *slirp4netnsOptions) (config.Config, error) {
 	cfg.NoIPv6 = !o.ipv6
 	cfg.APISocket = o.apiSocket
 	cfg.LogLevel = "warn"
+	cfg.Sandbox = o.sandboxLevel
 	if o.outbound4 != "" {
 		a, err := netip.ParseAddr(o.outbound4)
 		if err != nil || !a.Is4() {
@@ -129,8 +132,8 @@ func runSlirp4netns(cmd *cobra.Command, o *slirp4netnsOptions, args []string) er
 		return err
 	}
 	log := newLogger(cfg.LogLevel, cmd.ErrOrStderr())
-	if o.sandbox || o.seccomp {
-		log.Debug("--enable-sandbox and --enable-seccomp are accepted but not applied")
+	if (o.sandbox || o.seccomp) && cfg.Sandbox == config.SandboxOff {
+		return usageError{errors.New("--enable-sandbox and --enable-seccomp contradict --sandbox=off")}
 	}
 	spec := nsrun.AttachSpec{IfName: "tap0", Configure: o.configure, MTU: cfg.MTU,
 		Addr: netip.PrefixFrom(cfg.DHCPStart, cfg.CIDR.Bits()), Gateway: cfg.Gateway}
@@ -168,35 +171,46 @@ func runSlirp4netns(cmd *cobra.Command, o *slirp4netnsOptions, args []string) er
 		mac = m
 	}
 	spec.MAC = mac.String()
-	n, err := network.New(cfg, log)
+	j, err := newJob(cfg)
 	if err != nil {
 		return err
 	}
-	defer n.Close()
+	defer j.close()
 	t, err := nsrun.Attach(spec)
 	if err != nil {
 		return err
 	}
-	if o.configure {
-		if err := n.Reserve(mac, cfg.DHCPStart); err != nil {
-			log.Warn("could not reserve the namespace's DHCP address", "err", err)
-		}
-	}
-	n.Attach(t)
-	stopAPI, err := serveAPI(n, log)
+	tapFile, err := handOver(t.File())
+	t.Close()
 	if err != nil {
 		return err
 	}
-	defer stopAPI()
-	if err := signalReady(o.readyFD); err != nil {
+	j.addLink(linkSpec{Kind: "tap", Name: spec.IfName}, tapFile)
+	if o.configure {
+		j.spec.Reserve = &reservation{MAC: mac.String(), Addr: cfg.DHCPStart}
+	}
+	e, err := startEngine(j, log)
+	if err != nil {
 		return err
 	}
-	return waitForExit(o.exitFD, log)
+	if err := e.awaitReady(); err != nil {
+		return err
+	}
+	if err := signalReady(o.readyFD); err != nil {
+		e.stop()
+		<-e.done
+		return err
+	}
+	if err := waitForExit(o.exitFD, e.done, log); err != nil {
+		return err
+	}
+	e.stop()
+	return <-e.done
 }
 
 // waitForExit returns on SIGINT/SIGTERM or when the exit fd is closed by
 // its other end (slirp4netns's --exit-fd).
-func waitForExit(exitFD int, log *slog.Logger) error {
+func waitForExit(exitFD int, engineDone chan error, log *slog.Logger) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -221,6 +235,12 @@ func waitForExit(exitFD int, log *slog.Logger) error {
 		log.Info("shutting down", "signal", sig.String())
 	case <-closed:
 		log.Info("exit fd closed: shutting down")
+	case err := <-engineDone:
+		engineDone <- err // for the caller's wait
+		if err == nil {
+			err = errors.New("the engine exited")
+		}
+		return err
 	}
 	return nil
 }

@@ -86,3 +86,20 @@ func TestSlirp4netnsCommandLine(t *testing.T) {
 	wantUsage(t, []string{"slirp4netns", "--netns-type=path", "-c", "--macaddress", "52:54:00", "/nonexistent"},
 		`"52:54:00" for --macaddress`)
 }
+
+// podman probes --help for --enable-sandbox and --enable-seccomp; the
+// help says they are honoured, and they contradict --sandbox=off.
+func TestSlirp4netnsSandboxFlags(t *testing.T) {
+	code, out, _ := cli(t, "slirp4netns", "--help")
+	if code != 0 {
+		t.Fatalf("--help: exit %d", code)
+	}
+	for _, w := range []string{"--enable-sandbox", "--enable-seccomp", "honoured", "--sandbox"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("slirp4netns --help does not say %q", w)
+		}
+	}
+	wantUsage(t, []string{"slirp4netns", "--enable-seccomp", "--sandbox=off", "1234", "tap0"}, "--sandbox=off")
+	wantUsage(t, []string{"slirp4netns", "--sandbox=loose", "1234", "tap0"}, "sandbox")
+	wantUsage(t, []string{"serve", "--listen", "stream:unix:/tmp/x.sock", "--sandbox=loose"}, "sandbox", "on, strict or off")
+}

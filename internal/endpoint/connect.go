@@ -10,9 +10,6 @@ import (
 	"time"
 
 	"github.com/slipway-net/slipway/link"
-	"github.com/slipway-net/slipway/link/dgram"
-	"github.com/slipway-net/slipway/link/stream"
-	"github.com/slipway-net/slipway/link/vhostuser"
 )
 
 // Redial timing: the first attempt after a link ends is immediate, then
@@ -48,6 +45,9 @@ type dialer struct {
 	log    *slog.Logger
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	// through, if set, makes each connection (ConnectThrough).
+	through func(context.Context) (net.Conn, error)
 
 	mu   sync.Mutex
 	prev <-chan struct{} // closed when the last link handed out ended
@@ -96,34 +96,15 @@ func (d *dialer) Accept() (link.Link, error) {
 }
 
 func (d *dialer) dial() (link.Link, error) {
-	var nd net.Dialer
-	ctx, cancel := context.WithTimeout(d.ctx, dialTimeout)
-	defer cancel()
-	switch d.spec.Kind {
-	case Stream:
-		c, err := nd.DialContext(ctx, d.spec.Network, d.spec.Address)
-		if err != nil {
-			return nil, err
-		}
-		return stream.New(c, d.spec.String()), nil
-	case VhostUser:
-		c, err := nd.DialContext(ctx, "unix", d.spec.Address)
-		if err != nil {
-			return nil, err
-		}
-		return vhostuser.New(c.(*net.UnixConn), vhostuser.Options{Name: d.spec.String(), Logger: d.log, Queues: d.spec.Queues, MTU: d.spec.MTU}), nil
-	default: // Seqpacket, checked by Connect
-		c, err := nd.DialContext(ctx, "unixpacket", d.spec.Address)
-		if err != nil {
-			return nil, err
-		}
-		l, err := dgram.NewConn(c.(*net.UnixConn), dgram.Options{Name: d.spec.String()})
-		if err != nil {
-			c.Close()
-			return nil, err
-		}
-		return l, nil
+	dial := d.through
+	if dial == nil {
+		dial = func(ctx context.Context) (net.Conn, error) { return Dial(ctx, d.spec) }
 	}
+	c, err := dial(d.ctx)
+	if err != nil {
+		return nil, err
+	}
+	return adopt(c, d.spec.Kind, d.spec.String(), VhostOptions{Queues: d.spec.Queues, MTU: d.spec.MTU, Log: d.log})
 }
 
 // Close stops dialing; a link already handed out is closed by its owner.

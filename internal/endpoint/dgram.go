@@ -27,6 +27,17 @@ func listenDgram(spec Spec, log *slog.Logger) (Listener, error) {
 		return nil, fmt.Errorf("%s: %w", spec, err)
 	}
 	self, _ := os.Lstat(spec.Address)
+	l, err := serveDgram(spec, conn, log)
+	if err != nil {
+		os.Remove(spec.Address)
+		return nil, err
+	}
+	l.self = self
+	return l, nil
+}
+
+// serveDgram makes the listener of a bound datagram socket.
+func serveDgram(spec Spec, conn *net.UnixConn, log *slog.Logger) (*dgramListener, error) {
 	mux, err := dgram.NewMux(conn, dgram.MuxOptions{
 		Options: dgram.Options{
 			Name: spec.String(),
@@ -39,10 +50,9 @@ func listenDgram(spec Spec, log *slog.Logger) (Listener, error) {
 	})
 	if err != nil {
 		conn.Close()
-		os.Remove(spec.Address)
 		return nil, fmt.Errorf("%s: %w", spec, err)
 	}
-	return &dgramListener{spec: spec, mux: mux, self: self}, nil
+	return &dgramListener{spec: spec, mux: mux}, nil
 }
 
 func (d *dgramListener) Accept() (link.Link, error) {
@@ -57,7 +67,12 @@ func (d *dgramListener) Accept() (link.Link, error) {
 // socket file removed (unless another process has replaced it).
 func (d *dgramListener) Close() error {
 	err := d.mux.Close()
-	if cur, serr := os.Lstat(d.spec.Address); serr == nil && d.self != nil && os.SameFile(cur, d.self) {
+	// One made from an inherited socket (a sandboxed engine) leaves the
+	// file to whoever bound it.
+	if d.self == nil {
+		return err
+	}
+	if cur, serr := os.Lstat(d.spec.Address); serr == nil && os.SameFile(cur, d.self) {
 		os.Remove(d.spec.Address)
 	}
 	return err

@@ -3,6 +3,7 @@ package endpoint
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -60,7 +61,13 @@ var ErrBadFD = errors.New("unusable file descriptor")
 // AdoptFD takes over an inherited connected socket as a link. The fd is
 // checked first, so a wrong number or kind is one clear error, not a
 // link that fails later.
-func AdoptFD(f FDSpec) (link.Link, error) { return adopt(f, f.String()) }
+func AdoptFD(f FDSpec) (link.Link, error) {
+	c, err := OpenFD(f)
+	if err != nil {
+		return nil, err
+	}
+	return adopt(c, f.Kind, f.String(), VhostOptions{Queues: f.Queues, MTU: f.MTU})
+}
 
 // AdoptFDNamed is AdoptFD for a link shown as name (a socket received at
 // run time is known by the name its VMM gave it, not by a number). It owns
@@ -71,25 +78,42 @@ func AdoptFDNamed(f FDSpec, name string) (link.Link, error) {
 		return nil, err
 	}
 	// From here on every path closes the fd (OpenFD works on a dup).
-	return adopt(f, name)
-}
-
-func adopt(f FDSpec, name string) (link.Link, error) {
 	c, err := OpenFD(f)
 	if err != nil {
 		return nil, err
 	}
-	switch f.Kind {
+	return adopt(c, f.Kind, name, VhostOptions{Queues: f.Queues, MTU: f.MTU})
+}
+
+// VhostOptions are a vhost-user link's: its queue pairs, MTU and logger.
+type VhostOptions struct {
+	Queues, MTU int
+	Log         *slog.Logger
+}
+
+// adopt makes the link of a connected socket of kind, named name.
+func adopt(c net.Conn, kind Kind, name string, vo VhostOptions) (link.Link, error) {
+	switch kind {
 	case Stream:
 		return stream.New(c, name), nil
 	case VhostUser:
-		return vhostuser.New(c.(*net.UnixConn), vhostuser.Options{Name: name, Queues: f.Queues, MTU: f.MTU}), nil
+		uc, ok := c.(*net.UnixConn)
+		if !ok {
+			c.Close()
+			return nil, fmt.Errorf("%w: %s sockets must be unix sockets", ErrBadFD, kind)
+		}
+		return vhostuser.New(uc, vhostuser.Options{Name: name, Logger: vo.Log, Queues: vo.Queues, MTU: vo.MTU}), nil
 	}
-	l, err := dgram.NewConn(c.(*net.UnixConn), dgram.Options{
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("%w: %s sockets must be unix sockets", ErrBadFD, kind)
+	}
+	l, err := dgram.NewConn(uc, dgram.Options{
 		Name: name,
 		// A datagram fd may come from krunkit (type=unixgram,fd=N)
 		// with offloading on: partial checksums without a header.
-		TrustChecksums: f.Kind == Dgram,
+		TrustChecksums: kind == Dgram,
 	})
 	if err != nil {
 		c.Close()
@@ -138,9 +162,9 @@ func checkFD(f FDSpec) error {
 	}
 	if f.Kind != Dgram {
 		// A connected stream whose peer closed its end still has a peer
-		// name; only poll tells. A datagram peer's death shows on send.
-		// What the peer sent before it left is still to be read (bhyve's
-		// configuration), so only an empty socket is refused.
+		// name; only poll tells. What the peer sent before it left is
+		// still to be read (bhyve's configuration), so only an empty
+		// socket is refused. A datagram peer's death shows on send.
 		pfd := []unix.PollFd{{Fd: int32(f.FD), Events: unix.POLLRDHUP}}
 		if n, err := unix.Poll(pfd, 0); err == nil && n > 0 && pfd[0].Revents&(unix.POLLHUP|unix.POLLRDHUP) != 0 {
 			if queued, err := unix.IoctlGetInt(f.FD, unix.SIOCINQ); err == nil && queued == 0 {

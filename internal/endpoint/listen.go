@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/slipway-net/slipway/internal/hostnet"
 	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/link/stream"
 )
@@ -58,7 +59,7 @@ func listenStream(spec Spec) (Listener, error) {
 			return nil, fmt.Errorf("%s: %w", spec, err)
 		}
 	}
-	l, err := net.Listen(spec.Network, spec.Address)
+	l, err := hostnet.Listen(spec.Network, spec.Address)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", spec, err)
 	}

@@ -98,7 +98,10 @@ func (r *echoRequest) checksumOK() bool {
 // Everything else goes on to the stack.
 func (x *icmpForwarder) intercept(v *frame.View) bool {
 	req, ok := echoOf(v)
-	if !ok || x.local[req.dst] || req.dst.IsLinkLocalUnicast() || req.dst.IsMulticast() {
+	// IPv6 link-local echoes are the stack's (its own fe80:: address);
+	// IPv4 link-local ones (169.254.169.254, cloud metadata) go to the
+	// policy like any destination, which refuses them by default.
+	if !ok || x.local[req.dst] || req.dst.Is6() && req.dst.IsLinkLocalUnicast() || req.dst.IsMulticast() {
 		return false // the stack answers for its own addresses
 	}
 	if !req.checksumOK() {
@@ -163,7 +166,11 @@ func (x *icmpForwarder) flow(key icmpKey, remote netip.Addr, guestMAC, ourMAC [6
 	if x.noPingSockets.Load() || full {
 		return nil
 	}
-	fd, err := pingSocket(key.dst.Is6())
+	open := pingSocket
+	if x.f.o.PingSocket != nil {
+		open = x.f.o.PingSocket
+	}
+	fd, err := open(key.dst.Is6())
 	if err != nil {
 		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
 			x.noPingSockets.Store(true)

@@ -6,6 +6,7 @@ package outbound
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -35,7 +36,12 @@ type Options struct {
 	// DialTCP, if set, opens the host socket of a TCP flow instead of a
 	// dial from the outbound address: a test's way to hand flows sockets
 	// it controls. It must return a socket the poller can watch.
-	DialTCP        func(ctx context.Context, target netip.AddrPort) (flow.HostConn, error)
+	DialTCP func(ctx context.Context, target netip.AddrPort) (flow.HostConn, error)
+	// DialUDP and PingSocket, if set, open the host sockets of UDP and
+	// echo flows instead of this process (a strict sandbox's engine has
+	// none to open); they bind to the outbound address themselves.
+	DialUDP        func(target netip.AddrPort) (*net.UDPConn, error)
+	PingSocket     func(v6 bool) (int, error)
 	UDPIdleTimeout time.Duration
 	// UDPUnrepliedTimeout closes sooner a UDP flow the host has not
 	// answered.

@@ -32,11 +32,7 @@ func (f *Forwarder) handleUDP(r *udp.ForwarderRequest, first [header.UDPMinimumS
 	if err != nil {
 		return true // dropped, as a full NAT table would
 	}
-	var laddr *net.UDPAddr
-	if la := f.localAddr(v.Target.Addr()); la.IsValid() {
-		laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(la, 0))
-	}
-	host, err := net.DialUDP("udp", laddr, net.UDPAddrFromAddrPort(v.Target))
+	host, err := f.dialUDP(v.Target)
 	if err != nil {
 		f.connectFailed.Add(1)
 		f.log.Debug("host UDP socket failed", "guest", guest, "target", v.Target, "err", err)
@@ -61,4 +57,17 @@ func (f *Forwarder) handleUDP(r *udp.ForwarderRequest, first [header.UDPMinimumS
 		Refused: func() { f.icmp.portUnreachable(guest, dst, first) },
 	})
 	return true
+}
+
+// dialUDP opens a UDP flow's host socket: through Options.DialUDP if set,
+// else from the outbound address of target's family.
+func (f *Forwarder) dialUDP(target netip.AddrPort) (*net.UDPConn, error) {
+	if f.o.DialUDP != nil {
+		return f.o.DialUDP(target)
+	}
+	var laddr *net.UDPAddr
+	if la := f.localAddr(target.Addr()); la.IsValid() {
+		laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(la, 0))
+	}
+	return net.DialUDP("udp", laddr, net.UDPAddrFromAddrPort(target))
 }

@@ -8,17 +8,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// HostNet is the host's addressing that pasta copies into the namespace:
-// the interface of the first default route, its first global address of
-// each family with the prefix, and the default gateways.
-type HostNet struct {
-	IfName string
-	Addr4  netip.Prefix
-	Gw4    netip.Addr
-	Addr6  netip.Prefix
-	Gw6    netip.Addr
-}
-
 // ReadHostNet reads it with netlink; ifname, if set, names the interface
 // (pasta's --interface). A family without a default route is left zero.
 func ReadHostNet(ifname string) (HostNet, error) {

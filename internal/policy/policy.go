@@ -5,11 +5,15 @@ package policy
 
 import (
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/slipway-net/slipway/config"
 )
 
 // Rules describe the virtual network's addresses and the user's choices.
+// The fields are fixed once the network runs; the egress rules can change
+// at any time (SetEgress), and Outbound, called on many goroutines at
+// once, always sees one whole list, the old or the new.
 type Rules struct {
 	// Subnets are the guest networks (IPv4 and optionally IPv6).
 	Subnets []netip.Prefix
@@ -23,6 +27,10 @@ type Rules struct {
 	NoHostLoopback bool
 	// Restrict refuses every outbound flow.
 	Restrict bool
+	// AllowLinkLocal lets flows reach link-local destinations
+	// (169.254.0.0/16, cloud metadata among them, and fe80::/10).
+	AllowLinkLocal bool
+
 	// Deny are destinations refused (other than the gateways and aliases,
 	// which stand for the host).
 	Deny []netip.Prefix
@@ -30,6 +38,35 @@ type Rules struct {
 	// on the host: pasta's --map-guest-addr, which stands for the host at
 	// one of its own addresses.
 	Aliases map[netip.Addr]netip.Addr
+
+	// egress is the user's rule list, replaced whole, never changed in
+	// place.
+	egress atomic.Pointer[[]config.EgressRule]
+}
+
+// SetEgress replaces the egress rules; flows decided from now on see the
+// new list. The caller must not change rules afterwards.
+func (r *Rules) SetEgress(rules []config.EgressRule) { r.egress.Store(&rules) }
+
+// Egress returns the egress rules in force (not to be changed).
+func (r *Rules) Egress() []config.EgressRule {
+	if p := r.egress.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// egressVerdict applies the first egress rule that matches.
+func (r *Rules) egressVerdict(proto config.Proto, dst netip.AddrPort) Reason {
+	for _, e := range r.Egress() {
+		if e.Matches(proto, dst) {
+			if e.Action == config.EgressDeny {
+				return DeniedByRule
+			}
+			return Allowed
+		}
+	}
+	return Allowed
 }
 
 // Reason says why a flow was refused; the empty Reason means allowed.
@@ -44,6 +81,8 @@ const (
 	InsideSubnet    Reason = "destination is inside the guest network"
 	Denied          Reason = "destination denied"
 	ServiceAddrPort Reason = "no service on this port of slipway's address"
+	LinkLocal       Reason = "link-local destination (cloud metadata); --allow-link-local permits it"
+	DeniedByRule    Reason = "denied by an egress rule"
 )
 
 // Verdict is the decision for one flow.
@@ -67,6 +106,10 @@ func (r *Rules) Outbound(proto config.Proto, dst netip.AddrPort) Verdict {
 			}
 			if r.Restrict {
 				return Verdict{Reason: Restricted}
+			}
+			// The rules see the gateway as the guest named it.
+			if why := r.egressVerdict(proto, dst); why != Allowed {
+				return Verdict{Reason: why}
 			}
 			lo := netip.IPv6Loopback()
 			if a.Is4() {
@@ -104,9 +147,60 @@ func (r *Rules) Outbound(proto config.Proto, dst netip.AddrPort) Verdict {
 			return Verdict{Reason: Denied}
 		}
 	}
+	// Link-local addresses are the host's own links: on a cloud VM,
+	// 169.254.169.254 hands out the instance's credentials.
+	if !r.AllowLinkLocal && a.IsLinkLocalUnicast() {
+		return Verdict{Reason: LinkLocal}
+	}
+	if why := r.egressVerdict(proto, dst); why != Allowed {
+		return Verdict{Reason: why}
+	}
 	return Verdict{Target: netip.AddrPortFrom(a, dst.Port())}
 }
 
 func isBroadcast(a netip.Addr) bool {
 	return a == netip.AddrFrom4([4]byte{255, 255, 255, 255})
+}
+
+// FromConfig returns the rules of cfg's network, its egress rules in
+// force.
+func FromConfig(cfg config.Config) *Rules {
+	r := &Rules{
+		Subnets:        []netip.Prefix{cfg.CIDR},
+		Gateways:       []netip.Addr{cfg.Gateway},
+		Services:       []netip.Addr{cfg.DNSAddress},
+		NoHostLoopback: cfg.NoHostLoopback,
+		Restrict:       cfg.Restrict,
+		AllowLinkLocal: cfg.AllowLinkLocal,
+		Deny:           cfg.Deny,
+	}
+	if !cfg.NoIPv6 {
+		r.Subnets = append(r.Subnets, cfg.IPv6Prefix)
+		r.Gateways = append(r.Gateways, cfg.IPv6Gateway)
+		r.Services = append(r.Services, cfg.IPv6DNS)
+	}
+	r.SetEgress(cfg.Egress)
+	return r
+}
+
+// HostTarget decides a host destination as the strict sandbox's broker
+// sees it, after the engine translated the guest's: allowed only if some
+// flow a guest may open goes there. The host's loopback stands for the
+// gateway of its family.
+func (r *Rules) HostTarget(proto config.Proto, target netip.AddrPort) Reason {
+	a := target.Addr().Unmap()
+	if a.IsLoopback() {
+		for _, g := range r.Gateways {
+			if g.Is4() == a.Is4() {
+				v := r.Outbound(proto, netip.AddrPortFrom(g, target.Port()))
+				if v.Allowed() && v.Target.Addr() != a {
+					return NotRoutable // 127.0.0.2 and the like
+				}
+				return v.Reason
+			}
+		}
+		return NotRoutable
+	}
+	v := r.Outbound(proto, netip.AddrPortFrom(a, target.Port()))
+	return v.Reason
 }

@@ -2,62 +2,105 @@ package policy
 
 import (
 	"net/netip"
+	"sync"
 	"testing"
 
 	"github.com/slipway-net/slipway/config"
 )
 
-func TestOutbound(t *testing.T) {
-	base := Rules{
+// rules returns the test network's rules, changed by opts.
+func rules(opts ...func(*Rules)) *Rules {
+	r := &Rules{
 		Subnets:  []netip.Prefix{netip.MustParsePrefix("10.0.2.0/24"), netip.MustParsePrefix("fd00::/64")},
 		Gateways: []netip.Addr{netip.MustParseAddr("10.0.2.2"), netip.MustParseAddr("fd00::2")},
 		Services: []netip.Addr{netip.MustParseAddr("10.0.2.3")},
 	}
-	noLo := base
-	noLo.NoHostLoopback = true
-	restrict := base
-	restrict.Restrict = true
-	aliased := base
-	aliased.Aliases = map[netip.Addr]netip.Addr{netip.MustParseAddr("169.254.1.2"): netip.MustParseAddr("192.0.2.2")}
-	aliasedRestrict := aliased
-	aliasedRestrict.Restrict = true
-	deny := base
-	deny.Deny = []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16")}
-	denyAliased := aliased
-	denyAliased.Deny = deny.Deny
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
+
+func egress(t *testing.T, texts ...string) func(*Rules) {
+	var list []config.EgressRule
+	for _, s := range texts {
+		r, err := config.ParseEgressRule(s)
+		if err != nil {
+			t.Fatalf("%q: %v", s, err)
+		}
+		list = append(list, r)
+	}
+	return func(r *Rules) { r.SetEgress(list) }
+}
+
+func TestOutbound(t *testing.T) {
+	base := rules()
+	noLo := rules(func(r *Rules) { r.NoHostLoopback = true })
+	restrict := rules(func(r *Rules) { r.Restrict = true })
+	linkLocal := rules(func(r *Rules) { r.AllowLinkLocal = true })
+	aliasMap := map[netip.Addr]netip.Addr{netip.MustParseAddr("169.254.1.2"): netip.MustParseAddr("192.0.2.2")}
+	aliased := rules(func(r *Rules) { r.Aliases = aliasMap })
+	aliasedRestrict := rules(func(r *Rules) { r.Aliases, r.Restrict = aliasMap, true })
+	denyList := []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16")}
+	deny := rules(func(r *Rules) { r.Deny, r.AllowLinkLocal = denyList, true })
+	denyAliased := rules(func(r *Rules) { r.Deny, r.Aliases = denyList, aliasMap })
+	ruled := rules(egress(t,
+		"allow 192.0.2.0/24:443",
+		"deny 192.0.2.0/24",
+		"deny 198.51.100.7:22,8000-8099",
+		"deny 10.0.2.2:22",
+		"deny [2001:db8::/32]:53",
+	))
 	ap := netip.MustParseAddrPort
 	cases := []struct {
 		name   string
-		rules  Rules
+		rules  *Rules
+		proto  config.Proto
 		dst    string
 		target string
 		reason Reason
 	}{
-		{"internet", base, "192.0.2.10:80", "192.0.2.10:80", Allowed},
-		{"gateway to loopback", base, "10.0.2.2:8080", "127.0.0.1:8080", Allowed},
-		{"v6 gateway to loopback", base, "[fd00::2]:22", "[::1]:22", Allowed},
-		{"gateway without loopback", noLo, "10.0.2.2:8080", "", NoLoopback},
-		{"internet without loopback", noLo, "192.0.2.10:80", "192.0.2.10:80", Allowed},
-		{"restricted internet", restrict, "192.0.2.10:80", "", Restricted},
-		{"restricted gateway", restrict, "10.0.2.2:80", "", Restricted},
-		{"direct loopback", base, "127.0.0.1:22", "", NotRoutable},
-		{"mapped loopback", base, "[::ffff:127.0.0.1]:22", "", NotRoutable},
-		{"v6 loopback", base, "[::1]:22", "", NotRoutable},
-		{"broadcast", base, "255.255.255.255:9", "", NotRoutable},
-		{"multicast", base, "224.0.0.251:5353", "", NotRoutable},
-		{"unspecified", base, "0.0.0.0:80", "", NotRoutable},
-		{"other guest", base, "10.0.2.16:80", "", InsideSubnet},
-		{"dns other port", base, "10.0.2.3:80", "", ServiceAddrPort},
-		{"alias to the host's address", aliased, "169.254.1.2:8080", "192.0.2.2:8080", Allowed},
-		{"no alias without the map", base, "169.254.1.2:8080", "169.254.1.2:8080", Allowed},
-		{"restricted alias", aliasedRestrict, "169.254.1.2:8080", "", Restricted},
-		{"denied metadata", deny, "169.254.169.254:80", "", Denied},
-		{"outside the denied", deny, "192.0.2.10:80", "192.0.2.10:80", Allowed},
-		{"an alias over the denied", denyAliased, "169.254.1.2:8080", "192.0.2.2:8080", Allowed},
+		{"internet", base, config.TCP, "192.0.2.10:80", "192.0.2.10:80", Allowed},
+		{"gateway to loopback", base, config.TCP, "10.0.2.2:8080", "127.0.0.1:8080", Allowed},
+		{"v6 gateway to loopback", base, config.TCP, "[fd00::2]:22", "[::1]:22", Allowed},
+		{"gateway without loopback", noLo, config.TCP, "10.0.2.2:8080", "", NoLoopback},
+		{"internet without loopback", noLo, config.TCP, "192.0.2.10:80", "192.0.2.10:80", Allowed},
+		{"restricted internet", restrict, config.TCP, "192.0.2.10:80", "", Restricted},
+		{"restricted gateway", restrict, config.TCP, "10.0.2.2:80", "", Restricted},
+		{"direct loopback", base, config.TCP, "127.0.0.1:22", "", NotRoutable},
+		{"mapped loopback", base, config.TCP, "[::ffff:127.0.0.1]:22", "", NotRoutable},
+		{"v6 loopback", base, config.TCP, "[::1]:22", "", NotRoutable},
+		{"broadcast", base, config.TCP, "255.255.255.255:9", "", NotRoutable},
+		{"multicast", base, config.TCP, "224.0.0.251:5353", "", NotRoutable},
+		{"unspecified", base, config.TCP, "0.0.0.0:80", "", NotRoutable},
+		{"other guest", base, config.TCP, "10.0.2.16:80", "", InsideSubnet},
+		{"dns other port", base, config.TCP, "10.0.2.3:80", "", ServiceAddrPort},
+		{"metadata", base, config.TCP, "169.254.169.254:80", "", LinkLocal},
+		{"metadata ping", base, config.ICMP, "169.254.169.254:0", "", LinkLocal},
+		{"mapped metadata", base, config.UDP, "[::ffff:169.254.169.254]:53", "", LinkLocal},
+		{"v6 link-local", base, config.UDP, "[fe80::1]:53", "", LinkLocal},
+		{"metadata allowed", linkLocal, config.TCP, "169.254.169.254:80", "169.254.169.254:80", Allowed},
+		{"first match allows", ruled, config.TCP, "192.0.2.10:443", "192.0.2.10:443", Allowed},
+		{"later deny", ruled, config.TCP, "192.0.2.10:80", "", DeniedByRule},
+		{"deny covers ping", ruled, config.ICMP, "192.0.2.10:0", "", DeniedByRule},
+		{"port list", ruled, config.UDP, "198.51.100.7:22", "", DeniedByRule},
+		{"port range", ruled, config.TCP, "198.51.100.7:8050", "", DeniedByRule},
+		{"port outside", ruled, config.TCP, "198.51.100.7:8100", "198.51.100.7:8100", Allowed},
+		{"ports skip ping", ruled, config.ICMP, "198.51.100.7:0", "198.51.100.7:0", Allowed},
+		{"gateway rule", ruled, config.TCP, "10.0.2.2:22", "", DeniedByRule},
+		{"gateway other port", ruled, config.TCP, "10.0.2.2:80", "127.0.0.1:80", Allowed},
+		{"v6 rule", ruled, config.UDP, "[2001:db8::1]:53", "", DeniedByRule},
+		{"builtin before rules", ruled, config.TCP, "127.0.0.1:443", "", NotRoutable},
+		{"alias to the host's address", aliased, config.TCP, "169.254.1.2:8080", "192.0.2.2:8080", Allowed},
+		{"no alias without the map", base, config.TCP, "169.254.1.2:8080", "", LinkLocal},
+		{"restricted alias", aliasedRestrict, config.TCP, "169.254.1.2:8080", "", Restricted},
+		{"denied metadata", deny, config.TCP, "169.254.169.254:80", "", Denied},
+		{"outside the denied", deny, config.TCP, "192.0.2.10:80", "192.0.2.10:80", Allowed},
+		{"an alias over the denied", denyAliased, config.TCP, "169.254.1.2:8080", "192.0.2.2:8080", Allowed},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			v := c.rules.Outbound(config.TCP, ap(c.dst))
+			v := c.rules.Outbound(c.proto, ap(c.dst))
 			if v.Reason != c.reason {
 				t.Fatalf("reason %q, want %q", v.Reason, c.reason)
 			}
@@ -65,5 +108,72 @@ func TestOutbound(t *testing.T) {
 				t.Fatalf("target %v, want %v", v.Target, c.target)
 			}
 		})
+	}
+}
+
+// Decisions taken while the rules change see one whole list: a flow is
+// denied under the deny list and allowed under the empty one, never
+// anything else (the race detector checks the rest).
+func TestSetEgressWhileDeciding(t *testing.T) {
+	r := rules()
+	deny := egress(t, "allow 192.0.2.1:80", "deny 192.0.2.0/24")
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if i%2 == 0 {
+				deny(r)
+			} else {
+				r.SetEgress(nil)
+			}
+		}
+	}()
+	dst := netip.MustParseAddrPort("192.0.2.1:80")
+	for range 10000 {
+		if v := r.Outbound(config.TCP, dst); !v.Allowed() {
+			t.Fatalf("192.0.2.1:80 refused (%s): allowed by both lists", v.Reason)
+		}
+	}
+	close(stop)
+	wg.Wait()
+}
+
+// The strict broker's check: a host target is allowed only where a
+// guest's flow could go.
+func TestHostTarget(t *testing.T) {
+	cfg := config.Default()
+	cfg.NoHostLoopback = false
+	r := FromConfig(cfg)
+	ap := netip.MustParseAddrPort
+	for _, c := range []struct {
+		target string
+		want   Reason
+	}{
+		{"93.184.216.34:443", Allowed},
+		{"127.0.0.1:8080", Allowed},
+		{"[::1]:8080", Allowed},
+		{"127.0.0.2:8080", NotRoutable},
+		{"169.254.169.254:80", LinkLocal},
+		{"10.0.2.15:22", InsideSubnet},
+		{"224.0.0.1:5353", NotRoutable},
+	} {
+		if got := r.HostTarget(config.TCP, ap(c.target)); got != c.want {
+			t.Errorf("%s: %q, want %q", c.target, got, c.want)
+		}
+	}
+	cfg.NoHostLoopback = true
+	if got := FromConfig(cfg).HostTarget(config.TCP, ap("127.0.0.1:8080")); got != NoLoopback {
+		t.Errorf("loopback with NoHostLoopback: %q", got)
+	}
+	cfg.NoHostLoopback, cfg.Restrict = false, true
+	if got := FromConfig(cfg).HostTarget(config.UDP, ap("93.184.216.34:53")); got != Restricted {
+		t.Errorf("restricted: %q", got)
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/flow"
+	"github.com/slipway-net/slipway/internal/hostnet"
 	"github.com/slipway-net/slipway/internal/netstack"
 )
 
@@ -53,6 +54,11 @@ type Options struct {
 	MaxPendingConnects int
 	ConnectTimeout     time.Duration
 	UDPIdleTimeout     time.Duration
+	// ListenTCP and ListenUDP, if set, open the host sockets of published
+	// ports instead of the publisher itself: a sandboxed engine asks its
+	// launcher (internal/broker).
+	ListenTCP func(netip.AddrPort) (*net.TCPListener, error)
+	ListenUDP func(netip.AddrPort) (*net.UDPConn, error)
 	// OnChange, if set, is told of every forward added or removed. It is
 	// called with the publisher's lock held and must not block.
 	OnChange func(f Forward, added bool)
@@ -113,6 +119,12 @@ func New(o Options) *Publisher {
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	if o.ListenTCP == nil {
+		o.ListenTCP = hostnet.ListenTCP
+	}
+	if o.ListenUDP == nil {
+		o.ListenUDP = hostnet.ListenUDP
+	}
 	return &Publisher{o: o, log: log, ctx: ctx, cancel: cancel, forwards: map[uint64]*forward{},
 		pending: make(chan struct{}, max(o.MaxPendingConnects, 1))}
 }
@@ -154,14 +166,10 @@ func (p *Publisher) Add(r config.PublishRule) (Forward, error) {
 // listen binds every host port of fw's rule.
 func (p *Publisher) listen(fw *forward) error {
 	r := fw.PublishRule
-	network := "4"
-	if r.HostAddr.Is6() {
-		network = "6"
-	}
 	for i := 0; i < r.HostPorts(); i++ {
 		ap := netip.AddrPortFrom(r.HostAddr, r.HostPort+uint16(i))
 		if r.Proto == config.UDP {
-			c, err := net.ListenUDP("udp"+network, net.UDPAddrFromAddrPort(ap))
+			c, err := p.listenUDP(ap)
 			if err != nil {
 				return err
 			}
@@ -169,7 +177,7 @@ func (p *Publisher) listen(fw *forward) error {
 			fw.udp = append(fw.udp, newUDPPort(p, fw, c, guest))
 			continue
 		}
-		l, err := net.ListenTCP("tcp"+network, net.TCPAddrFromAddrPort(ap))
+		l, err := p.listenTCP(ap)
 		if err != nil {
 			return err
 		}
@@ -177,6 +185,9 @@ func (p *Publisher) listen(fw *forward) error {
 	}
 	return nil
 }
+
+func (p *Publisher) listenTCP(ap netip.AddrPort) (*net.TCPListener, error) { return p.o.ListenTCP(ap) }
+func (p *Publisher) listenUDP(ap netip.AddrPort) (*net.UDPConn, error)     { return p.o.ListenUDP(ap) }
 
 // start runs fw's listeners.
 func (p *Publisher) start(fw *forward) {

@@ -23,13 +23,15 @@ func TestServeKeepsServingAfterEMFILE(t *testing.T) {
 	testenv.RequireTools(t, "prlimit")
 	sock := filepath.Join(t.TempDir(), "vm.sock")
 	srv := testenv.Serve(t, "--listen", "stream:unix:"+sock)
-	fds, err := os.ReadDir("/proc/" + strconv.Itoa(srv.Cmd.Process.Pid) + "/fd")
+	// The sandboxed engine holds the VMs' sockets, not its launcher.
+	engine := enginePID(t, srv.Cmd.Process.Pid)
+	fds, err := os.ReadDir("/proc/" + strconv.Itoa(engine) + "/fd")
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Room for a few more descriptors, then none.
 	limit := strconv.Itoa(len(fds) + 4)
-	if out, err := exec.Command("prlimit", "--pid", strconv.Itoa(srv.Cmd.Process.Pid), "--nofile="+limit+":"+limit).CombinedOutput(); err != nil {
+	if out, err := exec.Command("prlimit", "--pid", strconv.Itoa(engine), "--nofile="+limit+":"+limit).CombinedOutput(); err != nil {
 		t.Fatalf("prlimit: %v %s", err, out)
 	}
 	var conns []net.Conn

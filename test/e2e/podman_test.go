@@ -111,6 +111,15 @@ func TestPodmanSlirp4netns(t *testing.T) {
 	got := map[string]string{"page": page, "host": get("/host"), "dns": get("/dns"), "client": client}
 	checkMarkers(t, got, map[string]string{"page": "hello from the container", "host": "hello from the host",
 		"dns": testenv.TestDomainAddr, "client": hostIP.String()}, "podman's container: ")
+	// podman passes --enable-sandbox --enable-seccomp: slipway's engine
+	// is confined (as a uid of podman's user namespace, not root).
+	engine := engineByExe(t, bin)
+	checkConfined(t, engine, anyUser, false)
+	st := procStatus(t, engine)
+	if launcher, _ := os.ReadFile("/proc/" + st["PPid"] + "/cmdline"); !strings.Contains(string(launcher), "--enable-sandbox\x00") ||
+		!strings.Contains(string(launcher), "--enable-seccomp\x00") {
+		t.Errorf("podman's slirp4netns command line %q lacks --enable-sandbox --enable-seccomp", launcher)
+	}
 	if t.Failed() {
 		logs, _ := podman("logs", "web").CombinedOutput()
 		t.Logf("container logs:\n%s", logs)

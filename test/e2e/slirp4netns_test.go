@@ -95,6 +95,9 @@ func TestSlirp4netnsCommandLine(t *testing.T) {
 		slirp.Process.Kill()
 		t.Fatalf("no ready signal (%v):\n%s", <-exited, out.String())
 	}
+	// Podman's --enable-sandbox --enable-seccomp or not, the engine is
+	// confined; nobody's launcher owns its user namespace.
+	checkConfined(t, enginePID(t, slirp.Process.Pid), nobodyUID, false)
 
 	m := testenv.Markers(inUserNS(t, pid, script(
 		`echo "@addr=$(ip -4 -o addr show tap0 | awk '{print $4}')"`,
@@ -234,6 +237,13 @@ exec busybox httpd -f -p 80 -h `+www+"\n"), 0o755)
 	if m := testenv.Markers(out.String()); m["addr"] != "10.0.2.100/24" {
 		t.Fatalf("tap0 in rootlesskit's namespace: %q\n%s", m["addr"], out.String())
 	}
+	// Started by rootlesskit as the user, slipway's engine is confined.
+	uid, err := exec.Command("id", "-u", user).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(uid)))
+	checkConfined(t, engineByExe(t, s4), n, false)
 }
 
 // rootlessUser returns an unprivileged user with subordinate ids, as

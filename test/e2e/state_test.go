@@ -19,7 +19,7 @@ func TestRunStateFile(t *testing.T) {
 	web, _ := testenv.HTTPFile(t, 1<<10)
 	state := filepath.Join(t.TempDir(), "state.json")
 	for round := 0; round < 2; round++ {
-		res := runNS(t, []string{"--state-file", state}, fmt.Sprintf("curl -sf -o /dev/null http://10.0.2.2:%d/blob && echo @curl=ok", web.Port()))
+		res := runNS(t, []string{"--state-file", state, "--sandbox", "off"}, fmt.Sprintf("curl -sf -o /dev/null http://10.0.2.2:%d/blob && echo @curl=ok", web.Port()))
 		if res.Code != 0 || testenv.Markers(res.Output)["curl"] != "ok" {
 			t.Fatalf("round %d: exit %d:\n%s", round, res.Code, res.Output)
 		}

@@ -59,7 +59,15 @@ func RequireTools(t testing.TB, tools ...string) {
 	}
 }
 
-var buildOnce = sync.OnceValues(func() (string, error) {
+var (
+	buildOnce      = sync.OnceValues(func() (string, error) { return build("") })
+	probeBuildOnce = sync.OnceValues(func() (string, error) { return build("sandboxprobe") })
+)
+
+// build builds slipway with the given build tags into a directory any
+// user may enter, as an installed binary's: a root launcher then runs its
+// engine as nobody, and tests see the sandbox as users get it.
+func build(tags string) (string, error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return "", err
@@ -68,22 +76,66 @@ var buildOnce = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", err
+	}
 	bin := filepath.Join(dir, "slipway")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/slipway")
+	cmd := exec.Command("go", "build", "-tags="+tags, "-o", bin, "./cmd/slipway")
+	// As shipped: without cgo, the sandbox can change every thread.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}
 	return bin, nil
-})
+}
 
-// Slipway returns the path of the slipway binary built from this tree
-// (once per test process). It skips in -short mode: its callers run the
-// binary.
+// Slipway returns the path of a slipway binary built from this tree once
+// per test process.
 func Slipway(t testing.TB) string {
 	t.Helper()
 	skipShort(t, "runs the slipway binary")
 	bin, err := buildOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// SandboxEnv, if set, is the --sandbox mode Run, Serve and WithSandbox
+// give slipway's run, serve and bhyve-helper when the test names none:
+// SLIPWAY_TEST_SANDBOX=strict runs a suite with the strict sandbox.
+const SandboxEnv = "SLIPWAY_TEST_SANDBOX"
+
+// WithSandbox adds --sandbox=$SLIPWAY_TEST_SANDBOX after args' command.
+func WithSandbox(args []string) []string {
+	mode := os.Getenv(SandboxEnv)
+	if mode == "" || len(args) == 0 {
+		return args
+	}
+	switch args[0] {
+	case "run", "serve", "bhyve-helper":
+	default:
+		return args
+	}
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if strings.HasPrefix(a, "--sandbox") {
+			return args
+		}
+	}
+	return append([]string{args[0], "--sandbox=" + mode}, args[1:]...)
+}
+
+// SlipwayProbe is slipway built with the sandboxprobe tag: its engine,
+// once confined, tries the escape $SLIPWAY_TEST_PROBE names, prints
+// "@probe=RESULT" and exits (cmd/slipway/probe_on.go).
+func SlipwayProbe(t testing.TB) string {
+	t.Helper()
+	skipShort(t, "runs the slipway binary")
+	bin, err := probeBuildOnce()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +170,7 @@ func Run(t testing.TB, timeout time.Duration, args ...string) Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, Slipway(t), args...)
+	cmd := exec.CommandContext(ctx, Slipway(t), WithSandbox(args)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
@@ -479,7 +531,7 @@ func Serve(t testing.TB, args ...string) *Process {
 	}
 	defer r.Close()
 	defer w.Close() // if StartProcess fails
-	cmd := exec.Command(Slipway(t), append([]string{"serve", "--ready-fd", "3"}, args...)...)
+	cmd := exec.Command(Slipway(t), WithSandbox(append([]string{"serve", "--ready-fd", "3"}, args...))...)
 	cmd.ExtraFiles = []*os.File{w}
 	s := StartProcess(t, "slipway serve", cmd)
 	// The child has its copy; ours would keep the read below from seeing

@@ -74,7 +74,7 @@ func (s server) wait(t *testing.T, timeout time.Duration) int {
 // It is stopped when the test ends.
 func start(t *testing.T, files []*os.File, args ...string) server {
 	t.Helper()
-	cmd := exec.Command(testenv.Slipway(t), args...)
+	cmd := exec.Command(testenv.Slipway(t), testenv.WithSandbox(args)...)
 	cmd.ExtraFiles = files
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	return server{testenv.StartProcess(t, "slipway", cmd)}

@@ -39,7 +39,7 @@ func TestStateFileRestart(t *testing.T) {
 	api := filepath.Join(dir, "api.sock")
 	state := filepath.Join(dir, "state.json")
 	hostPort := testenv.FreePort(t, "tcp")
-	args := []string{"--listen", "stream:unix:" + sock, "--api-socket", api, "--state-file", state}
+	args := []string{"--listen", "stream:unix:" + sock, "--api-socket", api, "--state-file", state, "--sandbox", "off"}
 	const macA, macB = "52:54:00:00:20:01", "52:54:00:00:20:02"
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -119,8 +119,13 @@ func TestStateFileRestart(t *testing.T) {
 	}
 	// A place the file cannot be written (even by root): refused at start.
 	unwritable := "/proc/slipway-state.json"
-	res := testenv.Run(t, 30*time.Second, "serve", "--listen", "stream:unix:"+sock, "--state-file", unwritable)
+	res := testenv.Run(t, 30*time.Second, "serve", "--listen", "stream:unix:"+sock, "--state-file", unwritable, "--sandbox", "off")
 	if res.Code == 0 || !strings.Contains(res.Output, unwritable) {
 		t.Errorf("unwritable state file: exit %d:\n%s", res.Code, res.Output)
+	}
+	// The confined engine cannot keep a file: refused, saying so.
+	res = testenv.Run(t, 30*time.Second, "serve", "--listen", "stream:unix:"+sock, "--state-file", state)
+	if res.Code == 0 || !strings.Contains(res.Output, "--state-file") || !strings.Contains(res.Output, "--sandbox off") {
+		t.Errorf("--state-file with the sandbox on: exit %d:\n%s", res.Code, res.Output)
 	}
 }

@@ -34,12 +34,17 @@ const (
 	GroupNS = "ns"
 	GroupVM = "vm"
 
-	Slipway     = "slipway"
-	Veth        = "veth"
-	Pasta       = "pasta"
-	Slirp4netns = "slirp4netns"
-	Passt       = "passt"
-	QEMUUser    = "qemu-user"
+	Slipway = "slipway"
+	// slipway with its sandbox off and strict: what the default
+	// sandbox costs, and what strict mode's broker round trip per
+	// new flow costs.
+	SlipwayNoSandbox = "slipway-nosandbox"
+	SlipwayStrict    = "slipway-strict"
+	Veth             = "veth"
+	Pasta            = "pasta"
+	Slirp4netns      = "slirp4netns"
+	Passt            = "passt"
+	QEMUUser         = "qemu-user"
 	// QEMU's -netdev user on slipway's libslirp.so.0, in its two shapes.
 	QEMUUserSlipway        = "qemu-user-slipway"
 	QEMUUserSlipwayProcess = "qemu-user-slipway-process"

@@ -1,0 +1,450 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/slipway-net/slipway/internal/nvlist"
+	"github.com/slipway-net/slipway/test/guestpeer"
+	"github.com/slipway-net/slipway/test/testenv"
+)
+
+// The sandbox as seen from outside the running engine, the way a user
+// checks it: /proc/PID of the engine process each mode starts.
+
+const nobodyUID = 65534
+
+// anyUser, as checkConfined's uid, accepts any uid but root's.
+const anyUser = -1
+
+// findEngine waits for a slipway-engine process that match accepts.
+func findEngine(t *testing.T, what string, match func(proc string) bool) int {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			proc := "/proc/" + e.Name()
+			cmdline, _ := os.ReadFile(proc + "/cmdline")
+			if bytes.HasPrefix(cmdline, []byte("slipway-engine\x00")) && match(proc) {
+				return pid
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no engine process %s", what)
+	return 0
+}
+
+// enginePID is the engine the launcher started: its child.
+func enginePID(t *testing.T, launcher int) int {
+	t.Helper()
+	return findEngine(t, "under launcher "+strconv.Itoa(launcher), func(proc string) bool {
+		stat, _ := os.ReadFile(proc + "/stat")
+		// pid (comm) state ppid ...: comm may hold spaces.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			return false
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		return len(f) > 1 && f[1] == strconv.Itoa(launcher)
+	})
+}
+
+// engineByExe is the engine whose binary is exe (or what the symlink exe
+// points at), however it was started.
+func engineByExe(t *testing.T, exe string) int {
+	t.Helper()
+	want, err := filepath.EvalSymlinks(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return findEngine(t, "of "+want, func(proc string) bool {
+		got, _ := os.Readlink(proc + "/exe")
+		return got == want
+	})
+}
+
+// procStatus is /proc/PID/status as a map.
+func procStatus(t *testing.T, pid int) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	return m
+}
+
+// checkConfined fails the test unless the engine pid has every layer of
+// the default sandbox that shows from outside: no capability in any set,
+// no_new_privs, a seccomp filter, the host uid wanted, namespaces of its
+// own (but the host's network), an empty root, no core dumps, a hard
+// descriptor limit, and (run as the same uid) not dumpable.
+func checkConfined(t *testing.T, pid, wantUID int, launcherRoot bool) {
+	t.Helper()
+	checkLayers(t, pid, wantUID, launcherRoot, false)
+}
+
+// checkLayers is checkConfined; strict: the engine has a network
+// namespace of its own too.
+func checkLayers(t *testing.T, pid, wantUID int, launcherRoot, strict bool) {
+	t.Helper()
+	st := procStatus(t, pid)
+	for _, k := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
+		if st[k] != "0000000000000000" {
+			t.Errorf("engine %s = %q, want none", k, st[k])
+		}
+	}
+	if st["NoNewPrivs"] != "1" {
+		t.Errorf("engine NoNewPrivs = %q, want 1", st["NoNewPrivs"])
+	}
+	if st["Seccomp"] != "2" {
+		t.Errorf("engine Seccomp = %q, want 2 (a filter)", st["Seccomp"])
+	}
+	// anyUser: some uid but root's, all four the same.
+	want := strconv.Itoa(wantUID)
+	if f := strings.Fields(st["Uid"]); len(f) != 4 || f[0] != f[1] || f[0] != f[2] || f[0] != f[3] ||
+		(wantUID == anyUser && f[0] == "0") || (wantUID != anyUser && f[0] != want) {
+		t.Errorf("engine host uids %q, want %s", st["Uid"], want)
+	}
+	p := "/proc/" + strconv.Itoa(pid)
+	for _, ns := range []string{"user", "mnt", "ipc", "uts", "pid", "net"} {
+		theirs, err1 := os.Readlink(p + "/ns/" + ns)
+		ours, err2 := os.Readlink("/proc/self/ns/" + ns)
+		if err1 != nil || err2 != nil {
+			t.Errorf("ns/%s: %v %v", ns, err1, err2)
+			continue
+		}
+		// The engine opens host sockets itself: it stays in the
+		// host's network namespace, unless strict.
+		if same := theirs == ours; same != (ns == "net" && !strict) {
+			t.Errorf("engine ns/%s %s, the test's %s", ns, theirs, ours)
+		}
+	}
+	if entries, err := os.ReadDir(p + "/root"); err != nil || len(entries) != 0 {
+		t.Errorf("engine root holds %d entries (%v), want an empty directory", len(entries), err)
+	}
+	if w, err := os.ReadDir(p + "/root/etc"); err == nil {
+		t.Errorf("engine root has /etc (%d entries)", len(w))
+	}
+	limits, err := os.ReadFile(p + "/limits")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(limits), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case strings.HasPrefix(line, "Max core file size") && (len(f) < 6 || f[4] != "0" || f[5] != "0"):
+			t.Errorf("engine %q, want 0 0", line)
+		case strings.HasPrefix(line, "Max open files") && (len(f) < 5 || f[3] != f[4] || f[4] == "unlimited"):
+			t.Errorf("engine %q, want a hard limit equal to the soft one", line)
+		}
+	}
+	if wantUID == nobodyUID && launcherRoot {
+		// The same uid may read a dumpable process's environment;
+		// not this one's. (A launcher that is not root owns the
+		// engine's user namespace, and so may read it anyway: it
+		// could as well read its own.)
+		out, err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat", p+"/environ").CombinedOutput()
+		if err == nil {
+			t.Errorf("nobody read the engine's environment: it is dumpable (%d bytes)", len(out))
+		}
+	}
+}
+
+// checkLayersLine fails the test unless the output has the engine's one
+// line naming its layers, all active.
+func checkLayersLine(t *testing.T, output string) {
+	t.Helper()
+	for _, line := range strings.Split(output, "\n") {
+		if !strings.Contains(line, `msg=sandbox layers=`) {
+			continue
+		}
+		for _, layer := range []string{"empty root", "not root", "no capabilities", "no_new_privs", "not dumpable", "rlimits", "landlock (ABI", "seccomp (allow-list"} {
+			if !strings.Contains(line, layer) {
+				t.Errorf("the sandbox line lacks %q: %s", layer, line)
+			}
+		}
+		if strings.Contains(line, "MISSING") {
+			t.Errorf("a layer is missing: %s", line)
+		}
+		return
+	}
+	t.Errorf("no sandbox line in the output:\n%s", output)
+}
+
+func TestSandboxServe(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "setpriv")
+	sock := filepath.Join(t.TempDir(), "vm.sock")
+	s := testenv.Serve(t, "--listen", "stream:unix:"+sock, "--log-level", "info")
+	checkConfined(t, enginePID(t, s.Cmd.Process.Pid), nobodyUID, true)
+	checkLayersLine(t, s.Output())
+}
+
+// TestSandboxRun: the engine of `slipway run`, while the command runs.
+func TestSandboxRun(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "setpriv", "sleep")
+	r, w, _ := os.Pipe()
+	defer r.Close()
+	cmd := exec.Command(testenv.Slipway(t), "run", "--ready-fd", "3", "--log-level", "info", "--", "sleep", "60")
+	cmd.ExtraFiles = []*os.File{w}
+	p := testenv.StartProcess(t, "slipway run", cmd)
+	w.Close()
+	if b := make([]byte, 1); readByte(r, b) != "1" {
+		t.Fatalf("not ready:\n%s", p.Output())
+	}
+	checkConfined(t, enginePID(t, cmd.Process.Pid), nobodyUID, true)
+	checkLayersLine(t, p.Output())
+}
+
+func readByte(r *os.File, b []byte) string {
+	n, _ := r.Read(b)
+	return string(b[:n])
+}
+
+// TestSandboxBhyveHelper: bhyve's helper, confined once it has its
+// configuration.
+func TestSandboxBhyveHelper(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "setpriv")
+	child, ours := guestpeer.Socketpair(t, unix.SOCK_SEQPACKET)
+	cmd := exec.Command(testenv.Slipway(t), "bhyve-helper", "-S", "3", "--log-level", "info")
+	cmd.ExtraFiles = []*os.File{child}
+	p := testenv.StartProcess(t, "slipway bhyve-helper", cmd)
+	child.Close()
+	cfg, err := nvlist.Pack(&nvlist.List{Pairs: []nvlist.Pair{{Name: "backend", Type: nvlist.String, Value: "slirp"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ours.Write(cfg); err != nil {
+		t.Fatal(err)
+	}
+	// Confined once it logged its layers.
+	waitOutput(t, p, "msg=sandbox")
+	checkConfined(t, enginePID(t, cmd.Process.Pid), nobodyUID, true)
+	checkLayersLine(t, p.Output())
+	ours.Close()
+}
+
+func waitOutput(t *testing.T, p *testenv.Process, s string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(p.Output(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the output:\n%s", s, p.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestSandboxUnprivileged: a launcher running as nobody, given a
+// connected socket for its VM (as a caller that opened it passes it):
+// the engine is nobody too, with every layer.
+func TestSandboxUnprivileged(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "setpriv")
+	child, ours := guestpeer.Socketpair(t, unix.SOCK_STREAM)
+	defer ours.Close()
+	r, w, _ := os.Pipe()
+	defer r.Close()
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+		testenv.Slipway(t), "serve", "--fd", "3:stream", "--ready-fd", "4", "--log-level", "info")
+	cmd.ExtraFiles = []*os.File{child, w}
+	p := testenv.StartProcess(t, "slipway serve as nobody", cmd)
+	child.Close()
+	w.Close()
+	if b := make([]byte, 1); readByte(r, b) != "1" {
+		t.Fatalf("not ready:\n%s", p.Output())
+	}
+	checkConfined(t, enginePID(t, cmd.Process.Pid), nobodyUID, false)
+	checkLayersLine(t, p.Output())
+	// The VM still gets an address.
+	g := guestpeer.New(t, guestpeer.NewStream(ours), "52:54:00:12:34:56")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := g.DHCP(ctx); err != nil {
+		t.Errorf("DHCP through the sandboxed engine: %v", err)
+	}
+}
+
+// TestSandboxOff: --sandbox=off is one unconfined process, and says so.
+func TestSandboxOff(t *testing.T) {
+	testenv.RequireRoot(t)
+	sock := filepath.Join(t.TempDir(), "vm.sock")
+	s := testenv.Serve(t, "--listen", "stream:unix:"+sock, "--sandbox=off")
+	st := procStatus(t, s.Cmd.Process.Pid)
+	if st["Seccomp"] != "0" {
+		t.Errorf("--sandbox=off: Seccomp = %q, want 0", st["Seccomp"])
+	}
+	waitOutput(t, s, "sandbox off (--sandbox=off)")
+	bad := testenv.Run(t, 10*time.Second, "serve", "--listen", "stream:unix:"+sock+"2", "--sandbox=maybe")
+	if bad.Code != 2 || !strings.Contains(bad.Output, "sandbox") {
+		t.Errorf("--sandbox=maybe: exit %d, output %q; want 2 and a line naming the flag", bad.Code, bad.Output)
+	}
+}
+
+// probeEngine runs the probe build's serve with SLIPWAY_TEST_PROBE=name (and
+// env) and returns its output and how the launcher ended.
+func probeEngine(t *testing.T, name string, env ...string) (string, error) {
+	t.Helper()
+	return probeEngineArgs(t, name, nil, env...)
+}
+
+func probeEngineArgs(t *testing.T, name string, args []string, env ...string) (string, error) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "vm.sock")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testenv.SlipwayProbe(t), append([]string{"serve", "--listen", "stream:unix:" + sock, "--log-level", "info"}, args...)...)
+	cmd.Env = append(append(os.Environ(), "SLIPWAY_TEST_PROBE="+name), env...)
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("probe %s: timed out:\n%s", name, out)
+	}
+	return string(out), err
+}
+
+// TestSandboxKillsEscapes: a confined engine that tries a system call a
+// compromised one would (open a file, run a program, a raw or netlink
+// socket, trace, fork, a new namespace, ...) is killed by its seccomp
+// filter before the call does anything.
+func TestSandboxKillsEscapes(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, name := range []string{"open", "execve", "packet", "netlink", "unix", "mptcp", "ptrace", "fork",
+		"mount", "unshare", "setns", "bpf", "io_uring", "keyctl", "perf_event_open"} {
+		out, err := probeEngine(t, name)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || strings.Contains(out, "@probe=") || !strings.Contains(out, "killed by its seccomp filter") {
+			t.Errorf("%s: launcher ended with %v; want the engine killed by seccomp:\n%s", name, err, out)
+		}
+	}
+}
+
+// TestSandboxLayersBehindSeccomp: with seccomp only logging (as when
+// deriving the list), the other layers still refuse: no file to open in
+// the empty root (and Landlock), no program to run, no raw socket without
+// capabilities, no TCP bind (Landlock), no mount.
+func TestSandboxLayersBehindSeccomp(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, name := range []string{"open", "execve", "packet", "bind", "mount", "ptrace", "unshare"} {
+		out, _ := probeEngine(t, name, "SLIPWAY_SECCOMP=log")
+		m := testenv.Markers(out)
+		if !strings.HasPrefix(m["probe"], "refused") || name == "bind" && !strings.Contains(m["probe"], "permission denied") {
+			t.Errorf("%s with seccomp logging only: %q, want refused by another layer:\n%s", name, m["probe"], out)
+		}
+	}
+}
+
+// TestSandboxPublishesLowPortAtRunTime: a port below 1024 published
+// through the API after start-up listens, although the engine (nobody, no
+// capabilities, Landlock: no bind) could bind nothing: the launcher binds
+// it and hands the socket over.
+func TestSandboxPublishesLowPortAtRunTime(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "curl")
+	port := 0
+	for p := 900; p < 1000 && port == 0; p++ {
+		if l, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+			l.Close()
+			port = p
+		}
+	}
+	if port == 0 {
+		t.Fatal("no free port between 900 and 999")
+	}
+	dir := t.TempDir()
+	api := filepath.Join(dir, "api.sock")
+	s := testenv.Serve(t, "--listen", "stream:unix:"+filepath.Join(dir, "vm.sock"), "--api-socket", api)
+	out, err := exec.Command("curl", "-s", "-w", "\n%{http_code}", "--unix-socket", api, "-X", "POST", "http://slipway/v1/forwards",
+		"-d", fmt.Sprintf(`{"spec":"127.0.0.1:%d:80"}`, port)).CombinedOutput()
+	if err != nil || !strings.HasSuffix(strings.TrimSpace(string(out)), "201") {
+		t.Fatalf("POST /v1/forwards: %v %s\n%s", err, out, s.Output())
+	}
+	c, err := net.DialTimeout("tcp4", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
+	if err != nil {
+		t.Fatalf("port %d published at run time does not listen: %v", port, err)
+	}
+	c.Close()
+}
+
+// TestSandboxStrict: in strict mode the engine is in a network namespace
+// of its own with no socket(), connect() or bind(); every host socket
+// comes from the launcher. TCP, UDP, DNS, ping and a port published at run
+// time still work.
+func TestSandboxStrict(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "setpriv", "curl", "dig", "socat", "busybox", "sha256sum")
+	dir := t.TempDir()
+	s := testenv.Serve(t, "--listen", "stream:unix:"+filepath.Join(dir, "vm.sock"), "--sandbox=strict", "--log-level", "info")
+	checkLayers(t, enginePID(t, s.Cmd.Process.Pid), nobodyUID, true, true)
+	checkLayersLine(t, s.Output())
+	if !strings.Contains(s.Output(), "strict (an empty network namespace") {
+		t.Errorf("the sandbox line does not name strict mode:\n%s", s.Output())
+	}
+
+	dns := testenv.Dnsmasq(t)
+	web, sum := testenv.HTTPFile(t, 4<<20)
+	echo := testenv.UDPEcho(t)
+	api := filepath.Join(dir, "api.sock")
+	pub := testenv.FreePort(t, "tcp")
+	www := publicDir(t)
+	os.WriteFile(filepath.Join(www, "index.html"), []byte("published\n"), 0o644)
+	res := runNS(t, []string{"--sandbox=strict", "--dns-upstream", dns.String(), "--api-socket", api}, script(
+		fmt.Sprintf(`echo "@sha=$(curl -s -m 20 http://10.0.2.2:%d/blob | sha256sum | cut -d' ' -f1)"`, web.Port()),
+		`echo "@dns_udp=$(dig +short +time=3 +tries=1 a.`+testenv.TestDomain+`)"`,
+		`echo "@dns_tcp=$(dig +tcp +short +time=3 +tries=1 a.`+testenv.TestDomain+`)"`,
+		fmt.Sprintf(`echo "@udp=$(echo ping | socat -T3 - UDP:10.0.2.2:%d)"`, echo.Port()),
+		`busybox ping -c1 -W5 10.0.2.2 >/dev/null && echo "@ping=ok"`,
+		"busybox httpd -p 8080 -h "+www,
+		fmt.Sprintf(`curl -s -o /dev/null --unix-socket %s -X POST http://slipway/v1/forwards -d '{"spec":"127.0.0.1:%d:8080"}'`, api, pub),
+		fmt.Sprintf(`echo "@published=$(curl -s -m 5 http://10.0.2.2:%d/index.html)"`, pub),
+	))
+	m := testenv.Markers(res.Output)
+	checkMarkers(t, m, map[string]string{
+		"sha": sum, "dns_udp": testenv.TestDomainAddr, "dns_tcp": testenv.TestDomainAddr,
+		"udp": "echo:ping", "ping": "ok", "published": "published",
+	}, "strict: ")
+	if t.Failed() {
+		t.Logf("output:\n%s", res.Output)
+	}
+}
+
+// TestSandboxStrictKillsSockets: a plain TCP socket, allowed to the
+// default engine, kills the strict one.
+func TestSandboxStrictKillsSockets(t *testing.T) {
+	testenv.RequireRoot(t)
+	out, _ := probeEngine(t, "inet")
+	if m := testenv.Markers(out); m["probe"] != "ok" {
+		t.Fatalf("default mode: a TCP socket %q, want ok:\n%s", m["probe"], out)
+	}
+	for _, name := range []string{"inet", "bind"} {
+		out, err := probeEngineArgs(t, name, []string{"--sandbox=strict"})
+		if err == nil || strings.Contains(out, "@probe=") || !strings.Contains(out, "killed by its seccomp filter") {
+			t.Errorf("strict: %s: %v, want the engine killed:\n%s", name, err, out)
+		}
+	}
+}
