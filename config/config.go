@@ -93,6 +93,9 @@ type Config struct {
 	PublishSource string `yaml:"publish-source"`
 	// APISocket, if set, is the path of the control API's unix socket.
 	APISocket string `yaml:"api-socket"`
+	// StateFile, if set, keeps leases and run-time forwards across
+	// restarts (loaded at start, written on every change).
+	StateFile string `yaml:"state-file"`
 
 	// PCAP, if set, is a file every frame on the guest side is written to.
 	PCAP string `yaml:"pcap"`
@@ -360,6 +363,11 @@ func (c *Config) Validate() error {
 	}
 	if err := c.validateEgress(); err != nil {
 		return err
+	}
+	// The confined engine opens no file; the state file's writes have no
+	// launcher side yet.
+	if c.StateFile != "" && c.Sandbox != SandboxOff {
+		return fieldErr("state-file", c.StateFile, "needs --sandbox off: the confined engine cannot write files")
 	}
 	switch c.Sandbox {
 	case SandboxOn, SandboxOff, SandboxStrict:

@@ -38,6 +38,8 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("GET /v1/links", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, links(s.n))
 	})
+	mux.HandleFunc("POST /v1/links", s.addLink)
+	mux.HandleFunc("DELETE /v1/links/{port}", s.removeLink)
 	mux.HandleFunc("POST /v1/links/{port}/down", func(w http.ResponseWriter, r *http.Request) { s.setLinkUp(w, r, false) })
 	mux.HandleFunc("POST /v1/links/{port}/up", func(w http.ResponseWriter, r *http.Request) { s.setLinkUp(w, r, true) })
 	mux.HandleFunc("GET /v1/flows", func(w http.ResponseWriter, r *http.Request) {
@@ -47,6 +49,10 @@ func (s *Server) handler() http.Handler {
 		writeJSON(w, http.StatusOK, stats(s.n))
 	})
 	mux.HandleFunc("GET /v1/events", s.events)
+	mux.HandleFunc("GET /v1/state", s.getState)
+	mux.HandleFunc("PUT /v1/state", s.putState)
+	mux.HandleFunc("GET /v1/config", s.getConfig)
+	mux.HandleFunc("POST /v1/shutdown", s.shutdown)
 	mux.HandleFunc("GET /v1/dns/records", s.listDNSRecords)
 	mux.HandleFunc("POST /v1/dns/records", s.addDNSRecord)
 	reg := prometheus.NewRegistry()
@@ -59,6 +65,10 @@ func (s *Server) handler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{s}}))
 	s.gvproxyRoutes(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Descriptors the request did not take are closed when it ends.
+		if fc := connFDs(r.Context()); fc != nil {
+			defer fc.discard()
+		}
 		if h, pattern := mux.Handler(r); pattern == "" {
 			// The router's own 404/405 answer is plain text; keep its
 			// status and headers (Allow), answer in JSON.
@@ -227,11 +237,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 func statusOf(err error) int {
 	var fe *config.FieldError
 	switch {
-	case errors.As(err, &fe), errors.Is(err, syscall.EADDRNOTAVAIL):
+	case errors.As(err, &fe), errors.Is(err, syscall.EADDRNOTAVAIL),
+		errors.Is(err, network.ErrStateCorrupt), errors.Is(err, network.ErrStateVersion):
 		return http.StatusBadRequest
-	case errors.Is(err, network.ErrNotFound):
+	case errors.Is(err, network.ErrNotFound), errors.Is(err, network.ErrNoLink):
 		return http.StatusNotFound
-	case errors.Is(err, network.ErrConflict), errors.Is(err, syscall.EADDRINUSE):
+	case errors.Is(err, network.ErrConflict), errors.Is(err, syscall.EADDRINUSE), errors.Is(err, network.ErrRestoreConflict):
 		return http.StatusConflict
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
 		return http.StatusForbidden

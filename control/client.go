@@ -12,7 +12,8 @@ import (
 
 // Client calls a control API over its unix socket.
 type Client struct {
-	hc *http.Client
+	hc     *http.Client
+	socket string
 }
 
 // NewClient returns a client of the API at socket.
@@ -23,7 +24,7 @@ func NewClient(socket string) *Client {
 			return d.DialContext(ctx, "unix", socket)
 		},
 	}
-	return &Client{hc: &http.Client{Transport: tr}}
+	return &Client{hc: &http.Client{Transport: tr}, socket: socket}
 }
 
 // APIError is an error answer of the API.
@@ -56,6 +57,11 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 	if err != nil {
 		return err
 	}
+	return decodeAnswer(resp, method, path, out)
+}
+
+// decodeAnswer reads resp into out, or into an *APIError.
+func decodeAnswer(resp *http.Response, method, path string, out any) error {
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {

@@ -31,7 +31,7 @@ func (s *Server) addDNSRecord(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := s.n.DNS()
-	if err := f.AddRecord(req.Name, req.IPs...); err != nil {
+	if err := s.n.AddDNSRecord(req.Name, req.IPs...); err != nil {
 		status := http.StatusBadRequest
 		if errors.Is(err, dns.ErrTooManyNames) {
 			status = http.StatusTooManyRequests

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/slipway-net/slipway/internal/accept"
@@ -51,6 +52,10 @@ type Server struct {
 	slots     chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+	// onShutdown ends the process after POST /v1/shutdown (OnShutdown);
+	// shuttingDown is set once one was accepted.
+	onShutdown   atomic.Pointer[func()]
+	shuttingDown atomic.Bool
 }
 
 // Listen creates the API socket at path, mode 0600, and returns a server
@@ -95,6 +100,12 @@ func NewServer(ln *net.UnixListener, path string, n *network.Network, log *slog.
 		IdleTimeout:       time.Minute,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if pc, ok := c.(*peekedConn); ok {
+				return context.WithValue(ctx, fdConnKey{}, pc.fdConn)
+			}
+			return ctx
+		},
 	}
 	return s
 }
@@ -170,23 +181,24 @@ func (s *Server) Serve() error {
 // is HTTP.
 func (s *Server) route(c *net.UnixConn) {
 	release := sync.OnceFunc(func() { <-s.slots })
-	br := bufio.NewReaderSize(c, 4096)
+	fc := newFDConn(c)
+	br := bufio.NewReaderSize(fc, 4096)
 	c.SetReadDeadline(time.Now().Add(firstByteTimeout))
 	first, err := br.Peek(1)
 	if err != nil {
-		c.Close()
+		fc.Close()
 		release()
 		return
 	}
 	if first[0] == '{' {
 		s.serveSlirp(c, br)
-		c.Close()
+		fc.Close()
 		release()
 		return
 	}
 	c.SetReadDeadline(time.Time{})
-	if !s.httpConns.put(&peekedConn{UnixConn: c, r: br, release: release}) {
-		c.Close()
+	if !s.httpConns.put(&peekedConn{fdConn: fc, r: br, release: release}) {
+		fc.Close()
 		release()
 	}
 }
@@ -209,7 +221,7 @@ func (s *Server) Close() error {
 // peekedConn is a connection whose first bytes were read ahead for
 // routing; it gives its slot back when closed.
 type peekedConn struct {
-	*net.UnixConn
+	*fdConn
 	r       *bufio.Reader
 	release func()
 }
@@ -218,7 +230,7 @@ func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 func (c *peekedConn) Close() error {
 	c.release()
-	return c.UnixConn.Close()
+	return c.fdConn.Close()
 }
 
 // connQueue is a net.Listener fed with connections already accepted.

@@ -30,6 +30,18 @@ type ForwardRequest struct {
 // DELETE /v1/forwards/{id}, an entry of GET /v1/forwards.
 type Forward = network.Forward
 
+// LinkRequest is the body of POST /v1/links; the link's socket comes with
+// it as SCM_RIGHTS.
+type LinkRequest struct {
+	// Kind is stream, dgram, seqpacket or vhost-user.
+	Kind string `json:"kind"`
+	// Name shows in listings and logs (default "api:KIND").
+	Name string `json:"name,omitempty"`
+	// Queues is how many queue pairs a vhost-user device offers
+	// (1..16, default 1); only for vhost-user.
+	Queues int `json:"queues,omitempty"`
+}
+
 // RuleRequest is the body of POST /v1/rules: a rule in the syntax of
 // --deny and --allow with the action in front ("deny 10.0.0.0/8:22"),
 // inserted before the rule now at Index (0 is first; left out, last).
@@ -49,9 +61,10 @@ type EgressRule = network.EgressRule
 
 // Link is one guest link and its counters (rx is from the guest).
 type Link struct {
-	Port     int               `json:"port"`
-	Name     string            `json:"name"`
-	Since    time.Time         `json:"since"`
+	Port  int       `json:"port"`
+	Name  string    `json:"name"`
+	Since time.Time `json:"since"`
+	// Up is false while the link was set down (POST /v1/links/{port}/down).
 	Up       bool              `json:"up"`
 	RxFrames uint64            `json:"rx_frames"`
 	RxBytes  uint64            `json:"rx_bytes"`

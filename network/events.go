@@ -14,6 +14,7 @@ import (
 const (
 	EventLinkUp         = "link-up"
 	EventLinkDown       = "link-down"
+	EventLinkState      = "link-state"
 	EventLeaseGranted   = "lease-granted"
 	EventForwardAdded   = "forward-added"
 	EventForwardRemoved = "forward-removed"
@@ -34,9 +35,12 @@ var ErrTooManySubscribers = errors.New("too many event subscribers")
 type Event struct {
 	Time time.Time `json:"time"`
 	Type string    `json:"type"`
-	// Port and Link describe the link of link-up and link-down.
+	// Port and Link describe the link of link-up, link-down and
+	// link-state.
 	Port int    `json:"port,omitempty"`
 	Link string `json:"link,omitempty"`
+	// Up is a link's state after link-state (SetLinkDown).
+	Up *bool `json:"up,omitempty"`
 	// Lease is the lease of lease-granted (also sent on renewal).
 	Lease *LeaseInfo `json:"lease,omitempty"`
 	// Forward is the forward of forward-added and forward-removed.

@@ -1,12 +1,10 @@
 package network
 
 import (
-	"fmt"
 	"net/netip"
 	"time"
 
 	"github.com/slipway-net/slipway/config"
-	"github.com/slipway-net/slipway/internal/counters"
 	"github.com/slipway-net/slipway/internal/flow"
 	"github.com/slipway-net/slipway/internal/publish"
 )
@@ -32,11 +30,7 @@ func (n *Network) Links() []LinkInfo {
 	ports := n.sw.Ports()
 	out := make([]LinkInfo, 0, len(ports))
 	for _, p := range ports {
-		cs := fromValues(counters.Walk(&p.Stats))
-		if c := p.LinkCounters(); c != nil {
-			cs = append(cs, fromValues(counters.Walk(c))...)
-		}
-		out = append(out, LinkInfo{Port: p.ID(), Name: p.Name(), Since: p.Since, Up: p.Up(), Counters: cs})
+		out = append(out, linkInfo(p))
 	}
 	return out
 }
@@ -46,13 +40,14 @@ func (n *Network) Links() []LinkInfo {
 // dropped (counted as link_down), and a link that can tell its VM (a
 // vhost-user device) reports the status change to it.
 func (n *Network) SetLinkUp(port int, up bool) error {
-	for _, p := range n.sw.Ports() {
-		if p.ID() == port {
-			p.SetUp(up)
-			return nil
-		}
+	p, err := n.port(port)
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("link on port %d: %w", port, ErrNotFound)
+	p.SetUp(up)
+	n.log.Info("link state set", "port", port, "link", p.Name(), "up", up)
+	n.events.emit(Event{Type: EventLinkState, Port: port, Link: p.Name(), Up: &up})
+	return nil
 }
 
 // FlowInfo is one flow between a guest and the host.

@@ -70,6 +70,8 @@ type Network struct {
 	started time.Time
 	seams   seams
 	host    Host
+	// stateHook is told when State changed (OnStateChange).
+	stateHook stateHook
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -78,6 +80,8 @@ type Network struct {
 	mu        sync.Mutex
 	listeners []Listener
 	closed    bool
+	// draining is set by Drain: no new link is attached.
+	draining bool
 }
 
 // New builds a network from cfg (completed and validated here) and starts
@@ -266,11 +270,13 @@ func build(cfg config.Config, log *slog.Logger, host Host, sm seams) (*Network, 
 	n.svc.dhcp.OnLease(func(l dhcp4.Lease) {
 		li := leaseInfo(l)
 		n.events.emit(Event{Type: EventLeaseGranted, Lease: &li})
+		n.stateChanged()
 	})
 	if d6 := n.svc.dhcp6; d6 != nil {
 		d6.OnLease(func(l dhcp6.Lease) {
 			li := lease6Info(l)
 			n.events.emit(Event{Type: EventLeaseGranted, Lease: &li})
+			n.stateChanged()
 		})
 	}
 	if err := n.startPublish(); err != nil {
@@ -305,7 +311,7 @@ func (n *Network) Attach(l link.Link) (port int) {
 	// Under the lock, so that Close either sees the port or Attach sees
 	// the network closed.
 	n.mu.Lock()
-	if n.closed {
+	if n.closed || n.draining {
 		n.mu.Unlock()
 		l.Close()
 		return 0

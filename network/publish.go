@@ -34,6 +34,7 @@ func (n *Network) startPublish() error {
 			}
 			fw := forwardOf(f)
 			n.events.emit(Event{Type: typ, Forward: &fw})
+			n.stateChanged()
 		},
 		Logger: n.log.With("service", "publish"),
 	})

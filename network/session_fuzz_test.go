@@ -318,7 +318,7 @@ func runSession(t *testing.T, host *hostSide, script []byte) *session {
 	cfg.Limits.MaxUDPFlowsPerGuest = sessionMaxUDP
 	cfg.Limits.MaxICMPFlows = sessionMaxICMP
 	cfg.Limits.MaxNewFlowsPerSecond = sessionRate
-	n, err := build(cfg, nil, seams{now: func() time.Time { return time.Unix(0, s.clock.Load()) }})
+	n, err := build(cfg, nil, Host{}, seams{now: func() time.Time { return time.Unix(0, s.clock.Load()) }})
 	if err != nil {
 		t.Fatal(err)
 	}

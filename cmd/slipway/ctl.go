@@ -79,8 +79,10 @@ func newCtlCmd() *cobra.Command {
 		Use:   "ctl --api-socket PATH COMMAND",
 		Short: "Control a running slipway through its API socket",
 		Long: `ctl talks to the control API of a slipway started with --api-socket:
-published ports (forward add|ls|rm), DHCP leases, links, flows and
-statistics. Output is a table, or the API's JSON with -o json.`,
+published ports (forward add|ls|rm), DHCP leases, links and links handed
+over at run time (link add|rm|down|up), flows, statistics, the state to
+keep over a restart (state), the configuration and a graceful stop.
+Output is a table, or the API's JSON with -o json.`,
 		Example: `  slipway ctl --api-socket /run/slipway.sock forward add 8080:80 127.0.0.1:5353:53/udp
   slipway ctl --api-socket /run/slipway.sock forward ls
   slipway ctl --api-socket /run/slipway.sock forward rm 1
@@ -153,6 +155,8 @@ statistics. Output is a table, or the API's JSON with -o json.`,
 	})
 	cmd.AddCommand(forward)
 
+	cmd.AddCommand(newCtlLinkCmd(&o))
+	cmd.AddCommand(newCtlRuntimeCmds(&o)...)
 	dns := &cobra.Command{Use: "dns", Short: "Names slipway's DNS answers itself", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() }}
 	dns.AddCommand(listCmd(&o, &cobra.Command{Use: "ls", Aliases: []string{"list"}, Short: "List the names and their addresses"},
@@ -184,25 +188,6 @@ statistics. Output is a table, or the API's JSON with -o json.`,
 	cmd.AddCommand(dns)
 	cmd.AddCommand(listCmd(&o, &cobra.Command{Use: "leases", Short: "List DHCP leases"}, "/v1/leases", leaseTable()))
 	cmd.AddCommand(listCmd(&o, &cobra.Command{Use: "links", Short: "List guest links and their counters"}, "/v1/links", linkTable()))
-	linkCmd := &cobra.Command{Use: "link", Short: "Take a guest link down or up", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }}
-	for _, state := range []string{"down", "up"} {
-		linkCmd.AddCommand(&cobra.Command{
-			Use:   state + " PORT",
-			Short: "Set the link on PORT (see links) " + state,
-			Args:  cobra.ExactArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				if _, err := strconv.Atoi(args[0]); err != nil {
-					return usageError{fmt.Errorf("invalid link port %q", args[0])}
-				}
-				var l control.Link
-				return o.call(cmd, http.MethodPost, "/v1/links/"+args[0]+"/"+state, nil, &l, func(w io.Writer) {
-					linkTable().write(w, []control.Link{l})
-				})
-			},
-		})
-	}
-	cmd.AddCommand(linkCmd)
 	cmd.AddCommand(listCmd(&o, &cobra.Command{Use: "flows", Short: "List flows between guests and the host"}, "/v1/flows", flowTable()))
 	cmd.AddCommand(&cobra.Command{
 		Use: "stats", Short: "Show the network's statistics", Args: cobra.NoArgs,

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -177,8 +178,16 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 		return err
 	}
 	defer n.Close()
+	stopState, err := keepState(n, log)
+	if err != nil {
+		return err
+	}
+	defer stopState()
+	// POST /v1/shutdown: after its drain, the engine ends as on stop.
+	shutdown := make(chan struct{})
 	if api != nil {
 		srv := control.NewServer(api, cfg.APISocket, n, log, hs.Usage())
+		srv.OnShutdown(sync.OnceFunc(func() { close(shutdown) }))
 		go func() {
 			if err := srv.Serve(); err != nil {
 				log.Error("control API stopped", "socket", cfg.APISocket, "err", err)
@@ -222,6 +231,9 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 	}
 	select {
 	case <-stop:
+		return nil
+	case <-shutdown:
+		log.Info("shutting down", "requested", "POST /v1/shutdown")
 		return nil
 	case <-allGone:
 		if spec.Hangup {

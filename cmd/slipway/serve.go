@@ -42,7 +42,9 @@ Kinds:
       -chardev socket,path=PATH,reconnect=1); --connect: the VMM owns it
       (QEMU server=on); --fd N:vhost-user: a connected socket
 
-With only --fd endpoints, serve exits once every VM has gone.`,
+With only --fd endpoints, serve exits once every VM has gone. With
+--api-socket and no endpoint at all, VMs come only through the API
+(POST /v1/links, slipway ctl link add) and serve runs until stopped.`,
 		Example: `  slipway serve --listen stream:unix:/tmp/vm.sock
   qemu-system-x86_64 ... \
     -netdev stream,id=n0,server=off,addr.type=unix,addr.path=/tmp/vm.sock \
@@ -114,8 +116,9 @@ func (e *endpointFlags) register(cmd *cobra.Command) {
 // anything runs: --listen sockets are bound here, --fd sockets checked,
 // --connect endpoints dialled later, on the engine's request.
 func (f *endpointFlags) job(cfg config.Config) (*engineJob, error) {
-	if len(f.listens)+len(f.connects)+len(f.fds) == 0 {
-		return nil, usageError{errors.New("give at least one endpoint: --listen, --connect or --fd (e.g. --listen stream:unix:/tmp/vm.sock)")}
+	// With the API and no endpoint, VMs come through POST /v1/links.
+	if len(f.listens)+len(f.connects)+len(f.fds) == 0 && cfg.APISocket == "" {
+		return nil, usageError{errors.New("give at least one endpoint: --listen, --connect or --fd (e.g. --listen stream:unix:/tmp/vm.sock), or --api-socket to take links through POST /v1/links")}
 	}
 	j, err := newJob(cfg)
 	if err != nil {
@@ -174,6 +177,6 @@ func (f *endpointFlags) job(cfg config.Config) (*engineJob, error) {
 	j.files = append(j.files, listenFiles...)
 	// Inherited sockets are one VM each; serve ends when the last of
 	// them has gone, unless it also listens.
-	j.spec.ExitWhenGone = len(f.listens)+len(f.connects) == 0
+	j.spec.ExitWhenGone = len(f.listens)+len(f.connects) == 0 && len(f.fds) > 0
 	return j, nil
 }

@@ -69,6 +69,22 @@ func AdoptFD(f FDSpec) (link.Link, error) {
 	return adopt(c, f.Kind, f.String(), VhostOptions{Queues: f.Queues, MTU: f.MTU})
 }
 
+// AdoptFDNamed is AdoptFD for a link shown as name (a socket received at
+// run time is known by the name its VMM gave it, not by a number). It owns
+// the fd: the fd is closed whether or not the link is made.
+func AdoptFDNamed(f FDSpec, name string) (link.Link, error) {
+	if err := checkFD(f); err != nil {
+		unix.Close(f.FD)
+		return nil, err
+	}
+	// From here on every path closes the fd (OpenFD works on a dup).
+	c, err := OpenFD(f)
+	if err != nil {
+		return nil, err
+	}
+	return adopt(c, f.Kind, name, VhostOptions{Queues: f.Queues, MTU: f.MTU})
+}
+
 // VhostOptions are a vhost-user link's: its queue pairs, MTU and logger.
 type VhostOptions struct {
 	Queues, MTU int
@@ -144,14 +160,31 @@ func checkFD(f FDSpec) error {
 	if _, err := unix.Getpeername(f.FD); err != nil {
 		return fmt.Errorf("%w: fd %d is not connected to a peer (%v)", ErrBadFD, f.FD, err)
 	}
+	if f.Kind != Dgram {
+		// A connected stream whose peer closed its end still has a peer
+		// name; only poll tells. What the peer sent before it left is
+		// still to be read (bhyve's configuration), so only an empty
+		// socket is refused. A datagram peer's death shows on send.
+		pfd := []unix.PollFd{{Fd: int32(f.FD), Events: unix.POLLRDHUP}}
+		if n, err := unix.Poll(pfd, 0); err == nil && n > 0 && pfd[0].Revents&(unix.POLLHUP|unix.POLLRDHUP) != 0 {
+			if queued, err := unix.IoctlGetInt(f.FD, unix.SIOCINQ); err == nil && queued == 0 {
+				return fmt.Errorf("%w: fd %d: its peer has closed its end", ErrBadFD, f.FD)
+			}
+		}
+	}
 	return nil
 }
 
+// typeName names a socket type (not a kind: vhost-user rides on stream
+// sockets too).
 func typeName(typ int) string {
-	for k, t := range socketTypes {
-		if t == typ {
-			return string(k)
-		}
+	switch typ {
+	case unix.SOCK_STREAM:
+		return "stream"
+	case unix.SOCK_DGRAM:
+		return "dgram"
+	case unix.SOCK_SEQPACKET:
+		return "seqpacket"
 	}
 	return "type-" + strconv.Itoa(typ)
 }

@@ -51,8 +51,14 @@ func (f *Forwarder) handleTCP(r *tcp.ForwarderRequest) {
 		fl.Close()
 		return
 	}
+	// The guest's side of the handshake can take as long as gVisor's SYN-ACK
+	// retransmits when the guest has gone meanwhile (its link detached):
+	// a flow closed in that window closes its host socket at once, not
+	// when the handshake gives up. (Closing it twice below is harmless.)
+	stop := context.AfterFunc(fl.Context(), func() { host.Close() })
 	var wq waiter.Queue
 	ep, terr := f.createEndpoint(fl.Context(), r, &wq)
+	stop()
 	if terr != nil {
 		// The guest gave up (or the handshake failed) while we dialled.
 		r.Complete(true)

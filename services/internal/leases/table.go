@@ -1,6 +1,8 @@
 package leases
 
 import (
+	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"time"
@@ -236,3 +238,71 @@ func Current[K comparable, L any](t *Table[K], now time.Time, report func(*Entry
 	}
 	return out
 }
+
+// Known returns, ordered by address, every entry worth keeping across a
+// restart, each as report makes it: static ones, and those granted at
+// least once, expired or not (an expired one still gives its client the
+// same address back).
+func Known[K comparable, L any](t *Table[K], report func(*Entry[K]) L) []L {
+	var cur []*Entry[K]
+	for _, e := range t.byKey {
+		if e.Static || e.Bound {
+			cur = append(cur, e)
+		}
+	}
+	slices.SortFunc(cur, func(a, b *Entry[K]) int { return a.Addr.Compare(b.Addr) })
+	out := make([]L, 0, len(cur))
+	for _, e := range cur {
+		out = append(out, report(e))
+	}
+	return out
+}
+
+// Restore puts saved entries back, all or none: each must be an address
+// the table may give that client (static ones are the caller's to check),
+// no two may share a client or an address, none may clash with an entry
+// the table holds for another client or address, and the dynamic ones
+// must fit the bound. An entry the table already holds as saved is left
+// as it is. Without apply, Restore only checks.
+func (t *Table[K]) Restore(es []Entry[K], apply bool) error {
+	keys := map[K]bool{}
+	addrs := map[netip.Addr]bool{}
+	dynamic := t.dynamic
+	var add []Entry[K]
+	for _, e := range es {
+		if keys[e.Key] || addrs[e.Addr] {
+			return fmt.Errorf("%v: %w: listed twice", e.Addr, ErrRestore)
+		}
+		keys[e.Key], addrs[e.Addr] = true, true
+		if !e.Static && (!t.inRange(e.Addr) || t.reserved[e.Addr]) {
+			return fmt.Errorf("%v: %w: not an address of the pool", e.Addr, ErrRestore)
+		}
+		if old := t.byKey[e.Key]; old != nil {
+			if old.Addr != e.Addr || old.Static != e.Static {
+				return fmt.Errorf("%v: %w: the client holds %v here", e.Addr, ErrRestore, old.Addr)
+			}
+			continue
+		}
+		if old := t.byAddr[e.Addr]; old != nil {
+			return fmt.Errorf("%v: %w: held by another client here", e.Addr, ErrRestore)
+		}
+		if !e.Static {
+			if dynamic++; dynamic > t.max {
+				return fmt.Errorf("%w: more leases than the pool's limit of %d", ErrRestore, t.max)
+			}
+		}
+		add = append(add, e)
+	}
+	if !apply {
+		return nil
+	}
+	for _, e := range add {
+		e.Bound = true
+		t.declined.Release(e.Addr)
+		t.insert(&e)
+	}
+	return nil
+}
+
+// ErrRestore is a saved lease the table cannot take.
+var ErrRestore = errors.New("cannot restore lease")
