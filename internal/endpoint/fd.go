@@ -165,11 +165,8 @@ func checkFD(f FDSpec) error {
 		// name; only poll tells. What the peer sent before it left is
 		// still to be read (bhyve's configuration), so only an empty
 		// socket is refused. A datagram peer's death shows on send.
-		pfd := []unix.PollFd{{Fd: int32(f.FD), Events: unix.POLLRDHUP}}
-		if n, err := unix.Poll(pfd, 0); err == nil && n > 0 && pfd[0].Revents&(unix.POLLHUP|unix.POLLRDHUP) != 0 {
-			if queued, err := unix.IoctlGetInt(f.FD, unix.SIOCINQ); err == nil && queued == 0 {
-				return fmt.Errorf("%w: fd %d: its peer has closed its end", ErrBadFD, f.FD)
-			}
+		if peerClosedEmpty(f.FD) {
+			return fmt.Errorf("%w: fd %d: its peer has closed its end", ErrBadFD, f.FD)
 		}
 	}
 	return nil
