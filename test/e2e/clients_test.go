@@ -78,6 +78,9 @@ var realClients = []realClient{
 		start:   `busybox udhcpc -i $i -f -t 10 -T 1 -s $dir/udhcpc.sh -p $d/pid -x hostname:udhcpc >>$d/log 2>&1 &`,
 		renew:   `kill -USR1 $(cat $d/pid)`,
 		release: `kill -USR2 $(cat $d/pid)`,
+		// The renewal's ACK handled (the server's lease moves when it
+		// sends the ACK, before udhcpc has read it).
+		settled: `[ $(grep -c 'obtained from' $d/log) -ge 2 ]`,
 	},
 	{
 		name: "dhclient", mac: "52:54:00:c1:00:02",
@@ -161,7 +164,7 @@ func clientLife(c realClient) []string {
 		fmt.Sprintf(`await '[ "$(lease %s)" != "$got" ]'; echo "@%s_renewed=$(lease %s)"`, key, c.name, key),
 		fmt.Sprintf(`d=$dir/%s; await %s || echo "@%s_settled=never"`, c.name, shq(cond(c.settled)), c.name),
 		fmt.Sprintf(`%s || echo "@%s_release=failed"`, in(c.release), c.name),
-		fmt.Sprintf(`await '[ -z "$(lease %s)" ]'; echo "@%s_released=$(lease %s)"`, key, c.name, key),
+		fmt.Sprintf(`await '[ -z "$(lease %s)" ]' || echo "@%s_log=$(tail -n 8 $dir/%s/log | tr '\n' '|')"; echo "@%s_released=$(lease %s)"`, key, c.name, c.name, c.name, key),
 		fmt.Sprintf(`pkill -F $dir/%s/pid 2>/dev/null; true`, c.name),
 	}
 }
