@@ -167,11 +167,15 @@ func NewConn(c syscallCloser, o Options) (*Conn, error) {
 	return l, nil
 }
 
-// setBuffers asks for the socket buffers the datagram peers use themselves
-// (1 MiB to send, 4 MiB to receive); the kernel caps them at its limits.
+// setBuffers asks for 4 MiB socket buffers each way; the kernel caps them
+// at its limits (net.core.wmem_max, rmem_max). The send buffer is shared
+// by every peer of a listening socket, and what a peer has not read yet
+// stays charged to it (up to net.unix.max_dgram_qlen datagrams a peer):
+// the larger it is, the more paused VMs it takes before the others' frames
+// find no room.
 func setBuffers(rc syscall.RawConn) {
 	rc.Control(func(fd uintptr) {
-		unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, 1<<20)
+		unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20)
 		unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
 	})
 }
