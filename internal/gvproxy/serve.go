@@ -69,6 +69,15 @@ func Start(plan *Plan, n *network.Network, log *slog.Logger) (*Runtime, error) {
 		}
 		rt.files = append(rt.files, s.Socket)
 	}
+	// Subscribed before any VM endpoint listens: a VM connecting at once
+	// must not come up before the notifier hears of links.
+	var sub *network.Subscription
+	if plan.Notification != "" {
+		var err error
+		if sub, err = n.Subscribe(); err != nil {
+			return fail(fmt.Errorf("-notification: %w", err))
+		}
+	}
 	for _, e := range plan.Endpoints {
 		spec, err := endpoint.Parse(e)
 		if err != nil {
@@ -113,7 +122,7 @@ func Start(plan *Plan, n *network.Network, log *slog.Logger) (*Runtime, error) {
 		rt.StdioDone = done
 	}
 	if plan.Notification != "" {
-		go notify(ctx, n, plan.Notification, log)
+		go notify(ctx, sub, plan.Notification, log)
 	}
 	return rt, nil
 }
@@ -163,12 +172,7 @@ type notification struct {
 
 // notify tells the -notification socket that the network is ready, then
 // of VM links coming and going.
-func notify(ctx context.Context, n *network.Network, path string, log *slog.Logger) {
-	sub, err := n.Subscribe()
-	if err != nil {
-		log.Warn("notifications", "err", err)
-		return
-	}
+func notify(ctx context.Context, sub *network.Subscription, path string, log *slog.Logger) {
 	defer sub.Close()
 	send := func(m notification) {
 		c, err := net.DialTimeout("unix", path, 2*time.Second)
