@@ -139,7 +139,9 @@ func TestVhostUserGuests(t *testing.T) {
 		down := float64(c1["tx_bytes"]-c0["tx_bytes"]) / float64(c1["tx_frames"]-c0["tx_frames"])
 		up := float64(c2["rx_bytes"]-c1["rx_bytes"]) / float64(c2["rx_frames"]-c1["rx_frames"])
 		t.Logf("to the guest %.0f bytes a frame, from it %.0f (dropped for a full ring: %d)", down, up, c2["tx_full"])
-		if down < 32<<10 || up < 32<<10 {
+		// The average depends on the machine's load; 16 KiB is far
+		// beyond the 1514 of frames without offloads.
+		if down < 16<<10 || up < 16<<10 {
 			t.Errorf("frames average %.0f bytes to the guest and %.0f from it at MTU 1500, want super-frames", down, up)
 		}
 	})
