@@ -218,7 +218,13 @@ func TestRunTearsDownOnSignal(t *testing.T) {
 	if code := cmd.ProcessState.ExitCode(); code != 128+15 {
 		t.Fatalf("exit status %d after SIGTERM, want 143 (the command's)", code)
 	}
-	if n := countProcesses(t, "sleep 300"); n != 0 {
+	// The kernel kills the rest of the PID namespace when its init
+	// exits, but they take a moment to be gone: wait a bounded while.
+	n := countProcesses(t, "sleep 300")
+	for deadline := time.Now().Add(10 * time.Second); n != 0 && time.Now().Before(deadline); n = countProcesses(t, "sleep 300") {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n != 0 {
 		t.Fatalf("%d commands still running after slipway exited", n)
 	}
 }

@@ -281,6 +281,11 @@ func TestSandboxUnprivileged(t *testing.T) {
 		t.Fatalf("not ready:\n%s", p.Output())
 	}
 	checkConfined(t, enginePID(t, cmd.Process.Pid), nobodyUID, false)
+	// The engine's log reaches us through the launcher: the line may
+	// come a moment after the ready byte.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.Output(), "msg=sandbox") && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	checkLayersLine(t, p.Output())
 	// The VM still gets an address.
 	g := guestpeer.New(t, guestpeer.NewStream(ours), "52:54:00:12:34:56")
