@@ -51,7 +51,6 @@ func (g *guestTally) MarshalJSON() ([]byte, error) {
 
 func env(k string) string { return os.Getenv("SOAK_" + k) }
 
-
 // guestMain runs the load for SOAK_DURATION, then exits 0 (the tallies
 // say how it went).
 func guestMain() {
