@@ -63,11 +63,7 @@ func expectsReply(req uint32) bool {
 	return false
 }
 
-func (l *Link) replyU64(req uint32, v uint64) error {
-	var b [8]byte
-	binary.NativeEndian.PutUint64(b[:], v)
-	return l.reply(req, b[:])
-}
+func (l *Link) replyU64(req uint32, v uint64) error { return l.reply(req, u64Reply(v)) }
 
 // reply sends a reply: the request's number, flags exactly version|REPLY
 // (QEMU refuses anything else), and the payload.
