@@ -440,7 +440,7 @@ func (l *Link) setVringFD(req uint32, v uint64, fds []int) error {
 			}
 			r.eventIdx = l.features&fEventIdx != 0
 			r.indirect = l.features&fIndirectDesc != 0
-			q.ring = r
+			q.ring, q.broken = r, nil
 			l.applyLog(q)
 			r.start()
 			if q.index%2 == 0 && !r.eventIdx {
@@ -449,7 +449,6 @@ func (l *Link) setVringFD(req uint32, v uint64, fds []int) error {
 				r.usedFlags = usedFNoNotify
 				r.publish()
 			}
-			q.ring, q.broken = r, nil
 		}
 	case reqSetVringCall:
 		q.setCall(fd)
