@@ -315,6 +315,15 @@ func (l *Link) queue(index uint32) (*queue, error) {
 	return l.queues[index], nil
 }
 
+// unlockChanged releases q after the message loop changed it, and wakes
+// its reader (a transmit queue's) to look at the ring again.
+func (l *Link) unlockChanged(q *queue) {
+	q.mu.Unlock()
+	if q.index%2 == 1 {
+		l.wakeQueue(q)
+	}
+}
+
 // vringState handles the requests carrying {index, num}.
 func (l *Link) vringState(m *message) ([]byte, error) {
 	q, err := l.queue(m.state[0])
@@ -323,12 +332,7 @@ func (l *Link) vringState(m *message) ([]byte, error) {
 	}
 	num := m.state[1]
 	q.mu.Lock()
-	defer func() {
-		q.mu.Unlock()
-		if q.index%2 == 1 {
-			l.wakeReader()
-		}
-	}()
+	defer l.unlockChanged(q)
 	switch m.hdr.Request {
 	case reqSetVringNum:
 		if q.ring != nil {
@@ -412,12 +416,7 @@ func (l *Link) setVringFD(req uint32, v uint64, fds []int) error {
 		}
 	}
 	q.mu.Lock()
-	defer func() {
-		q.mu.Unlock()
-		if q.index%2 == 1 {
-			l.wakeReader()
-		}
-	}()
+	defer l.unlockChanged(q)
 	switch req {
 	case reqSetVringKick:
 		if !q.addrSet {
