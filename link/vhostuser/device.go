@@ -150,7 +150,7 @@ func (l *Link) handle(m *message) ([]byte, error) {
 			x.adds--
 			return nil, nil
 		}
-		mem, _, err := l.mem.without(m.regions[0])
+		mem, err := l.mem.without(m.regions[0])
 		if err != nil {
 			return nil, err
 		}
