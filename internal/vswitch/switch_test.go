@@ -274,3 +274,40 @@ func TestSwitchLimitsLearningPerPort(t *testing.T) {
 		t.Fatalf("table holds %d MACs, want at most %d", n, DefaultMaxMACsPerPort+1)
 	}
 }
+
+// A link set down (the control API's POST /v1/links/N/down) carries
+// nothing either way, counting each frame as link_down, and carries
+// frames again once up.
+func TestSwitchLinkDownDropsBothWays(t *testing.T) {
+	_, sink, g, ports := setup(t, 2)
+	g[0].send(t, tagged(bcast, mac(1), "learn"))
+	g[1].expect(t, "learn")
+	ports[1].SetUp(false)
+	if ports[1].Up() {
+		t.Fatal("Up after SetUp(false)")
+	}
+	g[0].send(t, tagged(bcast, mac(1), "to-down"))
+	g[1].send(t, tagged(bcast, mac(2), "from-down"))
+	deadline := time.Now().Add(5 * time.Second)
+	for ports[1].Stats.DropLinkDown.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("link_down counts %d, want 2 (a frame each way)", ports[1].Stats.DropLinkDown.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ports[1].SetUp(true)
+	g[0].send(t, tagged(bcast, mac(1), "marker-0"))
+	g[1].send(t, tagged(bcast, mac(2), "marker-1"))
+	if got := g[1].expect(t, "marker-0"); len(got) != 1 {
+		t.Errorf("the link that was down got %v, want only the marker sent once it was up", got)
+	}
+	if got := g[0].expect(t, "marker-1"); len(got) != 1 {
+		t.Errorf("the other guest got %v from the link that was down, want only the marker", got)
+	}
+	if sink.has("from-down") {
+		t.Error("a frame from the link while it was down reached the stack")
+	}
+	if n := ports[1].Stats.DropLinkDown.Load(); n != 2 {
+		t.Errorf("link_down counts %d once up again, want 2", n)
+	}
+}
