@@ -138,7 +138,6 @@ func splitList(s string) []string {
 	return out
 }
 
-// want reports whether a list option selects item; empty selects all.
 // envOr is the environment variable's value, or def.
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
@@ -147,6 +146,7 @@ func envOr(name, def string) string {
 	return def
 }
 
+// want reports whether a list option selects item; empty selects all.
 func want(list []string, item string) bool { return len(list) == 0 || slices.Contains(list, item) }
 
 // bench is one benchmark run.

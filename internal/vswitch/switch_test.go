@@ -3,9 +3,14 @@ package vswitch
 import (
 	"bytes"
 	"net"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/slipway-net/slipway/internal/frame"
 	"github.com/slipway-net/slipway/internal/pcap"
@@ -272,5 +277,102 @@ func TestSwitchLimitsLearningPerPort(t *testing.T) {
 	g[1].expect(t, "marker")
 	if n := len(*sw.macs.Load()); n > DefaultMaxMACsPerPort+1 {
 		t.Fatalf("table holds %d MACs, want at most %d", n, DefaultMaxMACsPerPort+1)
+	}
+}
+
+// A link set down (the control API's POST /v1/links/N/down) carries
+// nothing either way, counting each frame as link_down, and carries
+// frames again once up.
+func TestSwitchLinkDownDropsBothWays(t *testing.T) {
+	_, sink, g, ports := setup(t, 2)
+	g[0].send(t, tagged(bcast, mac(1), "learn"))
+	g[1].expect(t, "learn")
+	ports[1].SetUp(false)
+	if ports[1].Up() {
+		t.Fatal("Up after SetUp(false)")
+	}
+	g[0].send(t, tagged(bcast, mac(1), "to-down"))
+	g[1].send(t, tagged(bcast, mac(2), "from-down"))
+	deadline := time.Now().Add(5 * time.Second)
+	for ports[1].Stats.DropLinkDown.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("link_down counts %d, want 2 (a frame each way)", ports[1].Stats.DropLinkDown.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ports[1].SetUp(true)
+	g[0].send(t, tagged(bcast, mac(1), "marker-0"))
+	g[1].send(t, tagged(bcast, mac(2), "marker-1"))
+	if got := g[1].expect(t, "marker-0"); len(got) != 1 {
+		t.Errorf("the link that was down got %v, want only the marker sent once it was up", got)
+	}
+	if got := g[0].expect(t, "marker-1"); len(got) != 1 {
+		t.Errorf("the other guest got %v from the link that was down, want only the marker", got)
+	}
+	if sink.has("from-down") {
+		t.Error("a frame from the link while it was down reached the stack")
+	}
+	if n := ports[1].Stats.DropLinkDown.Load(); n != 2 {
+		t.Errorf("link_down counts %d once up again, want 2", n)
+	}
+}
+
+// A TCP super-frame for a link without offloads reaches its guest as the
+// segments it stands for, each of at most its segment size with complete
+// checksums and no offload left in its header, the payload whole and in
+// order; one that cannot be cut (not TCP) is dropped and counted.
+func TestSwitchSegmentsSuperFramesForLinksWithoutOffloads(t *testing.T) {
+	sw, _, g, ports := setup(t, 2)
+	g[1].send(t, tagged(bcast, mac(2), "learn"))
+	g[0].expect(t, "learn")
+	const mss = 1000
+	payload := make([]byte, 10*mss+123)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	super := frame.TCP4(mac(2), stackMAC, netip.MustParseAddrPort("10.0.2.2:80"), netip.MustParseAddrPort("10.0.2.15:40000"),
+		header.TCPFlagAck|header.TCPFlagPsh, 1, payload)
+	link.VnetHdr{Flags: link.FlagNeedsCsum, GSOType: link.GSOTCPv4, GSOSize: mss, CsumStart: 14 + 20, CsumOffset: 16}.Encode(super)
+	sw.FromStack(link.Frames(super))
+	notTCP := frame.UDP4(mac(2), stackMAC, netip.MustParseAddrPort("10.0.2.2:53"), netip.MustParseAddrPort("10.0.2.15:40000"), payload)
+	link.VnetHdr{GSOType: link.GSOTCPv4, GSOSize: mss}.Encode(notTCP)
+	sw.FromStack(link.Frames(notTCP))
+	sw.FromStack(link.Frames(tagged(mac(2), stackMAC, "marker")))
+
+	var got []byte
+	var segs int
+	for {
+		var f []byte
+		select {
+		case f = <-g[1].frames:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("marker never arrived after %d segments", segs)
+		}
+		if tagOf(f) == "marker" {
+			break
+		}
+		segs++
+		if h := link.DecodeVnetHdr(f); h.GSOType != link.GSONone || h.Flags&link.FlagNeedsCsum != 0 {
+			t.Fatalf("segment %d keeps an offload in its header: %+v", segs, h)
+		}
+		ip := header.IPv4(f[link.VnetHdrLen+link.EthHdrLen:])
+		if !ip.IsValid(len(ip)) || ip.TransportProtocol() != header.TCPProtocolNumber || !ip.IsChecksumValid() {
+			t.Fatalf("segment %d is not a valid TCP/IPv4 packet: %x", segs, f)
+		}
+		tcp := header.TCP(ip.Payload())
+		if !tcp.IsChecksumValid(tcpip.AddrFromSlice(ip.SourceAddressSlice()), tcpip.AddrFromSlice(ip.DestinationAddressSlice()),
+			checksum.Checksum(tcp.Payload(), 0), uint16(len(tcp.Payload()))) {
+			t.Fatalf("segment %d: TCP checksum wrong", segs)
+		}
+		if len(tcp.Payload()) > mss {
+			t.Fatalf("segment %d carries %d bytes, more than the segment size %d", segs, len(tcp.Payload()), mss)
+		}
+		got = append(got, tcp.Payload()...)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Errorf("the segments carry %d bytes, not the super-frame's %d in order", len(got), len(payload))
+	}
+	if n := ports[1].Stats.DropNoGSO.Load(); n != 1 {
+		t.Errorf("no_gso counts %d, want 1 (the super-frame that is not TCP)", n)
 	}
 }

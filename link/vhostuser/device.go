@@ -63,11 +63,7 @@ func expectsReply(req uint32) bool {
 	return false
 }
 
-func (l *Link) replyU64(req uint32, v uint64) error {
-	var b [8]byte
-	binary.NativeEndian.PutUint64(b[:], v)
-	return l.reply(req, b[:])
-}
+func (l *Link) replyU64(req uint32, v uint64) error { return l.reply(req, u64Reply(v)) }
 
 // reply sends a reply: the request's number, flags exactly version|REPLY
 // (QEMU refuses anything else), and the payload.
@@ -154,7 +150,7 @@ func (l *Link) handle(m *message) ([]byte, error) {
 			x.adds--
 			return nil, nil
 		}
-		mem, _, err := l.mem.without(m.regions[0])
+		mem, err := l.mem.without(m.regions[0])
 		if err != nil {
 			return nil, err
 		}
@@ -319,6 +315,15 @@ func (l *Link) queue(index uint32) (*queue, error) {
 	return l.queues[index], nil
 }
 
+// unlockChanged releases q after the message loop changed it, and wakes
+// its reader (a transmit queue's) to look at the ring again.
+func (l *Link) unlockChanged(q *queue) {
+	q.mu.Unlock()
+	if q.index%2 == 1 {
+		l.wakeQueue(q)
+	}
+}
+
 // vringState handles the requests carrying {index, num}.
 func (l *Link) vringState(m *message) ([]byte, error) {
 	q, err := l.queue(m.state[0])
@@ -327,12 +332,7 @@ func (l *Link) vringState(m *message) ([]byte, error) {
 	}
 	num := m.state[1]
 	q.mu.Lock()
-	defer func() {
-		q.mu.Unlock()
-		if q.index%2 == 1 {
-			l.wakeReader()
-		}
-	}()
+	defer l.unlockChanged(q)
 	switch m.hdr.Request {
 	case reqSetVringNum:
 		if q.ring != nil {
@@ -416,12 +416,7 @@ func (l *Link) setVringFD(req uint32, v uint64, fds []int) error {
 		}
 	}
 	q.mu.Lock()
-	defer func() {
-		q.mu.Unlock()
-		if q.index%2 == 1 {
-			l.wakeReader()
-		}
-	}()
+	defer l.unlockChanged(q)
 	switch req {
 	case reqSetVringKick:
 		if !q.addrSet {
@@ -444,7 +439,7 @@ func (l *Link) setVringFD(req uint32, v uint64, fds []int) error {
 			}
 			r.eventIdx = l.features&fEventIdx != 0
 			r.indirect = l.features&fIndirectDesc != 0
-			q.ring = r
+			q.ring, q.broken = r, nil
 			l.applyLog(q)
 			r.start()
 			if q.index%2 == 0 && !r.eventIdx {
@@ -453,7 +448,6 @@ func (l *Link) setVringFD(req uint32, v uint64, fds []int) error {
 				r.usedFlags = usedFNoNotify
 				r.publish()
 			}
-			q.ring, q.broken = r, nil
 		}
 	case reqSetVringCall:
 		q.setCall(fd)

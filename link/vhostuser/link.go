@@ -651,11 +651,7 @@ func (l *Link) writeQueue(q *queue, frames []link.Frame) (n int, err error) {
 	var werr error
 	for i := range frames {
 		res := l.putFrame(q, r, &frames[i])
-		if res == putNoRoom {
-			werr = link.ErrQueueFull
-			break
-		}
-		if res == putBroken {
+		if res == putNoRoom || res == putBroken {
 			werr = link.ErrQueueFull
 			break
 		}

@@ -1,6 +1,7 @@
 package vhostuser
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -35,7 +36,6 @@ type memRegion struct {
 // without locks of its own.
 type memory struct {
 	regions []*memRegion // by GuestAddr
-	mapped  uint64
 }
 
 // guest returns the n bytes at guest-physical address addr, if they lie
@@ -126,8 +126,7 @@ func (r *memRegion) unmap() {
 	}
 }
 
-// with returns a table of m's regions plus add (checked against them), and
-// those of m's regions that the new table no longer holds.
+// with returns a table of m's regions plus add (checked against them).
 func (m *memory) with(add *memRegion) (*memory, error) {
 	var old []*memRegion
 	if m != nil {
@@ -148,44 +147,36 @@ func (m *memory) with(add *memRegion) (*memory, error) {
 		return nil, fmt.Errorf("%w: more than %d bytes of guest memory", ErrBadMemory, uint64(maxMapped))
 	}
 	regions := append(slices.Clone(old), add)
-	slices.SortFunc(regions, func(a, b *memRegion) int {
-		switch {
-		case a.GuestAddr < b.GuestAddr:
-			return -1
-		case a.GuestAddr > b.GuestAddr:
-			return 1
-		}
-		return 0
-	})
-	return &memory{regions: regions, mapped: mapped + add.Size}, nil
+	slices.SortFunc(regions, func(a, b *memRegion) int { return cmp.Compare(a.GuestAddr, b.GuestAddr) })
+	return &memory{regions: regions}, nil
 }
 
-// find returns m's region that is r (by guest address, user address and
-// size, as REM_MEM_REG identifies it), if there is one.
+// index is the position of m's region that is r (by guest address, user
+// address and size, as REM_MEM_REG identifies it), or -1.
+func (m *memory) index(r region) int {
+	if m == nil {
+		return -1
+	}
+	return slices.IndexFunc(m.regions, func(x *memRegion) bool {
+		return x.GuestAddr == r.GuestAddr && x.UserAddr == r.UserAddr && x.Size == r.Size
+	})
+}
+
+// find returns m's region that is r, if there is one.
 func (m *memory) find(r region) *memRegion {
-	if m != nil {
-		for _, x := range m.regions {
-			if x.GuestAddr == r.GuestAddr && x.UserAddr == r.UserAddr && x.Size == r.Size {
-				return x
-			}
-		}
+	if i := m.index(r); i >= 0 {
+		return m.regions[i]
 	}
 	return nil
 }
 
-// without returns a table of m's regions but the one matching r (by guest
-// address, user address and size, as REM_MEM_REG identifies it) and that
-// region.
-func (m *memory) without(r region) (*memory, *memRegion, error) {
-	if m != nil {
-		for i, x := range m.regions {
-			if x.GuestAddr == r.GuestAddr && x.UserAddr == r.UserAddr && x.Size == r.Size {
-				regions := slices.Delete(slices.Clone(m.regions), i, i+1)
-				return &memory{regions: regions, mapped: m.mapped - x.Size}, x, nil
-			}
-		}
+// without returns a table of m's regions but the one that is r.
+func (m *memory) without(r region) (*memory, error) {
+	i := m.index(r)
+	if i < 0 {
+		return nil, fmt.Errorf("%w: no region %#x+%#x to remove", ErrBadMemory, r.GuestAddr, r.Size)
 	}
-	return nil, nil, fmt.Errorf("%w: no region %#x+%#x to remove", ErrBadMemory, r.GuestAddr, r.Size)
+	return &memory{regions: slices.Delete(slices.Clone(m.regions), i, i+1)}, nil
 }
 
 // buildTable maps a whole SET_MEM_TABLE. On error nothing stays mapped.

@@ -570,6 +570,20 @@ func (f *Frontend) Recv(buf []byte) (int, error) {
 
 // RecvOffload returns the next received frame and its header.
 func (f *Frontend) RecvOffload(buf []byte) ([12]byte, int, error) {
+	return f.recv(buf, nil)
+}
+
+// RecvTimeout is RecvOffload with a deadline.
+func (f *Frontend) RecvTimeout(buf []byte, d time.Duration) ([12]byte, int, error) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	return f.recv(buf, t.C)
+}
+
+// recv waits for a frame until the front-end closes or timeout fires (a
+// nil timeout never does). Closed, it says why the receiver stopped if
+// it failed.
+func (f *Frontend) recv(buf []byte, timeout <-chan time.Time) ([12]byte, int, error) {
 	select {
 	case fr := <-f.frames:
 		return fr.hdr, copy(buf, fr.frame), nil
@@ -578,17 +592,7 @@ func (f *Frontend) RecvOffload(buf []byte) ([12]byte, int, error) {
 			return [12]byte{}, 0, err
 		}
 		return [12]byte{}, 0, net.ErrClosed
-	}
-}
-
-// RecvTimeout is RecvOffload with a deadline.
-func (f *Frontend) RecvTimeout(buf []byte, d time.Duration) ([12]byte, int, error) {
-	select {
-	case fr := <-f.frames:
-		return fr.hdr, copy(buf, fr.frame), nil
-	case <-f.closed:
-		return [12]byte{}, 0, net.ErrClosed
-	case <-time.After(d):
+	case <-timeout:
 		return [12]byte{}, 0, os.ErrDeadlineExceeded
 	}
 }

@@ -191,8 +191,10 @@ type target struct {
 // targets evaluates the issue's goals that this run has data for.
 func targets(r *Results) []target {
 	var out []target
-	ratioGoal := func(text, group, metric, peer string, bound float64, atMost bool) {
-		s, p := r.Median(group, Slipway, metric), r.Median(group, peer, metric)
+	// pairGoal compares backend a's median with b's; ratioGoal is
+	// slipway's against a peer.
+	pairGoal := func(text, group, metric, a, b string, bound float64, atMost bool) {
+		s, p := r.Median(group, a, metric), r.Median(group, b, metric)
 		v, ok := stats.Ratio(s, p)
 		if !ok {
 			return
@@ -202,6 +204,9 @@ func targets(r *Results) []target {
 			met = v <= bound
 		}
 		out = append(out, target{text, fmt.Sprintf("%s (%s vs %s)", ratio(v), num(s), num(p)), met})
+	}
+	ratioGoal := func(text, group, metric, peer string, bound float64, atMost bool) {
+		pairGoal(text, group, metric, Slipway, peer, bound, atMost)
 	}
 	ratioGoal("namespace→host ≥ 0.75× veth", GroupNS, TCPOut, Veth, 0.75, false)
 	if best, ok := bestPeer(r, GroupNS, TCPOut, Slirp4netns, Pasta); ok {
@@ -214,23 +219,13 @@ func targets(r *Results) []target {
 	ratioGoal("VM host→guest ≥ 1× passt (stream)", GroupVM, TCPIn, Passt, 1, false)
 	// vhost-user (issue 11): slipway's vhost-user row against passt's
 	// and against slipway's own stream transport.
-	pairGoal := func(text, metric, a, b string, bound float64, atMost bool) {
-		s, p := r.Median(GroupVM, a, metric), r.Median(GroupVM, b, metric)
-		if v, ok := stats.Ratio(s, p); ok {
-			met := v >= bound
-			if atMost {
-				met = v <= bound
-			}
-			out = append(out, target{text, fmt.Sprintf("%s (%s vs %s)", ratio(v), num(s), num(p)), met})
-		}
-	}
-	pairGoal("VM vhost-user guest→host ≥ 1.5× passt vhost-user", TCPOut, SlipwayVhost, PasstVhost, 1.5, false)
-	pairGoal("VM vhost-user host→guest ≥ 1.5× passt vhost-user", TCPIn, SlipwayVhost, PasstVhost, 1.5, false)
-	pairGoal("VM vhost-user guest→host ≥ 2× slipway stream", TCPOut, SlipwayVhost, Slipway, 2, false)
-	pairGoal("VM vhost-user host→guest ≥ 2× slipway stream", TCPIn, SlipwayVhost, Slipway, 2, false)
-	pairGoal("VM vhost-user latency ≤ passt vhost-user", Latency, SlipwayVhost, PasstVhost, 1, true)
-	pairGoal("VM vhost-user CPU s/GB ≤ passt vhost-user (guest→host)", CPUOut, SlipwayVhost, PasstVhost, 1, true)
-	pairGoal("VM vhost-user CPU s/GB ≤ passt vhost-user (host→guest)", CPUIn, SlipwayVhost, PasstVhost, 1, true)
+	pairGoal("VM vhost-user guest→host ≥ 1.5× passt vhost-user", GroupVM, TCPOut, SlipwayVhost, PasstVhost, 1.5, false)
+	pairGoal("VM vhost-user host→guest ≥ 1.5× passt vhost-user", GroupVM, TCPIn, SlipwayVhost, PasstVhost, 1.5, false)
+	pairGoal("VM vhost-user guest→host ≥ 2× slipway stream", GroupVM, TCPOut, SlipwayVhost, Slipway, 2, false)
+	pairGoal("VM vhost-user host→guest ≥ 2× slipway stream", GroupVM, TCPIn, SlipwayVhost, Slipway, 2, false)
+	pairGoal("VM vhost-user latency ≤ passt vhost-user", GroupVM, Latency, SlipwayVhost, PasstVhost, 1, true)
+	pairGoal("VM vhost-user CPU s/GB ≤ passt vhost-user (guest→host)", GroupVM, CPUOut, SlipwayVhost, PasstVhost, 1, true)
+	pairGoal("VM vhost-user CPU s/GB ≤ passt vhost-user (host→guest)", GroupVM, CPUIn, SlipwayVhost, PasstVhost, 1, true)
 	if s, ok := r.Summary(GroupNS, Slipway, RSSIdle); ok {
 		out = append(out, target{"idle RSS ≤ 20 MB (namespace)", num(s.Median) + " MiB", s.Median*1.048576 <= 20})
 	}
