@@ -295,7 +295,7 @@ func servePasta(o *pasta.Options, plan *pasta.Plan, target nsrun.AttachSpec, log
 		}
 	}
 	if o.PIDFile != "" {
-		if err := os.WriteFile(o.PIDFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		if err := writePID(o.PIDFile); err != nil {
 			return fmt.Errorf("--pid: %w", err)
 		}
 	}
