@@ -107,22 +107,16 @@ func (s *Store) Save(st network.State) error {
 		return fmt.Errorf("state file %s: %w", s.path, err)
 	}
 	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		s.fs.Remove(tmp)
-		return fmt.Errorf("state file %s: %w", s.path, err)
+	if _, err = f.Write(b); err == nil {
+		err = f.Sync()
 	}
-	if _, err := f.Write(b); err != nil {
-		return fail(err)
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
+	if err == nil {
+		err = s.fs.Rename(tmp, s.path)
 	}
-	if err := f.Close(); err != nil {
-		s.fs.Remove(tmp)
-		return fmt.Errorf("state file %s: %w", s.path, err)
-	}
-	if err := s.fs.Rename(tmp, s.path); err != nil {
+	if err != nil {
 		s.fs.Remove(tmp)
 		return fmt.Errorf("state file %s: %w", s.path, err)
 	}
