@@ -71,9 +71,6 @@ type Store struct {
 // New returns the store of the file at path.
 func New(fsys FS, path string) *Store { return &Store{fs: fsys, path: path} }
 
-// Path is the file's path.
-func (s *Store) Path() string { return s.path }
-
 // Load reads the file. A file that does not exist is no error: ok is
 // false, and the network starts empty. One that is corrupt or of a newer
 // version is an error naming the file; it is left as it is.
