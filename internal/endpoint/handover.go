@@ -29,7 +29,7 @@ func Open(spec Spec) (f *os.File, remove func(), err error) {
 	switch spec.Kind {
 	case Stream:
 		if spec.Network == "unix" {
-			if err := claimSocketPath(spec.Address); err != nil {
+			if err := ClaimSocketPath(spec.Address); err != nil {
 				return nil, nil, fmt.Errorf("%s: %w", spec, err)
 			}
 		}
@@ -53,7 +53,7 @@ func Open(spec Spec) (f *os.File, remove func(), err error) {
 		ul.SetUnlinkOnClose(false)
 		l = ul
 	case Dgram:
-		if err := claimSocketPath(spec.Address); err != nil {
+		if err := ClaimSocketPath(spec.Address); err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", spec, err)
 		}
 		uc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: spec.Address, Net: "unixgram"})
