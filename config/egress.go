@@ -117,31 +117,13 @@ func parsePortList(s string) ([]PortRange, error) {
 	}
 	out := make([]PortRange, 0, len(parts))
 	for _, p := range parts {
-		lo, hi, isRange := strings.Cut(p, "-")
-		first, err := parseRulePort(lo)
+		first, last, err := parsePortRange(p)
 		if err != nil {
 			return nil, err
 		}
-		last := first
-		if isRange {
-			if last, err = parseRulePort(hi); err != nil {
-				return nil, err
-			}
-			if last < first {
-				return nil, fmt.Errorf("port range %q ends before it starts", p)
-			}
-		}
-		out = append(out, PortRange{first, last})
+		out = append(out, PortRange{first, max(first, last)}) // last 0: one port
 	}
 	return out, nil
-}
-
-func parseRulePort(s string) (uint16, error) {
-	n, err := strconv.ParseUint(s, 10, 16)
-	if err != nil || n == 0 {
-		return 0, fmt.Errorf("port %q: want 1..65535", s)
-	}
-	return uint16(n), nil
 }
 
 // Matches reports whether the rule covers a flow of proto to dst. A rule

@@ -37,10 +37,8 @@ func (c *Client) AddLinkWith(ctx context.Context, fd int, req LinkRequest) (Link
 	}
 	defer conn.Close()
 	uc := conn.(*net.UnixConn)
-	if dl, ok := ctx.Deadline(); ok {
-		uc.SetDeadline(dl)
-	}
-	// Close the connection if ctx ends first, so the read returns.
+	// End the connection's reads and writes when ctx ends (its deadline
+	// or a cancel), so neither blocks past it.
 	stop := context.AfterFunc(ctx, func() { uc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	raw := linkRequestBytes(body)

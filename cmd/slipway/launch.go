@@ -119,6 +119,12 @@ type engineRun struct {
 	stop  func()
 }
 
+// end stops the engine and returns how it ended.
+func (e *engineRun) end() error {
+	e.stop()
+	return <-e.done
+}
+
 // awaitReady returns once the engine serves, or with why it ended first.
 func (e *engineRun) awaitReady() error {
 	select {
@@ -260,8 +266,7 @@ func serveEngine(j *engineJob, readyFD int, log *slog.Logger) error {
 		return err
 	}
 	if err := signalReady(readyFD); err != nil {
-		e.stop()
-		<-e.done
+		e.end()
 		return err
 	}
 	select {
@@ -269,8 +274,7 @@ func serveEngine(j *engineJob, readyFD int, log *slog.Logger) error {
 		return err
 	case sig := <-sigs:
 		log.Info("shutting down", "signal", sig.String())
-		e.stop()
-		return <-e.done
+		return e.end()
 	}
 }
 

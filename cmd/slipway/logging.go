@@ -42,8 +42,13 @@ func writePIDFile(path string) (remove func(), err error) {
 	if path == "" {
 		return func() {}, nil
 	}
-	if err := os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+	if err := writePID(path); err != nil {
 		return nil, fmt.Errorf("--pid-file: %w", err)
 	}
 	return func() { os.Remove(path) }, nil
+}
+
+// writePID writes this process's pid to path, one line.
+func writePID(path string) error {
+	return os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
 }

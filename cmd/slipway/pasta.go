@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -213,32 +212,17 @@ func pastaDaemonize(cmd *cobra.Command, args []string) error {
 }
 
 // pastaLogger logs to --log-file, or to stderr in the foreground (the
-// daemon's stderr is /dev/null).
+// daemon's stderr is /dev/null). The handler writes each record with one
+// Write, so the file gets every record as it is logged.
 func pastaLogger(o *pasta.Options, level string, stderr io.Writer) (*slog.Logger, func(), error) {
-	w, closeFn := stderr, func() {}
-	if o.LogFile != "" {
-		f, err := os.OpenFile(o.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--log-file: %w", err)
-		}
-		bw := bufio.NewWriterSize(f, 4096)
-		w, closeFn = &syncWriter{w: bw, f: f}, func() { bw.Flush(); f.Close() }
+	if o.LogFile == "" {
+		return newLogger(level, stderr), func() {}, nil
 	}
-	return newLogger(level, w), closeFn, nil
-}
-
-// syncWriter writes each log record through to the file.
-type syncWriter struct {
-	w *bufio.Writer
-	f *os.File
-}
-
-func (s *syncWriter) Write(b []byte) (int, error) {
-	n, err := s.w.Write(b)
-	if err == nil {
-		err = s.w.Flush()
+	f, err := os.OpenFile(o.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--log-file: %w", err)
 	}
-	return n, err
+	return newLogger(level, f), func() { f.Close() }, nil
 }
 
 // servePasta builds the network, puts the TAP into the namespace and
@@ -311,7 +295,7 @@ func servePasta(o *pasta.Options, plan *pasta.Plan, target nsrun.AttachSpec, log
 		}
 	}
 	if o.PIDFile != "" {
-		if err := os.WriteFile(o.PIDFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		if err := writePID(o.PIDFile); err != nil {
 			return fmt.Errorf("--pid: %w", err)
 		}
 	}

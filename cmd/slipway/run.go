@@ -130,22 +130,18 @@ func runInNamespace(cfg config.Config, command []string, o runOptions, log *slog
 		kill()
 		return err
 	}
-	stopEngine := func() error {
-		e.stop()
-		return <-e.done
-	}
 	if err := e.awaitReady(); err != nil {
 		kill()
 		return err
 	}
 	if err := signalReady(o.readyFD); err != nil {
 		kill()
-		stopEngine()
+		e.end()
 		return err
 	}
 	if err := child.Release(); err != nil {
 		kill()
-		stopEngine()
+		e.end()
 		return err
 	}
 	done := make(chan int, 1)
@@ -156,7 +152,7 @@ func runInNamespace(cfg config.Config, command []string, o runOptions, log *slog
 	for {
 		select {
 		case code := <-done:
-			if err := stopEngine(); err != nil {
+			if err := e.end(); err != nil {
 				log.Warn("engine", "err", err)
 			}
 			if code != 0 {

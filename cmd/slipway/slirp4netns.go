@@ -197,15 +197,13 @@ func runSlirp4netns(cmd *cobra.Command, o *slirp4netnsOptions, args []string) er
 		return err
 	}
 	if err := signalReady(o.readyFD); err != nil {
-		e.stop()
-		<-e.done
+		e.end()
 		return err
 	}
 	if err := waitForExit(o.exitFD, e.done, log); err != nil {
 		return err
 	}
-	e.stop()
-	return <-e.done
+	return e.end()
 }
 
 // waitForExit returns on SIGINT/SIGTERM or when the exit fd is closed by

@@ -19,7 +19,7 @@ type dgramListener struct {
 }
 
 func listenDgram(spec Spec, log *slog.Logger) (Listener, error) {
-	if err := claimSocketPath(spec.Address); err != nil {
+	if err := ClaimSocketPath(spec.Address); err != nil {
 		return nil, fmt.Errorf("%s: %w", spec, err)
 	}
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: spec.Address, Net: "unixgram"})

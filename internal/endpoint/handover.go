@@ -14,22 +14,25 @@ import (
 // A launcher opens the endpoints and hands their sockets to a sandboxed
 // engine, which cannot open a path or bind a port itself.
 
+// fileListener is a bound socket whose descriptor can be duplicated.
+type fileListener interface {
+	File() (*os.File, error)
+	Close() error
+}
+
 // Open binds a listening endpoint's socket, serving nothing on it, to
 // hand over to the engine (FromFile). remove deletes the socket's file,
 // if it has one and it is still the one bound here: the engine cannot.
 func Open(spec Spec) (f *os.File, remove func(), err error) {
 	remove = func() {}
-	if spec.Network != "tcp" && spec.Network != "tcp4" && spec.Network != "tcp6" {
-		if err := claimSocketPath(spec.Address); err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", spec, err)
-		}
-	}
-	var l interface {
-		File() (*os.File, error)
-		Close() error
-	}
+	var l fileListener
 	switch spec.Kind {
-	case Stream, VhostUser:
+	case Stream:
+		if spec.Network == "unix" {
+			if err := ClaimSocketPath(spec.Address); err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", spec, err)
+			}
+		}
 		nl, err := hostnet.Listen(spec.Network, spec.Address)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", spec, err)
@@ -37,18 +40,22 @@ func Open(spec Spec) (f *os.File, remove func(), err error) {
 		if ul, ok := nl.(*net.UnixListener); ok {
 			ul.SetUnlinkOnClose(false)
 		}
-		l = nl.(interface {
-			File() (*os.File, error)
-			Close() error
-		})
-	case Seqpacket:
-		ul, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: spec.Address, Net: "unixpacket"})
+		l = nl.(fileListener) // *net.TCPListener or *net.UnixListener
+	case Seqpacket, VhostUser:
+		network := "unix"
+		if spec.Kind == Seqpacket {
+			network = "unixpacket"
+		}
+		ul, err := listenUnix(spec, network)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", spec, err)
+			return nil, nil, err
 		}
 		ul.SetUnlinkOnClose(false)
 		l = ul
 	case Dgram:
+		if err := ClaimSocketPath(spec.Address); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", spec, err)
+		}
 		uc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: spec.Address, Net: "unixgram"})
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", spec, err)

@@ -55,7 +55,7 @@ type streamListener struct {
 
 func listenStream(spec Spec) (Listener, error) {
 	if spec.Network == "unix" {
-		if err := claimSocketPath(spec.Address); err != nil {
+		if err := ClaimSocketPath(spec.Address); err != nil {
 			return nil, fmt.Errorf("%s: %w", spec, err)
 		}
 	}
@@ -89,10 +89,10 @@ func (s *streamListener) String() string { return s.spec.String() }
 // ErrSocketInUse reports a socket path another process is serving.
 var ErrSocketInUse = errors.New("socket path is in use by another process")
 
-// claimSocketPath makes path free for a new socket: a stale socket left by a
+// ClaimSocketPath makes path free for a new socket: a stale socket left by a
 // dead process is removed; a live one, or anything that is not a socket, is
 // an error.
-func claimSocketPath(path string) error {
+func ClaimSocketPath(path string) error {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil

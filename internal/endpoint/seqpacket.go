@@ -27,7 +27,7 @@ func listenSeqpacket(spec Spec) (Listener, error) {
 // listenUnix listens on spec's path (taking over a stale socket file),
 // removing the file again on Close.
 func listenUnix(spec Spec, network string) (*net.UnixListener, error) {
-	if err := claimSocketPath(spec.Address); err != nil {
+	if err := ClaimSocketPath(spec.Address); err != nil {
 		return nil, fmt.Errorf("%s: %w", spec, err)
 	}
 	l, err := net.ListenUnix(network, &net.UnixAddr{Name: spec.Address, Net: network})

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/slipway-net/slipway/internal/splice"
 	"github.com/slipway-net/slipway/network"
 	"github.com/slipway-net/slipway/services/dns"
 )
@@ -219,7 +220,7 @@ func (a *API) tunnel(w http.ResponseWriter, r *http.Request) {
 		a.Log.Debug("tunnel: cannot dial", "ip", ip, "port", port, "err", err)
 		return
 	}
-	splice(context.Background(), conn, g)
+	splice.Conns(context.Background(), conn, g)
 }
 
 // connect is gvproxy's /connect: the hijacked connection becomes a VM's

@@ -17,6 +17,7 @@ import (
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/accept"
+	"github.com/slipway-net/slipway/internal/splice"
 	"github.com/slipway-net/slipway/network"
 )
 
@@ -278,7 +279,7 @@ func (f *Forwarder) unixProxy(path, remote string) (io.Closer, error) {
 				f.log.Debug("unix proxy: dial the guest", "socket", path, "remote", remote, "err", err)
 				return
 			}
-			splice(ctx, c, g)
+			splice.Conns(ctx, c, g)
 		}()
 	})
 	return closerFunc(func() error {
@@ -294,25 +295,3 @@ func (f *Forwarder) unixProxy(path, remote string) (io.Closer, error) {
 type closerFunc func() error
 
 func (c closerFunc) Close() error { return c() }
-
-// splice copies a and b into each other until both directions end,
-// passing half-closes on where the connections have them.
-func splice(ctx context.Context, a, b net.Conn) {
-	defer b.Close()
-	stop := context.AfterFunc(ctx, func() { a.Close(); b.Close() })
-	defer stop()
-	done := make(chan struct{}, 2)
-	half := func(dst, src net.Conn) {
-		io.Copy(dst, src)
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		} else {
-			dst.Close()
-		}
-		done <- struct{}{}
-	}
-	go half(a, b)
-	go half(b, a)
-	<-done
-	<-done
-}

@@ -4,8 +4,9 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
-	"time"
+
+	"github.com/slipway-net/slipway/internal/endpoint"
+	"github.com/slipway-net/slipway/internal/hostnet"
 )
 
 // listenURL opens an API endpoint: unix://PATH (a stale socket file is
@@ -14,16 +15,12 @@ func listenURL(u *url.URL) (net.Listener, error) {
 	switch u.Scheme {
 	case "unix":
 		path := urlPath(u)
-		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-				c.Close()
-				return nil, fmt.Errorf("%s: another process is serving on it", path)
-			}
-			os.Remove(path)
+		if err := endpoint.ClaimSocketPath(path); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		return net.Listen("unix", path)
+		return hostnet.Listen("unix", path)
 	case "tcp":
-		return net.Listen("tcp", u.Host)
+		return hostnet.Listen("tcp", u.Host)
 	case "vsock":
 		return listenVsock(u)
 	}

@@ -18,7 +18,7 @@ func ReadHostNet(ifname string) (HostNet, error) {
 			return h, fmt.Errorf("read the host's routes: %w", err)
 		}
 		for _, r := range routes {
-			if r.Dst != nil && !isDefault(r.Dst.IP, r.Dst.Mask) || r.Gw == nil {
+			if r.Dst != nil && !isDefault(r.Dst.Mask) || r.Gw == nil {
 				continue
 			}
 			l, err := netlink.LinkByIndex(r.LinkIndex)
@@ -48,7 +48,8 @@ func ReadHostNet(ifname string) (HostNet, error) {
 	return h, nil
 }
 
-func isDefault(ip []byte, mask []byte) bool {
+// isDefault reports whether a route's mask is /0: a default route.
+func isDefault(mask []byte) bool {
 	for _, b := range mask {
 		if b != 0 {
 			return false

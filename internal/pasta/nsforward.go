@@ -7,11 +7,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/accept"
+	"github.com/slipway-net/slipway/internal/splice"
 )
 
 // maxNSConns bounds the connections -T's listeners carry at once; more
@@ -76,7 +76,7 @@ func ServeNSForwards(ctx context.Context, fws []NSForward, files []*os.File, log
 	return nil
 }
 
-// carry copies one connection both ways, passing half-closes on.
+// carry connects c to the forward's target on the host and joins the two.
 func carry(ctx context.Context, c net.Conn, fw NSForward, log *slog.Logger) {
 	defer c.Close()
 	d := net.Dialer{Timeout: nsDialTimeout}
@@ -85,21 +85,7 @@ func carry(ctx context.Context, c net.Conn, fw NSForward, log *slog.Logger) {
 		log.Debug("-T: connect to the host", "target", fw.Target, "err", err)
 		return
 	}
-	defer h.Close()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	half := func(dst, src net.Conn) {
-		defer wg.Done()
-		io.Copy(dst, src)
-		if t, ok := dst.(*net.TCPConn); ok {
-			t.CloseWrite()
-		}
-	}
-	go half(h, c)
-	go half(c, h)
-	stop := context.AfterFunc(ctx, func() { c.Close(); h.Close() })
-	wg.Wait()
-	stop()
+	splice.Conns(ctx, c, h)
 }
 
 // udpIdle ends a -U session (one namespace source address) this long

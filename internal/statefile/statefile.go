@@ -71,9 +71,6 @@ type Store struct {
 // New returns the store of the file at path.
 func New(fsys FS, path string) *Store { return &Store{fs: fsys, path: path} }
 
-// Path is the file's path.
-func (s *Store) Path() string { return s.path }
-
 // Load reads the file. A file that does not exist is no error: ok is
 // false, and the network starts empty. One that is corrupt or of a newer
 // version is an error naming the file; it is left as it is.
@@ -107,22 +104,16 @@ func (s *Store) Save(st network.State) error {
 		return fmt.Errorf("state file %s: %w", s.path, err)
 	}
 	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		s.fs.Remove(tmp)
-		return fmt.Errorf("state file %s: %w", s.path, err)
+	if _, err = f.Write(b); err == nil {
+		err = f.Sync()
 	}
-	if _, err := f.Write(b); err != nil {
-		return fail(err)
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
+	if err == nil {
+		err = s.fs.Rename(tmp, s.path)
 	}
-	if err := f.Close(); err != nil {
-		s.fs.Remove(tmp)
-		return fmt.Errorf("state file %s: %w", s.path, err)
-	}
-	if err := s.fs.Rename(tmp, s.path); err != nil {
+	if err != nil {
 		s.fs.Remove(tmp)
 		return fmt.Errorf("state file %s: %w", s.path, err)
 	}
