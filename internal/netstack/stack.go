@@ -488,8 +488,16 @@ func (st *Stack) SetTCPForwarder(maxInFlight int, accept func(stack.TransportEnd
 // SetUDPForwarder routes every UDP datagram with no bound endpoint to h,
 // with the datagram's UDP header (an ICMP error about the flow quotes it);
 // when h returns false the stack answers with ICMP port unreachable.
+//
+// A datagram from one of the stack's own addresses never reaches h: it is
+// the stack's own broadcast (a DHCP reply to 255.255.255.255), which
+// gVisor loops back to the sender unconditionally. No guest sent it, so
+// it must open no flow and count as no refusal.
 func (st *Stack) SetUDPForwarder(h func(r *udp.ForwarderRequest, first [header.UDPMinimumSize]byte) bool) {
 	st.s.SetTransportProtocolHandler(udp.ProtocolNumber, func(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
+		if (*st.own.Load())[string(id.RemoteAddress.AsSlice())] {
+			return false
+		}
 		var first [header.UDPMinimumSize]byte
 		copy(first[:], pkt.TransportHeader().Slice())
 		return h(udp.NewForwarderRequest(st.s, id, pkt.Clone()), first)
