@@ -39,17 +39,14 @@ func startNS(t *testing.T, args []string, lines ...string) *nsSession {
 // at waits until the script reached step name.
 func (s *nsSession) at(name string) {
 	s.t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for !strings.Contains(s.p.Output(), "@at_"+name+"=1") {
-		select {
-		case <-s.p.Done():
-			s.t.Fatalf("slipway run ended before step %s:\n%s", name, s.p.Output())
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("the script did not reach step %s:\n%s", name, s.p.Output())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if s.p.WaitOutput("@at_"+name+"=1", 90*time.Second) {
+		return
+	}
+	select {
+	case <-s.p.Done():
+		s.t.Fatalf("slipway run ended before step %s:\n%s", name, s.p.Output())
+	default:
+		s.t.Fatalf("the script did not reach step %s:\n%s", name, s.p.Output())
 	}
 }
 

@@ -252,12 +252,8 @@ func TestSandboxBhyveHelper(t *testing.T) {
 
 func waitOutput(t *testing.T, p *testenv.Process, s string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(p.Output(), s) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q in the output:\n%s", s, p.Output())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !p.WaitOutput(s, 20*time.Second) {
+		t.Fatalf("no %q in the output:\n%s", s, p.Output())
 	}
 }
 
@@ -283,9 +279,7 @@ func TestSandboxUnprivileged(t *testing.T) {
 	checkConfined(t, enginePID(t, cmd.Process.Pid), nobodyUID, false)
 	// The engine's log reaches us through the launcher: the line may
 	// come a moment after the ready byte.
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.Output(), "msg=sandbox") && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
-	}
+	p.WaitOutput("msg=sandbox", 10*time.Second)
 	checkLayersLine(t, p.Output())
 	// The VM still gets an address.
 	g := guestpeer.New(t, guestpeer.NewStream(ours), "52:54:00:12:34:56")

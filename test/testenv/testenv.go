@@ -506,6 +506,25 @@ func (p *Process) Output() string { return p.out.String() }
 // Done is closed once the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
+// WaitOutput waits until s is in the process's output, for at most
+// timeout, and reports whether it came. It gives up early once the
+// process has exited without writing it.
+func (p *Process) WaitOutput(s string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for !strings.Contains(p.Output(), s) {
+		select {
+		case <-p.done:
+			return strings.Contains(p.Output(), s)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
 // Err is what waiting for the process returned; only valid after Done.
 func (p *Process) Err() error { return p.err }
 
