@@ -34,13 +34,8 @@ func findEngine(t *testing.T, what string, match func(proc string) bool) int {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		entries, _ := os.ReadDir("/proc")
-		for _, e := range entries {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
-			}
-			proc := "/proc/" + e.Name()
+		for _, pid := range testenv.PIDs() {
+			proc := "/proc/" + strconv.Itoa(pid)
 			cmdline, _ := os.ReadFile(proc + "/cmdline")
 			if bytes.HasPrefix(cmdline, []byte("slipway-engine\x00")) && match(proc) {
 				return pid
@@ -56,14 +51,9 @@ func findEngine(t *testing.T, what string, match func(proc string) bool) int {
 func enginePID(t *testing.T, launcher int) int {
 	t.Helper()
 	return findEngine(t, "under launcher "+strconv.Itoa(launcher), func(proc string) bool {
-		stat, _ := os.ReadFile(proc + "/stat")
-		// pid (comm) state ppid ...: comm may hold spaces.
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
-			return false
-		}
-		f := strings.Fields(string(stat[i+1:]))
-		return len(f) > 1 && f[1] == strconv.Itoa(launcher)
+		pid, _ := strconv.Atoi(strings.TrimPrefix(proc, "/proc/"))
+		_, ppid, ok := testenv.ProcStat(pid)
+		return ok && ppid == launcher
 	})
 }
 

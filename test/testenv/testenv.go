@@ -468,6 +468,39 @@ func Markers(output string) map[string]string {
 // before it is killed; it only keeps a hung process from hanging a test.
 const stopGrace = 20 * time.Second
 
+// PIDs lists the host's processes.
+func PIDs() []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// ProcStat reads a process's command name and parent from /proc/PID/stat;
+// ok is false once the process is gone.
+func ProcStat(pid int) (comm string, ppid int, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return "", 0, false
+	}
+	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+	s := string(b)
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open {
+		return "", 0, false
+	}
+	f := strings.Fields(s[end+1:])
+	if len(f) < 2 {
+		return "", 0, false
+	}
+	ppid, err = strconv.Atoi(f[1])
+	return s[open+1 : end], ppid, err == nil
+}
+
 // Process is a program a test runs in the background, slipway mostly. Its
 // output (stdout and stderr together) is collected; when the test ends it
 // is stopped, and its output logged if the test failed.
