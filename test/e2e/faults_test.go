@@ -27,10 +27,21 @@ type nsSession struct {
 
 func startNS(t *testing.T, args []string, lines ...string) *nsSession {
 	t.Helper()
+	return startNSIn(t, "", args, lines...)
+}
+
+// startNSIn is startNS with slipway run started in the network namespace
+// netns ("" for the test's own).
+func startNSIn(t *testing.T, netns string, args []string, lines ...string) *nsSession {
+	t.Helper()
 	dir := t.TempDir()
 	step := fmt.Sprintf(`step() { echo "@at_$1=1"; i=0; until [ -e %s/go_$1 ]; do i=$((i+1)); [ $i -lt 1200 ] || exit 9; sleep 0.05; done; }`, dir)
 	sh := script(append([]string{step}, lines...)...)
-	cmd := exec.Command(testenv.Slipway(t), append(append([]string{"run"}, args...), "--", "sh", "-c", sh)...)
+	argv := append(append([]string{testenv.Slipway(t), "run"}, args...), "--", "sh", "-c", sh)
+	if netns != "" {
+		argv = append([]string{"ip", "netns", "exec", netns}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	return &nsSession{t: t, p: testenv.StartProcess(t, "slipway run", cmd), dir: dir}
 }
