@@ -543,11 +543,24 @@ func (p *Process) Done() <-chan struct{} { return p.done }
 // timeout, and reports whether it came. It gives up early once the
 // process has exited without writing it.
 func (p *Process) WaitOutput(s string, timeout time.Duration) bool {
+	return p.waitFor(func() bool { return strings.Contains(p.Output(), s) }, timeout)
+}
+
+// WaitPath waits until path exists (a socket the process makes), for at
+// most timeout, and reports whether it does. It gives up early once the
+// process has exited without making it.
+func (p *Process) WaitPath(path string, timeout time.Duration) bool {
+	return p.waitFor(func() bool { _, err := os.Stat(path); return err == nil }, timeout)
+}
+
+// waitFor waits until cond holds, for at most timeout or until the
+// process has exited, and reports whether it does.
+func (p *Process) waitFor(cond func() bool, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
-	for !strings.Contains(p.Output(), s) {
+	for !cond() {
 		select {
 		case <-p.done:
-			return strings.Contains(p.Output(), s)
+			return cond()
 		default:
 		}
 		if time.Now().After(deadline) {
