@@ -147,10 +147,7 @@ func New(o Options) (*Stack, error) {
 	st.own.Store(&own)
 	var routes []tcpip.Route
 	for _, p := range o.Addresses {
-		proto := ipv4.ProtocolNumber
-		if p.Addr().Is6() {
-			proto = ipv6.ProtocolNumber
-		}
+		proto := netProto(p.Addr())
 		pa := tcpip.ProtocolAddress{
 			Protocol:          proto,
 			AddressWithPrefix: tcpip.AddrFromSlice(p.Addr().AsSlice()).WithPrefix(),
@@ -313,6 +310,14 @@ func (st *Stack) ownsTarget(v *frame.View) bool {
 	return true
 }
 
+// netProto is gVisor's network protocol of a's family.
+func netProto(a netip.Addr) tcpip.NetworkProtocolNumber {
+	if a.Is6() {
+		return ipv6.ProtocolNumber
+	}
+	return ipv4.ProtocolNumber
+}
+
 // answers reports whether the stack answers address resolution for the
 // address in b: its own, and those it stands in for.
 func (st *Stack) answers(b []byte) bool {
@@ -342,10 +347,7 @@ func (st *Stack) answers(b []byte) bool {
 // JoinGroup makes the stack accept a multicast group (DHCPv6's
 // ff02::1:2).
 func (st *Stack) JoinGroup(group netip.Addr) error {
-	proto := ipv4.ProtocolNumber
-	if group.Is6() {
-		proto = ipv6.ProtocolNumber
-	}
+	proto := netProto(group)
 	if terr := st.s.JoinGroup(proto, nicID, tcpip.AddrFromSlice(group.AsSlice())); terr != nil {
 		return fmt.Errorf("netstack: join %s: %s", group, terr)
 	}
@@ -431,10 +433,7 @@ func (st *Stack) MAC() [6]byte {
 // LinkAddressOf returns the Ethernet address the stack's neighbour table
 // holds for a, if any.
 func (st *Stack) LinkAddressOf(a netip.Addr) ([6]byte, bool) {
-	proto := ipv4.ProtocolNumber
-	if a.Is6() {
-		proto = ipv6.ProtocolNumber
-	}
+	proto := netProto(a)
 	neigh, terr := st.s.Neighbors(nicID, proto)
 	if terr != nil {
 		return [6]byte{}, false
@@ -488,8 +487,16 @@ func (st *Stack) SetTCPForwarder(maxInFlight int, accept func(stack.TransportEnd
 // SetUDPForwarder routes every UDP datagram with no bound endpoint to h,
 // with the datagram's UDP header (an ICMP error about the flow quotes it);
 // when h returns false the stack answers with ICMP port unreachable.
+//
+// A datagram from one of the stack's own addresses never reaches h: it is
+// the stack's own broadcast (a DHCP reply to 255.255.255.255), which
+// gVisor loops back to the sender unconditionally. No guest sent it, so
+// it must open no flow and count as no refusal.
 func (st *Stack) SetUDPForwarder(h func(r *udp.ForwarderRequest, first [header.UDPMinimumSize]byte) bool) {
 	st.s.SetTransportProtocolHandler(udp.ProtocolNumber, func(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
+		if (*st.own.Load())[string(id.RemoteAddress.AsSlice())] {
+			return false
+		}
 		var first [header.UDPMinimumSize]byte
 		copy(first[:], pkt.TransportHeader().Slice())
 		return h(udp.NewForwarderRequest(st.s, id, pkt.Clone()), first)
@@ -499,10 +506,7 @@ func (st *Stack) SetUDPForwarder(h func(r *udp.ForwarderRequest, first [header.U
 // ListenUDP binds a UDP endpoint in the stack. An unspecified address binds
 // all of the stack's addresses; broadcast sending is allowed (DHCP).
 func (st *Stack) ListenUDP(addr netip.AddrPort) (*gonet.UDPConn, error) {
-	proto := ipv4.ProtocolNumber
-	if addr.Addr().Is6() {
-		proto = ipv6.ProtocolNumber
-	}
+	proto := netProto(addr.Addr())
 	var wq waiter.Queue
 	ep, terr := st.s.NewEndpoint(udp.ProtocolNumber, proto, &wq)
 	if terr != nil {
@@ -531,10 +535,7 @@ func (st *Stack) AddAddress(addr netip.Addr) error {
 	if old[key] {
 		return nil
 	}
-	proto := ipv4.ProtocolNumber
-	if addr.Is6() {
-		proto = ipv6.ProtocolNumber
-	}
+	proto := netProto(addr)
 	pa := tcpip.ProtocolAddress{Protocol: proto, AddressWithPrefix: tcpip.AddrFromSlice(addr.AsSlice()).WithPrefix()}
 	if terr := st.s.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); terr != nil {
 		return fmt.Errorf("netstack: add address %s: %s", addr, terr)
@@ -550,10 +551,7 @@ func (st *Stack) AddAddress(addr netip.Addr) error {
 
 // ListenTCP listens on a TCP address in the stack.
 func (st *Stack) ListenTCP(addr netip.AddrPort) (*gonet.TCPListener, error) {
-	proto := ipv4.ProtocolNumber
-	if addr.Addr().Is6() {
-		proto = ipv6.ProtocolNumber
-	}
+	proto := netProto(addr.Addr())
 	l, err := gonet.ListenTCP(st.s, tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFromSlice(addr.Addr().AsSlice()), Port: addr.Port()}, proto)
 	if err != nil {
 		return nil, fmt.Errorf("netstack: listen TCP %s: %w", addr, err)
@@ -564,10 +562,7 @@ func (st *Stack) ListenTCP(addr netip.AddrPort) (*gonet.TCPListener, error) {
 // DialTCP connects from the stack (the gateway's address of the family)
 // to a guest's TCP port: gvproxy's /tunnel and SSH to the guest.
 func (st *Stack) DialTCP(ctx context.Context, to netip.AddrPort) (*gonet.TCPConn, error) {
-	proto := ipv4.ProtocolNumber
-	if to.Addr().Is6() {
-		proto = ipv6.ProtocolNumber
-	}
+	proto := netProto(to.Addr())
 	c, err := gonet.DialContextTCP(ctx, st.s, tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFromSlice(to.Addr().AsSlice()), Port: to.Port()}, proto)
 	if err != nil {
 		return nil, fmt.Errorf("netstack: dial %s: %w", to, err)

@@ -3,7 +3,6 @@ package outbound
 import (
 	"net"
 	"net/netip"
-	"slices"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
@@ -19,11 +18,6 @@ import (
 // unreachable.
 func (f *Forwarder) handleUDP(r *udp.ForwarderRequest, first [header.UDPMinimumSize]byte) bool {
 	guest, dst := idEnds(r.ID())
-	if slices.Contains(f.o.LocalAddrs, guest.Addr()) {
-		// The stack's own broadcast (a DHCP reply to 255.255.255.255)
-		// looped back to it: no guest sent it, so nothing is refused.
-		return false
-	}
 	v := f.decide(config.UDP, dst)
 	if !v.Allowed() {
 		return false

@@ -169,7 +169,7 @@ func (p *Publisher) listen(fw *forward) error {
 	for i := 0; i < r.HostPorts(); i++ {
 		ap := netip.AddrPortFrom(r.HostAddr, r.HostPort+uint16(i))
 		if r.Proto == config.UDP {
-			c, err := p.listenUDP(ap)
+			c, err := p.o.ListenUDP(ap)
 			if err != nil {
 				return err
 			}
@@ -177,7 +177,7 @@ func (p *Publisher) listen(fw *forward) error {
 			fw.udp = append(fw.udp, newUDPPort(p, fw, c, guest))
 			continue
 		}
-		l, err := p.listenTCP(ap)
+		l, err := p.o.ListenTCP(ap)
 		if err != nil {
 			return err
 		}
@@ -185,9 +185,6 @@ func (p *Publisher) listen(fw *forward) error {
 	}
 	return nil
 }
-
-func (p *Publisher) listenTCP(ap netip.AddrPort) (*net.TCPListener, error) { return p.o.ListenTCP(ap) }
-func (p *Publisher) listenUDP(ap netip.AddrPort) (*net.UDPConn, error)     { return p.o.ListenUDP(ap) }
 
 // start runs fw's listeners.
 func (p *Publisher) start(fw *forward) {

@@ -347,7 +347,8 @@ func (s *Server) bind(duid []byte, a ia, commit bool, from netip.AddrPort, now t
 	k := key{duid: string(duid), iaid: a.iaid}
 	e := s.table.Get(k)
 	if e == nil {
-		s.makeRoomFor(from.Addr().WithZone(""))
+		src := from.Addr().WithZone("") // one client address, whichever link-local zone
+		s.makeRoomFor(src)
 		var ok bool
 		if e, ok = s.table.Allocate(k, a.addrs, now, advertiseHold); !ok {
 			// Warn once per episode: a guest cycling DUIDs must not be
@@ -359,7 +360,6 @@ func (s *Server) bind(duid []byte, a ia, commit bool, from netip.AddrPort, now t
 			return nil
 		}
 		s.poolFullLogged = false
-		src := from.Addr().WithZone("")
 		s.bySource[src] = append(s.bySource[src], k)
 	}
 	if !commit {

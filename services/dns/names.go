@@ -47,8 +47,15 @@ type names struct {
 
 type zone struct {
 	Zone
-	suffix string // "." + canonical name, the form queries end in
-	res    []*regexp.Regexp
+	suffix string    // "." + canonical name, the form queries end in
+	match  []matcher // Records[i]'s is match[i]
+}
+
+// matcher is how a record is matched, prepared once rather than on each
+// query: its name lower-cased (queries are), its pattern compiled.
+type matcher struct {
+	name string // "" if the record has none
+	re   *regexp.Regexp
 }
 
 // lookup finds a local answer for a canonical name: the addresses, or
@@ -62,9 +69,9 @@ func (n *names) lookup(name string) (addrs []netip.Addr, nxdomain, ok bool) {
 			continue
 		}
 		rel := strings.TrimSuffix(name, z.suffix)
-		for i, r := range z.Records {
-			if r.Name != "" && lowerASCII(r.Name) == rel || z.res[i] != nil && z.res[i].MatchString(rel) {
-				return []netip.Addr{r.IP}, false, true
+		for i, m := range z.match {
+			if m.name != "" && m.name == rel || m.re != nil && m.re.MatchString(rel) {
+				return []netip.Addr{z.Records[i].IP}, false, true
 			}
 		}
 		if z.DefaultIP.IsValid() {
@@ -113,7 +120,7 @@ func compileZone(z Zone) (zone, error) {
 			}
 		}
 		c.Records[i].IP = r.IP.WithZone("").Unmap()
-		c.res = append(c.res, re)
+		c.match = append(c.match, matcher{name: lowerASCII(r.Name), re: re})
 	}
 	return c, nil
 }
@@ -144,7 +151,7 @@ func (f *Forwarder) AddZone(z Zone) error {
 	if i >= 0 {
 		merged := c
 		merged.Records = append(slices.Clone(c.Records), next.zones[i].Records...)
-		merged.res = append(slices.Clone(c.res), next.zones[i].res...)
+		merged.match = append(slices.Clone(c.match), next.zones[i].match...)
 		next.zones[i] = merged
 	} else {
 		if len(next.zones) >= MaxZones {

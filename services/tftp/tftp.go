@@ -36,6 +36,7 @@ const (
 	errNotFound    = 1
 	errAccess      = 2
 	errIllegalOp   = 4
+	errUnknownTID  = 5
 	defaultBlkSize = 512
 	minBlkSize     = 8
 	maxRequestLen  = 512 // a request larger than one default block is not one
@@ -283,7 +284,7 @@ func (s *Server) transfer(conn net.PacketConn, peer net.Addr, req Request) {
 				}
 				if from.String() != peer.String() {
 					// Another host's packet: RFC 1350 answers it with an error.
-					conn.WriteTo(errorPacket(5, "unknown transfer"), from)
+					conn.WriteTo(errorPacket(errUnknownTID, "unknown transfer"), from)
 					continue
 				}
 				if n >= 4 && binary.BigEndian.Uint16(ack) == opERROR {

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -42,12 +41,8 @@ func TestServeKeepsServingAfterEMFILE(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(srv.Output(), "too many open files") {
-		if time.Now().After(deadline) {
-			t.Fatalf("slipway never ran out of descriptors:\n%s", srv.Output())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !srv.WaitOutput("too many open files", 15*time.Second) {
+		t.Fatalf("slipway never ran out of descriptors:\n%s", srv.Output())
 	}
 	for _, c := range conns {
 		c.Close()

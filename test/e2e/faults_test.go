@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -28,10 +27,21 @@ type nsSession struct {
 
 func startNS(t *testing.T, args []string, lines ...string) *nsSession {
 	t.Helper()
+	return startNSIn(t, "", args, lines...)
+}
+
+// startNSIn is startNS with slipway run started in the network namespace
+// netns ("" for the test's own).
+func startNSIn(t *testing.T, netns string, args []string, lines ...string) *nsSession {
+	t.Helper()
 	dir := t.TempDir()
 	step := fmt.Sprintf(`step() { echo "@at_$1=1"; i=0; until [ -e %s/go_$1 ]; do i=$((i+1)); [ $i -lt 1200 ] || exit 9; sleep 0.05; done; }`, dir)
 	sh := script(append([]string{step}, lines...)...)
-	cmd := exec.Command(testenv.Slipway(t), append(append([]string{"run"}, args...), "--", "sh", "-c", sh)...)
+	argv := append(append([]string{testenv.Slipway(t), "run"}, args...), "--", "sh", "-c", sh)
+	if netns != "" {
+		argv = append([]string{"ip", "netns", "exec", netns}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	return &nsSession{t: t, p: testenv.StartProcess(t, "slipway run", cmd), dir: dir}
 }
@@ -39,17 +49,14 @@ func startNS(t *testing.T, args []string, lines ...string) *nsSession {
 // at waits until the script reached step name.
 func (s *nsSession) at(name string) {
 	s.t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for !strings.Contains(s.p.Output(), "@at_"+name+"=1") {
-		select {
-		case <-s.p.Done():
-			s.t.Fatalf("slipway run ended before step %s:\n%s", name, s.p.Output())
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("the script did not reach step %s:\n%s", name, s.p.Output())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if s.p.WaitOutput("@at_"+name+"=1", 90*time.Second) {
+		return
+	}
+	select {
+	case <-s.p.Done():
+		s.t.Fatalf("slipway run ended before step %s:\n%s", name, s.p.Output())
+	default:
+		s.t.Fatalf("the script did not reach step %s:\n%s", name, s.p.Output())
 	}
 }
 
@@ -214,20 +221,9 @@ func slipwayPIDs(t *testing.T, root int) []int {
 		t.Fatal(err)
 	}
 	parent := map[int]int{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces.
-		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-		if len(f) > 1 {
-			parent[pid], _ = strconv.Atoi(f[1])
+	for _, pid := range testenv.PIDs() {
+		if _, ppid, ok := testenv.ProcStat(pid); ok {
+			parent[pid] = ppid
 		}
 	}
 	under := func(pid int) bool {

@@ -187,17 +187,15 @@ func TestGvproxyVMSockets(t *testing.T) {
 // waitPath waits for a socket file to appear.
 func waitPath(t *testing.T, path string, gv *testenv.Process) {
 	t.Helper()
-	for i := 0; i < 200; i++ {
-		if _, err := os.Stat(path); err == nil {
-			return
-		}
-		select {
-		case <-gv.Done():
-			t.Fatalf("gvproxy exited: %v\n%s", gv.Err(), gv.Output())
-		case <-time.After(25 * time.Millisecond):
-		}
+	if gv.WaitPath(path, 5*time.Second) {
+		return
 	}
-	t.Fatalf("%s never appeared", path)
+	select {
+	case <-gv.Done():
+		t.Fatalf("gvproxy exited: %v\n%s", gv.Err(), gv.Output())
+	default:
+		t.Fatalf("%s never appeared", path)
+	}
 }
 
 // TestGvproxyConfigFile: -config FILE.yaml as crc and podman machine on

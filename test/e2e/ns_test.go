@@ -523,12 +523,8 @@ func TestRunPassesSignals(t *testing.T) {
 	testenv.RequireRoot(t)
 	p := testenv.StartProcess(t, "slipway run", exec.Command(testenv.Slipway(t), "run", "--", "sh", "-c",
 		`trap 'echo "@got=TERM"; exit 42' TERM; echo "@ready=1"; while :; do sleep 0.05; done`))
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(p.Output(), "@ready=1") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the command never started:\n%s", p.Output())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !p.WaitOutput("@ready=1", 30*time.Second) {
+		t.Fatalf("the command never started:\n%s", p.Output())
 	}
 	p.Cmd.Process.Signal(syscall.SIGTERM)
 	select {

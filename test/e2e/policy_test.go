@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -120,36 +119,13 @@ func TestEgressRulesWithPorts(t *testing.T) {
 func TestEgressRulesThroughAPI(t *testing.T) {
 	testenv.RequireRoot(t)
 	ns := remoteNS(t, 22)
-	dir := t.TempDir()
-	api := filepath.Join(dir, "api.sock")
-	step := func(n int) string {
-		return fmt.Sprintf(`touch %s/at%d; while [ ! -e %s/go%d ]; do sleep 0.1; done`, dir, n, dir, n)
-	}
-	sh := script(probe("first", remoteAddr, 22), step(1), probe("denied", remoteAddr, 22), step(2), probe("again", remoteAddr, 22))
-	cmd := exec.Command("ip", "netns", "exec", ns, testenv.Slipway(t), "run", "--api-socket", api, "--", "sh", "-c", sh)
-	p := testenv.StartProcess(t, "slipway run", cmd)
+	api := filepath.Join(t.TempDir(), "api.sock")
+	s := startNSIn(t, ns, []string{"--api-socket", api},
+		probe("first", remoteAddr, 22), `step 1`, probe("denied", remoteAddr, 22), `step 2`, probe("again", remoteAddr, 22))
 	c := control.NewClient(api)
 	ctx := context.Background()
-	await := func(n int) {
-		t.Helper()
-		deadline := time.Now().Add(time.Minute)
-		for {
-			if _, err := os.Stat(fmt.Sprintf("%s/at%d", dir, n)); err == nil {
-				return
-			}
-			select {
-			case <-p.Done():
-				t.Fatalf("slipway run ended before step %d:\n%s", n, p.Output())
-			case <-time.After(100 * time.Millisecond):
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the guest did not reach step %d:\n%s", n, p.Output())
-			}
-		}
-	}
-	release := func(n int) { os.WriteFile(fmt.Sprintf("%s/go%d", dir, n), nil, 0o600) }
 
-	await(1)
+	s.at("1")
 	var added control.EgressRule
 	if err := c.Do(ctx, "POST", "/v1/rules", control.RuleRequest{Rule: "deny " + remoteAddr + ":22"}, &added); err != nil {
 		t.Fatal(err)
@@ -161,8 +137,8 @@ func TestEgressRulesThroughAPI(t *testing.T) {
 	if err := c.Do(ctx, "POST", "/v1/rules", control.RuleRequest{Rule: "deny 192.0.2.1/40"}, nil); err == nil || !strings.Contains(err.Error(), "192.0.2.1/40") {
 		t.Fatalf("a bad rule: %v, want an error naming it", err)
 	}
-	release(1)
-	await(2)
+	s.proceed("1")
+	s.at("2")
 	var stats struct {
 		Forwarder struct {
 			Refused map[string]uint64 `json:"refused"`
@@ -181,8 +157,8 @@ func TestEgressRulesThroughAPI(t *testing.T) {
 	if err := c.Do(ctx, "DELETE", fmt.Sprintf("/v1/rules/%d", added.ID), nil, nil); err == nil {
 		t.Fatal("deleting a rule twice succeeded")
 	}
-	release(2)
-	<-p.Done()
-	m := testenv.Markers(p.Output())
+	s.proceed("2")
+	<-s.p.Done()
+	m := testenv.Markers(s.p.Output())
 	checkMarkers(t, m, map[string]string{"first": "svc-22", "denied": "refused", "again": "svc-22"}, "")
 }

@@ -34,13 +34,8 @@ func findEngine(t *testing.T, what string, match func(proc string) bool) int {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		entries, _ := os.ReadDir("/proc")
-		for _, e := range entries {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
-			}
-			proc := "/proc/" + e.Name()
+		for _, pid := range testenv.PIDs() {
+			proc := "/proc/" + strconv.Itoa(pid)
 			cmdline, _ := os.ReadFile(proc + "/cmdline")
 			if bytes.HasPrefix(cmdline, []byte("slipway-engine\x00")) && match(proc) {
 				return pid
@@ -56,14 +51,9 @@ func findEngine(t *testing.T, what string, match func(proc string) bool) int {
 func enginePID(t *testing.T, launcher int) int {
 	t.Helper()
 	return findEngine(t, "under launcher "+strconv.Itoa(launcher), func(proc string) bool {
-		stat, _ := os.ReadFile(proc + "/stat")
-		// pid (comm) state ppid ...: comm may hold spaces.
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
-			return false
-		}
-		f := strings.Fields(string(stat[i+1:]))
-		return len(f) > 1 && f[1] == strconv.Itoa(launcher)
+		pid, _ := strconv.Atoi(strings.TrimPrefix(proc, "/proc/"))
+		_, ppid, ok := testenv.ProcStat(pid)
+		return ok && ppid == launcher
 	})
 }
 
@@ -252,12 +242,8 @@ func TestSandboxBhyveHelper(t *testing.T) {
 
 func waitOutput(t *testing.T, p *testenv.Process, s string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(p.Output(), s) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q in the output:\n%s", s, p.Output())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !p.WaitOutput(s, 20*time.Second) {
+		t.Fatalf("no %q in the output:\n%s", s, p.Output())
 	}
 }
 
@@ -283,9 +269,7 @@ func TestSandboxUnprivileged(t *testing.T) {
 	checkConfined(t, enginePID(t, cmd.Process.Pid), nobodyUID, false)
 	// The engine's log reaches us through the launcher: the line may
 	// come a moment after the ready byte.
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.Output(), "msg=sandbox") && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
-	}
+	p.WaitOutput("msg=sandbox", 10*time.Second)
 	checkLayersLine(t, p.Output())
 	// The VM still gets an address.
 	g := guestpeer.New(t, guestpeer.NewStream(ours), "52:54:00:12:34:56")

@@ -168,21 +168,9 @@ func onSlipway(t testing.TB, pid int, shape string) bool {
 	if usesSlipway(t, pid) {
 		return false
 	}
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, p := range stats {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 || !strings.Contains(s[:i], "(slipway-slirp-s") {
-			continue
-		}
-		var state string
-		var ppid int
-		if _, err := fmt.Sscan(s[i+1:], &state, &ppid); err == nil && ppid == pid {
+	for _, p := range testenv.PIDs() {
+		// The kernel cuts a command name to 15 bytes.
+		if comm, ppid, ok := testenv.ProcStat(p); ok && ppid == pid && strings.HasPrefix(comm, "slipway-slirp-s") {
 			return true
 		}
 	}

@@ -57,16 +57,11 @@ func slirp4netnsOn(t *testing.T, shape string) {
 	}
 	// --configure has run once the API socket exists (slirp4netns
 	// creates it after configuring the TAP).
-	for i := 0; ; i++ {
-		if _, err := os.Stat(api); err == nil {
-			break
-		}
+	if !s4.WaitPath(api, 30*time.Second) {
 		select {
 		case <-s4.Done():
 			t.Fatalf("slirp4netns exited: %v\n%s", s4.Err(), s4.Output())
-		case <-time.After(100 * time.Millisecond):
-		}
-		if i == 300 {
+		default:
 			t.Fatalf("slirp4netns never made its API socket:\n%s", s4.Output())
 		}
 	}

@@ -468,6 +468,39 @@ func Markers(output string) map[string]string {
 // before it is killed; it only keeps a hung process from hanging a test.
 const stopGrace = 20 * time.Second
 
+// PIDs lists the host's processes.
+func PIDs() []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// ProcStat reads a process's command name and parent from /proc/PID/stat;
+// ok is false once the process is gone.
+func ProcStat(pid int) (comm string, ppid int, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return "", 0, false
+	}
+	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+	s := string(b)
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open {
+		return "", 0, false
+	}
+	f := strings.Fields(s[end+1:])
+	if len(f) < 2 {
+		return "", 0, false
+	}
+	ppid, err = strconv.Atoi(f[1])
+	return s[open+1 : end], ppid, err == nil
+}
+
 // Process is a program a test runs in the background, slipway mostly. Its
 // output (stdout and stderr together) is collected; when the test ends it
 // is stopped, and its output logged if the test failed.
@@ -505,6 +538,38 @@ func (p *Process) Output() string { return p.out.String() }
 
 // Done is closed once the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
+
+// WaitOutput waits until s is in the process's output, for at most
+// timeout, and reports whether it came. It gives up early once the
+// process has exited without writing it.
+func (p *Process) WaitOutput(s string, timeout time.Duration) bool {
+	return p.waitFor(func() bool { return strings.Contains(p.Output(), s) }, timeout)
+}
+
+// WaitPath waits until path exists (a socket the process makes), for at
+// most timeout, and reports whether it does. It gives up early once the
+// process has exited without making it.
+func (p *Process) WaitPath(path string, timeout time.Duration) bool {
+	return p.waitFor(func() bool { _, err := os.Stat(path); return err == nil }, timeout)
+}
+
+// waitFor waits until cond holds, for at most timeout or until the
+// process has exited, and reports whether it does.
+func (p *Process) waitFor(cond func() bool, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		select {
+		case <-p.done:
+			return cond()
+		default:
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
 
 // Err is what waiting for the process returned; only valid after Done.
 func (p *Process) Err() error { return p.err }

@@ -225,9 +225,15 @@ func (t *Table[K]) Pin(k K, a netip.Addr, now time.Time) (holder *Entry[K]) {
 // Current returns the leases of t at now (bound and unexpired entries,
 // plus all static ones), ordered by address, each as report makes it.
 func Current[K comparable, L any](t *Table[K], now time.Time, report func(*Entry[K]) L) []L {
+	return byAddr(t, func(e *Entry[K]) bool { return e.Static || (e.Bound && e.Active(now)) }, report)
+}
+
+// byAddr returns, ordered by address, the entries of t that keep accepts,
+// each as report makes it.
+func byAddr[K comparable, L any](t *Table[K], keep func(*Entry[K]) bool, report func(*Entry[K]) L) []L {
 	var cur []*Entry[K]
 	for _, e := range t.byKey {
-		if e.Static || (e.Bound && e.Active(now)) {
+		if keep(e) {
 			cur = append(cur, e)
 		}
 	}
@@ -244,18 +250,7 @@ func Current[K comparable, L any](t *Table[K], now time.Time, report func(*Entry
 // least once, expired or not (an expired one still gives its client the
 // same address back).
 func Known[K comparable, L any](t *Table[K], report func(*Entry[K]) L) []L {
-	var cur []*Entry[K]
-	for _, e := range t.byKey {
-		if e.Static || e.Bound {
-			cur = append(cur, e)
-		}
-	}
-	slices.SortFunc(cur, func(a, b *Entry[K]) int { return a.Addr.Compare(b.Addr) })
-	out := make([]L, 0, len(cur))
-	for _, e := range cur {
-		out = append(out, report(e))
-	}
-	return out
+	return byAddr(t, func(e *Entry[K]) bool { return e.Static || e.Bound }, report)
 }
 
 // Restore puts saved entries back, all or none: each must be an address
