@@ -79,10 +79,15 @@ func New(t testing.TB, mtu int) *Link {
 	l.ServerMAC = l.mac(t, l.Server)
 	// The kernel adds link-local addresses once the carrier is up, a
 	// moment after the link is; clients such as dhclient give up without
-	// one.
+	// one. Even with DAD off an address starts tentative, and a kernel
+	// worker clears the flag later (late under load): binding it before
+	// fails, as dhclient -6 did in CI ("Can't bind to dhcp address").
+	usable := func(out string) bool {
+		return strings.Contains(out, "inet6 fe80::") && !strings.Contains(out, "tentative")
+	}
 	for _, ns := range []string{l.Client, l.Server} {
 		deadline := time.Now().Add(30 * time.Second)
-		for !strings.Contains(run(t, "ip", "-n", ns, "-6", "addr", "show", "dev", IfName, "scope", "link"), "inet6 fe80::") {
+		for !usable(run(t, "ip", "-n", ns, "-6", "addr", "show", "dev", IfName, "scope", "link")) {
 			if time.Now().After(deadline) {
 				t.Fatalf("no link-local address on %s in %s", IfName, ns)
 			}
