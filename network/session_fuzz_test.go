@@ -3,6 +3,7 @@ package network
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -25,7 +26,9 @@ import (
 )
 
 // FuzzGuestSession is the stateful fuzz target: one input is a script of
-// steps — guest frames, clock advances, host-side socket events — played
+// steps — guest frames, clock advances, host-side socket events, the
+// guest's VMM not reading for a while (its ring fills and refuses frames,
+// as a datagram VM's EAGAIN or ENOBUFS does) — played
 // through the real path (in-process link → switch → stack → forwarders →
 // real loopback sockets) of a network built for that input alone.
 //
@@ -75,6 +78,30 @@ func TestGuestSessionReachesHost(t *testing.T) {
 	}
 }
 
+// TestGuestSessionStalledGuest checks the harness's stall: a guest that
+// stops reading while the gateway answers 24 ARP requests takes nothing
+// meanwhile and its ring of 16 fills; the switch counts what the ring
+// refused, and what the ring kept reaches the guest once it reads.
+func TestGuestSessionStalledGuest(t *testing.T) {
+	host := newHostSide(t)
+	script := []byte{opSync, 0, 0, 0x80 | 7} // a 160ms stall
+	for range 24 {
+		script = append(script, opARP, 0, 0, 0)
+	}
+	s := runSession(t, host, script)
+	if n := s.readInStall.Load(); n > 1 {
+		t.Errorf("the guest took %d frames while it was not reading (one may be in flight)", n)
+	}
+	if s.txFull < 24-sessionRing-1 {
+		t.Errorf("the stalled guest's ring refused %d frames, want at least %d", s.txFull, 24-sessionRing-1)
+	}
+	// The first sync's reply, then the 16 the ring kept through the
+	// stall, delivered once the guest read again.
+	if s.arpReply < 1+sessionRing {
+		t.Errorf("the guest saw %d ARP replies, want the ring's %d after the stall", s.arpReply, sessionRing)
+	}
+}
+
 const (
 	sessionMaxSteps = 32
 	// The limits are small so that a short script can reach them.
@@ -83,6 +110,7 @@ const (
 	sessionMaxICMP   = 2
 	sessionRate      = 5
 	sessionGuestPort = 40000
+	sessionRing      = 16
 )
 
 var (
@@ -290,6 +318,11 @@ type session struct {
 	gwMAC net.HardwareAddr
 	cfg   config.Config
 	clock atomic.Int64 // the flow table's clock, in Unix nanoseconds
+	// stallUntil (Unix nanoseconds) stops the guest's reader until then:
+	// a VMM that stopped reading, whose socket refuses more (EAGAIN,
+	// or ENOBUFS on macOS), which the link reports as link.ErrQueueFull.
+	stallUntil  atomic.Int64
+	readInStall atomic.Int64 // frames the reader took during a stall
 
 	mu  sync.Mutex
 	tcp [4]tcpState
@@ -299,7 +332,10 @@ type session struct {
 	waited     time.Duration // of waitBudget (only step touches it)
 	problems   []string
 	arpReply   int // ARP replies to the guest seen
-	done       chan struct{}
+	// txFull is the frames the guest's ring refused (its link's tx_full
+	// at the end of the script).
+	txFull uint64
+	done   chan struct{}
 }
 
 // runSession plays script on a new network, checks the invariants and
@@ -323,7 +359,9 @@ func runSession(t *testing.T, host *hostSide, script []byte) *session {
 		t.Fatal(err)
 	}
 	s.n, s.cfg, s.gwMAC = n, n.Config(), n.gwMAC
-	near, far := pipe.New("guest", false)
+	// A small ring (QEMU's datagram socket queues 10), so that a guest
+	// not reading (opSync's stall) fills it within a few steps.
+	near, far := pipe.NewDepth("guest", false, sessionRing)
 	s.guest = far
 	n.Attach(near)
 	go s.read()
@@ -339,6 +377,13 @@ func runSession(t *testing.T, host *hostSide, script []byte) *session {
 	}
 	s.sync()
 	s.check()
+	for _, l := range n.Links() {
+		for _, c := range l.Counters {
+			if c.Name == "tx_full" {
+				s.txFull += c.Value
+			}
+		}
+	}
 
 	host.release()
 	n.Close()
@@ -390,9 +435,17 @@ func (s *session) read() {
 	defer close(s.done)
 	bufs, sizes := link.NewBuffers(32)
 	for {
-		n, err := s.guest.Read(bufs, sizes)
+		for w := time.Until(time.Unix(0, s.stallUntil.Load())); w > 0; w = time.Until(time.Unix(0, s.stallUntil.Load())) {
+			time.Sleep(w)
+		}
+		// One frame a call: a stall that begins while the reader waits
+		// in Read lets at most that one frame through.
+		n, err := s.guest.Read(bufs[:1], sizes[:1])
 		if err != nil {
 			return
+		}
+		if time.Now().UnixNano() < s.stallUntil.Load() {
+			s.readInStall.Add(1)
 		}
 		for i := 0; i < n; i++ {
 			b := bufs[i][:link.VnetHdrLen+sizes[i]]
@@ -456,7 +509,17 @@ func (s *session) take(hdr, eth []byte) {
 
 // write sends a frame from the guest (a full ring drops it, as a NIC
 // would; the sync below asks again).
-func (s *session) write(b []byte) { s.guest.Write(link.Frames(b)) }
+// write sends one guest frame. The guest's ring toward slipway is as
+// small as the other way; like a VMM's TX ring, it waits (within a
+// bound) for room rather than lose the frame.
+func (s *session) write(b []byte) {
+	for range 200 {
+		if _, err := s.guest.Write(link.Frames(b)); !errors.Is(err, link.ErrQueueFull) {
+			return
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+}
 
 // checkToGuest is what a guest's NIC and stack would check of a frame from
 // slipway: it parses, its checksums are right and complete, it fits.
@@ -583,6 +646,16 @@ func (s *session) pause(d time.Duration) bool {
 	return true
 }
 
+// stall stops the guest's reader for d, within the wait budget.
+func (s *session) stall(d time.Duration) {
+	if s.waited >= waitBudget {
+		return
+	}
+	d = min(d, waitBudget-s.waited)
+	s.waited += d
+	s.stallUntil.Store(time.Now().Add(d).UnixNano())
+}
+
 // waitBudget is how long one input may spend in pacing waits.
 const waitBudget = 300 * time.Millisecond
 
@@ -683,6 +756,11 @@ func (s *session) step(b []byte) {
 	case opClock:
 		s.clock.Add(int64(a) * int64(20*time.Millisecond))
 	case opSync:
+		// d's top bit: the guest stops reading first, for up to 160ms.
+		if d&0x80 != 0 {
+			s.stall(time.Duration(d&7+1) * 20 * time.Millisecond)
+			return // a sync would wait for the stall to end
+		}
 		s.sync()
 		s.pause(time.Duration(a%8) * 5 * time.Millisecond)
 	}
