@@ -37,7 +37,8 @@ func busyboxImage(t *testing.T, dir string) string {
 }
 
 // TestPodmanSlirp4netns: podman 4.3 (Debian 12's), rootless as an
-// unprivileged user, with slipway as its slirp4netns (network_cmd_path in
+// ordinary user with subordinate uid and gid ranges (as podman's users
+// are: its user namespace maps 65,537 ids), with slipway as its slirp4netns (network_cmd_path in
 // containers.conf) and podman's own port handler replaced by slirp4netns's
 // API (`--network slirp4netns:port_handler=slirp4netns -p PORT:80`): the
 // container of a locally imported busybox image reaches the host, resolves
@@ -47,6 +48,7 @@ func busyboxImage(t *testing.T, dir string) string {
 func TestPodmanSlirp4netns(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireTools(t, "podman", "runc", "setpriv", "curl", "tar", "dnsmasq")
+	u := testenv.NewSubIDUser(t)
 	openTun(t)
 	dir := publicDir(t)
 	image := busyboxImage(t, dir)
@@ -63,21 +65,26 @@ func TestPodmanSlirp4netns(t *testing.T) {
 	home := filepath.Join(dir, "home")
 	os.Mkdir(home, 0o700)
 	for _, d := range []string{home, xdg} {
-		os.Chown(d, 65534, 65534)
+		os.Chown(d, u.UID, u.GID)
 	}
 	dns := testenv.Dnsmasq53(t)
 	hostIP := testenv.HostAddr(t)
 	onHost, _ := testenv.HTTPFileOn(t, hostIP.String()+":0", 16)
 	port := testenv.FreePort(t, "tcp")
-	// podman as nobody, in a mount namespace whose /etc/resolv.conf names
+	// podman as that user, in a mount namespace whose /etc/resolv.conf names
 	// the test's dnsmasq (the host's resolvers, as slipway and podman read
 	// them).
 	podman := func(args ...string) *exec.Cmd {
-		argv := append([]string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+		argv := append([]string{"setpriv", fmt.Sprintf("--reuid=%d", u.UID), fmt.Sprintf("--regid=%d", u.GID), "--clear-groups",
 			"env", "HOME=" + home, "XDG_RUNTIME_DIR=" + xdg, "CONTAINERS_CONF=" + conf, "podman", "--storage-driver", "vfs"}, args...)
 		cmd := withResolv(t, dns.Addr(), argv...)
 		cmd.Dir = dir
 		return cmd
+	}
+	// podman's user namespace maps the user's subordinate ids, not only
+	// its own uid.
+	if m, err := podman("unshare", "cat", "/proc/self/uid_map").Output(); err != nil || len(strings.Fields(string(m))) != 6 {
+		t.Fatalf("podman's user namespace (podman unshare): %q, %v; want the user's uid and its subordinate range", m, err)
 	}
 	out, err := podman("import", image, "localhost/slipway-bb:1").CombinedOutput()
 	if err != nil {

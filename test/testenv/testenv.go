@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -650,4 +651,56 @@ func (d *DNSServer) Signal(sig os.Signal) {
 	if d.cmd != nil {
 		d.cmd.Process.Signal(sig)
 	}
+}
+
+// SubIDUser is an ordinary user of the host with ranges in /etc/subuid
+// and /etc/subgid, as rootless podman expects of the user it runs as.
+type SubIDUser struct {
+	Name     string
+	UID, GID int
+}
+
+// subIDUserName is the user NewSubIDUser creates.
+const subIDUserName = "slipway-test"
+
+// NewSubIDUser creates that user (no home, no login shell; useradd gives
+// it the next free subordinate ranges) for the test and removes it, with
+// every process it still runs (podman's pause process keeps its user
+// namespace), at the end. A user left by an interrupted run is taken
+// over. It needs root and useradd (passwd).
+func NewSubIDUser(t testing.TB) SubIDUser {
+	t.Helper()
+	RequireRoot(t)
+	RequireTools(t, "useradd", "userdel", "usermod", "newuidmap", "newgidmap", "pkill")
+	if _, err := user.Lookup(subIDUserName); err != nil {
+		if out, err := exec.Command("useradd", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin", subIDUserName).CombinedOutput(); err != nil {
+			t.Fatalf("useradd %s: %v\n%s", subIDUserName, err, out)
+		}
+	}
+	u, err := user.Lookup(subIDUserName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		exec.Command("pkill", "-KILL", "-u", u.Uid).Run()
+		for i := 0; i < 50; i++ {
+			if exec.Command("userdel", subIDUserName).Run() == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond) // its processes still exiting
+		}
+		t.Errorf("userdel %s failed: the test user is left behind", subIDUserName)
+	})
+	for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
+		b, _ := os.ReadFile(f)
+		if !strings.Contains("\n"+string(b), "\n"+subIDUserName+":") {
+			opt := map[string]string{"/etc/subuid": "--add-subuids", "/etc/subgid": "--add-subgids"}[f]
+			if out, err := exec.Command("usermod", opt, "300000-365535", subIDUserName).CombinedOutput(); err != nil {
+				t.Fatalf("usermod %s: %v\n%s", opt, err, out)
+			}
+		}
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return SubIDUser{Name: u.Username, UID: uid, GID: gid}
 }
