@@ -30,6 +30,11 @@ type Plan struct {
 	// NSForwards are -T's and -U's: sockets in the namespace, each to a
 	// port of the host's loopback; the TCP ones first.
 	NSForwards []NSForward
+	// HostLoToNsLo (--host-lo-to-ns-lo): forwarded connections and
+	// datagrams from the host's loopback go to the namespace's loopback,
+	// through sockets opened inside it, not through its interface; the
+	// automatic forwards then follow loopback-bound ports too.
+	HostLoToNsLo bool
 }
 
 // AutoForward is an automatic -t or -u: while a port of Ports is bound in
@@ -51,7 +56,7 @@ type NSForward struct {
 // and routes (from h) unless the options give them, and the forwards.
 // ephemeral is the host's first ephemeral port.
 func (o *Options) Plan(h HostNet, ephemeral uint16) (*Plan, error) {
-	p := &Plan{IfName: o.NSIfName}
+	p := &Plan{IfName: o.NSIfName, HostLoToNsLo: o.HostLoToNsLo}
 	if p.IfName == "" {
 		p.IfName = h.IfName
 	}
