@@ -356,8 +356,11 @@ at PATH (NAME: /run/netns/NAME), through a TAP device in it.
   -g, --gateway ADDR	Pass IPv4 or IPv6 address as gateway
   -i, --interface NAME	Host interface for addresses and routes
   -o, --outbound ADDR	Bind to address as outbound source
-  -D, --dns ADDR	Accepted; the namespace's resolv.conf is its own
+  -D, --dns ADDR	A DNS server to tell of (--dhcp-dns), repeatable;
+			none drops those before it (default: the host's)
   -S, --search LIST	Space-separated list, search domains (DHCP)
+  --dhcp-dns		Tell DHCP, DHCPv6 and router advertisement
+			clients of the DNS servers (default: of none)
   --map-host-loopback ADDR	Translate ADDR to refer to host's loopback
   --map-guest-addr ADDR	Translate ADDR to the namespace's (the host's) address
   --dns-forward ADDR	Forward DNS queries sent to ADDR
@@ -372,8 +375,8 @@ at PATH (NAME: /run/netns/NAME), through a TAP device in it.
     optionally with auto (only ports bound in the namespace)
   -T, --tcp-ns SPEC	TCP port forwarding to init namespace (ports)
   -U, --udp-ns SPEC	none only
-  --host-lo-to-ns-lo	Translate host-loopback forwards to
-			namespace loopback
+  --host-lo-to-ns-lo	Forwarded clients from the host's loopback reach
+			the namespace's loopback
   --userns NSPATH	Target user namespace to join
   --netns PATH|NAME	Target network namespace to join
   --netns-only		Don't join existing user namespace
