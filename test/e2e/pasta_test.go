@@ -706,3 +706,115 @@ func TestPastaHostLoToNsLo(t *testing.T) {
 		checkMarkers(t, got6, loopbackView(t, real, line6, lo6, eth6, probes6, ready6), "slipway against pasta over IPv6: ")
 	}
 }
+
+// dnsHooks are DHCP clients' hook scripts that print the lease's address
+// and DNS servers as markers, and change nothing.
+var dnsHooks = map[string]string{
+	"udhcpc-dns.sh": `#!/bin/sh
+case "$1" in bound|renew) echo "@lease4=${ip:-}"; echo "@dns4=${dns:-}" ;; esac
+exit 0
+`,
+	"dhclient-dns.sh": `#!/bin/sh
+case "$reason" in BOUND6|RENEW6|REBIND6|REBOOT6) echo "@lease6=${new_ip6_address:-}"; echo "@dns6=${new_dhcp6_name_servers:-}" ;; esac
+exit 0
+`,
+}
+
+// dnsView starts bin (pasta, or slipway as pasta) with args on a named
+// namespace of its own, in a mount namespace where /etc/resolv.conf is
+// resolv, and returns what the namespace's DHCP clients are told: busybox
+// udhcpc (lease4, dns4), ISC dhclient -6 where v6 (lease6, dns6), and
+// with ra rdisc6's router advertisement (rdnss, its DNS servers).
+func dnsView(t *testing.T, bin string, args []string, resolv string, v6, ra bool) map[string]string {
+	t.Helper()
+	dir := publicDir(t)
+	for name, body := range dnsHooks {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	name, path := namedNS(t)
+	pidFile := filepath.Join(dir, "pid")
+	t.Cleanup(func() { killPidFile(pidFile) })
+	full := append([]string{bin, "--config-net", "--quiet", "-I", "eth9", "-t", "none", "-u", "none", "-T", "none", "-U", "none",
+		"--pid", pidFile, "--netns", path}, args...)
+	sh := `mount --bind "$0" /etc/resolv.conf && exec "$@"`
+	cmd := exec.Command("unshare", append([]string{"--mount", "--propagation", "private", "sh", "-c", sh, resolv}, full...)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s %v: %v\n%s", bin, args, err, out)
+	}
+	daemon := pidFromFile(t, pidFile)
+	lines := []string{
+		"d=" + dir,
+		`timeout 20 busybox udhcpc -i eth9 -n -q -f -t 5 -T 1 -s $d/udhcpc-dns.sh 2>/dev/null`,
+	}
+	if v6 || ra {
+		// Neither client sends from a tentative address.
+		lines = append(lines, `for i in $(seq 100); do [ -z "$(ip -6 addr show dev eth9 tentative)" ] && break; sleep 0.1; done`)
+	}
+	if v6 {
+		lines = append(lines, `timeout 20 dhclient -6 -1 -lf $d/leases6 -pf $d/dhclient6.pid -sf $d/dhclient-dns.sh eth9 2>/dev/null`)
+	}
+	if ra {
+		lines = append(lines, `echo "@rdnss=$(rdisc6 -1 -w 3000 eth9 2>/dev/null | sed -n 's/^ *Recursive DNS server *: *//p' | tr '\n' ' ' | sed 's/ $//')"`)
+	}
+	view := testenv.Markers(inNetNS(t, name, script(lines...)))
+	killPidFile(pidFile)
+	if !waitGone(daemon, 10*time.Second) {
+		t.Fatalf("%s did not exit when killed", bin)
+	}
+	return view
+}
+
+// TestPastaDNS: what DHCP clients in the namespace are told of DNS
+// servers (udhcpc's option 6, dhclient -6's DHCPv6 name servers), through
+// slipway and the real pasta with the same command lines: none by
+// default nor with -D alone; with --dhcp-dns, -D's addresses (each
+// family its own), none after a last -D none, and without -D the host's
+// nameservers (/etc/resolv.conf). slipway's router advertisements name
+// the same IPv6 servers (pasta sends none with --config-net).
+func TestPastaDNS(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "ip", "busybox", "dhclient", "rdisc6", "unshare", "mount")
+	ours := publicCopy(t, "pasta")
+	real := realPastaBin(t)
+	v6 := readHostNet(t).addr6 != ""
+	resolv := filepath.Join(publicDir(t), "resolv.conf")
+	if err := os.WriteFile(resolv, []byte("nameserver 192.0.2.77\nnameserver 2001:db8::77\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ args, dns4, dns6 string }{
+		{"", "", ""},
+		{"-D 192.0.2.53 -D 2001:db8::53", "", ""},
+		{"--dhcp-dns -D 192.0.2.53 -D 198.51.100.53 -D 2001:db8::53", "192.0.2.53 198.51.100.53", "2001:db8::53"},
+		{"--dhcp-dns -D 192.0.2.53 -D none", "", ""},
+		{"--dhcp-dns", "192.0.2.77", "2001:db8::77"},
+	} {
+		args := strings.Fields(c.args)
+		got := dnsView(t, ours, args, resolv, v6, v6)
+		want := map[string]string{"dns4": c.dns4}
+		if got["lease4"] == "" {
+			t.Errorf("%q: udhcpc got no lease from slipway: %v", c.args, got)
+		}
+		if v6 {
+			want["dns6"], want["rdnss"] = c.dns6, c.dns6
+			if got["lease6"] == "" {
+				t.Errorf("%q: dhclient -6 got no lease from slipway: %v", c.args, got)
+			}
+		}
+		checkMarkers(t, got, want, fmt.Sprintf("slipway %q: ", c.args))
+		if real == "" {
+			continue
+		}
+		theirs := dnsView(t, real, append([]string{"--runas", "0"}, args...), resolv, v6, false)
+		delete(got, "rdnss")
+		delete(got, "lease4") // the namespace's address: the host's for both
+		delete(theirs, "lease4")
+		delete(got, "lease6") // DHCPv6 hands out other addresses
+		delete(theirs, "lease6")
+		checkMarkers(t, got, theirs, fmt.Sprintf("slipway against pasta %q: ", c.args))
+	}
+	if real == "" {
+		t.Log("no current pasta build (../shared/peers/passt) to compare with")
+	}
+}
