@@ -46,6 +46,13 @@ type Config struct {
 	// DNSUpstreams are the resolvers DNS queries are forwarded to; empty
 	// means the host's /etc/resolv.conf nameservers.
 	DNSUpstreams []DNSServer `yaml:"dns-upstream"`
+	// AdvertiseDNS, if set, are the DNS servers guests are told of
+	// instead of slipway's own (DNSAddress, IPv6DNS): the IPv4 ones by
+	// DHCP (option 6), the IPv6 ones by DHCPv6 and router advertisements
+	// (RDNSS). A family with none in the list is told of none.
+	AdvertiseDNS []netip.Addr `yaml:"advertise-dns"`
+	// NoAdvertiseDNS tells guests of no DNS server at all.
+	NoAdvertiseDNS bool `yaml:"no-advertise-dns"`
 	// NoHostLoopback makes flows to the gateway address fail instead of
 	// reaching the host's loopback.
 	NoHostLoopback bool `yaml:"no-host-loopback"`
@@ -194,6 +201,11 @@ const (
 	SandboxStrict = "strict"
 )
 
+// MaxAdvertiseDNS bounds AdvertiseDNS's addresses of each family: more
+// than resolvers use (three), few enough for every option that carries
+// them.
+const MaxAdvertiseDNS = 8
+
 // Default returns a completed default configuration.
 func Default() Config {
 	var c Config
@@ -338,6 +350,9 @@ func (c *Config) Validate() error {
 			return fieldErr("dns-upstream", u, "must be ADDR or ADDR:PORT with a non-zero port")
 		}
 	}
+	if err := c.validateAdvertiseDNS(); err != nil {
+		return err
+	}
 	if c.OutboundAddr.IsValid() && c.OutboundAddr.IsUnspecified() {
 		return fieldErr("outbound-addr", c.OutboundAddr, "must be a specific address")
 	}
@@ -431,6 +446,48 @@ func (c *Config) validatePublish() error {
 		return fieldErr("publish", fmt.Sprintf("%d ports", ports), "more than --max-published-ports %d", c.Limits.MaxPublishedPorts)
 	}
 	return nil
+}
+
+// validateAdvertiseDNS checks AdvertiseDNS: unicast addresses, at most
+// MaxAdvertiseDNS of each family, and not with NoAdvertiseDNS.
+func (c *Config) validateAdvertiseDNS() error {
+	if c.NoAdvertiseDNS && len(c.AdvertiseDNS) > 0 {
+		return fieldErr("no-advertise-dns", c.NoAdvertiseDNS, "contradicts --advertise-dns %s", c.AdvertiseDNS[0])
+	}
+	n4, n6 := 0, 0
+	for _, a := range c.AdvertiseDNS {
+		if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() || a.Is4In6() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+			return fieldErr("advertise-dns", a, "must be a unicast IPv4 or IPv6 address")
+		}
+		if a.Is4() {
+			n4++
+		} else {
+			n6++
+		}
+	}
+	if n4 > MaxAdvertiseDNS || n6 > MaxAdvertiseDNS {
+		return fieldErr("advertise-dns", len(c.AdvertiseDNS), "at most %d addresses of each family", MaxAdvertiseDNS)
+	}
+	return nil
+}
+
+// AdvertisedDNS are the DNS servers guests are told of, by family (see
+// AdvertiseDNS).
+func (c *Config) AdvertisedDNS() (v4, v6 []netip.Addr) {
+	switch {
+	case c.NoAdvertiseDNS:
+		return nil, nil
+	case len(c.AdvertiseDNS) == 0:
+		return []netip.Addr{c.DNSAddress}, []netip.Addr{c.IPv6DNS}
+	}
+	for _, a := range c.AdvertiseDNS {
+		if a.Is4() {
+			v4 = append(v4, a)
+		} else {
+			v6 = append(v6, a)
+		}
+	}
+	return v4, v6
 }
 
 // validDNSName accepts host and domain names of letters, digits, hyphens and

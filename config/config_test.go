@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -65,6 +66,17 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{"ipv6-gateway", func(c *Config) { c.IPv6Gateway = netip.MustParseAddr("fd01::2") }},
 		{"ipv6-dns", func(c *Config) { c.IPv6DNS = c.IPv6Gateway }},
 		{"mtu", func(c *Config) { c.MTU = 1000 }},
+		{"advertise-dns", func(c *Config) { c.AdvertiseDNS = []netip.Addr{netip.MustParseAddr("224.0.0.251")} }},
+		{"advertise-dns", func(c *Config) { c.AdvertiseDNS = []netip.Addr{netip.IPv6Unspecified()} }},
+		{"advertise-dns", func(c *Config) { c.AdvertiseDNS = []netip.Addr{netip.MustParseAddr("::ffff:192.0.2.53")} }},
+		{"advertise-dns", func(c *Config) {
+			for i := range MaxAdvertiseDNS + 1 {
+				c.AdvertiseDNS = append(c.AdvertiseDNS, netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)}))
+			}
+		}},
+		{"no-advertise-dns", func(c *Config) {
+			c.NoAdvertiseDNS, c.AdvertiseDNS = true, []netip.Addr{netip.MustParseAddr("192.0.2.53")}
+		}},
 	}
 	for _, tc := range cases {
 		c := Default()
@@ -78,6 +90,32 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		if !strings.Contains(err.Error(), "--"+tc.flag) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("error is not one line naming the flag: %q", err)
 		}
+	}
+}
+
+// AdvertisedDNS: slipway's own addresses by default, the list's by
+// family when given (a family it leaves out gets none), none at all with
+// NoAdvertiseDNS.
+func TestAdvertisedDNS(t *testing.T) {
+	ip := netip.MustParseAddr
+	c := Default()
+	if v4, v6 := c.AdvertisedDNS(); !slices.Equal(v4, []netip.Addr{c.DNSAddress}) || !slices.Equal(v6, []netip.Addr{c.IPv6DNS}) {
+		t.Errorf("default: %v %v, want slipway's %s %s", v4, v6, c.DNSAddress, c.IPv6DNS)
+	}
+	c.AdvertiseDNS = []netip.Addr{ip("192.0.2.53"), ip("2001:db8::53"), ip("198.51.100.53")}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if v4, v6 := c.AdvertisedDNS(); !slices.Equal(v4, []netip.Addr{ip("192.0.2.53"), ip("198.51.100.53")}) || !slices.Equal(v6, []netip.Addr{ip("2001:db8::53")}) {
+		t.Errorf("given: %v %v", v4, v6)
+	}
+	c.AdvertiseDNS = []netip.Addr{ip("192.0.2.53")}
+	if _, v6 := c.AdvertisedDNS(); len(v6) != 0 {
+		t.Errorf("IPv4 only given: IPv6 gets %v, want none", v6)
+	}
+	c.AdvertiseDNS, c.NoAdvertiseDNS = nil, true
+	if v4, v6 := c.AdvertisedDNS(); len(v4)+len(v6) != 0 {
+		t.Errorf("none: %v %v", v4, v6)
 	}
 }
 

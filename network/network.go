@@ -110,6 +110,12 @@ type Host struct {
 	DialUDP    func(target netip.AddrPort) (*net.UDPConn, error)
 	PingSocket func(v6 bool) (int, error)
 	DialDNS    func(ctx context.Context, network, addr string) (net.Conn, error)
+	// DialGuestLoopback, if set, carries published ports' clients from
+	// the host's loopback to the guest's own loopback instead of through
+	// the network: it opens a connection ("tcp" or "udp") to target, the
+	// guest's 127.0.0.1 or ::1 at the published port, inside the guest,
+	// which must then be a network namespace (pasta's --host-lo-to-ns-lo).
+	DialGuestLoopback func(ctx context.Context, network string, target netip.AddrPort) (net.Conn, error)
 	// ReadResolvers, if set, reads the host's resolv.conf nameservers
 	// each time the network looks whether they changed (a sandboxed
 	// engine cannot read the file).

@@ -27,6 +27,7 @@ func (n *Network) startPublish() error {
 		UDPIdleTimeout:     cfg.Limits.UDPIdleTimeout,
 		ListenTCP:          n.host.ListenTCP,
 		ListenUDP:          n.host.ListenUDP,
+		DialLoopback:       n.host.DialGuestLoopback,
 		OnChange: func(f publish.Forward, added bool) {
 			typ := EventForwardRemoved
 			if added {

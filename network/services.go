@@ -69,11 +69,12 @@ func startServices(n *Network) (*services, error) {
 			upstreams = append(upstreams, u.AddrPort)
 		}
 	}
+	dns4, _ := cfg.AdvertisedDNS()
 	dhcp, err := dhcp4.New(dhcp4.Config{
 		ServerIP:   cfg.Gateway,
 		Subnet:     cfg.CIDR,
 		Router:     cfg.Gateway,
-		DNS:        []netip.Addr{cfg.DNSAddress},
+		DNS:        dns4,
 		RangeStart: cfg.DHCPStart,
 		MaxLeases:  cfg.Limits.DHCPMaxLeases,
 		MTU:        cfg.MTU,
@@ -83,7 +84,8 @@ func startServices(n *Network) (*services, error) {
 		BootFile:   cfg.BootFile,
 		// Option 66 is sent only when named: PXE firmware uses siaddr.
 		TFTPServerName: cfg.TFTPServerName,
-		Reserved:       reservedV4(cfg),
+		// Slipway's DNS address is its own whether or not it is told.
+		Reserved: append(reservedV4(cfg), cfg.DNSAddress),
 		// Only MACs the switch has learned (at most 64 per link) get a
 		// lease, so one guest inventing MACs cannot empty the pool.
 		Known: func(mac net.HardwareAddr) bool { return len(mac) == 6 && n.sw.Has(vswitch.MAC(mac)) },
@@ -188,10 +190,11 @@ func (s *services) startIPv6(n *Network, search []string) (*dhcp6.Server, error)
 	cfg := n.cfg
 	var mac [6]byte
 	copy(mac[:], n.gwMAC)
+	_, dns6 := cfg.AdvertisedDNS()
 	adv, err := ra.New(ra.Config{
 		Prefix:    cfg.IPv6Prefix,
 		MTU:       cfg.MTU,
-		RDNSS:     []netip.Addr{cfg.IPv6DNS},
+		RDNSS:     dns6,
 		DNSSL:     search,
 		RouterMAC: n.gwMAC,
 		// Addresses by SLAAC, and by DHCPv6 for guests that ask.
@@ -208,7 +211,7 @@ func (s *services) startIPv6(n *Network, search []string) (*dhcp6.Server, error)
 		ServerDUID: dhcp6.DUIDLL(n.gwMAC),
 		Prefix:     cfg.IPv6Prefix,
 		RangeStart: netip.AddrFrom16(start),
-		DNS:        []netip.Addr{cfg.IPv6DNS},
+		DNS:        dns6,
 		Search:     search,
 		MaxLeases:  cfg.Limits.DHCPMaxLeases,
 		Reserved:   []netip.Addr{cfg.IPv6Gateway, cfg.IPv6DNS},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -183,6 +184,8 @@ func (nf *netFlags) register(fs *pflag.FlagSet) {
 	fs.Var(addrValue(&c.IPv6Gateway), "ipv6-gateway", "IPv6 gateway address, reaching the host's ::1 (default ::2 of --ipv6-prefix)")
 	fs.Var(addrValue(&c.IPv6DNS), "ipv6-dns", "IPv6 DNS server address (default ::3 of --ipv6-prefix)")
 	fs.Var(&listValue[config.DNSServer]{p: &c.DNSUpstreams, parse: config.ParseDNSServer, typ: "addr[:port]"}, "dns-upstream", "upstream DNS server ADDR[:PORT], repeatable (default: the host's /etc/resolv.conf nameservers)")
+	fs.Var(&listValue[netip.Addr]{p: &c.AdvertiseDNS, parse: netip.ParseAddr, typ: "ip"}, "advertise-dns", "a DNS server to tell guests of instead of slipway's own, repeatable: IPv4 ones by DHCP, IPv6 ones by DHCPv6 and router advertisements (a family not given gets none); in run, the namespace's resolv.conf")
+	fs.BoolVar(&c.NoAdvertiseDNS, "no-advertise-dns", false, "tell guests of no DNS server (in run, a resolv.conf without nameservers)")
 	fs.BoolVar(&c.NoHostLoopback, "no-host-loopback", false, "refuse flows to the gateway address instead of reaching the host's loopback")
 	fs.BoolVar(&c.Restrict, "restrict", false, "block every outbound flow (DHCP and DNS are still served)")
 	fs.Var(egressValue{&c.Egress, config.EgressDeny}, "deny", "refuse guests' flows to CIDR[:PORTS] (PORTS: 22,80,8000-8099; IPv6 in brackets with ports: [fd00::/8]:53), repeatable; --deny and --allow are tried in the order given, the first match wins, and a flow no rule matches is allowed")

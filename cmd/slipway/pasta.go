@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -232,7 +234,21 @@ func servePasta(o *pasta.Options, plan *pasta.Plan, target nsrun.AttachSpec, log
 	for _, opt := range o.Ignored {
 		log.Debug("option accepted and not applied", "option", opt)
 	}
-	n, err := network.New(cfg, log)
+	// --host-lo-to-ns-lo: the attach helper stays in the namespace and
+	// opens the sockets that carry loopback clients to its loopback. Until
+	// it is there (the ports are bound first), such clients are refused.
+	var sockets atomic.Pointer[nsrun.SocketFactory]
+	var host network.Host
+	if o.HostLoToNsLo {
+		host.DialGuestLoopback = func(ctx context.Context, network string, target netip.AddrPort) (net.Conn, error) {
+			f := sockets.Load()
+			if f == nil {
+				return nil, errors.New("the namespace is not attached yet")
+			}
+			return f.Dial(ctx, network, target)
+		}
+	}
+	n, err := network.NewWithHost(cfg, log, host)
 	if err != nil {
 		return err
 	}
@@ -248,6 +264,7 @@ func servePasta(o *pasta.Options, plan *pasta.Plan, target nsrun.AttachSpec, log
 		spec.Gateway6 = netip.Addr{}
 	}
 	spec.ProcNet = len(plan.Auto) > 0
+	spec.Sockets = o.HostLoToNsLo
 	for _, f := range plan.NSForwards {
 		if f.Proto == config.UDP {
 			spec.ListenUDP = append(spec.ListenUDP, f.Listen)
@@ -267,6 +284,7 @@ func servePasta(o *pasta.Options, plan *pasta.Plan, target nsrun.AttachSpec, log
 		return err
 	}
 	defer att.Close()
+	sockets.Store(att.Sockets)
 	if plan.Addr4.IsValid() {
 		if err := n.Reserve(mac, cfg.DHCPStart); err != nil {
 			log.Warn("could not reserve the namespace's DHCP address", "err", err)
@@ -338,8 +356,11 @@ at PATH (NAME: /run/netns/NAME), through a TAP device in it.
   -g, --gateway ADDR	Pass IPv4 or IPv6 address as gateway
   -i, --interface NAME	Host interface for addresses and routes
   -o, --outbound ADDR	Bind to address as outbound source
-  -D, --dns ADDR	Accepted; the namespace's resolv.conf is its own
+  -D, --dns ADDR	A DNS server to tell of (--dhcp-dns), repeatable;
+			none drops those before it (default: the host's)
   -S, --search LIST	Space-separated list, search domains (DHCP)
+  --dhcp-dns		Tell DHCP, DHCPv6 and router advertisement
+			clients of the DNS servers (default: of none)
   --map-host-loopback ADDR	Translate ADDR to refer to host's loopback
   --map-guest-addr ADDR	Translate ADDR to the namespace's (the host's) address
   --dns-forward ADDR	Forward DNS queries sent to ADDR
@@ -354,7 +375,8 @@ at PATH (NAME: /run/netns/NAME), through a TAP device in it.
     optionally with auto (only ports bound in the namespace)
   -T, --tcp-ns SPEC	TCP port forwarding to init namespace (ports)
   -U, --udp-ns SPEC	none only
-  --host-lo-to-ns-lo	Accepted, not applied
+  --host-lo-to-ns-lo	Forwarded clients from the host's loopback reach
+			the namespace's loopback
   --userns NSPATH	Target user namespace to join
   --netns PATH|NAME	Target network namespace to join
   --netns-only		Don't join existing user namespace

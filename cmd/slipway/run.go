@@ -198,9 +198,14 @@ func writeResolvConf(cfg config.Config, search []string) (string, error) {
 	}
 	defer f.Close()
 	var b strings.Builder
-	fmt.Fprintf(&b, "nameserver %s\n", cfg.DNSAddress)
-	if !cfg.NoIPv6 {
-		fmt.Fprintf(&b, "nameserver %s\n", cfg.IPv6DNS)
+	// What DHCP would tell a guest: slipway's DNS addresses, or
+	// --advertise-dns's.
+	v4, v6 := cfg.AdvertisedDNS()
+	if cfg.NoIPv6 {
+		v6 = nil
+	}
+	for _, a := range append(v4, v6...) {
+		fmt.Fprintf(&b, "nameserver %s\n", a)
 	}
 	if len(search) > 0 {
 		fmt.Fprintf(&b, "search %s\n", strings.Join(search, " "))

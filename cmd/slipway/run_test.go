@@ -2,7 +2,10 @@ package main
 
 import (
 	"net/netip"
+	"os"
 	"testing"
+
+	"github.com/slipway-net/slipway/config"
 )
 
 func TestParseMAC(t *testing.T) {
@@ -32,6 +35,37 @@ func TestGuestMAC(t *testing.T) {
 		// Locally administered unicast, so it clashes with no vendor's.
 		if got[0]&1 != 0 || got[0]&2 == 0 {
 			t.Errorf("guestMAC(%s) = %s is not a locally administered unicast address", addr, got)
+		}
+	}
+}
+
+// The namespace's resolv.conf names what DHCP would tell a guest:
+// slipway's DNS addresses, --advertise-dns's (IPv6 ones only with IPv6),
+// or none with --no-advertise-dns.
+func TestWriteResolvConf(t *testing.T) {
+	for _, c := range []struct {
+		mod  func(*config.Config)
+		want string
+	}{
+		{func(*config.Config) {}, "nameserver 10.0.2.3\nnameserver fd00::3\nsearch example.org\n"},
+		{func(c *config.Config) {
+			c.AdvertiseDNS = []netip.Addr{netip.MustParseAddr("2001:db8::53"), netip.MustParseAddr("192.0.2.53")}
+		}, "nameserver 192.0.2.53\nnameserver 2001:db8::53\nsearch example.org\n"},
+		{func(c *config.Config) {
+			c.AdvertiseDNS, c.NoIPv6 = []netip.Addr{netip.MustParseAddr("2001:db8::53"), netip.MustParseAddr("192.0.2.53")}, true
+		}, "nameserver 192.0.2.53\nsearch example.org\n"},
+		{func(c *config.Config) { c.NoAdvertiseDNS = true }, "search example.org\n"},
+	} {
+		cfg := config.Default()
+		c.mod(&cfg)
+		path, err := writeResolvConf(cfg, []string{"example.org"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		os.Remove(path)
+		if err != nil || string(b) != c.want {
+			t.Errorf("resolv.conf %q, %v; want %q", b, err, c.want)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package nsrun
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -46,6 +47,10 @@ type AttachSpec struct {
 	ListenTCP []netip.AddrPort `json:"listen_tcp,omitempty"`
 	// ListenUDP are UDP sockets to bind inside the namespace (pasta's -U).
 	ListenUDP []netip.AddrPort `json:"listen_udp,omitempty"`
+	// Sockets keeps the helper in the namespace as a socket factory
+	// (Attached.Sockets), for connections into it made later (pasta's
+	// --host-lo-to-ns-lo).
+	Sockets bool `json:"sockets,omitempty"`
 }
 
 // ProcNetFiles are the /proc/net tables Attached.ProcNet holds, in order.
@@ -59,12 +64,18 @@ type Attached struct {
 	// Listeners are AttachSpec.ListenTCP's, then its ListenUDP's, in
 	// order.
 	Listeners []*os.File
+	// Sockets opens sockets in the namespace (with AttachSpec.Sockets).
+	Sockets *SocketFactory
 }
 
-// Close closes what the namespace gave but the link.
+// Close closes what the namespace gave but the link, and ends the socket
+// factory.
 func (a *Attached) Close() {
 	for _, f := range append(a.ProcNet, a.Listeners...) {
 		f.Close()
+	}
+	if a.Sockets != nil {
+		a.Sockets.Close()
 	}
 }
 
@@ -102,7 +113,12 @@ func AttachNS(spec AttachSpec) (*Attached, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer h.parent.Close()
+	keepCtl := false // the socket factory's from now on
+	defer func() {
+		if !keepCtl {
+			h.parent.Close()
+		}
+	}()
 	args := []string{"--net=" + spec.NetNS}
 	if spec.UserNS != "" {
 		args = append([]string{"--user=" + spec.UserNS, "--preserve-credentials"}, args...)
@@ -121,7 +137,10 @@ func AttachNS(spec AttachSpec) (*Attached, error) {
 		want += len(ProcNetFiles)
 	}
 	fds, name, rerr := recvFDs(h.parent, want)
-	werr := cmd.Wait()
+	var werr error
+	if rerr != nil || !spec.Sockets {
+		werr = cmd.Wait()
+	}
 	if rerr != nil {
 		if werr != nil {
 			return nil, fmt.Errorf("entering %s: %v (%w)", spec.NetNS, rerr, werr)
@@ -147,12 +166,22 @@ func AttachNS(spec AttachSpec) (*Attached, error) {
 	for i, fd := range rest {
 		a.Listeners = append(a.Listeners, os.NewFile(uintptr(fd), "listen:"+names[i].String()))
 	}
+	if spec.Sockets {
+		keepCtl = true
+		if a.Sockets, err = newSocketFactory(h.parent, cmd); err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			a.Close()
+			l.Close()
+			return nil, err
+		}
+	}
 	return a, nil
 }
 
 // AttachMain is the attach helper, running inside the namespaces: it
 // creates (and maybe configures) the TAP, sends its fd to the parent and
-// exits.
+// exits, or stays as the socket factory (AttachSpec.Sockets).
 func AttachMain() {
 	var spec AttachSpec
 	ctl := helperSpec(attachEnv, "attach-ctl", &spec)
@@ -172,6 +201,7 @@ func AttachMain() {
 		}
 	}
 	fds := []int{int(t.File().Fd())}
+	files := []io.Closer{t} // what holds an fd of fds, to close it by
 	if spec.ProcNet {
 		for _, n := range ProcNetFiles {
 			f, err := os.Open("/proc/net/" + n)
@@ -179,8 +209,10 @@ func AttachMain() {
 				fail(ctl, err)
 			}
 			fds = append(fds, int(f.Fd()))
+			files = append(files, f)
 		}
 	}
+	rawFrom := len(fds) // the listeners' fds are held by nothing else
 	for _, ap := range spec.ListenTCP {
 		fd, err := listenIn(ap, unix.SOCK_STREAM)
 		if err != nil {
@@ -196,7 +228,16 @@ func AttachMain() {
 		fds = append(fds, fd)
 	}
 	sendTAP(ctl, spec.IfName, fds...)
-	os.Exit(0)
+	if !spec.Sockets {
+		os.Exit(0)
+	}
+	// Copies kept here would keep the TAP, the listeners and the tables
+	// open after slipway closes them.
+	for _, f := range files {
+		f.Close()
+	}
+	closeFDs(fds[rawFrom:])
+	serveSockets(ctl)
 }
 
 // listenIn opens a listening TCP (SOCK_STREAM) or bound UDP (SOCK_DGRAM)

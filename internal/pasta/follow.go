@@ -80,7 +80,13 @@ func (f *Follower) Sync() {
 			f.log.Debug("cannot read the namespace's sockets", "table", t.Name(), "err", err)
 			return // keep what is published rather than act on half a picture
 		}
-		BoundPorts(data, proto == config.UDP, bound[proto])
+		BoundPorts(data, proto == config.UDP, f.plan.HostLoToNsLo, bound[proto])
+	}
+	// -T's and -U's own sockets in the namespace are not the namespace's
+	// servers: forwarding them back would make a loop (pasta leaves them
+	// out too).
+	for _, fw := range f.plan.NSForwards {
+		delete(bound[fw.Proto], fw.Listen.Port())
 	}
 	want := map[autoKey]uint16{}
 	for _, a := range f.plan.Auto {

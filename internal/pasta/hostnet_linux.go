@@ -6,10 +6,13 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/slipway-net/slipway/network"
 )
 
-// ReadHostNet reads it with netlink; ifname, if set, names the interface
-// (pasta's --interface). A family without a default route is left zero.
+// ReadHostNet reads it with netlink, and /etc/resolv.conf; ifname, if
+// set, names the interface (pasta's --interface). A family without a
+// default route is left zero.
 func ReadHostNet(ifname string) (HostNet, error) {
 	var h HostNet
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
@@ -44,6 +47,10 @@ func ReadHostNet(ifname string) (HostNet, error) {
 			}
 			break
 		}
+	}
+	// An unreadable resolv.conf names none, as for pasta.
+	for _, ns := range network.ReadResolv().Servers {
+		h.Resolvers = append(h.Resolvers, ns.Addr().Unmap().WithZone(""))
 	}
 	return h, nil
 }

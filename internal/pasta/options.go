@@ -28,8 +28,9 @@ type Options struct {
 	MapHostLoopback []netip.Addr
 	MapGuestAddr    []netip.Addr
 	DNSForward      []netip.Addr
-	DNS             []netip.Addr
-	NoDNS           bool // a single empty --dns
+	DNS             []netip.Addr // -D, as left by the last -D none
+	NoDNS           bool         // -D none (or empty) last
+	DHCPDNS         bool         // --dhcp-dns: tell DHCP, DHCPv6 and NDP clients
 	DNSHost         []netip.Addr
 	Search          []string
 	Hostname        string
@@ -202,21 +203,26 @@ var options = []option{
 	{"outbound-if4", 0, true, ignored("--outbound-if4")},
 	{"outbound-if6", 0, true, ignored("--outbound-if6")},
 	{"dns", 'D', true, func(o *Options, v string) error {
-		if v == "" {
-			o.NoDNS = true
+		// As pasta: "none" drops the addresses given so far (its help
+		// still calls it an empty option), and a later -D adds again.
+		if v == "none" || v == "" {
+			o.DNS, o.NoDNS = nil, true
 			return nil
 		}
 		a, err := netip.ParseAddr(v)
-		if err != nil {
-			return errorf("Invalid DNS address: %s", v)
+		if err != nil || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+			return errorf("Cannot use DNS address %s", v)
 		}
-		o.DNS = append(o.DNS, a.Unmap())
+		o.NoDNS = false
+		if a = a.Unmap(); !a.IsUnspecified() { // pasta takes 0.0.0.0 for none given
+			o.DNS = append(o.DNS, a)
+		}
 		return nil
 	}},
 	{"search", 'S', true, func(o *Options, v string) error { o.Search = strings.Fields(v); return nil }},
 	{"hostname", 'H', true, str(func(o *Options) *string { return &o.Hostname })},
 	{"fqdn", 0, true, ignored("--fqdn")},
-	{"dhcp-dns", 0, false, ignored("--dhcp-dns")},
+	{"dhcp-dns", 0, false, flag(func(o *Options) *bool { return &o.DHCPDNS })},
 	{"no-dhcp-dns", 0, false, ignored("--no-dhcp-dns")},
 	{"dhcp-search", 0, false, ignored("--dhcp-search")},
 	{"no-dhcp-search", 0, false, ignored("--no-dhcp-search")},

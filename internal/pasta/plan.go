@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/slipway-net/slipway/config"
 )
@@ -30,6 +31,11 @@ type Plan struct {
 	// NSForwards are -T's and -U's: sockets in the namespace, each to a
 	// port of the host's loopback; the TCP ones first.
 	NSForwards []NSForward
+	// HostLoToNsLo (--host-lo-to-ns-lo): forwarded connections and
+	// datagrams from the host's loopback go to the namespace's loopback,
+	// through sockets opened inside it, not through its interface; the
+	// automatic forwards then follow loopback-bound ports too.
+	HostLoToNsLo bool
 }
 
 // AutoForward is an automatic -t or -u: while a port of Ports is bound in
@@ -51,7 +57,7 @@ type NSForward struct {
 // and routes (from h) unless the options give them, and the forwards.
 // ephemeral is the host's first ephemeral port.
 func (o *Options) Plan(h HostNet, ephemeral uint16) (*Plan, error) {
-	p := &Plan{IfName: o.NSIfName}
+	p := &Plan{IfName: o.NSIfName, HostLoToNsLo: o.HostLoToNsLo}
 	if p.IfName == "" {
 		p.IfName = h.IfName
 	}
@@ -75,6 +81,7 @@ func (o *Options) Plan(h HostNet, ephemeral uint16) (*Plan, error) {
 	if err := o.config(p); err != nil {
 		return nil, err
 	}
+	o.advertiseDNS(&p.Config, h.Resolvers)
 	if err := o.forwards(p, ephemeral); err != nil {
 		return nil, err
 	}
@@ -182,6 +189,55 @@ func (o *Options) config(p *Plan) error {
 		return err
 	}
 	return nil
+}
+
+// maxDNS is how many DNS servers of each family pasta keeps (-D's past
+// it are dropped).
+const maxDNS = 3
+
+// advertiseDNS sets what DHCP, DHCPv6 and router advertisements tell of
+// DNS servers, as pasta does: nothing, unless --dhcp-dns; then -D's
+// addresses of each family, or for a family -D gave none of, the host's
+// nameservers of that family. A loopback nameserver of the host's is one
+// the namespace cannot reach by address: it stands for slipway's own DNS
+// address of the family, which forwards queries to it (pasta names its
+// gateway instead, and redirects DNS sent there).
+func (o *Options) advertiseDNS(c *config.Config, resolvers []netip.Addr) {
+	if !o.DHCPDNS || o.NoDNS {
+		c.NoAdvertiseDNS = true
+		return
+	}
+	var all []netip.Addr
+	for _, v6 := range []bool{false, true} {
+		if v6 && c.NoIPv6 {
+			continue
+		}
+		var fam []netip.Addr
+		for _, a := range o.DNS {
+			if a.Is6() == v6 && len(fam) < maxDNS {
+				fam = append(fam, a)
+			}
+		}
+		if len(fam) == 0 {
+			for _, a := range resolvers {
+				if a.Is6() != v6 || a.IsUnspecified() || a.IsMulticast() {
+					continue
+				}
+				if a.IsLoopback() {
+					a = c.DNSAddress
+					if v6 {
+						a = c.IPv6DNS
+					}
+				}
+				if len(fam) < maxDNS && a.IsValid() && !slices.Contains(fam, a) {
+					fam = append(fam, a)
+				}
+			}
+		}
+		all = append(all, fam...)
+	}
+	c.AdvertiseDNS = all
+	c.NoAdvertiseDNS = len(all) == 0
 }
 
 // network4 makes slipway's IPv4 network the namespace's: its subnet

@@ -13,6 +13,7 @@ var testHost = HostNet{
 	IfName: "eth0",
 	Addr4:  netip.MustParsePrefix("192.0.2.2/24"), Gw4: netip.MustParseAddr("192.0.2.1"),
 	Addr6: netip.MustParsePrefix("2001:db8::2/64"), Gw6: netip.MustParseAddr("2001:db8::1"),
+	Resolvers: []netip.Addr{netip.MustParseAddr("127.0.0.53"), netip.MustParseAddr("198.51.100.77"), netip.MustParseAddr("2001:db8::77")},
 }
 
 func plan(t *testing.T, line string) *Plan {
@@ -87,6 +88,36 @@ func TestPlanRootlesskit(t *testing.T) {
 	}
 	if len(c.Publish) != 0 {
 		t.Errorf("auto published at once: %v", c.Publish)
+	}
+}
+
+// What DHCP, DHCPv6 and router advertisements tell of DNS, as pasta:
+// nothing without --dhcp-dns; with it -D's addresses per family (three at
+// most), else the host's nameservers of the family (a loopback one as
+// slipway's DNS address); nothing after a last -D none.
+func TestPlanAdvertiseDNS(t *testing.T) {
+	ip := netip.MustParseAddr
+	for _, c := range []struct {
+		line string
+		want []netip.Addr // nil: none told
+	}{
+		{"", nil},
+		{"-D 192.0.2.53 -D 2001:db8::53", nil},
+		{"--dhcp-dns -D 192.0.2.53 -D 2001:db8::53", []netip.Addr{ip("192.0.2.53"), ip("2001:db8::53")}},
+		{"--dhcp-dns -D 192.0.2.51 -D 192.0.2.52 -D 192.0.2.53 -D 192.0.2.54", []netip.Addr{ip("192.0.2.51"), ip("192.0.2.52"), ip("192.0.2.53"), ip("2001:db8::77")}},
+		{"--dhcp-dns", []netip.Addr{ip("192.0.2.254"), ip("198.51.100.77"), ip("2001:db8::77")}},
+		{"--dhcp-dns -D 2001:db8::53 -4", []netip.Addr{ip("192.0.2.254"), ip("198.51.100.77")}},
+		{"--dhcp-dns -D 192.0.2.53 -D none", nil},
+		{"--dhcp-dns -D none -D 192.0.2.53", []netip.Addr{ip("192.0.2.53"), ip("2001:db8::77")}},
+		{"--dhcp-dns -D 0.0.0.0", []netip.Addr{ip("192.0.2.254"), ip("198.51.100.77"), ip("2001:db8::77")}},
+	} {
+		p := plan(t, c.line+" --config-net --netns /x")
+		if !reflect.DeepEqual(p.Config.AdvertiseDNS, c.want) || p.Config.NoAdvertiseDNS != (c.want == nil) {
+			t.Errorf("%q: advertise %v (none: %v), want %v", c.line, p.Config.AdvertiseDNS, p.Config.NoAdvertiseDNS, c.want)
+		}
+	}
+	if _, err := Parse([]string{"-D", "224.0.0.1", "--netns", "/x"}); err == nil || err.Error() != "Cannot use DNS address 224.0.0.1" {
+		t.Errorf("multicast -D: %v", err)
 	}
 }
 

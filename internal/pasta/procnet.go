@@ -17,9 +17,11 @@ const (
 // BoundPorts adds to ports the local ports of the sockets in a
 // /proc/net/{tcp,tcp6,udp,udp6} table that wait for peers: listening TCP
 // sockets, or (udp) unconnected UDP sockets. Sockets bound to a loopback
-// address are left out: slipway reaches the namespace through its
-// interface, where they cannot be reached. Malformed lines are skipped.
-func BoundPorts(table []byte, udp bool, ports map[uint16]bool) {
+// address are left out unless loopback is set: slipway reaches the
+// namespace through its interface, where they cannot be reached, but
+// --host-lo-to-ns-lo carries the host's loopback clients to the
+// namespace's loopback. Malformed lines are skipped.
+func BoundPorts(table []byte, udp, loopback bool, ports map[uint16]bool) {
 	want := uint64(stateListen)
 	if udp {
 		want = stateClose
@@ -54,17 +56,17 @@ func BoundPorts(table []byte, udp bool, ports map[uint16]bool) {
 				continue
 			}
 		}
-		if loopback(addr) {
+		if !loopback && isLoopback(addr) {
 			continue
 		}
 		ports[uint16(p)] = true
 	}
 }
 
-// loopback reports whether a /proc/net address (hexadecimal, each 32-bit
+// isLoopback reports whether a /proc/net address (hexadecimal, each 32-bit
 // word printed as a number read in host order: little-endian here) is 127.0.0.0/8 or ::1, or an
 // IPv4-mapped loopback address.
-func loopback(h string) bool {
+func isLoopback(h string) bool {
 	b, err := hex.DecodeString(h)
 	if err != nil {
 		return false

@@ -28,15 +28,26 @@ const udpTable = `   sl  local_address rem_address   st tx_queue rx_queue tr tm-
 // loopback ones and connections are not.
 func TestBoundPorts(t *testing.T) {
 	got := map[uint16]bool{}
-	BoundPorts([]byte(tcpTable), false, got)
-	BoundPorts([]byte(tcp6Table), false, got)
+	BoundPorts([]byte(tcpTable), false, false, got)
+	BoundPorts([]byte(tcp6Table), false, false, got)
 	if want := map[uint16]bool{8080: true, 80: true, 443: true}; !reflect.DeepEqual(got, want) {
 		t.Errorf("tcp: %v, want %v", got, want)
 	}
 	got = map[uint16]bool{}
-	BoundPorts([]byte(udpTable), true, got)
+	BoundPorts([]byte(udpTable), true, false, got)
 	if want := map[uint16]bool{53: true}; !reflect.DeepEqual(got, want) {
 		t.Errorf("udp: %v, want %v", got, want)
+	}
+}
+
+// With --host-lo-to-ns-lo the loopback ones count too (127.0.0.1:22,
+// [::1]:3000, the mapped 127.0.0.1:3001); connections still do not.
+func TestBoundPortsLoopback(t *testing.T) {
+	got := map[uint16]bool{}
+	BoundPorts([]byte(tcpTable), false, true, got)
+	BoundPorts([]byte(tcp6Table), false, true, got)
+	if want := map[uint16]bool{8080: true, 22: true, 80: true, 443: true, 3000: true, 3001: true}; !reflect.DeepEqual(got, want) {
+		t.Errorf("tcp: %v, want %v", got, want)
 	}
 }
 
@@ -49,7 +60,8 @@ func FuzzBoundPorts(f *testing.F) {
 	f.Add([]byte("h\n 0: :: 0A\n"), false)
 	f.Fuzz(func(t *testing.T, table []byte, udp bool) {
 		ports := map[uint16]bool{}
-		BoundPorts(table, udp, ports)
+		BoundPorts(table, udp, false, ports)
+		BoundPorts(table, udp, true, ports)
 		if ports[0] {
 			t.Fatal("port 0 reported bound")
 		}

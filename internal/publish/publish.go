@@ -59,6 +59,17 @@ type Options struct {
 	// launcher (internal/broker).
 	ListenTCP func(netip.AddrPort) (*net.TCPListener, error)
 	ListenUDP func(netip.AddrPort) (*net.UDPConn, error)
+	// DialLoopback, if set, carries the clients that come from the
+	// host's loopback (127.0.0.0/8, ::1) past the stack, to the guest's
+	// own loopback: each reaches 127.0.0.1 (::1 for IPv6 clients) at the
+	// published guest port through a connection DialLoopback opens inside
+	// the guest, network "tcp" or "udp". That is pasta's
+	// --host-lo-to-ns-lo, for a guest that is a network namespace.
+	DialLoopback func(ctx context.Context, network string, target netip.AddrPort) (net.Conn, error)
+	// MaxLoopbackConns bounds the TCP connections and UDP clients
+	// DialLoopback carries at once (DefaultMaxLoopbackConns when zero);
+	// more are reset (TCP) or their datagrams dropped (UDP).
+	MaxLoopbackConns int
 	// OnChange, if set, is told of every forward added or removed. It is
 	// called with the publisher's lock held and must not block.
 	OnChange func(f Forward, added bool)
@@ -100,6 +111,8 @@ type Publisher struct {
 
 	// pending holds a slot per connection to a guest in progress.
 	pending chan struct{}
+	// loopSlots holds a slot per client DialLoopback carries.
+	loopSlots chan struct{}
 
 	refused, connectFailed atomic.Uint64
 }
@@ -125,8 +138,12 @@ func New(o Options) *Publisher {
 	if o.ListenUDP == nil {
 		o.ListenUDP = hostnet.ListenUDP
 	}
+	if o.MaxLoopbackConns <= 0 {
+		o.MaxLoopbackConns = DefaultMaxLoopbackConns
+	}
 	return &Publisher{o: o, log: log, ctx: ctx, cancel: cancel, forwards: map[uint64]*forward{},
-		pending: make(chan struct{}, max(o.MaxPendingConnects, 1))}
+		pending:   make(chan struct{}, max(o.MaxPendingConnects, 1)),
+		loopSlots: make(chan struct{}, o.MaxLoopbackConns)}
 }
 
 // Add publishes a rule, which must be resolved (config.Config.Resolve).

@@ -51,6 +51,10 @@ func (p *Publisher) acceptTCP(fw *forward, l *net.TCPListener, guest netip.AddrP
 // connection would be.
 func (p *Publisher) serveTCP(fw *forward, c *net.TCPConn, guest netip.AddrPort) {
 	client := unmapped(c.RemoteAddr().(*net.TCPAddr).AddrPort())
+	if p.viaLoopback(client) {
+		p.serveLoopbackTCP(fw, c, client, guest.Port())
+		return
+	}
 	ep, wq, local, err := p.dialGuest(p.source(client, guest.Addr()), guest)
 	<-p.pending
 	if err != nil {

@@ -29,7 +29,9 @@ type udpPort struct {
 }
 
 // udpClient is one host client of a published UDP port: a flow whose
-// stack endpoint is connected to the guest.
+// stack endpoint is connected to the guest, or (a client from the host's
+// loopback, with Options.DialLoopback) whose socket in the guest is
+// connected to the guest's loopback.
 type udpClient struct {
 	port   *udpPort
 	addr   netip.AddrPort // the client on the host
@@ -38,6 +40,10 @@ type udpClient struct {
 	wq     waiter.Queue
 	timer  *time.Timer
 	sender *flow.GuestSender
+	// ns and nsRelease, instead of ep, are the socket to the guest's
+	// loopback and its MaxLoopbackConns slot.
+	ns        net.Conn
+	nsRelease func()
 }
 
 func newUDPPort(p *Publisher, fw *forward, c *net.UDPConn, guest netip.AddrPort) *udpPort {
@@ -63,6 +69,13 @@ func (u *udpPort) serve() {
 			return
 		}
 		if c := u.client(from); c != nil {
+			if c.ns != nil {
+				if _, err := c.ns.Write(b); err == nil {
+					c.flow.Touch()
+					c.flow.ToGuest.Add(uint64(len(b)))
+				}
+				continue
+			}
 			// A full send buffer drops the datagram, as UDP may.
 			if r.WriteTo(c.ep) == nil {
 				c.flow.Touch()
@@ -83,6 +96,9 @@ func (u *udpPort) client(from netip.AddrPort) *udpClient {
 		return c
 	}
 	p := u.p
+	if p.viaLoopback(from) {
+		return u.loopbackClient(from)
+	}
 	c = &udpClient{port: u, addr: from}
 	ep, err := p.o.Stack.NewUDPEndpoint(u.guest.Addr().Is6(), &c.wq)
 	if err != nil {
@@ -147,6 +163,11 @@ func (c *udpClient) release() {
 	}
 	u.mu.Unlock()
 	c.timer.Stop()
+	if c.ns != nil {
+		c.ns.Close()
+		c.nsRelease()
+		return
+	}
 	c.sender.Stop()
 	c.ep.Close()
 }

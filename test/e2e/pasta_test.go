@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -507,4 +508,313 @@ func TestPastaOptions(t *testing.T) {
 		t.Errorf("--ipv6-only: %q, want fd00:5::2/64 and no IPv4 address", v6)
 	}
 	p6.Stop()
+}
+
+// realPastaBin is the current pasta build beside the project
+// (../shared/peers), linked as pasta in a directory any user can read, or
+// "" if there is none.
+func realPastaBin(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{"../../../shared/peers/passt", "/work/shared/peers/passt"} {
+		if _, err := os.Stat(p); err == nil {
+			abs, _ := filepath.Abs(p)
+			link := filepath.Join(publicDir(t), "pasta")
+			if err := os.Symlink(abs, link); err != nil {
+				t.Fatal(err)
+			}
+			return link
+		}
+	}
+	return ""
+}
+
+// nsAnswerer runs a socat server in the user and network namespaces of
+// pid, on listen, that answers every connection (tcp) or datagram (udp)
+// with "NAME peer=ADDR", ADDR the peer it sees.
+func nsAnswerer(t *testing.T, pid, proto string, listen netip.AddrPort, name string) {
+	t.Helper()
+	kind := map[string]string{"tcp": "TCP-LISTEN", "udp": "UDP-RECVFROM"}[proto]
+	if listen.Addr().Is6() {
+		kind = map[string]string{"tcp": "TCP6-LISTEN", "udp": "UDP6-RECVFROM"}[proto]
+	}
+	bind := listen.Addr().String()
+	if listen.Addr().Is6() {
+		bind = "[" + bind + "]"
+	}
+	srv := exec.Command("nsenter", "--target", pid, "--net", "--user", "--preserve-credentials", "socat",
+		fmt.Sprintf("%s:%d,bind=%s,reuseaddr,fork", kind, listen.Port(), bind),
+		"SYSTEM:echo "+name+" peer=$SOCAT_PEERADDR")
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+}
+
+// askFromHost connects to (tcp) or sends a datagram to (udp) addr from the host
+// and returns the answer as "NAME PEER" (PEER normalised), or "" when
+// nothing answers.
+func askFromHost(proto, addr string) string {
+	c, err := net.DialTimeout(proto, addr, 3*time.Second)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	var b []byte
+	if proto == "udp" {
+		c.Write([]byte("x\n"))
+		buf := make([]byte, 512)
+		n, _ := c.Read(buf)
+		b = buf[:n]
+	} else {
+		b, _ = io.ReadAll(c)
+	}
+	name, peer, ok := strings.Cut(strings.TrimSpace(string(b)), " peer=")
+	if !ok {
+		return ""
+	}
+	if a, err := netip.ParseAddr(strings.Trim(peer, "[]")); err == nil {
+		peer = a.Unmap().String()
+	}
+	return name + " " + peer
+}
+
+// loopbackView starts bin (pasta or slipway as pasta) as nobody with
+// args and the target of a fresh user namespace; there, servers named lo
+// on the loopback and eth on addr (each port for TCP and UDP), and reads
+// from the host what answers at each probe (name: proto, address and
+// port): those named ready until they answer (automatic forwards take a
+// moment), at most 10 s each, then the others once; and stops bin.
+func loopbackView(t *testing.T, bin string, args []string, lo, addr netip.AddrPort, probes map[string]string, ready []string) map[string]string {
+	t.Helper()
+	pid := userNSHolder(t)
+	pidFile := filepath.Join(publicDir(t), "pid")
+	t.Cleanup(func() { killPidFile(pidFile) })
+	args = append(append(args, "--pid", pidFile), pid)
+	if out, err := exec.Command("setpriv", append(nobody, append([]string{bin}, args...)...)...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", bin, err, out)
+	}
+	daemon := pidFromFile(t, pidFile)
+	for _, proto := range []string{"tcp", "udp"} {
+		nsAnswerer(t, pid, proto, lo, "lo")
+		nsAnswerer(t, pid, proto, addr, "eth")
+	}
+	view := map[string]string{}
+	for _, name := range ready {
+		proto, a, _ := strings.Cut(probes[name], " ")
+		for deadline := time.Now().Add(10 * time.Second); view[name] == "" && time.Now().Before(deadline); {
+			if view[name] = askFromHost(proto, a); view[name] == "" {
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}
+	// The others once the ready ones have answered: their ports are
+	// forwarded by then, so silence is the answer.
+	for name, p := range probes {
+		if _, ok := view[name]; !ok {
+			proto, a, _ := strings.Cut(p, " ")
+			view[name] = askFromHost(proto, a)
+		}
+	}
+	// The next run binds the same host ports.
+	killPidFile(pidFile)
+	if !waitGone(daemon, 10*time.Second) {
+		t.Fatalf("%s did not exit when killed", bin)
+	}
+	return view
+}
+
+// lowFreePort is a port free for TCP and UDP on the host, below the
+// ephemeral range: pasta's automatic forwards leave that range out.
+func lowFreePort(t *testing.T) int {
+	t.Helper()
+	for range 100 {
+		var b [2]byte
+		rand.Read(b[:])
+		port := 20000 + int(b[0])<<8%12000 + int(b[1])
+		l, err := net.Listen("tcp", ":"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		u, err := net.ListenPacket("udp", ":"+strconv.Itoa(port))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port below the ephemeral range")
+	return 0
+}
+
+// TestPastaHostLoToNsLo: rootlesskit's command line (automatic forwards
+// and --host-lo-to-ns-lo) through slipway and through the real pasta,
+// each against a user namespace of its own with servers on its loopback
+// and on its address: a client on the host's loopback reaches the
+// namespace's loopback server, TCP and UDP, as 127.0.0.1, and not the
+// server bound to the namespace's address alone; a client at the host's
+// own address still reaches that one, as itself. Then the same over IPv6
+// (::1) with the host's addressing and -t/-u PORT, where the host has
+// IPv6.
+func TestPastaHostLoToNsLo(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "unshare", "nsenter", "setpriv", "socat")
+	openTun(t)
+	ours := publicCopy(t, "pasta")
+	real := realPastaBin(t)
+	hostAddr := testenv.HostAddr(t)
+	loPort, ethPort := lowFreePort(t), lowFreePort(t)
+	at := func(a string, port int) string { return net.JoinHostPort(a, strconv.Itoa(port)) }
+	probes := map[string]string{
+		"tcp lo":        "tcp " + at("127.0.0.1", loPort),
+		"tcp lo->eth":   "tcp " + at("127.0.0.1", ethPort),
+		"tcp addr->eth": "tcp " + at(hostAddr.String(), ethPort),
+		"udp lo":        "udp " + at("127.0.0.1", loPort),
+		"udp lo->eth":   "udp " + at("127.0.0.1", ethPort),
+		"udp addr->eth": "udp " + at(hostAddr.String(), ethPort),
+	}
+	want := map[string]string{"tcp lo": "lo 127.0.0.1", "tcp lo->eth": "", "tcp addr->eth": "eth " + hostAddr.String(),
+		"udp lo": "lo 127.0.0.1", "udp lo->eth": "", "udp addr->eth": "eth " + hostAddr.String()}
+	lo := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(loPort))
+	eth := netip.AddrPortFrom(netip.MustParseAddr("10.0.2.100"), uint16(ethPort))
+	line := rootlesskitLine()
+	ready := []string{"tcp lo", "tcp addr->eth", "udp lo", "udp addr->eth"}
+	got := loopbackView(t, ours, line, lo, eth, probes, ready)
+	checkMarkers(t, got, want, "slipway, rootlesskit's line: ")
+	if real != "" {
+		checkMarkers(t, got, loopbackView(t, real, line, lo, eth, probes, ready), "slipway against pasta, rootlesskit's line: ")
+	} else {
+		t.Log("no current pasta build (../shared/peers/passt) to compare with")
+	}
+
+	host := readHostNet(t)
+	if host.addr6 == "" {
+		t.Skip("the host has no IPv6 default route: ::1 not tried")
+	}
+	addr6, _ := netip.ParsePrefix(host.addr6)
+	probes6 := map[string]string{"tcp ::1": "tcp " + at("::1", loPort), "tcp ::1->eth": "tcp " + at("::1", ethPort),
+		"udp ::1": "udp " + at("::1", loPort), "udp ::1->eth": "udp " + at("::1", ethPort)}
+	want6 := map[string]string{"tcp ::1": "lo ::1", "tcp ::1->eth": "", "udp ::1": "lo ::1", "udp ::1->eth": ""}
+	ports := fmt.Sprintf("%d,%d", loPort, ethPort)
+	line6 := []string{"--config-net", "--host-lo-to-ns-lo", "-t", ports, "-u", ports}
+	lo6 := netip.AddrPortFrom(netip.IPv6Loopback(), uint16(loPort))
+	eth6 := netip.AddrPortFrom(addr6.Addr(), uint16(ethPort))
+	ready6 := []string{"tcp ::1", "udp ::1"}
+	got6 := loopbackView(t, ours, line6, lo6, eth6, probes6, ready6)
+	checkMarkers(t, got6, want6, "slipway over IPv6: ")
+	if real != "" {
+		checkMarkers(t, got6, loopbackView(t, real, line6, lo6, eth6, probes6, ready6), "slipway against pasta over IPv6: ")
+	}
+}
+
+// dnsHooks are DHCP clients' hook scripts that print the lease's address
+// and DNS servers as markers, and change nothing.
+var dnsHooks = map[string]string{
+	"udhcpc-dns.sh": `#!/bin/sh
+case "$1" in bound|renew) echo "@lease4=${ip:-}"; echo "@dns4=${dns:-}" ;; esac
+exit 0
+`,
+	"dhclient-dns.sh": `#!/bin/sh
+case "$reason" in BOUND6|RENEW6|REBIND6|REBOOT6) echo "@lease6=${new_ip6_address:-}"; echo "@dns6=${new_dhcp6_name_servers:-}" ;; esac
+exit 0
+`,
+}
+
+// dnsView starts bin (pasta, or slipway as pasta) with args on a named
+// namespace of its own, in a mount namespace where /etc/resolv.conf is
+// resolv, and returns what the namespace's DHCP clients are told: busybox
+// udhcpc (lease4, dns4), ISC dhclient -6 where v6 (lease6, dns6), and
+// with ra rdisc6's router advertisement (rdnss, its DNS servers).
+func dnsView(t *testing.T, bin string, args []string, resolv string, v6, ra bool) map[string]string {
+	t.Helper()
+	dir := publicDir(t)
+	for name, body := range dnsHooks {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	name, path := namedNS(t)
+	pidFile := filepath.Join(dir, "pid")
+	t.Cleanup(func() { killPidFile(pidFile) })
+	full := append([]string{bin, "--config-net", "--quiet", "-I", "eth9", "-t", "none", "-u", "none", "-T", "none", "-U", "none",
+		"--pid", pidFile, "--netns", path}, args...)
+	sh := `mount --bind "$0" /etc/resolv.conf && exec "$@"`
+	cmd := exec.Command("unshare", append([]string{"--mount", "--propagation", "private", "sh", "-c", sh, resolv}, full...)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s %v: %v\n%s", bin, args, err, out)
+	}
+	daemon := pidFromFile(t, pidFile)
+	lines := []string{
+		"d=" + dir,
+		`timeout 20 busybox udhcpc -i eth9 -n -q -f -t 5 -T 1 -s $d/udhcpc-dns.sh 2>/dev/null`,
+	}
+	if v6 || ra {
+		// Neither client sends from a tentative address.
+		lines = append(lines, `for i in $(seq 100); do [ -z "$(ip -6 addr show dev eth9 tentative)" ] && break; sleep 0.1; done`)
+	}
+	if v6 {
+		lines = append(lines, `timeout 20 dhclient -6 -1 -lf $d/leases6 -pf $d/dhclient6.pid -sf $d/dhclient-dns.sh eth9 2>/dev/null`)
+	}
+	if ra {
+		lines = append(lines, `echo "@rdnss=$(rdisc6 -1 -w 3000 eth9 2>/dev/null | sed -n 's/^ *Recursive DNS server *: *//p' | tr '\n' ' ' | sed 's/ $//')"`)
+	}
+	view := testenv.Markers(inNetNS(t, name, script(lines...)))
+	killPidFile(pidFile)
+	if !waitGone(daemon, 10*time.Second) {
+		t.Fatalf("%s did not exit when killed", bin)
+	}
+	return view
+}
+
+// TestPastaDNS: what DHCP clients in the namespace are told of DNS
+// servers (udhcpc's option 6, dhclient -6's DHCPv6 name servers), through
+// slipway and the real pasta with the same command lines: none by
+// default nor with -D alone; with --dhcp-dns, -D's addresses (each
+// family its own), none after a last -D none, and without -D the host's
+// nameservers (/etc/resolv.conf). slipway's router advertisements name
+// the same IPv6 servers (pasta sends none with --config-net).
+func TestPastaDNS(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "ip", "busybox", "dhclient", "rdisc6", "unshare", "mount")
+	ours := publicCopy(t, "pasta")
+	real := realPastaBin(t)
+	v6 := readHostNet(t).addr6 != ""
+	resolv := filepath.Join(publicDir(t), "resolv.conf")
+	if err := os.WriteFile(resolv, []byte("nameserver 192.0.2.77\nnameserver 2001:db8::77\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ args, dns4, dns6 string }{
+		{"", "", ""},
+		{"-D 192.0.2.53 -D 2001:db8::53", "", ""},
+		{"--dhcp-dns -D 192.0.2.53 -D 198.51.100.53 -D 2001:db8::53", "192.0.2.53 198.51.100.53", "2001:db8::53"},
+		{"--dhcp-dns -D 192.0.2.53 -D none", "", ""},
+		{"--dhcp-dns", "192.0.2.77", "2001:db8::77"},
+	} {
+		args := strings.Fields(c.args)
+		got := dnsView(t, ours, args, resolv, v6, v6)
+		want := map[string]string{"dns4": c.dns4}
+		if got["lease4"] == "" {
+			t.Errorf("%q: udhcpc got no lease from slipway: %v", c.args, got)
+		}
+		if v6 {
+			want["dns6"], want["rdnss"] = c.dns6, c.dns6
+			if got["lease6"] == "" {
+				t.Errorf("%q: dhclient -6 got no lease from slipway: %v", c.args, got)
+			}
+		}
+		checkMarkers(t, got, want, fmt.Sprintf("slipway %q: ", c.args))
+		if real == "" {
+			continue
+		}
+		theirs := dnsView(t, real, append([]string{"--runas", "0"}, args...), resolv, v6, false)
+		delete(got, "rdnss")
+		delete(got, "lease4") // the namespace's address: the host's for both
+		delete(theirs, "lease4")
+		delete(got, "lease6") // DHCPv6 hands out other addresses
+		delete(theirs, "lease6")
+		checkMarkers(t, got, theirs, fmt.Sprintf("slipway against pasta %q: ", c.args))
+	}
+	if real == "" {
+		t.Log("no current pasta build (../shared/peers/passt) to compare with")
+	}
 }

@@ -155,11 +155,16 @@ func userNSHolder(t *testing.T) string {
 	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
 	// unshare replaces itself with sleep: its pid is the namespace's.
 	pid := strconv.Itoa(holder.Process.Pid)
+	// unshare(2) makes both namespaces at once and writes the ID maps
+	// after: until then the user namespace maps nobody to no one, and
+	// who joins it has no capability in it.
 	waitNS := time.Now().Add(10 * time.Second)
 	for time.Now().Before(waitNS) {
 		a, _ := os.Readlink("/proc/" + pid + "/ns/net")
 		b, _ := os.Readlink("/proc/self/ns/net")
-		if a != "" && a != b {
+		m, _ := os.ReadFile("/proc/" + pid + "/uid_map")
+		g, _ := os.ReadFile("/proc/" + pid + "/gid_map")
+		if a != "" && a != b && len(m) > 0 && len(g) > 0 {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
