@@ -22,6 +22,7 @@ import (
 	"github.com/slipway-net/slipway/internal/broker"
 	"github.com/slipway-net/slipway/internal/endpoint"
 	"github.com/slipway-net/slipway/internal/sandbox"
+	"github.com/slipway-net/slipway/internal/statefile"
 	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/link/dgram"
 	"github.com/slipway-net/slipway/link/tap"
@@ -95,6 +96,8 @@ type hostSide interface {
 	Usage() control.ProcessUsageFunc
 	// Sockets sets how h opens outbound host sockets, if not itself.
 	Sockets(h *network.Host, cfg config.Config)
+	// StateFS is where --state-file (path) is kept.
+	StateFS(path string) statefile.FS
 }
 
 // maxFiles is the engine's hard descriptor limit: every flow, ping
@@ -178,7 +181,7 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 		return err
 	}
 	defer n.Close()
-	stopState, err := keepState(n, log)
+	stopState, err := keepState(n, hs.StateFS(cfg.StateFile), log)
 	if err != nil {
 		return err
 	}
@@ -364,6 +367,9 @@ func (b brokerSide) ListenTCP(ap netip.AddrPort) (*net.TCPListener, error) { ret
 func (b brokerSide) ListenUDP(ap netip.AddrPort) (*net.UDPConn, error)     { return b.c.ListenUDP(ap) }
 func (b brokerSide) Dial(_ context.Context, i int) (net.Conn, error)       { return b.c.Dial(i) }
 func (b brokerSide) Usage() control.ProcessUsageFunc                       { return b.c.Usage }
+
+// StateFS: the launcher reads and writes the state file for the engine.
+func (b brokerSide) StateFS(path string) statefile.FS { return newBrokerFS(b.c, path) }
 
 // Sockets: the engine reads no file, so the host's resolvers come from
 // the launcher; in strict mode it has no network of its own either, and

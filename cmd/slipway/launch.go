@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/procfs"
+	"golang.org/x/sys/unix"
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/control"
@@ -25,6 +27,7 @@ import (
 	"github.com/slipway-net/slipway/internal/hostnet"
 	"github.com/slipway-net/slipway/internal/policy"
 	"github.com/slipway-net/slipway/internal/sandbox"
+	"github.com/slipway-net/slipway/internal/statefile"
 	"github.com/slipway-net/slipway/network"
 	"github.com/slipway-net/slipway/services/dns"
 )
@@ -292,6 +295,9 @@ type launcherSide struct {
 	rules     *policy.Rules
 	upstreams map[netip.AddrPort]bool
 	outbound  netip.Addr
+	// statePath is --state-file, fixed at start: the engine's state
+	// requests read and write that file and no other.
+	statePath string
 }
 
 func newLauncherSide(j *engineJob, ready func(), pid int) *launcherSide {
@@ -302,6 +308,7 @@ func newLauncherSide(j *engineJob, ready func(), pid int) *launcherSide {
 		rules:     policy.FromConfig(cfg),
 		upstreams: map[netip.AddrPort]bool{},
 		outbound:  cfg.OutboundAddr,
+		statePath: cfg.StateFile,
 	}
 	for _, u := range cfg.DNSUpstreams {
 		l.upstreams[u.AddrPort] = true
@@ -399,6 +406,65 @@ func (l *launcherSide) Resolv() ([]netip.AddrPort, error) {
 	return servers, err
 }
 
+// errNoStateFile refuses the state requests of an engine that has no
+// --state-file.
+var errNoStateFile = errors.New("no --state-file")
+
+// StateLoad opens --state-file for the engine to read.
+func (l *launcherSide) StateLoad() (*os.File, error) {
+	if l.statePath == "" {
+		return nil, errNoStateFile
+	}
+	f, err := os.Open(l.statePath)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("state file %s: not a regular file", l.statePath)
+	}
+	return f, nil
+}
+
+// stateReadTimeout bounds how long the launcher waits for the engine to
+// write a state through the pipe.
+const stateReadTimeout = 30 * time.Second
+
+// StateSave replaces --state-file by what the engine writes into data, a
+// pipe: at most broker.MaxState bytes, read within stateReadTimeout. The
+// launcher checks the size, not the content: the engine decodes the file
+// at its next start, and refuses a corrupt one there.
+func (l *launcherSide) StateSave(data *os.File) error {
+	defer data.Close()
+	if l.statePath == "" {
+		return errNoStateFile
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(data.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		return errors.New("state-save: the descriptor is not a pipe")
+	}
+	// Through the poller, so that the deadline holds.
+	fd, err := unix.Dup(int(data.Fd()))
+	if err != nil {
+		return err
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	r := os.NewFile(uintptr(fd), "state-pipe")
+	defer r.Close()
+	r.SetReadDeadline(time.Now().Add(stateReadTimeout))
+	b, err := io.ReadAll(io.LimitReader(r, broker.MaxState+1))
+	if err != nil {
+		return fmt.Errorf("state-save: %w", err)
+	}
+	if len(b) > broker.MaxState {
+		return fmt.Errorf("state-save: more than %d bytes", broker.MaxState)
+	}
+	return statefile.WriteFile(statefile.OS{}, l.statePath, b)
+}
+
 // Usage reads the engine's figures from its /proc directory, which the
 // engine's empty root and seccomp filter keep it from.
 func (l *launcherSide) Usage() (control.ProcessUsage, error) {
@@ -439,3 +505,6 @@ func (s localSide) Dial(ctx context.Context, i int) (net.Conn, error) {
 
 // Sockets: unconfined, the network opens its own.
 func (localSide) Sockets(*network.Host, config.Config) {}
+
+// StateFS: unconfined, the host's file system.
+func (localSide) StateFS(string) statefile.FS { return statefile.OS{} }
