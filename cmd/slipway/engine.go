@@ -21,6 +21,7 @@ import (
 	"github.com/slipway-net/slipway/internal/bhyve"
 	"github.com/slipway-net/slipway/internal/broker"
 	"github.com/slipway-net/slipway/internal/endpoint"
+	"github.com/slipway-net/slipway/internal/gvproxy"
 	"github.com/slipway-net/slipway/internal/sandbox"
 	"github.com/slipway-net/slipway/internal/statefile"
 	"github.com/slipway-net/slipway/link"
@@ -40,7 +41,7 @@ import (
 
 // engineSpec is what the launcher tells the engine. Its descriptors come
 // in this order: the API socket (API), the pcap file (PCAP), one per
-// Links entry, one per Listeners entry.
+// Links entry, one per Listeners entry, then Gvproxy's.
 type engineSpec struct {
 	Config config.Config   `json:"config"`
 	Resolv *network.Resolv `json:"resolv"`
@@ -70,6 +71,33 @@ type engineSpec struct {
 	// Seccomp is sandbox.ActionEnv's value: what seccomp does instead of
 	// killing (debugging).
 	Seccomp string `json:"seccomp,omitempty"`
+	// Gvproxy is the gvproxy personality: its plan (its VM endpoints are
+	// Listeners) and what the launcher opened for it.
+	Gvproxy *gvproxySpec `json:"gvproxy,omitempty"`
+}
+
+// gvproxySpec is the gvproxy personality's part of an engineSpec.
+type gvproxySpec struct {
+	Plan     *gvproxy.Plan    `json:"plan"`
+	Handover gvproxy.Handover `json:"handover"`
+	// Notify is the --connect index (beyond Connects) the launcher
+	// dials the -notification socket at; -1 for none.
+	Notify int `json:"notify"`
+}
+
+// files is how many descriptors the spec comes with.
+func (s *engineSpec) files() int {
+	n := len(s.Links) + len(s.Listeners)
+	if s.API {
+		n++
+	}
+	if s.PCAP {
+		n++
+	}
+	if s.Gvproxy != nil {
+		n += s.Gvproxy.Handover.Files()
+	}
+	return n
 }
 
 // linkSpec is a guest link handed over as a descriptor.
@@ -172,6 +200,22 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 		}
 		listeners = append(listeners, l)
 	}
+	var gvHost gvproxy.Host
+	if g := spec.Gvproxy; g != nil {
+		n := g.Handover.Files()
+		h, err := gvproxy.Adopt(g.Handover, files[:n])
+		files = files[n:]
+		if err != nil {
+			return err
+		}
+		gvHost = h
+		// Unconfined, a unix forward added at run time makes its own
+		// socket; the sandboxed engine has no file system for it.
+		gvHost.HostFiles = cfg.Sandbox == config.SandboxOff
+		if g.Notify >= 0 {
+			gvHost.DialNotification = func(ctx context.Context) (net.Conn, error) { return hs.Dial(ctx, g.Notify) }
+		}
+	}
 	enter()
 	n, err := network.NewWithHost(cfg, log, host)
 	if err != nil {
@@ -186,6 +230,18 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 		return err
 	}
 	defer stopState()
+	var gvDone <-chan struct{}
+	var gvErrs <-chan error
+	if g := spec.Gvproxy; g != nil {
+		plan := *g.Plan
+		plan.Config = cfg
+		rt, err := gvproxy.Start(&plan, n, gvHost, log)
+		if err != nil {
+			return err
+		}
+		defer rt.Close()
+		gvDone, gvErrs = rt.StdioDone, rt.Errs
+	}
 	// POST /v1/shutdown: after its drain, the engine ends as on stop.
 	shutdown := make(chan struct{})
 	if api != nil {
@@ -229,6 +285,9 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 			close(allGone)
 		}()
 	}
+	if spec.Gvproxy != nil {
+		log.Info("waiting for clients...")
+	}
 	if err := ready(); err != nil {
 		return err
 	}
@@ -245,6 +304,11 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 		log.Info("every VM has disconnected, exiting")
 		return nil
 	case err := <-errs:
+		return err
+	case <-gvDone:
+		log.Info("stdio closed: shutting down")
+		return nil
+	case err := <-gvErrs:
 		return err
 	}
 }
@@ -309,14 +373,7 @@ func engineMain() int {
 		fmt.Fprintf(os.Stderr, "slipway: engine: %v\n", err)
 		return 1
 	}
-	count := len(spec.Links) + len(spec.Listeners)
-	if spec.API {
-		count++
-	}
-	if spec.PCAP {
-		count++
-	}
-	files := make([]*os.File, count)
+	files := make([]*os.File, spec.files())
 	for i := range files {
 		files[i] = os.NewFile(uintptr(engineFirstFD+i), "engine-fd")
 	}
