@@ -339,12 +339,13 @@ func takeLink(ls linkSpec, f *os.File, vo endpoint.VhostOptions) (link.Link, err
 	return endpoint.AdoptFile(endpoint.Kind(ls.Kind), f, ls.Name, vo)
 }
 
-// The engine process's descriptors: the spec, the broker's sockets, then
-// the spec's own.
+// The engine process's descriptors: the spec, the broker's sockets, the
+// launcher's push socket, then the spec's own.
 const (
 	engineSpecFD   = 3
 	engineBrokerFD = 4
-	engineFirstFD  = engineBrokerFD + broker.Conns
+	enginePushFD   = engineBrokerFD + broker.Conns
+	engineFirstFD  = enginePushFD + 1
 	maxSpecSize    = 64 << 20
 )
 
@@ -373,6 +374,29 @@ func engineMain() int {
 		fmt.Fprintf(os.Stderr, "slipway: engine: %v\n", err)
 		return 1
 	}
+	pushFile := os.NewFile(enginePushFD, "push")
+	pc, err := net.FileConn(pushFile)
+	pushFile.Close()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "slipway: engine: push socket: %v\n", err)
+		return 1
+	}
+	uc, ok := pc.(*net.UnixConn)
+	if !ok {
+		fmt.Fprintln(os.Stderr, "slipway: engine: push socket: not a unix socket")
+		return 1
+	}
+	go broker.ReceivePushes(uc, func(op string, f *os.File) {
+		// PushLog: --log-file, opened again. Stderr (the log and the
+		// runtime's own last words) is that file from now on.
+		err := unix.Dup3(int(f.Fd()), 2, 0)
+		f.Close()
+		if err != nil {
+			log.Error("reopen the log file", "err", err)
+			return
+		}
+		log.Info("engine's log reopened", "from", "the launcher")
+	})
 	files := make([]*os.File, spec.files())
 	for i := range files {
 		files[i] = os.NewFile(uintptr(engineFirstFD+i), "engine-fd")

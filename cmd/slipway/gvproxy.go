@@ -62,11 +62,11 @@ func runGvproxy(cmd *cobra.Command, args []string) error {
 	}
 	cfg := plan.Config
 	cfg.LogFile, cfg.PIDFile = plan.LogFile, plan.PIDFile
-	log, err := configLogger(cfg, cmd.ErrOrStderr())
+	log, lf, err := configLogger(cfg, cmd.ErrOrStderr())
 	if err != nil {
 		return gvproxyFail(cmd, err)
 	}
-	j, err := gvproxyJob(plan, cfg)
+	j, err := gvproxyJob(plan, cfg, lf)
 	if err != nil {
 		return gvproxyFail(cmd, err)
 	}
@@ -86,8 +86,8 @@ func runGvproxy(cmd *cobra.Command, args []string) error {
 // stdin and stdout), and the -notification socket as an endpoint to dial
 // on the engine's request; the log and pid files and the pcap as every
 // mode's (newJob).
-func gvproxyJob(plan *gvproxy.Plan, cfg config.Config) (*engineJob, error) {
-	j, err := newJob(cfg)
+func gvproxyJob(plan *gvproxy.Plan, cfg config.Config, lf *logFile) (*engineJob, error) {
+	j, err := newJob(cfg, lf)
 	if err != nil {
 		return nil, err
 	}

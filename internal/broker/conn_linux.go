@@ -501,3 +501,66 @@ func (cl *Client) fileFor(r Request) (*os.File, error) {
 	}
 	return f, err
 }
+
+// Pushes are the launcher's messages to the engine that the engine did
+// not ask for, on a socket pair of their own (Pair): one JSON Push per
+// message, a descriptor with it. The engine trusts its launcher; they are
+// bounded all the same.
+const (
+	// PushLog comes with a new descriptor of --log-file, which the
+	// launcher opened again (SIGHUP): the engine's stderr from now on.
+	PushLog = "log"
+)
+
+// Push is one message of the launcher's.
+type Push struct {
+	Op string `json:"op"`
+}
+
+// SendPush sends op with f's descriptor; f stays the caller's.
+func SendPush(c *net.UnixConn, op string, f *os.File) error {
+	b, _ := json.Marshal(Push{Op: op}) // a plain field: cannot fail
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var werr error
+	if err := rc.Control(func(fd uintptr) {
+		_, _, werr = c.WriteMsgUnix(b, unix.UnixRights(int(fd)), nil)
+	}); err != nil {
+		return err
+	}
+	if werr != nil {
+		return fmt.Errorf("push %s: %w", op, werr)
+	}
+	return nil
+}
+
+// ReceivePushes calls handle with each push and its descriptor (which
+// handle then owns) until the launcher's end closes. A push without
+// exactly one descriptor, or of an unknown operation, is dropped.
+func ReceivePushes(c *net.UnixConn, handle func(op string, f *os.File)) error {
+	buf := make([]byte, MaxMessage)
+	oob := make([]byte, unix.CmsgSpace(4))
+	for {
+		n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
+		if err != nil {
+			return err
+		}
+		f := receivedFile(oob[:oobn])
+		if n == 0 {
+			if f != nil {
+				f.Close()
+			}
+			return nil
+		}
+		var p Push
+		if json.Unmarshal(buf[:n], &p) != nil || f == nil || flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 || p.Op != PushLog {
+			if f != nil {
+				f.Close()
+			}
+			continue
+		}
+		handle(p.Op, f)
+	}
+}
