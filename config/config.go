@@ -379,11 +379,6 @@ func (c *Config) Validate() error {
 	if err := c.validateEgress(); err != nil {
 		return err
 	}
-	// The confined engine opens no file; the state file's writes have no
-	// launcher side yet.
-	if c.StateFile != "" && c.Sandbox != SandboxOff {
-		return fieldErr("state-file", c.StateFile, "needs --sandbox off: the confined engine cannot write files")
-	}
 	switch c.Sandbox {
 	case SandboxOn, SandboxOff, SandboxStrict:
 	default:

@@ -7,33 +7,9 @@ import (
 	"github.com/slipway-net/slipway/internal/policy"
 )
 
-// applyMap lays the config's address map (config.AddrMap) over the flow
-// rules and returns the stack's local addresses with the extra DNS ones.
-func applyMap(cfg config.Config, rules *policy.Rules, local []netip.Addr) []netip.Addr {
-	m := cfg.Map
-	if m.Routed {
-		// The guest's networks are the host's: every other address in
-		// them is a neighbour of the host, reached like any other.
-		rules.Subnets = nil
-	}
-	if m.GatewayIsRouter {
-		rules.Gateways = nil
-	}
-	rules.Gateways = append(rules.Gateways, m.HostLoopback...)
-	for _, a := range m.Guest {
-		to := cfg.DHCPStart
-		if a.Is6() {
-			to = m.GuestIPv6
-		}
-		if !to.IsValid() {
-			continue
-		}
-		if rules.Aliases == nil {
-			rules.Aliases = map[netip.Addr]netip.Addr{}
-		}
-		rules.Aliases[a] = to
-	}
-	rules.Services = append(rules.Services, extraDNS(cfg)...)
+// mapLocal adds to the stack's local addresses the extra DNS ones of the
+// address map (policy.FromConfig lays the map over the flow rules).
+func mapLocal(cfg config.Config, local []netip.Addr) []netip.Addr {
 	return append(local, extraDNS(cfg)...)
 }
 
@@ -53,15 +29,7 @@ func routedNeighbors(cfg config.Config) (proxy []netip.Prefix, guests []netip.Ad
 }
 
 // extraDNS are the DNS forwarder's addresses beyond the network's own.
-func extraDNS(cfg config.Config) []netip.Addr {
-	var out []netip.Addr
-	for _, a := range cfg.Map.DNS {
-		if a != cfg.DNSAddress && a != cfg.IPv6DNS {
-			out = append(out, a)
-		}
-	}
-	return out
-}
+func extraDNS(cfg config.Config) []netip.Addr { return policy.MapDNS(cfg) }
 
 // ownedMapAddrs are the map's addresses the stack takes as its own: the
 // extra DNS addresses it serves at, and those standing for the host, so

@@ -217,7 +217,7 @@ func build(cfg config.Config, log *slog.Logger, host Host, sm seams) (*Network, 
 	if !cfg.NoIPv6 {
 		local = append(local, cfg.IPv6Gateway, cfg.IPv6DNS, ra.LinkLocal(n.gwMAC))
 	}
-	local = applyMap(cfg, rules, local)
+	local = mapLocal(cfg, local)
 	n.flows = flow.NewTable(flow.Limits{
 		Max:          cfg.Limits.MaxFlows,
 		UDPPerGuest:  cfg.Limits.MaxUDPFlowsPerGuest,

@@ -53,7 +53,7 @@ Install it in place of bhyve's helper (slipway answers to that name):
 			if err != nil {
 				return err
 			}
-			log, err := configLogger(cfg, cmd.ErrOrStderr())
+			log, lf, err := configLogger(cfg, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -79,7 +79,7 @@ Install it in place of bhyve's helper (slipway answers to that name):
 			if err != nil {
 				return fmt.Errorf("invalid socket %d: %w", fd, err)
 			}
-			j, err := newJob(cfg)
+			j, err := newJob(cfg, lf)
 			if err != nil {
 				f.Close()
 				return err

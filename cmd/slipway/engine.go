@@ -21,7 +21,9 @@ import (
 	"github.com/slipway-net/slipway/internal/bhyve"
 	"github.com/slipway-net/slipway/internal/broker"
 	"github.com/slipway-net/slipway/internal/endpoint"
+	"github.com/slipway-net/slipway/internal/gvproxy"
 	"github.com/slipway-net/slipway/internal/sandbox"
+	"github.com/slipway-net/slipway/internal/statefile"
 	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/link/dgram"
 	"github.com/slipway-net/slipway/link/tap"
@@ -39,7 +41,7 @@ import (
 
 // engineSpec is what the launcher tells the engine. Its descriptors come
 // in this order: the API socket (API), the pcap file (PCAP), one per
-// Links entry, one per Listeners entry.
+// Links entry, one per Listeners entry, then Gvproxy's.
 type engineSpec struct {
 	Config config.Config   `json:"config"`
 	Resolv *network.Resolv `json:"resolv"`
@@ -69,6 +71,33 @@ type engineSpec struct {
 	// Seccomp is sandbox.ActionEnv's value: what seccomp does instead of
 	// killing (debugging).
 	Seccomp string `json:"seccomp,omitempty"`
+	// Gvproxy is the gvproxy personality: its plan (its VM endpoints are
+	// Listeners) and what the launcher opened for it.
+	Gvproxy *gvproxySpec `json:"gvproxy,omitempty"`
+}
+
+// gvproxySpec is the gvproxy personality's part of an engineSpec.
+type gvproxySpec struct {
+	Plan     *gvproxy.Plan    `json:"plan"`
+	Handover gvproxy.Handover `json:"handover"`
+	// Notify is the --connect index (beyond Connects) the launcher
+	// dials the -notification socket at; -1 for none.
+	Notify int `json:"notify"`
+}
+
+// files is how many descriptors the spec comes with.
+func (s *engineSpec) files() int {
+	n := len(s.Links) + len(s.Listeners)
+	if s.API {
+		n++
+	}
+	if s.PCAP {
+		n++
+	}
+	if s.Gvproxy != nil {
+		n += s.Gvproxy.Handover.Files()
+	}
+	return n
 }
 
 // linkSpec is a guest link handed over as a descriptor.
@@ -95,6 +124,8 @@ type hostSide interface {
 	Usage() control.ProcessUsageFunc
 	// Sockets sets how h opens outbound host sockets, if not itself.
 	Sockets(h *network.Host, cfg config.Config)
+	// StateFS is where --state-file (path) is kept.
+	StateFS(path string) statefile.FS
 }
 
 // maxFiles is the engine's hard descriptor limit: every flow, ping
@@ -169,6 +200,22 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 		}
 		listeners = append(listeners, l)
 	}
+	var gvHost gvproxy.Host
+	if g := spec.Gvproxy; g != nil {
+		n := g.Handover.Files()
+		h, err := gvproxy.Adopt(g.Handover, files[:n])
+		files = files[n:]
+		if err != nil {
+			return err
+		}
+		gvHost = h
+		// Unconfined, a unix forward added at run time makes its own
+		// socket; the sandboxed engine has no file system for it.
+		gvHost.HostFiles = cfg.Sandbox == config.SandboxOff
+		if g.Notify >= 0 {
+			gvHost.DialNotification = func(ctx context.Context) (net.Conn, error) { return hs.Dial(ctx, g.Notify) }
+		}
+	}
 	enter()
 	n, err := network.NewWithHost(cfg, log, host)
 	if err != nil {
@@ -178,11 +225,23 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 		return err
 	}
 	defer n.Close()
-	stopState, err := keepState(n, log)
+	stopState, err := keepState(n, hs.StateFS(cfg.StateFile), log)
 	if err != nil {
 		return err
 	}
 	defer stopState()
+	var gvDone <-chan struct{}
+	var gvErrs <-chan error
+	if g := spec.Gvproxy; g != nil {
+		plan := *g.Plan
+		plan.Config = cfg
+		rt, err := gvproxy.Start(&plan, n, gvHost, log)
+		if err != nil {
+			return err
+		}
+		defer rt.Close()
+		gvDone, gvErrs = rt.StdioDone, rt.Errs
+	}
 	// POST /v1/shutdown: after its drain, the engine ends as on stop.
 	shutdown := make(chan struct{})
 	if api != nil {
@@ -226,6 +285,9 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 			close(allGone)
 		}()
 	}
+	if spec.Gvproxy != nil {
+		log.Info("waiting for clients...")
+	}
 	if err := ready(); err != nil {
 		return err
 	}
@@ -242,6 +304,11 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 		log.Info("every VM has disconnected, exiting")
 		return nil
 	case err := <-errs:
+		return err
+	case <-gvDone:
+		log.Info("stdio closed: shutting down")
+		return nil
+	case err := <-gvErrs:
 		return err
 	}
 }
@@ -272,12 +339,13 @@ func takeLink(ls linkSpec, f *os.File, vo endpoint.VhostOptions) (link.Link, err
 	return endpoint.AdoptFile(endpoint.Kind(ls.Kind), f, ls.Name, vo)
 }
 
-// The engine process's descriptors: the spec, the broker's sockets, then
-// the spec's own.
+// The engine process's descriptors: the spec, the broker's sockets, the
+// launcher's push socket, then the spec's own.
 const (
 	engineSpecFD   = 3
 	engineBrokerFD = 4
-	engineFirstFD  = engineBrokerFD + broker.Conns
+	enginePushFD   = engineBrokerFD + broker.Conns
+	engineFirstFD  = enginePushFD + 1
 	maxSpecSize    = 64 << 20
 )
 
@@ -306,14 +374,30 @@ func engineMain() int {
 		fmt.Fprintf(os.Stderr, "slipway: engine: %v\n", err)
 		return 1
 	}
-	count := len(spec.Links) + len(spec.Listeners)
-	if spec.API {
-		count++
+	pushFile := os.NewFile(enginePushFD, "push")
+	pc, err := net.FileConn(pushFile)
+	pushFile.Close()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "slipway: engine: push socket: %v\n", err)
+		return 1
 	}
-	if spec.PCAP {
-		count++
+	uc, ok := pc.(*net.UnixConn)
+	if !ok {
+		fmt.Fprintln(os.Stderr, "slipway: engine: push socket: not a unix socket")
+		return 1
 	}
-	files := make([]*os.File, count)
+	go broker.ReceivePushes(uc, func(op string, f *os.File) {
+		// PushLog: --log-file, opened again. Stderr (the log and the
+		// runtime's own last words) is that file from now on.
+		err := unix.Dup3(int(f.Fd()), 2, 0)
+		f.Close()
+		if err != nil {
+			log.Error("reopen the log file", "err", err)
+			return
+		}
+		log.Info("engine's log reopened", "from", "the launcher")
+	})
+	files := make([]*os.File, spec.files())
 	for i := range files {
 		files[i] = os.NewFile(uintptr(engineFirstFD+i), "engine-fd")
 	}
@@ -364,6 +448,9 @@ func (b brokerSide) ListenTCP(ap netip.AddrPort) (*net.TCPListener, error) { ret
 func (b brokerSide) ListenUDP(ap netip.AddrPort) (*net.UDPConn, error)     { return b.c.ListenUDP(ap) }
 func (b brokerSide) Dial(_ context.Context, i int) (net.Conn, error)       { return b.c.Dial(i) }
 func (b brokerSide) Usage() control.ProcessUsageFunc                       { return b.c.Usage }
+
+// StateFS: the launcher reads and writes the state file for the engine.
+func (b brokerSide) StateFS(path string) statefile.FS { return newBrokerFS(b.c, path) }
 
 // Sockets: the engine reads no file, so the host's resolvers come from
 // the launcher; in strict mode it has no network of its own either, and

@@ -3,14 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
+	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/internal/endpoint"
 	"github.com/slipway-net/slipway/internal/gvproxy"
-	"github.com/slipway-net/slipway/network"
 )
 
 func newGvproxyCmd() *cobra.Command {
@@ -22,7 +20,9 @@ its addressing (192.168.127.0/24, gateway .1, the host at .254), its VM
 sockets (-listen-qemu, -listen-vfkit, -listen-bess, -listen-stdio), its HTTP
 API (-listen, -services, and the forwarder at the gateway's port 80), its
 SSH forwards (-ssh-port, -forward-sock). Run it as "slipway gvproxy ..." or
-through a link named gvproxy.`,
+through a link named gvproxy. Its sandbox is every mode's (-sandbox=on, the
+default, strict or off; see slipway serve --help): unix forwards added
+through the API at run time need -sandbox=off, -forward-sock's do not.`,
 		DisableFlagParsing: true,
 		SilenceErrors:      true,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -61,41 +61,67 @@ func runGvproxy(cmd *cobra.Command, args []string) error {
 		return gvproxyFail(cmd, err)
 	}
 	cfg := plan.Config
-	cfg.LogFile = plan.LogFile
-	log, err := configLogger(cfg, cmd.ErrOrStderr())
+	cfg.LogFile, cfg.PIDFile = plan.LogFile, plan.PIDFile
+	log, lf, err := configLogger(cfg, cmd.ErrOrStderr())
 	if err != nil {
 		return gvproxyFail(cmd, err)
 	}
-	// Said, not hidden: the launcher/engine split does not cover this
-	// personality yet.
-	log.Info("sandbox: not yet in the gvproxy personality; one unconfined process")
-	n, err := network.New(cfg, log)
+	j, err := gvproxyJob(plan, cfg, lf)
 	if err != nil {
 		return gvproxyFail(cmd, err)
 	}
-	defer n.Close()
-	rt, err := gvproxy.Start(plan, n, log)
-	if err != nil {
+	// The engine printed its own error (exitError).
+	var ee exitError
+	if err := serveEngine(j, -1, log); err != nil && !errors.As(err, &ee) {
 		return gvproxyFail(cmd, err)
-	}
-	defer rt.Close()
-	removePID, err := writePIDFile(plan.PIDFile)
-	if err != nil {
-		return gvproxyFail(cmd, err)
-	}
-	defer removePID()
-	log.Info("waiting for clients...")
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	select {
-	case sig := <-sigs:
-		log.Info("shutting down", "signal", sig.String())
-	case <-rt.StdioDone:
-		log.Info("stdio closed: shutting down")
-	case err := <-rt.Errs:
-		log.Error("serving failed", "err", err)
-		return exitError{1}
+	} else if err != nil {
+		return err
 	}
 	return nil
+}
+
+// gvproxyJob opens, in the launcher, what the plan needs of the host: the
+// VM endpoints as serve's --listen opens them, the personality's own
+// (gvproxy.Open: the API endpoints, the -forward-sock sockets and keys,
+// stdin and stdout), and the -notification socket as an endpoint to dial
+// on the engine's request; the log and pid files and the pcap as every
+// mode's (newJob).
+func gvproxyJob(plan *gvproxy.Plan, cfg config.Config, lf *logFile) (*engineJob, error) {
+	j, err := newJob(cfg, lf)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*engineJob, error) {
+		j.close()
+		return nil, err
+	}
+	for _, s := range plan.Endpoints {
+		spec, err := endpoint.Parse(s)
+		if err != nil {
+			return fail(err)
+		}
+		file, remove, err := endpoint.Open(spec)
+		if err != nil {
+			return fail(fmt.Errorf("listen %s: %w", s, err))
+		}
+		j.cleanup = append(j.cleanup, remove)
+		j.files = append(j.files, file)
+		j.spec.Listeners = append(j.spec.Listeners, spec.String())
+		if spec.Kind == endpoint.Dgram {
+			j.spec.KeepRoot = fmt.Sprintf("-listen-vfkit %s answers its VM at its socket path", s)
+		}
+	}
+	h, files, remove, err := gvproxy.Open(plan)
+	if err != nil {
+		return fail(err)
+	}
+	j.cleanup = append(j.cleanup, remove)
+	j.files = append(j.files, files...)
+	g := &gvproxySpec{Plan: plan, Handover: h, Notify: -1}
+	if plan.Notification != "" {
+		g.Notify = len(j.connects)
+		j.connects = append(j.connects, endpoint.Spec{Kind: endpoint.Stream, Network: "unix", Address: plan.Notification})
+	}
+	j.spec.Gvproxy = g
+	return j, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/procfs"
+	"golang.org/x/sys/unix"
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/control"
@@ -25,6 +27,7 @@ import (
 	"github.com/slipway-net/slipway/internal/hostnet"
 	"github.com/slipway-net/slipway/internal/policy"
 	"github.com/slipway-net/slipway/internal/sandbox"
+	"github.com/slipway-net/slipway/internal/statefile"
 	"github.com/slipway-net/slipway/network"
 	"github.com/slipway-net/slipway/services/dns"
 )
@@ -37,7 +40,9 @@ type engineJob struct {
 	files    []*os.File
 	connects []endpoint.Spec
 	cleanup  []func()
-	// logOut is the engine's stderr: the --log-file, opened for it.
+	// log is --log-file, if given; logOut, the engine's stderr, is a
+	// descriptor of it.
+	log    *logFile
 	logOut *os.File
 }
 
@@ -55,13 +60,14 @@ func (j *engineJob) close() {
 }
 
 // newJob starts a job for cfg: it reads the host's resolvers and opens
-// the API socket and the pcap file, the files every mode may have.
-func newJob(cfg config.Config) (*engineJob, error) {
-	j := &engineJob{spec: engineSpec{Config: cfg, Resolv: network.ReadResolv()}}
-	if cfg.LogFile != "" {
-		f, err := os.OpenFile(cfg.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+// the API socket and the pcap file, the files every mode may have; lf is
+// the --log-file configLogger opened (nil without).
+func newJob(cfg config.Config, lf *logFile) (*engineJob, error) {
+	j := &engineJob{spec: engineSpec{Config: cfg, Resolv: network.ReadResolv()}, log: lf}
+	if lf != nil {
+		f, err := lf.Dup()
 		if err != nil {
-			return nil, fmt.Errorf("--log-file: %w", err)
+			return nil, err
 		}
 		j.logOut = f
 		j.cleanup = append(j.cleanup, func() { f.Close() })
@@ -117,6 +123,25 @@ type engineRun struct {
 	ready chan struct{}
 	done  chan error // the engine's end, once
 	stop  func()
+	// reopenLog opens --log-file (logPath) again, for the launcher and
+	// the engine (nil without --log-file).
+	reopenLog func() error
+	logPath   string
+}
+
+// onHangup is SIGHUP's part in a launcher's signal loop: with --log-file
+// it reopens the file (logrotate renamed it) and reports true; without,
+// false, and the caller takes SIGHUP as before.
+func (e *engineRun) onHangup(log *slog.Logger) bool {
+	if e.reopenLog == nil {
+		return false
+	}
+	if err := e.reopenLog(); err != nil {
+		log.Error("SIGHUP", "err", err)
+		return true
+	}
+	log.Info("log file reopened", "signal", "hangup", "file", e.logPath)
+	return true
 }
 
 // end stops the engine and returns how it ended.
@@ -145,11 +170,18 @@ func (e *engineRun) awaitReady() error {
 // with the thread that started it, which stays locked.
 func startEngine(j *engineJob, log *slog.Logger) (*engineRun, error) {
 	e := &engineRun{ready: make(chan struct{}), done: make(chan error, 1)}
+	if j.log != nil {
+		e.logPath = j.log.path
+	}
 	markReady := sync.OnceFunc(func() { close(e.ready) })
 	files := j.files
 	j.files = nil
 	if j.spec.Config.Sandbox == config.SandboxOff {
 		log.Warn("sandbox off (--sandbox=off): the engine runs unconfined, with every privilege of this process")
+		if j.log != nil {
+			// One process, one logger: the launcher's.
+			e.reopenLog = j.log.Reopen
+		}
 		stop := make(chan struct{})
 		e.stop = sync.OnceFunc(func() { close(stop) })
 		go func() {
@@ -172,12 +204,23 @@ func startEngine(j *engineJob, log *slog.Logger) (*engineRun, error) {
 		closeAll(append(files, pr, pw))
 		return nil, err
 	}
+	// The launcher's own messages (a reopened log file) go on a pair of
+	// their own.
+	push, pushEngine, err := broker.Pair()
+	if err != nil {
+		closeAll(append(append(files, pr, pw), efs...))
+		for _, lc := range lcs {
+			lc.Close()
+		}
+		return nil, err
+	}
 	closeBroker := func() {
 		for _, lc := range lcs {
 			lc.Close()
 		}
+		push.Close()
 	}
-	engineFiles := append(append([]*os.File{pr}, efs...), files...)
+	engineFiles := append(append(append([]*os.File{pr}, efs...), pushEngine), files...)
 	strict := j.spec.Config.Sandbox == config.SandboxStrict
 	cmd, err := sandbox.Command(engineFiles, true, strict, keepUID)
 	toLog := func(cmd *exec.Cmd) {
@@ -225,6 +268,20 @@ func startEngine(j *engineJob, log *slog.Logger) (*engineRun, error) {
 		e.done <- engineExit(err)
 	}()
 	e.stop = func() { cmd.Process.Signal(syscall.SIGTERM) }
+	if j.log != nil {
+		// The engine opens no file: it gets the new one's descriptor.
+		e.reopenLog = func() error {
+			if err := j.log.Reopen(); err != nil {
+				return err
+			}
+			f, err := j.log.Dup()
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			return broker.SendPush(push, broker.PushLog, f)
+		}
+	}
 	return e, nil
 }
 
@@ -251,12 +308,17 @@ func engineExit(err error) error {
 }
 
 // serveEngine runs the job's engine until it ends or a signal comes: it
-// reports ready (--ready-fd) once the engine serves, and passes SIGINT
-// and SIGTERM on as a clean stop.
+// reports ready (--ready-fd) once the engine serves, passes SIGINT and
+// SIGTERM on as a clean stop, and with --log-file takes SIGHUP to reopen
+// it.
 func serveEngine(j *engineJob, readyFD int, log *slog.Logger) error {
 	defer j.close()
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	if j.log != nil {
+		// logrotate's postrotate: reopen --log-file (onHangup).
+		signal.Notify(sigs, syscall.SIGHUP)
+	}
 	defer signal.Stop(sigs)
 	e, err := startEngine(j, log)
 	if err != nil {
@@ -269,12 +331,17 @@ func serveEngine(j *engineJob, readyFD int, log *slog.Logger) error {
 		e.end()
 		return err
 	}
-	select {
-	case err := <-e.done:
-		return err
-	case sig := <-sigs:
-		log.Info("shutting down", "signal", sig.String())
-		return e.end()
+	for {
+		select {
+		case err := <-e.done:
+			return err
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP && e.onHangup(log) {
+				continue
+			}
+			log.Info("shutting down", "signal", sig.String())
+			return e.end()
+		}
 	}
 }
 
@@ -292,6 +359,9 @@ type launcherSide struct {
 	rules     *policy.Rules
 	upstreams map[netip.AddrPort]bool
 	outbound  netip.Addr
+	// statePath is --state-file, fixed at start: the engine's state
+	// requests read and write that file and no other.
+	statePath string
 }
 
 func newLauncherSide(j *engineJob, ready func(), pid int) *launcherSide {
@@ -302,6 +372,7 @@ func newLauncherSide(j *engineJob, ready func(), pid int) *launcherSide {
 		rules:     policy.FromConfig(cfg),
 		upstreams: map[netip.AddrPort]bool{},
 		outbound:  cfg.OutboundAddr,
+		statePath: cfg.StateFile,
 	}
 	for _, u := range cfg.DNSUpstreams {
 		l.upstreams[u.AddrPort] = true
@@ -399,6 +470,65 @@ func (l *launcherSide) Resolv() ([]netip.AddrPort, error) {
 	return servers, err
 }
 
+// errNoStateFile refuses the state requests of an engine that has no
+// --state-file.
+var errNoStateFile = errors.New("no --state-file")
+
+// StateLoad opens --state-file for the engine to read.
+func (l *launcherSide) StateLoad() (*os.File, error) {
+	if l.statePath == "" {
+		return nil, errNoStateFile
+	}
+	f, err := os.Open(l.statePath)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("state file %s: not a regular file", l.statePath)
+	}
+	return f, nil
+}
+
+// stateReadTimeout bounds how long the launcher waits for the engine to
+// write a state through the pipe.
+const stateReadTimeout = 30 * time.Second
+
+// StateSave replaces --state-file by what the engine writes into data, a
+// pipe: at most broker.MaxState bytes, read within stateReadTimeout. The
+// launcher checks the size, not the content: the engine decodes the file
+// at its next start, and refuses a corrupt one there.
+func (l *launcherSide) StateSave(data *os.File) error {
+	defer data.Close()
+	if l.statePath == "" {
+		return errNoStateFile
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(data.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		return errors.New("state-save: the descriptor is not a pipe")
+	}
+	// Through the poller, so that the deadline holds.
+	fd, err := unix.Dup(int(data.Fd()))
+	if err != nil {
+		return err
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	r := os.NewFile(uintptr(fd), "state-pipe")
+	defer r.Close()
+	r.SetReadDeadline(time.Now().Add(stateReadTimeout))
+	b, err := io.ReadAll(io.LimitReader(r, broker.MaxState+1))
+	if err != nil {
+		return fmt.Errorf("state-save: %w", err)
+	}
+	if len(b) > broker.MaxState {
+		return fmt.Errorf("state-save: more than %d bytes", broker.MaxState)
+	}
+	return statefile.WriteFile(statefile.OS{}, l.statePath, b)
+}
+
 // Usage reads the engine's figures from its /proc directory, which the
 // engine's empty root and seccomp filter keep it from.
 func (l *launcherSide) Usage() (control.ProcessUsage, error) {
@@ -439,3 +569,6 @@ func (s localSide) Dial(ctx context.Context, i int) (net.Conn, error) {
 
 // Sockets: unconfined, the network opens its own.
 func (localSide) Sockets(*network.Host, config.Config) {}
+
+// StateFS: unconfined, the host's file system.
+func (localSide) StateFS(string) statefile.FS { return statefile.OS{} }

@@ -5,10 +5,17 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/broker"
+	"github.com/slipway-net/slipway/internal/statefile"
 	"github.com/slipway-net/slipway/network"
 )
 
@@ -84,4 +91,105 @@ func serveBroker(t *testing.T, h broker.Handler) *broker.Client {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// The confined engine keeps --state-file through its launcher: loaded,
+// saved atomically (mode 0600, no temporary file left), loaded back; the
+// launcher writes that one file only, and refuses what a compromised
+// engine could try: more than broker.MaxState bytes, a descriptor that is
+// not a pipe, a state request with no --state-file.
+func TestBrokerStateFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.json")
+	cfg := config.Default()
+	cfg.StateFile = path
+	j := &engineJob{spec: engineSpec{Config: cfg}}
+	client := serveBroker(t, newLauncherSide(j, func() {}, 0))
+
+	store := statefile.New(newBrokerFS(client, path), path)
+	if _, ok, err := store.Load(); ok || err != nil {
+		t.Fatalf("Load with no file: %v %v, want nothing and no error", ok, err)
+	}
+	want := network.State{Version: network.StateVersion, DHCP4: []network.StateLease4{
+		{MAC: "52:54:00:00:40:01", Addr: netip.MustParseAddr("10.0.2.15"), Expires: time.Unix(1900000000, 0).UTC()}}}
+	if err := store.Save(want); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("state file: %v %v, want mode 0600", fi, err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("directory holds %d entries after a save, want the file alone", len(ents))
+	}
+	got, ok, err := store.Load()
+	if !ok || err != nil || len(got.DHCP4) != 1 || got.DHCP4[0].MAC != want.DHCP4[0].MAC {
+		t.Fatalf("Load after Save: %+v %v %v", got, ok, err)
+	}
+	if err := statefile.New(newBrokerFS(client, path), filepath.Join(dir, "other.json")).Save(want); err == nil {
+		t.Error("the engine's FS saved a file that is not its --state-file")
+	}
+
+	// A compromised engine, writing on the broker socket itself.
+	before, _ := os.ReadFile(path)
+	raw := rawBroker(t, newLauncherSide(j, func() {}, 0))
+	save := func(fd int, write func()) string {
+		t.Helper()
+		if _, _, err := raw.WriteMsgUnix(broker.Request{Op: broker.OpStateSave}.Encode(), unix.UnixRights(fd), nil); err != nil {
+			t.Fatal(err)
+		}
+		if write != nil {
+			write()
+		}
+		buf := make([]byte, broker.MaxMessage)
+		n, err := raw.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(buf[:n])
+	}
+	r, w, _ := os.Pipe()
+	ans := save(int(r.Fd()), func() {
+		r.Close()
+		go func() {
+			w.Write(make([]byte, broker.MaxState+4096))
+			w.Close()
+		}()
+	})
+	if !strings.Contains(ans, "more than") {
+		t.Errorf("a state of more than %d bytes: %s, want refused", broker.MaxState, ans)
+	}
+	reg, _ := os.Create(filepath.Join(dir, "regular"))
+	if ans := save(int(reg.Fd()), nil); !strings.Contains(ans, "not a pipe") {
+		t.Errorf("a regular file for state-save: %s, want refused", ans)
+	}
+	reg.Close()
+	if after, _ := os.ReadFile(path); string(after) != string(before) {
+		t.Errorf("refused saves changed the state file to %q", after)
+	}
+
+	j.spec.Config.StateFile = ""
+	client = serveBroker(t, newLauncherSide(j, func() {}, 0))
+	if _, err := client.StateLoad(); !errors.Is(err, broker.ErrRefused) {
+		t.Errorf("state-load with no --state-file: %v, want refused", err)
+	}
+}
+
+// rawBroker is the engine's end of a broker socket, to write requests on
+// as a compromised engine would.
+func rawBroker(t *testing.T, h broker.Handler) *net.UnixConn {
+	t.Helper()
+	lc, ef, err := broker.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go broker.Serve(lc, h, slog.New(slog.DiscardHandler))
+	t.Cleanup(func() { lc.Close() })
+	c, err := net.FileConn(ef)
+	ef.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.UnixConn)
 }

@@ -40,11 +40,11 @@ slipway exits with COMMAND's exit status.`,
 			if err != nil {
 				return err
 			}
-			log, err := configLogger(cfg, cmd.ErrOrStderr())
+			log, lf, err := configLogger(cfg, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			return runInNamespace(cfg, args, runOptions{readyFD: nf.readyFD, keepChildren: keepChildren}, log)
+			return runInNamespace(cfg, args, runOptions{readyFD: nf.readyFD, keepChildren: keepChildren, logFile: lf}, log)
 		},
 	}
 	// Everything after the command belongs to it, not to slipway.
@@ -77,10 +77,11 @@ func guestMAC(a netip.Addr) net.HardwareAddr {
 type runOptions struct {
 	readyFD      int
 	keepChildren bool
+	logFile      *logFile // --log-file, if given
 }
 
 func runInNamespace(cfg config.Config, command []string, o runOptions, log *slog.Logger) error {
-	j, err := newJob(cfg)
+	j, err := newJob(cfg, o.logFile)
 	if err != nil {
 		return err
 	}
@@ -168,6 +169,11 @@ func runInNamespace(cfg config.Config, command []string, o runOptions, log *slog
 			}
 			return err
 		case sig := <-sigs:
+			// With --log-file, SIGHUP is logrotate's: the log is
+			// reopened, the command left alone.
+			if sig == syscall.SIGHUP && e.onHangup(log) {
+				continue
+			}
 			// Pass the signal on; if the command ignores it, end it.
 			child.Signal(sig)
 			go func() {

@@ -66,11 +66,11 @@ With only --fd endpoints, serve exits once every VM has gone. With
 			if err != nil {
 				return err
 			}
-			log, err := configLogger(cfg, cmd.ErrOrStderr())
+			log, lf, err := configLogger(cfg, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			j, err := ep.job(cfg)
+			j, err := ep.job(cfg, lf)
 			if err != nil {
 				return err
 			}
@@ -115,12 +115,12 @@ func (e *endpointFlags) register(cmd *cobra.Command) {
 // path, address or fd is reported, naming the flag and value, before
 // anything runs: --listen sockets are bound here, --fd sockets checked,
 // --connect endpoints dialled later, on the engine's request.
-func (f *endpointFlags) job(cfg config.Config) (*engineJob, error) {
+func (f *endpointFlags) job(cfg config.Config, lf *logFile) (*engineJob, error) {
 	// With the API and no endpoint, VMs come through POST /v1/links.
 	if len(f.listens)+len(f.connects)+len(f.fds) == 0 && cfg.APISocket == "" {
 		return nil, usageError{errors.New("give at least one endpoint: --listen, --connect or --fd (e.g. --listen stream:unix:/tmp/vm.sock), or --api-socket to take links through POST /v1/links")}
 	}
-	j, err := newJob(cfg)
+	j, err := newJob(cfg, lf)
 	if err != nil {
 		return nil, err
 	}

@@ -171,7 +171,7 @@ func runSlirp4netns(cmd *cobra.Command, o *slirp4netnsOptions, args []string) er
 		mac = m
 	}
 	spec.MAC = mac.String()
-	j, err := newJob(cfg)
+	j, err := newJob(cfg, nil)
 	if err != nil {
 		return err
 	}

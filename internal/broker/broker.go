@@ -21,6 +21,7 @@ import (
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/control"
+	"github.com/slipway-net/slipway/network"
 )
 
 // MaxMessage bounds a request and an answer.
@@ -37,7 +38,14 @@ const (
 	// socket itself.
 	OpConnect = "connect" // Proto, Addr: a TCP socket connecting (in progress) or a connected UDP socket
 	OpPing    = "ping"    // Proto icmp or icmp6: an unprivileged ICMP echo socket
+	// --state-file: the engine opens no file, and names none. The path is
+	// the launcher's, fixed at start.
+	OpStateLoad = "state-load" // the state file, open for reading (Answer.NotExist if there is none)
+	OpStateSave = "state-save" // comes with a pipe's read end: its bytes (MaxState at most) replace the state file, atomically
 )
+
+// MaxState bounds what one OpStateSave writes: an encoded state's bound.
+const MaxState = network.MaxStateBytes
 
 // Ping socket protocols (OpPing's Proto).
 const (
@@ -63,6 +71,8 @@ type Answer struct {
 	Usage *control.ProcessUsage `json:"usage,omitempty"`
 	// Servers answer OpResolv: the engine cannot read /etc/resolv.conf.
 	Servers []netip.AddrPort `json:"servers,omitempty"`
+	// NotExist answers OpStateLoad: there is no state file yet.
+	NotExist bool `json:"not_exist,omitempty"`
 }
 
 // ParseRequest reads one request strictly: no unknown field, nothing
@@ -118,7 +128,7 @@ func (r Request) validate() error {
 		if r.Endpoint < 0 || r.Proto != "" || r.Addr.IsValid() {
 			return errors.New("dial: takes an endpoint index only")
 		}
-	case OpReady, OpUsage, OpResolv:
+	case OpReady, OpUsage, OpResolv, OpStateLoad, OpStateSave:
 		if r.Endpoint != 0 || r.Proto != "" || r.Addr.IsValid() {
 			return fmt.Errorf("%s: takes nothing", r.Op)
 		}

@@ -17,6 +17,8 @@ func TestParseRequest(t *testing.T) {
 		{Op: OpUsage},
 		{Op: OpConnect, Proto: config.TCP, Addr: netip.MustParseAddrPort("192.0.2.1:443")},
 		{Op: OpPing, Proto: ICMP6},
+		{Op: OpStateLoad},
+		{Op: OpStateSave},
 	}
 	for _, r := range good {
 		got, err := ParseRequest(r.Encode())
@@ -33,6 +35,7 @@ func TestParseRequest(t *testing.T) {
 		`{"op":"ready","path":"/etc/shadow"}`, `{"op":"ready"}{"op":"ready"}`, `{"op":"ready"} x`, `{"op":"usage","endpoint":1}`,
 		`{"op":"connect","proto":"tcp","addr":"0.0.0.0:80"}`, `{"op":"connect","proto":"icmp","addr":"192.0.2.1:1"}`,
 		`{"op":"connect","proto":"udp","addr":"192.0.2.1:0"}`, `{"op":"ping","proto":"tcp"}`, `{"op":"ping","proto":"icmp","addr":"192.0.2.1:1"}`,
+		`{"op":"state-load","path":"/etc/shadow"}`, `{"op":"state-save","endpoint":1}`, `{"op":"state-save","proto":"tcp"}`,
 	} {
 		if r, err := ParseRequest([]byte(bad)); err == nil {
 			t.Errorf("%s parsed to %+v, want an error", bad, r)
@@ -47,7 +50,7 @@ func FuzzParseRequest(f *testing.F) {
 		`{"op":"listen","proto":"tcp","addr":"0.0.0.0:80"}`, `{"op":"listen","proto":"udp","addr":"[::]:53"}`,
 		`{"op":"dial","endpoint":0}`, `{"op":"ready"}`, `{"op":"dial","endpoint":1e9}`, `{"op":"listen"`,
 		`{"op":"connect","proto":"tcp","addr":"192.0.2.1:443"}`, `{"op":"connect","proto":"udp","addr":"[2001:db8::1]:53"}`,
-		`{"op":"ping","proto":"icmp6"}`, `{"op":"usage"}`,
+		`{"op":"ping","proto":"icmp6"}`, `{"op":"usage"}`, `{"op":"state-load"}`, `{"op":"state-save"}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -47,25 +48,42 @@ type Handler interface {
 	// by the policy themselves.
 	Connect(proto config.Proto, addr netip.AddrPort) (*os.File, error)
 	Ping(v6 bool) (*os.File, error)
+	// StateLoad opens the state file for reading; an error that is
+	// fs.ErrNotExist says there is none yet. StateSave replaces it by
+	// what the engine writes into data (a pipe), which it closes.
+	StateLoad() (*os.File, error)
+	StateSave(data *os.File) error
 }
 
 // Serve answers the engine's requests on c until the engine's end
 // closes. Requests are served one at a time, in order.
 func Serve(c *net.UnixConn, h Handler, log *slog.Logger) error {
 	buf := make([]byte, MaxMessage+1)
+	// Room for one descriptor: the kernel closes any more the engine
+	// sends, and flags the message MSG_CTRUNC.
+	oob := make([]byte, unix.CmsgSpace(4))
 	for {
-		n, _, flags, _, err := c.ReadMsgUnix(buf, nil)
+		n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
 		if err != nil {
 			return err
 		}
+		in := receivedFile(oob[:oobn])
 		if n == 0 {
+			if in != nil {
+				in.Close()
+			}
 			return nil // the engine closed its end (or exited)
 		}
 		var f *os.File
 		var a Answer
 		req, err := ParseRequest(buf[:n])
-		if flags&unix.MSG_TRUNC != 0 {
+		switch {
+		case flags&unix.MSG_TRUNC != 0:
 			err = fmt.Errorf("request longer than %d bytes", MaxMessage)
+		case flags&unix.MSG_CTRUNC != 0:
+			err = errors.New("more than one descriptor with the request")
+		case err == nil && (in != nil) != (req.Op == OpStateSave):
+			err = fmt.Errorf("%s: a descriptor where none belongs, or none where one does", req.Op)
 		}
 		if err == nil {
 			switch req.Op {
@@ -86,7 +104,18 @@ func Serve(c *net.UnixConn, h Handler, log *slog.Logger) error {
 				if u, err = h.Usage(); err == nil {
 					a.Usage = &u
 				}
+			case OpStateLoad:
+				f, err = h.StateLoad()
+				if errors.Is(err, fs.ErrNotExist) {
+					a.NotExist, err = true, nil
+				}
+			case OpStateSave:
+				err = h.StateSave(in)
+				in = nil
 			}
+		}
+		if in != nil {
+			in.Close()
 		}
 		var oob []byte
 		if err != nil {
@@ -104,6 +133,30 @@ func Serve(c *net.UnixConn, h Handler, log *slog.Logger) error {
 			return werr
 		}
 	}
+}
+
+// receivedFile is the descriptor that came with a request, if any.
+func receivedFile(oob []byte) *os.File {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var f *os.File
+	for _, m := range msgs {
+		fds, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			unix.CloseOnExec(fd)
+			if f == nil {
+				f = os.NewFile(uintptr(fd), "broker-request")
+			} else {
+				unix.Close(fd)
+			}
+		}
+	}
+	return f
 }
 
 // Conns is how many socket pairs a launcher and its engine share: one
@@ -165,11 +218,25 @@ func (cl *Client) Do(r Request) (*os.File, error) {
 }
 
 func (cl *Client) do(r Request) (*os.File, Answer, error) {
+	return cl.doWith(r, -1, nil)
+}
+
+// doWith sends r with the descriptor fd (none if negative), then runs
+// then, if given, while the launcher works on the request, and returns
+// the answer.
+func (cl *Client) doWith(r Request, fd int, then func()) (*os.File, Answer, error) {
 	var a Answer
 	c := <-cl.conns
 	defer func() { cl.conns <- c }()
-	if _, _, err := c.WriteMsgUnix(r.Encode(), nil, nil); err != nil {
+	var rights []byte
+	if fd >= 0 {
+		rights = unix.UnixRights(fd)
+	}
+	if _, _, err := c.WriteMsgUnix(r.Encode(), rights, nil); err != nil {
 		return nil, a, fmt.Errorf("broker: %w", err)
+	}
+	if then != nil {
+		then()
 	}
 	buf := make([]byte, MaxMessage)
 	oob := make([]byte, unix.CmsgSpace(4))
@@ -180,7 +247,7 @@ func (cl *Client) do(r Request) (*os.File, Answer, error) {
 	if n == 0 {
 		return nil, a, errors.New("broker: the launcher went away")
 	}
-	var fd = -1
+	fd = -1
 	if oobn > 0 {
 		if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil && len(msgs) == 1 {
 			if fds, err := unix.ParseUnixRights(&msgs[0]); err == nil && len(fds) == 1 {
@@ -361,6 +428,56 @@ func (cl *Client) PingSocket(v6 bool) (int, error) {
 	return fd, err
 }
 
+// StateLoad asks for the state file, open for reading; an error
+// satisfying errors.Is(err, fs.ErrNotExist) says there is none yet.
+func (cl *Client) StateLoad() (*os.File, error) {
+	f, a, err := cl.do(Request{Op: OpStateLoad})
+	if err == nil && a.NotExist {
+		if f != nil {
+			f.Close()
+		}
+		return nil, fs.ErrNotExist
+	}
+	if err == nil && f == nil {
+		err = errors.New("broker: no descriptor in the answer")
+	}
+	return f, err
+}
+
+// StateSave has the launcher replace the state file by b, atomically.
+// b goes through a pipe the launcher reads (a message holds MaxMessage
+// bytes at most).
+func (cl *Client) StateSave(b []byte) error {
+	if len(b) > MaxState {
+		return fmt.Errorf("state of %d bytes, more than %d", len(b), MaxState)
+	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return fmt.Errorf("broker: state pipe: %w", err)
+	}
+	w := os.NewFile(uintptr(p[1]), "state-pipe")
+	sent := make(chan struct{})
+	f, _, err := cl.doWith(Request{Op: OpStateSave}, p[0], func() {
+		// The launcher has its own copy of the read end now.
+		unix.Close(p[0])
+		close(sent)
+		// It reads until the end; if it stops early (an error), the
+		// write fails and its answer says why.
+		w.Write(b)
+		w.Close()
+	})
+	select {
+	case <-sent:
+	default:
+		unix.Close(p[0])
+		w.Close()
+	}
+	if f != nil {
+		f.Close()
+	}
+	return err
+}
+
 // Dial asks for a connection to --connect endpoint i.
 func (cl *Client) Dial(i int) (net.Conn, error) {
 	f, err := cl.fileFor(Request{Op: OpDial, Endpoint: i})
@@ -383,4 +500,67 @@ func (cl *Client) fileFor(r Request) (*os.File, error) {
 		err = errors.New("broker: no descriptor in the answer")
 	}
 	return f, err
+}
+
+// Pushes are the launcher's messages to the engine that the engine did
+// not ask for, on a socket pair of their own (Pair): one JSON Push per
+// message, a descriptor with it. The engine trusts its launcher; they are
+// bounded all the same.
+const (
+	// PushLog comes with a new descriptor of --log-file, which the
+	// launcher opened again (SIGHUP): the engine's stderr from now on.
+	PushLog = "log"
+)
+
+// Push is one message of the launcher's.
+type Push struct {
+	Op string `json:"op"`
+}
+
+// SendPush sends op with f's descriptor; f stays the caller's.
+func SendPush(c *net.UnixConn, op string, f *os.File) error {
+	b, _ := json.Marshal(Push{Op: op}) // a plain field: cannot fail
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var werr error
+	if err := rc.Control(func(fd uintptr) {
+		_, _, werr = c.WriteMsgUnix(b, unix.UnixRights(int(fd)), nil)
+	}); err != nil {
+		return err
+	}
+	if werr != nil {
+		return fmt.Errorf("push %s: %w", op, werr)
+	}
+	return nil
+}
+
+// ReceivePushes calls handle with each push and its descriptor (which
+// handle then owns) until the launcher's end closes. A push without
+// exactly one descriptor, or of an unknown operation, is dropped.
+func ReceivePushes(c *net.UnixConn, handle func(op string, f *os.File)) error {
+	buf := make([]byte, MaxMessage)
+	oob := make([]byte, unix.CmsgSpace(4))
+	for {
+		n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
+		if err != nil {
+			return err
+		}
+		f := receivedFile(oob[:oobn])
+		if n == 0 {
+			if f != nil {
+				f.Close()
+			}
+			return nil
+		}
+		var p Push
+		if json.Unmarshal(buf[:n], &p) != nil || f == nil || flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 || p.Op != PushLog {
+			if f != nil {
+				f.Close()
+			}
+			continue
+		}
+		handle(p.Op, f)
+	}
 }

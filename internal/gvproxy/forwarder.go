@@ -47,6 +47,10 @@ type Forwarder struct {
 	log *slog.Logger
 	ctx context.Context
 
+	// hostFiles: a unix forward exposed at run time may make its socket
+	// and read its key on the host (not in a sandboxed engine).
+	hostFiles bool
+
 	mu      sync.Mutex
 	proxies map[string]*proxy
 }
@@ -59,7 +63,7 @@ type proxy struct {
 
 // NewForwarder serves n's forwards; ctx ends the unix proxies.
 func NewForwarder(ctx context.Context, n *network.Network, log *slog.Logger) *Forwarder {
-	return &Forwarder{n: n, log: log, ctx: ctx, proxies: map[string]*proxy{}}
+	return &Forwarder{n: n, log: log, ctx: ctx, proxies: map[string]*proxy{}, hostFiles: true}
 }
 
 func proxyKey(proto, local string) string { return proto + "/" + local }
@@ -68,6 +72,29 @@ func proxyKey(proto, local string) string { return proto + "/" + local }
 // caller's own address, as gvproxy takes it (podman publishes from inside
 // its VM this way); caller is the zero Addr off the guests' network.
 func (f *Forwarder) Expose(e Expose, caller netip.Addr) error {
+	return f.expose(e, caller, nil, nil)
+}
+
+// exposeOn adds a unix forward on a socket opened already, its
+// ssh-tunnel key (if the remote is one) read already: a -forward-sock.
+func (f *Forwarder) exposeOn(e Expose, ln net.Listener, key []byte) error {
+	if e.Protocol != "unix" {
+		ln.Close()
+		return fmt.Errorf("protocol %s on an opened socket", e.Protocol)
+	}
+	return f.expose(e, netip.Addr{}, ln, key)
+}
+
+// expose adds a forward; a unix one on ln with key, if given (and then
+// ln is expose's, closed on failure).
+func (f *Forwarder) expose(e Expose, caller netip.Addr, ln net.Listener, sshKey []byte) (err error) {
+	if ln != nil {
+		defer func() {
+			if err != nil {
+				ln.Close()
+			}
+		}()
+	}
 	if e.Protocol == "" {
 		e.Protocol = "tcp"
 	}
@@ -96,7 +123,7 @@ func (f *Forwarder) Expose(e Expose, caller netip.Addr) error {
 		if len(f.proxies) >= maxUnixProxies {
 			return fmt.Errorf("more than %d unix proxies", maxUnixProxies)
 		}
-		c, err := f.unixProxy(e.Local, e.Remote)
+		c, err := f.unixProxy(e.Local, e.Remote, ln, sshKey)
 		if err != nil {
 			return err
 		}
@@ -229,20 +256,35 @@ func (f *Forwarder) Close() {
 	}
 }
 
-// unixProxy listens on a host unix socket (replacing a file there, as
-// gvproxy does) and carries each connection to remote: tcp://IP:PORT in
-// the guests' network, or ssh-tunnel://USER@IP[:PORT]/PATH?key=KEY, a
-// unix socket in the guest reached over SSH.
-func (f *Forwarder) unixProxy(path, remote string) (io.Closer, error) {
+// unixProxy carries each connection of a host unix socket to remote:
+// tcp://IP:PORT in the guests' network, or
+// ssh-tunnel://USER@IP[:PORT]/PATH?key=KEY, a unix socket in the guest
+// reached over SSH. The socket is ln if given; else one made at path
+// (replacing a file there, as gvproxy does). The key is key if given;
+// else the file KEY. Without host files (a sandboxed engine) both must
+// be given.
+func (f *Forwarder) unixProxy(path, remote string, ln net.Listener, key []byte) (io.Closer, error) {
 	u, err := url.Parse(remote)
 	if err != nil {
 		return nil, badRequest(fmt.Errorf("failed to parse remote uri :%s : %w", remote, err))
+	}
+	if ln == nil && !f.hostFiles {
+		return nil, fmt.Errorf("unix forward %s: %w", path, errNoHostFiles)
 	}
 	var dial func(context.Context) (net.Conn, error)
 	var tunnel *sshTunnel
 	switch u.Scheme {
 	case "ssh-tunnel":
-		if tunnel, err = parseSSHTunnel(f.n.DialGuest, u); err != nil {
+		readKey := func(p string) ([]byte, error) {
+			if !f.hostFiles {
+				return nil, errNoHostFiles
+			}
+			return readKey(p)
+		}
+		if key != nil {
+			readKey = func(string) ([]byte, error) { return key, nil }
+		}
+		if tunnel, err = parseSSHTunnel(f.n.DialGuest, u, readKey); err != nil {
 			return nil, badRequest(err)
 		}
 		dial = tunnel.Dial
@@ -255,12 +297,13 @@ func (f *Forwarder) unixProxy(path, remote string) (io.Closer, error) {
 	default:
 		return nil, badRequest(fmt.Errorf("remote protocol for unix forwarder is not implemented: %s", u.Scheme))
 	}
-	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
-		return nil, err
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
+	if ln == nil {
+		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+			return nil, err
+		}
+		if ln, err = net.Listen("unix", path); err != nil {
+			return nil, err
+		}
 	}
 	ctx, cancel := context.WithCancel(f.ctx)
 	slots := make(chan struct{}, maxUnixConns)

@@ -1,23 +1,26 @@
 package gvproxy
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"strconv"
-	"sync"
+	"sync/atomic"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
 // vsockListener accepts AF_VSOCK connections (the host side of a VM's
-// virtio-vsock, as podman machine on Hyper-V and gvforwarder use).
+// virtio-vsock, as podman machine on Hyper-V and gvforwarder use). Its
+// socket is non-blocking, on the runtime's poller: Close wakes a waiting
+// Accept (shutdown(2) does not wake an accept(2) on a vsock socket).
 type vsockListener struct {
-	fd        int
-	addr      vsockAddr
-	closeOnce sync.Once
+	f      *os.File
+	rc     syscall.RawConn
+	addr   vsockAddr
+	closed atomic.Bool
 }
 
 type vsockAddr struct{ cid, port uint32 }
@@ -38,7 +41,7 @@ func listenVsock(u *url.URL) (net.Listener, error) {
 		}
 		cid = uint32(c)
 	}
-	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("vsock: %w", err)
 	}
@@ -50,18 +53,81 @@ func listenVsock(u *url.URL) (net.Listener, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("vsock listen: %w", err)
 	}
-	return &vsockListener{fd: fd, addr: vsockAddr{cid, uint32(port)}}, nil
+	return newVsockListener(fd, vsockAddr{cid, uint32(port)})
 }
 
-// Accept blocks a thread in accept(2); Close shuts the socket down, which
-// wakes it.
-func (l *vsockListener) Accept() (net.Conn, error) {
-	nfd, sa, err := unix.Accept4(l.fd, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+// newVsockListener takes over fd, a non-blocking listening vsock socket.
+func newVsockListener(fd int, addr vsockAddr) (*vsockListener, error) {
+	f := os.NewFile(uintptr(fd), addr.String())
+	rc, err := f.SyscallConn()
 	if err != nil {
-		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EBADF) {
+		f.Close()
+		return nil, fmt.Errorf("vsock: %w", err)
+	}
+	return &vsockListener{f: f, rc: rc, addr: addr}, nil
+}
+
+// vsockFromFile is the listener of an AF_VSOCK socket handed over as f
+// (which stays the caller's to close): the engine binds none itself.
+func vsockFromFile(f *os.File) (net.Listener, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("vsock: %w", err)
+	}
+	fd := -1
+	if cerr := rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); cerr != nil {
+		return nil, fmt.Errorf("vsock: %w", cerr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("vsock: %w", err)
+	}
+	sa, err := unix.Getsockname(fd)
+	vm, ok := sa.(*unix.SockaddrVM)
+	if err != nil || !ok {
+		unix.Close(fd)
+		return nil, fmt.Errorf("vsock: not an AF_VSOCK socket (%v)", err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("vsock: %w", err)
+	}
+	return newVsockListener(fd, vsockAddr{vm.CID, vm.Port})
+}
+
+// vsockFile is a vsock listener's socket as a file, to hand over.
+func vsockFile(ln net.Listener) (*os.File, error) {
+	l, ok := ln.(*vsockListener)
+	if !ok {
+		return nil, fmt.Errorf("cannot hand over a %T", ln)
+	}
+	fd := -1
+	var err error
+	if cerr := l.rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); cerr != nil {
+		return nil, fmt.Errorf("vsock: %w", cerr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("vsock: %w", err)
+	}
+	return os.NewFile(uintptr(fd), l.addr.String()), nil
+}
+
+// Accept waits on the poller for a connection.
+func (l *vsockListener) Accept() (net.Conn, error) {
+	var nfd int
+	var sa unix.Sockaddr
+	var aerr error
+	err := l.rc.Read(func(fd uintptr) bool {
+		nfd, sa, aerr = unix.Accept4(int(fd), unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+		return aerr != unix.EAGAIN
+	})
+	if err != nil {
+		if l.closed.Load() {
 			return nil, net.ErrClosed
 		}
 		return nil, err
+	}
+	if aerr != nil {
+		return nil, aerr
 	}
 	remote := vsockAddr{}
 	if vm, ok := sa.(*unix.SockaddrVM); ok {
@@ -71,11 +137,8 @@ func (l *vsockListener) Accept() (net.Conn, error) {
 }
 
 func (l *vsockListener) Close() error {
-	l.closeOnce.Do(func() {
-		unix.Shutdown(l.fd, unix.SHUT_RDWR)
-		unix.Close(l.fd)
-	})
-	return nil
+	l.closed.Store(true)
+	return l.f.Close()
 }
 
 func (l *vsockListener) Addr() net.Addr { return l.addr }

@@ -36,7 +36,9 @@ type Options struct {
 	EC2Metadata  bool
 	Notification string
 	Subnet       string
-	Version      bool
+	// Sandbox is slipway's own -sandbox: on, strict or off.
+	Sandbox string
+	Version bool
 	// set names the flags given on the command line.
 	set map[string]bool
 }
@@ -82,6 +84,7 @@ func Parse(args []string, out io.Writer) (*Options, error) {
 	fs.BoolVar(&o.EC2Metadata, "ec2-metadata-access", false, "Permits access to EC2 Metadata Service (TCP only)")
 	fs.StringVar(&o.Notification, "notification", "", "Socket to be used to send network-ready notifications")
 	fs.StringVar(&o.Subnet, "subnet", "", "the guests' network (default 192.168.127.0/24)")
+	fs.StringVar(&o.Sandbox, "sandbox", "on", "slipway's sandbox of the process that reads guest and API input: on, strict or off (see slipway serve --help)")
 	fs.BoolVar(&o.Version, "version", false, "Print version information")
 	// One line for a bad flag (the flag package writes it); the usage only
 	// when asked for.

@@ -46,8 +46,9 @@ type Plan struct {
 	// Protocol is /connect's framing.
 	Protocol string
 	// Listen are API endpoints with /connect; Services one without.
-	Listen   []*url.URL
-	Services *url.URL
+	// Open opens them; the engine gets them as a Handover.
+	Listen   []*url.URL `json:"-"`
+	Services *url.URL   `json:"-"`
 	Zones    []dns.Zone
 	// Forwards are published at start (the SSH port, the file's).
 	Forwards    []Expose
@@ -112,6 +113,7 @@ func (o *Options) Plan(f *File) (*Plan, error) {
 		c.LogLevel = "debug"
 	}
 	c.Restrict = st.BlockAllOutbound
+	c.Sandbox = o.Sandbox
 	if !p.EC2Metadata {
 		// gvproxy keeps its VMs from a cloud host's metadata service.
 		c.Deny = []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16")}

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"time"
 
 	"golang.org/x/net/netutil"
@@ -24,11 +23,10 @@ type Runtime struct {
 	Fwd *Forwarder
 	// StdioDone is closed when the -listen-stdio pipe ends (nil without).
 	StdioDone <-chan struct{}
-	// Errs gets a VM endpoint's or API server's failure.
+	// Errs gets an API server's failure.
 	Errs    chan error
 	servers []*http.Server
 	cancel  context.CancelFunc
-	files   []string // sockets to remove at the end
 }
 
 // Bounds on the API's clients (the guests reach it at gateway:80).
@@ -42,14 +40,20 @@ const (
 	maxAPIConns = 64
 )
 
-// Start serves plan on n: its DNS zones, forwards, VM endpoints, API
-// endpoints, the forwarder at gateway:80, and the notification socket.
-func Start(plan *Plan, n *network.Network, log *slog.Logger) (*Runtime, error) {
+// Start serves plan on n with what host opened: its DNS zones, forwards,
+// SSH forwards, API endpoints, the forwarder at gateway:80, the stdio VM
+// and the notification socket. The VM endpoints (Plan.Endpoints) are the
+// caller's to serve, after Start: the notifier hears of every link.
+func Start(plan *Plan, n *network.Network, host Host, log *slog.Logger) (*Runtime, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	rt := &Runtime{cancel: cancel, Errs: make(chan error, 8), Fwd: NewForwarder(ctx, n, log)}
+	rt.Fwd.hostFiles = host.HostFiles
 	fail := func(err error) (*Runtime, error) {
 		rt.Close()
 		return nil, err
+	}
+	if len(host.SSH) != len(plan.SSHForwards) {
+		return fail(fmt.Errorf("gvproxy: %d -forward-sock sockets for %d forwards", len(host.SSH), len(plan.SSHForwards)))
 	}
 	for _, z := range plan.Zones {
 		if err := n.DNS().AddZone(z); err != nil {
@@ -61,52 +65,29 @@ func Start(plan *Plan, n *network.Network, log *slog.Logger) (*Runtime, error) {
 			return fail(fmt.Errorf("forward %s %s → %s: %w", e.Protocol, e.Local, e.Remote, err))
 		}
 	}
-	for _, s := range plan.SSHForwards {
+	for i, s := range plan.SSHForwards {
 		remote := (&url.URL{Scheme: "ssh-tunnel", User: url.User(s.User), Host: netip.AddrPortFrom(plan.Guest, 22).String(),
 			Path: s.Dest, RawQuery: url.Values{"key": {s.Identity}}.Encode()}).String()
-		if err := rt.Fwd.Expose(Expose{Local: s.Socket, Remote: remote, Protocol: "unix"}, netip.Addr{}); err != nil {
+		if err := rt.Fwd.exposeOn(Expose{Local: s.Socket, Remote: remote, Protocol: "unix"}, host.SSH[i].Listener, host.SSH[i].Key); err != nil {
 			return fail(fmt.Errorf("-forward-sock %s: %w", s.Socket, err))
 		}
-		rt.files = append(rt.files, s.Socket)
 	}
-	// Subscribed before any VM endpoint listens: a VM connecting at once
-	// must not come up before the notifier hears of links.
+	// Subscribed before any VM endpoint is served: a VM connecting at
+	// once must not come up before the notifier hears of links.
 	var sub *network.Subscription
 	if plan.Notification != "" {
+		if host.DialNotification == nil {
+			return fail(errors.New("-notification: no way to the socket"))
+		}
 		var err error
 		if sub, err = n.Subscribe(); err != nil {
 			return fail(fmt.Errorf("-notification: %w", err))
 		}
 	}
-	for _, e := range plan.Endpoints {
-		spec, err := endpoint.Parse(e)
-		if err != nil {
-			return fail(err)
-		}
-		l, err := endpoint.ListenLogged(spec, log)
-		if err != nil {
-			return fail(fmt.Errorf("listen %s: %w", e, err))
-		}
-		if spec.Network == "unix" {
-			rt.files = append(rt.files, spec.Address)
-		}
-		go func() {
-			if err := n.Serve(l); err != nil {
-				rt.Errs <- err
-			}
-		}()
-		log.Info("listening for VMs", "endpoint", e)
-	}
 	api := &API{N: n, Fwd: rt.Fwd, Log: log, Protocol: plan.Protocol, Subnet: plan.Config.CIDR}
-	for _, u := range plan.Listen {
-		if err := rt.serve(u, api.Handler(true), log); err != nil {
-			return fail(fmt.Errorf("-listen %s: %w", u, err))
-		}
-	}
-	if plan.Services != nil {
-		if err := rt.serve(plan.Services, api.Handler(false), log); err != nil {
-			return fail(fmt.Errorf("-services %s: %w", plan.Services, err))
-		}
+	for _, a := range host.APIs {
+		log.Info("API listening", "endpoint", a.URL)
+		rt.serveOn(a.Listener, api.Handler(a.Connect), log)
 	}
 	gw, err := n.ListenTCP(netip.AddrPortFrom(plan.Config.Gateway, 80))
 	if err != nil {
@@ -114,30 +95,20 @@ func Start(plan *Plan, n *network.Network, log *slog.Logger) (*Runtime, error) {
 	}
 	rt.serveOn(gw, api.GuestHandler(), log)
 	if plan.Stdio {
+		if host.Stdin == nil || host.Stdout == nil {
+			return fail(errors.New("-listen-stdio: no stdin and stdout"))
+		}
 		done := make(chan struct{})
-		l := newFramedLink(os.Stdin, os.Stdout, os.Stdin, ProtoHyperkit, "stdio")
+		l := newFramedLink(host.Stdin, host.Stdout, host.Stdin, ProtoHyperkit, "stdio")
 		w, gone := endpoint.Watch(l)
 		go func() { <-gone; close(done) }()
 		n.Attach(w)
 		rt.StdioDone = done
 	}
 	if plan.Notification != "" {
-		go notify(ctx, sub, plan.Notification, log)
+		go notify(ctx, sub, host.DialNotification, log)
 	}
 	return rt, nil
-}
-
-func (rt *Runtime) serve(u *url.URL, h http.Handler, log *slog.Logger) error {
-	ln, err := listenURL(u)
-	if err != nil {
-		return err
-	}
-	if u.Scheme == "unix" {
-		rt.files = append(rt.files, urlPath(u))
-	}
-	log.Info("API listening", "endpoint", u.String())
-	rt.serveOn(ln, h, log)
-	return nil
 }
 
 func (rt *Runtime) serveOn(ln net.Listener, h http.Handler, log *slog.Logger) {
@@ -151,17 +122,14 @@ func (rt *Runtime) serveOn(ln net.Listener, h http.Handler, log *slog.Logger) {
 	}()
 }
 
-// Close stops the API servers and the forwards, and removes the sockets
-// it made (as gvproxy does on its way out).
+// Close stops the API servers and the forwards. The socket files are
+// Open's to remove.
 func (rt *Runtime) Close() {
 	for _, s := range rt.servers {
 		s.Close()
 	}
 	rt.Fwd.Close()
 	rt.cancel()
-	for _, f := range rt.files {
-		os.Remove(f)
-	}
 }
 
 // notification is gvproxy's notification message.
@@ -172,10 +140,12 @@ type notification struct {
 
 // notify tells the -notification socket that the network is ready, then
 // of VM links coming and going.
-func notify(ctx context.Context, sub *network.Subscription, path string, log *slog.Logger) {
+func notify(ctx context.Context, sub *network.Subscription, dial func(context.Context) (net.Conn, error), log *slog.Logger) {
 	defer sub.Close()
 	send := func(m notification) {
-		c, err := net.DialTimeout("unix", path, 2*time.Second)
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		c, err := dial(dctx)
+		cancel()
 		if err != nil {
 			log.Debug("notification socket", "err", err)
 			return

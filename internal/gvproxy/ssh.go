@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -35,14 +34,11 @@ type sshTunnel struct {
 	client *ssh.Client
 }
 
-// newSSHTunnel reads the key and prepares the tunnel to user@addr, socket
-// dest in the guest.
-func newSSHTunnel(dial guestDialer, addr netip.AddrPort, user, keyPath, passphrase, dest string) (*sshTunnel, error) {
-	pem, err := os.ReadFile(keyPath)
-	if err != nil {
-		return nil, fmt.Errorf("identity file %q can't be loaded: %w", keyPath, err)
-	}
+// newSSHTunnel prepares the tunnel to user@addr, socket dest in the
+// guest, with the key read from keyPath.
+func newSSHTunnel(dial guestDialer, addr netip.AddrPort, user, keyPath string, pem []byte, passphrase, dest string) (*sshTunnel, error) {
 	var signer ssh.Signer
+	var err error
 	if passphrase != "" {
 		signer, err = ssh.ParsePrivateKeyWithPassphrase(pem, []byte(passphrase))
 	} else {
@@ -62,8 +58,8 @@ func newSSHTunnel(dial guestDialer, addr netip.AddrPort, user, keyPath, passphra
 }
 
 // parseSSHTunnel reads gvproxy's ssh-tunnel://USER@IP[:PORT]/PATH?key=K
-// [&passphrase=P] remote.
-func parseSSHTunnel(dial guestDialer, u *url.URL) (*sshTunnel, error) {
+// [&passphrase=P] remote; readKey reads K.
+func parseSSHTunnel(dial guestDialer, u *url.URL, readKey func(path string) ([]byte, error)) (*sshTunnel, error) {
 	key := u.Query().Get("key")
 	if key == "" {
 		return nil, fmt.Errorf("key not provided for unix-ssh connection")
@@ -83,7 +79,11 @@ func parseSSHTunnel(dial guestDialer, u *url.URL) (*sshTunnel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ssh-tunnel host %q: %w", u.Hostname(), err)
 	}
-	return newSSHTunnel(dial, netip.AddrPortFrom(ip, uint16(port)), u.User.Username(), key, u.Query().Get("passphrase"), u.Path)
+	pem, err := readKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return newSSHTunnel(dial, netip.AddrPortFrom(ip, uint16(port)), u.User.Username(), key, pem, u.Query().Get("passphrase"), u.Path)
 }
 
 // Dial opens one stream to the guest's socket.

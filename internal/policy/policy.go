@@ -163,7 +163,9 @@ func isBroadcast(a netip.Addr) bool {
 }
 
 // FromConfig returns the rules of cfg's network, its egress rules in
-// force.
+// force and its address map (config.AddrMap) laid over: the network's
+// own rules, and those a strict sandbox's launcher checks each host
+// destination against, which must be the same.
 func FromConfig(cfg config.Config) *Rules {
 	r := &Rules{
 		Subnets:        []netip.Prefix{cfg.CIDR},
@@ -180,7 +182,48 @@ func FromConfig(cfg config.Config) *Rules {
 		r.Services = append(r.Services, cfg.IPv6DNS)
 	}
 	r.SetEgress(cfg.Egress)
+	r.applyMap(cfg)
 	return r
+}
+
+// applyMap lays the address map over the rules.
+func (r *Rules) applyMap(cfg config.Config) {
+	m := cfg.Map
+	if m.Routed {
+		// The guest's networks are the host's: every other address in
+		// them is a neighbour of the host, reached like any other.
+		r.Subnets = nil
+	}
+	if m.GatewayIsRouter {
+		r.Gateways = nil
+	}
+	r.Gateways = append(r.Gateways, m.HostLoopback...)
+	for _, a := range m.Guest {
+		to := cfg.DHCPStart
+		if a.Is6() {
+			to = m.GuestIPv6
+		}
+		if !to.IsValid() {
+			continue
+		}
+		if r.Aliases == nil {
+			r.Aliases = map[netip.Addr]netip.Addr{}
+		}
+		r.Aliases[a] = to
+	}
+	r.Services = append(r.Services, MapDNS(cfg)...)
+}
+
+// MapDNS are the DNS forwarder's addresses beyond the network's own: the
+// address map's.
+func MapDNS(cfg config.Config) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range cfg.Map.DNS {
+		if a != cfg.DNSAddress && a != cfg.IPv6DNS {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // HostTarget decides a host destination as the strict sandbox's broker

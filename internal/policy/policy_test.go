@@ -177,3 +177,23 @@ func TestHostTarget(t *testing.T) {
 		t.Errorf("restricted: %q", got)
 	}
 }
+
+// FromConfig lays the address map over the rules, so that the strict
+// broker decides as the network: with gvproxy's map (the gateway a plain
+// router, the host's loopback at .254 only, for IPv4) the host's ::1 is
+// out of every guest's reach, and so out of the engine's.
+func TestHostTargetFollowsTheMap(t *testing.T) {
+	cfg := config.Default()
+	cfg.Map.GatewayIsRouter = true
+	cfg.Map.HostLoopback = []netip.Addr{netip.MustParseAddr("10.0.2.254")}
+	r := FromConfig(cfg)
+	if got := r.HostTarget(config.TCP, netip.MustParseAddrPort("127.0.0.1:8080")); got != Allowed {
+		t.Errorf("127.0.0.1, reached at .254: %q, want allowed", got)
+	}
+	if got := r.HostTarget(config.TCP, netip.MustParseAddrPort("[::1]:8080")); got == Allowed {
+		t.Error("[::1] allowed, though no address of the map stands for it")
+	}
+	if v := r.Outbound(config.TCP, netip.MustParseAddrPort("10.0.2.2:80")); v.Allowed() && v.Target.Addr().IsLoopback() {
+		t.Errorf("the router gateway leads to the host's loopback: %+v", v)
+	}
+}

@@ -144,7 +144,9 @@ func (f Filter) allRules() map[uintptr]seccomp.SyscallRule {
 		unix.SYS_WRITEV:        all,
 		unix.SYS_PREAD64:       all,
 		unix.SYS_CLOSE:         all,
-		unix.SYS_FSTAT:         all,
+		// Only onto stderr: a --log-file the launcher opened again.
+		unix.SYS_DUP3:  argIn(1, 2),
+		unix.SYS_FSTAT: all,
 		unix.SYS_FCNTL: argIn(1, unix.F_GETFD, unix.F_SETFD, unix.F_GETFL, unix.F_SETFL,
 			unix.F_DUPFD_CLOEXEC),
 		unix.SYS_IOCTL: argIn(1, unix.SIOCINQ),

@@ -99,9 +99,20 @@ func (s *Store) Save(st network.State) error {
 	if err != nil {
 		return err
 	}
-	f, err := s.fs.CreateTemp(s.path)
-	if err != nil {
+	if err := WriteFile(s.fs, s.path, b); err != nil {
 		return fmt.Errorf("state file %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// WriteFile puts b in place of the file at path, atomically: a
+// temporary file beside it, fsync, rename over it, fsync of the
+// directory. A sandboxed engine's launcher writes the engine's encoded
+// state with it. Its errors leave the path to the caller to name.
+func WriteFile(fsys FS, path string, b []byte) error {
+	f, err := fsys.CreateTemp(path)
+	if err != nil {
+		return err
 	}
 	tmp := f.Name()
 	if _, err = f.Write(b); err == nil {
@@ -111,14 +122,14 @@ func (s *Store) Save(st network.State) error {
 		err = cerr
 	}
 	if err == nil {
-		err = s.fs.Rename(tmp, s.path)
+		err = fsys.Rename(tmp, path)
 	}
 	if err != nil {
-		s.fs.Remove(tmp)
-		return fmt.Errorf("state file %s: %w", s.path, err)
+		fsys.Remove(tmp)
+		return err
 	}
-	if err := s.fs.SyncDir(filepath.Dir(s.path)); err != nil {
-		return fmt.Errorf("state file %s: sync directory: %w", s.path, err)
+	if err := fsys.SyncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("sync directory: %w", err)
 	}
 	return nil
 }

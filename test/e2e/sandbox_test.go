@@ -1,11 +1,15 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -436,4 +440,154 @@ func TestSandboxStrictKillsSockets(t *testing.T) {
 			t.Errorf("strict: %s: %v, want the engine killed:\n%s", name, err, out)
 		}
 	}
+}
+
+// TestSandboxGvproxy: the gvproxy personality's engine (started through a
+// link named gvproxy, as podman machine runs it) is confined like every
+// mode's, while the launcher opened its unix, tcp and vsock API listeners
+// and its VM socket; a VM on it leases podman machine's address and
+// reaches the host's loopback at .254, the tcp:// API answers, and a unix
+// forward asked for through the API at run time, which would need the
+// host's file system, is refused, saying what to use instead.
+func TestSandboxGvproxy(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "setpriv")
+	web, sum := testenv.HTTPFile(t, 1<<20)
+	bin := publicCopy(t, "gvproxy")
+	dir := t.TempDir()
+	qemuSock, svc := filepath.Join(dir, "qemu.sock"), filepath.Join(dir, "services.sock")
+	api := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t, "tcp"))
+	gv := testenv.StartProcess(t, "gvproxy", exec.Command(bin, "-ssh-port", "-1", "-listen-qemu", "unix://"+qemuSock,
+		"-listen", "tcp://"+api, "-listen", fmt.Sprintf("vsock://:%d", 20000+os.Getpid()%10000), "-services", "unix://"+svc))
+	c := waitSocket(t, qemuSock, gv)
+	// Confined once it logged its layers.
+	waitOutput(t, gv, "msg=sandbox")
+	checkConfined(t, enginePID(t, gv.Cmd.Process.Pid), nobodyUID, true)
+	checkLayersLine(t, gv.Output())
+
+	g := guestpeer.New(t, guestpeer.NewStream(c), gvGuestMAC)
+	if l := gvOnline(t, g, gvGateway); l.IP.String() != gvGuest {
+		t.Errorf("lease %v, want podman machine's %s", l.IP, gvGuest)
+	}
+	gvDownload(t, g, gvHost, web, sum)
+	resp, err := http.Get("http://" + api + "/services/dhcp/leases")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), gvGuestMAC) {
+		t.Errorf("tcp:// API leases: %s", b)
+	}
+	body := fmt.Sprintf(`{"local":%q,"remote":"tcp://%s:22","protocol":"unix"}`, filepath.Join(dir, "runtime.sock"), gvGuest)
+	resp, err = unixHTTP(svc).Post("http://gvproxy/services/forwarder/expose", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode == 200 || !strings.Contains(string(b), "-forward-sock") || !strings.Contains(string(b), "-sandbox=off") {
+		t.Errorf("a unix forward at run time: %d %q, want refused, naming -forward-sock and -sandbox=off", resp.StatusCode, b)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "runtime.sock")); err == nil {
+		t.Error("the refused unix forward made its socket")
+	}
+	// Stopped as podman machine stops it: the vsock listener does not
+	// hold the engine up, and the launcher removes its socket files.
+	gv.Cmd.Process.Signal(unix.SIGTERM)
+	select {
+	case <-gv.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("gvproxy did not stop on SIGTERM:\n%s", gv.Output())
+	}
+	for _, f := range []string{qemuSock, svc} {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("%s left behind", f)
+		}
+	}
+}
+
+// TestSandboxGvproxyStrict: -sandbox=strict gives gvproxy's engine an
+// empty network namespace too; its VM still resolves through the host's
+// resolver, downloads from the host's loopback at .254, is reached on a
+// port it publishes through the forwarder at gateway:80, and is kept from
+// the cloud metadata address by the launcher's policy.
+func TestSandboxGvproxyStrict(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "setpriv", "unshare", "dnsmasq")
+	web, sum := testenv.HTTPFile(t, 1<<20)
+	dns := testenv.Dnsmasq53(t)
+	bin := publicCopy(t, "gvproxy")
+	qemuSock := filepath.Join(t.TempDir(), "qemu.sock")
+	gv := testenv.StartProcess(t, "gvproxy", withResolv(t, dns.Addr(), bin, "-ssh-port", "-1", "-sandbox=strict", "-listen-qemu", "unix://"+qemuSock))
+	c := waitSocket(t, qemuSock, gv)
+	waitOutput(t, gv, "msg=sandbox")
+	// withResolv's shell execs gvproxy: its pid is the launcher's.
+	checkLayers(t, enginePID(t, gv.Cmd.Process.Pid), nobodyUID, true, true)
+	checkLayersLine(t, gv.Output())
+	if !strings.Contains(gv.Output(), "strict (an empty network namespace") {
+		t.Errorf("the sandbox line does not name strict mode:\n%s", gv.Output())
+	}
+
+	g := guestpeer.New(t, guestpeer.NewStream(c), gvGuestMAC)
+	gvOnline(t, g, gvGateway)
+	gvDownload(t, g, gvHost, web, sum)
+	if a, rc := gvLookup(t, g, gvGateway, "probe."+testenv.TestDomain+"."); a != testenv.TestDomainAddr {
+		t.Errorf("an upstream name: %q (%v), want %s", a, rc, testenv.TestDomainAddr)
+	}
+	if a, _ := gvLookup(t, g, gvGateway, "host.containers.internal."); a != gvHost {
+		t.Errorf("host.containers.internal: %q, want %s", a, gvHost)
+	}
+	ln, err := g.Listen(8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "from the VM\n")
+			c.Close()
+		}
+	}()
+	hostPort := testenv.FreePort(t, "tcp")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if status := guestPost(ctx, t, g, netip.AddrPortFrom(netip.MustParseAddr(gvGateway), 80), "/services/forwarder/expose",
+		fmt.Sprintf(`{"local":"127.0.0.1:%d","remote":":8080","protocol":"tcp"}`, hostPort)); !strings.Contains(status, " 200 ") {
+		t.Fatalf("expose from inside the VM: %q", status)
+	}
+	hc, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", hostPort), 5*time.Second)
+	if err != nil {
+		t.Fatalf("the port published from inside the VM: %v", err)
+	}
+	hc.SetDeadline(time.Now().Add(10 * time.Second))
+	got, _ := io.ReadAll(hc)
+	hc.Close()
+	if string(got) != "from the VM\n" {
+		t.Errorf("the port published from inside the VM: %q", got)
+	}
+	mctx, mcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer mcancel()
+	if conn, err := g.Dial(mctx, netip.MustParseAddrPort("169.254.169.254:80")); err == nil {
+		conn.Close()
+		t.Error("the VM reached the cloud metadata address")
+	}
+}
+
+// guestPost POSTs body to path at to from inside the guest and returns
+// the answer's status line.
+func guestPost(ctx context.Context, t *testing.T, g *guestpeer.Guest, to netip.AddrPort, path, body string) string {
+	t.Helper()
+	c, err := g.Dial(ctx, to)
+	if err != nil {
+		t.Fatalf("dial %v from the guest: %v", to, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", path, to.Addr(), len(body), body)
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	return line
 }

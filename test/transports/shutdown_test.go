@@ -24,7 +24,7 @@ func TestShutdownDrainsThenExits(t *testing.T) {
 	sock := filepath.Join(dir, "vm.sock")
 	api := filepath.Join(dir, "api.sock")
 	state := filepath.Join(dir, "state.json")
-	srv := testenv.Serve(t, "--listen", "stream:unix:"+sock, "--api-socket", api, "--state-file", state, "--sandbox", "off")
+	srv := testenv.Serve(t, "--listen", "stream:unix:"+sock, "--api-socket", api, "--state-file", state)
 	// A host server that keeps its connections open.
 	held := testenv.TCPServer(t, func(c net.Conn) { time.Sleep(time.Hour) })
 	g, _ := connectGuest(t, sock, "52:54:00:00:26:01")

@@ -17,7 +17,7 @@ func TestQEMUStateFileRestart(t *testing.T) {
 	guest := vmtest.Build(t)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "vm.sock")
-	args := []string{"--listen", "stream:unix:" + sock, "--state-file", filepath.Join(dir, "state.json"), "--sandbox", "off"}
+	args := []string{"--listen", "stream:unix:" + sock, "--state-file", filepath.Join(dir, "state.json")}
 	boot := func(mac string) string {
 		t.Helper()
 		res := vmtest.Run(t, guest, vmtest.Options{
