@@ -210,9 +210,9 @@ func TestConnMaxFrame(t *testing.T) {
 
 // A peer that stops reading never makes a writer wait: its frames queue
 // (up to queueLimit), then are reported as ErrQueueFull; a peer that takes
-// nothing for drainGiveUp has its queue dropped and counted.
+// nothing for the stall timeout has its queue dropped and counted.
 func TestConnPeerNotReading(t *testing.T) {
-	l, _ := newConn(t, unix.SOCK_DGRAM, Options{Name: "test"})
+	l, _ := newConn(t, unix.SOCK_DGRAM, Options{Name: "test", StallTimeout: time.Second})
 	batch := make([]link.Frame, 64)
 	for i := range batch {
 		batch[i] = link.Contiguous(withHeader(frame(1500, byte(i))))

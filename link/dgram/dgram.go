@@ -70,6 +70,10 @@ type Options struct {
 	// receiver accepts, and ends if the peer is gone
 	// (DefaultProbeIdle if 0; negative never probes).
 	ProbeIdle time.Duration
+	// StallTimeout is how long a peer that stopped reading (a paused VM)
+	// keeps the frames queued for it before they are dropped and counted
+	// as tx_stalled (DefaultStallTimeout if 0).
+	StallTimeout time.Duration
 }
 
 // DefaultProbeIdle is how long a connected datagram peer may be silent
@@ -89,6 +93,9 @@ var probeFrame = func() []byte {
 func (o *Options) complete() {
 	if o.MaxFrame <= 0 || o.MaxFrame > link.MaxFrameLen {
 		o.MaxFrame = link.MaxFrameLen
+	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = DefaultStallTimeout
 	}
 	if o.Batch <= 0 {
 		o.Batch = DefaultBatch
@@ -151,7 +158,7 @@ func NewConn(c syscallCloser, o Options) (*Conn, error) {
 	l.rx = newRxBatch(o.Batch, false)
 	l.recvFn = l.recvOnce
 	l.rxMsg = make([]rxMsg, o.Batch)
-	l.tx = sender{maxFrame: o.MaxFrame, counters: &l.counters}
+	l.tx = sender{maxFrame: o.MaxFrame, counters: &l.counters, stallTimeout: o.StallTimeout}
 	if l.seqpacket {
 		// One frame, one record, as bhyve and UML send them.
 		l.tx.flags = unix.MSG_EOR
@@ -309,6 +316,7 @@ func (l *Conn) Offloads() bool { return false }
 
 // Close closes the socket; a blocked Read returns.
 func (l *Conn) Close() error {
+	l.tx.closed.Store(true)
 	l.once.Do(func() { close(l.done) })
 	return l.conn.Close()
 }

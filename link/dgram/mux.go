@@ -318,7 +318,7 @@ func newPeer(m *Mux, a addr) *Peer {
 		wake:   make(chan struct{}, 1),
 		closed: make(chan struct{}),
 	}
-	p.tx = sender{maxFrame: m.opts.MaxFrame, counters: &p.counters}
+	p.tx = sender{maxFrame: m.opts.MaxFrame, counters: &p.counters, stallTimeout: m.opts.StallTimeout}
 	return p
 }
 
@@ -418,6 +418,7 @@ func (p *Peer) closeWith(err error) {
 	// Forget the address first: once Read sees the end, the peer is
 	// gone from the table.
 	p.mux.removePeer(p)
+	p.tx.closed.Store(true) // a drain still waiting for the peer ends
 	p.closeErr = err
 	close(p.closed)
 }

@@ -4,6 +4,7 @@ package dgram
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"net"
 	"path/filepath"
@@ -347,5 +348,48 @@ func TestMuxWriteInPieces(t *testing.T) {
 	}
 	if got := c.recv(t); !bytes.Equal(got, f) {
 		t.Fatalf("client got %d bytes, want the frame whole", len(got))
+	}
+}
+
+// A VM on an unconnected socket (QEMU's -netdev dgram) that stops
+// reading for longer than a moment keeps what was queued for it: once it
+// reads again every frame arrives, in order, none dropped. Dropping the
+// queue left holes in TCP flights the stack then took minutes to recover.
+func TestMuxPausedPeerKeepsItsQueue(t *testing.T) {
+	_, _, c, p := muxWithPeer(t, MuxOptions{}, false)
+	const frames = 200 // the kernel holds max_dgram_qlen (10); the rest queue
+	for i := 0; i < frames; i++ {
+		f := withHeader(frame(1500, byte(i)))
+		binary.BigEndian.PutUint16(f[link.VnetHdrLen+20:], uint16(i))
+		if _, err := p.Write(link.Frames(f)); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+	}
+	time.Sleep(idleAfter + 500*time.Millisecond) // past the drain's fast back-off
+	for i := 0; i < frames; i++ {
+		b := c.recv(t)
+		if len(b) != 1500 || binary.BigEndian.Uint16(b[20:]) != uint16(i) {
+			t.Fatalf("frame %d: got %d bytes numbered %d", i, len(b), binary.BigEndian.Uint16(b[20:]))
+		}
+	}
+	if n := p.Counters().TxStalled.Load(); n != 0 {
+		t.Errorf("tx_stalled %d for a peer that read again", n)
+	}
+}
+
+// Frames queued for a peer that is forgotten (Close) are dropped and
+// counted: the drain does not wait for a VM that is no longer served.
+func TestMuxClosedPeerDropsItsQueue(t *testing.T) {
+	_, _, _, p := muxWithPeer(t, MuxOptions{}, false)
+	for i := 0; i < 100; i++ {
+		p.Write(link.Frames(withHeader(frame(1500, byte(i)))))
+	}
+	p.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Counters().TxStalled.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if p.Counters().TxStalled.Load() == 0 {
+		t.Error("the queue of a closed peer was never dropped")
 	}
 }

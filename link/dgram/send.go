@@ -3,6 +3,7 @@ package dgram
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,20 +21,51 @@ import (
 // macOS answers ENOBUFS rather than blocking, so a poller wait would spin.
 // The caller (the stack, or another VM's reader) never waits. Frames past
 // the queue limit are dropped as a full NIC ring drops them
-// (link.ErrQueueFull); a peer that takes nothing for drainGiveUp (a paused
-// VM) has its queue dropped (counted as TxStalled).
+// (link.ErrQueueFull), the newest first: what the queue holds reaches the
+// peer in order once it reads again. A paused VM keeps its queue (after
+// idleAfter without progress the drain looks only every backoffIdle):
+// dropping the queue would leave holes in TCP flights whose senders have
+// backed off for a minute, and gVisor's recovery from such a tail loss
+// sends one or two segments per retransmission timeout. The queue is
+// dropped (counted as TxStalled) when the peer is gone, the link closes,
+// or the peer took nothing for the stall timeout (Options.StallTimeout,
+// DefaultStallTimeout).
 const (
 	backoffStart = 50 * time.Microsecond
 	backoffMax   = 2 * time.Millisecond
+	backoffIdle  = 50 * time.Millisecond
+	idleAfter    = time.Second
 	queueLimit   = 2 << 20
-	drainGiveUp  = time.Second
 	drainBatch   = 64
 )
+
+// DefaultStallTimeout is how long a peer may take nothing before the
+// frames queued for it are dropped: as long as a silent peer is kept
+// (DefaultIdleTimeout).
+const DefaultStallTimeout = DefaultIdleTimeout
+
+// smallCopy is the size of the buffers frames up to an MTU of 1500 (and
+// bhyve's 2048) are queued in; larger frames take a link.BufSize buffer.
+// A queue of small frames in 64 KiB buffers would hold 40 times the bytes
+// it counts.
+const smallCopy = link.VnetHdrLen + 2048
 
 // maxIOV is the most pieces one message may have (IOV_MAX).
 const maxIOV = 1024
 
-var frameCopies = sync.Pool{New: func() any { b := make([]byte, 0, link.BufSize); return &b }}
+var (
+	frameCopies = sync.Pool{New: func() any { b := make([]byte, 0, link.BufSize); return &b }}
+	smallCopies = sync.Pool{New: func() any { b := make([]byte, 0, smallCopy); return &b }}
+)
+
+// putCopy returns a queued frame's buffer to its pool.
+func putCopy(bp *[]byte) {
+	if cap(*bp) == smallCopy {
+		smallCopies.Put(bp)
+		return
+	}
+	frameCopies.Put(bp)
+}
 
 // errFull reports that the peer's queue is full; what was not sent waits
 // in the sender's queue.
@@ -47,6 +79,10 @@ type sender struct {
 	flags    int
 	maxFrame int
 	counters *link.Counters
+	// stallTimeout is how long the peer may take nothing before the queue
+	// is dropped; closed ends the drain (the link is closed).
+	stallTimeout time.Duration
+	closed       atomic.Bool
 
 	// One send call's arguments and results, and the method value that
 	// makes it, bound once so the poller callback does not allocate.
@@ -163,6 +199,9 @@ func (s *sender) slot(size int) *[]byte {
 	if s.queued+size > queueLimit {
 		return nil
 	}
+	if size <= smallCopy {
+		return smallCopies.Get().(*[]byte)
+	}
 	return frameCopies.Get().(*[]byte)
 }
 
@@ -187,8 +226,8 @@ func (s *sender) started(rc syscall.RawConn, to *sockname, queued, n int) (int, 
 }
 
 // drain sends the queued frames, backing off while the peer is full,
-// until the queue is empty, the peer is gone, or it took nothing for
-// drainGiveUp.
+// until the queue is empty, the peer is gone, the link is closed, or the
+// peer took nothing for the stall timeout.
 func (s *sender) drain() {
 	wait := backoffStart
 	progress := time.Now()
@@ -239,14 +278,16 @@ func (s *sender) drain() {
 		s.qmu.Lock()
 		for _, bp := range s.queue[:next] {
 			s.queued -= len(*bp)
-			frameCopies.Put(bp)
+			putCopy(bp)
 		}
 		s.queue = s.queue[next:]
-		giveUp := err != nil && err != errFull || err == errFull && next == 0 && time.Since(progress) > drainGiveUp
+		stalled := time.Since(progress)
+		giveUp := err != nil && err != errFull || s.closed.Load() ||
+			err == errFull && next == 0 && stalled > s.stallTimeout
 		if giveUp {
 			s.counters.TxStalled.Add(uint64(len(s.queue)))
 			for _, bp := range s.queue {
-				frameCopies.Put(bp)
+				putCopy(bp)
 			}
 			s.queue, s.queued, s.draining = nil, 0, false
 		}
@@ -261,6 +302,9 @@ func (s *sender) drain() {
 		if err == errFull {
 			time.Sleep(wait)
 			wait = min(2*wait, backoffMax)
+			if next == 0 && stalled > idleAfter {
+				wait = backoffIdle // a paused VM: look now and then
+			}
 		}
 	}
 }
