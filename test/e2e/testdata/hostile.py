@@ -4,10 +4,12 @@ per class of bug libslirp and its kin had (CVE classes: lengths trusted
 from the packet, fragments, ICMP quotes, urgent data, DHCP options), plus
 scapy fuzz() streams.
 
-usage: hostile.py API_SOCKET GATEWAY_MAC CASE...
+usage: hostile.py API_SOCKET GATEWAY_MAC|auto CASE...
 
-For each case it sends the case's frames on eth0, waits a moment, and
-prints one line
+For each case it sends the case's frames on eth0 (or, with
+HOSTILE_STREAM=PATH and HOSTILE_MAC=MAC, as a VM does: over a QEMU
+stream socket, each frame after its 4-byte big-endian length; GATEWAY_MAC
+auto asks ARP over it), waits a moment, and prints one line
     @case_NAME={"sent": N, "deltas": {"section.counter": increase, ...}}
 with every counter of slipway's /metrics that grew meanwhile, so the test
 can check the drops were counted where they belong. The counters are read
@@ -17,8 +19,12 @@ once slipway has read every frame of the case.
 import json
 import random
 import re
+import os
+import queue
 import socket
+import struct
 import sys
+import threading
 import time
 
 from scapy.all import (ARP, BOOTP, DHCP, ICMP, IP, IPv6, TCP, UDP, Ether,
@@ -40,6 +46,82 @@ GW6 = "fd00::2"
 # to it reach eth0 but no socket, so the kernel sends no RST on its own
 # while scapy plays a TCP peer from it.
 SPOOF = "10.0.2.77"
+
+
+class OnInterface:
+    """Frames on the namespace's eth0."""
+
+    def __init__(self):
+        self.mac = open("/sys/class/net/%s/address" % IFACE).read().strip()
+
+    def send(self, frames):
+        sendp(frames, iface=IFACE)
+
+    def synack(self, send, port):
+        sniffer = AsyncSniffer(iface=IFACE, filter="tcp and src host %s and src port %d" % (GW, port), count=1, timeout=5)
+        sniffer.start()
+        time.sleep(0.2)
+        send()
+        sniffer.join()
+        got = sniffer.results
+        return got[0] if got else None
+
+
+class OnStream:
+    """Frames over a QEMU stream socket (-netdev stream): a VM's link."""
+
+    def __init__(self, path, mac):
+        self.mac = mac
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.rx = queue.Queue(maxsize=10000)
+        threading.Thread(target=self.receive, daemon=True).start()
+
+    def receive(self):
+        f = self.sock.makefile("rb")
+        while True:
+            hdr = f.read(4)
+            if len(hdr) < 4:
+                return
+            b = f.read(struct.unpack("!I", hdr)[0])
+            try:
+                self.rx.put_nowait(b)
+            except queue.Full:
+                pass  # nobody is waiting for these
+
+    def send(self, frames):
+        for p in frames:
+            b = bytes(p)
+            self.sock.sendall(struct.pack("!I", len(b)) + b)
+
+    def resolve(self, ip):
+        """The MAC that answers ARP for ip on the link."""
+        req = Ether(src=self.mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=self.mac, psrc=ME, pdst=ip)
+        for _ in range(10):
+            self.send([req])
+            deadline = time.time() + 1
+            while time.time() < deadline:
+                try:
+                    p = Ether(self.rx.get(timeout=0.2))
+                except queue.Empty:
+                    continue
+                if ARP in p and p[ARP].op == 2 and p[ARP].psrc == ip:
+                    return p[ARP].hwsrc
+        raise SystemExit("no ARP reply from %s over the stream" % ip)
+
+    def synack(self, send, port):
+        while not self.rx.empty():
+            self.rx.get_nowait()
+        send()
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            try:
+                p = Ether(self.rx.get(timeout=0.2))
+            except queue.Empty:
+                continue
+            if IP in p and TCP in p and p[IP].src == GW and p[TCP].sport == port:
+                return p
+        return None
 
 
 def metrics(api):
@@ -70,8 +152,9 @@ def metrics(api):
 
 
 class Case:
-    def __init__(self, me_mac, gw_mac):
-        self.me_mac = me_mac
+    def __init__(self, wire, gw_mac):
+        self.wire = wire
+        self.me_mac = wire.mac
         self.gw_mac = gw_mac
 
     def eth(self, dst=None):
@@ -172,19 +255,14 @@ class Case:
         """Plays a TCP peer from SPOOF to the host server at GW:port and
         sends urgent pointers past the data (and past the window)."""
         # Announce SPOOF's MAC (ours), so the gateway can answer it.
-        sendp(self.eth("ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=self.me_mac, psrc=SPOOF, pdst=GW), iface=IFACE)
+        self.wire.send([self.eth("ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=self.me_mac, psrc=SPOOF, pdst=GW)])
         time.sleep(0.2)
         sport = random.randint(20000, 60000)
-        sniffer = AsyncSniffer(iface=IFACE, filter="tcp and src host %s and src port %d" % (GW, port), count=1, timeout=5)
-        sniffer.start()
-        time.sleep(0.2)
         syn = self.eth() / IP(src=SPOOF, dst=GW) / TCP(sport=sport, dport=port, flags="S", seq=1000)
-        sendp(syn, iface=IFACE)
-        sniffer.join()
-        got = sniffer.results
-        if not got or not (got[0][TCP].flags & 0x12 == 0x12):
+        got = self.wire.synack(lambda: self.wire.send([syn]), port)
+        if got is None or not (got[TCP].flags & 0x12 == 0x12):
             return [], "no SYN-ACK"
-        synack = got[0][TCP]
+        synack = got[TCP]
         seq, ack = 1001, synack.seq + 1
         base = IP(src=SPOOF, dst=GW) / TCP(sport=sport, dport=port, seq=seq, ack=ack, flags="A")
         out = [self.eth() / base]
@@ -304,8 +382,13 @@ class Case:
 
 def main():
     api, gw_mac, cases = sys.argv[1], sys.argv[2], sys.argv[3:]
-    me_mac = open("/sys/class/net/%s/address" % IFACE).read().strip()
-    c = Case(me_mac, gw_mac)
+    if os.environ.get("HOSTILE_STREAM"):
+        wire = OnStream(os.environ["HOSTILE_STREAM"], os.environ["HOSTILE_MAC"])
+        if gw_mac == "auto":
+            gw_mac = wire.resolve(GW)
+    else:
+        wire = OnInterface()
+    c = Case(wire, gw_mac)
     for name in cases:
         before = metrics(api)
         err = None
@@ -315,7 +398,7 @@ def main():
         else:
             frames = getattr(c, name)()
         if frames:
-            sendp(frames, iface=IFACE)
+            wire.send(frames)
         # Wait until slipway has read them all (a loaded machine may
         # take a while), then a moment for what they set off.
         deadline = time.time() + 20
