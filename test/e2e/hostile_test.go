@@ -63,14 +63,7 @@ func TestHostileFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	api := filepath.Join(t.TempDir(), "api.sock")
-	var names []string
-	for _, c := range hostileCases {
-		n := c.name
-		if n == "tcp_urgent_past_data" {
-			n += fmt.Sprintf(":%d", web.Port())
-		}
-		names = append(names, n)
-	}
+	names := hostileCaseArgs(web.Port())
 	res := runNS(t, []string{"--api-socket", api, "--dns-upstream", dns.String()}, script(
 		waitFlows(api),
 		usage(api, "before"),
@@ -99,6 +92,20 @@ func TestHostileFrames(t *testing.T) {
 	if t.Failed() {
 		t.Logf("output:\n%s", res.Output)
 	}
+}
+
+// hostileCaseArgs are hostile.py's case arguments; the urgent-data case
+// plays a TCP peer to the web server at port.
+func hostileCaseArgs(port uint16) []string {
+	var names []string
+	for _, c := range hostileCases {
+		n := c.name
+		if n == "tcp_urgent_past_data" {
+			n += fmt.Sprintf(":%d", port)
+		}
+		names = append(names, n)
+	}
+	return names
 }
 
 // checkHostileCases checks hostile.py's report of each case: sent, and
@@ -162,14 +169,7 @@ func TestHostileFramesFromVM(t *testing.T) {
 		return fds, goroutines
 	}
 	fds0, gr0 := usage()
-	var names []string
-	for _, c := range hostileCases {
-		n := c.name
-		if n == "tcp_urgent_past_data" {
-			n += fmt.Sprintf(":%d", web.Port())
-		}
-		names = append(names, n)
-	}
+	names := hostileCaseArgs(web.Port())
 	cmd := exec.Command("/usr/bin/python3", append([]string{hostile, api, "auto"}, names...)...)
 	cmd.Env = append(os.Environ(), "HOSTILE_STREAM="+sock, "HOSTILE_MAC=52:54:00:12:34:77")
 	out, err := cmd.CombinedOutput()
