@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 
@@ -21,9 +20,6 @@ import (
 	"github.com/slipway-net/slipway/internal/nsrun"
 	"github.com/slipway-net/slipway/internal/sandbox"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 // usageError marks an error in what the user asked for: exit status 2.
 type usageError struct{ err error }
@@ -137,31 +133,12 @@ and serves namespaces through a TAP device.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	setVersion(root)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newRunCmd(), newServeCmd(), newBhyveHelperCmd(), newSlirp4netnsCmd(), newPastaCmd(), newGvproxyCmd(), newCtlCmd(), newVersionCmd())
 	return root
-}
-
-func newVersionCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print slipway's version",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			gv := "unknown"
-			if bi, ok := debug.ReadBuildInfo(); ok {
-				for _, d := range bi.Deps {
-					if d.Path == "gvisor.dev/gvisor" {
-						gv = d.Version
-					}
-				}
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "slipway %s (gVisor netstack %s)\n", version, gv)
-			return nil
-		},
-	}
 }
 
 // netFlags binds the flags shared by run and serve to one Config.
