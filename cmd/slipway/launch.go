@@ -39,6 +39,8 @@ type engineJob struct {
 	cleanup  []func()
 	// logOut is the engine's stderr: the --log-file, opened for it.
 	logOut *os.File
+	// notify, if set, tells a service manager of serve's state.
+	notify *serviceNotify
 }
 
 // close releases what the launcher still holds and removes the socket
@@ -269,11 +271,14 @@ func serveEngine(j *engineJob, readyFD int, log *slog.Logger) error {
 		e.end()
 		return err
 	}
+	stopNotify := j.notify.serving()
+	defer stopNotify()
 	select {
 	case err := <-e.done:
 		return err
 	case sig := <-sigs:
 		log.Info("shutting down", "signal", sig.String())
+		stopNotify()
 		return e.end()
 	}
 }
