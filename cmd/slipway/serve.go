@@ -72,6 +72,15 @@ With only --fd endpoints, serve exits once every VM has gone. With
 			if err != nil {
 				return err
 			}
+			// Without --api-socket (or its key in the config file) the
+			// API still listens, at a path of this serve's own; an
+			// explicit --api-socket "" turns it off. With no endpoint at
+			// all the API must be asked for (job).
+			if cfg.APISocket == "" && !cmd.Flags().Changed("api-socket") && !ep.none() {
+				if cfg.APISocket, err = defaultAPISocket(); err != nil {
+					log.Warn("no control API: the default socket cannot be made; give --api-socket PATH", "err", err)
+				}
+			}
 			acts, err := takeActivated()
 			if err != nil {
 				return err
