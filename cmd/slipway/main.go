@@ -138,6 +138,7 @@ and serves namespaces through a TAP device.`,
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newRunCmd(), newServeCmd(), newBhyveHelperCmd(), newSlirp4netnsCmd(), newPastaCmd(), newGvproxyCmd(), newCtlCmd(), newVersionCmd())
+	root.AddCommand(buildCommands()...)
 	return root
 }
 
