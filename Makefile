@@ -4,12 +4,52 @@
 GO ?= go
 TEST_TIMEOUT ?= 60m
 
-.PHONY: build libslirp demo test test-unit deps fuzz soak bench clean
+.PHONY: build gendocs man completions package libslirp demo test test-unit deps fuzz soak bench clean
+
+# slipway version prints the version and commit the Go toolchain stamped
+# from the checkout (-buildvcs=auto: even where GOFLAGS turns it off);
+# VERSION and COMMIT override them, as a release build may.
+VERSION ?=
+COMMIT ?=
+BUILDINFO := github.com/slipway-net/slipway/internal/buildinfo
+LDFLAGS := $(if $(VERSION),-X $(BUILDINFO).version=$(VERSION)) $(if $(COMMIT),-X $(BUILDINFO).commit=$(COMMIT))
 
 # Without cgo: the sandbox changes every thread with AllThreadsSyscall,
-# which a cgo build cannot do (see README, Security).
+# which a cgo build cannot do (see README, Security). -trimpath: the binary
+# does not depend on the directory it was built in.
 build:
-	CGO_ENABLED=0 $(GO) build -o bin/slipway ./cmd/slipway
+	CGO_ENABLED=0 $(GO) build -buildvcs=auto -trimpath -ldflags '$(LDFLAGS)' -o bin/slipway ./cmd/slipway
+
+# Man pages (bin/man/slipway*.1) and bash, zsh and fish completions
+# (bin/completions/{bash/slipway,zsh/_slipway,fish/slipway.fish}), written
+# by a build of this same command tree with its hidden gendocs command
+# (-tags gendocs; the shipped binary has neither it nor the man page
+# renderer). That build is for this machine even when GOOS/GOARCH name
+# another. SOURCE_DATE_EPOCH (default: the commit's time) dates the pages.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
+export SOURCE_DATE_EPOCH
+GENDOCS := bin/gendocs/slipway
+gendocs:
+	@mkdir -p bin/gendocs
+	GOOS= GOARCH= CGO_ENABLED=0 $(GO) build -buildvcs=auto -trimpath -tags gendocs -ldflags '$(LDFLAGS)' -o $(GENDOCS) ./cmd/slipway
+
+man: gendocs
+	rm -rf bin/man
+	$(GENDOCS) gendocs --man bin/man
+
+completions: gendocs
+	rm -rf bin/completions
+	$(GENDOCS) gendocs --completions bin/completions
+
+# A Debian package of bin/slipway, its man pages and completions, the
+# drop-in names (slirp4netns, pasta, gvproxy, bhyve-slirp-helper) as links
+# in /usr/libexec/slipway/, and the systemd units slipway@.service and
+# slipway@.socket (packaging/). Built with dpkg-deb alone, for GOARCH, into
+# DEB_DIR.
+DEB_DIR ?= bin
+package: build man completions
+	scripts/package-deb.sh --binary bin/slipway --man bin/man --completions bin/completions \
+		--version "$$($(GENDOCS) version | head -n1 | cut -d' ' -f2)" --arch "$$($(GO) env GOARCH)" --out $(DEB_DIR)
 
 deps:
 	scripts/install-deps.sh

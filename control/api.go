@@ -56,7 +56,7 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("GET /v1/dns/records", s.listDNSRecords)
 	mux.HandleFunc("POST /v1/dns/records", s.addDNSRecord)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newCollector(s.n), collectors.NewGoCollector())
+	reg.MustRegister(newCollector(s.n), collectors.NewGoCollector(), buildInfoGauge())
 	if s.usage != nil {
 		reg.MustRegister(newProcessCollector(s.usage))
 	} else {

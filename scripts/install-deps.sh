@@ -19,6 +19,7 @@ packages=(
 	nmap                                        # nping, for the differential probes
 	thc-ipv6                                    # IPv6 attacks (atk6-*)
 	dnsperf knot-dnsutils                       # DNS load and conformance (dnsperf, kdig)
+	systemd                                     # socket activation (systemd-socket-activate) and unit checks (systemd-analyze)
 )
 if [ "${1:-}" = "--list" ]; then
 	printf '%s\n' "${packages[@]}"

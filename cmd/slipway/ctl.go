@@ -31,7 +31,7 @@ type ctlOptions struct {
 
 func (o *ctlOptions) client() (*control.Client, error) {
 	if o.socket == "" {
-		return nil, usageError{errors.New("--api-socket is required (the --api-socket of the running slipway)")}
+		return nil, usageError{errors.New("--api-socket is required (the --api-socket of the running slipway; serve without one prints its socket, serve-PID.sock under /run/slipway for root, $XDG_RUNTIME_DIR/slipway otherwise)")}
 	}
 	switch o.output {
 	case "table", "json":

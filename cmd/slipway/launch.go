@@ -44,6 +44,8 @@ type engineJob struct {
 	// descriptor of it.
 	log    *logFile
 	logOut *os.File
+	// notify, if set, tells a service manager of serve's state.
+	notify *serviceNotify
 }
 
 // close releases what the launcher still holds and removes the socket
@@ -331,6 +333,8 @@ func serveEngine(j *engineJob, readyFD int, log *slog.Logger) error {
 		e.end()
 		return err
 	}
+	stopNotify := j.notify.serving()
+	defer stopNotify()
 	for {
 		select {
 		case err := <-e.done:
@@ -340,6 +344,7 @@ func serveEngine(j *engineJob, readyFD int, log *slog.Logger) error {
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String())
+			stopNotify()
 			return e.end()
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 
@@ -21,9 +20,6 @@ import (
 	"github.com/slipway-net/slipway/internal/nsrun"
 	"github.com/slipway-net/slipway/internal/sandbox"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 // usageError marks an error in what the user asked for: exit status 2.
 type usageError struct{ err error }
@@ -137,31 +133,13 @@ and serves namespaces through a TAP device.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	setVersion(root)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newRunCmd(), newServeCmd(), newBhyveHelperCmd(), newSlirp4netnsCmd(), newPastaCmd(), newGvproxyCmd(), newCtlCmd(), newVersionCmd())
+	root.AddCommand(buildCommands()...)
 	return root
-}
-
-func newVersionCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print slipway's version",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			gv := "unknown"
-			if bi, ok := debug.ReadBuildInfo(); ok {
-				for _, d := range bi.Deps {
-					if d.Path == "gvisor.dev/gvisor" {
-						gv = d.Version
-					}
-				}
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "slipway %s (gVisor netstack %s)\n", version, gv)
-			return nil
-		},
-	}
 }
 
 // netFlags binds the flags shared by run and serve to one Config.
@@ -173,7 +151,7 @@ type netFlags struct {
 
 func (nf *netFlags) register(fs *pflag.FlagSet) {
 	c := &nf.cfg
-	fs.StringVar(&nf.configFile, "config", "", "YAML config file (keys are the flag names; flags override it)")
+	fs.StringVar(&nf.configFile, "config", "", "YAML config file (keys are the flag names; flags override it); default: $XDG_CONFIG_HOME/slipway/config.yaml, else /etc/slipway/config.yaml, if there")
 	fs.Var(prefixValue(&c.CIDR), "cidr", "IPv4 network of the guests (default 10.0.2.0/24)")
 	fs.Var(addrValue(&c.Gateway), "gateway", "gateway address, reaching the host's loopback (default .2 of --cidr)")
 	fs.Var(addrValue(&c.DNSAddress), "dns-address", "DNS server address (default .3 of --cidr)")
@@ -197,7 +175,7 @@ func (nf *netFlags) register(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&c.DNSSearch, "dns-search", nil, "DNS search domains given to DHCP clients, repeatable (default: the host's)")
 	fs.VarP(&listValue[config.PublishRule]{p: &c.Publish, parse: config.ParsePublish, typ: "rule"}, "publish", "p", "publish host ports into the guest: [HOSTIP:]HOSTPORT[-END]:[GUESTIP:]GUESTPORT[-END][/tcp|/udp], repeatable; HOSTIP defaults to 0.0.0.0 (all of the host's addresses), IPv6 in brackets ([::1]:8080:80); GUESTIP defaults to the first guest address (--dhcp-start)")
 	fs.StringVar(&c.PublishSource, "publish-source", config.PublishSourceClient, "address the guest sees connections to published ports come from: client (the real client's where the guest can answer it: loopback clients, and clients of the other IP family, come from the gateway) or gateway")
-	fs.StringVar(&c.APISocket, "api-socket", "", "serve the control API (HTTP/JSON, slirp4netns and gvproxy compatible) on this unix socket, created mode 0600")
+	fs.StringVar(&c.APISocket, "api-socket", "", "serve the control API (HTTP/JSON, slirp4netns and gvproxy compatible) on this unix socket, created mode 0600; serve's default: $XDG_RUNTIME_DIR/slipway/serve-PID.sock (root: /run/slipway/), printed at start, \"\" for none")
 	fs.StringVar(&c.StateFile, "state-file", "", "keep DHCP leases and the ports published at run time in this file: loaded at start, rewritten atomically on every change")
 	fs.StringVar(&c.PCAP, "pcap", "", "write every frame on the guest side to this pcap file")
 	fs.StringVar(&c.LogLevel, "log-level", config.DefaultLogLevel, "log level: debug, info, warn, error")
@@ -227,6 +205,9 @@ func (nf *netFlags) register(fs *pflag.FlagSet) {
 // and validates the result.
 func (nf *netFlags) resolve(fs *pflag.FlagSet) (config.Config, error) {
 	cfg := nf.cfg
+	if nf.configFile == "" {
+		nf.configFile = defaultConfigFile()
+	}
 	if nf.configFile != "" {
 		var file config.Config
 		if err := file.LoadFile(nf.configFile); err != nil {

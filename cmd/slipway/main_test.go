@@ -50,8 +50,12 @@ func TestExitStatus(t *testing.T) {
 	wantUsage(t, []string{"serve", "--mtu", "100", "--listen", "stream:unix:/nonexistent/s"}, "--mtu", `"100"`)
 
 	code, stdout, _ := cli(t, "version")
-	if code != 0 || !strings.HasPrefix(stdout, "slipway "+version+" (gVisor netstack ") {
+	if code != 0 || !strings.HasPrefix(stdout, "slipway "+version+"\ncommit:   ") || !strings.Contains(stdout, "\ngo:       go1.") {
 		t.Errorf("slipway version: exit %d, %q", code, stdout)
+	}
+	// --version prints the same.
+	if code, flag, _ := cli(t, "--version"); code != 0 || flag != stdout {
+		t.Errorf("slipway --version: exit %d, %q, want %q", code, flag, stdout)
 	}
 }
 

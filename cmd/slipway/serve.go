@@ -7,9 +7,11 @@ import (
 	"strconv"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/endpoint"
+	"github.com/slipway-net/slipway/internal/systemd"
 	"github.com/slipway-net/slipway/link/vhostuser"
 )
 
@@ -70,9 +72,33 @@ With only --fd endpoints, serve exits once every VM has gone. With
 			if err != nil {
 				return err
 			}
-			j, err := ep.job(cfg, lf)
+			// Without --api-socket (or its key in the config file) the
+			// API still listens, at a path of this serve's own; an
+			// explicit --api-socket "" turns it off. With no endpoint at
+			// all the API must be asked for (job).
+			if cfg.APISocket == "" && !cmd.Flags().Changed("api-socket") && !ep.none() {
+				if cfg.APISocket, err = defaultAPISocket(); err != nil {
+					log.Warn("no control API: the default socket cannot be made; give --api-socket PATH", "err", err)
+				}
+			}
+			acts, err := takeActivated()
 			if err != nil {
 				return err
+			}
+			notifier, err := systemd.TakeNotifier()
+			if err != nil {
+				acts.close()
+				return usageError{err}
+			}
+			j, err := ep.job(cfg, lf, acts)
+			if err != nil {
+				return err
+			}
+			if notifier != nil {
+				j.notify = &serviceNotify{n: notifier, log: log}
+				if cfg.APISocket != "" {
+					j.notify.status = "control API at " + cfg.APISocket
+				}
 			}
 			return serveEngine(j, nf.readyFD, log)
 		},
@@ -111,23 +137,47 @@ func (e *endpointFlags) register(cmd *cobra.Command) {
 	fs.StringArrayVar(&e.fds, "fd", nil, "serve the VM on inherited connected socket N:KIND, e.g. 3:stream (repeatable)")
 }
 
+// none: no endpoint was given.
+func (f *endpointFlags) none() bool { return len(f.listens)+len(f.connects)+len(f.fds) == 0 }
+
 // job checks every endpoint and opens it for the engine, so that a bad
 // path, address or fd is reported, naming the flag and value, before
-// anything runs: --listen sockets are bound here, --fd sockets checked,
-// --connect endpoints dialled later, on the engine's request.
-func (f *endpointFlags) job(cfg config.Config, lf *logFile) (*engineJob, error) {
+// anything runs: --listen sockets are bound here (or taken from acts, the
+// sockets a service manager passed), --fd sockets checked, --connect
+// endpoints dialled later, on the engine's request. A passed socket no
+// flag claims is an error.
+func (f *endpointFlags) job(cfg config.Config, lf *logFile, acts *activated) (*engineJob, error) {
 	// With the API and no endpoint, VMs come through POST /v1/links.
-	if len(f.listens)+len(f.connects)+len(f.fds) == 0 && cfg.APISocket == "" {
+	if f.none() && cfg.APISocket == "" {
+		acts.close()
 		return nil, usageError{errors.New("give at least one endpoint: --listen, --connect or --fd (e.g. --listen stream:unix:/tmp/vm.sock), or --api-socket to take links through POST /v1/links")}
 	}
-	j, err := newJob(cfg, lf)
+	// A passed API socket is the engine's first descriptor, as the one
+	// newJob would bind; the manager owns its file.
+	jobCfg := cfg
+	var apiFile *os.File
+	if cfg.APISocket != "" {
+		if apiFile = acts.unixSocket(unix.SOCK_STREAM, cfg.APISocket); apiFile != nil {
+			jobCfg.APISocket = ""
+		}
+	}
+	j, err := newJob(jobCfg, lf)
 	if err != nil {
+		if apiFile != nil {
+			apiFile.Close()
+		}
+		acts.close()
 		return nil, err
+	}
+	if apiFile != nil {
+		j.spec.Config.APISocket, j.spec.API = cfg.APISocket, true
+		j.files = append([]*os.File{apiFile}, j.files...)
 	}
 	j.spec.Queues = int(f.queues)
 	var listenFiles []*os.File
 	fail := func(flag, value string, err error) (*engineJob, error) {
 		closeAll(listenFiles)
+		acts.close()
 		j.close()
 		return nil, usageError{fmt.Errorf("invalid value %q for --%s: %w", value, flag, err)}
 	}
@@ -136,11 +186,17 @@ func (f *endpointFlags) job(cfg config.Config, lf *logFile) (*engineJob, error) 
 		if err != nil {
 			return fail("listen", s, err)
 		}
-		file, remove, err := endpoint.Open(spec)
+		file, err := acts.listen(spec)
 		if err != nil {
 			return fail("listen", s, err)
 		}
-		j.cleanup = append(j.cleanup, remove)
+		if file == nil {
+			var remove func()
+			if file, remove, err = endpoint.Open(spec); err != nil {
+				return fail("listen", s, err)
+			}
+			j.cleanup = append(j.cleanup, remove)
+		}
 		listenFiles = append(listenFiles, file)
 		j.spec.Listeners = append(j.spec.Listeners, spec.String())
 		if spec.Kind == endpoint.Dgram {
@@ -175,6 +231,11 @@ func (f *endpointFlags) job(cfg config.Config, lf *logFile) (*engineJob, error) 
 		j.addLink(linkSpec{Kind: string(spec.Kind), Name: spec.String()}, file)
 	}
 	j.files = append(j.files, listenFiles...)
+	if err := acts.unclaimed(); err != nil {
+		acts.close()
+		j.close()
+		return nil, err
+	}
 	// Inherited sockets are one VM each; serve ends when the last of
 	// them has gone, unless it also listens.
 	j.spec.ExitWhenGone = len(f.listens)+len(f.connects) == 0 && len(f.fds) > 0

@@ -27,7 +27,7 @@ func TestEndpointFlagsRejected(t *testing.T) {
 		{endpointFlags{listens: []string{good}, fds: []string{"three:stream"}}, `"three:stream" for --fd`},
 		{endpointFlags{fds: []string{"3"}}, `"3" for --fd`},
 	} {
-		j, err := c.f.job(cfg, nil)
+		j, err := c.f.job(cfg, nil, nil)
 		if err == nil {
 			j.close()
 			t.Errorf("%+v accepted", c.f)
@@ -39,7 +39,7 @@ func TestEndpointFlagsRejected(t *testing.T) {
 	}
 	// The good listener's socket was closed after each failure above:
 	// it can be listened on again.
-	j, err := (&endpointFlags{listens: []string{good}}).job(cfg, nil)
+	j, err := (&endpointFlags{listens: []string{good}}).job(cfg, nil, nil)
 	if err != nil {
 		t.Fatalf("listening again on %s: %v", good, err)
 	}
