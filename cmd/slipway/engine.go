@@ -389,7 +389,7 @@ func engineMain() int {
 	go broker.ReceivePushes(uc, func(op string, f *os.File) {
 		// PushLog: --log-file, opened again. Stderr (the log and the
 		// runtime's own last words) is that file from now on.
-		err := unix.Dup3(int(f.Fd()), 2, 0)
+		err := dupOntoStderr(int(f.Fd()))
 		f.Close()
 		if err != nil {
 			log.Error("reopen the log file", "err", err)

@@ -178,8 +178,20 @@ func startEngine(j *engineJob, log *slog.Logger) (*engineRun, error) {
 	markReady := sync.OnceFunc(func() { close(e.ready) })
 	files := j.files
 	j.files = nil
-	if j.spec.Config.Sandbox == config.SandboxOff {
+	sandboxOff := j.spec.Config.Sandbox == config.SandboxOff
+	enter, here, err := func() {}, sandboxOff, error(nil)
+	if sandboxOff {
 		log.Warn("sandbox off (--sandbox=off): the engine runs unconfined, with every privilege of this process")
+	} else {
+		// Where no confined engine process exists (platform_other.go)
+		// the engine runs here, and says what it lacks as it starts.
+		enter, here, err = inProcessEngine(&j.spec, log)
+	}
+	if err != nil {
+		closeAll(files)
+		return nil, err
+	}
+	if here {
 		if j.log != nil {
 			// One process, one logger: the launcher's.
 			e.reopenLog = j.log.Reopen
@@ -187,7 +199,7 @@ func startEngine(j *engineJob, log *slog.Logger) (*engineRun, error) {
 		stop := make(chan struct{})
 		e.stop = sync.OnceFunc(func() { close(stop) })
 		go func() {
-			e.done <- runEngine(&j.spec, files, localSide{j.connects}, func() {}, func() error { markReady(); return nil }, stop, log)
+			e.done <- runEngine(&j.spec, files, localSide{j.connects}, enter, func() error { markReady(); return nil }, stop, log)
 		}()
 		return e, nil
 	}

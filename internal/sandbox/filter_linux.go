@@ -87,6 +87,9 @@ func argIn(i int, values ...uintptr) seccomp.SyscallRule {
 
 func (f Filter) rules() map[uintptr]seccomp.SyscallRule {
 	r := f.allRules()
+	for nr, rule := range archRules() {
+		r[nr] = rule
+	}
 	if f.Strict {
 		delete(r, unix.SYS_SOCKET)
 		delete(r, unix.SYS_CONNECT)
@@ -134,7 +137,6 @@ func (f Filter) allRules() map[uintptr]seccomp.SyscallRule {
 		unix.SYS_EPOLL_CTL:     all,
 		unix.SYS_EPOLL_PWAIT:   all,
 		unix.SYS_EPOLL_PWAIT2:  all,
-		unix.SYS_EPOLL_WAIT:    all,
 		unix.SYS_PPOLL:         all, // unix.Poll: a UDP flow's pending check
 		unix.SYS_EVENTFD2:      all,
 		unix.SYS_PIPE2:         all,

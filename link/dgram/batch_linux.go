@@ -1,3 +1,5 @@
+//go:build linux && !dgramportable
+
 package dgram
 
 import (
@@ -58,50 +60,6 @@ func (b *rxBatch) recv(fd int, bufs [][]byte, out []rxMsg) (int, error) {
 		}
 	}
 	return got, nil
-}
-
-// addrFromRaw keeps the path bytes of a sender's address. A pathname is
-// cut at its NUL (the kernel may or may not count one); an abstract name
-// (leading NUL) is kept whole, as its length is part of the name.
-func addrFromRaw(sa *unix.RawSockaddrUnix, namelen uint32) addr {
-	var a addr
-	const pathOff = uint32(unsafe.Offsetof(sa.Path))
-	if namelen <= pathOff || sa.Family != unix.AF_UNIX {
-		return a // unnamed: an unbound socket sent this
-	}
-	n := int(min(namelen-pathOff, uint32(len(sa.Path))))
-	for i := 0; i < n; i++ {
-		a.path[i] = byte(sa.Path[i])
-	}
-	if a.path[0] != 0 {
-		for i := 0; i < n; i++ {
-			if a.path[i] == 0 {
-				n = i
-				break
-			}
-		}
-	}
-	a.n = uint8(n)
-	return a
-}
-
-// sockname is a peer's address ready for sendmmsg.
-type sockname struct {
-	raw unix.RawSockaddrUnix
-	len uint32
-}
-
-func newSockname(a addr) *sockname {
-	s := &sockname{}
-	s.raw.Family = unix.AF_UNIX
-	for i := 0; i < int(a.n); i++ {
-		s.raw.Path[i] = int8(a.path[i])
-	}
-	s.len = uint32(unsafe.Offsetof(s.raw.Path)) + uint32(a.n)
-	if a.n > 0 && a.path[0] != 0 && int(a.n) < len(s.raw.Path) {
-		s.len++ // a pathname carries its terminating NUL
-	}
-	return s
 }
 
 // txBatch sends frames with sendmmsg. Owned by one writer at a time.

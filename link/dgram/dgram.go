@@ -6,7 +6,9 @@
 //
 // Conn is a link over one connected socket. Mux serves any number of peers
 // on one unconnected datagram socket, each sender address its own link. On
-// Linux both move frames in batches with recvmmsg and sendmmsg.
+// Linux both move frames in batches with recvmmsg and sendmmsg; elsewhere
+// (macOS, the BSDs) with one recvmsg or sendmsg a frame. Neither allocates
+// per frame.
 package dgram
 
 import (

@@ -22,7 +22,7 @@ import (
 // Pair returns a connected socket pair: the launcher's end and the
 // engine's (to pass to it as a file).
 func Pair() (launcher *net.UnixConn, engine *os.File, err error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	fds, err := seqpacketPair()
 	if err != nil {
 		return nil, nil, fmt.Errorf("broker socket: %w", err)
 	}
@@ -451,8 +451,8 @@ func (cl *Client) StateSave(b []byte) error {
 	if len(b) > MaxState {
 		return fmt.Errorf("state of %d bytes, more than %d", len(b), MaxState)
 	}
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+	p, err := cloexecPipe()
+	if err != nil {
 		return fmt.Errorf("broker: state pipe: %w", err)
 	}
 	w := os.NewFile(uintptr(p[1]), "state-pipe")
