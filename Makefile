@@ -56,8 +56,10 @@ deps:
 
 # libslirp.so.0 backed by slipway (README, "QEMU -netdev user and
 # slirp4netns on slipway"): the C shim with libslirp 4.7's ABI and symbol
-# versions, and the Go core it loads from the same directory. Needs
-# Debian's libslirp-dev for the header (make deps installs it).
+# versions, the Go core it loads from the same directory, and the server
+# of the process shape, without cgo (its sandbox changes every thread, as
+# the engine's does). Needs Debian's libslirp-dev for the header (make
+# deps installs it).
 LIBSLIRP_DIR ?= bin/libslirp
 CC ?= cc
 libslirp:
@@ -67,7 +69,7 @@ libslirp:
 	$(CC) -O2 -g -Wall -Wextra -Werror -fPIC -fvisibility=hidden -shared \
 		-Wl,-soname,libslirp.so.0 -Wl,--version-script=libslirp/shim/libslirp.map \
 		-o $(LIBSLIRP_DIR)/libslirp.so.0 libslirp/shim/libslirp.c -ldl -lpthread
-	$(GO) build -o $(LIBSLIRP_DIR)/slipway-slirp-server ./libslirp/server
+	CGO_ENABLED=0 $(GO) build -o $(LIBSLIRP_DIR)/slipway-slirp-server ./libslirp/server
 	ln -sf libslirp.so.0 $(LIBSLIRP_DIR)/libslirp.so
 
 demo: deps

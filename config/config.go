@@ -513,11 +513,17 @@ func (c *Config) LoadFile(path string) error {
 		return fmt.Errorf("config file: %w", err)
 	}
 	defer f.Close()
-	dec := yaml.NewDecoder(f)
+	return c.Load(f, path)
+}
+
+// Load is LoadFile on a file already open (name is its path, for
+// messages): a sandboxed process that may open no file is handed it.
+func (c *Config) Load(r io.Reader, name string) error {
+	dec := yaml.NewDecoder(r)
 	dec.KnownFields(true)
 	// An empty file is an empty config, not an error.
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("config file %s: %w", path, err)
+		return fmt.Errorf("config file %s: %w", name, err)
 	}
 	return nil
 }

@@ -120,6 +120,10 @@ type Host struct {
 	// each time the network looks whether they changed (a sandboxed
 	// engine cannot read the file).
 	ReadResolvers func() ([]netip.AddrPort, error)
+	// OpenTFTP, if set, opens a file of the TFTP root (a path relative
+	// to it, which OpenTFTP keeps inside) for the TFTP server, which then
+	// opens nothing itself (a sandboxed process may open no file).
+	OpenTFTP func(name string) (*os.File, error)
 }
 
 // Resolv is the host's resolver configuration, as read from

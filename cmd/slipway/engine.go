@@ -421,7 +421,7 @@ func engineMain() int {
 		} else {
 			log.Warn("sandbox weaker than it should be", "layers", r.String())
 		}
-		probeSandbox()
+		sandbox.Probe()
 	}
 	err = runEngine(&spec, files, brokerSide{bc}, enter, bc.Ready, stop, log)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/internal/hostnet"
 	"github.com/slipway-net/slipway/network"
 )
 
@@ -76,6 +77,10 @@ func (i *Instance) AddForward(flags int, host, guest []byte) error {
 	if err != nil {
 		return fmt.Errorf("host address: %w", err)
 	}
+	return i.addForward(flags, h, guest)
+}
+
+func (i *Instance) addForward(flags int, h netip.AddrPort, guest []byte) error {
 	g, err := ParseSockaddr(guest)
 	if err != nil {
 		return fmt.Errorf("guest address: %w", err)
@@ -89,6 +94,9 @@ func (i *Instance) AddForward(flags int, host, guest []byte) error {
 			return fmt.Errorf("hostfwd %s: %w", r, err)
 		}
 		return nil
+	}
+	if err := i.ownBind(); err != nil {
+		return fmt.Errorf("hostfwd to an ephemeral port: %w", err)
 	}
 	// Host port 0: a port the kernel picks, as libslirp's bind does (the
 	// host learns it from info usernet). The port is found by binding
@@ -114,16 +122,16 @@ const ephemeralTries = 8
 
 // ephemeralPort is a port of proto on addr the kernel has just handed out.
 func ephemeralPort(proto config.Proto, addr netip.Addr) (uint16, error) {
-	ap := netip.AddrPortFrom(addr, 0).String()
+	ap := netip.AddrPortFrom(addr, 0)
 	if proto == config.UDP {
-		c, err := net.ListenPacket("udp", ap)
+		c, err := hostnet.ListenUDP(ap)
 		if err != nil {
 			return 0, err
 		}
 		defer c.Close()
 		return uint16(c.LocalAddr().(*net.UDPAddr).Port), nil
 	}
-	l, err := net.Listen("tcp", ap)
+	l, err := hostnet.ListenTCP(ap)
 	if err != nil {
 		return 0, err
 	}

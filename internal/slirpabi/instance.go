@@ -3,6 +3,8 @@ package slirpabi
 import (
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 
@@ -49,6 +51,15 @@ type Instance struct {
 	hdr   [link.VnetHdrLen]byte
 	seg   [1][]byte
 	frame [1]link.Frame
+
+	// Listening host sockets (hostsock.go): the one the host bound for
+	// the forward being added, whether the instance may bind its own,
+	// and the embedder's way to bind them, if any.
+	sockMu        sync.Mutex
+	grant         granted
+	noOwnBinds    bool
+	hostListenTCP func(netip.AddrPort) (*net.TCPListener, error)
+	hostListenUDP func(netip.AddrPort) (*net.UDPConn, error)
 }
 
 // New starts an instance on the host's settings over base. notify is
@@ -56,6 +67,15 @@ type Instance struct {
 // when frames start waiting for Take, or guest-forward bytes for
 // TakeGuestForward; it must not block.
 func New(s Settings, base config.Config, notify func(), log *slog.Logger) (*Instance, error) {
+	return NewWithHost(s, base, notify, log, network.Host{})
+}
+
+// NewWithHost is New with what host provides in place of the host's own
+// files and sockets (network.NewWithHost): the sandboxed server's
+// resolv.conf and TFTP files come from the shim. Published ports'
+// sockets are the instance's to open (hostsock.go); host's ListenTCP and
+// ListenUDP, if set, are how.
+func NewWithHost(s Settings, base config.Config, notify func(), log *slog.Logger, host network.Host) (*Instance, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -66,7 +86,9 @@ func New(s Settings, base config.Config, notify func(), log *slog.Logger) (*Inst
 	for _, n := range notes {
 		log.Warn(n)
 	}
-	n, err := network.New(cfg, log)
+	i := &Instance{log: log, notify: notify, hostListenTCP: host.ListenTCP, hostListenUDP: host.ListenUDP}
+	host.ListenTCP, host.ListenUDP = i.listenTCP, i.listenUDP
+	n, err := network.NewWithHost(cfg, log, host)
 	if err != nil {
 		return nil, fmt.Errorf("slirp_new: %w", err)
 	}
@@ -74,10 +96,10 @@ func New(s Settings, base config.Config, notify func(), log *slog.Logger) (*Inst
 	if mru < cfg.MTU {
 		mru = cfg.MTU
 	}
-	i := &Instance{cfg: n.Config(), net: n, log: log, maxFrame: link.EthHdrLen + mru, notify: notify}
-	vm, host := pipe.NewDepth("libslirp", false, hostQueue)
-	host.OnReadable(notify)
-	i.host = host
+	i.cfg, i.net, i.maxFrame = n.Config(), n, link.EthHdrLen+mru
+	vm, end := pipe.NewDepth("libslirp", false, hostQueue)
+	end.OnReadable(notify)
+	i.host = end
 	n.Attach(vm)
 	log.Debug("slirp_new", "config-version", s.Version, "cidr", cfg.CIDR, "ipv6", !cfg.NoIPv6, "mtu", cfg.MTU)
 	return i, nil
@@ -130,6 +152,9 @@ func (i *Instance) Close() {
 	i.host.Close()
 	i.net.Close()
 }
+
+// Config is the instance's network configuration, completed.
+func (i *Instance) Config() config.Config { return i.cfg }
 
 // Logger is the instance's logger.
 func (i *Instance) Logger() *slog.Logger { return i.log }

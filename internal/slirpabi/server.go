@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"syscall"
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/link"
+	"github.com/slipway-net/slipway/network"
 )
 
 // The process shape (libslirp/shim/proc.h has the protocol): one
@@ -27,15 +29,34 @@ var ErrRefused = errors.New("settings refused")
 // maxMsg is the largest message either socket carries.
 const maxMsg = 1 + 8 + 65535 + 14
 
+// oobSize holds the one descriptor a message may carry (a host forward's
+// socket, a host file), with room to see that more came.
+var oobSize = syscall.CmsgSpace(4 * 4)
+
+// ServeOptions are what the process around Serve gives it.
+type ServeOptions struct {
+	// Base is the configuration the host's settings are laid over.
+	Base config.Config
+	Log  *slog.Logger
+	// Host is what the process read for the network before it was
+	// confined (the host's resolv.conf, an open pcap file); Serve adds the
+	// shim's ways to the host's files (hostfiles.go).
+	Host network.Host
+	// Confine, if set, is called once the instance exists and before the
+	// settings are answered, so before any guest input: the process
+	// confines itself there. What it returns, if anything, the shim
+	// prints for the host (a sandbox weaker than it should be).
+	Confine func(config.Config) string
+}
+
 // Serve runs one instance for the shim at the other end of ctl and data
-// (SOCK_SEQPACKET connections) until the shim closes ctl. base is the
-// configuration the host's settings are laid over.
+// (SOCK_SEQPACKET connections) until the shim closes ctl.
 //
 // Goroutines: this one answers ctl; one reads data into the instance;
 // one moves what the instance has for the host onto data, woken by the
 // instance's notify. Both end when Serve closes the instance and the
 // sockets.
-func Serve(ctl, data net.Conn, base config.Config, log *slog.Logger) error {
+func Serve(ctl, data *net.UnixConn, o ServeOptions) error {
 	buf := make([]byte, maxMsg)
 	n, err := ctl.Read(buf)
 	if err != nil {
@@ -51,17 +72,29 @@ func Serve(ctl, data net.Conn, base config.Config, log *slog.Logger) error {
 		default:
 		}
 	}
+	files := newHostFiles(data)
+	host := o.Host
+	host.ReadResolvers, host.OpenTFTP = files.ReadResolvers, files.OpenTFTP
 	var inst *Instance
 	s, err := ParseSettings(string(buf[1:n]))
+	if err == nil && s.TFTPPath == "" && o.Base.TFTPRoot != "" {
+		// The shim opens TFTP files in the directory the host names.
+		err = errors.New("tftp-root in " + EnvConfig + " is not served by the process shape: give the host's own TFTP directory (QEMU's tftp=DIR)")
+	}
 	if err == nil {
-		inst, err = New(s, base, notify, log)
+		inst, err = NewWithHost(s, o.Base, notify, o.Log, host)
 	}
 	if err != nil {
 		// The shim prints it: this is the host's error to report.
 		ctl.Write(append(intReply(-1), err.Error()...))
 		return fmt.Errorf("%w: %w", ErrRefused, err)
 	}
-	ctl.Write(intReply(0))
+	var note string
+	if o.Confine != nil {
+		note = o.Confine(inst.Config())
+		inst.RefuseOwnBinds()
+	}
+	ctl.Write(append(intReply(0), note[:min(len(note), maxNote)]...))
 	done := make(chan struct{})
 	outDone := make(chan struct{})
 	go func() {
@@ -71,7 +104,7 @@ func Serve(ctl, data net.Conn, base config.Config, log *slog.Logger) error {
 	inDone := make(chan struct{})
 	go func() {
 		defer close(inDone)
-		fromHost(inst, data)
+		fromHost(inst, data, files)
 	}()
 	err = answer(inst, ctl, buf)
 	close(done)
@@ -84,6 +117,9 @@ func Serve(ctl, data net.Conn, base config.Config, log *slog.Logger) error {
 	}
 	return err
 }
+
+// maxNote bounds the text after the settings' reply (the shim's buffer).
+const maxNote = 1500
 
 func intReply(r int) []byte {
 	return binary.NativeEndian.AppendUint32([]byte{'R'}, uint32(int32(r)))
@@ -132,18 +168,28 @@ func toHost(inst *Instance, data net.Conn, wake <-chan struct{}, done <-chan str
 	}
 }
 
-// fromHost reads the host's frames.
-func fromHost(inst *Instance, data net.Conn) {
+// fromHost reads the host's frames, and the shim's answers to the
+// server's requests for host files.
+func fromHost(inst *Instance, data *net.UnixConn, files *hostFiles) {
 	buf := make([]byte, maxMsg)
+	oob := make([]byte, oobSize)
 	for {
-		n, err := data.Read(buf)
+		n, oobn, _, _, err := data.ReadMsgUnix(buf, oob)
 		if err != nil {
 			return
 		}
+		var fds []int
+		if oobn > 0 {
+			fds = rightsIn(oob[:oobn])
+		}
 		switch {
 		case n > 1 && buf[0] == 'f':
+			closeFDs(fds)
 			inst.Input(buf[1:n])
+		case n > 0 && buf[0] == 'O':
+			files.deliver(buf[:n], fds)
 		default:
+			closeFDs(fds)
 			inst.stats.InRunt.Add(1)
 		}
 	}
@@ -154,16 +200,21 @@ func gfwdTarget(b []byte) (netip.Addr, uint16) {
 }
 
 // answer serves control requests until the shim closes ctl.
-func answer(inst *Instance, ctl net.Conn, buf []byte) error {
+func answer(inst *Instance, ctl *net.UnixConn, buf []byte) error {
+	oob := make([]byte, oobSize)
 	for {
-		n, err := ctl.Read(buf)
+		n, oobn, _, _, err := ctl.ReadMsgUnix(buf, oob)
 		if err != nil {
 			return err
 		}
 		if n == 0 {
 			return io.EOF
 		}
-		rep, err := request(inst, ctl, buf[:n])
+		var fds []int
+		if oobn > 0 {
+			fds = rightsIn(oob[:oobn])
+		}
+		rep, err := request(inst, ctl, buf[:n], fds)
 		if err != nil {
 			return err
 		}
@@ -182,8 +233,17 @@ func errnoReply(err error) []byte {
 
 func bytesReply(b []byte) []byte { return append([]byte{'S'}, b[:min(len(b), maxMsg-1)]...) }
 
-// request answers one control message; an error ends the server.
-func request(inst *Instance, ctl net.Conn, m []byte) ([]byte, error) {
+// request answers one control message, which came with the descriptors
+// fds (a host forward's socket, bound by the shim; any other is closed);
+// an error ends the server.
+func request(inst *Instance, ctl net.Conn, m []byte, fds []int) ([]byte, error) {
+	var sock *os.File
+	if len(fds) == 1 && m[0] == 'h' {
+		sock = os.NewFile(uintptr(fds[0]), "hostfwd")
+		defer sock.Close() // a no-op once AddGrantedForward took it
+	} else {
+		closeFDs(fds)
+	}
 	body := m[1:]
 	switch m[0] {
 	case 'h':
@@ -200,7 +260,10 @@ func request(inst *Instance, ctl net.Conn, m []byte) ([]byte, error) {
 		if len(body) < 12+hl+gl {
 			return intReply(-int(syscall.EINVAL)), nil
 		}
-		if add != 0 {
+		switch {
+		case add != 0 && sock != nil:
+			return errnoReply(inst.AddGrantedForward(flags, host, body[12+hl:12+hl+gl], sock)), nil
+		case add != 0:
 			return errnoReply(inst.AddForward(flags, host, body[12+hl:12+hl+gl])), nil
 		}
 		return errnoReply(inst.RemoveForward(flags, host)), nil
@@ -286,4 +349,13 @@ func (r *shimReader) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return copy(p, buf[1:n]), nil
+}
+
+// MaxFiles is the hard limit on the sandboxed server's descriptors: its
+// flows, published ports, DNS queries and pings at their limits, the
+// host files it may hold, and room for the runtime's own and the few it
+// inherited; a guest can make it hold no more host sockets than that.
+func MaxFiles(cfg config.Config) uint64 {
+	l := cfg.Limits
+	return uint64(l.MaxFlows+l.MaxPublishedPorts+l.DNSMaxInFlight+l.MaxICMPFlows) + maxOpens + 64 + 1024
 }

@@ -42,7 +42,7 @@ func FuzzRequest(f *testing.F) {
 			// removals are fuzzed (additions are the C test's).
 			return
 		}
-		rep, err := request(inst, nil, m)
+		rep, err := request(inst, nil, m, nil)
 		if err != nil {
 			t.Fatalf("%q: %v", m, err)
 		}

@@ -13,6 +13,7 @@ package slirpabi
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -168,9 +169,23 @@ const (
 // BaseConfig is the configuration the host's settings are laid over: the
 // file EnvConfig names, then EnvDNSUpstream, on slipway's defaults.
 func BaseConfig(getenv func(string) string) (config.Config, error) {
+	return BaseConfigOpen(getenv, func(path string) (io.ReadCloser, error) { return os.Open(path) })
+}
+
+// BaseConfigOpen is BaseConfig with the file EnvConfig names opened by
+// open: the server is handed the file the host opened, since it may run
+// as a user who cannot open it.
+func BaseConfigOpen(getenv func(string) string, open func(path string) (io.ReadCloser, error)) (config.Config, error) {
 	var c config.Config
 	if path := getenv(EnvConfig); path != "" {
-		if err := c.LoadFile(path); err != nil {
+		f, err := open(path)
+		if err == nil {
+			err = c.Load(f, path)
+			f.Close()
+		} else {
+			err = fmt.Errorf("config file: %w", err)
+		}
+		if err != nil {
 			return c, fmt.Errorf("%s: %w", EnvConfig, err)
 		}
 	}

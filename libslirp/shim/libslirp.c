@@ -19,7 +19,10 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +30,8 @@
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -81,11 +86,16 @@ struct Slirp {
     struct in_addr vnetwork;
     struct gfwd gfwd[MAX_GFWD];
     /* The process shape: the server's pid and sockets (see proc.h);
-     * ctl_mu keeps one request and its reply together. */
+     * ctl_mu keeps one request and its reply together. tftp_dir is the
+     * host's TFTP directory (O_PATH), in which the shim opens the files
+     * the server asks for, or -1. dead: the server has gone (its data
+     * socket ended), reaped: and its status was collected. */
     int proc;
     pid_t pid;
     int ctl, data;
     pthread_mutex_t ctl_mu;
+    int tftp_dir;
+    int dead, reaped;
 };
 
 static struct {
@@ -114,6 +124,17 @@ static void say(const char *fmt, const char *arg)
     fprintf(stderr, fmt, arg);
     fputc('\n', stderr);
 }
+
+/* say, the first time *flag is seen clear: what holds for the whole
+ * process (a seccomp filter, refused namespaces) is said once, not for
+ * every netdev. */
+static void say_once(int *flag, const char *fmt, const char *arg)
+{
+    if (!__atomic_exchange_n(flag, 1, __ATOMIC_SEQ_CST))
+        say(fmt, arg);
+}
+
+static int said_seccomp, said_namespaces, said_ids, said_weaker, said_openat2;
 
 /*
  * Go's runtime unblocks a few signals (SIGBUS, SIGURG) on a host thread the
@@ -252,13 +273,36 @@ static void beside_library(char *path, size_t n, const char *name)
         snprintf(path, n, "%.*s/%s", (int)(slash - info.dli_fname), info.dli_fname, name);
 }
 
-/* Sends a request and receives its reply (at most cap bytes); returns
- * the reply's length, or -1 when the server is gone. ctl_mu held. */
-static ssize_t rpc_locked(Slirp *s, const struct iovec *iov, int iovcnt, uint8_t *rep, size_t cap)
+/* Sends msg on sock with the descriptor fd attached (SCM_RIGHTS), or
+ * none when fd < 0. */
+static ssize_t send_fd(int sock, const struct iovec *iov, int iovcnt, int fd, int flags)
 {
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } cm;
     struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+    if (fd >= 0) {
+        memset(&cm, 0, sizeof(cm));
+        m.msg_control = cm.buf;
+        m.msg_controllen = sizeof(cm.buf);
+        struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+        h->cmsg_level = SOL_SOCKET;
+        h->cmsg_type = SCM_RIGHTS;
+        h->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(h), &fd, sizeof(int));
+    }
+    return sendmsg(sock, &m, flags | MSG_NOSIGNAL);
+}
+
+/* Sends a request (with descriptor fd, if >= 0) and receives its reply
+ * (at most cap bytes); returns the reply's length, or -1 when the server
+ * is gone. ctl_mu held. */
+static ssize_t rpc_locked(Slirp *s, const struct iovec *iov, int iovcnt, int fd, uint8_t *rep,
+                          size_t cap)
+{
     ssize_t n;
-    if (sendmsg(s->ctl, &m, MSG_NOSIGNAL) < 0)
+    if (send_fd(s->ctl, iov, iovcnt, fd, 0) < 0)
         return -1;
     do
         n = recv(s->ctl, rep, cap, 0);
@@ -266,17 +310,23 @@ static ssize_t rpc_locked(Slirp *s, const struct iovec *iov, int iovcnt, uint8_t
     return n > 0 ? n : -1;
 }
 
-/* A request whose reply is 'R' i32; a dead server is -EIO. */
-static int rpc_int(Slirp *s, const struct iovec *iov, int iovcnt)
+/* A request (with descriptor fd, if >= 0) whose reply is 'R' i32; a
+ * dead server is -EIO. */
+static int rpc_int_fd(Slirp *s, const struct iovec *iov, int iovcnt, int fd)
 {
     uint8_t rep[8];
     int32_t r = -EIO;
     pthread_mutex_lock(&s->ctl_mu);
-    ssize_t n = rpc_locked(s, iov, iovcnt, rep, sizeof(rep));
+    ssize_t n = rpc_locked(s, iov, iovcnt, fd, rep, sizeof(rep));
     pthread_mutex_unlock(&s->ctl_mu);
     if (n == 5 && rep[0] == 'R')
         memcpy(&r, rep + 1, 4);
     return r;
+}
+
+static int rpc_int(Slirp *s, const struct iovec *iov, int iovcnt)
+{
+    return rpc_int_fd(s, iov, iovcnt, -1);
 }
 
 /* A request whose reply is 'S' bytes, returned malloc()ed and
@@ -288,7 +338,7 @@ static char *rpc_bytes(Slirp *s, const struct iovec *iov, int iovcnt, size_t *le
     if (!rep)
         return NULL;
     pthread_mutex_lock(&s->ctl_mu);
-    ssize_t n = rpc_locked(s, iov, iovcnt, rep, SLIPWAY_PROC_MAX_MSG);
+    ssize_t n = rpc_locked(s, iov, iovcnt, -1, rep, SLIPWAY_PROC_MAX_MSG);
     pthread_mutex_unlock(&s->ctl_mu);
     if (n >= 1 && rep[0] == 'S' && (out = malloc((size_t)n))) {
         memcpy(out, rep + 1, (size_t)n - 1);
@@ -366,13 +416,6 @@ static int place_fd(int fd, int target)
     return dup2(fd, target) < 0 ? -1 : 0;
 }
 
-/*
- * Starts slipway-slirp-server (SLIPWAY_LIBSLIRP_SERVER, else the one
- * beside this library) and hands it the config. The child is killed when
- * the thread that made it ends (PR_SET_PDEATHSIG: QEMU creates netdevs on
- * its main thread), starts with no signal blocked, and holds only its two
- * sockets beside stdin, stdout and stderr.
- */
 /* proc_start's failures: the server refused the settings (inproc would
  * too), or it never ran. */
 #define PROC_REFUSED (-1)
@@ -393,11 +436,278 @@ static int under_seccomp(void)
     return mode != 0;
 }
 
+/* ---- The server's sandbox: its namespaces and host ids ---------------- */
+
+#define NOBODY 65534
+
+/* Whether id is mapped in this process's user namespace (map_file is
+ * /proc/self/uid_map or gid_map). */
+static int id_mapped(unsigned id, const char *map_file)
+{
+    char line[128];
+    unsigned inside, outside, n;
+    int found = 0;
+    FILE *f = fopen(map_file, "re");
+    if (!f)
+        return 0;
+    while (!found && fgets(line, sizeof(line), f))
+        if (sscanf(line, "%u %u %u", &inside, &outside, &n) == 3 && id >= inside &&
+            id - inside < n)
+            found = 1;
+    fclose(f);
+    return found;
+}
+
+/* Whether a user with no right but "others" can execute path: every
+ * directory on the way searchable, the file executable. */
+static int executable_by_others(const char *path)
+{
+    char real[PATH_MAX];
+    struct stat st;
+    if (!realpath(path, real))
+        return 0;
+    for (;;) {
+        char *slash = strrchr(real, '/');
+        if (stat(real, &st) != 0 || !(st.st_mode & S_IXOTH))
+            return 0;
+        if (!slash || slash == real)
+            break;
+        *slash = 0;
+    }
+    return stat("/", &st) == 0 && (st.st_mode & S_IXOTH);
+}
+
+/*
+ * The host uid and gid the server runs as, and why (its sandbox report
+ * names them): the host's own, but nobody in place of root, as slipway's
+ * engine does (README, Security): even outside its namespaces it could
+ * then read no root file and signal no root process. Its files come from
+ * the shim, which keeps the host's rights.
+ */
+struct ids {
+    uid_t uid;
+    gid_t gid;
+    char why[PATH_MAX + 128];
+};
+
+static void plan_ids(const char *path, struct ids *p)
+{
+    p->uid = geteuid();
+    p->gid = getegid();
+    if (p->uid != 0) {
+        snprintf(p->why, sizeof(p->why), "the host's own");
+    } else if (!id_mapped(NOBODY, "/proc/self/uid_map") || !id_mapped(NOBODY, "/proc/self/gid_map")) {
+        /* Root of a user namespace that maps only itself. */
+        snprintf(p->why, sizeof(p->why), "root: nobody has no uid in this user namespace");
+    } else if (!executable_by_others(path)) {
+        snprintf(p->why, sizeof(p->why),
+                 "root: nobody could not execute %s (a directory or the file is not executable by "
+                 "others)",
+                 path);
+    } else {
+        p->uid = NOBODY;
+        p->gid = NOBODY;
+        snprintf(p->why, sizeof(p->why), "nobody, not the host's root");
+    }
+}
+
+static int write_proc(pid_t pid, const char *file, const char *text)
+{
+    char path[64];
+    size_t len = strlen(text);
+    snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = write(fd, text, len);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return n == (ssize_t)len ? 0 : -1;
+}
+
+/* Maps uid and gid 0 of the server's new user namespace to p's ids on
+ * the host. Root may map any id (and the server then drops root's
+ * supplementary groups); anyone else only their own, with setgroups
+ * denied, as the kernel requires. */
+static int map_ids(pid_t pid, const struct ids *p)
+{
+    char line[64];
+    if (geteuid() != 0 && write_proc(pid, "setgroups", "deny") < 0)
+        return -1;
+    snprintf(line, sizeof(line), "0 %u 1\n", (unsigned)p->uid);
+    if (write_proc(pid, "uid_map", line) < 0)
+        return -1;
+    snprintf(line, sizeof(line), "0 %u 1\n", (unsigned)p->gid);
+    return write_proc(pid, "gid_map", line);
+}
+
+/* Everything the child uses, made before the clone or fork. */
+struct child_args {
+    const char *path;
+    char **argv;
+    int ctl, data, cfg, devnull, keep_stderr;
+    int sync;  /* the parent writes a byte once the id maps are written */
+    int in_ns; /* born in its namespaces: become their root */
+    uid_t uid; /* else the host ids to take (the host is root) */
+    gid_t gid;
+    int drop_groups;
+    sigset_t none;
+};
+
+/*
+ * The child between clone (or fork) and execve. Only system calls here,
+ * the id changes raw: the host is multithreaded, and after a raw clone
+ * glibc's set*id would try to reach threads this process does not have.
+ * It is killed when the thread that made it ends (PR_SET_PDEATHSIG: QEMU
+ * creates netdevs on its main thread; set after the id changes, which
+ * clear it), starts with no signal blocked, and holds its two sockets
+ * (and the config file) beside stdin, stdout and stderr.
+ */
+__attribute__((noreturn)) static void child(const struct child_args *a)
+{
+    char b;
+    if (a->sync >= 0 && read(a->sync, &b, 1) != 1)
+        _exit(126); /* the parent could not map the ids, or died */
+    uid_t u = a->in_ns ? 0 : a->uid;
+    gid_t g = a->in_ns ? 0 : a->gid;
+    /* Best effort: where setgroups is denied the groups are the user's
+     * own already. */
+    if (a->drop_groups)
+        syscall(SYS_setgroups, 0, NULL);
+    if ((a->in_ns || g != getegid()) && syscall(SYS_setresgid, g, g, g) != 0)
+        _exit(126);
+    if ((a->in_ns || u != geteuid()) && syscall(SYS_setresuid, u, u, u) != 0)
+        _exit(126);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    /* High numbers first, so that none lands on another. */
+    int c1 = fcntl(a->ctl, F_DUPFD_CLOEXEC, 10), d1 = fcntl(a->data, F_DUPFD_CLOEXEC, 10);
+    int f1 = a->cfg >= 0 ? fcntl(a->cfg, F_DUPFD_CLOEXEC, 10) : -1;
+    if (c1 < 0 || d1 < 0 || (a->cfg >= 0 && f1 < 0) || place_fd(c1, 3) < 0 ||
+        place_fd(d1, 4) < 0 || (f1 >= 0 && place_fd(f1, 5) < 0))
+        _exit(126);
+    if (dup2(a->devnull, 0) < 0 || dup2(a->devnull, 1) < 0 ||
+        (!a->keep_stderr && dup2(a->devnull, 2) < 0))
+        _exit(126);
+    sigprocmask(SIG_SETMASK, &a->none, NULL);
+    execve(a->path, a->argv, environ);
+    _exit(127);
+}
+
+/* Whether clone failed because the host does not let this user create
+ * the namespaces (unprivileged user namespaces off, an AppArmor or
+ * seccomp rule, the namespace limit). */
+static int namespaces_refused(int err)
+{
+    return err == EPERM || err == EINVAL || err == ENOSPC || err == EUSERS || err == EACCES;
+}
+
+/*
+ * Starts the server in new user, mount, IPC, UTS and PID namespaces, its
+ * root mapped to ids on the host (slipway's engine's; a Go program cannot
+ * unshare a user namespace itself, so the shim creates them). Where the
+ * host refuses them, a plain fork, said once on standard error: the
+ * server then keeps the host's file system in view and says so, and its
+ * other layers (Landlock, seccomp, no_new_privs, ...) still hold, as with
+ * slipway's engine. Returns the server's pid, or -1.
+ */
+static pid_t spawn(struct child_args *a, const struct ids *ids, char **argv_ns, char **argv_plain)
+{
+    int sync[2], err;
+    pid_t pid;
+    char why[256];
+    if (pipe2(sync, O_CLOEXEC) < 0)
+        return -1;
+    a->in_ns = 1;
+    a->sync = sync[0];
+    a->argv = argv_ns;
+    a->drop_groups = geteuid() == 0;
+    pid = (pid_t)syscall(SYS_clone, CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
+                                        CLONE_NEWPID | SIGCHLD,
+                         NULL, NULL, NULL, NULL);
+    if (pid == 0) {
+        close(sync[1]);
+        child(a);
+    }
+    err = errno;
+    close(sync[0]);
+    if (pid > 0) {
+        if (map_ids(pid, ids) == 0 && write(sync[1], "g", 1) == 1) {
+            close(sync[1]);
+            return pid;
+        }
+        err = errno;
+        close(sync[1]);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        snprintf(why, sizeof(why), "its user namespace's ids could not be mapped (%s)", strerror(err));
+        say_once(&said_ids, "the slipway server's namespaces: %s; it runs without them, in this "
+                            "process's, with the host's file system in view", why);
+    } else {
+        close(sync[1]);
+        if (!namespaces_refused(err)) {
+            errno = err;
+            return -1;
+        }
+        snprintf(why, sizeof(why), "refused by the host (%s)", strerror(err));
+        say_once(&said_namespaces, "the slipway server's namespaces were %s; it runs without them, "
+                                   "in this process's, with the host's file system in view", why);
+    }
+    a->in_ns = 0;
+    a->sync = -1;
+    a->argv = argv_plain;
+    pid = fork();
+    if (pid == 0)
+        child(a);
+    return pid;
+}
+
+/*
+ * Waits for the server to end, at most ticks of 10 ms, then SIGKILLs it,
+ * and says in why how it ended (empty: status 0, or killed here).
+ */
+static void proc_reap(Slirp *s, int ticks, char *why, size_t n)
+{
+    struct timespec tick = {0, 10 * 1000 * 1000};
+    int st = 0;
+    pid_t r = 0;
+    why[0] = 0;
+    if (s->reaped)
+        return;
+    for (int i = 0; i < ticks && (r = waitpid(s->pid, &st, WNOHANG)) == 0; i++)
+        nanosleep(&tick, NULL);
+    if (r == 0)
+        r = waitpid(s->pid, &st, WNOHANG);
+    if (r == 0) {
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, NULL, 0);
+        s->reaped = 1;
+        return;
+    }
+    s->reaped = 1;
+    if (r != s->pid)
+        return;
+    if (WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS)
+        snprintf(why, n, "killed by its seccomp filter (a system call outside its allow-list; "
+                         "SLIPWAY_SECCOMP=trap or =log shows which)");
+    else if (WIFSIGNALED(st))
+        snprintf(why, n, "killed by signal %d", WTERMSIG(st));
+    else if (WIFEXITED(st) && WEXITSTATUS(st) != 0)
+        snprintf(why, n, "exited with status %d", WEXITSTATUS(st));
+}
+
+/*
+ * Starts slipway-slirp-server (SLIPWAY_LIBSLIRP_SERVER, else the one
+ * beside this library) in its sandbox (spawn) and hands it the config.
+ * The shim opens for it what it may not open itself: SLIPWAY_CONFIG's
+ * file now, the TFTP directory's files later (proc_open).
+ */
 static int proc_start(Slirp *s, const struct slipway_cfg *c)
 {
-    char path[4096], err[512];
+    char path[4096], msg[4096 + 512];
     const char *env = getenv("SLIPWAY_LIBSLIRP_SERVER");
-    int ctl[2] = {-1, -1}, data[2] = {-1, -1};
+    const char *cfg_path = getenv("SLIPWAY_CONFIG");
+    int ctl[2] = {-1, -1}, data[2] = {-1, -1}, cfg = -1;
     size_t len = 0;
     char *text = config_text(c, &len);
     if (!text)
@@ -406,76 +716,100 @@ static int proc_start(Slirp *s, const struct slipway_cfg *c)
         snprintf(path, sizeof(path), "%s", env);
     else
         beside_library(path, sizeof(path), SLIPWAY_SERVER_NAME);
+    if (c->tftp_path && *c->tftp_path) {
+        s->tftp_dir = open(c->tftp_path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (s->tftp_dir < 0) {
+            snprintf(msg, sizeof(msg), "slirp_new: the TFTP directory %s: %s", c->tftp_path,
+                     strerror(errno));
+            say("%s", msg);
+            free(text);
+            return PROC_REFUSED;
+        }
+    }
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) < 0 ||
         socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, data) < 0) {
         say("slirp_new: socketpair: %s", strerror(errno));
         goto fail;
     }
-    /* Everything the child needs is made before fork: after it, only
-     * async-signal-safe calls. */
-    char *argv[] = {path, NULL};
-    sigset_t none;
-    sigemptyset(&none);
+    /* The server may run as nobody, who cannot open a root host's file:
+     * it reads this descriptor. If the host cannot open it either, the
+     * server tries and says why. */
+    if (cfg_path && *cfg_path)
+        cfg = open(cfg_path, O_RDONLY | O_CLOEXEC);
+    /* Everything the child needs is made before the clone: after it,
+     * only system calls. */
+    struct ids ids;
+    plan_ids(path, &ids);
+    char uid_arg[32], why_arg[sizeof(ids.why) + 32];
+    snprintf(uid_arg, sizeof(uid_arg), "--host-uid=%u", (unsigned)ids.uid);
+    snprintf(why_arg, sizeof(why_arg), "--host-uid-why=%s", ids.why);
+    char *argv_ns[] = {path, "--namespaces", uid_arg, why_arg, cfg >= 0 ? "--config-fd=5" : NULL,
+                       NULL};
+    char *argv_plain[] = {path, uid_arg, why_arg, cfg >= 0 ? "--config-fd=5" : NULL, NULL};
+    struct child_args a = {.path = path, .ctl = ctl[1], .data = data[1], .cfg = cfg,
+                           .uid = ids.uid, .gid = ids.gid};
+    sigemptyset(&a.none);
     /* The server's standard descriptors are /dev/null, its standard error
      * the host's only when SLIPWAY_LOG_LEVEL asks for its log: a caller
      * waiting for the host's output to end (QEMU -daemonize's parent
      * piped) must not wait for the server. Refusals reach the host's
      * standard error through the shim anyway. */
-    int keep_stderr = getenv("SLIPWAY_LOG_LEVEL") != NULL;
-    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (devnull < 0) {
+    a.keep_stderr = getenv("SLIPWAY_LOG_LEVEL") != NULL;
+    a.devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (a.devnull < 0) {
         say("slirp_new: /dev/null: %s", strerror(errno));
         goto fail;
     }
-    pid_t pid = fork();
+    pid_t pid = spawn(&a, &ids, argv_ns, argv_plain);
     if (pid < 0) {
         say("slirp_new: fork (is QEMU's -sandbox spawn=deny on?): %s", strerror(errno));
-        close(devnull);
+        close(a.devnull);
         goto fail;
     }
-    if (pid == 0) {
-        /* High numbers first, so that neither lands on the other. */
-        int c1 = fcntl(ctl[1], F_DUPFD_CLOEXEC, 10), d1 = fcntl(data[1], F_DUPFD_CLOEXEC, 10);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (c1 < 0 || d1 < 0 || place_fd(c1, 3) < 0 || place_fd(d1, 4) < 0)
-            _exit(126);
-        if (dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || (!keep_stderr && dup2(devnull, 2) < 0))
-            _exit(126);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        execve(path, argv, environ);
-        _exit(127);
-    }
-    close(devnull);
+    close(a.devnull);
     close(ctl[1]);
     close(data[1]);
+    if (cfg >= 0)
+        close(cfg);
     s->pid = pid;
     s->ctl = ctl[0];
     s->data = data[0];
     pthread_mutex_init(&s->ctl_mu, NULL);
     s->proc = 1;
     {
-        uint8_t rep[1 + 4 + sizeof(err)];
+        uint8_t rep[1 + 4 + 2048];
         struct iovec iov[2] = {{(void *)"c", 1}, {text, len}};
         int32_t r = -1;
         pthread_mutex_lock(&s->ctl_mu);
-        ssize_t n = rpc_locked(s, iov, 2, rep, sizeof(rep) - 1);
+        ssize_t n = rpc_locked(s, iov, 2, -1, rep, sizeof(rep) - 1);
         pthread_mutex_unlock(&s->ctl_mu);
         free(text);
         text = NULL;
         if (n < 5 || rep[0] != 'R') {
-            say("slirp_new: %s did not start", path);
-            return PROC_NOT_STARTED; /* proc_stop reaps it */
+            char why[256];
+            proc_reap(s, 200, why, sizeof(why));
+            snprintf(msg, sizeof(msg), "slirp_new: %s did not start%s%s", path, why[0] ? ": " : "",
+                     why);
+            say("%s", msg);
+            return PROC_NOT_STARTED; /* proc_stop closes its sockets */
         }
         memcpy(&r, rep + 1, 4);
+        rep[n > 5 ? n : 5] = 0;
         if (r != 0) {
-            rep[n > 5 ? n : 5] = 0;
             say("slirp_new: %s", n > 5 ? (char *)rep + 5 : "settings refused");
+            s->dead = 1; /* it exits 1, as it should: nothing more to say */
             return PROC_REFUSED;
         }
+        /* The layers of its sandbox that do not hold here. */
+        if (n > 5)
+            say_once(&said_weaker, "the slipway server's sandbox is weaker than it should be: %s",
+                     (char *)rep + 5);
     }
     return 0;
 fail:
     free(text);
+    if (cfg >= 0)
+        close(cfg);
     for (int i = 0; i < 2; i++) {
         if (ctl[i] >= 0)
             close(ctl[i]);
@@ -486,32 +820,89 @@ fail:
 }
 
 /* Closes the sockets, which ends the server, and reaps it: SIGKILL if it
- * has not gone within two seconds. */
+ * has not gone within two seconds. An end it did not choose is said. */
 static void proc_stop(Slirp *s)
 {
-    struct timespec tick = {0, 10 * 1000 * 1000};
+    char why[256];
     close(s->ctl);
     close(s->data);
-    for (int i = 0; i < 200; i++) {
-        if (waitpid(s->pid, NULL, WNOHANG) != 0)
-            goto done;
-        nanosleep(&tick, NULL);
-    }
-    kill(s->pid, SIGKILL);
-    waitpid(s->pid, NULL, 0);
-done:
+    proc_reap(s, 200, why, sizeof(why));
+    if (why[0] && !s->dead)
+        say("the slipway server has gone: %s", why);
     pthread_mutex_destroy(&s->ctl_mu);
 }
 
+/*
+ * Opens what the server asked for ('o' u32 id, u8 kind, name; see
+ * proc.h) and answers ('O' u32 id, i32 0 or -errno, the descriptor
+ * attached): the host's resolv.conf, or a file of the TFTP directory
+ * resolved beneath it (openat2 RESOLVE_BENEATH: no "..", absolute path or
+ * symbolic link leads out), a regular file only. The server can open no
+ * file itself; what a guest names reaches no further than libslirp's
+ * own TFTP server would let it.
+ */
+static void proc_open(Slirp *s, const uint8_t *m, size_t n)
+{
+    uint32_t id;
+    int32_t r = 0;
+    int fd = -1;
+    char name[PATH_MAX];
+    struct stat st;
+    size_t len = n - 6;
+    memcpy(&id, m + 1, 4);
+    if (m[5] == 'r') {
+        fd = open("/etc/resolv.conf", O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    } else if (m[5] == 't' && s->tftp_dir < 0) {
+        errno = ENOENT;
+    } else if (m[5] == 't' && len < sizeof(name) && !memchr(m + 6, 0, len)) {
+        struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
+                               .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
+        memcpy(name, m + 6, len);
+        name[len] = 0;
+        fd = (int)syscall(SYS_openat2, s->tftp_dir, name, &how, sizeof(how));
+        if (fd < 0 && errno == ENOSYS)
+            say_once(&said_openat2, "%s", "TFTP needs openat2 (Linux 5.6); its files are refused");
+    } else {
+        errno = EINVAL;
+    }
+    if (fd >= 0) {
+        /* Not a FIFO's or a device's: O_NONBLOCK kept them from
+         * blocking the host here. */
+        int ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+        int fl = ok ? fcntl(fd, F_GETFL) : -1;
+        if (!ok || fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+            errno = ok || !S_ISDIR(st.st_mode) ? EACCES : EISDIR;
+            close(fd);
+            fd = -1;
+        }
+    }
+    if (fd < 0)
+        r = -errno;
+    struct iovec iov[] = {{(void *)"O", 1}, {&id, 4}, {&r, 4}};
+    /* A full socket loses the answer; the server stops waiting. */
+    send_fd(s->data, iov, 3, fd, MSG_DONTWAIT);
+    if (fd >= 0)
+        close(fd);
+}
+
 /* Hands the host what the server sent on the data socket: frames to
- * send_packet, guest-forward bytes to their write_cb. */
+ * send_packet, guest-forward bytes to their write_cb; and opens the host
+ * files it asks for. The socket's end is the server's: said once, and
+ * the socket is no longer polled. */
 static void proc_drain(Slirp *s)
 {
     int k;
     s->more = 0;
     for (k = 0; k < MAX_FRAMES_PER_POLL; k++) {
         ssize_t n = recv(s->data, s->slots, SLIPWAY_PROC_MAX_MSG, MSG_DONTWAIT);
-        if (n <= 0)
+        if (n == 0) {
+            char why[256];
+            s->dead = 1;
+            proc_reap(s, 50, why, sizeof(why));
+            say("the slipway server has gone: %s", why[0] ? why : "it closed its socket");
+            return;
+        }
+        if (n < 0)
             return;
         if (s->slots[0] == 'f' && n > 1) {
             s->cb.send_packet(s->slots + 1, (size_t)n - 1, s->opaque);
@@ -521,6 +912,8 @@ static void proc_drain(Slirp *s)
             for (int i = 0; i < MAX_GFWD; i++)
                 if (s->gfwd[i].id == id)
                     s->gfwd[i].write_cb(s->slots + 5, (size_t)n - 5, s->gfwd[i].opaque);
+        } else if (s->slots[0] == 'o' && n >= 6) {
+            proc_open(s, s->slots, (size_t)n);
         }
     }
     s->more = 1;
@@ -528,19 +921,86 @@ static void proc_drain(Slirp *s)
 
 /* ---- One call per core function, to whichever shape runs ------------- */
 
+/* bind_forward's answer for an address it leaves to the server to
+ * refuse (too short, a unix socket's). */
+#define NO_SOCKET INT_MIN
+
+/*
+ * The listening socket of a host forward, bound here for the server: the
+ * host keeps its own rights (a root QEMU's port below 1024), and the
+ * sandboxed server binds no port itself. As Go's listeners are: TCP with
+ * SO_REUSEADDR, IPv6 sockets IPv6 only, an IPv4-mapped address as IPv4.
+ * Returns the socket, -errno, or NO_SOCKET.
+ */
+static int bind_forward(int flags, const void *h, int hlen)
+{
+    struct sockaddr_in in4;
+    struct sockaddr_in6 in6;
+    const struct sockaddr *sa;
+    socklen_t len;
+    sa_family_t fam;
+    int udp = flags & SLIRP_HOSTFWD_UDP, one = 1, fd;
+    if (hlen < (int)sizeof(sa_family_t))
+        return NO_SOCKET;
+    memcpy(&fam, h, sizeof(fam));
+    memset(&in4, 0, sizeof(in4));
+    memset(&in6, 0, sizeof(in6));
+    /* The lengths the server reads (internal/slirpabi ParseSockaddr). */
+    if (fam == AF_INET && hlen >= 8) {
+        memcpy(&in4, h, (size_t)hlen < sizeof(in4) ? (size_t)hlen : sizeof(in4));
+    } else if (fam == AF_INET6 && hlen >= 24) {
+        memcpy(&in6, h, (size_t)hlen < sizeof(in6) ? (size_t)hlen : sizeof(in6));
+        if (IN6_IS_ADDR_V4MAPPED(&in6.sin6_addr)) {
+            in4.sin_family = AF_INET;
+            in4.sin_port = in6.sin6_port;
+            memcpy(&in4.sin_addr, in6.sin6_addr.s6_addr + 12, 4);
+        }
+    } else {
+        return NO_SOCKET;
+    }
+    if (in4.sin_family == AF_INET) {
+        sa = (const struct sockaddr *)&in4;
+        len = sizeof(in4);
+    } else {
+        sa = (const struct sockaddr *)&in6;
+        len = sizeof(in6);
+    }
+    fd = socket(sa->sa_family, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if ((!udp && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) ||
+        (sa->sa_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+        bind(fd, sa, len) < 0 || (!udp && listen(fd, SOMAXCONN) < 0)) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
 static int be_hostfwd(Slirp *s, int add, int flags, const void *h, int hlen, const void *g,
                       int glen)
 {
-    int r;
+    int r, fd = -1;
     if (!s->proc) {
         CORE_CALL(r = core.hostfwd(s->handle, add, flags, h, hlen, g, glen));
         return r;
+    }
+    if (add) {
+        fd = bind_forward(flags, h, hlen);
+        if (fd == NO_SOCKET)
+            fd = -1;
+        else if (fd < 0)
+            return fd; /* the port is taken, or not this user's to bind */
     }
     int32_t a = add, f = flags;
     uint16_t hl = (uint16_t)hlen, gl = (uint16_t)(g ? glen : 0);
     struct iovec iov[] = {{(void *)"h", 1}, {&a, 4}, {&f, 4}, {&hl, 2}, {(void *)h, hl},
                           {&gl, 2}, {(void *)g, gl}};
-    return rpc_int(s, iov, 7);
+    r = rpc_int_fd(s, iov, 7, fd);
+    if (fd >= 0)
+        close(fd);
+    return r;
 }
 
 static char *be_info(Slirp *s, int neighbors)
@@ -635,7 +1095,7 @@ static int be_state_load(Slirp *s, int version, SlirpReadCb read_cb, void *opaqu
     if (!buf)
         return -ENOMEM;
     pthread_mutex_lock(&s->ctl_mu);
-    ssize_t n = rpc_locked(s, req, 2, rep, sizeof(rep));
+    ssize_t n = rpc_locked(s, req, 2, -1, rep, sizeof(rep));
     /* The server asks for bytes until it has the whole stream. */
     while (n == 5 && rep[0] == 'r') {
         uint32_t want;
@@ -646,7 +1106,7 @@ static int be_state_load(Slirp *s, int version, SlirpReadCb read_cb, void *opaqu
         buf[0] = 'S';
         got = read_cb(buf + 1, want, opaque);
         struct iovec iov[] = {{buf, 1 + (size_t)(got > 0 ? got : 0)}};
-        n = rpc_locked(s, iov, 1, rep, sizeof(rep));
+        n = rpc_locked(s, iov, 1, -1, rep, sizeof(rep));
     }
     pthread_mutex_unlock(&s->ctl_mu);
     if (n == 5 && rep[0] == 'R')
@@ -688,6 +1148,9 @@ EXPORT Slirp *slirp_new(const SlirpConfig *cfg, const SlirpCb *callbacks, void *
         }
     } else if (under_seccomp()) {
         proc = 0;
+        say_once(&said_seccomp, "%s",
+                 "this process is under a seccomp filter (QEMU's -sandbox?): the core runs in it "
+                 "(the inproc shape), not in a sandboxed slipway server of its own");
     }
     if (!proc && load_core() < 0)
         return NULL;
@@ -744,6 +1207,7 @@ EXPORT Slirp *slirp_new(const SlirpConfig *cfg, const SlirpCb *callbacks, void *
         say("%s", "slirp_new: out of memory");
         return NULL;
     }
+    s->tftp_dir = -1;
     s->slots = malloc((size_t)SLIPWAY_SLOTS * SLIPWAY_SLOT_SIZE);
     s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (!s->slots || s->efd < 0) {
@@ -763,6 +1227,9 @@ EXPORT Slirp *slirp_new(const SlirpConfig *cfg, const SlirpCb *callbacks, void *
                 proc_stop(s);
             s->proc = 0;
             h = 0;
+            if (s->tftp_dir >= 0)
+                close(s->tftp_dir);
+            s->tftp_dir = -1;
         }
         if (r == PROC_NOT_STARTED && !chosen) {
             say("%s", "the slipway server could not be started; the core runs in this process");
@@ -845,6 +1312,8 @@ EXPORT void slirp_cleanup(Slirp *s)
         proc_stop(s);
     else
         CORE_CALL(core.cleanup(s->handle));
+    if (s->tftp_dir >= 0)
+        close(s->tftp_dir);
     s->magic = 0;
     close(s->efd);
     free(s->slots);
@@ -855,6 +1324,11 @@ EXPORT void slirp_pollfds_fill(Slirp *s, uint32_t *timeout, SlirpAddPollCb add_p
 {
     if (!valid(s) || !add_poll)
         return;
+    if (s->proc && s->dead) {
+        /* Its socket's end would be readable for ever. */
+        s->efd_idx = -1;
+        return;
+    }
     s->efd_idx = add_poll(s->proc ? s->data : s->efd, SLIRP_POLL_IN, opaque);
     if (s->more && timeout)
         *timeout = 0;

@@ -1,11 +1,22 @@
 /*
  * The process shape (SLIPWAY_LIBSLIRP=process): the shim runs slipway's
  * core in a separate process, slipway-slirp-server beside the library,
- * and talks to it over two SOCK_SEQPACKET sockets (one message each):
+ * and talks to it over two SOCK_SEQPACKET sockets (one message each).
+ *
+ * The shim starts it sandboxed (libslirp.c, spawn): in new user, mount,
+ * IPC, UTS and PID namespaces, its root mapped to the host's uid (nobody
+ * for a root host), with flags --namespaces, --host-uid=N,
+ * --host-uid-why=TEXT and --config-fd=5 (SLIPWAY_CONFIG's file, opened
+ * by the shim); the server confines itself further before it answers its
+ * settings. It then opens no file and binds no port: the shim does that
+ * for it, below.
  *
  * control (fd 3 in the server), one reply per request:
- *   'c' config text, "key=value\n" lines     -> 'R' i32 (0 ok), then text
- *   'h' i32 add, i32 flags, u16 hlen, haddr, u16 glen, gaddr -> 'R' i32 (-errno)
+ *   'c' config text, "key=value\n" lines     -> 'R' i32 (0 ok), then text:
+ *       the error, or on success the sandbox layers that do not hold
+ *   'h' i32 add, i32 flags, u16 hlen, haddr, u16 glen, gaddr -> 'R' i32 (-errno);
+ *       an addition of an IPv4 or IPv6 address carries (SCM_RIGHTS) the
+ *       listening socket the shim bound to haddr
  *   'i' / 'n' connection / neighbour table  -> 'S' text
  *   'a' / 'd' / 'o' guest forward add / remove / room: u8 addr[4], i32 port -> 'R' i32
  *   'G' u8 addr[4], i32 port, bytes for the guest (slirp_socket_recv) -> 'R' 0
@@ -17,6 +28,9 @@
  * as a full link would):
  *   'f' an Ethernet frame
  *   'g' from the server: i32 forward id, bytes (for the forward's write_cb)
+ *   'o' from the server: u32 id, u8 kind, name: open a host file, kind 'r'
+ *       the host's resolv.conf, 't' the file name of the TFTP directory
+ *   'O' from the shim: u32 id, i32 0 or -errno, the file (SCM_RIGHTS)
  * Integers are in the machine's byte order: both ends run on one host.
  */
 #ifndef SLIPWAY_PROC_H

@@ -25,6 +25,12 @@ func ReadResolvConf(path string) (servers []netip.AddrPort, search []string, dom
 	return servers, search, domain, nil
 }
 
+// ParseResolvConf is ReadResolvConf on the file's contents, read by
+// someone else (a sandboxed process may open no file).
+func ParseResolvConf(b []byte) (servers []netip.AddrPort, search []string, domain string) {
+	return parseResolvConf(b)
+}
+
 func parseResolvConf(b []byte) (servers []netip.AddrPort, search []string, domain string) {
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	// A line longer than the buffer ends the scan; resolv.conf lines are

@@ -96,6 +96,11 @@ func ParseRequest(b []byte) (Request, error) {
 type Config struct {
 	// Root is the directory files are served from.
 	Root string
+	// Open, if set, opens a file of Root (a path relative to it, checked
+	// by Open to stay inside) in place of the server's own os.Root: a
+	// sandboxed server that may open no file asks whoever may. Root is
+	// then only named in messages.
+	Open func(name string) (*os.File, error)
 	// MaxBlockSize caps the blksize option (the link's MTU minus the IP,
 	// UDP and TFTP headers); 0 means 1468.
 	MaxBlockSize int
@@ -120,7 +125,7 @@ type Stats struct {
 // Server serves one root.
 type Server struct {
 	cfg   Config
-	root  *os.Root
+	root  *os.Root // nil with cfg.Open
 	log   *slog.Logger
 	stats Stats
 	slots chan struct{}
@@ -144,9 +149,12 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.Retries <= 0 {
 		cfg.Retries = 5
 	}
-	root, err := os.OpenRoot(cfg.Root)
-	if err != nil {
-		return nil, fmt.Errorf("tftp: root: %w", err)
+	var root *os.Root
+	if cfg.Open == nil {
+		var err error
+		if root, err = os.OpenRoot(cfg.Root); err != nil {
+			return nil, fmt.Errorf("tftp: root: %w", err)
+		}
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -162,7 +170,9 @@ func (s *Server) Stats() *Stats { return &s.stats }
 // transfer's TID). It waits for its transfers before returning.
 func (s *Server) Serve(ctx context.Context, pc net.PacketConn, open func() (net.PacketConn, error)) error {
 	defer s.wg.Wait()
-	defer s.root.Close()
+	if s.root != nil {
+		defer s.root.Close()
+	}
 	stop := context.AfterFunc(ctx, func() { pc.Close() })
 	defer stop()
 	buf := make([]byte, maxRequestLen+1)
@@ -221,7 +231,11 @@ func errorPacket(code uint16, msg string) []byte {
 // retransmitted on timeout.
 func (s *Server) transfer(conn net.PacketConn, peer net.Addr, req Request) {
 	name := strings.TrimLeft(req.Filename, "/")
-	f, err := s.root.Open(name)
+	open := s.cfg.Open
+	if open == nil {
+		open = s.root.Open
+	}
+	f, err := open(name)
 	if err != nil {
 		s.stats.Refused.Add(1)
 		code := uint16(errAccess)

@@ -67,7 +67,12 @@ func atoi(s string) int {
 
 func serve(t *testing.T, root string) net.Addr {
 	t.Helper()
-	s, err := New(Config{Root: root, Timeout: 200 * time.Millisecond}, nil)
+	return serveConfig(t, Config{Root: root, Timeout: 200 * time.Millisecond})
+}
+
+func serveConfig(t *testing.T, cfg Config) net.Addr {
+	t.Helper()
+	s, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,5 +132,30 @@ func TestTransfers(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, _, err := c.ReadFrom(buf); err != nil || binary.BigEndian.Uint16(buf) != opERROR || binary.BigEndian.Uint16(buf[2:n]) != errAccess {
 		t.Errorf("a write request was not refused: %v % x", err, buf)
+	}
+}
+
+// TestOpenHook: with Config.Open the server opens nothing itself (its
+// Root need not exist): each request's name, without its leading slash,
+// goes to Open, whose file is served and whose errors are the client's.
+func TestOpenHook(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "f"), []byte("through the hook"), 0o644)
+	names := make(chan string, 4)
+	addr := serveConfig(t, Config{Root: "/nonexistent", Timeout: 200 * time.Millisecond, Open: func(name string) (*os.File, error) {
+		names <- name
+		if name != "f" {
+			return nil, &os.PathError{Op: "open", Path: name, Err: os.ErrNotExist}
+		}
+		return os.Open(filepath.Join(dir, name))
+	}})
+	if got, code, msg := get(t, addr, "/f"); string(got) != "through the hook" {
+		t.Errorf("f: %q, error %d %s", got, code, msg)
+	}
+	if got := <-names; got != "f" {
+		t.Errorf("Open got %q, want f", got)
+	}
+	if got, code, _ := get(t, addr, "missing"); got != nil || code != errNotFound {
+		t.Errorf("missing: served %q, error %d; want error %d", got, code, errNotFound)
 	}
 }

@@ -32,6 +32,11 @@ var buildOnce = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// As an installed library's directory: a root host's server then
+	// runs as nobody, and the tests see the sandbox as users get it.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", err
+	}
 	cmd := exec.Command("make", "-s", "libslirp", "LIBSLIRP_DIR="+dir)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {

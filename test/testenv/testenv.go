@@ -132,7 +132,7 @@ func WithSandbox(args []string) []string {
 
 // SlipwayProbe is slipway built with the sandboxprobe tag: its engine,
 // once confined, tries the escape $SLIPWAY_TEST_PROBE names, prints
-// "@probe=RESULT" and exits (cmd/slipway/probe_on.go).
+// "@probe=RESULT" and exits (internal/sandbox/probe_on.go).
 func SlipwayProbe(t testing.TB) string {
 	t.Helper()
 	skipShort(t, "runs the slipway binary")

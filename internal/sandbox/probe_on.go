@@ -1,6 +1,6 @@
 //go:build sandboxprobe
 
-package main
+package sandbox
 
 import (
 	"fmt"
@@ -11,13 +11,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// probeEnv names what a test build's engine tries once it is confined,
-// before it serves: test/e2e's sandbox tests run it from outside and
-// check that the attempt killed the engine (seccomp) or, with seccomp
+// probeEnv names what a test build's confined process (slipway's engine,
+// libslirp's server) tries once it is confined, before it serves:
+// test/e2e's and test/libslirp's sandbox tests run it from outside and
+// check that the attempt killed the process (seccomp) or, with seccomp
 // only logging, that the layers behind it refused.
 const probeEnv = "SLIPWAY_TEST_PROBE"
 
-// probes are escapes a compromised engine would try. Each returns the
+// probes are escapes a compromised engine or server would try. Each returns the
 // error it got; nil means it worked.
 var probes = map[string]func() error{
 	"open": func() error {
@@ -99,9 +100,9 @@ func errnoErr(e syscall.Errno) error {
 	return e
 }
 
-// probeSandbox runs the probe probeEnv names, prints "@probe=RESULT" and
-// exits: the attempt is all this engine is for.
-func probeSandbox() {
+// Probe runs the probe probeEnv names, prints "@probe=RESULT" and exits:
+// the attempt is all this process is for. Call it right after Enter.
+func Probe() {
 	name := os.Getenv(probeEnv)
 	if name == "" {
 		return
