@@ -110,7 +110,7 @@ func startServices(n *Network) (*services, error) {
 		tcpService("dns/tcp", netip.AddrPortFrom(cfg.DNSAddress, 53), fwd.ServeTCP),
 	}
 	if cfg.TFTPRoot != "" {
-		srv, err := tftp.New(tftp.Config{Root: cfg.TFTPRoot, Open: n.host.OpenTFTP, MaxBlockSize: cfg.MTU - tftpOverhead}, n.log.With("service", "tftp"))
+		srv, err := tftp.New(tftp.Config{Root: cfg.TFTPRoot, Open: n.host.OpenTFTP, MaxBlockSize: min(cfg.MTU-tftpOverhead, tftp.MaxBlockSize)}, n.log.With("service", "tftp"))
 		if err != nil {
 			return nil, err
 		}

@@ -65,6 +65,12 @@ func (j *engineJob) close() {
 // the API socket and the pcap file, the files every mode may have; lf is
 // the --log-file configLogger opened (nil without).
 func newJob(cfg config.Config, lf *logFile) (*engineJob, error) {
+	// The confined engine opens no file, and TFTP's files are not yet
+	// handed to it by the launcher: say so rather than have the filter
+	// kill the engine when the TFTP service opens its root.
+	if cfg.TFTPRoot != "" && cfg.Sandbox != config.SandboxOff && runtime.GOOS == "linux" {
+		return nil, usageError{fmt.Errorf("tftp-root %s: the sandboxed engine cannot serve files yet; run with --sandbox off to serve TFTP", cfg.TFTPRoot)}
+	}
 	j := &engineJob{spec: engineSpec{Config: cfg, Resolv: network.ReadResolv()}, log: lf}
 	if lf != nil {
 		f, err := lf.Dup()

@@ -41,6 +41,8 @@ const (
 	minBlkSize     = 8
 	maxRequestLen  = 512 // a request larger than one default block is not one
 	maxOptions     = 8
+	// MaxBlockSize is the largest block RFC 2348 lets a client ask for.
+	MaxBlockSize = 65464
 )
 
 // Request is a parsed read or write request.
@@ -137,8 +139,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.MaxBlockSize == 0 {
 		cfg.MaxBlockSize = 1468
 	}
-	if cfg.MaxBlockSize < minBlkSize || cfg.MaxBlockSize > 65464 {
-		return nil, fmt.Errorf("tftp: MaxBlockSize %d is outside %d..65464", cfg.MaxBlockSize, minBlkSize)
+	if cfg.MaxBlockSize < minBlkSize || cfg.MaxBlockSize > MaxBlockSize {
+		return nil, fmt.Errorf("tftp: MaxBlockSize %d is outside %d..%d", cfg.MaxBlockSize, minBlkSize, MaxBlockSize)
 	}
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = 16

@@ -591,3 +591,22 @@ func guestPost(ctx context.Context, t *testing.T, g *guestpeer.Guest, to netip.A
 	line, _ := bufio.NewReader(c).ReadString('\n')
 	return line
 }
+
+// TestServeTFTPRootNeedsSandboxOff: the confined engine opens no file, so
+// a tftp-root (libslirp's tftp=, in the config file) with the sandbox on
+// is refused at start with one line saying what to do, not an engine the
+// seccomp filter kills; with --sandbox off serve serves it, at the
+// default MTU too (whose block size was once out of TFTP's range).
+func TestServeTFTPRootNeedsSandboxOff(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "slipway.yaml")
+	if err := os.WriteFile(conf, []byte("tftp-root: "+dir+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "vm.sock")
+	res := testenv.Run(t, time.Minute, "serve", "--sandbox", "on", "--config", conf, "--listen", "stream:unix:"+sock)
+	if res.Code != 2 || !strings.Contains(res.Output, "tftp-root") || !strings.Contains(res.Output, "--sandbox off") {
+		t.Errorf("exit %d, output %q; want 2 and one line naming tftp-root and --sandbox off", res.Code, res.Output)
+	}
+	testenv.Serve(t, "--sandbox", "off", "--config", conf, "--listen", "stream:unix:"+sock)
+}
