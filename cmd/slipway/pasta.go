@@ -297,7 +297,7 @@ func servePasta(o *pasta.Options, plan *pasta.Plan, target nsrun.AttachSpec, log
 	if len(plan.NSForwards) > 0 {
 		files := att.Listeners
 		att.Listeners = nil
-		if err := pasta.ServeNSForwards(ctx, plan.NSForwards, files, log); err != nil {
+		if err := pasta.ServeNSForwards(ctx, plan.NSForwards, files, pasta.HostDialer{}, log); err != nil {
 			return fmt.Errorf("-T/-U: %w", err)
 		}
 	}

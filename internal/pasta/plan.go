@@ -419,3 +419,23 @@ func (p *Plan) Rule(proto config.Proto, host netip.Addr, r PortRange) config.Pub
 	}
 	return rule
 }
+
+// MayListen reports whether the plan binds ap on the host for proto: a
+// port a -t/-u forward publishes (fixed, or automatic while the namespace
+// binds it) on one of its host addresses. A sandboxed engine's launcher
+// binds nothing else for it.
+func (p *Plan) MayListen(proto config.Proto, ap netip.AddrPort) bool {
+	a, port := ap.Addr().Unmap(), ap.Port()
+	for _, r := range p.Config.Publish {
+		end := max(r.HostPortEnd, r.HostPort)
+		if r.Proto == proto && r.HostAddr.Unmap() == a && port >= r.HostPort && port <= end {
+			return true
+		}
+	}
+	for _, f := range p.Auto {
+		if f.Proto == proto && f.Ports[port] != 0 && slices.Contains(f.HostAddrs, a) {
+			return true
+		}
+	}
+	return false
+}
