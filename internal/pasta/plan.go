@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/internal/publish"
 )
 
 // DefaultMTU is pasta's: the largest 802.3 frame less its header, in
@@ -438,4 +439,17 @@ func (p *Plan) MayListen(proto config.Proto, ap netip.AddrPort) bool {
 		}
 	}
 	return false
+}
+
+// Descriptors is the most descriptors serving the plan holds beyond the
+// network's own flows and published ports: -T's and -U's sockets in the
+// namespace and two for each connection or session they carry, the
+// /proc/net tables, and with --host-lo-to-ns-lo a socket in the
+// namespace per loopback client and the socket factory's.
+func (p *Plan) Descriptors() int {
+	n := len(p.NSForwards) + 2*maxNSConns + 4
+	if p.HostLoToNsLo {
+		n += publish.DefaultMaxLoopbackConns + 1
+	}
+	return n
 }
