@@ -177,11 +177,11 @@ func TestLogFileReopenOnSIGHUP(t *testing.T) {
 		logf := filepath.Join(t.TempDir(), "pasta.log")
 		p := testenv.StartProcess(t, "pasta", exec.Command(publicCopy(t, "pasta"), "--config-net", "-f", "-l", logf, "-I", "eth9",
 			"-a", "10.6.0.2", "-n", "24", "-g", "10.6.0.1", "--ipv4-only", "-t", "none", "-u", "none", "--netns", path))
-		rotate(t, p, p.Cmd.Process.Pid, logf, "msg=sandbox", true)
+		rotate(t, p, p.Cmd.Process.Pid, logf, `msg="namespace configured"`, true)
 		// The engine's line: a DHCP client in the namespace leases.
 		inNetNS(t, name, "timeout 20 busybox udhcpc -i eth9 -n -q -f -t 5 -T 1 -s /bin/true")
 		waitFile(t, p, logf, leased)
 		p.Stop()
-		checkRotated(t, logf, "msg=sandbox", leased, `msg="shutting down"`)
+		checkRotated(t, logf, `msg="namespace configured"`, leased, `msg="shutting down"`)
 	})
 }
