@@ -43,7 +43,8 @@ pasta driver start it with, and serves the target namespace: as pasta, the
 namespace copies the host's addresses, routes and interface name (unless
 --address, --gateway, --ns-ifname say otherwise), slipway daemonises once it
 is configured, and exits when the namespace goes away. Run it as
-"slipway pasta ..." or through a link named pasta. See slipway's README for
+"slipway pasta ..." or through a link named pasta. Its sandbox is every
+mode's (--sandbox=on, the default, strict or off). See slipway's README for
 the options understood.`,
 		DisableFlagParsing: true,
 		SilenceErrors:      true,
@@ -696,4 +697,6 @@ at PATH (NAME: /run/netns/NAME), through a TAP device in it.
   --no-netns-quit	Don't quit if the target namespace is deleted
   --config-net		Configure tap interface in namespace
   --ns-mac-addr ADDR	Set MAC address on tap interface
+  --sandbox on|strict|off	slipway's own: confine the engine, as every
+			mode's --sandbox (default on; see slipway serve --help)
 `
