@@ -41,7 +41,7 @@ import (
 
 // engineSpec is what the launcher tells the engine. Its descriptors come
 // in this order: the API socket (API), the pcap file (PCAP), one per
-// Links entry, one per Listeners entry, then Gvproxy's.
+// Links entry, one per Listeners entry, then Gvproxy's, then Pasta's.
 type engineSpec struct {
 	Config config.Config   `json:"config"`
 	Resolv *network.Resolv `json:"resolv"`
@@ -74,6 +74,9 @@ type engineSpec struct {
 	// Gvproxy is the gvproxy personality: its plan (its VM endpoints are
 	// Listeners) and what the launcher opened for it.
 	Gvproxy *gvproxySpec `json:"gvproxy,omitempty"`
+	// Pasta is the pasta personality: its plan (its TAP is Links') and
+	// what the launcher opened for it, on the host and in the namespace.
+	Pasta *pastaSpec `json:"pasta,omitempty"`
 }
 
 // gvproxySpec is the gvproxy personality's part of an engineSpec.
@@ -96,6 +99,9 @@ func (s *engineSpec) files() int {
 	}
 	if s.Gvproxy != nil {
 		n += s.Gvproxy.Handover.Files()
+	}
+	if s.Pasta != nil {
+		n += s.Pasta.files()
 	}
 	return n
 }
@@ -216,6 +222,18 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 			gvHost.DialNotification = func(ctx context.Context) (net.Conn, error) { return hs.Dial(ctx, g.Notify) }
 		}
 	}
+	var pe *pastaEngine
+	if p := spec.Pasta; p != nil {
+		n := p.files()
+		h, err := adoptPasta(p, files[:n])
+		files = files[n:]
+		if err != nil {
+			return err
+		}
+		defer h.close()
+		h.hook(&host)
+		pe = h
+	}
 	enter()
 	n, err := network.NewWithHost(cfg, log, host)
 	if err != nil {
@@ -276,6 +294,16 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 		n.Attach(w)
 		log.Debug("serving", "link", l.String())
 	}
+	if pe != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		plan := *pe.spec.Plan
+		plan.Config = cfg
+		pe.spec.Plan = &plan
+		if err := pe.start(ctx, n, host, log); err != nil {
+			return err
+		}
+	}
 	allGone := make(chan struct{})
 	if spec.ExitWhenGone {
 		go func() {
@@ -300,6 +328,10 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 	case <-allGone:
 		if spec.Hangup {
 			return bhyve.ErrHangup
+		}
+		if spec.Pasta != nil {
+			log.Info("the namespace's interface went away: exiting")
+			return nil
 		}
 		log.Info("every VM has disconnected, exiting")
 		return nil
@@ -410,7 +442,7 @@ func engineMain() int {
 	}()
 	enter := func() {
 		r := sandbox.Enter(sandbox.Options{
-			MaxFiles: maxFiles(spec.Config),
+			MaxFiles: maxFiles(spec.Config) + spec.Pasta.maxFiles(),
 			KeepRoot: spec.KeepRoot,
 			HostUID:  spec.HostUID, HostUIDWhy: spec.HostUIDWhy,
 			Filter:  sandbox.Filter{Action: spec.Seccomp, Strict: spec.Config.Sandbox == config.SandboxStrict},

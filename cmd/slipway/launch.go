@@ -46,6 +46,19 @@ type engineJob struct {
 	logOut *os.File
 	// notify, if set, tells a service manager of serve's state.
 	notify *serviceNotify
+	// mayListen, if set, names the only host ports the launcher binds
+	// for the engine (pasta's: those its plan forwards); without it, any
+	// (the API publishes ports at run time).
+	mayListen func(config.Proto, netip.AddrPort) bool
+	// targets are host destinations a strict engine may have sockets to
+	// beyond the policy's: pasta's -T and -U targets, fixed at start.
+	targets []hostTarget
+}
+
+// hostTarget is a protocol and a host destination.
+type hostTarget struct {
+	proto config.Proto
+	addr  netip.AddrPort
 }
 
 // close releases what the launcher still holds and removes the socket
@@ -381,7 +394,9 @@ type launcherSide struct {
 	strict    bool
 	rules     *policy.Rules
 	upstreams map[netip.AddrPort]bool
+	targets   map[hostTarget]bool
 	outbound  netip.Addr
+	mayListen func(config.Proto, netip.AddrPort) bool
 	// statePath is --state-file, fixed at start: the engine's state
 	// requests read and write that file and no other.
 	statePath string
@@ -394,8 +409,13 @@ func newLauncherSide(j *engineJob, ready func(), pid int) *launcherSide {
 		strict:    cfg.Sandbox == config.SandboxStrict,
 		rules:     policy.FromConfig(cfg),
 		upstreams: map[netip.AddrPort]bool{},
+		targets:   map[hostTarget]bool{},
 		outbound:  cfg.OutboundAddr,
+		mayListen: j.mayListen,
 		statePath: cfg.StateFile,
+	}
+	for _, t := range j.targets {
+		l.targets[t] = true
 	}
 	for _, u := range cfg.DNSUpstreams {
 		l.upstreams[u.AddrPort] = true
@@ -413,13 +433,14 @@ func newLauncherSide(j *engineJob, ready func(), pid int) *launcherSide {
 var errNotStrict = errors.New("not in strict mode")
 
 // Connect opens a strict engine's outbound TCP (connecting, not waiting)
-// or UDP socket, if the policy lets some guest flow go there or it is a
-// DNS upstream. A compromised engine gets nothing else.
+// or UDP socket, if the policy lets some guest flow go there, it is a
+// DNS upstream or one of the job's targets. A compromised engine gets
+// nothing else.
 func (l *launcherSide) Connect(proto config.Proto, ap netip.AddrPort) (*os.File, error) {
 	if !l.strict {
 		return nil, errNotStrict
 	}
-	if !l.upstreams[ap] {
+	if !l.upstreams[ap] && !l.targets[hostTarget{proto, ap}] {
 		if why := l.rules.HostTarget(proto, ap); why != policy.Allowed {
 			return nil, fmt.Errorf("%v %v: %s", proto, ap, why)
 		}
@@ -446,7 +467,13 @@ func (l *launcherSide) Ping(v6 bool) (*os.File, error) {
 	return hostnet.PingSocket(v6)
 }
 
+// Listen binds a host port for the engine: any (the API publishes
+// ports at run time), or, where the job says which (mayListen), only
+// those.
 func (l *launcherSide) Listen(proto config.Proto, ap netip.AddrPort) (*os.File, error) {
+	if l.mayListen != nil && !l.mayListen(proto, ap) {
+		return nil, fmt.Errorf("listen %s %s: not a port the command line forwards", proto, ap)
+	}
 	if proto == config.UDP {
 		c, err := hostnet.ListenUDP(ap)
 		if err != nil {

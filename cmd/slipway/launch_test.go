@@ -15,6 +15,7 @@ import (
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/broker"
+	"github.com/slipway-net/slipway/internal/pasta"
 	"github.com/slipway-net/slipway/internal/statefile"
 	"github.com/slipway-net/slipway/network"
 )
@@ -192,4 +193,73 @@ func rawBroker(t *testing.T, h broker.Handler) *net.UnixConn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c.(*net.UnixConn)
+}
+
+// A compromised pasta engine asks its launcher for host ports and
+// sockets its command line does not name: a listener on a port no -t/-u
+// forwards (or on another address, or of the other protocol) is refused,
+// and in strict mode a socket to the host's loopback is refused unless it
+// is a -T or -U target.
+func TestPastaBrokerOnlyWhatThePlanNames(t *testing.T) {
+	o, err := pasta.Parse(strings.Fields("--config-net --no-map-gw --ipv4-only -t 127.0.0.1/~1-1023,auto -u none -T 3000 --netns /x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := pasta.HostNet{IfName: "eth0", Addr4: netip.MustParsePrefix("192.0.2.2/24"), Gw4: netip.MustParseAddr("192.0.2.1")}
+	plan, err := o.Plan(host, 32768)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := plan.Config
+	cfg.Sandbox = config.SandboxStrict
+	free, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := netip.MustParseAddrPort(free.Addr().String()).Port()
+	free.Close()
+	target := netip.MustParseAddrPort("127.0.0.1:3000")
+	j := &engineJob{spec: engineSpec{Config: cfg, Resolv: &network.Resolv{}}, mayListen: plan.MayListen}
+	client := serveBroker(t, newLauncherSide(j, func() {}, 0))
+	for _, c := range []struct {
+		proto config.Proto
+		ap    netip.AddrPort
+	}{
+		{config.TCP, netip.AddrPortFrom(netip.IPv4Unspecified(), port)},
+		{config.UDP, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)},
+		{config.TCP, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 22)}, // excluded
+	} {
+		f, err := client.Do(broker.Request{Op: broker.OpListen, Proto: c.proto, Addr: c.ap})
+		if f != nil {
+			f.Close()
+		}
+		if !errors.Is(err, broker.ErrRefused) {
+			t.Errorf("listen %s %s: %v, want refused", c.proto, c.ap, err)
+		}
+	}
+	l, err := client.ListenTCP(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port))
+	if err != nil {
+		t.Fatalf("listen on a port auto forwards: %v", err)
+	}
+	l.Close()
+	if f, err := client.Do(broker.Request{Op: broker.OpConnect, Proto: config.TCP, Addr: target}); !errors.Is(err, broker.ErrRefused) {
+		if f != nil {
+			f.Close()
+		}
+		t.Errorf("strict, no -T target: connect to %v: %v, want refused", target, err)
+	}
+	j.targets = []hostTarget{{config.TCP, target}}
+	client = serveBroker(t, newLauncherSide(j, func() {}, 0))
+	f, err := client.Do(broker.Request{Op: broker.OpConnect, Proto: config.TCP, Addr: target})
+	if err != nil {
+		t.Errorf("strict, the -T target %v: %v", target, err)
+	} else {
+		f.Close()
+	}
+	if f, err := client.Do(broker.Request{Op: broker.OpConnect, Proto: config.UDP, Addr: target}); !errors.Is(err, broker.ErrRefused) {
+		if f != nil {
+			f.Close()
+		}
+		t.Errorf("strict, the -T target over UDP: %v, want refused", err)
+	}
 }

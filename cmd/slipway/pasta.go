@@ -16,13 +16,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/slipway-net/slipway/config"
-	"github.com/slipway-net/slipway/internal/endpoint"
+	"github.com/slipway-net/slipway/internal/hostnet"
 	"github.com/slipway-net/slipway/internal/nsrun"
 	"github.com/slipway-net/slipway/internal/pasta"
 	"github.com/slipway-net/slipway/network"
@@ -45,7 +45,8 @@ pasta driver start it with, and serves the target namespace: as pasta, the
 namespace copies the host's addresses, routes and interface name (unless
 --address, --gateway, --ns-ifname say otherwise), slipway daemonises once it
 is configured, and exits when the namespace goes away. Run it as
-"slipway pasta ..." or through a link named pasta. See slipway's README for
+"slipway pasta ..." or through a link named pasta. Its sandbox is every
+mode's (--sandbox=on, the default, strict or off). See slipway's README for
 the options understood.`,
 		DisableFlagParsing: true,
 		SilenceErrors:      true,
@@ -91,6 +92,11 @@ func runPasta(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return pastaFail(cmd, err)
 	}
+	plan.Config.Sandbox = config.SandboxOn
+	if o.Sandbox != "" {
+		plan.Config.Sandbox = o.Sandbox
+	}
+	plan.Config.LogFile = o.LogFile
 	if err := plan.Config.Validate(); err != nil {
 		return pastaFail(cmd, err)
 	}
@@ -112,16 +118,18 @@ func runPasta(cmd *cobra.Command, args []string) error {
 		}
 		defer report("slipway exited before configuring the namespace")
 	}
-	log, closeLog, err := pastaLogger(o, plan.Config.LogLevel, cmd.ErrOrStderr())
+	// The daemon's stderr is /dev/null (pastaDaemonize): without
+	// --log-file, it logs nowhere, as pasta.
+	log, lf, err := configLogger(plan.Config, cmd.ErrOrStderr())
 	if err != nil {
 		report(err.Error())
 		return pastaFail(cmd, err)
 	}
-	defer closeLog()
-	// Said, not hidden: the launcher/engine split does not cover this
-	// personality yet.
-	log.Info("sandbox: not yet in the pasta personality; one unconfined process")
-	if err := servePasta(o, plan, target, log, report); err != nil {
+	if err := servePasta(o, plan, target, log, lf, status != "", report); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			return err // after it configured the namespace: the engine said why
+		}
 		report(err.Error())
 		return pastaFail(cmd, err)
 	}
@@ -215,46 +223,38 @@ func pastaDaemonize(cmd *cobra.Command, args []string) error {
 	return pastaFail(cmd, errors.New(strings.TrimSpace(string(msg))))
 }
 
-// pastaLogger logs to --log-file, or to stderr in the foreground (the
-// daemon's stderr is /dev/null). The handler writes each record with one
-// Write, so the file gets every record as it is logged.
-func pastaLogger(o *pasta.Options, level string, stderr io.Writer) (*slog.Logger, func(), error) {
-	if o.LogFile == "" {
-		return newLogger(level, stderr), func() {}, nil
-	}
-	f, err := os.OpenFile(o.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, nil, fmt.Errorf("--log-file: %w", err)
-	}
-	return newLogger(level, f), func() { f.Close() }, nil
-}
-
-// servePasta builds the network, puts the TAP into the namespace and
-// serves it until the namespace goes away or a signal comes.
-func servePasta(o *pasta.Options, plan *pasta.Plan, target nsrun.AttachSpec, log *slog.Logger, report func(string)) error {
+// servePasta is the launcher: it binds the -t/-u ports, attaches to the
+// namespace (the TAP, -T/-U's sockets, the /proc/net tables for auto,
+// the socket factory for --host-lo-to-ns-lo), starts the engine with all
+// of it, and once the engine serves writes --pid and reports the
+// namespace configured; then it waits for the namespace to go away, the
+// engine to end, or a signal. daemon: the foreground process waits for
+// report, and this process's stderr is /dev/null.
+func servePasta(o *pasta.Options, plan *pasta.Plan, target nsrun.AttachSpec, log *slog.Logger, lf *logFile, daemon bool, report func(string)) error {
 	cfg := plan.Config
 	for _, opt := range o.Ignored {
 		log.Debug("option accepted and not applied", "option", opt)
 	}
-	// --host-lo-to-ns-lo: the attach helper stays in the namespace and
-	// opens the sockets that carry loopback clients to its loopback. Until
-	// it is there (the ports are bound first), such clients are refused.
-	var sockets atomic.Pointer[nsrun.SocketFactory]
-	var host network.Host
-	if o.HostLoToNsLo {
-		host.DialGuestLoopback = func(ctx context.Context, network string, target netip.AddrPort) (net.Conn, error) {
-			f := sockets.Load()
-			if f == nil {
-				return nil, errors.New("the namespace is not attached yet")
-			}
-			return f.Dial(ctx, network, target)
-		}
-	}
-	n, err := network.NewWithHost(cfg, log, host)
+	j, err := newJob(cfg, lf)
 	if err != nil {
 		return err
 	}
-	defer n.Close()
+	defer j.close()
+	ps := &pastaSpec{Plan: plan}
+	// Bound before the namespace is touched: a port taken on the host
+	// fails the start, naming it, and the engine binds nothing itself.
+	bound, err := bindPublished(plan.Config.Publish)
+	if err != nil {
+		return err
+	}
+	// Pasta's descriptors come after the TAP's (engineSpec): the job
+	// holds them once that is in.
+	var boundFiles []*os.File
+	for _, b := range bound {
+		ps.Bound = append(ps.Bound, b.port)
+		boundFiles = append(boundFiles, b.file)
+	}
+	j.cleanup = append(j.cleanup, func() { closeAll(boundFiles) })
 	spec := target
 	spec.IfName = plan.IfName
 	spec.Configure = o.ConfigNet
@@ -266,6 +266,8 @@ func servePasta(o *pasta.Options, plan *pasta.Plan, target nsrun.AttachSpec, log
 		spec.Gateway6 = netip.Addr{}
 	}
 	spec.ProcNet = len(plan.Auto) > 0
+	// --host-lo-to-ns-lo: the attach helper stays in the namespace and
+	// opens the sockets that carry loopback clients to its loopback.
 	spec.Sockets = o.HostLoToNsLo
 	for _, f := range plan.NSForwards {
 		if f.Proto == config.UDP {
@@ -273,6 +275,9 @@ func servePasta(o *pasta.Options, plan *pasta.Plan, target nsrun.AttachSpec, log
 		} else {
 			spec.ListenTCP = append(spec.ListenTCP, f.Listen)
 		}
+		// A strict engine asks for its sockets to -T's and -U's
+		// targets: those, fixed at start, are its to have.
+		j.targets = append(j.targets, hostTarget{f.Proto, f.Target})
 	}
 	mac := guestMAC(cfg.DHCPStart)
 	if o.NSMAC != "" {
@@ -286,53 +291,362 @@ func servePasta(o *pasta.Options, plan *pasta.Plan, target nsrun.AttachSpec, log
 		return err
 	}
 	defer att.Close()
-	sockets.Store(att.Sockets)
+	tapFile, err := handOver(att.Link.File())
+	att.Link.Close()
+	if err != nil {
+		return err
+	}
+	j.addLink(linkSpec{Kind: "tap", Name: plan.IfName}, tapFile)
+	j.files = append(j.files, boundFiles...)
+	boundFiles = nil
+	// The engine ends once the namespace's interface has gone.
+	j.spec.ExitWhenGone = true
 	if plan.Addr4.IsValid() {
-		if err := n.Reserve(mac, cfg.DHCPStart); err != nil {
-			log.Warn("could not reserve the namespace's DHCP address", "err", err)
+		j.spec.Reserve = &reservation{MAC: mac.String(), Addr: cfg.DHCPStart}
+	}
+	// AttachNS's order (-T's, then -U's) is the plan's: its TCP forwards
+	// come first.
+	j.files = append(j.files, att.Listeners...)
+	j.files = append(j.files, att.ProcNet...)
+	att.Listeners, att.ProcNet = nil, nil
+	ps.ProcNet = spec.ProcNet
+	if att.Sockets != nil {
+		// The engine asks the helper itself; the launcher keeps the
+		// helper, and reaps it at the end (att.Close).
+		f, err := att.Sockets.File()
+		if err != nil {
+			return fmt.Errorf("socket factory: %w", err)
+		}
+		j.files = append(j.files, f)
+		ps.Sockets = true
+	}
+	j.spec.Pasta = ps
+	j.mayListen = plan.MayListen
+	var last *lastLine
+	if daemon && lf == nil {
+		// The engine's stderr would be /dev/null: its last words are
+		// kept for the foreground process instead.
+		if last, err = j.captureStderr(); err != nil {
+			return err
 		}
 	}
-	w, linkGone := endpoint.Watch(att.Link)
-	n.Attach(w)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if len(plan.NSForwards) > 0 {
-		files := att.Listeners
-		att.Listeners = nil
-		if err := pasta.ServeNSForwards(ctx, plan.NSForwards, files, log); err != nil {
-			return fmt.Errorf("-T/-U: %w", err)
-		}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	if lf != nil {
+		// logrotate's postrotate: reopen --log-file (onHangup).
+		signal.Notify(sigs, syscall.SIGHUP)
 	}
-	if len(plan.Auto) > 0 {
-		f := pasta.NewFollower(plan, n, att.ProcNet, log)
-		f.Sync()
-		go f.Run(ctx)
+	defer signal.Stop(sigs)
+	e, err := startEngine(j, log)
+	if err != nil {
+		return err
+	}
+	if err := e.awaitReady(); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) && last != nil && last.String() != "" {
+			return errors.New(strings.TrimPrefix(last.String(), "slipway: "))
+		}
+		if errors.As(err, &ee) {
+			return fmt.Errorf("slipway's engine exited (status %d) before serving the namespace", ee.code)
+		}
+		return err
 	}
 	nsGone := make(<-chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	if !o.NoNetnsQuit {
 		if nsGone, err = pasta.WatchNS(ctx, target.NetNS); err != nil {
+			e.end()
 			return fmt.Errorf("watch the namespace: %w", err)
 		}
 	}
 	if o.PIDFile != "" {
 		if err := writePID(o.PIDFile); err != nil {
+			e.end()
 			return fmt.Errorf("--pid: %w", err)
 		}
 	}
 	log.Info("namespace configured", "netns", target.NetNS, "interface", plan.IfName, "ipv4", plan.Addr4, "ipv6", plan.Addr6)
 	report(pastaStatusOK)
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	select {
-	case <-nsGone:
-		log.Info("namespace gone: exiting")
-	case <-linkGone:
-		log.Info("the namespace's interface went away: exiting")
-	case sig := <-sigs:
-		log.Info("shutting down", "signal", sig.String())
+	for {
+		select {
+		case <-nsGone:
+			log.Info("namespace gone: exiting")
+			return e.end()
+		case err := <-e.done:
+			if err != nil {
+				log.Error("the engine ended", "err", err)
+			}
+			return err
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP && e.onHangup(log) {
+				continue
+			}
+			log.Info("shutting down", "signal", sig.String())
+			return e.end()
+		}
+	}
+}
+
+// boundFile is a -t/-u port the launcher bound for the engine.
+type boundFile struct {
+	port boundPort
+	file *os.File
+}
+
+// bindPublished binds every host port of rules (pasta's fixed -t/-u
+// forwards, each with its host address) as the network would
+// (network.Publish), and returns them in order; on failure it closes
+// those it bound, and names the rule.
+func bindPublished(rules []config.PublishRule) ([]boundFile, error) {
+	var out []boundFile
+	fail := func(r config.PublishRule, err error) ([]boundFile, error) {
+		for _, b := range out {
+			b.file.Close()
+		}
+		return nil, fmt.Errorf("publish %s: %w", r, err)
+	}
+	for _, r := range rules {
+		for port := int(r.HostPort); port <= int(max(r.HostPortEnd, r.HostPort)); port++ {
+			ap := netip.AddrPortFrom(r.HostAddr.Unmap(), uint16(port))
+			var f *os.File
+			var err error
+			if r.Proto == config.UDP {
+				var c *net.UDPConn
+				if c, err = hostnet.ListenUDP(ap); err == nil {
+					f, err = c.File()
+					c.Close()
+				}
+			} else {
+				var l *net.TCPListener
+				if l, err = hostnet.ListenTCP(ap); err == nil {
+					f, err = l.File()
+					l.Close()
+				}
+			}
+			if err != nil {
+				return fail(r, err)
+			}
+			out = append(out, boundFile{boundPort{r.Proto, ap}, f})
+		}
+	}
+	return out, nil
+}
+
+// lastLine keeps the last line written to it, 1 KiB of it at most.
+type lastLine struct {
+	mu         sync.Mutex
+	line, last []byte
+}
+
+func (l *lastLine) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range b {
+		if c == '\n' {
+			if len(l.line) > 0 {
+				l.last = append(l.last[:0], l.line...)
+			}
+			l.line = l.line[:0]
+			continue
+		}
+		if len(l.line) < 1024 {
+			l.line = append(l.line, c)
+		}
+	}
+	return len(b), nil
+}
+
+func (l *lastLine) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.line) > 0 {
+		return string(l.line)
+	}
+	return string(l.last)
+}
+
+// captureStderr makes the engine's stdout and stderr a pipe that this
+// process reads to the end, keeping its last line.
+func (j *engineJob) captureStderr() (*lastLine, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("engine's stderr: %w", err)
+	}
+	last := &lastLine{}
+	go func() {
+		io.Copy(last, r)
+		r.Close()
+	}()
+	j.logOut = w
+	j.cleanup = append(j.cleanup, func() { w.Close() })
+	return last, nil
+}
+
+// pastaSpec is the pasta personality's part of an engineSpec: its plan
+// and what the launcher opened for it, as descriptors in this order: the
+// -t/-u ports it bound (Bound), -T's and -U's sockets in the namespace
+// (one per Plan.NSForwards), the namespace's /proc/net tables (ProcNet:
+// nsrun.ProcNetFiles) and the socket factory's control socket (Sockets).
+type pastaSpec struct {
+	Plan    *pasta.Plan `json:"plan"`
+	Bound   []boundPort `json:"bound"`
+	ProcNet bool        `json:"procnet"`
+	Sockets bool        `json:"sockets"`
+}
+
+// boundPort is a host port the launcher bound.
+type boundPort struct {
+	Proto config.Proto   `json:"proto"`
+	Addr  netip.AddrPort `json:"addr"`
+}
+
+func (s *pastaSpec) files() int {
+	n := len(s.Bound) + len(s.Plan.NSForwards)
+	if s.ProcNet {
+		n += len(nsrun.ProcNetFiles)
+	}
+	if s.Sockets {
+		n++
+	}
+	return n
+}
+
+// maxFiles is how many more descriptors than the network's own the
+// engine may hold for the plan (sandbox.Options.MaxFiles).
+func (s *pastaSpec) maxFiles() uint64 {
+	if s == nil {
+		return 0
+	}
+	return uint64(s.files() + s.Plan.Descriptors())
+}
+
+// pastaEngine is the engine's side of the pasta personality.
+type pastaEngine struct {
+	spec *pastaSpec
+	mu   sync.Mutex
+	// bound are the launcher's -t/-u sockets, until the network takes
+	// each (hook).
+	bound   map[boundPort]*os.File
+	ns      []*os.File
+	procNet []*os.File
+	sockets *nsrun.SocketFactory
+}
+
+// adoptPasta takes over the spec's descriptors.
+func adoptPasta(s *pastaSpec, files []*os.File) (*pastaEngine, error) {
+	p := &pastaEngine{spec: s, bound: map[boundPort]*os.File{}}
+	for _, b := range s.Bound {
+		p.bound[b] = files[0]
+		files = files[1:]
+	}
+	p.ns, files = files[:len(s.Plan.NSForwards)], files[len(s.Plan.NSForwards):]
+	if s.ProcNet {
+		n := len(nsrun.ProcNetFiles)
+		p.procNet, files = files[:n], files[n:]
+	}
+	if s.Sockets {
+		f, err := nsrun.SocketFactoryFile(files[0])
+		if err != nil {
+			p.close()
+			return nil, err
+		}
+		p.sockets = f
+	}
+	return p, nil
+}
+
+// take is the launcher's socket for b, once.
+func (p *pastaEngine) take(b boundPort) *os.File {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f := p.bound[b]
+	delete(p.bound, b)
+	return f
+}
+
+// hook has the network take the ports the launcher bound rather than
+// bind them (the ports auto publishes later come through h's own), and
+// carry loopback clients through the socket factory.
+func (p *pastaEngine) hook(h *network.Host) {
+	listenTCP, listenUDP := h.ListenTCP, h.ListenUDP
+	h.ListenTCP = func(ap netip.AddrPort) (*net.TCPListener, error) {
+		f := p.take(boundPort{config.TCP, ap})
+		if f == nil {
+			return listenTCP(ap)
+		}
+		defer f.Close()
+		l, err := net.FileListener(f)
+		if err != nil {
+			return nil, err
+		}
+		tl, ok := l.(*net.TCPListener)
+		if !ok {
+			l.Close()
+			return nil, fmt.Errorf("%s: not a TCP listener", ap)
+		}
+		return tl, nil
+	}
+	h.ListenUDP = func(ap netip.AddrPort) (*net.UDPConn, error) {
+		f := p.take(boundPort{config.UDP, ap})
+		if f == nil {
+			return listenUDP(ap)
+		}
+		defer f.Close()
+		c, err := net.FilePacketConn(f)
+		if err != nil {
+			return nil, err
+		}
+		uc, ok := c.(*net.UDPConn)
+		if !ok {
+			c.Close()
+			return nil, fmt.Errorf("%s: not a UDP socket", ap)
+		}
+		return uc, nil
+	}
+	if p.sockets != nil {
+		h.DialGuestLoopback = p.sockets.Dial
+	}
+}
+
+// start serves -T and -U (their host sockets through h's dialers, when
+// strict mode has set them) and the automatic forwards, until ctx ends.
+func (p *pastaEngine) start(ctx context.Context, n *network.Network, h network.Host, log *slog.Logger) error {
+	plan := p.spec.Plan
+	if len(plan.NSForwards) > 0 {
+		var d pasta.HostDialer
+		if h.DialTCP != nil {
+			d.TCP = func(ctx context.Context, ap netip.AddrPort) (net.Conn, error) { return h.DialTCP(ctx, ap) }
+		}
+		d.UDP = h.DialUDP
+		files := p.ns
+		p.ns = nil
+		if err := pasta.ServeNSForwards(ctx, plan.NSForwards, files, d, log); err != nil {
+			return fmt.Errorf("-T/-U: %w", err)
+		}
+	}
+	if len(plan.Auto) > 0 {
+		f := pasta.NewFollower(plan, n, p.procNet, log)
+		f.Sync()
+		go f.Run(ctx)
 	}
 	return nil
+}
+
+// close closes what the engine still holds of the launcher's.
+func (p *pastaEngine) close() {
+	p.mu.Lock()
+	for _, f := range p.bound {
+		f.Close()
+	}
+	p.bound = nil
+	p.mu.Unlock()
+	for _, f := range append(p.ns, p.procNet...) {
+		f.Close()
+	}
+	if p.sockets != nil {
+		p.sockets.Close()
+	}
 }
 
 const pastaUsage = `Usage: pasta [OPTION]... PID
@@ -385,4 +699,6 @@ at PATH (NAME: /run/netns/NAME), through a TAP device in it.
   --no-netns-quit	Don't quit if the target namespace is deleted
   --config-net		Configure tap interface in namespace
   --ns-mac-addr ADDR	Set MAC address on tap interface
+  --sandbox on|strict|off	slipway's own: confine the engine, as every
+			mode's --sandbox (default on; see slipway serve --help)
 `

@@ -22,12 +22,15 @@ import (
 // inside makes them. slipway cannot enter a user namespace itself (a Go
 // process is multi-threaded), so the attach helper, which nsenter(1) put
 // there, stays on as a socket factory when asked: each request over the
-// control socket gets one new, unconnected socket back (SCM_RIGHTS), and
+// control socket gets one new socket back (SCM_RIGHTS), already
+// connecting to the loopback address asked for (the helper connects, so
+// that a sandboxed engine whose filter has no connect can use it too), and
 // the helper exits when the control socket closes.
 //
 // The protocol, one SOCK_SEQPACKET message each way:
 //
-//	request  seq (4 bytes, big-endian), type ('t' TCP, 'u' UDP), family (4, 6)
+//	request  seq (4 bytes, big-endian), type ('t' TCP, 'u' UDP), family (4, 6),
+//	         port (2 bytes, big-endian), address (4 or 16 bytes, loopback only)
 //	reply    seq, then nothing and one fd, or an error's text and no fd
 //
 // The sequence number lets a request that timed out leave its reply
@@ -43,6 +46,8 @@ const socketTimeout = 5 * time.Second
 type SocketFactory struct {
 	conn *net.UnixConn
 	cmd  *exec.Cmd
+	// cmd is the helper, nil for a factory made from a descriptor
+	// (SocketFactoryFile): its helper is the launcher's to reap.
 	// turn holds the one request in flight.
 	turn chan struct{}
 	seq  uint32 // guarded by turn
@@ -64,11 +69,28 @@ func newSocketFactory(ctl *os.File, cmd *exec.Cmd) (*SocketFactory, error) {
 	return &SocketFactory{conn: uc, cmd: cmd, turn: make(chan struct{}, 1)}, nil
 }
 
+// SocketFactoryFile makes a factory of a descriptor of another's control
+// socket (File): a sandboxed engine's, whose launcher keeps the helper.
+func SocketFactoryFile(ctl *os.File) (*SocketFactory, error) {
+	return newSocketFactory(ctl, nil)
+}
+
+// File is a descriptor of the control socket, for another process to ask
+// the helper through (SocketFactoryFile). The helper exits once every
+// descriptor of it is closed.
+func (f *SocketFactory) File() (*os.File, error) {
+	return f.conn.File()
+}
+
 // Close ends the factory: the helper sees its control socket close and
-// exits, and is reaped (killed if it has not gone within a second).
+// exits (once no other process holds a descriptor of it), and is reaped
+// (killed if it has not gone within a second).
 func (f *SocketFactory) Close() error {
 	f.closeOnce.Do(func() {
 		f.conn.Close()
+		if f.cmd == nil {
+			return
+		}
 		done := make(chan struct{})
 		go func() { f.cmd.Wait(); close(done) }()
 		select {
@@ -82,7 +104,8 @@ func (f *SocketFactory) Close() error {
 }
 
 // Dial connects a socket made inside the namespace to addr there
-// ("tcp" or "udp"), within ctx and at most socketTimeout.
+// ("tcp" or "udp"), a loopback address, within ctx and at most
+// socketTimeout.
 func (f *SocketFactory) Dial(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, error) {
 	typ := unix.SOCK_STREAM
 	switch network {
@@ -92,45 +115,22 @@ func (f *SocketFactory) Dial(ctx context.Context, network string, addr netip.Add
 	default:
 		return nil, fmt.Errorf("dial in the namespace: unknown network %q", network)
 	}
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	if !addr.Addr().IsLoopback() {
+		return nil, fmt.Errorf("dial %s in the namespace: only its loopback addresses", addr)
+	}
 	ctx, cancel := context.WithTimeout(ctx, socketTimeout)
 	defer cancel()
-	fd, err := f.socket(ctx, typ, addr.Addr().Is6())
+	fd, err := f.socket(ctx, typ, addr)
 	if err != nil {
 		return nil, err
 	}
-	c, err := connectFD(ctx, fd, network, addr)
-	if err != nil {
-		return nil, fmt.Errorf("connect to %s in the namespace: %w", addr, err)
-	}
-	return c, nil
-}
-
-// connectFD connects fd (which it owns) to addr without blocking a thread
-// and returns it as a net.Conn.
-func connectFD(ctx context.Context, fd int, network string, addr netip.AddrPort) (net.Conn, error) {
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	var sa unix.Sockaddr
-	if a := addr.Addr(); a.Is4() {
-		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: a.As4()}
-	} else {
-		sa = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: a.As16()}
-	}
-	err := unix.Connect(fd, sa)
-	// Non-blocking, so the file is served by Go's poller and its
-	// deadlines work.
+	// Non-blocking (the helper made it so), hence served by Go's poller,
+	// whose deadlines work.
 	file := os.NewFile(uintptr(fd), network+"-in-namespace")
 	defer file.Close() // FileConn keeps a duplicate
-	switch {
-	case err == nil:
-	case errors.Is(err, unix.EINPROGRESS):
-		if err := awaitConnect(ctx, file); err != nil {
-			return nil, err
-		}
-	default:
-		return nil, err
+	if err := awaitConnect(ctx, file); err != nil {
+		return nil, fmt.Errorf("connect to %s in the namespace: %w", addr, err)
 	}
 	return net.FileConn(file)
 }
@@ -171,8 +171,8 @@ func awaitConnect(ctx context.Context, file *os.File) error {
 }
 
 // socket asks the helper for a socket of typ (unix.SOCK_STREAM or
-// SOCK_DGRAM) and family and returns its fd.
-func (f *SocketFactory) socket(ctx context.Context, typ int, v6 bool) (int, error) {
+// SOCK_DGRAM) connecting to addr and returns its fd.
+func (f *SocketFactory) socket(ctx context.Context, typ int, addr netip.AddrPort) (int, error) {
 	select {
 	case f.turn <- struct{}{}:
 	case <-ctx.Done():
@@ -184,15 +184,7 @@ func (f *SocketFactory) socket(ctx context.Context, typ int, v6 bool) (int, erro
 	stop := context.AfterFunc(ctx, func() { f.conn.SetDeadline(time.Now()) })
 	defer stop()
 	f.seq++
-	req := make([]byte, 6)
-	binary.BigEndian.PutUint32(req, f.seq)
-	req[4], req[5] = 't', 4
-	if typ == unix.SOCK_DGRAM {
-		req[4] = 'u'
-	}
-	if v6 {
-		req[5] = 6
-	}
+	req := socketRequest(f.seq, typ, addr)
 	if _, err := f.conn.Write(req); err != nil {
 		return -1, fmt.Errorf("ask the namespace for a socket: %w", err)
 	}
@@ -217,6 +209,22 @@ func (f *SocketFactory) socket(ctx context.Context, typ int, v6 bool) (int, erro
 		}
 		return fds[0], nil
 	}
+}
+
+// socketRequest is the request for a socket of typ connecting to addr.
+func socketRequest(seq uint32, typ int, addr netip.AddrPort) []byte {
+	req := binary.BigEndian.AppendUint32(nil, seq)
+	t := byte('t')
+	if typ == unix.SOCK_DGRAM {
+		t = 'u'
+	}
+	fam := byte(4)
+	if addr.Addr().Is6() {
+		fam = 6
+	}
+	req = append(req, t, fam)
+	req = binary.BigEndian.AppendUint16(req, addr.Port())
+	return append(req, addr.Addr().AsSlice()...)
 }
 
 // unixRights are the fds an SCM_RIGHTS message carries (none if it is
@@ -245,7 +253,7 @@ func closeFDs(fds []int) {
 // requests on ctl until ctl closes, then exits.
 func serveSockets(ctl *os.File) {
 	fd := int(ctl.Fd())
-	req := make([]byte, 16)
+	req := make([]byte, 64)
 	for {
 		n, err := unix.Read(fd, req)
 		if errors.Is(err, unix.EINTR) {
@@ -272,9 +280,10 @@ func serveSockets(ctl *os.File) {
 	}
 }
 
-// makeSocket opens the socket a request asks for.
+// makeSocket opens the socket a request asks for, non-blocking, and
+// starts its connect.
 func makeSocket(req []byte) (int, error) {
-	if len(req) != 6 {
+	if len(req) != 12 && len(req) != 24 {
 		return -1, fmt.Errorf("bad request of %d bytes", len(req))
 	}
 	typ := unix.SOCK_STREAM
@@ -285,20 +294,33 @@ func makeSocket(req []byte) (int, error) {
 	default:
 		return -1, fmt.Errorf("bad socket type %q", req[4])
 	}
-	family := unix.AF_INET
-	switch req[5] {
-	case 4:
-	case 6:
-		family = unix.AF_INET6
+	port := int(binary.BigEndian.Uint16(req[6:8]))
+	a, _ := netip.AddrFromSlice(req[8:])
+	var family int
+	var sa unix.Sockaddr
+	switch {
+	case req[5] == 4 && a.Is4():
+		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: port, Addr: a.As4()}
+	case req[5] == 6 && a.Is6():
+		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: port, Addr: a.As16()}
 	default:
-		return -1, fmt.Errorf("bad family %d", req[5])
+		return -1, fmt.Errorf("bad family %d for %d address bytes", req[5], len(req)-8)
 	}
-	s, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
+	// The factory is for the namespace's loopback (--host-lo-to-ns-lo):
+	// whoever holds the control socket reaches nothing else through it.
+	if !a.Unmap().IsLoopback() || port == 0 {
+		return -1, fmt.Errorf("%s: not a loopback address and port", netip.AddrPortFrom(a, uint16(port)))
+	}
+	s, err := unix.Socket(family, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("socket: %w", err)
 	}
 	if family == unix.AF_INET6 {
 		unix.SetsockoptInt(s, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
+	}
+	if err := unix.Connect(s, sa); err != nil && !errors.Is(err, unix.EINPROGRESS) {
+		unix.Close(s)
+		return -1, fmt.Errorf("connect: %w", err)
 	}
 	return s, nil
 }

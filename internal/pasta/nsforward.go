@@ -21,11 +21,36 @@ const maxNSConns = 1024
 // nsDialTimeout bounds the connect to the host's port.
 const nsDialTimeout = 10 * time.Second
 
+// HostDialer opens the host sockets of -T's and -U's targets: a sandboxed
+// engine in strict mode, which may not connect, asks its launcher. A nil
+// field dials itself.
+type HostDialer struct {
+	TCP func(ctx context.Context, target netip.AddrPort) (net.Conn, error)
+	UDP func(target netip.AddrPort) (*net.UDPConn, error)
+}
+
+func (d HostDialer) tcp(ctx context.Context, target netip.AddrPort) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, nsDialTimeout)
+	defer cancel()
+	if d.TCP != nil {
+		return d.TCP(ctx, target)
+	}
+	var nd net.Dialer
+	return nd.DialContext(ctx, "tcp", target.String())
+}
+
+func (d HostDialer) udp(target netip.AddrPort) (*net.UDPConn, error) {
+	if d.UDP != nil {
+		return d.UDP(target)
+	}
+	return net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(target))
+}
+
 // ServeNSForwards serves the sockets opened in the namespace (one file
 // per forward, in order): it carries each connection a TCP listener
 // accepts, and each UDP socket's datagrams, to the forward's target on
-// the host, until ctx ends.
-func ServeNSForwards(ctx context.Context, fws []NSForward, files []*os.File, log *slog.Logger) error {
+// the host, dialled through d, until ctx ends.
+func ServeNSForwards(ctx context.Context, fws []NSForward, files []*os.File, d HostDialer, log *slog.Logger) error {
 	slots := make(chan struct{}, maxNSConns)
 	var lns []io.Closer
 	for i, f := range files {
@@ -40,7 +65,7 @@ func ServeNSForwards(ctx context.Context, fws []NSForward, files []*os.File, log
 				return err
 			}
 			lns = append(lns, pc)
-			go relayUDP(ctx, pc, fw, slots, log)
+			go relayUDP(ctx, pc, fw, d, slots, log)
 			continue
 		}
 		ln, err := net.FileListener(f)
@@ -62,7 +87,7 @@ func ServeNSForwards(ctx context.Context, fws []NSForward, files []*os.File, log
 				}
 				go func() {
 					defer func() { <-slots }()
-					carry(ctx, c, fw, log)
+					carry(ctx, c, fw, d, log)
 				}()
 			})
 		}()
@@ -77,10 +102,9 @@ func ServeNSForwards(ctx context.Context, fws []NSForward, files []*os.File, log
 }
 
 // carry connects c to the forward's target on the host and joins the two.
-func carry(ctx context.Context, c net.Conn, fw NSForward, log *slog.Logger) {
+func carry(ctx context.Context, c net.Conn, fw NSForward, d HostDialer, log *slog.Logger) {
 	defer c.Close()
-	d := net.Dialer{Timeout: nsDialTimeout}
-	h, err := d.DialContext(ctx, "tcp", fw.Target.String())
+	h, err := d.tcp(ctx, fw.Target)
 	if err != nil {
 		log.Debug("-T: connect to the host", "target", fw.Target, "err", err)
 		return
@@ -101,7 +125,7 @@ const udpIdle = 60 * time.Second
 // session's goroutine reads answers from its host socket and writes them
 // to the namespace socket, which is safe for concurrent use, and on its
 // way out tells the reader through gone, so the reader forgets it.
-func relayUDP(ctx context.Context, pc net.PacketConn, fw NSForward, slots chan struct{}, log *slog.Logger) {
+func relayUDP(ctx context.Context, pc net.PacketConn, fw NSForward, d HostDialer, slots chan struct{}, log *slog.Logger) {
 	sessions := map[netip.AddrPort]*net.UDPConn{}
 	// Room for every session there can be: a session's end never waits.
 	gone := make(chan netip.AddrPort, maxNSConns)
@@ -142,7 +166,7 @@ func relayUDP(ctx context.Context, pc net.PacketConn, fw NSForward, slots chan s
 				continue // at the bound: drop
 			}
 			var err error
-			if c, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(fw.Target)); err != nil {
+			if c, err = d.udp(fw.Target); err != nil {
 				<-slots
 				log.Debug("-U: socket to the host", "target", fw.Target, "err", err)
 				continue

@@ -59,6 +59,9 @@ type Options struct {
 	Foreground bool
 
 	Version, Help bool
+	// Sandbox is slipway's own --sandbox (on, strict or off; "" is on):
+	// how the engine is confined. pasta has no such option.
+	Sandbox string
 	// Ignored lists options understood and deliberately not applied.
 	Ignored []string
 }
@@ -267,6 +270,15 @@ var options = []option{
 	{"no-copy-routes", 0, false, ignored("--no-copy-routes")},
 	{"no-copy-addrs", 0, false, ignored("--no-copy-addrs")},
 	{"ns-mac-addr", 0, true, str(func(o *Options) *string { return &o.NSMAC })},
+	// slipway's, not pasta's: its sandbox, as every mode's --sandbox.
+	{"sandbox", 0, true, func(o *Options, v string) error {
+		switch v {
+		case "on", "strict", "off":
+			o.Sandbox = v
+			return nil
+		}
+		return errorf("Invalid --sandbox: %s (slipway's option: on, strict or off)", v)
+	}},
 	{"no-splice", 0, false, ignored("--no-splice")},
 	{"splice-only", 0, false, ignored("--splice-only")},
 }

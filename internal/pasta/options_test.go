@@ -67,6 +67,9 @@ func TestParseErrors(t *testing.T) {
 		{[]string{"-4", "-6", "1"}, "mutually exclusive"},
 		{[]string{"-t", "none", "-t", "none", "1"}, "only allowed once"},
 		{[]string{"--mtu", "70000"}, "Invalid MTU"},
+		{[]string{"--sandbox", "maybe"}, "Invalid --sandbox: maybe"},
+		{[]string{"--sandbox"}, "pasta: option '--sandbox' requires an argument"},
+		{[]string{"--sandbox-off"}, "pasta: unrecognized option '--sandbox-off'"},
 	} {
 		_, err := Parse(c.args)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -85,6 +88,11 @@ func TestParseShapes(t *testing.T) {
 	}
 	if o, err := Parse([]string{"--no-map-gw", "--map-gw", "--netns", "x"}); err != nil || o.NoMapGW {
 		t.Errorf("--map-gw after --no-map-gw: %+v, %v", o, err)
+	}
+	for _, args := range [][]string{{"--sandbox=strict"}, {"--sandbox", "strict"}} {
+		if o, err := Parse(append(args, "--netns", "x")); err != nil || o.Sandbox != "strict" {
+			t.Errorf("%v: %+v, %v", args, o, err)
+		}
 	}
 	o, err = Parse([]string{"--config-net", "sh", "-c", "true"})
 	if err != nil || !reflect.DeepEqual(o.Command, []string{"sh", "-c", "true"}) {

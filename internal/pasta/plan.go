@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/internal/publish"
 )
 
 // DefaultMTU is pasta's: the largest 802.3 frame less its header, in
@@ -418,4 +419,37 @@ func (p *Plan) Rule(proto config.Proto, host netip.Addr, r PortRange) config.Pub
 		rule.GuestPortEnd = r.To + (r.Last - r.First)
 	}
 	return rule
+}
+
+// MayListen reports whether the plan binds ap on the host for proto: a
+// port a -t/-u forward publishes (fixed, or automatic while the namespace
+// binds it) on one of its host addresses. A sandboxed engine's launcher
+// binds nothing else for it.
+func (p *Plan) MayListen(proto config.Proto, ap netip.AddrPort) bool {
+	a, port := ap.Addr().Unmap(), ap.Port()
+	for _, r := range p.Config.Publish {
+		end := max(r.HostPortEnd, r.HostPort)
+		if r.Proto == proto && r.HostAddr.Unmap() == a && port >= r.HostPort && port <= end {
+			return true
+		}
+	}
+	for _, f := range p.Auto {
+		if f.Proto == proto && f.Ports[port] != 0 && slices.Contains(f.HostAddrs, a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Descriptors is the most descriptors serving the plan holds beyond the
+// network's own flows and published ports: -T's and -U's sockets in the
+// namespace and two for each connection or session they carry, the
+// /proc/net tables, and with --host-lo-to-ns-lo a socket in the
+// namespace per loopback client and the socket factory's.
+func (p *Plan) Descriptors() int {
+	n := len(p.NSForwards) + 2*maxNSConns + 4
+	if p.HostLoToNsLo {
+		n += publish.DefaultMaxLoopbackConns + 1
+	}
+	return n
 }

@@ -1,6 +1,7 @@
 package pasta
 
 import (
+	"encoding/json"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -151,5 +152,55 @@ func TestPlanErrors(t *testing.T) {
 	o, _ := Parse([]string{"--netns", "/x"})
 	if _, err := o.Plan(HostNet{}, 32768); err == nil || !strings.Contains(err.Error(), "no address") {
 		t.Errorf("no host network: %v", err)
+	}
+}
+
+// A plan goes to the sandboxed engine as JSON and comes back the same;
+// its launcher binds for it only the host ports the plan forwards.
+func TestPlanJSONAndMayListen(t *testing.T) {
+	p := plan(t, "--config-net -t 127.0.0.1/8080-8081:80-81 -t 9000-9100,~9050,auto -u 5353 -T 3000 --netns /x")
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > 16<<10 {
+		t.Errorf("the plan is %d bytes of JSON", len(b))
+	}
+	var back Plan
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(&back, p) {
+		t.Errorf("the plan through JSON:\n%+v\nwant\n%+v", &back, p)
+	}
+	ap := netip.MustParseAddrPort
+	for _, c := range []struct {
+		proto config.Proto
+		ap    string
+		want  bool
+	}{
+		{config.TCP, "127.0.0.1:8080", true},
+		{config.TCP, "127.0.0.1:8081", true},
+		{config.TCP, "127.0.0.1:8082", false},
+		{config.TCP, "0.0.0.0:8080", false},
+		{config.UDP, "127.0.0.1:8080", false},
+		{config.TCP, "0.0.0.0:9000", true},
+		{config.TCP, "[::]:9100", true},
+		{config.TCP, "0.0.0.0:9050", false},
+		{config.TCP, "192.0.2.2:9000", false},
+		{config.UDP, "0.0.0.0:5353", true},
+		{config.UDP, "[::]:5353", true},
+		{config.UDP, "0.0.0.0:5354", false},
+		{config.TCP, "0.0.0.0:3000", false}, // -T's port is in the namespace
+	} {
+		if got := p.MayListen(c.proto, ap(c.ap)); got != c.want {
+			t.Errorf("MayListen(%s, %s) = %v, want %v", c.proto, c.ap, got, c.want)
+		}
+	}
+	for _, bad := range []string{`[[0,1,1]]`, `[[5,4,5]]`, `[[65535,65535,0]]`, `[[100,200,65500]]`, `{}`} {
+		var m PortMap
+		if err := json.Unmarshal([]byte(bad), &m); err == nil {
+			t.Errorf("port map %s: read, want an error", bad)
+		}
 	}
 }

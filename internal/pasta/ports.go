@@ -1,6 +1,7 @@
 package pasta
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -188,4 +189,35 @@ func (m *PortMap) Count() int {
 		}
 	}
 	return n
+}
+
+// MarshalJSON writes m as its runs ([[first, last, to], ...]): a plan goes
+// to the engine as JSON, and 65536 numbers per forward would be most of
+// it.
+func (m *PortMap) MarshalJSON() ([]byte, error) {
+	runs := [][3]uint16{}
+	for _, r := range m.Runs(nil) {
+		runs = append(runs, [3]uint16{r.First, r.Last, r.To})
+	}
+	return json.Marshal(runs)
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote; a run that is not a range of
+// ports, or maps past port 65535, is an error.
+func (m *PortMap) UnmarshalJSON(b []byte) error {
+	var runs [][3]uint16
+	if err := json.Unmarshal(b, &runs); err != nil {
+		return err
+	}
+	*m = PortMap{}
+	for _, r := range runs {
+		first, last, to := r[0], r[1], r[2]
+		if first == 0 || last < first || to == 0 || int(to)+int(last-first) > 65535 {
+			return fmt.Errorf("port map: bad run %v", r)
+		}
+		for i := int(first); i <= int(last); i++ {
+			m[i] = to + uint16(i-int(first))
+		}
+	}
+	return nil
 }

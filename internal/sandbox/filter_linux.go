@@ -140,6 +140,7 @@ func (f Filter) allRules() map[uintptr]seccomp.SyscallRule {
 		unix.SYS_PPOLL:         all, // unix.Poll: a UDP flow's pending check
 		unix.SYS_EVENTFD2:      all,
 		unix.SYS_PIPE2:         all,
+		unix.SYS_SPLICE:        all, // socket to socket through a pipe, in the kernel
 		unix.SYS_READ:          all,
 		unix.SYS_WRITE:         all,
 		unix.SYS_READV:         all,
@@ -149,8 +150,10 @@ func (f Filter) allRules() map[uintptr]seccomp.SyscallRule {
 		// Only onto stderr: a --log-file the launcher opened again.
 		unix.SYS_DUP3:  argIn(1, 2),
 		unix.SYS_FSTAT: all,
+		// F_SETPIPE_SZ: the pipe Go's net package splices TCP to TCP
+		// through (pasta's -T relays).
 		unix.SYS_FCNTL: argIn(1, unix.F_GETFD, unix.F_SETFD, unix.F_GETFL, unix.F_SETFL,
-			unix.F_DUPFD_CLOEXEC),
+			unix.F_DUPFD_CLOEXEC, unix.F_SETPIPE_SZ),
 		unix.SYS_IOCTL: argIn(1, unix.SIOCINQ),
 		// Sockets: outbound flows, DNS upstreams, accepted VM and API
 		// connections, the TAP and datagram links.

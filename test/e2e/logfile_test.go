@@ -83,7 +83,7 @@ func checkRotated(t *testing.T, path, first string, lines ...string) {
 // SIGHUP to the process the user started; the lines logged from then on,
 // the engine's (a guest's lease, a port published) and the launcher's (its
 // shutdown), land in a new file at the path, none in the renamed one. In
-// every mode with --log-file, confined and not.
+// every mode with --log-file (pasta's -l), confined and not.
 func TestLogFileReopenOnSIGHUP(t *testing.T) {
 	testenv.RequireRoot(t)
 	const leased = `msg="dhcp4: lease granted"`
@@ -170,5 +170,18 @@ func TestLogFileReopenOnSIGHUP(t *testing.T) {
 		waitFile(t, gv, logf, leased)
 		gv.Stop()
 		checkRotated(t, logf, `msg="waiting for clients..."`, leased, `msg="shutting down"`)
+	})
+	t.Run("pasta", func(t *testing.T) {
+		testenv.RequireTools(t, "ip", "busybox")
+		name, path := namedNS(t)
+		logf := filepath.Join(t.TempDir(), "pasta.log")
+		p := testenv.StartProcess(t, "pasta", exec.Command(publicCopy(t, "pasta"), "--config-net", "-f", "-l", logf, "-I", "eth9",
+			"-a", "10.6.0.2", "-n", "24", "-g", "10.6.0.1", "--ipv4-only", "-t", "none", "-u", "none", "--netns", path))
+		rotate(t, p, p.Cmd.Process.Pid, logf, `msg="namespace configured"`, true)
+		// The engine's line: a DHCP client in the namespace leases.
+		inNetNS(t, name, "timeout 20 busybox udhcpc -i eth9 -n -q -f -t 5 -T 1 -s /bin/true")
+		waitFile(t, p, logf, leased)
+		p.Stop()
+		checkRotated(t, logf, `msg="namespace configured"`, leased, `msg="shutting down"`)
 	})
 }

@@ -610,3 +610,110 @@ func TestServeTFTPRootNeedsSandboxOff(t *testing.T) {
 	}
 	testenv.Serve(t, "--sandbox", "off", "--config", conf, "--listen", "stream:unix:"+sock)
 }
+
+// TestSandboxPasta: the pasta personality's engine is confined like every
+// mode's. Podman 5's command line (as root) leaves the daemon running,
+// whose pid --pid names: its child, the engine, is nobody with every
+// layer. rootlesskit's (as an unprivileged user, with auto and
+// --host-lo-to-ns-lo) the same, and its --log-file names the layers.
+// --sandbox=off is one unconfined process, and says so; a bad --sandbox
+// fails as pasta fails.
+func TestSandboxPasta(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "ip", "setpriv", "unshare", "nsenter")
+	bin := publicCopy(t, "pasta")
+	_, path := namedNS(t)
+	pidFile := filepath.Join(publicDir(t), "pasta.pid")
+	t.Cleanup(func() { killPidFile(pidFile) })
+	if out, err := exec.Command(bin, podman5Line(testenv.FreePort(t, "tcp"), path, pidFile)...).CombinedOutput(); err != nil || len(out) != 0 {
+		t.Fatalf("podman 5's line: %v, output %q", err, out)
+	}
+	checkConfined(t, enginePID(t, pidFromFile(t, pidFile)), nobodyUID, true)
+
+	openTun(t)
+	holder := userNSHolder(t)
+	dir := publicDir(t)
+	logf, pidFile2 := filepath.Join(dir, "pasta.log"), filepath.Join(dir, "rk.pid")
+	t.Cleanup(func() { killPidFile(pidFile2) })
+	args := append(rootlesskitLine(), "-l", logf, "--pid", pidFile2, holder)
+	if out, err := exec.Command("setpriv", append(nobody, append([]string{bin}, args...)...)...).CombinedOutput(); err != nil {
+		t.Fatalf("rootlesskit's line: %v\n%s", err, out)
+	}
+	checkConfined(t, enginePID(t, pidFromFile(t, pidFile2)), nobodyUID, false)
+	b, _ := os.ReadFile(logf)
+	checkLayersLine(t, string(b))
+
+	_, path3 := namedNS(t)
+	off := testenv.StartProcess(t, "pasta --sandbox=off", exec.Command(bin, "--config-net", "-f", "--sandbox=off", "-t", "none", "-u", "none", "--netns", path3))
+	waitOutput(t, off, "sandbox off (--sandbox=off)")
+	if st := procStatus(t, off.Cmd.Process.Pid); st["Seccomp"] != "0" {
+		t.Errorf("--sandbox=off: Seccomp = %q, want 0", st["Seccomp"])
+	}
+	out, err := exec.Command(bin, "--sandbox=maybe", "--netns", path3).CombinedOutput()
+	if exitCode(err) != 1 || !strings.Contains(string(out), "--sandbox") || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
+		t.Errorf("--sandbox=maybe: exit %d, %q; want 1 and one line naming the option", exitCode(err), out)
+	}
+}
+
+// TestSandboxPastaStrict: --sandbox=strict gives the pasta personality's
+// engine an empty network namespace and no socket, connect or bind; the
+// namespace still reaches the host at its address (an outbound flow the
+// launcher opens), resolves through the host's resolver, carries -T and
+// -U to the host's loopback ports (which, with --no-map-gw, no guest flow
+// may reach: the launcher allows those targets, fixed at start, and no
+// others), and a server it starts on its
+// loopback is published on the host's (auto, --host-lo-to-ns-lo: the
+// port bound by the launcher, the connection into the namespace made by
+// the attach helper).
+func TestSandboxPastaStrict(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "ip", "setpriv", "unshare", "curl", "busybox", "socat", "dnsmasq")
+	bin := publicCopy(t, "pasta")
+	dns := testenv.Dnsmasq53(t)
+	web, _ := testenv.HTTPFile(t, 16)
+	onHost, _ := testenv.HTTPFileOn(t, testenv.HostAddr(t).String()+":0", 16)
+	echo := testenv.UDPEcho(t)
+	name, path := namedNS(t)
+	dir := publicDir(t)
+	logf, pidFile := filepath.Join(dir, "pasta.log"), filepath.Join(dir, "pasta.pid")
+	t.Cleanup(func() { killPidFile(pidFile) })
+	args := []string{"--config-net", "-a", "10.7.0.2", "-n", "24", "-g", "10.7.0.1", "--ipv4-only", "--no-map-gw", "--dns-forward", "10.7.0.3",
+		"-t", "auto", "-u", "none", "-T", strconv.Itoa(int(web.Port())), "-U", strconv.Itoa(int(echo.Port())), "--host-lo-to-ns-lo",
+		"--sandbox=strict", "-l", logf, "--pid", pidFile, "--netns", path}
+	if out, err := withResolv(t, dns.Addr(), append([]string{bin}, args...)...).CombinedOutput(); err != nil {
+		t.Fatalf("pasta --sandbox=strict: %v\n%s", err, out)
+	}
+	checkLayers(t, enginePID(t, pidFromFile(t, pidFile)), nobodyUID, true, true)
+	b, _ := os.ReadFile(logf)
+	checkLayersLine(t, string(b))
+	if !strings.Contains(string(b), "strict (an empty network namespace") {
+		t.Errorf("the sandbox line does not name strict mode:\n%s", b)
+	}
+
+	m := testenv.Markers(inNetNS(t, name, script(
+		fmt.Sprintf(`echo "@host=$(curl -s -m 10 http://%s/)"`, onHost),
+		fmt.Sprintf(`echo "@dns=$(busybox nslookup probe.%s 10.7.0.3 | awk '/^Address/ {a=$NF} END {print a}')"`, testenv.TestDomain),
+		fmt.Sprintf(`echo "@T=$(curl -s -m 10 http://127.0.0.1:%d/)"`, web.Port()),
+		fmt.Sprintf(`echo "@U=$(echo hi | socat -T 3 - UDP:127.0.0.1:%d)"`, echo.Port()),
+	)))
+	checkMarkers(t, m, map[string]string{"host": "hello from the host", "dns": testenv.TestDomainAddr,
+		"T": "hello from the host", "U": "echo:hi"}, "strict: ")
+
+	port := lowFreePort(t)
+	www := publicDir(t)
+	os.WriteFile(filepath.Join(www, "index.html"), []byte("from the namespace's loopback\n"), 0o644)
+	srv := exec.Command("ip", "netns", "exec", name, "busybox", "httpd", "-f", "-p", fmt.Sprintf("127.0.0.1:%d", port), "-h", www)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	var body []byte
+	for deadline := time.Now().Add(10 * time.Second); string(body) != "from the namespace's loopback\n" && time.Now().Before(deadline); {
+		body, _ = exec.Command("curl", "-s", "-m", "2", fmt.Sprintf("http://127.0.0.1:%d/", port)).Output()
+		time.Sleep(100 * time.Millisecond)
+	}
+	if string(body) != "from the namespace's loopback\n" {
+		b, _ := os.ReadFile(logf)
+		t.Errorf("auto, --host-lo-to-ns-lo: the host's port %d answers %q\n%s", port, body, b)
+	}
+}
