@@ -576,16 +576,7 @@ func (p *pastaEngine) hook(h *network.Host) {
 			return listenTCP(ap)
 		}
 		defer f.Close()
-		l, err := net.FileListener(f)
-		if err != nil {
-			return nil, err
-		}
-		tl, ok := l.(*net.TCPListener)
-		if !ok {
-			l.Close()
-			return nil, fmt.Errorf("%s: not a TCP listener", ap)
-		}
-		return tl, nil
+		return hostnet.FileTCPListener(f)
 	}
 	h.ListenUDP = func(ap netip.AddrPort) (*net.UDPConn, error) {
 		f := p.take(boundPort{config.UDP, ap})
@@ -593,16 +584,7 @@ func (p *pastaEngine) hook(h *network.Host) {
 			return listenUDP(ap)
 		}
 		defer f.Close()
-		c, err := net.FilePacketConn(f)
-		if err != nil {
-			return nil, err
-		}
-		uc, ok := c.(*net.UDPConn)
-		if !ok {
-			c.Close()
-			return nil, fmt.Errorf("%s: not a UDP socket", ap)
-		}
-		return uc, nil
+		return hostnet.FileUDPConn(f)
 	}
 	if p.sockets != nil {
 		h.DialGuestLoopback = p.sockets.Dial

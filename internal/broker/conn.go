@@ -17,6 +17,7 @@ import (
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/control"
+	"github.com/slipway-net/slipway/internal/hostnet"
 )
 
 // Pair returns a connected socket pair: the launcher's end and the
@@ -302,16 +303,7 @@ func (cl *Client) ListenTCP(addr netip.AddrPort) (*net.TCPListener, error) {
 		return nil, err
 	}
 	defer f.Close()
-	l, err := net.FileListener(f)
-	if err != nil {
-		return nil, err
-	}
-	tl, ok := l.(*net.TCPListener)
-	if !ok {
-		l.Close()
-		return nil, errors.New("broker: not a TCP listener")
-	}
-	return tl, nil
+	return hostnet.FileTCPListener(f)
 }
 
 // ListenUDP asks for a UDP socket bound to addr.
@@ -326,16 +318,7 @@ func (cl *Client) udp(r Request) (*net.UDPConn, error) {
 		return nil, err
 	}
 	defer f.Close()
-	c, err := net.FilePacketConn(f)
-	if err != nil {
-		return nil, err
-	}
-	uc, ok := c.(*net.UDPConn)
-	if !ok {
-		c.Close()
-		return nil, errors.New("broker: not a UDP socket")
-	}
-	return uc, nil
+	return hostnet.FileUDPConn(f)
 }
 
 // ConnectTCP asks for a TCP socket connecting to addr and waits until

@@ -54,25 +54,15 @@ func (g granted) close() {
 func grantFrom(f *os.File, proto config.Proto) (granted, error) {
 	defer f.Close()
 	if proto == config.UDP {
-		c, err := net.FilePacketConn(f)
+		u, err := hostnet.FileUDPConn(f)
 		if err != nil {
-			return granted{}, err
-		}
-		u, ok := c.(*net.UDPConn)
-		if !ok {
-			c.Close()
-			return granted{}, fmt.Errorf("the host's socket for a UDP forward is a %T: %w", c, syscall.EINVAL)
+			return granted{}, fmt.Errorf("the host's socket for a UDP forward: %w", err)
 		}
 		return granted{udp: u}, nil
 	}
-	l, err := net.FileListener(f)
+	t, err := hostnet.FileTCPListener(f)
 	if err != nil {
-		return granted{}, err
-	}
-	t, ok := l.(*net.TCPListener)
-	if !ok {
-		l.Close()
-		return granted{}, fmt.Errorf("the host's socket for a TCP forward is a %T: %w", l, syscall.EINVAL)
+		return granted{}, fmt.Errorf("the host's socket for a TCP forward: %w", err)
 	}
 	return granted{tcp: t}, nil
 }

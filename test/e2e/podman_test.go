@@ -122,7 +122,7 @@ func TestPodmanSlirp4netns(t *testing.T) {
 	// is confined (as a uid of podman's user namespace, not root).
 	engine := engineByExe(t, bin)
 	checkConfined(t, engine, anyUser, false)
-	st := procStatus(t, engine)
+	st := testenv.ProcStatus(t, engine)
 	if launcher, _ := os.ReadFile("/proc/" + st["PPid"] + "/cmdline"); !strings.Contains(string(launcher), "--enable-sandbox\x00") ||
 		!strings.Contains(string(launcher), "--enable-seccomp\x00") {
 		t.Errorf("podman's slirp4netns command line %q lacks --enable-sandbox --enable-seccomp", launcher)

@@ -75,22 +75,6 @@ func engineByExe(t *testing.T, exe string) int {
 	})
 }
 
-// procStatus is /proc/PID/status as a map.
-func procStatus(t *testing.T, pid int) map[string]string {
-	t.Helper()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := map[string]string{}
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok {
-			m[k] = strings.TrimSpace(v)
-		}
-	}
-	return m
-}
-
 // checkConfined fails the test unless the engine pid has every layer of
 // the default sandbox that shows from outside: no capability in any set,
 // no_new_privs, a seccomp filter, the host uid wanted, namespaces of its
@@ -105,7 +89,7 @@ func checkConfined(t *testing.T, pid, wantUID int, launcherRoot bool) {
 // namespace of its own too.
 func checkLayers(t *testing.T, pid, wantUID int, launcherRoot, strict bool) {
 	t.Helper()
-	st := procStatus(t, pid)
+	st := testenv.ProcStatus(t, pid)
 	for _, k := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
 		if st[k] != "0000000000000000" {
 			t.Errorf("engine %s = %q, want none", k, st[k])
@@ -289,7 +273,7 @@ func TestSandboxOff(t *testing.T) {
 	testenv.RequireRoot(t)
 	sock := filepath.Join(t.TempDir(), "vm.sock")
 	s := testenv.Serve(t, "--listen", "stream:unix:"+sock, "--sandbox=off")
-	st := procStatus(t, s.Cmd.Process.Pid)
+	st := testenv.ProcStatus(t, s.Cmd.Process.Pid)
 	if st["Seccomp"] != "0" {
 		t.Errorf("--sandbox=off: Seccomp = %q, want 0", st["Seccomp"])
 	}
@@ -646,7 +630,7 @@ func TestSandboxPasta(t *testing.T) {
 	_, path3 := namedNS(t)
 	off := testenv.StartProcess(t, "pasta --sandbox=off", exec.Command(bin, "--config-net", "-f", "--sandbox=off", "-t", "none", "-u", "none", "--netns", path3))
 	waitOutput(t, off, "sandbox off (--sandbox=off)")
-	if st := procStatus(t, off.Cmd.Process.Pid); st["Seccomp"] != "0" {
+	if st := testenv.ProcStatus(t, off.Cmd.Process.Pid); st["Seccomp"] != "0" {
 		t.Errorf("--sandbox=off: Seccomp = %q, want 0", st["Seccomp"])
 	}
 	out, err := exec.Command(bin, "--sandbox=maybe", "--netns", path3).CombinedOutput()

@@ -62,26 +62,11 @@ func serversOf(t *testing.T, pid, n int) []int {
 	return nil
 }
 
-func procStatus(t *testing.T, pid int) map[string]string {
-	t.Helper()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := map[string]string{}
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok {
-			m[k] = strings.TrimSpace(v)
-		}
-	}
-	return m
-}
-
 // checkSeccompAndPrivs fails the test unless pid has no capability in
 // any set, no_new_privs and a seccomp filter.
 func checkSeccompAndPrivs(t *testing.T, pid int) {
 	t.Helper()
-	st := procStatus(t, pid)
+	st := testenv.ProcStatus(t, pid)
 	for _, k := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
 		if st[k] != "0000000000000000" {
 			t.Errorf("server %s = %q, want none", k, st[k])
@@ -131,7 +116,7 @@ func TestServerSandboxed(t *testing.T) {
 	srv := serversOf(t, pid, 1)[0]
 
 	checkSeccompAndPrivs(t, srv)
-	st := procStatus(t, srv)
+	st := testenv.ProcStatus(t, srv)
 	if f := strings.Fields(st["Uid"]); len(f) != 4 || f[0] != nobodyUID || f[1] != nobodyUID || f[2] != nobodyUID || f[3] != nobodyUID {
 		t.Errorf("server host uids %q, want nobody's (QEMU is root)", st["Uid"])
 	}

@@ -704,3 +704,21 @@ func NewSubIDUser(t testing.TB) SubIDUser {
 	gid, _ := strconv.Atoi(u.Gid)
 	return SubIDUser{Name: u.Username, UID: uid, GID: gid}
 }
+
+// ProcStatus is /proc/PID/status as a map of its fields (CapEff,
+// NoNewPrivs, Seccomp, ...), for tests that check a process's confinement
+// from outside.
+func ProcStatus(t testing.TB, pid int) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	return m
+}
