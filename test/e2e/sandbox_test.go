@@ -89,18 +89,7 @@ func checkConfined(t *testing.T, pid, wantUID int, launcherRoot bool) {
 // namespace of its own too.
 func checkLayers(t *testing.T, pid, wantUID int, launcherRoot, strict bool) {
 	t.Helper()
-	st := testenv.ProcStatus(t, pid)
-	for _, k := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
-		if st[k] != "0000000000000000" {
-			t.Errorf("engine %s = %q, want none", k, st[k])
-		}
-	}
-	if st["NoNewPrivs"] != "1" {
-		t.Errorf("engine NoNewPrivs = %q, want 1", st["NoNewPrivs"])
-	}
-	if st["Seccomp"] != "2" {
-		t.Errorf("engine Seccomp = %q, want 2 (a filter)", st["Seccomp"])
-	}
+	st := testenv.CheckUnprivileged(t, pid, "engine")
 	// anyUser: some uid but root's, all four the same.
 	want := strconv.Itoa(wantUID)
 	if f := strings.Fields(st["Uid"]); len(f) != 4 || f[0] != f[1] || f[0] != f[2] || f[0] != f[3] ||

@@ -66,18 +66,7 @@ func serversOf(t *testing.T, pid, n int) []int {
 // any set, no_new_privs and a seccomp filter.
 func checkSeccompAndPrivs(t *testing.T, pid int) {
 	t.Helper()
-	st := testenv.ProcStatus(t, pid)
-	for _, k := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
-		if st[k] != "0000000000000000" {
-			t.Errorf("server %s = %q, want none", k, st[k])
-		}
-	}
-	if st["NoNewPrivs"] != "1" {
-		t.Errorf("server NoNewPrivs = %q, want 1", st["NoNewPrivs"])
-	}
-	if st["Seccomp"] != "2" {
-		t.Errorf("server Seccomp = %q, want 2 (a filter)", st["Seccomp"])
-	}
+	testenv.CheckUnprivileged(t, pid, "server")
 }
 
 // sameNamespaces lists the namespaces of kinds that pid shares with host.

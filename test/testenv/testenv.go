@@ -722,3 +722,23 @@ func ProcStatus(t testing.TB, pid int) map[string]string {
 	}
 	return m
 }
+
+// CheckUnprivileged fails the test unless process pid (named who in the
+// messages) has no capability in any set, no_new_privs and a seccomp
+// filter, as /proc/PID/status shows them.
+func CheckUnprivileged(t testing.TB, pid int, who string) map[string]string {
+	t.Helper()
+	st := ProcStatus(t, pid)
+	for _, k := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
+		if st[k] != "0000000000000000" {
+			t.Errorf("%s %s = %q, want none", who, k, st[k])
+		}
+	}
+	if st["NoNewPrivs"] != "1" {
+		t.Errorf("%s NoNewPrivs = %q, want 1", who, st["NoNewPrivs"])
+	}
+	if st["Seccomp"] != "2" {
+		t.Errorf("%s Seccomp = %q, want 2 (a filter)", who, st["Seccomp"])
+	}
+	return st
+}
