@@ -113,6 +113,11 @@ type linkSpec struct {
 	Kind     string `json:"kind"`
 	Name     string `json:"name"`
 	MaxFrame int    `json:"max_frame,omitempty"`
+	// Bridge marks a host TAP device attached with --bridge: it has no
+	// virtio-net header (the host's bridge may forward to devices without
+	// offloads, and the switch segments for it anyway) and, never going
+	// away, it does not keep ExitWhenGone waiting.
+	Bridge bool `json:"bridge,omitempty"`
 }
 
 type reservation struct {
@@ -288,9 +293,11 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 		log.Info("serving", "endpoint", l.Spec().String())
 	}
 	var gone []<-chan struct{}
-	for _, l := range links {
+	for i, l := range links {
 		w, done := endpoint.Watch(l)
-		gone = append(gone, done)
+		if !spec.Links[i].Bridge {
+			gone = append(gone, done)
+		}
 		n.Attach(w)
 		log.Debug("serving", "link", l.String())
 	}
@@ -354,7 +361,7 @@ func takeLink(ls linkSpec, f *os.File, vo endpoint.VhostOptions) (link.Link, err
 		if err != nil {
 			return nil, fmt.Errorf("tap %s: %w", ls.Name, err)
 		}
-		return tap.FromFD(fd, ls.Name, true)
+		return tap.FromFD(fd, ls.Name, !ls.Bridge)
 	case "bhyve":
 		c, err := net.FileConn(f)
 		f.Close()

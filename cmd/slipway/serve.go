@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -12,6 +13,7 @@ import (
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/endpoint"
 	"github.com/slipway-net/slipway/internal/systemd"
+	"github.com/slipway-net/slipway/link/tap"
 	"github.com/slipway-net/slipway/link/vhostuser"
 )
 
@@ -112,6 +114,9 @@ With only --fd endpoints, serve exits once every VM has gone. With
 type endpointFlags struct {
 	listens, connects, fds []string
 	queues                 queueCount
+	// bridges are --bridge tap:NAME: host TAP devices made one more port
+	// of the switch.
+	bridges []string
 }
 
 // queueCount is --queues: 1..vhostuser.MaxQueues, 1 when not given.
@@ -135,6 +140,41 @@ func (e *endpointFlags) register(cmd *cobra.Command) {
 	fs.StringArrayVar(&e.connects, "connect", nil, "connect to a VMM listening on KIND:NETWORK:ADDRESS, again after it goes away (repeatable)")
 	fs.Var(&e.queues, "queues", fmt.Sprintf("queue pairs the device of each vhost-user VM offers (1..%d); a flow stays on one pair", vhostuser.MaxQueues))
 	fs.StringArrayVar(&e.fds, "fd", nil, "serve the VM on inherited connected socket N:KIND, e.g. 3:stream (repeatable)")
+	fs.StringArrayVar(&e.bridges, "bridge", nil, "attach the existing host TAP device NAME (tap:NAME) as a port of the switch: VMs share its L2 (repeatable)")
+}
+
+// parseBridge takes a --bridge value, tap:NAME, and returns NAME.
+func parseBridge(s string) (string, error) {
+	kind, name, ok := strings.Cut(s, ":")
+	switch {
+	case !ok:
+		return "", errors.New("want tap:NAME")
+	case kind == "macvtap":
+		return "", errors.New("macvtap devices are not supported; give a TAP device, tap:NAME")
+	case kind != "tap":
+		return "", fmt.Errorf("unknown kind %q, want tap:NAME", kind)
+	case name == "":
+		return "", errors.New("want tap:NAME, the name is empty")
+	}
+	return name, nil
+}
+
+// openBridges opens each --bridge device here, in the launcher's network
+// namespace, for the engine: the sandboxed engine has its own network
+// namespace, where no host device is.
+func (f *endpointFlags) openBridges(j *engineJob) error {
+	for _, s := range f.bridges {
+		name, err := parseBridge(s)
+		if err == nil {
+			var l *tap.Link
+			if l, err = tap.Attach(name, false); err == nil {
+				j.addLink(linkSpec{Kind: "tap", Name: name, Bridge: true}, l.File())
+				continue
+			}
+		}
+		return usageError{fmt.Errorf("invalid value %q for --bridge: %w", s, err)}
+	}
+	return nil
 }
 
 // none: no endpoint was given.
@@ -229,6 +269,12 @@ func (f *endpointFlags) job(cfg config.Config, lf *logFile, acts *activated) (*e
 			return fail("fd", s, err)
 		}
 		j.addLink(linkSpec{Kind: string(spec.Kind), Name: spec.String()}, file)
+	}
+	if err := f.openBridges(j); err != nil {
+		closeAll(listenFiles)
+		acts.close()
+		j.close()
+		return nil, err
 	}
 	j.files = append(j.files, listenFiles...)
 	if err := acts.unclaimed(); err != nil {

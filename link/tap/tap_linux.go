@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -40,6 +41,61 @@ type Link struct {
 // namespace. With vnetHdr the device carries virtio-net headers and
 // checksum/TSO offloads are enabled.
 func Create(name string, vnetHdr bool) (*Link, error) {
+	return open(name, vnetHdr)
+}
+
+// Attach opens the existing TAP device name (a persistent one, made by
+// `ip tuntap add mode tap name NAME user U`) in the calling thread's
+// network namespace. Unlike Create it never makes a device: TUNSETIFF
+// would create a missing one for a caller with CAP_NET_ADMIN, so the
+// device is looked up first. The flags given here replace the ones the
+// device was made with, so vnetHdr is this caller's choice.
+func Attach(name string, vnetHdr bool) (*Link, error) {
+	// The name becomes a path below: no separators, no dot names.
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/ \x00") || len(name) >= unix.IFNAMSIZ {
+		return nil, fmt.Errorf("tap: interface name %q: want 1..%d characters, no '/' or space", name, unix.IFNAMSIZ-1)
+	}
+	// The lookup is by ioctl, in this thread's network namespace:
+	// /sys/class/net shows the namespace sysfs was mounted in.
+	sock, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("tap: socket: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err == nil {
+		err = unix.IoctlIfreq(sock, unix.SIOCGIFINDEX, ifr)
+	}
+	unix.Close(sock)
+	if errors.Is(err, unix.ENODEV) {
+		return nil, fmt.Errorf("tap: no device %s", name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tap: %s: %w", name, err)
+	}
+	l, err := open(name, vnetHdr)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EBUSY) {
+		return nil, fmt.Errorf("%w (not a TAP device, a multi-queue one, or in use)", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// TUNSETIFF attaches to an existing TUN device too: the type is the
+	// device's, not the request's.
+	got, err := unix.NewIfreq(name)
+	if err == nil {
+		err = l.control(func(fd int) error { return unix.IoctlIfreq(fd, unix.TUNGETIFF, got) })
+	}
+	if err == nil && got.Uint16()&unix.IFF_TAP == 0 {
+		err = errors.New("a TUN device, not a TAP")
+	}
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("tap: %s: %w", name, err)
+	}
+	return l, nil
+}
+
+func open(name string, vnetHdr bool) (*Link, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("tap: open /dev/net/tun: %w", err)
@@ -85,6 +141,20 @@ func FromFD(fd int, name string, vnetHdr bool) (*Link, error) {
 		return nil, fmt.Errorf("tap: set non-blocking: %w", err)
 	}
 	return &Link{f: os.NewFile(uintptr(fd), "tap:"+name), name: name, vnetHdr: vnetHdr}, nil
+}
+
+// control runs fn on the device's descriptor (File.Fd would make it
+// blocking).
+func (l *Link) control(fn func(fd int) error) error {
+	rc, err := l.f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
 }
 
 // Read drains up to len(bufs) frames from the device; it waits (in the Go

@@ -26,6 +26,9 @@ type Link struct {
 // Create fails: TAP devices are Linux-only.
 func Create(name string, vnetHdr bool) (*Link, error) { return nil, errLinuxOnly }
 
+// Attach fails: TAP devices are Linux-only.
+func Attach(name string, vnetHdr bool) (*Link, error) { return nil, errLinuxOnly }
+
 // FromFD fails: TAP devices are Linux-only.
 func FromFD(fd int, name string, vnetHdr bool) (*Link, error) { return nil, errLinuxOnly }
 
