@@ -46,6 +46,11 @@ Kinds:
       -chardev socket,path=PATH,reconnect=1); --connect: the VMM owns it
       (QEMU server=on); --fd N:vhost-user: a connected socket
 
+--bridge tap:NAME (repeatable) attaches the host's existing, persistent
+TAP device NAME (ip tuntap add mode tap name NAME user USER) as one more
+port of the switch: the VMs share its L2 segment, and slipway's DHCP and
+gateway answer there too. serve never creates the device.
+
 With only --fd endpoints, serve exits once every VM has gone. With
 --api-socket and no endpoint at all, VMs come only through the API
 (POST /v1/links, slipway ctl link add) and serve runs until stopped.`,

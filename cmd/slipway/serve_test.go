@@ -54,3 +54,20 @@ func TestServeCommandLine(t *testing.T) {
 	wantUsage(t, []string{"serve", "--listen", "stream:unix:/x", "stray"}, "unknown command", "stray")
 	wantUsage(t, []string{"serve", "--fd", "x"}, `"x" for --fd`)
 }
+
+// FuzzParseBridge: any --bridge value is a name or an error, never a
+// panic; a name is what followed "tap:", and never empty.
+func FuzzParseBridge(f *testing.F) {
+	for _, s := range []string{"tap:swbr0", "macvtap:mv0", "tap:", "swbr0", ":", "tap:a:b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		name, err := parseBridge(s)
+		if err != nil {
+			return
+		}
+		if name == "" || "tap:"+name != s {
+			t.Errorf("parseBridge(%q) = %q", s, name)
+		}
+	})
+}
