@@ -317,7 +317,16 @@ func (n *Network) Config() config.Config { return n.cfg }
 // fails or the network closes. It returns at once, with the link's port
 // number (as Links shows it); on a closed network it closes l and returns
 // 0.
-func (n *Network) Attach(l link.Link) (port int) {
+func (n *Network) Attach(l link.Link) (port int) { return n.attach(l, false) }
+
+// AttachUplink connects a link to a real LAN (a host TAP device bridged to
+// the host's network) as Attach does, but as an uplink: the guests and the
+// LAN share one L2, while the network's own services (DHCP, DNS, the
+// gateway and its flows to the host) serve the guests only and never
+// answer the LAN.
+func (n *Network) AttachUplink(l link.Link) (port int) { return n.attach(l, true) }
+
+func (n *Network) attach(l link.Link, uplink bool) (port int) {
 	// Under the lock, so that Close either sees the port or Attach sees
 	// the network closed.
 	n.mu.Lock()
@@ -326,7 +335,11 @@ func (n *Network) Attach(l link.Link) (port int) {
 		l.Close()
 		return 0
 	}
-	p := n.sw.AddLink(l)
+	add := n.sw.AddLink
+	if uplink {
+		add = n.sw.AddUplink
+	}
+	p := add(l)
 	n.wg.Add(1)
 	n.mu.Unlock()
 	go func() {

@@ -295,10 +295,12 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 	var gone []<-chan struct{}
 	for i, l := range links {
 		w, done := endpoint.Watch(l)
-		if !spec.Links[i].Bridge {
+		if spec.Links[i].Bridge {
+			n.AttachUplink(w)
+		} else {
 			gone = append(gone, done)
+			n.Attach(w)
 		}
-		n.Attach(w)
 		log.Debug("serving", "link", l.String())
 	}
 	if pe != nil {

@@ -91,8 +91,11 @@ type Port struct {
 	down atomic.Bool
 	// errLogged keeps a failing link from logging every frame.
 	errLogged atomic.Bool
-	Stats     PortStats
-	Since     time.Time
+	// uplink marks a port to a real LAN (AddUplink): it shares the
+	// guests' L2 but not the stack, and never reaches another uplink.
+	uplink bool
+	Stats  PortStats
+	Since  time.Time
 }
 
 // ID is the port's number, unique within its switch.
@@ -127,6 +130,7 @@ type PortStats struct {
 	DropRouter   atomic.Uint64 `counter:"router"`    // router advertisement or redirect from a guest
 	DropTxFull   atomic.Uint64 `counter:"tx_full"`   // the peer was not reading (paused VM)
 	DropLinkDown atomic.Uint64 `counter:"link_down"` // the link was set down (control API), either way
+	DropUplink   atomic.Uint64 `counter:"uplink"`    // from an uplink to the stack or to another uplink
 }
 
 // SetUp takes the link down (frames from it and to it are dropped and
@@ -156,10 +160,20 @@ func (s *Switch) SetStack(mac net.HardwareAddr, deliver func(views []frame.View)
 }
 
 // AddLink attaches a guest link as a new port. Run reads from it.
-func (s *Switch) AddLink(l link.Link) *Port {
+func (s *Switch) AddLink(l link.Link) *Port { return s.add(l, false) }
+
+// AddUplink attaches a link to a real LAN (a host TAP device the
+// administrator bridged): guests and the LAN share one L2, but frames from
+// the LAN never reach the stack (slipway's DHCP, DNS, gateway and NAT serve
+// the guests only, never become a rogue server on the LAN) and the stack
+// never sends to it; frames between two uplinks are dropped, so two
+// bridges to one LAN cannot make a loop through slipway.
+func (s *Switch) AddUplink(l link.Link) *Port { return s.add(l, true) }
+
+func (s *Switch) add(l link.Link, uplink bool) *Port {
 	s.mu.Lock()
 	s.nextID++
-	p := &Port{sw: s, id: s.nextID, name: l.String(), link: l, Since: time.Now()}
+	p := &Port{sw: s, id: s.nextID, name: l.String(), link: l, uplink: uplink, Since: time.Now()}
 	links := append(append([]*Port(nil), *s.links.Load()...), p)
 	s.links.Store(&links)
 	s.mu.Unlock()
@@ -393,6 +407,8 @@ func (s *Switch) input(src *Port, bufs [][]byte, sizes []int, b *batcher) {
 			s.flood(src, f, &v, b)
 		case to == src:
 			src.Stats.DropHairpin.Add(1)
+		case src.uplink && (to == s.stack || to.uplink):
+			src.Stats.DropUplink.Add(1)
 		default:
 			b.add(to, f, &v)
 		}
@@ -400,32 +416,38 @@ func (s *Switch) input(src *Port, bufs [][]byte, sizes []int, b *batcher) {
 	b.flush()
 }
 
-// flood sends one frame to every port but its source, the stack included.
+// flood sends one frame to every port but its source, the stack included
+// (from an uplink: to the guests only).
 func (s *Switch) flood(src *Port, f link.Frame, v *frame.View, b *batcher) {
 	b.one[0] = f
 	for _, p := range *s.links.Load() {
-		if p != src {
+		if p != src && !(src.uplink && p.uplink) {
 			p.write(b.one[:])
 		}
 	}
-	if s.stack != nil && src != s.stack {
+	if s.stack != nil && src != s.stack && !src.uplink {
 		b.oneV[0] = *v
 		s.stack.deliver(b.oneV[:])
 	}
 	b.one[0], b.oneV[0] = link.Frame{}, frame.View{}
 }
 
-// AllLinksOffload reports whether the switch has links and every one of
-// them takes offloaded frames: then the stack may send TCP super-frames
-// (GSO) that the links' peers segment themselves.
+// AllLinksOffload reports whether the switch has guest links and every
+// one of them takes offloaded frames: then the stack may send TCP
+// super-frames (GSO) that the links' peers segment themselves. Uplinks do
+// not count: the stack never sends to them.
 func (s *Switch) AllLinksOffload() bool {
-	links := *s.links.Load()
-	for _, p := range links {
+	n := 0
+	for _, p := range *s.links.Load() {
+		if p.uplink {
+			continue
+		}
 		if !p.link.Offloads() {
 			return false
 		}
+		n++
 	}
-	return len(links) > 0
+	return n > 0
 }
 
 // countTxError counts frames a link failed to send.
@@ -473,12 +495,17 @@ func (s *Switch) FromStack(frames []link.Frame) {
 			j++
 			routed = false
 		}
-		if to != nil {
-			to.write(frames[i:j])
-		} else {
+		switch {
+		case to == nil:
 			for _, p := range *s.links.Load() {
-				p.write(frames[i:j])
+				if !p.uplink {
+					p.write(frames[i:j])
+				}
 			}
+		case to.uplink:
+			to.Stats.DropUplink.Add(uint64(j - i))
+		default:
+			to.write(frames[i:j])
 		}
 		i = j
 	}

@@ -104,31 +104,76 @@ func setup(t *testing.T, n int, opts ...Options) (*Switch, *stackSink, []*guest,
 	var guests []*guest
 	var ports []*Port
 	for i := 0; i < n; i++ {
-		near, far := pipe.New("g", false)
-		p := sw.AddLink(near)
-		go p.Run()
-		g := &guest{end: far, frames: make(chan []byte, 64)}
-		go func() {
-			bufs, sizes := link.NewBuffers(8)
-			for {
-				k, err := far.Read(bufs, sizes)
-				for j := 0; j < k; j++ {
-					g.frames <- bytes.Clone(bufs[j][:link.VnetHdrLen+sizes[j]])
-				}
-				if err != nil {
-					return
-				}
-			}
-		}()
+		g, p := addGuest(t, sw.AddLink)
 		guests = append(guests, g)
 		ports = append(ports, p)
 	}
-	t.Cleanup(func() {
-		for _, p := range ports {
-			sw.Remove(p)
-		}
-	})
 	return sw, sink, guests, ports
+}
+
+// addGuest attaches a pipe to the switch with add (AddLink or AddUplink).
+func addGuest(t *testing.T, add func(link.Link) *Port) (*guest, *Port) {
+	near, far := pipe.New("g", false)
+	p := add(near)
+	go p.Run()
+	t.Cleanup(func() { p.sw.Remove(p) })
+	g := &guest{end: far, frames: make(chan []byte, 64)}
+	go func() {
+		bufs, sizes := link.NewBuffers(8)
+		for {
+			k, err := far.Read(bufs, sizes)
+			for j := 0; j < k; j++ {
+				g.frames <- bytes.Clone(bufs[j][:link.VnetHdrLen+sizes[j]])
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return g, p
+}
+
+// An uplink (a bridged LAN) shares the guests' L2 but never the stack:
+// slipway's services must not answer the LAN, and two uplinks must not
+// join their LANs through slipway.
+func TestSwitchUplinkSharesL2ButNotTheStack(t *testing.T) {
+	sw, sink, g, _ := setup(t, 1)
+	lan, lanPort := addGuest(t, sw.AddUplink)
+	lan2, _ := addGuest(t, sw.AddUplink)
+	lanMAC := mac(7)
+	// The LAN's broadcast (a DHCP discover, say) reaches the guest only.
+	lan.send(t, tagged(bcast, lanMAC, "lan-bcast"))
+	g[0].expect(t, "lan-bcast")
+	// Guest <-> LAN unicast both ways.
+	g[0].send(t, tagged(lanMAC, mac(1), "to-lan"))
+	lan.expect(t, "to-lan")
+	lan.send(t, tagged(mac(1), lanMAC, "to-guest"))
+	g[0].expect(t, "to-guest")
+	// A LAN host talking to the gateway's MAC is dropped and counted.
+	lan.send(t, tagged(stackMAC, lanMAC, "lan-to-gw"))
+	// The stack's broadcast and its unicast to a LAN MAC stay off the LAN.
+	sw.FromStack(link.Frames(tagged(bcast, stackMAC, "stack-bcast")))
+	sw.FromStack(link.Frames(tagged(lanMAC, stackMAC, "stack-to-lan")))
+	g[0].expect(t, "stack-bcast")
+	// The guest's broadcast reaches the stack and both LANs; before it the
+	// first LAN has seen only the guest's unicast, the second nothing (no
+	// frame of the stack, none of the other LAN).
+	g[0].send(t, tagged(bcast, mac(1), "marker"))
+	if got := lan.expect(t, "marker"); len(got) != 1 {
+		t.Fatalf("LAN got %v after to-lan, want only the guest's marker", got)
+	}
+	if got := lan2.expect(t, "marker"); len(got) != 1 {
+		t.Fatalf("second LAN got %v: a frame of the first LAN or of the stack", got)
+	}
+	if !sink.has("marker") {
+		t.Fatal("the guest's broadcast did not reach the stack")
+	}
+	if sink.has("lan-bcast") || sink.has("lan-to-gw") {
+		t.Fatalf("frames from the LAN reached the stack: %v", sink.tags)
+	}
+	if n := lanPort.Stats.DropUplink.Load(); n != 2 {
+		t.Fatalf("uplink drops = %d, want 2 (to the gateway, and the stack's unicast)", n)
+	}
 }
 
 func TestSwitchLearnsAndUnicastStaysPrivate(t *testing.T) {
