@@ -61,7 +61,10 @@ type Config struct {
 	// Mode is ModeNAT (guests reach wherever the host does) or
 	// ModeHostOnly (vmnet's host-only: guests reach each other, slipway's
 	// services, the host through the gateways and published ports, and
-	// nothing beyond the host).
+	// nothing beyond the host). DNS queries are still forwarded upstream,
+	// as under Restrict: the forwarder relays only DNS, guests' names
+	// (the host's too) keep resolving, and a resolver on the host as
+	// DNSUpstreams keeps even that on the host.
 	Mode string `yaml:"mode"`
 	// Egress are the user's allow and deny rules for guests' outbound
 	// flows, tried in order, the first match winning; a flow no rule
