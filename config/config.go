@@ -58,6 +58,14 @@ type Config struct {
 	NoHostLoopback bool `yaml:"no-host-loopback"`
 	// Restrict blocks every outbound flow; DHCP and DNS are still served.
 	Restrict bool `yaml:"restrict"`
+	// Mode is ModeNAT (guests reach wherever the host does) or
+	// ModeHostOnly (vmnet's host-only: guests reach each other, slipway's
+	// services, the host through the gateways and published ports, and
+	// nothing beyond the host). DNS queries are still forwarded upstream,
+	// as under Restrict: the forwarder relays only DNS, guests' names
+	// (the host's too) keep resolving, and a resolver on the host as
+	// DNSUpstreams keeps even that on the host.
+	Mode string `yaml:"mode"`
 	// Egress are the user's allow and deny rules for guests' outbound
 	// flows, tried in order, the first match winning; a flow no rule
 	// matches is allowed. Flags: --deny and --allow, which add to one
@@ -199,6 +207,11 @@ const (
 	// which then opens no socket itself: the launcher opens each on
 	// request, checking the policy again.
 	SandboxStrict = "strict"
+	// ModeNAT is the default network mode: guests' flows go wherever the
+	// host's would.
+	ModeNAT = "nat"
+	// ModeHostOnly confines guests to the host (vmnet's host-only).
+	ModeHostOnly = "host-only"
 )
 
 // MaxAdvertiseDNS bounds AdvertiseDNS's addresses of each family: more
@@ -253,6 +266,9 @@ func (c *Config) Complete() error {
 	}
 	if c.PublishSource == "" {
 		c.PublishSource = PublishSourceClient
+	}
+	if c.Mode == "" {
+		c.Mode = ModeNAT
 	}
 	l := &c.Limits
 	setDefault(&l.MaxFlows, DefaultMaxFlows)
@@ -383,6 +399,11 @@ func (c *Config) Validate() error {
 	case SandboxOn, SandboxOff, SandboxStrict:
 	default:
 		return fieldErr("sandbox", c.Sandbox, "must be on, strict or off")
+	}
+	switch c.Mode {
+	case ModeNAT, ModeHostOnly:
+	default:
+		return fieldErr("mode", c.Mode, "must be %s or %s", ModeNAT, ModeHostOnly)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

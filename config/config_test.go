@@ -166,6 +166,40 @@ func TestLoadFile(t *testing.T) {
 	}
 }
 
+// TestHostOnlyModeConfig: mode defaults to nat, host-only loads from a
+// file and a flag laid over it wins, and any other value names --mode.
+func TestHostOnlyModeConfig(t *testing.T) {
+	if c := Default(); c.Mode != ModeNAT {
+		t.Fatalf("default mode %q, want %q", c.Mode, ModeNAT)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.yaml")
+	os.WriteFile(path, []byte("mode: host-only\n"), 0o600)
+	var c Config
+	if err := c.LoadFile(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil || c.Mode != ModeHostOnly {
+		t.Fatalf("mode: host-only loaded as %q, %v", c.Mode, err)
+	}
+	flags := Default()
+	if !CopyField(&c, &flags, "mode") || c.Mode != ModeNAT {
+		t.Fatalf("--mode over the file: %q", c.Mode)
+	}
+	for _, bad := range []string{"hostonly", "NAT", "bridged", " nat"} {
+		c := Default()
+		c.Mode = bad
+		err := c.Validate()
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Flag != "mode" || !strings.Contains(err.Error(), "--mode") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("mode %q: want one line naming --mode, got %v", bad, err)
+		}
+	}
+}
+
 func TestCopyField(t *testing.T) {
 	src := Default()
 	src.MTU = 1400

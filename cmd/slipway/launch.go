@@ -456,13 +456,19 @@ func (l *launcherSide) localAddr(dst netip.Addr) netip.Addr {
 }
 
 // Ping opens an ICMP echo socket. Its destinations are the engine's to
-// choose, packet by packet: --restrict refuses it.
+// choose, packet by packet, out of the launcher's sight: --restrict
+// refuses it, and so does host-only mode, which could not keep such a
+// socket to the host. The gateway answers pings itself, without one;
+// only pings to Map's aliases of the host go unanswered in strict mode.
 func (l *launcherSide) Ping(v6 bool) (*os.File, error) {
 	if !l.strict {
 		return nil, errNotStrict
 	}
 	if l.rules.Restrict {
 		return nil, errors.New("ping: " + string(policy.Restricted))
+	}
+	if l.rules.HostOnly {
+		return nil, errors.New("ping: " + string(policy.HostOnlyMode))
 	}
 	return hostnet.PingSocket(v6)
 }

@@ -166,6 +166,7 @@ func (nf *netFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.NoAdvertiseDNS, "no-advertise-dns", false, "tell guests of no DNS server (in run, a resolv.conf without nameservers)")
 	fs.BoolVar(&c.NoHostLoopback, "no-host-loopback", false, "refuse flows to the gateway address instead of reaching the host's loopback")
 	fs.BoolVar(&c.Restrict, "restrict", false, "block every outbound flow (DHCP and DNS are still served)")
+	fs.StringVar(&c.Mode, "mode", config.ModeNAT, "network mode: nat (guests reach wherever the host does) or host-only (guests reach each other, slipway's DHCP and DNS, the host through the gateway and published ports; every flow beyond the host is refused)")
 	fs.Var(egressValue{&c.Egress, config.EgressDeny}, "deny", "refuse guests' flows to CIDR[:PORTS] (PORTS: 22,80,8000-8099; IPv6 in brackets with ports: [fd00::/8]:53), repeatable; --deny and --allow are tried in the order given, the first match wins, and a flow no rule matches is allowed")
 	fs.Var(egressValue{&c.Egress, config.EgressAllow}, "allow", "allow guests' flows to CIDR[:PORTS], repeatable (see --deny): --allow 10.1.0.0/16:443 --deny 0.0.0.0/0 allows only that")
 	fs.BoolVar(&c.AllowLinkLocal, "allow-link-local", false, "let guests reach link-local destinations (169.254.0.0/16, where clouds serve instance metadata and credentials, and fe80::/10), refused by default")

@@ -27,6 +27,11 @@ type Rules struct {
 	NoHostLoopback bool
 	// Restrict refuses every outbound flow.
 	Restrict bool
+	// HostOnly refuses every flow beyond the host (config.ModeHostOnly):
+	// the gateways (the host's loopback) and the aliases (the host's own
+	// addresses) still answer, subject to the other rules; Restrict and
+	// NoHostLoopback, being stricter, win where they apply.
+	HostOnly bool
 	// AllowLinkLocal lets flows reach link-local destinations
 	// (169.254.0.0/16, cloud metadata among them, and fe80::/10).
 	AllowLinkLocal bool
@@ -76,6 +81,7 @@ type Reason string
 const (
 	Allowed         Reason = ""
 	Restricted      Reason = "restricted mode"
+	HostOnlyMode    Reason = "host-only mode"
 	NoLoopback      Reason = "host loopback disabled"
 	NotRoutable     Reason = "destination not routable (broadcast, multicast, unspecified or loopback)"
 	InsideSubnet    Reason = "destination is inside the guest network"
@@ -132,6 +138,12 @@ func (r *Rules) Outbound(proto config.Proto, dst netip.AddrPort) Verdict {
 	if r.Restrict {
 		return Verdict{Reason: Restricted}
 	}
+	// Everything past here leaves the host (or would, like the host's
+	// loopback named directly): host-only mode refuses it all, with a
+	// reason of its own so the counters tell it from restrict.
+	if r.HostOnly {
+		return Verdict{Reason: HostOnlyMode}
+	}
 	// A guest must not reach the host's loopback by naming it directly:
 	// that would bypass NoHostLoopback.
 	if !a.IsValid() || a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || isBroadcast(a) {
@@ -173,6 +185,7 @@ func FromConfig(cfg config.Config) *Rules {
 		Services:       []netip.Addr{cfg.DNSAddress},
 		NoHostLoopback: cfg.NoHostLoopback,
 		Restrict:       cfg.Restrict,
+		HostOnly:       cfg.Mode == config.ModeHostOnly,
 		AllowLinkLocal: cfg.AllowLinkLocal,
 		Deny:           cfg.Deny,
 	}

@@ -51,15 +51,7 @@ func TestOutbound(t *testing.T) {
 		"deny 10.0.2.2:22",
 		"deny [2001:db8::/32]:53",
 	))
-	ap := netip.MustParseAddrPort
-	cases := []struct {
-		name   string
-		rules  *Rules
-		proto  config.Proto
-		dst    string
-		target string
-		reason Reason
-	}{
+	checkOutbound(t, []outboundCase{
 		{"internet", base, config.TCP, "192.0.2.10:80", "192.0.2.10:80", Allowed},
 		{"gateway to loopback", base, config.TCP, "10.0.2.2:8080", "127.0.0.1:8080", Allowed},
 		{"v6 gateway to loopback", base, config.TCP, "[fd00::2]:22", "[::1]:22", Allowed},
@@ -97,7 +89,23 @@ func TestOutbound(t *testing.T) {
 		{"denied metadata", deny, config.TCP, "169.254.169.254:80", "", Denied},
 		{"outside the denied", deny, config.TCP, "192.0.2.10:80", "192.0.2.10:80", Allowed},
 		{"an alias over the denied", denyAliased, config.TCP, "169.254.1.2:8080", "192.0.2.2:8080", Allowed},
-	}
+	})
+}
+
+// outboundCase is one flow Outbound decides: the reason it must give
+// and, when allowed, the target.
+type outboundCase struct {
+	name   string
+	rules  *Rules
+	proto  config.Proto
+	dst    string
+	target string
+	reason Reason
+}
+
+func checkOutbound(t *testing.T, cases []outboundCase) {
+	t.Helper()
+	ap := netip.MustParseAddrPort
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			v := c.rules.Outbound(c.proto, ap(c.dst))
@@ -195,5 +203,57 @@ func TestHostTargetFollowsTheMap(t *testing.T) {
 	}
 	if v := r.Outbound(config.TCP, netip.MustParseAddrPort("10.0.2.2:80")); v.Allowed() && v.Target.Addr().IsLoopback() {
 		t.Errorf("the router gateway leads to the host's loopback: %+v", v)
+	}
+}
+
+// TestHostOnly: host-only mode keeps the gateways (to the host's
+// loopback), the aliases (to the host's own addresses) and slipway's
+// addresses, and refuses every other destination with its own reason;
+// NoHostLoopback and Restrict, stricter, still win where they apply.
+func TestHostOnly(t *testing.T) {
+	aliasMap := map[netip.Addr]netip.Addr{netip.MustParseAddr("169.254.1.2"): netip.MustParseAddr("192.0.2.2")}
+	hostOnly := rules(func(r *Rules) { r.HostOnly, r.Aliases = true, aliasMap })
+	noLo := rules(func(r *Rules) { r.HostOnly, r.NoHostLoopback = true, true })
+	restrict := rules(func(r *Rules) { r.HostOnly, r.Restrict, r.Aliases = true, true, aliasMap })
+	linkLocal := rules(func(r *Rules) { r.HostOnly, r.AllowLinkLocal = true, true })
+	allowed := rules(func(r *Rules) { r.HostOnly = true }, egress(t, "allow 0.0.0.0/0"))
+	denyGw := rules(func(r *Rules) { r.HostOnly = true }, egress(t, "deny 10.0.2.2:22"))
+	ap := netip.MustParseAddrPort
+	checkOutbound(t, []outboundCase{
+		{"gateway to loopback", hostOnly, config.TCP, "10.0.2.2:8080", "127.0.0.1:8080", Allowed},
+		{"v6 gateway to loopback", hostOnly, config.UDP, "[fd00::2]:53", "[::1]:53", Allowed},
+		{"gateway ping", hostOnly, config.ICMP, "10.0.2.2:0", "127.0.0.1:0", Allowed},
+		{"alias to the host", hostOnly, config.TCP, "169.254.1.2:80", "192.0.2.2:80", Allowed},
+		{"outside tcp", hostOnly, config.TCP, "192.0.2.10:80", "", HostOnlyMode},
+		{"outside udp", hostOnly, config.UDP, "[2001:db8::1]:53", "", HostOnlyMode},
+		{"outside ping", hostOnly, config.ICMP, "198.51.100.1:0", "", HostOnlyMode},
+		{"direct loopback", hostOnly, config.TCP, "127.0.0.1:22", "", HostOnlyMode},
+		{"dns other port", hostOnly, config.TCP, "10.0.2.3:80", "", ServiceAddrPort},
+		{"link-local allowed elsewhere", linkLocal, config.TCP, "169.254.169.254:80", "", HostOnlyMode},
+		{"an allow rule does not open it", allowed, config.TCP, "192.0.2.10:443", "", HostOnlyMode},
+		{"a deny rule still closes the gateway", denyGw, config.TCP, "10.0.2.2:22", "", DeniedByRule},
+		{"no host loopback", noLo, config.TCP, "10.0.2.2:8080", "", NoLoopback},
+		{"no host loopback, outside", noLo, config.TCP, "192.0.2.10:80", "", HostOnlyMode},
+		{"restrict gateway", restrict, config.TCP, "10.0.2.2:8080", "", Restricted},
+		{"restrict alias", restrict, config.TCP, "169.254.1.2:80", "", Restricted},
+		{"restrict outside", restrict, config.TCP, "192.0.2.10:80", "", Restricted},
+	})
+
+	// The strict sandbox's launcher decides the same from the config.
+	cfg := config.Default()
+	cfg.NoHostLoopback, cfg.Mode = false, config.ModeHostOnly
+	r := FromConfig(cfg)
+	if !r.HostOnly {
+		t.Fatal("FromConfig ignored mode host-only")
+	}
+	for target, want := range map[string]Reason{
+		"127.0.0.1:8080":    Allowed,
+		"[::1]:8080":        Allowed,
+		"93.184.216.34:443": HostOnlyMode,
+		"[2001:db8::1]:53":  HostOnlyMode,
+	} {
+		if got := r.HostTarget(config.TCP, ap(target)); got != want {
+			t.Errorf("HostTarget %s: %q, want %q", target, got, want)
+		}
 	}
 }

@@ -183,6 +183,8 @@ func TestRunBadFlagsExit2(t *testing.T) {
 		{[]string{"serve", "--listen", "carrier-pigeon:unix:/tmp/x"}, "--listen"},
 		{[]string{"serve"}, "--listen"},
 		{[]string{"run", "--no-such-flag", "--", "true"}, "no-such-flag"},
+		{[]string{"run", "--mode", "bridged", "--", "true"}, "--mode"},
+		{[]string{"serve", "--mode", "hostonly", "--listen", "stream:unix:/tmp/x"}, "--mode"},
 	} {
 		res := testenv.Run(t, time.Minute, c.args...)
 		lines := strings.Split(strings.TrimSpace(res.Output), "\n")

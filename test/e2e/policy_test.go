@@ -162,3 +162,38 @@ func TestEgressRulesThroughAPI(t *testing.T) {
 	m := testenv.Markers(s.p.Output())
 	checkMarkers(t, m, map[string]string{"first": "svc-22", "denied": "refused", "again": "svc-22"}, "")
 }
+
+// TestRunHostOnlyMode: with --mode host-only the namespace reaches a TCP
+// server on the host's 127.0.0.1 through the gateway, and no longer the
+// "remote" address it reaches without the flag (TCP refused with a RST,
+// pings unanswered), in the default sandbox and in the strict one, whose
+// launcher checks each host socket again.
+func TestRunHostOnlyMode(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "busybox")
+	ns := remoteNS(t, 80)
+	const loPort = 8089
+	lo := exec.Command("ip", "netns", "exec", ns, "socat",
+		fmt.Sprintf("TCP-LISTEN:%d,bind=127.0.0.1,fork,reuseaddr", loPort), "SYSTEM:echo host-lo")
+	testenv.StartProcess(t, "socat", lo)
+	sh := script(
+		probe("gw", "10.0.2.2", loPort),
+		probe("remote", remoteAddr, 80),
+		`busybox ping -c1 -W3 `+remoteAddr+` >/dev/null 2>&1; echo "@ping=$?"`,
+	)
+	for _, c := range []struct {
+		label string
+		args  []string
+		want  map[string]string
+	}{
+		{"nat: ", nil, map[string]string{"gw": "host-lo", "remote": "svc-80", "ping": "0"}},
+		{"host-only: ", []string{"--mode", "host-only"}, map[string]string{"gw": "host-lo", "remote": "refused", "ping": "1"}},
+		{"host-only, strict: ", []string{"--mode=host-only", "--sandbox=strict"}, map[string]string{"gw": "host-lo", "remote": "refused", "ping": "1"}},
+	} {
+		res := runIn(t, ns, c.args, sh)
+		checkMarkers(t, testenv.Markers(res.Output), c.want, c.label)
+		if t.Failed() {
+			t.Fatalf("%soutput:\n%s", c.label, res.Output)
+		}
+	}
+}
