@@ -21,12 +21,32 @@ import (
 // namespace and makes there the LAN a host administrator would offer
 // VMs: a Linux bridge br0 at 192.168.77.1/24 with the persistent TAP
 // swbr0 in it. Processes the goroutine starts and sockets it opens are in
-// that namespace; the thread stays locked and ends with the test's
-// goroutine, so nothing is left in the test's own namespace.
+// that namespace, nothing is left in the test's own. When the test ends
+// the thread goes back to the namespace it came from before it is
+// unlocked: a locked goroutine that just ends may be on the process's
+// main thread, which Go cannot end, and every later test would then find
+// the process (/proc/self/ns/net) in the LAN's namespace.
 func bridgeLAN(t *testing.T) {
 	t.Helper()
 	testenv.Slipway(t) // built out here, with the host's network
 	runtime.LockOSThread()
+	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatalf("open this thread's network namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		// Cleanups run on the test's goroutine, still on this thread.
+		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+			// Leave the thread locked: Go ends it with the goroutine
+			// (or parks it, if it is the main thread) rather than
+			// let another goroutine run in the LAN's namespace.
+			t.Errorf("back to the test's network namespace: %v", err)
+			return
+		}
+		unix.Close(orig)
+		runtime.UnlockOSThread()
+	})
 	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 		t.Fatalf("unshare a network namespace: %v", err)
 	}
