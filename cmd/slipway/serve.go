@@ -48,8 +48,9 @@ Kinds:
 
 --bridge tap:NAME (repeatable) attaches the host's existing, persistent
 TAP device NAME (ip tuntap add mode tap name NAME user USER) as one more
-port of the switch: the VMs share its L2 segment, and slipway's DHCP and
-gateway answer there too. serve never creates the device.
+port of the switch: the VMs share its L2 segment, while slipway's DHCP,
+DNS and gateway serve the VMs only, never the LAN. serve never creates
+the device.
 
 With only --fd endpoints, serve exits once every VM has gone. With
 --api-socket and no endpoint at all, VMs come only through the API

@@ -51,7 +51,8 @@ func Create(name string, vnetHdr bool) (*Link, error) {
 // device is looked up first. The flags given here replace the ones the
 // device was made with, so vnetHdr is this caller's choice.
 func Attach(name string, vnetHdr bool) (*Link, error) {
-	// The name becomes a path below: no separators, no dot names.
+	// Names the kernel would refuse anyway, refused here with a line that
+	// says why rather than an ioctl's EINVAL.
 	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/ \x00") || len(name) >= unix.IFNAMSIZ {
 		return nil, fmt.Errorf("tap: interface name %q: want 1..%d characters, no '/' or space", name, unix.IFNAMSIZ-1)
 	}
