@@ -88,7 +88,10 @@ func TestGuestSessionStalledGuest(t *testing.T) {
 	for range 24 {
 		script = append(script, opARP, 0, 0, 0)
 	}
-	s := runSession(t, host, script)
+	// The stall is wall-clock time, and a loaded machine (a -race run
+	// beside other packages) may take longer than it to answer 24 ARP
+	// requests: hold it until the ring has refused what it must.
+	s := runSession(t, host, script, func(s *session) bool { return s.linkTxFull() < 24-sessionRing-1 })
 	if n := s.readInStall.Load(); n > 1 {
 		t.Errorf("the guest took %d frames while it was not reading (one may be in flight)", n)
 	}
@@ -116,6 +119,9 @@ const (
 var (
 	sessionGuest  = netip.MustParseAddr("10.0.2.15")
 	sessionGuest6 = netip.MustParseAddr("fd00::15")
+	// sessionSync is the sender address of sync's ARP requests, so that
+	// their answers tell themselves apart from those to the script's.
+	sessionSync = netip.MustParseAddr("10.0.2.14")
 )
 
 // The operations a step can name (its first byte, modulo opCount).
@@ -323,6 +329,11 @@ type session struct {
 	// or ENOBUFS on macOS), which the link reports as link.ErrQueueFull.
 	stallUntil  atomic.Int64
 	readInStall atomic.Int64 // frames the reader took during a stall
+	// holdStall, when set, makes the first stall last (up to
+	// stallHoldLimit) past its time while it returns true: for tests of
+	// the harness itself, which must not depend on how fast the machine
+	// answers. Set before the reader starts; only the reader reads it.
+	holdStall func(*session) bool
 
 	mu  sync.Mutex
 	tcp [4]tcpState
@@ -332,6 +343,7 @@ type session struct {
 	waited     time.Duration // of waitBudget (only step touches it)
 	problems   []string
 	arpReply   int // ARP replies to the guest seen
+	syncReply  int // of which answered sync's requests
 	// txFull is the frames the guest's ring refused (its link's tx_full
 	// at the end of the script).
 	txFull uint64
@@ -340,11 +352,14 @@ type session struct {
 
 // runSession plays script on a new network, checks the invariants and
 // returns the guest's side, for tests of the harness itself.
-func runSession(t *testing.T, host *hostSide, script []byte) *session {
+func runSession(t *testing.T, host *hostSide, script []byte, holdStall ...func(*session) bool) *session {
 	runtime.GC()
 	goroutines, fds := runtime.NumGoroutine(), openFDs()
 
 	s := &session{t: t, host: host, done: make(chan struct{})}
+	if len(holdStall) > 0 {
+		s.holdStall = holdStall[0]
+	}
 	s.clock.Store(time.Now().UnixNano())
 	cfg := config.Default()
 	dns, _ := config.ParseDNSServer(fmt.Sprintf("127.0.0.1:%d", host.dns))
@@ -377,13 +392,7 @@ func runSession(t *testing.T, host *hostSide, script []byte) *session {
 	}
 	s.sync()
 	s.check()
-	for _, l := range n.Links() {
-		for _, c := range l.Counters {
-			if c.Name == "tx_full" {
-				s.txFull += c.Value
-			}
-		}
-	}
+	s.txFull = s.linkTxFull()
 
 	host.release()
 	n.Close()
@@ -412,6 +421,23 @@ func runSession(t *testing.T, host *hostSide, script []byte) *session {
 	return nil
 }
 
+// linkTxFull sums the tx_full counters of the network's links.
+func (s *session) linkTxFull() uint64 {
+	var sum uint64
+	for _, l := range s.n.Links() {
+		for _, c := range l.Counters {
+			if c.Name == "tx_full" {
+				sum += c.Value
+			}
+		}
+	}
+	return sum
+}
+
+// stallHoldLimit bounds a held stall, so a broken network fails the test
+// instead of hanging it.
+const stallHoldLimit = 5 * time.Second
+
 func openFDs() int {
 	es, _ := os.ReadDir("/proc/self/fd")
 	return len(es)
@@ -437,6 +463,12 @@ func (s *session) read() {
 	for {
 		for w := time.Until(time.Unix(0, s.stallUntil.Load())); w > 0; w = time.Until(time.Unix(0, s.stallUntil.Load())) {
 			time.Sleep(w)
+		}
+		if s.holdStall != nil && s.stallUntil.Load() != 0 {
+			for end := time.Now().Add(stallHoldLimit); s.holdStall(s) && time.Now().Before(end); {
+				time.Sleep(time.Millisecond)
+			}
+			s.holdStall = nil
 		}
 		// One frame a call: a stall that begins while the reader waits
 		// in Read lets at most that one frame through.
@@ -469,6 +501,9 @@ func (s *session) take(hdr, eth []byte) {
 		switch {
 		case a.Op() == header.ARPReply:
 			s.arpReply++
+			if target == sessionSync {
+				s.syncReply++
+			}
 		case a.Op() == header.ARPRequest && target == sessionGuest:
 			sender, _ := netip.AddrFromSlice(a.ProtocolAddressSender())
 			s.write(frame.ARPReply(probeMAC, sessionGuest, net.HardwareAddr(a.HardwareAddressSender()), sender))
@@ -615,15 +650,21 @@ func (s *session) check() {
 func (s *session) sync() {
 	s.t.Helper()
 	s.mu.Lock()
-	before := s.arpReply
+	before := s.syncReply
 	s.mu.Unlock()
-	for try := 0; try < 100; try++ {
-		if try%20 == 0 { // a full ring may have dropped it: ask again
-			s.write(frame.ARPRequest(probeMAC, sessionGuest, s.cfg.Gateway))
+	// The stack answers a guest's frames in order, so the answer to this
+	// request comes after those to everything the script sent before
+	// it. A stalled guest's full ring may drop it: ask again now and
+	// then. The bound is far above what an answer takes on a loaded
+	// machine; reaching it means the network stopped answering.
+	start := time.Now()
+	for try := 0; time.Since(start) < syncLimit; try++ {
+		if try%20 == 0 {
+			s.write(frame.ARPRequest(probeMAC, sessionSync, s.cfg.Gateway))
 		}
 		time.Sleep(time.Millisecond * time.Duration(min(try, 10)/2))
 		s.mu.Lock()
-		got := s.arpReply > before
+		got := s.syncReply > before
 		s.mu.Unlock()
 		if got {
 			return
@@ -631,6 +672,9 @@ func (s *session) sync() {
 	}
 	s.t.Fatal("the gateway stopped answering ARP")
 }
+
+// syncLimit bounds one sync.
+const syncLimit = 5 * time.Second
 
 // pause sleeps for d out of the input's budget of waiting, and says
 // whether any was left. The budget keeps every input well under a second
