@@ -112,7 +112,7 @@ func (b *bench) record(group, backend string, round int, test string, m measurem
 		return
 	}
 	var parts []string
-	for _, k := range []string{test, report.UDPLoss} {
+	for _, k := range []string{test, report.UDPLoss, report.UDPInLoss} {
 		if v, ok := m.values[k]; ok {
 			b.res.Add(group, backend, round, k, v)
 			parts = append(parts, fmt.Sprintf("%s=%.4g", k, v))

@@ -68,7 +68,13 @@ func allTests() []testDef {
 		{report.UDP, func(t string, p ports, s settings) []string {
 			return []string{"iperf3", "-c", t, "-p", strconv.Itoa(p.iperf), "-u", "-b", s.udpRate, "-l", "1400",
 				"-t", secs(s.duration), "-J"}
-		}, parseUDP},
+		}, parseUDP(report.UDP, report.UDPLoss)},
+		// The same the other way (-R): the host's iperf3 sends, the
+		// guest receives and counts what never came.
+		{report.UDPIn, func(t string, p ports, s settings) []string {
+			return []string{"iperf3", "-c", t, "-p", strconv.Itoa(p.iperf), "-u", "-b", s.udpRate, "-l", "1400",
+				"-t", secs(s.duration), "-J", "-R"}
+		}, parseUDP(report.UDPIn, report.UDPInLoss)},
 	}
 }
 
@@ -82,13 +88,15 @@ func parseTCP(metric string) func(string) (measurement, error) {
 	}
 }
 
-func parseUDP(out string) (measurement, error) {
-	r, err := parse.ParseIperf3([]byte(out))
-	if err != nil {
-		return measurement{}, err
+func parseUDP(metric, loss string) func(string) (measurement, error) {
+	return func(out string) (measurement, error) {
+		r, err := parse.ParseIperf3([]byte(out))
+		if err != nil {
+			return measurement{}, err
+		}
+		return measurement{values: map[string]float64{metric: r.BitsPerSecond / 1e9, loss: r.LostPercent},
+			bytes: r.Bytes}, nil
 	}
-	return measurement{values: map[string]float64{report.UDP: r.BitsPerSecond / 1e9, report.UDPLoss: r.LostPercent},
-		bytes: r.Bytes}, nil
 }
 
 func parseLatency(out string) (measurement, error) {

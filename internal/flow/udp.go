@@ -144,6 +144,8 @@ func (p *udpPump) sendRun(b []byte, size int) error {
 func (p *udpPump) drainHost() {
 	var t lingerTimer
 	defer t.stop()
+	// It returns with the reader's batch used up, or as the flow ends.
+	defer p.reader.Release()
 	for {
 		b, ok, err := p.reader.TryRead()
 		switch {

@@ -3,6 +3,7 @@ package flow
 import (
 	"bytes"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -156,10 +157,90 @@ func TestDatagramReaderReadsWithoutAllocating(t *testing.T) {
 			if from && sender != tx.LocalAddr().(*net.UDPAddr).AddrPort() {
 				t.Fatalf("sender %v, want %v", sender, tx.LocalAddr())
 			}
-			r.Release()
 		})
+		r.Release()
 		if allocs != 0 {
 			t.Errorf("from=%v: %v allocations per datagram, want 0", from, allocs)
 		}
+	}
+}
+
+// A reader takes datagrams a batch at a time (recvmmsg on Linux) and
+// hands every one out whole, in order, with its own sender, however the
+// batches fall.
+func TestDatagramReaderBatchesInOrder(t *testing.T) {
+	for _, from := range []bool{false, true} {
+		rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rx.Close()
+		rx.SetReadBuffer(4 << 20)
+		var txs []*net.UDPConn
+		for range 2 {
+			tx, err := net.DialUDP("udp4", nil, rx.LocalAddr().(*net.UDPAddr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Close()
+			txs = append(txs, tx)
+		}
+		if !from { // a connected socket takes one sender's datagrams
+			txs = txs[:1]
+		}
+		rc, _ := rx.SyscallConn()
+		r := NewDatagramReader(rc, from)
+		// Sizes that vary, a largest one and an empty one among them,
+		// more than two batches' worth.
+		n := 2*dgramBatch + 3
+		size := func(i int) int {
+			switch i {
+			case 5:
+				return 65507 // the largest UDP payload over IPv4
+			case 9:
+				return 0
+			}
+			return 1 + i*97
+		}
+		for i := range n {
+			msg := bytes.Repeat([]byte{byte(i)}, size(i))
+			if _, err := txs[i%len(txs)].Write(msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range n {
+			var b []byte
+			var sender netip.AddrPort
+			ok := true
+			if from {
+				b, sender, err = r.Read()
+			} else {
+				b, ok, err = r.TryRead()
+			}
+			if err != nil || !ok {
+				t.Fatalf("from=%v: datagram %d: ok %v, err %v", from, i, ok, err)
+			}
+			if len(b) != size(i) || (len(b) > 0 && (b[0] != byte(i) || b[len(b)-1] != byte(i))) {
+				t.Fatalf("from=%v: datagram %d is %d bytes of %v, want %d of %d", from, i, len(b), b[:min(len(b), 1)], size(i), i)
+			}
+			if from {
+				if sender != txs[i%len(txs)].LocalAddr().(*net.UDPAddr).AddrPort() {
+					t.Fatalf("datagram %d from %v, want %v", i, sender, txs[i%len(txs)].LocalAddr())
+				}
+			}
+		}
+		if _, ok, err := r.TryRead(); ok || err != nil {
+			t.Errorf("from=%v: a datagram more than was sent (ok %v, err %v)", from, ok, err)
+		}
+		// A Read of an empty socket waits for the next datagram, whole.
+		later := []byte("sent while the reader waited")
+		go func() {
+			time.Sleep(20 * time.Millisecond)
+			txs[0].Write(later)
+		}()
+		if b, _, err := r.Read(); err != nil || !bytes.Equal(b, later) {
+			t.Errorf("from=%v: Read after waiting = %q, %v", from, b, err)
+		}
+		r.Release()
 	}
 }

@@ -102,6 +102,7 @@ func scaleRow(pts []ScalePoint) ([]*plot.Plot, error) {
 		minFlows    int
 	}{
 		{"scale: throughput by flows", "Gbit/s, all flows", false, func(p ScalePoint) float64 { return p.Gbps }, 1},
+		{"scale: p50 latency by flows", "ms per request", true, func(p ScalePoint) float64 { return p.P50Ms }, 1},
 		{"scale: p99 latency by flows", "ms per request", true, func(p ScalePoint) float64 { return p.P99Ms }, 1},
 		// With a handful of flows the difference is the noise of the
 		// heap, not the flows: the table has it, the chart leaves it out.

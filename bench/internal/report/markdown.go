@@ -25,8 +25,12 @@ func perfColumns(g Group) []column {
 		{Latency, "TCP latency µs", true},
 		{ConnRate, "HTTP conn/s", false},
 		{UDP, g.Guest + "→host UDP Gbit/s", false},
+		{UDPIn, "host→" + g.Guest + " UDP Gbit/s", false},
 	}
 }
+
+// lossOf names the loss metric shown beside a UDP test's rate.
+var lossOf = map[string]string{UDP: UDPLoss, UDPIn: UDPInLoss}
 
 // resourceColumns describe what the backend process itself used.
 func resourceColumns(g Group) []column {
@@ -100,8 +104,8 @@ func writeGroup(b *strings.Builder, r *Results, g Group) {
 		cells := []string{name}
 		for _, c := range cols {
 			cell := cellText(r, g.Key, be, c.metric)
-			if c.metric == UDP {
-				if s, ok := r.Summary(g.Key, be, UDPLoss); ok && cell != "—" {
+			if loss, ok := lossOf[c.metric]; ok {
+				if s, ok := r.Summary(g.Key, be, loss); ok && cell != "—" {
 					cell += fmt.Sprintf(", %s%% lost", num(s.Median))
 				}
 			}
@@ -215,6 +219,13 @@ func targets(r *Results) []target {
 	ratioGoal("host→namespace ≥ 0.75× veth", GroupNS, TCPIn, Veth, 0.75, false)
 	ratioGoal("host→namespace ≥ 1× pasta", GroupNS, TCPIn, Pasta, 1, false)
 	ratioGoal("latency ≤ 1.1× veth", GroupNS, Latency, Veth, 1.1, true)
+	// Issue 17: loss host→namespace at the offered rate, against pasta's.
+	if s, ok := r.Summary(GroupNS, Slipway, UDPInLoss); ok {
+		if p, ok := r.Summary(GroupNS, Pasta, UDPInLoss); ok {
+			out = append(out, target{"host→namespace UDP loss ≤ pasta's", fmt.Sprintf("%s%% vs %s%%", num(s.Median), num(p.Median)),
+				s.Median <= p.Median})
+		}
+	}
 	ratioGoal("VM guest→host ≥ 1× passt (stream)", GroupVM, TCPOut, Passt, 1, false)
 	ratioGoal("VM host→guest ≥ 1× passt (stream)", GroupVM, TCPIn, Passt, 1, false)
 	// vhost-user (issue 11): slipway's vhost-user row against passt's

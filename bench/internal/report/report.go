@@ -23,10 +23,14 @@ const (
 	ConnRate = "conn_rate" // HTTP requests/s, a new connection each
 	UDP      = "udp"       // guest→host UDP received, Gbit/s
 	UDPLoss  = "udp_loss"  // percent of datagrams lost in the UDP test
-	RSSIdle  = "rss_idle"  // backend's resident memory before any test, MiB
-	RSSPeak  = "rss_peak"  // backend's peak resident memory over the round, MiB
-	CPUOut   = "cpu_out"   // backend's CPU seconds per GB in the guest→host TCP test
-	CPUIn    = "cpu_in"    // backend's CPU seconds per GB in the host→guest TCP test
+	// UDPIn and UDPInLoss are the host→guest UDP test's: what the
+	// guest received, and the share of datagrams it never got.
+	UDPIn     = "udp_in"
+	UDPInLoss = "udp_in_loss"
+	RSSIdle   = "rss_idle" // backend's resident memory before any test, MiB
+	RSSPeak   = "rss_peak" // backend's peak resident memory over the round, MiB
+	CPUOut    = "cpu_out"  // backend's CPU seconds per GB in the guest→host TCP test
+	CPUIn     = "cpu_in"   // backend's CPU seconds per GB in the host→guest TCP test
 )
 
 // Group keys, and the backends the targets name.

@@ -44,6 +44,9 @@ func sample() *Results {
 	add(GroupNS, Veth, Latency, 36, 36, 36)
 	add(GroupNS, Slipway, UDP, 2, 2, 2)
 	add(GroupNS, Slipway, UDPLoss, 10, 20, 30)
+	add(GroupNS, Slipway, UDPIn, 0.9, 0.9, 0.9)
+	add(GroupNS, Slipway, UDPInLoss, 1, 2, 3)
+	add(GroupNS, Pasta, UDPInLoss, 4, 4, 4)
 	add(GroupNS, Slipway, RSSIdle, 15, 15, 15)
 	add(GroupVM, Slipway, TCPOut, 3, 3, 3)
 	add(GroupVM, Passt, TCPOut, 2.7, 2.7, 2.7)
@@ -66,6 +69,8 @@ func TestMarkdown(t *testing.T) {
 		"| slirp4netns (MTU 65520) | 3.00 (2.50–3.50) |",
 		"| pasta | 2.50 (1.00–4.00) |", // the median of the two rounds that worked
 		"2.00 (2.00–2.00), 20.0% lost",
+		"0.90 (0.90–0.90), 2.00% lost",
+		"| host→namespace UDP loss ≤ pasta's | 2.00% vs 4.00% | yes |",
 		"| slirp4netns | 3.33× |",
 		"| veth | 0.56× | 0.83× | 1.11× |",
 		"TCP latency µs (lower is better)",
@@ -148,8 +153,8 @@ func TestChart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Five panels across; two groups and the scale runs down, at 96 dpi.
-	if sz := img.Bounds().Size(); sz.X != 5*panelWidthPx || sz.Y != 3*panelHeightPx {
+	// Six panels across; two groups and the scale runs down, at 96 dpi.
+	if sz := img.Bounds().Size(); sz.X != 6*panelWidthPx || sz.Y != 3*panelHeightPx {
 		t.Errorf("chart is %v", sz)
 	}
 	if err := Chart(&b, &Results{}); err == nil {
