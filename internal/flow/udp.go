@@ -144,8 +144,9 @@ func (p *udpPump) sendRun(b []byte, size int) error {
 func (p *udpPump) drainHost() {
 	var t lingerTimer
 	defer t.stop()
-	// It returns with the reader's batch used up, or as the flow ends.
-	defer p.reader.Release()
+	// Nothing of the reader is touched once idle has handed the direction
+	// back: the next drain may be running by then. It holds no buffer at
+	// that point (an empty socket gave them back).
 	for {
 		b, ok, err := p.reader.TryRead()
 		switch {
@@ -177,6 +178,7 @@ func (p *udpPump) drainHost() {
 		p.replied.Store(true)
 		if terr := p.reader.WriteTo(p.ep); terr != nil {
 			if _, ok := terr.(*tcpip.ErrWouldBlock); !ok {
+				p.reader.Release() // the flow ends: busy stays set
 				p.flow.Close()
 				return
 			}
