@@ -16,8 +16,8 @@ var datagrams = sync.Pool{New: func() any { b := make([]byte, MaxDatagram); retu
 
 // dgramBatch is how many datagrams one read of the socket may take
 // (recvmmsg(2) on Linux; one elsewhere). A busy flow's drain then makes
-// one system call per batch instead of one per datagram; a batch holds
-// its buffers only until its last datagram is handed out.
+// one system call per batch instead of one per datagram. The buffers are
+// held while the socket has datagrams and given back once it is empty.
 const dgramBatch = 8
 
 // DatagramReader reads datagrams from a host UDP socket, a batch at a

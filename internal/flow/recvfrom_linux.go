@@ -43,6 +43,9 @@ func (r *DatagramReader) readBatch(fd int) (int, error) {
 	if errno != 0 {
 		return 0, errno
 	}
+	if n == 0 { // not for a non-blocking socket; never hand out a stale slot
+		return 0, unix.EAGAIN
+	}
 	for i := range int(n) {
 		r.lens[i] = int(st.hdrs[i].n)
 		r.addrs[i] = netip.AddrPort{}
