@@ -29,6 +29,14 @@ import (
 	vf "github.com/slipway-net/slipway/test/vhostfront"
 )
 
+// superFrameFloor is the least average frame size that shows a bulk
+// transfer went in super-frames: without offloads no frame exceeds 1514
+// bytes, so an average of 4 KiB cannot happen without them. The average
+// itself moves with the machine's load (29-44 KB to a QEMU guest on a
+// quiet machine, 16.2 KB in one CI run on a slow day), so it is no
+// performance bar (issue 11's goal of 32 KiB is not asserted here).
+const superFrameFloor = 4 << 10
+
 // vhostNetwork is an in-process network at MTU 1500 serving vhost-user on
 // a socket; the recorder keeps the links it accepted.
 func vhostNetwork(t *testing.T) (*network.Network, string, *recorder) {
@@ -139,9 +147,7 @@ func TestVhostUserGuests(t *testing.T) {
 		down := float64(c1["tx_bytes"]-c0["tx_bytes"]) / float64(c1["tx_frames"]-c0["tx_frames"])
 		up := float64(c2["rx_bytes"]-c1["rx_bytes"]) / float64(c2["rx_frames"]-c1["rx_frames"])
 		t.Logf("to the guest %.0f bytes a frame, from it %.0f (dropped for a full ring: %d)", down, up, c2["tx_full"])
-		// The average depends on the machine's load; 16 KiB is far
-		// beyond the 1514 of frames without offloads.
-		if down < 16<<10 || up < 16<<10 {
+		if down < superFrameFloor || up < superFrameFloor {
 			t.Errorf("frames average %.0f bytes to the guest and %.0f from it at MTU 1500, want super-frames", down, up)
 		}
 	})
