@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -111,12 +113,17 @@ func (b *bench) record(group, backend string, round int, test string, m measurem
 		b.fail("round %d, %s, %s, %s: %v", round, group, backend, test, err)
 		return
 	}
+	// Every value the test yields (its metric, and a UDP test's loss),
+	// the test's own metric first.
+	keys := slices.DeleteFunc(slices.Sorted(maps.Keys(m.values)), func(k string) bool { return k == test })
+	if _, ok := m.values[test]; ok {
+		keys = append([]string{test}, keys...)
+	}
 	var parts []string
-	for _, k := range []string{test, report.UDPLoss, report.UDPInLoss} {
-		if v, ok := m.values[k]; ok {
-			b.res.Add(group, backend, round, k, v)
-			parts = append(parts, fmt.Sprintf("%s=%.4g", k, v))
-		}
+	for _, k := range keys {
+		v := m.values[k]
+		b.res.Add(group, backend, round, k, v)
+		parts = append(parts, fmt.Sprintf("%s=%.4g", k, v))
 	}
 	if m.warning != "" {
 		b.res.Failures = append(b.res.Failures, fmt.Sprintf("round %d, %s, %s, %s (kept): %s", round, group, backend, test, m.warning))

@@ -133,16 +133,8 @@ func totalLen(bs [][]byte) int {
 // a published port its sender, without allocating.
 func TestDatagramReaderReadsWithoutAllocating(t *testing.T) {
 	for _, from := range []bool{false, true} {
-		rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rx.Close()
-		tx, err := net.DialUDP("udp4", nil, rx.LocalAddr().(*net.UDPAddr))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tx.Close()
+		rx, txs := udpSenders(t, 1)
+		tx := txs[0]
 		rc, _ := rx.SyscallConn()
 		r := NewDatagramReader(rc, from)
 		msg := []byte("a datagram from the host")
@@ -170,24 +162,12 @@ func TestDatagramReaderReadsWithoutAllocating(t *testing.T) {
 // batches fall.
 func TestDatagramReaderBatchesInOrder(t *testing.T) {
 	for _, from := range []bool{false, true} {
-		rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rx.Close()
-		rx.SetReadBuffer(4 << 20)
-		var txs []*net.UDPConn
-		for range 2 {
-			tx, err := net.DialUDP("udp4", nil, rx.LocalAddr().(*net.UDPAddr))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tx.Close()
-			txs = append(txs, tx)
-		}
+		senders := 2
 		if !from { // a connected socket takes one sender's datagrams
-			txs = txs[:1]
+			senders = 1
 		}
+		rx, txs := udpSenders(t, senders)
+		rx.SetReadBuffer(4 << 20)
 		rc, _ := rx.SyscallConn()
 		r := NewDatagramReader(rc, from)
 		// Sizes that vary, a largest one and an empty one among them,
@@ -211,6 +191,7 @@ func TestDatagramReaderBatchesInOrder(t *testing.T) {
 		for i := range n {
 			var b []byte
 			var sender netip.AddrPort
+			var err error
 			ok := true
 			if from {
 				b, sender, err = r.Read()
@@ -243,4 +224,25 @@ func TestDatagramReaderBatchesInOrder(t *testing.T) {
 		}
 		r.Release()
 	}
+}
+
+// udpSenders is a loopback UDP socket and n sockets connected to it, all
+// closed when the test ends.
+func udpSenders(t *testing.T, n int) (*net.UDPConn, []*net.UDPConn) {
+	t.Helper()
+	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rx.Close() })
+	var txs []*net.UDPConn
+	for range n {
+		tx, err := net.DialUDP("udp4", nil, rx.LocalAddr().(*net.UDPAddr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tx.Close() })
+		txs = append(txs, tx)
+	}
+	return rx, txs
 }
