@@ -29,9 +29,17 @@ const (
 // handing them on.
 const batchSize = 32
 
-// Link is a TAP device.
+// MaxQueues is the most queues a TAP device has (the kernel's limit).
+const MaxQueues = 256
+
+// Link is a TAP device: one descriptor per queue. With more than one
+// queue (IFF_MULTI_QUEUE) it is a link.MultiQueue: the kernel hands each
+// queue the frames of the flows it steers there, which is the queue slipway
+// last wrote that flow's frames to (the tun driver remembers a flow's queue
+// from the writes), so Write picks a flow's queue by its hash and a flow's
+// frames come back on one queue, read by one goroutine.
 type Link struct {
-	f        *os.File
+	qs       []*os.File
 	name     string
 	vnetHdr  bool
 	counters link.Counters
@@ -41,7 +49,35 @@ type Link struct {
 // namespace. With vnetHdr the device carries virtio-net headers and
 // checksum/TSO offloads are enabled.
 func Create(name string, vnetHdr bool) (*Link, error) {
-	return open(name, vnetHdr)
+	return CreateQueues(name, vnetHdr, 1)
+}
+
+// CreateQueues is Create with queues queues (1 to MaxQueues): more than one
+// makes a multi-queue device, one descriptor per queue.
+func CreateQueues(name string, vnetHdr bool, queues int) (*Link, error) {
+	if queues < 1 || queues > MaxQueues {
+		return nil, fmt.Errorf("tap: %d queues: want 1 to %d", queues, MaxQueues)
+	}
+	var fds []int
+	for range queues {
+		fd, err := openQueue(name, vnetHdr, queues > 1)
+		if err != nil {
+			closeAll(fds)
+			return nil, err
+		}
+		fds = append(fds, fd)
+	}
+	l, err := FromFDs(fds, name, vnetHdr)
+	if err != nil {
+		closeAll(fds)
+	}
+	return l, err
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
 }
 
 // Attach opens the existing TAP device name (a persistent one, made by
@@ -73,7 +109,13 @@ func Attach(name string, vnetHdr bool) (*Link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tap: %s: %w", name, err)
 	}
-	l, err := open(name, vnetHdr)
+	fd, err := openQueue(name, vnetHdr, false)
+	var l *Link
+	if err == nil {
+		if l, err = FromFD(fd, name, vnetHdr); err != nil {
+			unix.Close(fd)
+		}
+	}
 	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EBUSY) {
 		return nil, fmt.Errorf("%w (not a TAP device, a multi-queue one, or in use)", err)
 	}
@@ -96,32 +138,37 @@ func Attach(name string, vnetHdr bool) (*Link, error) {
 	return l, nil
 }
 
-func open(name string, vnetHdr bool) (*Link, error) {
+// openQueue opens one queue of the TAP device name (creating the device
+// with its first queue).
+func openQueue(name string, vnetHdr, multi bool) (int, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, fmt.Errorf("tap: open /dev/net/tun: %w", err)
+		return -1, fmt.Errorf("tap: open /dev/net/tun: %w", err)
 	}
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("tap: interface name %q: %w", name, err)
+		return -1, fmt.Errorf("tap: interface name %q: %w", name, err)
 	}
 	flags := uint16(unix.IFF_TAP | unix.IFF_NO_PI)
 	if vnetHdr {
 		flags |= unix.IFF_VNET_HDR
 	}
+	if multi {
+		flags |= unix.IFF_MULTI_QUEUE
+	}
 	ifr.SetUint16(flags)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("tap: TUNSETIFF %s: %w", name, err)
+		return -1, fmt.Errorf("tap: TUNSETIFF %s: %w", name, err)
 	}
 	if vnetHdr {
 		if err := setupVnetHdr(fd); err != nil {
 			unix.Close(fd)
-			return nil, err
+			return -1, err
 		}
 	}
-	return FromFD(fd, ifr.Name(), vnetHdr)
+	return fd, nil
 }
 
 func setupVnetHdr(fd int) error {
@@ -136,18 +183,35 @@ func setupVnetHdr(fd int) error {
 }
 
 // FromFD adopts an open TAP fd (for example one created in another
-// namespace and passed over a socket). The fd must be non-blocking.
+// namespace and passed over a socket).
 func FromFD(fd int, name string, vnetHdr bool) (*Link, error) {
-	if err := unix.SetNonblock(fd, true); err != nil {
-		return nil, fmt.Errorf("tap: set non-blocking: %w", err)
-	}
-	return &Link{f: os.NewFile(uintptr(fd), "tap:"+name), name: name, vnetHdr: vnetHdr}, nil
+	return FromFDs([]int{fd}, name, vnetHdr)
 }
 
-// control runs fn on the device's descriptor (File.Fd would make it
-// blocking).
+// FromFDs adopts the open fds of a TAP device's queues, one or more (all
+// of one device, each opened with IFF_MULTI_QUEUE when there are several).
+// The link owns them once it is made; on an error they are still the
+// caller's.
+func FromFDs(fds []int, name string, vnetHdr bool) (*Link, error) {
+	if len(fds) < 1 || len(fds) > MaxQueues {
+		return nil, fmt.Errorf("tap: %d queue descriptors: want 1 to %d", len(fds), MaxQueues)
+	}
+	for _, fd := range fds {
+		if err := unix.SetNonblock(fd, true); err != nil {
+			return nil, fmt.Errorf("tap: set non-blocking: %w", err)
+		}
+	}
+	l := &Link{name: name, vnetHdr: vnetHdr}
+	for _, fd := range fds {
+		l.qs = append(l.qs, os.NewFile(uintptr(fd), "tap:"+name))
+	}
+	return l, nil
+}
+
+// control runs fn on the descriptor of the device's first queue
+// (File.Fd would make it blocking).
 func (l *Link) control(fn func(fd int) error) error {
-	rc, err := l.f.SyscallConn()
+	rc, err := l.qs[0].SyscallConn()
 	if err != nil {
 		return err
 	}
@@ -158,10 +222,16 @@ func (l *Link) control(fn func(fd int) error) error {
 	return ferr
 }
 
-// Read drains up to len(bufs) frames from the device; it waits (in the Go
-// poller) only for the first.
-func (l *Link) Read(bufs [][]byte, sizes []int) (int, error) {
-	rc, err := l.f.SyscallConn()
+// Read is ReadQueue of the first queue.
+func (l *Link) Read(bufs [][]byte, sizes []int) (int, error) { return l.ReadQueue(0, bufs, sizes) }
+
+// Queues is how many queues the device has.
+func (l *Link) Queues() int { return len(l.qs) }
+
+// ReadQueue drains up to len(bufs) frames from queue i; it waits (in the
+// Go poller) only for the first. Each queue has one reader.
+func (l *Link) ReadQueue(i int, bufs [][]byte, sizes []int) (int, error) {
+	rc, err := l.qs[i].SyscallConn()
 	if err != nil {
 		return 0, err
 	}
@@ -212,8 +282,33 @@ var coalesced = sync.Pool{New: func() any { b := make([]byte, link.BufSize); ret
 
 // Write sends frames from their pieces, one writev(2) each; the device
 // takes them whole and never blocks, and concurrent writers need no lock.
+// On a multi-queue device each frame goes to its flow's queue, in runs.
 func (l *Link) Write(frames []link.Frame) (int, error) {
-	rc, err := l.f.SyscallConn()
+	if len(l.qs) == 1 {
+		return l.writeQueue(l.qs[0], frames)
+	}
+	n := 0
+	for len(frames) > 0 {
+		q := l.steer(&frames[0])
+		run := 1
+		for run < len(frames) && l.steer(&frames[run]) == q {
+			run++
+		}
+		sent, err := l.writeQueue(l.qs[q], frames[:run])
+		n += sent
+		if err != nil {
+			return n, err
+		}
+		frames = frames[run:]
+	}
+	return n, nil
+}
+
+func (l *Link) steer(f *link.Frame) int { return int(f.FlowHash() % uint32(len(l.qs))) }
+
+// writeQueue writes frames to one queue's descriptor.
+func (l *Link) writeQueue(q *os.File, frames []link.Frame) (int, error) {
+	rc, err := q.SyscallConn()
 	if err != nil {
 		return 0, err
 	}
@@ -270,13 +365,23 @@ func (l *Link) BatchSize() int { return batchSize }
 // Offloads reports whether the device carries virtio-net headers.
 func (l *Link) Offloads() bool { return l.vnetHdr }
 
-// Close closes the device fd; the interface disappears with it.
-func (l *Link) Close() error { return l.f.Close() }
+// Close closes the device's fds; the interface disappears with them.
+func (l *Link) Close() error {
+	var errs []error
+	for _, q := range l.qs {
+		errs = append(errs, q.Close())
+	}
+	return errors.Join(errs...)
+}
 
 func (l *Link) String() string { return "tap:" + l.name }
 
-// File is the device's file; the link still owns it.
-func (l *Link) File() *os.File { return l.f }
+// File is the file of the device's first queue; the link still owns it.
+func (l *Link) File() *os.File { return l.qs[0] }
+
+// Files are the files of the device's queues, in order; the link still
+// owns them.
+func (l *Link) Files() []*os.File { return l.qs }
 
 // Name is the interface name.
 func (l *Link) Name() string { return l.name }
@@ -284,4 +389,4 @@ func (l *Link) Name() string { return l.name }
 // Counters are the link's own counters.
 func (l *Link) Counters() *link.Counters { return &l.counters }
 
-var _ link.Link = (*Link)(nil)
+var _ link.MultiQueue = (*Link)(nil)

@@ -29,17 +29,29 @@ func Create(name string, vnetHdr bool) (*Link, error) { return nil, errLinuxOnly
 // Attach fails: TAP devices are Linux-only.
 func Attach(name string, vnetHdr bool) (*Link, error) { return nil, errLinuxOnly }
 
+// MaxQueues is the most queues a TAP device has (the kernel's limit).
+const MaxQueues = 256
+
+// CreateQueues fails: TAP devices are Linux-only.
+func CreateQueues(name string, vnetHdr bool, queues int) (*Link, error) { return nil, errLinuxOnly }
+
 // FromFD fails: TAP devices are Linux-only.
 func FromFD(fd int, name string, vnetHdr bool) (*Link, error) { return nil, errLinuxOnly }
 
-func (l *Link) Read([][]byte, []int) (int, error) { return 0, errLinuxOnly }
-func (l *Link) Write([]link.Frame) (int, error)   { return 0, errLinuxOnly }
-func (l *Link) BatchSize() int                    { return 1 }
-func (l *Link) Offloads() bool                    { return false }
-func (l *Link) Close() error                      { return errLinuxOnly }
-func (l *Link) String() string                    { return "tap" }
-func (l *Link) File() *os.File                    { return nil }
-func (l *Link) Name() string                      { return "" }
-func (l *Link) Counters() *link.Counters          { return &l.counters }
+// FromFDs fails: TAP devices are Linux-only.
+func FromFDs(fds []int, name string, vnetHdr bool) (*Link, error) { return nil, errLinuxOnly }
 
-var _ link.Link = (*Link)(nil)
+func (l *Link) Read([][]byte, []int) (int, error)           { return 0, errLinuxOnly }
+func (l *Link) Write([]link.Frame) (int, error)             { return 0, errLinuxOnly }
+func (l *Link) BatchSize() int                              { return 1 }
+func (l *Link) Offloads() bool                              { return false }
+func (l *Link) Close() error                                { return errLinuxOnly }
+func (l *Link) String() string                              { return "tap" }
+func (l *Link) File() *os.File                              { return nil }
+func (l *Link) Files() []*os.File                           { return nil }
+func (l *Link) Queues() int                                 { return 1 }
+func (l *Link) ReadQueue(int, [][]byte, []int) (int, error) { return 0, errLinuxOnly }
+func (l *Link) Name() string                                { return "" }
+func (l *Link) Counters() *link.Counters                    { return &l.counters }
+
+var _ link.MultiQueue = (*Link)(nil)

@@ -47,7 +47,6 @@ package vhostuser
 
 import (
 	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -592,46 +591,10 @@ func (l *Link) Write(frames []link.Frame) (n int, err error) {
 // running or not enabled.
 var errRingOff = fmt.Errorf("receive ring not running: %w", link.ErrQueueFull)
 
-// steer picks the queue pair for a frame: a hash of its IP addresses and,
-// for TCP and UDP, ports, so that a flow stays on one pair (its frames
-// stay in order); frames that are not IP go to the first pair.
+// steer picks the queue pair for a frame by its flow (link.Frame.FlowHash),
+// so that a flow stays on one pair; frames that are not IP go to the first.
 func (l *Link) steer(f *link.Frame) int {
-	if len(f.Segs) == 0 {
-		return 0
-	}
-	b := f.Segs[0]
-	if len(b) < 14 {
-		return 0
-	}
-	var addrs []byte
-	var proto byte
-	var l4 int
-	switch binary.BigEndian.Uint16(b[12:]) {
-	case 0x0800:
-		if len(b) < 34 {
-			return 0
-		}
-		addrs, proto, l4 = b[26:34], b[23], 14+int(b[14]&0xf)*4
-	case 0x86dd:
-		if len(b) < 54 {
-			return 0
-		}
-		addrs, proto, l4 = b[22:54], b[20], 54
-	default:
-		return 0
-	}
-	// FNV-1a over the addresses and ports: cheap, and any spread does.
-	h := uint32(2166136261)
-	mix := func(p []byte) {
-		for _, c := range p {
-			h = (h ^ uint32(c)) * 16777619
-		}
-	}
-	mix(addrs)
-	if (proto == 6 || proto == 17) && len(b) >= l4+4 {
-		mix(b[l4 : l4+4])
-	}
-	return int(h % uint32(l.Queues()))
+	return int(f.FlowHash() % uint32(l.Queues()))
 }
 
 // writeQueue puts frames into one receive ring.
