@@ -77,6 +77,9 @@ func nsBackends() []nsBackend {
 		{report.SlipwayStrict, "--sandbox=strict", func(ctx context.Context, b *bench) (*nsInstance, error) {
 			return startSlipwayRun(ctx, b, "strict")
 		}},
+		{report.SlipwayOneQueue, "--queues 1: one TAP queue, one reader", func(ctx context.Context, b *bench) (*nsInstance, error) {
+			return startSlipwayRun(ctx, b, "on", "--queues", "1")
+		}},
 		{report.Slirp4netns, "MTU 65520", startSlirp4netns},
 		{report.Pasta, "", startPasta},
 		{report.Veth, "veth pair, MTU 65520: the kernel's own limit", startVeth},
@@ -89,9 +92,10 @@ func startSlipwayNS(ctx context.Context, b *bench) (*nsInstance, error) {
 	return startSlipwayRun(ctx, b, "on")
 }
 
-// startSlipwayRun is startSlipwayNS with --sandbox=mode.
-func startSlipwayRun(ctx context.Context, b *bench, mode string) (*nsInstance, error) {
-	p, err := startProcess(b.logDir, "slipway-run", []string{b.slipway, "run", "--sandbox=" + mode, "--ready-fd", "3", "--", "sleep", "infinity"},
+// startSlipwayRun is startSlipwayNS with --sandbox=mode and flags.
+func startSlipwayRun(ctx context.Context, b *bench, mode string, flags ...string) (*nsInstance, error) {
+	args := append([]string{b.slipway, "run", "--sandbox=" + mode, "--ready-fd", "3"}, flags...)
+	p, err := startProcess(b.logDir, "slipway-run", append(args, "--", "sleep", "infinity"),
 		processOpts{readyFD: true})
 	if err != nil {
 		return nil, err

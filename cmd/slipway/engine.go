@@ -90,7 +90,10 @@ type gvproxySpec struct {
 
 // files is how many descriptors the spec comes with.
 func (s *engineSpec) files() int {
-	n := len(s.Links) + len(s.Listeners)
+	n := len(s.Listeners)
+	for _, ls := range s.Links {
+		n += ls.files()
+	}
 	if s.API {
 		n++
 	}
@@ -118,7 +121,13 @@ type linkSpec struct {
 	// offloads, and the switch segments for it anyway) and, never going
 	// away, it does not keep ExitWhenGone waiting.
 	Bridge bool `json:"bridge,omitempty"`
+	// Queues is how many descriptors a multi-queue TAP comes with, one
+	// per queue (0: one).
+	Queues int `json:"queues,omitempty"`
 }
+
+// files is how many descriptors the link comes with.
+func (ls linkSpec) files() int { return max(ls.Queues, 1) }
 
 type reservation struct {
 	MAC  string     `json:"mac"`
@@ -180,7 +189,11 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 	}
 	var links []link.Link
 	for _, ls := range spec.Links {
-		l, err := takeLink(ls, next(), endpoint.VhostOptions{Queues: spec.Queues, MTU: cfg.MTU, Log: log})
+		fs := make([]*os.File, ls.files())
+		for i := range fs {
+			fs[i] = next()
+		}
+		l, err := takeLink(ls, fs, endpoint.VhostOptions{Queues: spec.Queues, MTU: cfg.MTU, Log: log})
 		if err != nil {
 			return err
 		}
@@ -354,16 +367,39 @@ func runEngine(spec *engineSpec, files []*os.File, hs hostSide, enter func(), re
 	}
 }
 
-// takeLink makes the link of a descriptor the launcher handed over.
-func takeLink(ls linkSpec, f *os.File, vo endpoint.VhostOptions) (link.Link, error) {
-	switch ls.Kind {
-	case "tap":
-		fd, err := unix.Dup(int(f.Fd()))
-		f.Close()
+// takeLink makes the link of the descriptors the launcher handed over:
+// one, or a multi-queue TAP's, one per queue.
+func takeLink(ls linkSpec, files []*os.File, vo endpoint.VhostOptions) (link.Link, error) {
+	if ls.Kind == "tap" {
+		var fds []int
+		var err error
+		for _, f := range files {
+			var fd int
+			if fd, err = unix.Dup(int(f.Fd())); err == nil {
+				fds = append(fds, fd)
+			}
+			f.Close()
+		}
+		var l *tap.Link
+		if err == nil {
+			l, err = tap.FromFDs(fds, ls.Name, !ls.Bridge)
+		}
 		if err != nil {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
 			return nil, fmt.Errorf("tap %s: %w", ls.Name, err)
 		}
-		return tap.FromFD(fd, ls.Name, !ls.Bridge)
+		return l, nil
+	}
+	if len(files) != 1 {
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, fmt.Errorf("%s link %s: %d descriptors, want 1", ls.Kind, ls.Name, len(files))
+	}
+	f := files[0]
+	switch ls.Kind {
 	case "bhyve":
 		c, err := net.FileConn(f)
 		f.Close()

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/slipway-net/slipway/config"
@@ -104,3 +105,27 @@ func (v egressValue) Set(s string) error {
 }
 
 func (v egressValue) Type() string { return "cidr[:ports]" }
+
+// rangeValue is an integer flag that must lie in lo..hi.
+type rangeValue struct {
+	p      *int
+	lo, hi int
+}
+
+func (v rangeValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return strconv.Itoa(*v.p)
+}
+
+func (v rangeValue) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < v.lo || n > v.hi {
+		return fmt.Errorf("want %d..%d", v.lo, v.hi)
+	}
+	*v.p = n
+	return nil
+}
+
+func (v rangeValue) Type() string { return "int" }

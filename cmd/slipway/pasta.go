@@ -257,6 +257,7 @@ func servePasta(o *pasta.Options, plan *pasta.Plan, target nsrun.AttachSpec, log
 	j.cleanup = append(j.cleanup, func() { closeAll(boundFiles) })
 	spec := target
 	spec.IfName = plan.IfName
+	spec.Queues = defaultTAPQueues()
 	spec.Configure = o.ConfigNet
 	spec.MTU = cfg.MTU
 	spec.Addr, spec.Gateway = plan.Addr4, plan.Gw4
@@ -291,12 +292,11 @@ func servePasta(o *pasta.Options, plan *pasta.Plan, target nsrun.AttachSpec, log
 		return err
 	}
 	defer att.Close()
-	tapFile, err := handOver(att.Link.File())
+	err = j.addTAP(att.Link, plan.IfName)
 	att.Link.Close()
 	if err != nil {
 		return err
 	}
-	j.addLink(linkSpec{Kind: "tap", Name: plan.IfName}, tapFile)
 	j.files = append(j.files, boundFiles...)
 	boundFiles = nil
 	// The engine ends once the namespace's interface has gone.

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -19,11 +20,13 @@ import (
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/internal/nsrun"
+	"github.com/slipway-net/slipway/link/tap"
 )
 
 func newRunCmd() *cobra.Command {
 	var nf netFlags
 	var keepChildren bool
+	queues := defaultTAPQueues()
 	cmd := &cobra.Command{
 		Use:   "run [flags] -- COMMAND [ARG...]",
 		Short: "Run a command in a network namespace networked by slipway",
@@ -46,13 +49,14 @@ slipway exits with COMMAND's exit status.`,
 			if err != nil {
 				return err
 			}
-			return runInNamespace(cfg, args, runOptions{readyFD: nf.readyFD, keepChildren: keepChildren, logFile: lf}, log)
+			return runInNamespace(cfg, args, runOptions{readyFD: nf.readyFD, keepChildren: keepChildren, queues: queues, logFile: lf}, log)
 		},
 	}
 	// Everything after the command belongs to it, not to slipway.
 	cmd.Flags().SetInterspersed(false)
 	nf.register(cmd.Flags())
 	cmd.Flags().BoolVar(&keepChildren, "keep-children", false, "no PID namespace for COMMAND: processes it leaves in the background outlive it (in a namespace whose network is gone)")
+	cmd.Flags().Var(rangeValue{&queues, 1, tap.MaxQueues}, "queues", fmt.Sprintf("queues of eth0's TAP device, each read on a thread of its own, a flow on one (1..%d; default: the CPUs, at most %d)", tap.MaxQueues, maxDefaultTAPQueues))
 	// The command's own output matters more than slipway's chatter.
 	nf.cfg.LogLevel = "warn"
 	cmd.Flags().Lookup("log-level").DefValue = "warn"
@@ -79,6 +83,7 @@ func guestMAC(a netip.Addr) net.HardwareAddr {
 type runOptions struct {
 	readyFD      int
 	keepChildren bool
+	queues       int      // --queues: the TAP's
 	logFile      *logFile // --log-file, if given
 }
 
@@ -109,6 +114,7 @@ func runInNamespace(cfg config.Config, command []string, o runOptions, log *slog
 		IPv6:       !cfg.NoIPv6,
 		// The command's background processes end with it.
 		KeepChildren: o.keepChildren,
+		Queues:       o.queues,
 	})
 	if err != nil {
 		return err
@@ -117,13 +123,12 @@ func runInNamespace(cfg config.Config, command []string, o runOptions, log *slog
 		child.Signal(syscall.SIGKILL)
 		child.Wait()
 	}
-	tapFile, err := handOver(child.Link.File())
+	err = j.addTAP(child.Link, "eth0")
 	child.Link.Close()
 	if err != nil {
 		kill()
 		return err
 	}
-	j.addLink(linkSpec{Kind: "tap", Name: "eth0"}, tapFile)
 	j.spec.Reserve = &reservation{MAC: mac.String(), Addr: cfg.DHCPStart}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -185,6 +190,37 @@ func runInNamespace(cfg config.Config, command []string, o runOptions, log *slog
 		}
 	}
 }
+
+// addTAP hands the TAP device's queues to the engine as one link: copies
+// of their descriptors, so l is still the caller's to close.
+func (j *engineJob) addTAP(l *tap.Link, name string) error {
+	var files []*os.File
+	for _, q := range l.Files() {
+		f, err := handOver(q)
+		if err != nil {
+			for _, f := range files {
+				f.Close()
+			}
+			return err
+		}
+		files = append(files, f)
+	}
+	ls := linkSpec{Kind: "tap", Name: name}
+	if len(files) > 1 {
+		ls.Queues = len(files)
+	}
+	j.spec.Links = append(j.spec.Links, ls)
+	j.files = append(j.files, files...)
+	return nil
+}
+
+// maxDefaultTAPQueues caps the default queue count: each queue's reader
+// keeps a batch of 64 KiB buffers, and beyond a few readers the stack's
+// own locks, not the reading, bound a namespace's traffic.
+const maxDefaultTAPQueues = 8
+
+// defaultTAPQueues is a queue per CPU, at most maxDefaultTAPQueues.
+func defaultTAPQueues() int { return min(runtime.NumCPU(), maxDefaultTAPQueues) }
 
 // handOver duplicates f's descriptor into a file of its own for the
 // engine, so that the original can close.

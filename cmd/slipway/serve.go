@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -119,32 +118,18 @@ With only --fd endpoints, serve exits once every VM has gone. With
 // endpointFlags are serve's --listen, --connect and --fd.
 type endpointFlags struct {
 	listens, connects, fds []string
-	queues                 queueCount
+	queues                 int // --queues: 1..vhostuser.MaxQueues
 	// bridges are --bridge tap:NAME: host TAP devices made one more port
 	// of the switch.
 	bridges []string
 }
 
-// queueCount is --queues: 1..vhostuser.MaxQueues, 1 when not given.
-type queueCount int
-
-func (q *queueCount) Set(s string) error {
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 || n > vhostuser.MaxQueues {
-		return fmt.Errorf("want 1..%d", vhostuser.MaxQueues)
-	}
-	*q = queueCount(n)
-	return nil
-}
-
-func (q *queueCount) String() string { return strconv.Itoa(max(int(*q), 1)) }
-func (q *queueCount) Type() string   { return "int" }
-
 func (e *endpointFlags) register(cmd *cobra.Command) {
 	fs := cmd.Flags()
 	fs.StringArrayVar(&e.listens, "listen", nil, "accept VMs on KIND:NETWORK:ADDRESS (repeatable)")
 	fs.StringArrayVar(&e.connects, "connect", nil, "connect to a VMM listening on KIND:NETWORK:ADDRESS, again after it goes away (repeatable)")
-	fs.Var(&e.queues, "queues", fmt.Sprintf("queue pairs the device of each vhost-user VM offers (1..%d); a flow stays on one pair", vhostuser.MaxQueues))
+	e.queues = 1
+	fs.Var(rangeValue{&e.queues, 1, vhostuser.MaxQueues}, "queues", fmt.Sprintf("queue pairs the device of each vhost-user VM offers (1..%d); a flow stays on one pair", vhostuser.MaxQueues))
 	fs.StringArrayVar(&e.fds, "fd", nil, "serve the VM on inherited connected socket N:KIND, e.g. 3:stream (repeatable)")
 	fs.StringArrayVar(&e.bridges, "bridge", nil, "attach the existing host TAP device NAME (tap:NAME) as a port of the switch: VMs share its L2 (repeatable)")
 }
@@ -219,7 +204,7 @@ func (f *endpointFlags) job(cfg config.Config, lf *logFile, acts *activated) (*e
 		j.spec.Config.APISocket, j.spec.API = cfg.APISocket, true
 		j.files = append([]*os.File{apiFile}, j.files...)
 	}
-	j.spec.Queues = int(f.queues)
+	j.spec.Queues = f.queues
 	var listenFiles []*os.File
 	fail := func(flag, value string, err error) (*engineJob, error) {
 		closeAll(listenFiles)

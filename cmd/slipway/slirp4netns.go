@@ -137,7 +137,7 @@ func runSlirp4netns(cmd *cobra.Command, o *slirp4netnsOptions, args []string) er
 	if (o.sandbox || o.seccomp) && cfg.Sandbox == config.SandboxOff {
 		return usageError{errors.New("--enable-sandbox and --enable-seccomp contradict --sandbox=off")}
 	}
-	spec := nsrun.AttachSpec{IfName: "tap0", Configure: o.configure, MTU: cfg.MTU,
+	spec := nsrun.AttachSpec{IfName: "tap0", Configure: o.configure, MTU: cfg.MTU, Queues: defaultTAPQueues(),
 		Addr: netip.PrefixFrom(cfg.DHCPStart, cfg.CIDR.Bits()), Gateway: cfg.Gateway}
 	if len(args) == 2 {
 		spec.IfName = args[1]
@@ -182,12 +182,11 @@ func runSlirp4netns(cmd *cobra.Command, o *slirp4netnsOptions, args []string) er
 	if err != nil {
 		return err
 	}
-	tapFile, err := handOver(t.File())
+	err = j.addTAP(t, spec.IfName)
 	t.Close()
 	if err != nil {
 		return err
 	}
-	j.addLink(linkSpec{Kind: "tap", Name: spec.IfName}, tapFile)
 	if o.configure {
 		j.spec.Reserve = &reservation{MAC: mac.String(), Addr: cfg.DHCPStart}
 	}

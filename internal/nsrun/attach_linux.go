@@ -38,6 +38,9 @@ type AttachSpec struct {
 	// duplicate address detection) and default route, as pasta sets them.
 	Addr6    netip.Prefix `json:"addr6"`
 	Gateway6 netip.Addr   `json:"gateway6"`
+	// Queues is how many queues the TAP has (0 is 1); more than one makes
+	// it a multi-queue device, one descriptor per queue.
+	Queues int `json:"queues,omitempty"`
 	// ProcNet asks for the namespace's /proc/net/{tcp,tcp6,udp,udp6},
 	// opened inside it, so its listening sockets can be watched from
 	// outside (pasta's automatic port forwarding).
@@ -132,7 +135,8 @@ func AttachNS(spec AttachSpec) (*Attached, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start nsenter: %w", err)
 	}
-	want := 1 + len(spec.ListenTCP) + len(spec.ListenUDP)
+	queues := max(spec.Queues, 1)
+	want := queues + len(spec.ListenTCP) + len(spec.ListenUDP)
 	if spec.ProcNet {
 		want += len(ProcNetFiles)
 	}
@@ -147,15 +151,13 @@ func AttachNS(spec AttachSpec) (*Attached, error) {
 		}
 		return nil, fmt.Errorf("entering %s: %w", spec.NetNS, rerr)
 	}
-	l, err := tap.FromFD(fds[0], name, true)
+	l, err := tap.FromFDs(fds[:queues], name, true)
 	if err != nil {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
+		closeFDs(fds)
 		return nil, err
 	}
 	a := &Attached{Link: l}
-	rest := fds[1:]
+	rest := fds[queues:]
 	if spec.ProcNet {
 		for i, n := range ProcNetFiles {
 			a.ProcNet = append(a.ProcNet, os.NewFile(uintptr(rest[i]), "/proc/net/"+n))
@@ -185,7 +187,7 @@ func AttachNS(spec AttachSpec) (*Attached, error) {
 func AttachMain() {
 	var spec AttachSpec
 	ctl := helperSpec(attachEnv, "attach-ctl", &spec)
-	t, err := tap.Create(spec.IfName, true)
+	t, err := tap.CreateQueues(spec.IfName, true, max(spec.Queues, 1))
 	if errors.Is(err, unix.EBUSY) {
 		fail(ctl, fmt.Errorf("%w (is another slirp4netns or slipway serving %s?)", err, spec.IfName))
 	}
@@ -200,7 +202,10 @@ func AttachMain() {
 			fail(ctl, err)
 		}
 	}
-	fds := []int{int(t.File().Fd())}
+	var fds []int
+	for _, q := range t.Files() {
+		fds = append(fds, int(q.Fd()))
+	}
 	files := []io.Closer{t} // what holds an fd of fds, to close it by
 	if spec.ProcNet {
 		for _, n := range ProcNetFiles {

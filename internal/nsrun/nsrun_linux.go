@@ -44,6 +44,9 @@ type Spec struct {
 	// IPv6 makes the init wait (briefly) for the interface's SLAAC
 	// address before starting the command.
 	IPv6 bool `json:"ipv6"`
+	// Queues is how many queues the TAP has (0 is 1); more than one makes
+	// it a multi-queue device, one descriptor per queue.
+	Queues int `json:"queues,omitempty"`
 	// KeepChildren runs the command without a PID namespace of its own:
 	// what it starts in the background outlives it (reparented to the
 	// host's init, in a namespace whose network has gone). By default the
@@ -104,7 +107,7 @@ func Start(spec Spec) (*Child, error) {
 		return nil, fmt.Errorf("start namespace: %w", err)
 	}
 	c := &Child{cmd: cmd, ctl: parent}
-	if c.Link, err = recvLink(parent); err != nil {
+	if c.Link, err = recvLink(parent, max(spec.Queues, 1)); err != nil {
 		c.kill()
 		return nil, fmt.Errorf("namespace setup: %w", err)
 	}
@@ -169,28 +172,19 @@ func (c *Child) Wait() (int, error) {
 	return st.ExitCode(), nil
 }
 
-// recvLink reads a helper's report, the TAP fd and its name or an error,
-// and makes the link of it.
-func recvLink(ctl *os.File) (*tap.Link, error) {
-	fd, name, err := recvTAP(ctl)
+// recvLink reads a helper's report, the fds of the TAP's queues and its
+// name or an error, and makes the link of them.
+func recvLink(ctl *os.File, queues int) (*tap.Link, error) {
+	fds, name, err := recvFDs(ctl, queues)
 	if err != nil {
 		return nil, err
 	}
-	l, err := tap.FromFD(fd, name, true)
+	l, err := tap.FromFDs(fds, name, true)
 	if err != nil {
-		unix.Close(fd)
+		closeFDs(fds)
 		return nil, err
 	}
 	return l, nil
-}
-
-// recvTAP reads a helper's report: the TAP fd and its name, or an error.
-func recvTAP(ctl *os.File) (int, string, error) {
-	fds, msg, err := recvFDs(ctl, 1)
-	if err != nil {
-		return -1, "", err
-	}
-	return fds[0], msg, nil
 }
 
 // recvFDs reads a helper's report: want fds (the TAP's first) and the
@@ -231,12 +225,12 @@ func ChildMain() {
 	ctl := helperSpec(childEnv, "nsrun-ctl", &spec)
 	os.Unsetenv(childEnv)
 	runtime.LockOSThread()
-	fd, err := setup(spec)
+	fds, err := setup(spec)
 	if err != nil {
 		fail(ctl, err)
 	}
-	sendTAP(ctl, spec.IfName, fd)
-	unix.Close(fd)
+	sendTAP(ctl, spec.IfName, fds...)
+	closeFDs(fds)
 	var b [1]byte
 	if n, _ := ctl.Read(b[:]); n != 1 {
 		os.Exit(125) // slipway went away before the network was ready
@@ -325,10 +319,11 @@ func fail(ctl *os.File, err error) {
 }
 
 // setup builds the namespace side: resolv.conf, lo, the TAP as IfName with
-// its address, MTU and default route. It returns the TAP fd.
-func setup(spec Spec) (int, error) {
+// its address, MTU and default route. It returns the fds of the TAP's
+// queues.
+func setup(spec Spec) ([]int, error) {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return -1, fmt.Errorf("make mounts private: %w", err)
+		return nil, fmt.Errorf("make mounts private: %w", err)
 	}
 	if err := remountSys(); err != nil {
 		fmt.Fprintf(os.Stderr, "slipway: warning: /sys still shows the host's interfaces: %v\n", err)
@@ -340,23 +335,37 @@ func setup(spec Spec) (int, error) {
 			fmt.Fprintf(os.Stderr, "slipway: warning: cannot bind-mount /etc/resolv.conf: %v\n", err)
 		}
 	}
-	t, err := tap.Create(spec.IfName, true)
+	t, err := tap.CreateQueues(spec.IfName, true, max(spec.Queues, 1))
 	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
-		return -1, fmt.Errorf("%w (without root, /dev/net/tun must be open to all users: mode 0666, as Debian ships it)", err)
+		return nil, fmt.Errorf("%w (without root, /dev/net/tun must be open to all users: mode 0666, as Debian ships it)", err)
 	}
 	if err != nil {
-		return -1, err
+		return nil, err
 	}
-	fd, err := unix.Dup(int(t.File().Fd()))
+	fds, err := dupFiles(t.Files())
 	t.Close()
 	if err != nil {
-		return -1, fmt.Errorf("dup TAP fd: %w", err)
+		return nil, fmt.Errorf("dup TAP fd: %w", err)
 	}
 	if err := configure(spec); err != nil {
-		unix.Close(fd)
-		return -1, err
+		closeFDs(fds)
+		return nil, err
 	}
-	return fd, nil
+	return fds, nil
+}
+
+// dupFiles duplicates the descriptors of files, for fds that outlive them.
+func dupFiles(files []*os.File) ([]int, error) {
+	var fds []int
+	for _, f := range files {
+		fd, err := unix.Dup(int(f.Fd()))
+		if err != nil {
+			closeFDs(fds)
+			return nil, err
+		}
+		fds = append(fds, fd)
+	}
+	return fds, nil
 }
 
 // remountSys mounts a sysfs of the new network namespace over /sys, so

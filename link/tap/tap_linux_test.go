@@ -31,6 +31,9 @@ const peerPort = 9000
 // its namespace when the test ends.
 func mqNamespace(t *testing.T, queues, flows int) (*tap.Link, net.HardwareAddr, []*net.UDPConn) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: makes a network namespace and a TAP device")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: a network namespace and a TAP device")
 	}

@@ -87,6 +87,40 @@ func TestRunNamespaceNetwork(t *testing.T) {
 	}
 }
 
+// TestRunMultiQueueTAP checks --queues: eth0 is a TAP device with that
+// many queues, parallel downloads all arrive whole, and the namespace's
+// frames leave on more than one queue (each queue's qdisc counts what it
+// sent), which is what gives every queue's reader work; --queues 1 is the
+// single-queue device of before.
+func TestRunMultiQueueTAP(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "curl", "sha256sum", "tc")
+	web, sum := testenv.HTTPFile(t, 1<<20)
+	const flows = 12
+	res := runNS(t, []string{"--queues", "3"}, script(
+		`echo "@queues=$(ls /sys/class/net/eth0/queues | grep -c rx-)"`,
+		fmt.Sprintf(`for i in $(seq %d); do (curl -sf http://10.0.2.2:%d/blob | sha256sum | cut -d' ' -f1 > /tmp/sum.$i) & done; wait`, flows, web.Port()),
+		`echo "@whole=$(grep -lx `+sum+` /tmp/sum.* | wc -l)"`,
+		// Each queue's qdisc under mq: how many sent more than a
+		// handshake's worth of frames.
+		`echo "@busy=$(tc -s qdisc show dev eth0 | awk '/parent/{c=1; next} c && /Sent/{if ($4 > 10) n++; c=0} END{print n+0}')"`,
+		`exit 0`,
+	))
+	if res.Code != 0 {
+		t.Fatalf("slipway run --queues 3 exited %d:\n%s", res.Code, res.Output)
+	}
+	m := testenv.Markers(res.Output)
+	checkMarkers(t, m, map[string]string{"queues": "3", "whole": strconv.Itoa(flows)}, "")
+	if n, _ := strconv.Atoi(m["busy"]); n < 2 {
+		t.Errorf("%s of 3 queues carried the namespace's %d flows, want at least 2", m["busy"], flows)
+	}
+	one := runNS(t, []string{"--queues", "1"}, `echo "@queues=$(ls /sys/class/net/eth0/queues | grep -c rx-)"`)
+	checkMarkers(t, testenv.Markers(one.Output), map[string]string{"queues": "1"}, "--queues 1: ")
+	if t.Failed() {
+		t.Logf("output:\n%s", res.Output)
+	}
+}
+
 func TestRunExitStatusPropagates(t *testing.T) {
 	testenv.RequireRoot(t)
 	if res := runNS(t, nil, "exit 7"); res.Code != 7 {
@@ -183,6 +217,8 @@ func TestRunBadFlagsExit2(t *testing.T) {
 		{[]string{"serve", "--listen", "carrier-pigeon:unix:/tmp/x"}, "--listen"},
 		{[]string{"serve"}, "--listen"},
 		{[]string{"run", "--no-such-flag", "--", "true"}, "no-such-flag"},
+		{[]string{"run", "--queues", "0", "--", "true"}, "--queues"},
+		{[]string{"run", "--queues", "257", "--", "true"}, "--queues"},
 		{[]string{"run", "--mode", "bridged", "--", "true"}, "--mode"},
 		{[]string{"serve", "--mode", "hostonly", "--listen", "stream:unix:/tmp/x"}, "--mode"},
 	} {

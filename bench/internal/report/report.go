@@ -44,11 +44,13 @@ const (
 	// new flow costs.
 	SlipwayNoSandbox = "slipway-nosandbox"
 	SlipwayStrict    = "slipway-strict"
-	Veth             = "veth"
-	Pasta            = "pasta"
-	Slirp4netns      = "slirp4netns"
-	Passt            = "passt"
-	QEMUUser         = "qemu-user"
+	// slipway with a single-queue TAP: what a reader per CPU buys.
+	SlipwayOneQueue = "slipway-1q"
+	Veth            = "veth"
+	Pasta           = "pasta"
+	Slirp4netns     = "slirp4netns"
+	Passt           = "passt"
+	QEMUUser        = "qemu-user"
 	// QEMU's -netdev user on slipway's libslirp.so.0, in its two shapes.
 	QEMUUserSlipway        = "qemu-user-slipway"
 	QEMUUserSlipwayProcess = "qemu-user-slipway-process"
