@@ -135,12 +135,13 @@ func AttachNS(spec AttachSpec) (*Attached, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start nsenter: %w", err)
 	}
-	queues := max(spec.Queues, 1)
-	want := queues + len(spec.ListenTCP) + len(spec.ListenUDP)
+	// The TAP's queues come first: as many as asked, or one when the
+	// device was there before without multi-queue (tap.CreateQueues).
+	others := len(spec.ListenTCP) + len(spec.ListenUDP)
 	if spec.ProcNet {
-		want += len(ProcNetFiles)
+		others += len(ProcNetFiles)
 	}
-	fds, name, rerr := recvFDs(h.parent, want)
+	fds, name, rerr := recvFDs(h.parent, 1+others, max(spec.Queues, 1)+others)
 	var werr error
 	if rerr != nil || !spec.Sockets {
 		werr = cmd.Wait()
@@ -151,6 +152,7 @@ func AttachNS(spec AttachSpec) (*Attached, error) {
 		}
 		return nil, fmt.Errorf("entering %s: %w", spec.NetNS, rerr)
 	}
+	queues := len(fds) - others
 	l, err := tap.FromFDs(fds[:queues], name, true)
 	if err != nil {
 		closeFDs(fds)

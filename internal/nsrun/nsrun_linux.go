@@ -175,7 +175,7 @@ func (c *Child) Wait() (int, error) {
 // recvLink reads a helper's report, the fds of the TAP's queues and its
 // name or an error, and makes the link of them.
 func recvLink(ctl *os.File, queues int) (*tap.Link, error) {
-	fds, name, err := recvFDs(ctl, queues)
+	fds, name, err := recvFDs(ctl, 1, queues)
 	if err != nil {
 		return nil, err
 	}
@@ -187,11 +187,11 @@ func recvLink(ctl *os.File, queues int) (*tap.Link, error) {
 	return l, nil
 }
 
-// recvFDs reads a helper's report: want fds (the TAP's first) and the
-// TAP's name, or an error.
-func recvFDs(ctl *os.File, want int) ([]int, string, error) {
+// recvFDs reads a helper's report: least to most fds (the TAP's queues
+// first, as many as it has) and the TAP's name, or an error.
+func recvFDs(ctl *os.File, least, most int) ([]int, string, error) {
 	buf := make([]byte, 4096)
-	oob := make([]byte, unix.CmsgSpace(4*want))
+	oob := make([]byte, unix.CmsgSpace(4*most))
 	n, oobn, _, _, err := unix.Recvmsg(int(ctl.Fd()), buf, oob, 0)
 	if err != nil {
 		return nil, "", err
@@ -208,11 +208,11 @@ func recvFDs(ctl *os.File, want int) ([]int, string, error) {
 		return nil, "", fmt.Errorf("bad control message from namespace init: %w", err)
 	}
 	fds, err := unix.ParseUnixRights(&scms[0])
-	if err != nil || len(fds) != want {
+	if err != nil || len(fds) < least || len(fds) > most {
 		for _, fd := range fds {
 			unix.Close(fd)
 		}
-		return nil, "", fmt.Errorf("bad fds from namespace init (%d, want %d): %w", len(fds), want, err)
+		return nil, "", fmt.Errorf("bad fds from namespace init (%d, want %d to %d): %w", len(fds), least, most, err)
 	}
 	return fds, msg, nil
 }

@@ -52,15 +52,27 @@ func Create(name string, vnetHdr bool) (*Link, error) {
 	return CreateQueues(name, vnetHdr, 1)
 }
 
-// CreateQueues is Create with queues queues (1 to MaxQueues): more than one
-// makes a multi-queue device, one descriptor per queue.
+// CreateQueues is Create with up to queues queues (1 to MaxQueues): more
+// than one makes a multi-queue device, one descriptor per queue. A device
+// of that name made beforehand without multi-queue (rootlesskit makes
+// tap0 with `ip tuntap add` before it starts slirp4netns) refuses a
+// multi-queue attach; it gets its one queue, as a single-queue open
+// would.
 func CreateQueues(name string, vnetHdr bool, queues int) (*Link, error) {
 	if queues < 1 || queues > MaxQueues {
 		return nil, fmt.Errorf("tap: %d queues: want 1 to %d", queues, MaxQueues)
 	}
-	var fds []int
-	for range queues {
-		fd, err := openQueue(name, vnetHdr, queues > 1)
+	first, err := openQueue(name, vnetHdr, queues > 1)
+	if errors.Is(err, unix.EINVAL) && queues > 1 {
+		queues = 1
+		first, err = openQueue(name, vnetHdr, false)
+	}
+	if err != nil {
+		return nil, err
+	}
+	fds := []int{first}
+	for len(fds) < queues {
+		fd, err := openQueue(name, vnetHdr, true)
 		if err != nil {
 			closeAll(fds)
 			return nil, err

@@ -214,6 +214,52 @@ func TestMultiQueueKeepsFlowsOnTheirQueue(t *testing.T) {
 	t.Logf("%d of %d flows moved to the queue their frames were written to", moved, flows)
 }
 
+// TestCreateQueuesOnSingleQueueDevice checks the fallback for a TAP device
+// made beforehand without multi-queue (rootlesskit's tap0): asked for
+// several queues, CreateQueues attaches the one the device has.
+func TestCreateQueuesOnSingleQueueDevice(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: makes a network namespace and a TAP device")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: a network namespace and a TAP device")
+	}
+	errs := make(chan error, 1)
+	var queues int
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the namespace
+		errs <- func() error {
+			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+				return err
+			}
+			// A persistent single-queue device with no queue attached,
+			// as `ip tuntap add mode tap` leaves it.
+			l, err := tap.Create("single0", true)
+			if err != nil {
+				return err
+			}
+			if _, _, e := unix.Syscall(unix.SYS_IOCTL, l.File().Fd(), unix.TUNSETPERSIST, 1); e != 0 {
+				return e
+			}
+			l.Close()
+			l, err = tap.CreateQueues("single0", true, 4)
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			queues = l.Queues()
+			unix.Syscall(unix.SYS_IOCTL, l.File().Fd(), unix.TUNSETPERSIST, 0)
+			return nil
+		}()
+	}()
+	if err := <-errs; err != nil {
+		t.Fatalf("4 queues on a single-queue device: %v", err)
+	}
+	if queues != 1 {
+		t.Fatalf("Queues() = %d on a single-queue device, want 1", queues)
+	}
+}
+
 // TestCreateQueuesBounds checks the queue count's bounds, refused with an
 // error before any device is made.
 func TestCreateQueuesBounds(t *testing.T) {
