@@ -374,9 +374,14 @@ func takeLink(ls linkSpec, files []*os.File, vo endpoint.VhostOptions) (link.Lin
 		var fds []int
 		var err error
 		for _, f := range files {
-			var fd int
-			if fd, err = unix.Dup(int(f.Fd())); err == nil {
-				fds = append(fds, fd)
+			// Every file is closed; after the first failed dup no
+			// more are taken, so the link never has fewer queues
+			// than it was handed.
+			if err == nil {
+				var fd int
+				if fd, err = unix.Dup(int(f.Fd())); err == nil {
+					fds = append(fds, fd)
+				}
 			}
 			f.Close()
 		}

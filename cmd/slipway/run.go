@@ -56,7 +56,7 @@ slipway exits with COMMAND's exit status.`,
 	cmd.Flags().SetInterspersed(false)
 	nf.register(cmd.Flags())
 	cmd.Flags().BoolVar(&keepChildren, "keep-children", false, "no PID namespace for COMMAND: processes it leaves in the background outlive it (in a namespace whose network is gone)")
-	cmd.Flags().Var(rangeValue{&queues, 1, tap.MaxQueues}, "queues", fmt.Sprintf("queues of eth0's TAP device, each read on a thread of its own, a flow on one (1..%d; default: the CPUs, at most %d)", tap.MaxQueues, maxDefaultTAPQueues))
+	cmd.Flags().Var(rangeValue{&queues, 1, maxTAPQueues}, "queues", fmt.Sprintf("queues of eth0's TAP device, each read on a thread of its own, a flow on one (1..%d; default: the CPUs, at most %d)", maxTAPQueues, maxDefaultTAPQueues))
 	// The command's own output matters more than slipway's chatter.
 	nf.cfg.LogLevel = "warn"
 	cmd.Flags().Lookup("log-level").DefValue = "warn"
@@ -218,6 +218,10 @@ func (j *engineJob) addTAP(l *tap.Link, name string) error {
 // keeps a batch of 64 KiB buffers, and beyond a few readers the stack's
 // own locks, not the reading, bound a namespace's traffic.
 const maxDefaultTAPQueues = 8
+
+// maxTAPQueues bounds --queues below the kernel's 256: the queues'
+// descriptors travel in one SCM_RIGHTS message, which carries at most 253.
+const maxTAPQueues = 64
 
 // defaultTAPQueues is a queue per CPU, at most maxDefaultTAPQueues.
 func defaultTAPQueues() int { return min(runtime.NumCPU(), maxDefaultTAPQueues) }

@@ -218,7 +218,7 @@ func TestRunBadFlagsExit2(t *testing.T) {
 		{[]string{"serve"}, "--listen"},
 		{[]string{"run", "--no-such-flag", "--", "true"}, "no-such-flag"},
 		{[]string{"run", "--queues", "0", "--", "true"}, "--queues"},
-		{[]string{"run", "--queues", "257", "--", "true"}, "--queues"},
+		{[]string{"run", "--queues", "65", "--", "true"}, "--queues"},
 		{[]string{"run", "--mode", "bridged", "--", "true"}, "--mode"},
 		{[]string{"serve", "--mode", "hostonly", "--listen", "stream:unix:/tmp/x"}, "--mode"},
 	} {
