@@ -24,12 +24,10 @@ var (
 
 const peerPort = 9000
 
-// mqNamespace makes a network namespace on a thread of its own with a
-// TAP device of queues queues, addressed and up, a static neighbour entry
-// for the peer, and flows UDP sockets connected to the peer (flow i from
-// an ephemeral port to peerPort+i). The thread stays locked and dies with
-// its namespace when the test ends.
-func mqNamespace(t *testing.T, queues, flows int) (*tap.Link, net.HardwareAddr, []*net.UDPConn) {
+// inNewNetns runs fn in a new network namespace, on a thread of its own
+// that stays locked and ends with the namespace; it skips the test under
+// -short or without root.
+func inNewNetns(t *testing.T, fn func() error) error {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("-short: makes a network namespace and a TAP device")
@@ -37,22 +35,34 @@ func mqNamespace(t *testing.T, queues, flows int) (*tap.Link, net.HardwareAddr, 
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: a network namespace and a TAP device")
 	}
-	type result struct {
+	errs := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the namespace
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errs <- err
+			return
+		}
+		errs <- fn()
+	}()
+	return <-errs
+}
+
+// mqNamespace makes a network namespace on a thread of its own with a
+// TAP device of queues queues, addressed and up, a static neighbour entry
+// for the peer, and flows UDP sockets connected to the peer (flow i from
+// an ephemeral port to peerPort+i). The thread stays locked and dies with
+// its namespace when the test ends.
+func mqNamespace(t *testing.T, queues, flows int) (*tap.Link, net.HardwareAddr, []*net.UDPConn) {
+	t.Helper()
+	var r struct {
 		l     *tap.Link
 		mac   net.HardwareAddr
 		socks []*net.UDPConn
-		err   error
 	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the namespace
-		var r result
-		defer func() { ch <- r }()
-		if r.err = unix.Unshare(unix.CLONE_NEWNET); r.err != nil {
-			return
-		}
-		if r.l, r.err = tap.CreateQueues("mq0", false, queues); r.err != nil {
-			return
+	err := inNewNetns(t, func() error {
+		var err error
+		if r.l, err = tap.CreateQueues("mq0", false, queues); err != nil {
+			return err
 		}
 		dev, err := netlink.LinkByName("mq0")
 		if err == nil {
@@ -71,18 +81,21 @@ func mqNamespace(t *testing.T, queues, flows int) (*tap.Link, net.HardwareAddr, 
 			c, err = net.DialUDP("udp4", &net.UDPAddr{IP: nsAddr}, &net.UDPAddr{IP: peerAddr, Port: peerPort + i})
 			r.socks = append(r.socks, c)
 		}
-		r.err = err
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("namespace with a %d-queue TAP: %v", queues, r.err)
-	}
+		return err
+	})
 	t.Cleanup(func() {
 		for _, c := range r.socks {
-			c.Close()
+			if c != nil {
+				c.Close()
+			}
 		}
-		r.l.Close()
+		if r.l != nil {
+			r.l.Close()
+		}
 	})
+	if err != nil {
+		t.Fatalf("namespace with a %d-queue TAP: %v", queues, err)
+	}
 	return r.l, r.mac, r.socks
 }
 
@@ -218,41 +231,27 @@ func TestMultiQueueKeepsFlowsOnTheirQueue(t *testing.T) {
 // made beforehand without multi-queue (rootlesskit's tap0): asked for
 // several queues, CreateQueues attaches the one the device has.
 func TestCreateQueuesOnSingleQueueDevice(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: makes a network namespace and a TAP device")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: a network namespace and a TAP device")
-	}
-	errs := make(chan error, 1)
 	var queues int
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the namespace
-		errs <- func() error {
-			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-				return err
-			}
-			// A persistent single-queue device with no queue attached,
-			// as `ip tuntap add mode tap` leaves it.
-			l, err := tap.Create("single0", true)
-			if err != nil {
-				return err
-			}
-			if _, _, e := unix.Syscall(unix.SYS_IOCTL, l.File().Fd(), unix.TUNSETPERSIST, 1); e != 0 {
-				return e
-			}
-			l.Close()
-			l, err = tap.CreateQueues("single0", true, 4)
-			if err != nil {
-				return err
-			}
-			defer l.Close()
-			queues = l.Queues()
-			unix.Syscall(unix.SYS_IOCTL, l.File().Fd(), unix.TUNSETPERSIST, 0)
-			return nil
-		}()
-	}()
-	if err := <-errs; err != nil {
+	err := inNewNetns(t, func() error {
+		// A persistent single-queue device with no queue attached,
+		// as `ip tuntap add mode tap` leaves it.
+		l, err := tap.Create("single0", true)
+		if err != nil {
+			return err
+		}
+		if _, _, e := unix.Syscall(unix.SYS_IOCTL, l.File().Fd(), unix.TUNSETPERSIST, 1); e != 0 {
+			return e
+		}
+		l.Close()
+		if l, err = tap.CreateQueues("single0", true, 4); err != nil {
+			return err
+		}
+		defer l.Close()
+		queues = l.Queues()
+		unix.Syscall(unix.SYS_IOCTL, l.File().Fd(), unix.TUNSETPERSIST, 0)
+		return nil
+	})
+	if err != nil {
 		t.Fatalf("4 queues on a single-queue device: %v", err)
 	}
 	if queues != 1 {

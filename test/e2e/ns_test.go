@@ -115,6 +115,9 @@ func TestRunMultiQueueTAP(t *testing.T) {
 		t.Errorf("%s of 3 queues carried the namespace's %d flows, want at least 2", m["busy"], flows)
 	}
 	one := runNS(t, []string{"--queues", "1"}, `echo "@queues=$(ls /sys/class/net/eth0/queues | grep -c rx-)"`)
+	if one.Code != 0 {
+		t.Errorf("slipway run --queues 1 exited %d:\n%s", one.Code, one.Output)
+	}
 	checkMarkers(t, testenv.Markers(one.Output), map[string]string{"queues": "1"}, "--queues 1: ")
 	if t.Failed() {
 		t.Logf("output:\n%s", res.Output)
