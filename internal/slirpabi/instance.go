@@ -1,6 +1,7 @@
 package slirpabi
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/slipway-net/slipway/config"
 	"github.com/slipway-net/slipway/link"
+	"github.com/slipway-net/slipway/link/dgram"
 	"github.com/slipway-net/slipway/link/pipe"
 	"github.com/slipway-net/slipway/network"
 )
@@ -39,7 +41,7 @@ type Stats struct {
 type Instance struct {
 	cfg  config.Config
 	net  *network.Network
-	host *pipe.End // the host's end; the network has the other
+	host *pipe.End // the host's end; the network has the other (nil: NewOnSocket's)
 	log  *slog.Logger
 
 	maxFrame int
@@ -76,6 +78,22 @@ func New(s Settings, base config.Config, notify func(), log *slog.Logger) (*Inst
 // sockets are the instance's to open (hostsock.go); host's ListenTCP and
 // ListenUDP, if set, are how.
 func NewWithHost(s Settings, base config.Config, notify func(), log *slog.Logger, host network.Host) (*Instance, error) {
+	return start(s, base, notify, log, host, nil)
+}
+
+// NewOnSocket is NewWithHost for a host whose frames come and go on
+// frames, a SOCK_SEQPACKET socket, one bare frame a message (the process
+// shape's): the socket is the network's link to the host, as any
+// seqpacket VM's is, so Input and Take are not used; notify is for
+// guest-forward bytes only.
+func NewOnSocket(s Settings, base config.Config, frames *net.UnixConn, notify func(), log *slog.Logger, host network.Host) (*Instance, error) {
+	if frames == nil {
+		return nil, errors.New("slirp_new: no frames socket")
+	}
+	return start(s, base, notify, log, host, frames)
+}
+
+func start(s Settings, base config.Config, notify func(), log *slog.Logger, host network.Host, frames *net.UnixConn) (*Instance, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -97,10 +115,19 @@ func NewWithHost(s Settings, base config.Config, notify func(), log *slog.Logger
 		mru = cfg.MTU
 	}
 	i.cfg, i.net, i.maxFrame = n.Config(), n, link.EthHdrLen+mru
-	vm, end := pipe.NewDepth("libslirp", false, hostQueue)
-	end.OnReadable(notify)
-	i.host = end
-	n.Attach(vm)
+	if frames != nil {
+		l, err := dgram.NewConn(frames, dgram.Options{Name: "libslirp", MaxRxFrame: i.maxFrame})
+		if err != nil {
+			n.Close()
+			return nil, fmt.Errorf("slirp_new: %w", err)
+		}
+		n.Attach(l)
+	} else {
+		vm, end := pipe.NewDepth("libslirp", false, hostQueue)
+		end.OnReadable(notify)
+		i.host = end
+		n.Attach(vm)
+	}
 	log.Debug("slirp_new", "config-version", s.Version, "cidr", cfg.CIDR, "ipv6", !cfg.NoIPv6, "mtu", cfg.MTU)
 	return i, nil
 }
@@ -116,6 +143,9 @@ func (i *Instance) Stats() *Stats { return &i.stats }
 // guest's is dropped and counted.
 func (i *Instance) Input(pkt []byte) {
 	switch {
+	case i.host == nil: // NewOnSocket's: the socket carries frames
+		i.stats.InClosed.Add(1)
+		return
 	case len(pkt) < link.EthHdrLen:
 		i.stats.InRunt.Add(1)
 		return
@@ -140,6 +170,9 @@ func (i *Instance) Input(pkt []byte) {
 // Take moves frames waiting for the host into bufs (each header+frame, as
 // link.Link's Read lays them out) without blocking, and returns how many.
 func (i *Instance) Take(bufs [][]byte, sizes []int) int {
+	if i.host == nil {
+		return 0
+	}
 	n, _ := i.host.TryRead(bufs, sizes)
 	return n
 }
@@ -148,8 +181,10 @@ func (i *Instance) Take(bufs [][]byte, sizes []int) int {
 // not called after Close returns.
 func (i *Instance) Close() {
 	i.closeGuestForwards()
-	i.host.OnReadable(nil)
-	i.host.Close()
+	if i.host != nil {
+		i.host.OnReadable(nil)
+		i.host.Close()
+	}
 	i.net.Close()
 }
 

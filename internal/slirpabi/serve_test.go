@@ -1,6 +1,7 @@
 package slirpabi
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -14,8 +15,11 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/slipway-net/slipway/config"
+	"github.com/slipway-net/slipway/link"
+	"github.com/slipway-net/slipway/network"
 )
 
 // seqpacketPair is a connected SOCK_SEQPACKET pair, as the shim makes.
@@ -65,11 +69,12 @@ func hostfwdAdd(host, guest []byte) []byte {
 func TestServeHostSockets(t *testing.T) {
 	ctl, ctlShim := seqpacketPair(t)
 	data, _ := seqpacketPair(t)
+	frames, _ := seqpacketPair(t)
 	var confined atomic.Bool
 	base := config.Config{DNSUpstreams: []config.DNSServer{{AddrPort: netip.MustParseAddrPort("127.0.0.1:1")}}}
 	done := make(chan error, 1)
 	go func() {
-		done <- Serve(ctl, data, ServeOptions{Base: base, Confine: func(config.Config) string {
+		done <- Serve(ctl, data, frames, ServeOptions{Base: base, Confine: func(config.Config) string {
 			confined.Store(true)
 			return "landlock: not here"
 		}})
@@ -112,6 +117,52 @@ func TestServeHostSockets(t *testing.T) {
 	ctlShim.Write(hostfwdAdd(sockaddr4("127.0.0.1", uint16(port+1)), sockaddr4("0.0.0.0", 22)))
 	if r, _ := readReply(t, ctlShim); r != -int32(syscall.EACCES) {
 		t.Errorf("hostfwd without a socket: %d, want -EACCES", r)
+	}
+	ctlShim.Close()
+	if err := <-done; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+}
+
+// TestServeFramesSocket: the host's frames come and go on the frames
+// socket, one bare frame a message: an ARP request is answered there.
+// A frame longer than the MTU allows is dropped: the request sent before
+// the good one, from another MAC, gets no answer.
+func TestServeFramesSocket(t *testing.T) {
+	ctl, ctlShim := seqpacketPair(t)
+	data, _ := seqpacketPair(t)
+	frames, framesShim := seqpacketPair(t)
+	base := config.Config{DNSUpstreams: []config.DNSServer{{AddrPort: netip.MustParseAddrPort("127.0.0.1:1")}}}
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctl, data, frames, ServeOptions{Base: base}) }()
+	ctlShim.Write([]byte("c" + qemuText))
+	if r, note := readReply(t, ctlShim); r != 0 {
+		t.Fatalf("settings: %d %q", r, note)
+	}
+	tooLong := make([]byte, link.EthHdrLen+DefaultMTU+1)
+	copy(tooLong, arpRequest([6]byte{0x52, 0x54, 0, 0, 0, 0xbb}))
+	good := [6]byte{0x52, 0x54, 0, 0, 0, 0xaa}
+	for _, f := range [][]byte{tooLong, arpRequest(good)} {
+		if _, err := framesShim.Write(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gw := network.GatewayMAC(netip.MustParseAddr("10.0.2.2"))
+	framesShim.SetReadDeadline(time.Now().Add(10 * time.Second)) // a bound on a hang
+	buf := make([]byte, maxMsg)
+	for {
+		n, err := framesShim.Read(buf)
+		if err != nil {
+			t.Fatalf("no ARP reply on the frames socket: %v", err)
+		}
+		f := buf[:n]
+		if n < 42 || f[12] != 0x08 || f[13] != 0x06 || f[21] != 2 || !bytes.Equal(f[22:28], gw) {
+			continue // router advertisements, ...
+		}
+		if !bytes.Equal(f[0:6], good[:]) {
+			t.Fatalf("ARP reply to %x: the frame longer than the MTU was taken", f[0:6])
+		}
+		break
 	}
 	ctlShim.Close()
 	if err := <-done; err != nil {

@@ -13,14 +13,14 @@ import (
 	"syscall"
 
 	"github.com/slipway-net/slipway/config"
-	"github.com/slipway-net/slipway/link"
 	"github.com/slipway-net/slipway/network"
 )
 
 // The process shape (libslirp/shim/proc.h has the protocol): one
 // Instance in a process of its own, driven by the shim in the host over a
-// control socket (requests, each answered) and a data socket (frames and
-// guest-forward bytes, either way, never answered).
+// control socket (requests, each answered), a frames socket (the host's
+// link to the network: bare frames, either way) and a data socket
+// (guest-forward bytes and the host files the server asks for).
 
 // ErrRefused wraps Serve's error when the host's settings were refused
 // (and the shim told).
@@ -49,14 +49,15 @@ type ServeOptions struct {
 	Confine func(config.Config) string
 }
 
-// Serve runs one instance for the shim at the other end of ctl and data
-// (SOCK_SEQPACKET connections) until the shim closes ctl.
+// Serve runs one instance for the shim at the other end of ctl, data and
+// frames (SOCK_SEQPACKET connections) until the shim closes ctl.
 //
-// Goroutines: this one answers ctl; one reads data into the instance;
-// one moves what the instance has for the host onto data, woken by the
-// instance's notify. Both end when Serve closes the instance and the
-// sockets.
-func Serve(ctl, data *net.UnixConn, o ServeOptions) error {
+// Goroutines: this one answers ctl; one reads the shim's answers on data;
+// one moves guest-forward bytes onto data, woken by the instance's notify.
+// Both end when Serve closes the instance and the sockets. Frames take
+// none of these: frames is the network's link (NewOnSocket), read by its
+// port and written by the switch.
+func Serve(ctl, data, frames *net.UnixConn, o ServeOptions) error {
 	buf := make([]byte, maxMsg)
 	n, err := ctl.Read(buf)
 	if err != nil {
@@ -82,9 +83,10 @@ func Serve(ctl, data *net.UnixConn, o ServeOptions) error {
 		err = errors.New("tftp-root in " + EnvConfig + " is not served by the process shape: give the host's own TFTP directory (QEMU's tftp=DIR)")
 	}
 	if err == nil {
-		inst, err = NewWithHost(s, o.Base, notify, o.Log, host)
+		inst, err = NewOnSocket(s, o.Base, frames, notify, o.Log, host)
 	}
 	if err != nil {
+		frames.Close()
 		// The shim prints it: this is the host's error to report.
 		ctl.Write(append(intReply(-1), err.Error()...))
 		return fmt.Errorf("%w: %w", ErrRefused, err)
@@ -125,14 +127,8 @@ func intReply(r int) []byte {
 	return binary.NativeEndian.AppendUint32([]byte{'R'}, uint32(int32(r)))
 }
 
-// toHost sends frames and guest-forward bytes for the host until done.
+// toHost sends guest-forward bytes for the host until done.
 func toHost(inst *Instance, data net.Conn, wake <-chan struct{}, done <-chan struct{}) {
-	const batch = 32
-	bufs := make([][]byte, batch)
-	for i := range bufs {
-		bufs[i] = make([]byte, link.VnetHdrLen+65535+14)
-	}
-	sizes := make([]int, batch)
 	gbuf := make([]byte, 5+maxGuestFwdBuffer)
 	for {
 		select {
@@ -141,35 +137,21 @@ func toHost(inst *Instance, data net.Conn, wake <-chan struct{}, done <-chan str
 		case <-wake:
 		}
 		for {
-			moved := false
-			n := inst.Take(bufs, sizes)
-			for i := range n {
-				// Take lays a frame out after the virtio-net header; the
-				// byte before the frame becomes the message's tag.
-				msg := bufs[i][link.VnetHdrLen-1 : link.VnetHdrLen+sizes[i]]
-				msg[0] = 'f'
-				if _, err := data.Write(msg); err != nil {
-					return
-				}
-				moved = true
-			}
-			if id, m := inst.TakeGuestForward(gbuf[5:min(len(gbuf), maxMsg)]); m > 0 {
-				gbuf[0] = 'g'
-				binary.NativeEndian.PutUint32(gbuf[1:], uint32(int32(id)))
-				if _, err := data.Write(gbuf[:5+m]); err != nil {
-					return
-				}
-				moved = true
-			}
-			if !moved {
+			id, m := inst.TakeGuestForward(gbuf[5:min(len(gbuf), maxMsg)])
+			if m == 0 {
 				break
+			}
+			gbuf[0] = 'g'
+			binary.NativeEndian.PutUint32(gbuf[1:], uint32(int32(id)))
+			if _, err := data.Write(gbuf[:5+m]); err != nil {
+				return
 			}
 		}
 	}
 }
 
-// fromHost reads the host's frames, and the shim's answers to the
-// server's requests for host files.
+// fromHost reads the shim's answers to the server's requests for host
+// files.
 func fromHost(inst *Instance, data *net.UnixConn, files *hostFiles) {
 	buf := make([]byte, maxMsg)
 	oob := make([]byte, oobSize)
@@ -183,14 +165,13 @@ func fromHost(inst *Instance, data *net.UnixConn, files *hostFiles) {
 			fds = rightsIn(oob[:oobn])
 		}
 		switch {
-		case n > 1 && buf[0] == 'f':
-			closeFDs(fds)
-			inst.Input(buf[1:n])
 		case n > 0 && buf[0] == 'O':
 			files.deliver(buf[:n], fds)
 		default:
 			closeFDs(fds)
-			inst.stats.InRunt.Add(1)
+			if inst != nil {
+				inst.stats.InRunt.Add(1)
+			}
 		}
 	}
 }

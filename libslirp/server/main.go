@@ -1,8 +1,8 @@
 // Command slipway-slirp-server is the process shape of slipway's
 // libslirp.so.0 (SLIPWAY_LIBSLIRP=process): the shim in the host (QEMU,
 // slirp4netns) starts it for each slirp_new and drives one slipway
-// instance in it over the two sockets it inherits as descriptors 3
-// (control) and 4 (data); see libslirp/shim/proc.h. The network stack's
+// instance in it over the three sockets it inherits as descriptors 3
+// (control), 4 (data) and 5 (frames); see libslirp/shim/proc.h. The network stack's
 // parsers then share no memory with the host, and the process is
 // confined before it reads anything from a guest: the shim starts it in
 // new user, mount, IPC, UTS and PID namespaces (as nobody when the host
@@ -84,6 +84,10 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	frames, err := inherited(5, "frames")
+	if err != nil {
+		return err
+	}
 	if null, err := os.Open(os.DevNull); err == nil {
 		unix.Dup2(int(null.Fd()), 0)
 		null.Close()
@@ -115,7 +119,7 @@ func run(args []string) error {
 		}
 		host.PCAP = f
 	}
-	return slirpabi.Serve(ctl, data, slirpabi.ServeOptions{
+	return slirpabi.Serve(ctl, data, frames, slirpabi.ServeOptions{
 		Base: base, Log: log, Host: host,
 		Confine: func(cfg config.Config) string { return confine(o, cfg, log) },
 	})

@@ -79,8 +79,9 @@ struct Slirp {
     SlirpCb cb; /* the caller's, zero beyond its version */
     void *opaque;
     int efd;
-    int efd_idx; /* add_poll's index of efd in this iteration, or -1 */
-    int more;    /* frames left waiting by the last poll */
+    int efd_idx; /* add_poll's index of efd (process: data) in this iteration, or -1 */
+    int frames_idx; /* process: add_poll's index of frames, or -1 */
+    int more;       /* frames left waiting by the last poll */
     uint8_t *slots;
     int sizes[SLIPWAY_SLOTS];
     struct in_addr vnetwork;
@@ -92,7 +93,7 @@ struct Slirp {
      * socket ended), reaped: and its status was collected. */
     int proc;
     pid_t pid;
-    int ctl, data;
+    int ctl, data, frames;
     pthread_mutex_t ctl_mu;
     int tftp_dir;
     int dead, reaped;
@@ -546,7 +547,7 @@ static int map_ids(pid_t pid, const struct ids *p)
 struct child_args {
     const char *path;
     char **argv;
-    int ctl, data, cfg, devnull, keep_stderr;
+    int ctl, data, frames, cfg, devnull, keep_stderr;
     int sync;  /* the parent writes a byte once the id maps are written */
     int in_ns; /* born in its namespaces: become their root */
     uid_t uid; /* else the host ids to take (the host is root) */
@@ -561,7 +562,7 @@ struct child_args {
  * glibc's set*id would try to reach threads this process does not have.
  * It is killed when the thread that made it ends (PR_SET_PDEATHSIG: QEMU
  * creates netdevs on its main thread; set after the id changes, which
- * clear it), starts with no signal blocked, and holds its two sockets
+ * clear it), starts with no signal blocked, and holds its three sockets
  * (and the config file) beside stdin, stdout and stderr.
  */
 __attribute__((noreturn)) static void child(const struct child_args *a)
@@ -582,9 +583,10 @@ __attribute__((noreturn)) static void child(const struct child_args *a)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     /* High numbers first, so that none lands on another. */
     int c1 = fcntl(a->ctl, F_DUPFD_CLOEXEC, 10), d1 = fcntl(a->data, F_DUPFD_CLOEXEC, 10);
+    int r1 = fcntl(a->frames, F_DUPFD_CLOEXEC, 10);
     int f1 = a->cfg >= 0 ? fcntl(a->cfg, F_DUPFD_CLOEXEC, 10) : -1;
-    if (c1 < 0 || d1 < 0 || (a->cfg >= 0 && f1 < 0) || place_fd(c1, 3) < 0 ||
-        place_fd(d1, 4) < 0 || (f1 >= 0 && place_fd(f1, 5) < 0))
+    if (c1 < 0 || d1 < 0 || r1 < 0 || (a->cfg >= 0 && f1 < 0) || place_fd(c1, 3) < 0 ||
+        place_fd(d1, 4) < 0 || place_fd(r1, 5) < 0 || (f1 >= 0 && place_fd(f1, 6) < 0))
         _exit(126);
     if (dup2(a->devnull, 0) < 0 || dup2(a->devnull, 1) < 0 ||
         (!a->keep_stderr && dup2(a->devnull, 2) < 0))
@@ -707,7 +709,7 @@ static int proc_start(Slirp *s, const struct slipway_cfg *c)
     char path[4096], msg[4096 + 512];
     const char *env = getenv("SLIPWAY_LIBSLIRP_SERVER");
     const char *cfg_path = getenv("SLIPWAY_CONFIG");
-    int ctl[2] = {-1, -1}, data[2] = {-1, -1}, cfg = -1;
+    int ctl[2] = {-1, -1}, data[2] = {-1, -1}, frames[2] = {-1, -1}, cfg = -1;
     size_t len = 0;
     char *text = config_text(c, &len);
     if (!text)
@@ -727,7 +729,8 @@ static int proc_start(Slirp *s, const struct slipway_cfg *c)
         }
     }
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) < 0 ||
-        socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, data) < 0) {
+        socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, data) < 0 ||
+        socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, frames) < 0) {
         say("slirp_new: socketpair: %s", strerror(errno));
         goto fail;
     }
@@ -743,10 +746,10 @@ static int proc_start(Slirp *s, const struct slipway_cfg *c)
     char uid_arg[32], why_arg[sizeof(ids.why) + 32];
     snprintf(uid_arg, sizeof(uid_arg), "--host-uid=%u", (unsigned)ids.uid);
     snprintf(why_arg, sizeof(why_arg), "--host-uid-why=%s", ids.why);
-    char *argv_ns[] = {path, "--namespaces", uid_arg, why_arg, cfg >= 0 ? "--config-fd=5" : NULL,
+    char *argv_ns[] = {path, "--namespaces", uid_arg, why_arg, cfg >= 0 ? "--config-fd=6" : NULL,
                        NULL};
-    char *argv_plain[] = {path, uid_arg, why_arg, cfg >= 0 ? "--config-fd=5" : NULL, NULL};
-    struct child_args a = {.path = path, .ctl = ctl[1], .data = data[1], .cfg = cfg,
+    char *argv_plain[] = {path, uid_arg, why_arg, cfg >= 0 ? "--config-fd=6" : NULL, NULL};
+    struct child_args a = {.path = path, .ctl = ctl[1], .data = data[1], .frames = frames[1], .cfg = cfg,
                            .uid = ids.uid, .gid = ids.gid};
     sigemptyset(&a.none);
     /* The server's standard descriptors are /dev/null, its standard error
@@ -769,11 +772,13 @@ static int proc_start(Slirp *s, const struct slipway_cfg *c)
     close(a.devnull);
     close(ctl[1]);
     close(data[1]);
+    close(frames[1]);
     if (cfg >= 0)
         close(cfg);
     s->pid = pid;
     s->ctl = ctl[0];
     s->data = data[0];
+    s->frames = frames[0];
     pthread_mutex_init(&s->ctl_mu, NULL);
     s->proc = 1;
     {
@@ -815,6 +820,8 @@ fail:
             close(ctl[i]);
         if (data[i] >= 0)
             close(data[i]);
+        if (frames[i] >= 0)
+            close(frames[i]);
     }
     return PROC_NOT_STARTED;
 }
@@ -826,6 +833,7 @@ static void proc_stop(Slirp *s)
     char why[256];
     close(s->ctl);
     close(s->data);
+    close(s->frames);
     proc_reap(s, 200, why, sizeof(why));
     if (why[0] && !s->dead)
         say("the slipway server has gone: %s", why);
@@ -885,28 +893,50 @@ static void proc_open(Slirp *s, const uint8_t *m, size_t n)
         close(fd);
 }
 
-/* Hands the host what the server sent on the data socket: frames to
- * send_packet, guest-forward bytes to their write_cb; and opens the host
- * files it asks for. The socket's end is the server's: said once, and
- * the socket is no longer polled. */
-static void proc_drain(Slirp *s)
+/* The server's socket has ended: said once, and its sockets are no
+ * longer polled. */
+static void proc_gone(Slirp *s)
 {
-    int k;
-    s->more = 0;
-    for (k = 0; k < MAX_FRAMES_PER_POLL; k++) {
-        ssize_t n = recv(s->data, s->slots, SLIPWAY_PROC_MAX_MSG, MSG_DONTWAIT);
-        if (n == 0) {
-            char why[256];
-            s->dead = 1;
-            proc_reap(s, 50, why, sizeof(why));
-            say("the slipway server has gone: %s", why[0] ? why : "it closed its socket");
-            return;
-        }
+    char why[256];
+    s->dead = 1;
+    proc_reap(s, 50, why, sizeof(why));
+    say("the slipway server has gone: %s", why[0] ? why : "it closed its socket");
+}
+
+/* One message from the server's socket fd into s->slots, without
+ * waiting: its length, or -1 when none waits or the server has gone. */
+static ssize_t proc_recv(Slirp *s, int fd)
+{
+    ssize_t n = recv(fd, s->slots, SLIPWAY_PROC_MAX_MSG, MSG_DONTWAIT);
+    if (n == 0) {
+        proc_gone(s);
+        return -1;
+    }
+    return n;
+}
+
+/* Hands the host the frames the server sent on the frames socket, at
+ * most MAX_FRAMES_PER_POLL; more says that some may be left. */
+static void proc_frames(Slirp *s)
+{
+    for (int k = 0; k < MAX_FRAMES_PER_POLL; k++) {
+        ssize_t n = proc_recv(s, s->frames);
         if (n < 0)
             return;
-        if (s->slots[0] == 'f' && n > 1) {
-            s->cb.send_packet(s->slots + 1, (size_t)n - 1, s->opaque);
-        } else if (s->slots[0] == 'g' && n > 5) {
+        s->cb.send_packet(s->slots, (size_t)n, s->opaque);
+    }
+    s->more = 1;
+}
+
+/* Hands guest-forward bytes the server sent on the data socket to their
+ * write_cb, and opens the host files it asks for. */
+static void proc_side(Slirp *s)
+{
+    for (int k = 0; k < MAX_GFWD_PER_POLL; k++) {
+        ssize_t n = proc_recv(s, s->data);
+        if (n < 0)
+            return;
+        if (s->slots[0] == 'g' && n > 5) {
             int32_t id;
             memcpy(&id, s->slots + 1, 4);
             for (int i = 0; i < MAX_GFWD; i++)
@@ -1059,11 +1089,9 @@ static void be_input(Slirp *s, const uint8_t *pkt, int len)
         CORE_CALL(core.input(s->handle, pkt, len));
         return;
     }
-    if (len > SLIPWAY_PROC_MAX_MSG - 1)
-        return;
-    struct iovec iov[] = {{(void *)"f", 1}, {(void *)pkt, (size_t)len}};
-    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
-    sendmsg(s->data, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+    /* A full socket drops the frame, as a full link would. */
+    if (len <= SLIPWAY_PROC_MAX_MSG)
+        send(s->frames, pkt, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
 static void be_state_save(Slirp *s, SlirpWriteCb write_cb, void *opaque)
@@ -1257,7 +1285,7 @@ EXPORT Slirp *slirp_new(const SlirpConfig *cfg, const SlirpCb *callbacks, void *
     s->handle = h;
     s->version = (int)cfg->version;
     s->opaque = opaque;
-    s->efd_idx = -1;
+    s->efd_idx = s->frames_idx = -1;
     s->vnetwork = cfg->vnetwork;
     /* The fields a version-1..3 caller's SlirpCb has end before
      * init_completed: its struct may be that much shorter. */
@@ -1325,11 +1353,12 @@ EXPORT void slirp_pollfds_fill(Slirp *s, uint32_t *timeout, SlirpAddPollCb add_p
     if (!valid(s) || !add_poll)
         return;
     if (s->proc && s->dead) {
-        /* Its socket's end would be readable for ever. */
-        s->efd_idx = -1;
+        /* Its sockets' ends would be readable for ever. */
+        s->efd_idx = s->frames_idx = -1;
         return;
     }
     s->efd_idx = add_poll(s->proc ? s->data : s->efd, SLIRP_POLL_IN, opaque);
+    s->frames_idx = s->proc ? add_poll(s->frames, SLIRP_POLL_IN, opaque) : -1;
     if (s->more && timeout)
         *timeout = 0;
 }
@@ -1375,15 +1404,21 @@ static void drain(Slirp *s)
 EXPORT void slirp_pollfds_poll(Slirp *s, int select_error, SlirpGetREventsCb get_revents,
                                void *opaque)
 {
-    int ready = 0;
+    int ready = 0, frames = 0;
     if (!valid(s))
         return;
     if (s->efd_idx >= 0 && !select_error && get_revents)
         ready = get_revents(s->efd_idx, opaque) & SLIRP_POLL_IN;
-    s->efd_idx = -1;
+    if (s->frames_idx >= 0 && !select_error && get_revents)
+        frames = get_revents(s->frames_idx, opaque) & SLIRP_POLL_IN;
+    s->efd_idx = s->frames_idx = -1;
     if (s->proc) {
-        if (ready || s->more)
-            proc_drain(s);
+        int more = s->more;
+        s->more = 0;
+        if ((frames || more) && !s->dead)
+            proc_frames(s);
+        if ((ready || more) && !s->dead)
+            proc_side(s);
         return;
     }
     if (ready) {

@@ -1,12 +1,12 @@
 /*
  * The process shape (SLIPWAY_LIBSLIRP=process): the shim runs slipway's
  * core in a separate process, slipway-slirp-server beside the library,
- * and talks to it over two SOCK_SEQPACKET sockets (one message each).
+ * and talks to it over three SOCK_SEQPACKET sockets (one message each).
  *
  * The shim starts it sandboxed (libslirp.c, spawn): in new user, mount,
  * IPC, UTS and PID namespaces, its root mapped to the host's uid (nobody
  * for a root host), with flags --namespaces, --host-uid=N,
- * --host-uid-why=TEXT and --config-fd=5 (SLIPWAY_CONFIG's file, opened
+ * --host-uid-why=TEXT and --config-fd=6 (SLIPWAY_CONFIG's file, opened
  * by the shim); the server confines itself further before it answers its
  * settings. It then opens no file and binds no port: the shim does that
  * for it, below.
@@ -24,9 +24,11 @@
  *   'l' i32 version: the server asks 'r' u32 n, the shim answers with up
  *       to n bytes read from the host ('S', empty at the end or on
  *       failure), until the server's 'R' i32 result
- * data (fd 4), either way, never answered (a full socket drops a frame,
- * as a full link would):
- *   'f' an Ethernet frame
+ * frames (fd 5), either way: one bare Ethernet frame a message, no tag,
+ *   as slipway's seqpacket transport carries them (the server serves it
+ *   as that link, so a frame takes no hop between its goroutines); a full
+ *   socket drops a frame, as a full link would
+ * data (fd 4), either way, never answered:
  *   'g' from the server: i32 forward id, bytes (for the forward's write_cb)
  *   'o' from the server: u32 id, u8 kind, name: open a host file, kind 'r'
  *       the host's resolv.conf, 't' the file name of the TFTP directory

@@ -64,6 +64,10 @@ type Options struct {
 	// dropped and counted (default link.MaxFrameLen). bhyve, for one,
 	// takes at most 2048 bytes a message.
 	MaxFrame int
+	// MaxRxFrame, if set, is the largest frame taken from the peer;
+	// longer ones are dropped and counted as rx_oversized, as those too
+	// large for a buffer are.
+	MaxRxFrame int
 	// Batch is how many frames a Read returns at most (DefaultBatch if 0).
 	Batch int
 	// ProbeIdle applies to connected datagram sockets, which never learn
@@ -247,7 +251,7 @@ func (l *Conn) collect(bufs [][]byte, sizes []int, got int) int {
 	n := 0
 	for i := 0; i < got; i++ {
 		m := l.rxMsg[i]
-		if m.trunc {
+		if m.trunc || l.opts.MaxRxFrame > 0 && m.size > l.opts.MaxRxFrame {
 			l.counters.RxOversized.Add(1)
 			continue
 		}
