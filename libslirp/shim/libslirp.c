@@ -916,14 +916,35 @@ static ssize_t proc_recv(Slirp *s, int fd)
 }
 
 /* Hands the host the frames the server sent on the frames socket, at
- * most MAX_FRAMES_PER_POLL; more says that some may be left. */
+ * most MAX_FRAMES_PER_POLL, received SLIPWAY_SLOTS to a system call; more
+ * says that some may be left. An empty message is the server's end (it
+ * sends no empty frame). */
 static void proc_frames(Slirp *s)
 {
-    for (int k = 0; k < MAX_FRAMES_PER_POLL; k++) {
-        ssize_t n = proc_recv(s, s->frames);
-        if (n < 0)
+    struct mmsghdr m[SLIPWAY_SLOTS];
+    struct iovec iov[SLIPWAY_SLOTS];
+    int sent = 0;
+    while (sent < MAX_FRAMES_PER_POLL) {
+        memset(m, 0, sizeof(m));
+        for (int i = 0; i < SLIPWAY_SLOTS; i++) {
+            iov[i].iov_base = s->slots + (size_t)i * SLIPWAY_SLOT_SIZE;
+            iov[i].iov_len = SLIPWAY_SLOT_SIZE;
+            m[i].msg_hdr.msg_iov = &iov[i];
+            m[i].msg_hdr.msg_iovlen = 1;
+        }
+        int n = recvmmsg(s->frames, m, SLIPWAY_SLOTS, MSG_DONTWAIT, NULL);
+        if (n <= 0)
             return;
-        s->cb.send_packet(s->slots, (size_t)n, s->opaque);
+        for (int i = 0; i < n; i++) {
+            if (m[i].msg_len == 0) {
+                proc_gone(s);
+                return;
+            }
+            s->cb.send_packet(iov[i].iov_base, m[i].msg_len, s->opaque);
+        }
+        sent += n;
+        if (n < SLIPWAY_SLOTS)
+            return;
     }
     s->more = 1;
 }
