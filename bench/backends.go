@@ -315,6 +315,7 @@ func vmBackends() []vmBackend {
 		{report.QEMUUser, "libslirp, MTU 1500", startQEMUUser},
 		{report.QEMUUserSlipway, "slipway's libslirp.so.0, core in QEMU (SLIPWAY_LIBSLIRP=inproc), MTU 1500", startQEMUUserSlipway("inproc")},
 		{report.QEMUUserSlipwayProcess, "slipway's libslirp.so.0, core in its own process (SLIPWAY_LIBSLIRP=process), MTU 1500", startQEMUUserSlipway("process")},
+		{report.QEMUUserSlipwayBig, "slipway's libslirp.so.0 in its default shape (process), MTU 65520 from SLIPWAY_CONFIG", startQEMUUserSlipwayBig},
 		{report.SlipwayVhost, "serve --listen vhost-user:, guest memory a shared memfd", startSlipwayVhost},
 		{report.PasstVhost, "--vhost-user, MTU 65520, guest memory a shared memfd", startPasstVhost},
 	}
@@ -431,6 +432,20 @@ func startQEMUUserSlipway(shape string) func(ctx context.Context, b *bench, dir 
 		return &vmInstance{netdev: []string{"-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"},
 			env: []string{"LD_LIBRARY_PATH=" + b.libslirp, "SLIPWAY_LIBSLIRP=" + shape}}, nil
 	}
+}
+
+// startQEMUUserSlipwayBig is -netdev user on the library with the MTU
+// a user opts into through SLIPWAY_CONFIG (QEMU passes none).
+func startQEMUUserSlipwayBig(ctx context.Context, b *bench, dir string) (*vmInstance, error) {
+	cfg := filepath.Join(dir, "slipway-libslirp.yaml")
+	if err := os.WriteFile(cfg, []byte("mtu: 65520\n"), 0o644); err != nil {
+		return nil, fmt.Errorf("libslirp config: %w", err)
+	}
+	vm, err := startQEMUUserSlipway("process")(ctx, b, dir)
+	if vm != nil {
+		vm.env = append(vm.env, "SLIPWAY_CONFIG="+cfg)
+	}
+	return vm, err
 }
 
 func fileExists(path string) bool {

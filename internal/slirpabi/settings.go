@@ -22,7 +22,8 @@ import (
 	"github.com/slipway-net/slipway/config"
 )
 
-// DefaultMTU is libslirp's if_mtu when the host leaves it 0.
+// DefaultMTU is libslirp's if_mtu when the host leaves it 0 and the base
+// configuration names none.
 const DefaultMTU = 1500
 
 // Settings is a host's SlirpConfig, read by the C side according to the
@@ -98,9 +99,16 @@ func (s Settings) Config(base config.Config) (config.Config, []string, error) {
 	if len(s.DNSSearch) > 0 {
 		c.DNSSearch = s.DNSSearch
 	}
-	c.MTU = DefaultMTU
-	if s.MTU != 0 {
+	// The host's if_mtu wins; a host that sets none (QEMU's -netdev user
+	// has no such option) gets the MTU base names, else libslirp's. A
+	// larger MTU is opt-in only: a guest whose NIC cannot take it (QEMU's
+	// e1000, rtl8139) keeps 1500 and would lose the large UDP datagrams
+	// (DNS answers among them) sent to it unfragmented.
+	switch {
+	case s.MTU != 0:
 		c.MTU = s.MTU
+	case c.MTU == 0:
+		c.MTU = DefaultMTU
 	}
 	c.Restrict = c.Restrict || s.Restricted
 	c.NoHostLoopback = c.NoHostLoopback || s.DisableHostLoopback

@@ -58,6 +58,26 @@ func TestSettingsOptions(t *testing.T) {
 	}
 }
 
+// QEMU's -netdev user sets no if_mtu: SLIPWAY_CONFIG's mtu is the only
+// way its guest gets a large one; a host's own if_mtu (slirp4netns
+// --mtu) still wins.
+func TestBaseMTUWhenHostSetsNone(t *testing.T) {
+	base := config.Config{MTU: 65520}
+	c, _, err := qemuDefaults().Config(base)
+	if err != nil || c.MTU != 65520 {
+		t.Errorf("host if_mtu 0, base 65520: MTU %d, err %v", c.MTU, err)
+	}
+	s := qemuDefaults()
+	s.MTU = 4000
+	if c, _, err = s.Config(base); err != nil || c.MTU != 4000 {
+		t.Errorf("host if_mtu 4000, base 65520: MTU %d, err %v", c.MTU, err)
+	}
+	base.MTU = 100
+	if _, _, err = qemuDefaults().Config(base); err == nil || !strings.Contains(err.Error(), "mtu") {
+		t.Errorf("base mtu 100: err %v, want one naming mtu", err)
+	}
+}
+
 func TestBadSettingsAreErrors(t *testing.T) {
 	for name, mod := range map[string]func(*Settings){
 		"mask":        func(s *Settings) { s.Netmask = netip.MustParseAddr("255.0.255.0") },

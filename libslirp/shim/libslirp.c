@@ -734,6 +734,12 @@ static int proc_start(Slirp *s, const struct slipway_cfg *c)
         say("slirp_new: socketpair: %s", strerror(errno));
         goto fail;
     }
+    /* A unix socket's sender is limited by its own send buffer: with the
+     * default (about 200 KiB), three frames of a 64 KiB MTU, or a virtio
+     * queue's burst of small ones, would fill it and the rest be
+     * dropped. The kernel caps this at wmem_max; best effort. */
+    int buf = 4 << 20;
+    setsockopt(frames[0], SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
     /* The server may run as nobody, who cannot open a root host's file:
      * it reads this descriptor. If the host cannot open it either, the
      * server tries and says why. */

@@ -28,6 +28,10 @@ func TestQEMUNetdevOptions(t *testing.T) {
 	dns := testenv.Dnsmasq(t)
 	web, _ := testenv.HTTPFile(t, 1<<10)
 	fwdPort, donePort := testenv.FreePort(t, "tcp"), testenv.FreePort(t, "tcp")
+	cfg := filepath.Join(t.TempDir(), "slipway.yaml")
+	if err := os.WriteFile(cfg, []byte("mtu: 65520\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	vm := vmtest.Start(t, guest, vmtest.Options{
 		Netdev: []string{
 			"-netdev", fmt.Sprintf("user,id=n0,net=10.9.0.0/24,host=10.9.0.1,dhcpstart=10.9.0.50,dns=10.9.0.53,"+
@@ -35,9 +39,10 @@ func TestQEMUNetdevOptions(t *testing.T) {
 				"hostfwd=tcp:127.0.0.1:%d-:8080,hostfwd=tcp:127.0.0.1:%d-:8081", fwdPort, donePort),
 			"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:57",
 		},
-		Env:     []string{"LD_LIBRARY_PATH=" + dir, "SLIPWAY_DNS_UPSTREAM=" + dns.String()},
+		Env:     []string{"LD_LIBRARY_PATH=" + dir, "SLIPWAY_DNS_UPSTREAM=" + dns.String(), "SLIPWAY_CONFIG=" + cfg},
 		Timeout: 180 * time.Second,
 		Script: strings.Join([]string{
+			`echo "@mtu=$(cat /sys/class/net/eth0/mtu)"`,
 			`echo "@dns4=$(nslookup a.` + testenv.TestDomain + ` 10.9.0.53 2>/dev/null | awk '/^Address/ && !/#53/ {print $NF}' | tail -1)"`,
 			`for i in $(seq 1 100); do ip -6 addr show dev eth0 | grep 'inet6 fd00:9' | grep -qv tentative && break; sleep 0.2; done`,
 			`echo "@slaac=$(ip -6 addr show dev eth0 | awk '/inet6 fd00:9/ {print $2}' | head -1)"`,
@@ -62,14 +67,14 @@ func TestQEMUNetdevOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k, v := range map[string]string{"ip": "10.9.0.50", "router": "10.9.0.1", "dns": "10.9.0.53"} {
+	for k, v := range map[string]string{"ip": "10.9.0.50", "router": "10.9.0.1", "dns": "10.9.0.53", "mtu": "65520"} {
 		if res.Lease[k] != v {
 			t.Errorf("lease %s = %q, want %q", k, res.Lease[k], v)
 		}
 	}
 	m := testenv.Markers(res.Console)
 	for k, v := range map[string]string{"dns4": testenv.TestDomainAddr, "dns6": testenv.TestDomainAddr,
-		"slaac": "fd00:9::5054:ff:fe12:3457/64", "host": "refused", "done": "done"} {
+		"slaac": "fd00:9::5054:ff:fe12:3457/64", "host": "refused", "done": "done", "mtu": "65520"} {
 		if m[k] != v {
 			t.Errorf("in the guest: %s = %q, want %q", k, m[k], v)
 		}

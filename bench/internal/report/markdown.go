@@ -237,6 +237,14 @@ func targets(r *Results) []target {
 	pairGoal("VM vhost-user latency ≤ passt vhost-user", GroupVM, Latency, SlipwayVhost, PasstVhost, 1, true)
 	pairGoal("VM vhost-user CPU s/GB ≤ passt vhost-user (guest→host)", GroupVM, CPUOut, SlipwayVhost, PasstVhost, 1, true)
 	pairGoal("VM vhost-user CPU s/GB ≤ passt vhost-user (host→guest)", GroupVM, CPUIn, SlipwayVhost, PasstVhost, 1, true)
+	// libslirp.so.0 (issue 14): -netdev user on slipway's library against
+	// Debian's libslirp in the same run, in the default shape at
+	// libslirp's MTU and with the MTU a user can opt into.
+	for _, b := range []string{QEMUUserSlipwayProcess, QEMUUserSlipwayBig} {
+		pairGoal("VM "+b+" guest→host ≥ 2× libslirp", GroupVM, TCPOut, b, QEMUUser, 2, false)
+		pairGoal("VM "+b+" host→guest ≥ 2× libslirp", GroupVM, TCPIn, b, QEMUUser, 2, false)
+		pairGoal("VM "+b+" latency ≤ libslirp", GroupVM, Latency, b, QEMUUser, 1, true)
+	}
 	if s, ok := r.Summary(GroupNS, Slipway, RSSIdle); ok {
 		out = append(out, target{"idle RSS ≤ 20 MB (namespace)", num(s.Median) + " MiB", s.Median*1.048576 <= 20})
 	}

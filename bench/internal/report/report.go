@@ -54,6 +54,8 @@ const (
 	// QEMU's -netdev user on slipway's libslirp.so.0, in its two shapes.
 	QEMUUserSlipway        = "qemu-user-slipway"
 	QEMUUserSlipwayProcess = "qemu-user-slipway-process"
+	// The default shape with the MTU a user can opt into.
+	QEMUUserSlipwayBig = "qemu-user-slipway-65520"
 	// The VM group's vhost-user rows: the guest's rings in shared
 	// memory instead of a socket QEMU copies frames through.
 	SlipwayVhost = "slipway-vhost"
