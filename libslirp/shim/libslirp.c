@@ -13,7 +13,9 @@
  *
  * Frames reach the host only through send_packet, from slirp_pollfds_poll,
  * on the host's thread: the core queues what its stack sends and writes to
- * an eventfd that the shim registers in every slirp_pollfds_fill.
+ * an eventfd (inproc), or the server sends them on the frames socket
+ * (process); the shim registers that descriptor in every
+ * slirp_pollfds_fill.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -90,7 +92,7 @@ struct Slirp {
      * ctl_mu keeps one request and its reply together. tftp_dir is the
      * host's TFTP directory (O_PATH), in which the shim opens the files
      * the server asks for, or -1. dead: the server has gone (its data
-     * socket ended), reaped: and its status was collected. */
+     * or frames socket ended), reaped: and its status was collected. */
     int proc;
     pid_t pid;
     int ctl, data, frames;
@@ -585,11 +587,13 @@ __attribute__((noreturn)) static void child(const struct child_args *a)
     int c1 = fcntl(a->ctl, F_DUPFD_CLOEXEC, 10), d1 = fcntl(a->data, F_DUPFD_CLOEXEC, 10);
     int r1 = fcntl(a->frames, F_DUPFD_CLOEXEC, 10);
     int f1 = a->cfg >= 0 ? fcntl(a->cfg, F_DUPFD_CLOEXEC, 10) : -1;
-    if (c1 < 0 || d1 < 0 || r1 < 0 || (a->cfg >= 0 && f1 < 0) || place_fd(c1, 3) < 0 ||
+    /* /dev/null too: another thread of the host may have closed a low
+     * descriptor before it was opened, so it may sit on 3..6. */
+    int n1 = fcntl(a->devnull, F_DUPFD_CLOEXEC, 10);
+    if (c1 < 0 || d1 < 0 || r1 < 0 || n1 < 0 || (a->cfg >= 0 && f1 < 0) || place_fd(c1, 3) < 0 ||
         place_fd(d1, 4) < 0 || place_fd(r1, 5) < 0 || (f1 >= 0 && place_fd(f1, 6) < 0))
         _exit(126);
-    if (dup2(a->devnull, 0) < 0 || dup2(a->devnull, 1) < 0 ||
-        (!a->keep_stderr && dup2(a->devnull, 2) < 0))
+    if (dup2(n1, 0) < 0 || dup2(n1, 1) < 0 || (!a->keep_stderr && dup2(n1, 2) < 0))
         _exit(126);
     sigprocmask(SIG_SETMASK, &a->none, NULL);
     execve(a->path, a->argv, environ);
@@ -914,7 +918,7 @@ static void proc_gone(Slirp *s)
 static ssize_t proc_recv(Slirp *s, int fd)
 {
     ssize_t n = recv(fd, s->slots, SLIPWAY_PROC_MAX_MSG, MSG_DONTWAIT);
-    if (n == 0) {
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
         proc_gone(s);
         return -1;
     }
@@ -939,6 +943,10 @@ static void proc_frames(Slirp *s)
             m[i].msg_hdr.msg_iovlen = 1;
         }
         int n = recvmmsg(s->frames, m, SLIPWAY_SLOTS, MSG_DONTWAIT, NULL);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            proc_gone(s); /* ECONNRESET: it died with frames unread */
+            return;
+        }
         if (n <= 0)
             return;
         for (int i = 0; i < n; i++) {
@@ -946,6 +954,9 @@ static void proc_frames(Slirp *s)
                 proc_gone(s);
                 return;
             }
+            /* Longer than a slot: not a frame the server's link sends. */
+            if (m[i].msg_hdr.msg_flags & MSG_TRUNC)
+                continue;
             s->cb.send_packet(iov[i].iov_base, m[i].msg_len, s->opaque);
         }
         sent += n;

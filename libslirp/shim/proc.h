@@ -28,7 +28,7 @@
  *   as slipway's seqpacket transport carries them (the server serves it
  *   as that link, so a frame takes no hop between its goroutines); a full
  *   socket drops a frame, as a full link would
- * data (fd 4), either way, never answered:
+ * data (fd 4), either way, unanswered but for 'o' (answered by 'O'):
  *   'g' from the server: i32 forward id, bytes (for the forward's write_cb)
  *   'o' from the server: u32 id, u8 kind, name: open a host file, kind 'r'
  *       the host's resolv.conf, 't' the file name of the TFTP directory
