@@ -58,7 +58,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var only, backends, tests, flows string
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; every backend runs once per round, interleaved")
 	fs.StringVar(&only, "only", "ns,vm,scale", "parts to run: ns (namespaces), vm (QEMU guests), scale (many flows)")
-	fs.StringVar(&backends, "backends", "", "backends to run (default all): slipway,slipway-nosandbox,slipway-strict,slipway-1q,slirp4netns,pasta,veth,passt,qemu-user,slipway-vhost,passt-vhost,qemu-user-slipway,qemu-user-slipway-process")
+	fs.StringVar(&backends, "backends", "", "backends to run (default all): slipway,slipway-nosandbox,slipway-strict,slipway-1q,slirp4netns,pasta,veth,passt,qemu-user,slipway-vhost,passt-vhost,qemu-user-slipway,qemu-user-slipway-process,qemu-user-slipway-65520")
 	fs.StringVar(&tests, "tests", "", "tests to run (default all): tcp_out,tcp_in,latency,conn_rate,udp,udp_in")
 	fs.DurationVar(&o.settings.duration, "duration", 5*time.Second, "duration of each timed test")
 	fs.StringVar(&o.settings.udpRate, "udp-rate", "1G", "offered rate of the UDP tests, both ways (iperf3 -b; 0 is as fast as the sender can)")
