@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -348,6 +349,11 @@ func startSlipwayVhost(ctx context.Context, b *bench, dir string) (*vmInstance, 
 // startPasstVhost runs the passt binary -passt names (Debian 12's has no
 // vhost-user) as a vhost-user back-end.
 func startPasstVhost(ctx context.Context, b *bench, dir string) (*vmInstance, error) {
+	// Debian 12's passt predates --vhost-user and answers it with its
+	// whole usage text: say what is missing in one line instead.
+	if out, _ := exec.CommandContext(ctx, b.opts.passt, "--help").CombinedOutput(); !strings.Contains(string(out), "vhost-user") {
+		return nil, fmt.Errorf("%s has no --vhost-user (Debian 12's passt is too old): set PASST to a newer passt", b.opts.passt)
+	}
 	sock, err := passtSocket(dir)
 	if err != nil {
 		return nil, err
